@@ -1,0 +1,281 @@
+"""SQLite state through sqlite-utils: jobs, their parts, completed downloads, updates (SPEC §11).
+
+Every call runs on one dedicated thread (the single writer), never on the event loop. The schema
+is built by named migrations, so opening an old database brings it up to date, and opening a
+current one changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+T = TypeVar("T")
+
+migrations = Migrations("civitai-daemon")
+
+
+@migrations(name="001_initial")
+def _initial(db: Database) -> None:
+    db["jobs"].create(
+        {
+            "id": int,
+            "status": str,
+            "model_type": str,
+            "modelId": int,
+            "modelVersionId": int,
+            "fileId": int,
+            "url": str,  # what the user asked for (page, download or direct URL)
+            "download_url": str,  # where the bytes come from, before any redirect
+            "filename": str,
+            "path": str,
+            "sha256": str,
+            "size": int,
+            "priority": int,
+            "bytes_done": int,
+            "bytes_total": int,
+            "speed_bps": float,
+            "attempts": int,
+            "error": str,
+            "dedupe_key": str,
+            "validator": str,  # ETag or Last-Modified of the bytes being resumed
+            "info": str,  # version JSON for sidecars
+            "model_name": str,
+            "version_name": str,
+            "source": str,  # api, batch, manifest, update, webhook
+            "replaces": str,  # path of the file an update supersedes
+            "created_at": str,
+            "updated_at": str,
+            "completed_at": str,
+        },
+        pk="id",
+        not_null={"status", "model_type", "priority", "created_at"},
+        defaults={"priority": 5, "bytes_done": 0, "attempts": 0, "speed_bps": 0},
+    )
+    db["jobs"].create_index(["status", "priority", "id"])
+    db["jobs"].create_index(["dedupe_key"])
+    db["parts"].create(
+        {"job_id": int, "idx": int, "start": int, "end": int, "done": int},
+        pk=("job_id", "idx"),
+    )
+    db["completed"].create(
+        {
+            "id": int,
+            "job_id": int,
+            "model_type": str,
+            "modelId": int,
+            "modelVersionId": int,
+            "filename": str,
+            "path": str,
+            "sha256": str,
+            "size": int,
+            "model_name": str,
+            "version_name": str,
+            "completed_at": str,
+        },
+        pk="id",
+    )
+    db["completed"].create_index(["path"])
+    db["updates"].create(
+        {
+            "id": int,
+            "modelId": int,
+            "model_name": str,
+            "old_version_id": int,
+            "new_version_id": int,
+            "version_name": str,
+            "model_type": str,
+            "job_id": int,
+            "found_at": str,
+        },
+        pk="id",
+    )
+    db["updates"].create_index(["modelId", "new_version_id"], unique=True)
+    db["file_hashes"].create({"path": str, "size": int, "mtime_ns": int, "sha256": str}, pk="path")
+
+
+def utcnow() -> str:
+    """Now as ISO 8601 UTC, second precision, with a Z."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def open_database(path: Path | str) -> Database:
+    """Open (creating) the database in WAL mode and apply pending migrations."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = Database(path)
+    db.enable_wal()
+    # FULL: a committed offset survives power loss, not only a killed process.
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA busy_timeout=5000")
+    migrations.apply(db)
+    return db
+
+
+class Store:
+    """The daemon's database: async methods that run sqlite-utils calls on one thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._db: Database | None = None
+
+    async def open(self) -> None:
+        await self._call(self._open)
+
+    def _open(self) -> None:
+        self._db = open_database(self.path)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._call(self._db.close)
+            self._db = None
+        self._executor.shutdown(wait=True)
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run `fn(db, *args)` on the database thread."""
+        return await self._call(lambda: fn(self._require(), *args, **kwargs))
+
+    def _require(self) -> Database:
+        if self._db is None:
+            raise RuntimeError("database is not open")
+        return self._db
+
+    # Jobs ---------------------------------------------------------------------------------
+
+    async def insert_job(self, row: dict[str, Any]) -> dict[str, Any]:
+        def op(db: Database) -> dict[str, Any]:
+            now = utcnow()
+            with db.atomic():
+                table = db["jobs"]
+                table.insert({"created_at": now, "updated_at": now, **row})
+                return table.get(table.last_pk)
+
+        return await self.run(op)
+
+    async def update_job(self, job_id: int, **fields: Any) -> dict[str, Any]:
+        def op(db: Database) -> dict[str, Any]:
+            with db.atomic():
+                db["jobs"].update(job_id, {"updated_at": utcnow(), **fields})
+                return db["jobs"].get(job_id)
+
+        return await self.run(op)
+
+    async def get_job(self, job_id: int) -> dict[str, Any] | None:
+        def op(db: Database) -> dict[str, Any] | None:
+            rows = list(db["jobs"].rows_where("id = ?", [job_id]))
+            return rows[0] if rows else None
+
+        return await self.run(op)
+
+    async def jobs_where(
+        self,
+        where: str | None = None,
+        args: list[Any] | None = None,
+        order_by: str = "id",
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[dict[str, Any]]:
+        def op(db: Database) -> list[dict[str, Any]]:
+            return list(
+                db["jobs"].rows_where(
+                    where, args or [], order_by=order_by, limit=limit, offset=offset
+                )
+            )
+
+        return await self.run(op)
+
+    async def count_jobs_by_status(self) -> dict[str, int]:
+        def op(db: Database) -> dict[str, int]:
+            rows = db.query("select status, count(*) as n from jobs group by status")
+            return {r["status"]: r["n"] for r in rows}
+
+        return await self.run(op)
+
+    # Parts --------------------------------------------------------------------------------
+
+    async def get_parts(self, job_id: int) -> list[dict[str, Any]]:
+        return await self.run(
+            lambda db: list(db["parts"].rows_where("job_id = ?", [job_id], order_by="idx"))
+        )
+
+    async def set_parts(self, job_id: int, parts: list[dict[str, Any]]) -> None:
+        def op(db: Database) -> None:
+            with db.atomic():
+                db.execute("delete from parts where job_id = ?", [job_id])
+                if parts:
+                    db["parts"].insert_all([{**p, "job_id": job_id} for p in parts])
+
+        await self.run(op)
+
+    async def save_progress(self, job_id: int, parts: list[dict[str, Any]], **fields: Any) -> None:
+        """Commit each part's durable offset and the job's counters in one transaction."""
+
+        def op(db: Database) -> None:
+            with db.atomic():
+                for p in parts:
+                    db.execute(
+                        "update parts set done = ? where job_id = ? and idx = ?",
+                        [p["done"], job_id, p["idx"]],
+                    )
+                db["jobs"].update(job_id, {"updated_at": utcnow(), **fields})
+
+        await self.run(op)
+
+    # Completed and updates ----------------------------------------------------------------
+
+    async def add_completed(self, row: dict[str, Any]) -> None:
+        await self.run(lambda db: db["completed"].insert(row))
+
+    async def list_completed(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        return await self.run(
+            lambda db: list(
+                db["completed"].rows_where(order_by="id desc", limit=limit, offset=offset)
+            )
+        )
+
+    async def add_update(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        """Record a found update once; None when it was already recorded."""
+
+        def op(db: Database) -> dict[str, Any] | None:
+            with db.atomic():
+                exists = db.execute(
+                    "select 1 from updates where modelId = ? and new_version_id = ?",
+                    [row["modelId"], row["new_version_id"]],
+                ).fetchone()
+                if exists:
+                    return None
+                table = db["updates"]
+                table.insert({"found_at": utcnow(), **row})
+                return table.get(table.last_pk)
+
+        return await self.run(op)
+
+    async def list_updates(self, limit: int = 100) -> list[dict[str, Any]]:
+        return await self.run(
+            lambda db: list(db["updates"].rows_where(order_by="id desc", limit=limit))
+        )
+
+    async def bytes_downloaded(self) -> int:
+        def op(db: Database) -> int:
+            row = db.execute("select coalesce(sum(size), 0) from completed").fetchone()
+            return int(row[0])
+
+        return await self.run(op)
+
+
+def loads(text: str | None) -> Any:
+    return json.loads(text) if text else None

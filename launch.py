@@ -1,0 +1,159 @@
+"""Start the daemon in the foreground: pick the port (SPEC §2), then serve with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import logging
+import random
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+
+import uvicorn
+
+from settings import ConfigError, ensure_api_token, ensure_home, load_settings, resolve_home
+from settings import update_config as save_config
+
+PORT_RANGE = range(8100, 8201)
+# ComfyUI's default port; the daemon runs beside it, so never take it by chance.
+AVOID_PORTS = {8188}
+EXIT_USAGE = 2
+
+log = logging.getLogger("civitai.launch")
+
+
+class PortError(Exception):
+    """No port can be bound; the message says which and what to do."""
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def open_port(host: str, port: int | None, source: str) -> socket.socket:
+    """Bind `port` on `host`, or a random free port of 8100–8200 when `port` is None.
+
+    Binding here (not after a check) leaves no gap in which another program could take it.
+    """
+    if port is not None:
+        try:
+            return _bind(host, port)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortError(
+                    f"Port {port} ({source}) is already in use by another program. Stop that "
+                    f"program, start with --port N, or set active_port in config.json to another "
+                    f"port (null picks a free one in 8100-8200)."
+                ) from None
+            raise PortError(f"Cannot listen on {host}:{port} ({source}): {exc.strerror}") from None
+    candidates = [p for p in PORT_RANGE if p not in AVOID_PORTS]
+    random.shuffle(candidates)
+    for candidate in candidates:
+        try:
+            return _bind(host, candidate)
+        except OSError:
+            continue
+    raise PortError(
+        f"No free port in {PORT_RANGE.start}-{PORT_RANGE.stop - 1} on {host}. Free one, or set "
+        f"active_port in config.json (or pass --port N) to a free port outside that range."
+    )
+
+
+def gui_url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/gui"
+
+
+class Server(uvicorn.Server):
+    """uvicorn, but a SIGTERM/SIGINT ends in a clean exit 0 instead of being re-raised."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Run the Civitai download daemon.")
+    parser.add_argument("--home", help="folder for config, manifest, data and logs")
+    parser.add_argument("--host", help="address to bind (default: host in config.json)")
+    parser.add_argument("--port", type=int, help="port (default: active_port, else random)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    home = resolve_home(args.home)
+    try:
+        ensure_home(home)
+        settings = load_settings(home)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"error: cannot use home {home}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.host:
+        settings = settings.model_copy(update={"host": args.host})
+    if args.port is not None and not 1 <= args.port <= 65535:
+        print(f"error: --port {args.port} is not a port (1-65535)", file=sys.stderr)
+        return EXIT_USAGE
+
+    port, source = args.port, "--port"
+    if port is None:
+        port, source = settings.active_port, f"active_port in {settings.config_path}"
+    try:
+        sock = open_port(settings.host, port, source)
+    except PortError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    bound = sock.getsockname()[1]
+    if port is None:
+        save_config(home, active_port=bound)
+    settings = ensure_api_token(settings.model_copy(update={"active_port": bound}))
+
+    from logger import setup_logging
+    from main import create_app
+
+    setup_logging(settings.logs_dir, settings.log_level, settings.secret_values())
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=3,
+        ws_ping_interval=20,
+    )
+    server = Server(config)
+    print(f"GUI: {gui_url(settings.host, bound)}", flush=True)
+    log.info("listening on %s:%s, home %s", settings.host, bound, home)
+    server.run(sockets=[sock])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

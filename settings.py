@@ -1,0 +1,265 @@
+"""The daemon's home and its config.json, as one typed, validated object (SPEC §2, §3)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+log = logging.getLogger("civitai.settings")
+
+REPO_DIR = Path(__file__).resolve().parent
+HOME_ENV = "CIVITAI_DAEMON_HOME"
+TOKEN_ENV = "CIVITAI_TOKEN"
+MODEL_TYPE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+
+
+class ConfigError(Exception):
+    """config.json cannot be used as it is; the message says which key and why."""
+
+
+class UpdateCheck(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    enabled: bool = True
+    hour: int = Field(4, ge=0, le=23)
+    minute: int = Field(0, ge=0, le=59)
+
+
+class NotifyTarget(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: Literal["discord", "telegram"]
+    url: str | None = None
+    bot_token: SecretStr | None = None
+    chat_id: str | int | None = None
+    api_base: str = "https://api.telegram.org"
+
+
+class Settings(BaseModel):
+    """Everything in config.json. Built once at start and passed down."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, validate_default=True)
+
+    host: str = Field("127.0.0.1", description="Address to bind; loopback by default.")
+    active_port: int | None = Field(
+        None, ge=1, le=65535, description="Port; null picks a free one in 8100–8200."
+    )
+    download_dir: str = Field(
+        "data/models", description="Models go to <download_dir>/<model_type>/<filename>."
+    )
+    workers: int = Field(2, ge=1, le=32, description="Concurrent downloads.")
+    retries: int = Field(5, ge=1, le=100, description="Attempts per job for retryable failures.")
+    timeout: float = Field(
+        60, gt=0, le=3600, description="Seconds without a byte before a connection is dead."
+    )
+    throttle: int = Field(0, ge=0, description="Total rate cap in bytes/s; 0 = none.")
+    webhook_url: str | None = Field(None, description="Outbound webhook target.")
+    webhook_secret: SecretStr | None = Field(
+        None, description="HMAC key for outbound signatures and inbound verification."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Level of logs/download.log."
+    )
+    manifest_mode: Literal["replace", "append"] = Field(
+        "replace", description="How the updater records a new version in manifest.json."
+    )
+    civitai_base_url: str = Field("https://civitai.com", description="Civitai API root.")
+    civitai_token: SecretStr | None = Field(
+        None, description="Civitai API key; the CIVITAI_TOKEN environment variable overrides."
+    )
+    api_token: SecretStr | None = Field(
+        None, description="Key for this daemon's own API; generated on first start."
+    )
+    update_check: UpdateCheck = Field(
+        default_factory=UpdateCheck, description="Daily update check time (local)."
+    )
+    old_versions: Literal["keep", "delete", "archive"] = Field(
+        "keep", description="Fate of the old file after an update in replace mode."
+    )
+    connections: int = Field(
+        4, ge=1, le=16, description="Parallel Range connections for one file of 64 MiB or more."
+    )
+    save_metadata: bool = Field(
+        True, description="Write <stem>.civitai.info and <stem>.preview.<ext> beside each model."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["civitai.com", "huggingface.co"],
+        description="Hosts a direct url job may start from.",
+    )
+    notify: list[NotifyTarget] = Field(
+        default_factory=list, description="Extra notification targets (Discord, Telegram)."
+    )
+
+    # Not a config key: where this config came from.
+    home: Path = Field(default=REPO_DIR, exclude=True)
+
+    @field_validator("civitai_base_url", "webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/") if value else value
+
+    @field_validator("host")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    def resolve(self, path: str) -> Path:
+        """A config path, absolute, relative paths taken from the home."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.home / p
+
+    @property
+    def models_dir(self) -> Path:
+        return self.resolve(self.download_dir)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def config_path(self) -> Path:
+        return self.home / "config.json"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.home / "manifest.json"
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for the log redactor."""
+        values = [self.civitai_token, self.api_token, self.webhook_secret]
+        values += [t.bot_token for t in self.notify]
+        return [v.get_secret_value() for v in values if v and v.get_secret_value()]
+
+
+CONFIG_KEYS = [name for name in Settings.model_fields if name != "home"]
+
+
+def default_config() -> dict[str, Any]:
+    """config.json as written into a new home."""
+    return Settings().model_dump(mode="json", exclude={"home"})
+
+
+def resolve_home(arg: str | os.PathLike | None = None) -> Path:
+    """--home, else $CIVITAI_DAEMON_HOME, else the repo folder."""
+    chosen = arg or os.environ.get(HOME_ENV) or REPO_DIR
+    return Path(chosen).expanduser().resolve()
+
+
+def ensure_home(home: Path) -> None:
+    """Create the home and its default files where missing; never touch existing ones."""
+    home.mkdir(parents=True, exist_ok=True)
+    for sub in ("data", "logs"):
+        (home / sub).mkdir(exist_ok=True)
+    if not (home / "config.json").exists():
+        write_json_atomic(home / "config.json", default_config(), mode=0o600)
+    if not (home / "manifest.json").exists():
+        write_json_atomic(home / "manifest.json", [])
+
+
+def write_json_atomic(path: Path, data: Any, mode: int | None = None) -> None:
+    """Write JSON to a temp file beside `path`, fsync it, then rename over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        else:
+            os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_config(home: Path) -> dict[str, Any]:
+    path = home / "config.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc}). Fix the file or delete it.") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must hold a JSON object of settings, not {type(data).__name__}")
+    return data
+
+
+def update_config(home: Path, **changes: Any) -> None:
+    """Set keys in config.json, keeping every other key and value as it was."""
+    data = read_config(home)
+    data.update(changes)
+    write_json_atomic(home / "config.json", data, mode=0o600)
+
+
+def _describe_error(path: Path, data: dict[str, Any], error: dict[str, Any]) -> str:
+    loc = [str(p) for p in error["loc"]]
+    key = ".".join(loc)
+    field = Settings.model_fields.get(loc[0]) if loc else None
+    allowed = error["msg"]
+    if error["type"] in ("literal_error", "enum"):
+        allowed = "one of " + error["ctx"]["expected"]
+    value = error.get("input")
+    if isinstance(value, SecretStr) or (loc and loc[0] in ("civitai_token", "api_token")):
+        value = "<hidden>"
+    hint = f" ({field.description})" if field and field.description else ""
+    return f"{path}: key '{key}' has value {json.dumps(value, default=str)}: {allowed}{hint}"
+
+
+def load_settings(home: Path, environ: dict[str, str] | None = None) -> Settings:
+    """Read and validate config.json; raise ConfigError naming the bad key and value."""
+    environ = os.environ if environ is None else environ
+    path = home / "config.json"
+    data = read_config(home)
+    for key in sorted(set(data) - set(CONFIG_KEYS)):
+        log.warning("%s: unknown key '%s' is ignored", path, key)
+    known = {k: v for k, v in data.items() if k in CONFIG_KEYS}
+    if environ.get(TOKEN_ENV):
+        known["civitai_token"] = environ[TOKEN_ENV]
+    try:
+        return _validate(known, home)
+    except ValidationError as exc:
+        raise ConfigError(
+            "\n".join(_describe_error(path, data, e) for e in exc.errors(include_url=False))
+        ) from None
+
+
+def _validate(known: dict[str, Any], home: Path) -> Settings:
+    # JSON types are checked strictly (a "2" is not a 2), but secrets and paths come as str.
+    for key in ("civitai_token", "api_token", "webhook_secret"):
+        if isinstance(known.get(key), str):
+            known = {**known, key: SecretStr(known[key])}
+    for target in known.get("notify") or []:
+        if isinstance(target, dict) and isinstance(target.get("bot_token"), str):
+            target["bot_token"] = SecretStr(target["bot_token"])
+    if isinstance(known.get("timeout"), int) and not isinstance(known["timeout"], bool):
+        known = {**known, "timeout": float(known["timeout"])}
+    return Settings.model_validate({**known, "home": home})
+
+
+def ensure_api_token(settings: Settings) -> Settings:
+    """Generate and save the API key on first start."""
+    if settings.api_token and settings.api_token.get_secret_value():
+        return settings
+    token = secrets.token_urlsafe(32)
+    update_config(settings.home, api_token=token)
+    return settings.model_copy(update={"api_token": SecretStr(token)})

@@ -1,0 +1,586 @@
+"""A fake Civitai that speaks SPEC §13 over real HTTP, with faults a test can inject.
+
+Two real servers on loopback: the API (models, model-versions, by-hash, the download endpoint)
+and a CDN on a *different host* (127.0.0.2) that serves the bytes behind signed, expiring URLs,
+rejects any `Authorization` header, and honours Range / If-Range like R2 and B2 do.
+
+    fake = FakeCivitai().start()
+    fake.add_model(100, "Tiny LoRA", "LORA", versions=[fake.version(200, files=[b"..."])])
+    fake.fault("cdn", drop_after=1000)          # next CDN response dies after 1000 bytes
+    fake.fault("api", status=503, times=2)       # next two API answers are 503
+    fake.publish_version(100, fake.version(201, files=[b"new"]))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import socket
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+TOKEN = "fake-civitai-token-0123456789"
+SIGNING_KEY = b"fake-cdn-signing-key"
+LOGIN_REQUIRED = "The creator of this asset requires you to be logged in to download it"
+DISABLED = "The creator of this asset has disabled downloads on this file"
+CLOUDFLARE_HTML = (
+    b"<!DOCTYPE html><html><head><title>Just a moment...</title></head>"
+    b"<body>Checking your browser before accessing civitai.com.</body></html>"
+)
+# 1x1 PNG, for preview images.
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000100e221bc330000000049454e44ae426082"
+)
+
+
+@dataclass
+class Fault:
+    """One injected misbehaviour, applied to the next `times` requests of its target."""
+
+    target: str  # "api" (JSON routes), "download" (the 307 endpoint) or "cdn" (file bytes)
+    status: int | None = None
+    retry_after: float | None = None
+    body: bytes | None = None
+    html: bool = False  # a Cloudflare page instead of what was asked
+    drop_after: int | None = None  # close the connection after this many body bytes
+    corrupt: bool = False  # flip bytes in the body
+    ignore_range: bool = False  # answer 200 with the whole file to a Range request
+    stall_after: int | None = None  # stop sending (but keep the socket open) after N bytes
+    rate: int | None = None  # bytes/s for this response
+    times: int = 1
+
+
+@dataclass
+class Request:
+    server: str
+    method: str
+    path: str
+    headers: dict[str, str]
+
+    @property
+    def range(self) -> str | None:
+        return self.headers.get("range")
+
+
+@dataclass
+class FileSpec:
+    id: int
+    name: str
+    content: bytes
+    primary: bool = True
+    type: str = "Model"
+    format: str = "SafeTensor"
+    size: str | None = "pruned"
+    fp: str | None = "fp16"
+    published_sha256: str | None = None  # a wrong hash, as Civitai sometimes publishes
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content).hexdigest().upper()
+
+
+@dataclass
+class VersionSpec:
+    id: int
+    name: str
+    files: list[FileSpec]
+    base_model: str = "SDXL 1.0"
+    created_at: str = "2025-05-19T02:43:46.31"  # no Z, two fractional digits, as Civitai does
+    images: int = 1
+
+
+@dataclass
+class ModelSpec:
+    id: int
+    name: str
+    type: str
+    versions: list[VersionSpec]  # newest first
+    login_required: bool = False
+    early_access: bool = False
+    disabled: bool = False
+    archived: bool = False
+    deleted: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
+class FakeCivitai:
+    def __init__(self, cdn_host: str = "127.0.0.2") -> None:
+        self.cdn_host = cdn_host
+        self.models: dict[int, ModelSpec] = {}
+        self.faults: list[Fault] = []
+        self.requests: list[Request] = []
+        self.link_ttl = 3600.0
+        self.link_generation = 0
+        self.default_rate: int | None = None  # per-connection cap on CDN bytes/s
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self._servers: list[_Server] = []
+        self._next_id = 900_000
+
+    # Lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> FakeCivitai:
+        api = self._serve("127.0.0.1", "api")
+        try:
+            cdn = self._serve(self.cdn_host, "cdn")
+        except OSError:  # a loopback without 127.0.0.2: another port still means another origin
+            self.cdn_host = "127.0.0.1"
+            cdn = self._serve(self.cdn_host, "cdn")
+        self.base_url = f"http://127.0.0.1:{api.server_address[1]}"
+        self.cdn_url = f"http://{self.cdn_host}:{cdn.server_address[1]}"
+        return self
+
+    def _serve(self, host: str, role: str) -> _Server:
+        handler = type(f"{role}Handler", (_Handler,), {"fake": self, "role": role})
+        server = _Server((host, 0), handler)
+        threading.Thread(
+            target=server.serve_forever, args=(0.05,), daemon=True, name=f"fake-{role}"
+        ).start()
+        self._servers.append(server)
+        return server
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+
+    def __enter__(self) -> FakeCivitai:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # Catalogue --------------------------------------------------------------------------
+
+    def new_id(self) -> int:
+        with self.lock:
+            self._next_id += 1
+            return self._next_id
+
+    def file(self, content: bytes, name: str = "model.safetensors", **kw: Any) -> FileSpec:
+        return FileSpec(id=kw.pop("id", None) or self.new_id(), name=name, content=content, **kw)
+
+    def version(
+        self, version_id: int, files: list[FileSpec | bytes], name: str | None = None, **kw: Any
+    ) -> VersionSpec:
+        specs = [
+            f if isinstance(f, FileSpec) else self.file(f, name=f"file_{version_id}.safetensors")
+            for f in files
+        ]
+        return VersionSpec(id=version_id, name=name or f"v{version_id}", files=specs, **kw)
+
+    def add_model(
+        self, model_id: int, name: str, type: str, versions: list[VersionSpec], **kw: Any
+    ) -> ModelSpec:
+        spec = ModelSpec(id=model_id, name=name, type=type, versions=versions, **kw)
+        with self.lock:
+            self.models[model_id] = spec
+        return spec
+
+    def add_simple(
+        self,
+        model_id: int,
+        version_id: int,
+        content: bytes,
+        filename: str = "model.safetensors",
+        type: str = "LORA",
+        **kw: Any,
+    ) -> FileSpec:
+        """One model with one version holding one file; returns the file."""
+        f = self.file(content, name=filename)
+        self.add_model(model_id, f"Model {model_id}", type, [self.version(version_id, [f])], **kw)
+        return f
+
+    def publish_version(self, model_id: int, version: VersionSpec) -> None:
+        with self.lock:
+            self.models[model_id].versions.insert(0, version)
+
+    def find_version(self, version_id: int) -> tuple[ModelSpec, VersionSpec] | None:
+        with self.lock:
+            for model in self.models.values():
+                for v in model.versions:
+                    if v.id == version_id:
+                        return model, v
+        return None
+
+    def fault(self, target: str, **kw: Any) -> Fault:
+        f = Fault(target=target, **kw)
+        with self.lock:
+            self.faults.append(f)
+        return f
+
+    def take_fault(self, target: str) -> Fault | None:
+        with self.lock:
+            for f in self.faults:
+                if f.target == target and f.times > 0:
+                    f.times -= 1
+                    if f.times == 0:
+                        self.faults.remove(f)
+                    return f
+        return None
+
+    def expire_links(self) -> None:
+        """Every signed CDN URL handed out so far now answers 403."""
+        with self.lock:
+            self.link_generation += 1
+
+    def requests_to(self, server: str, path_prefix: str = "") -> list[Request]:
+        with self.lock:
+            return [
+                r for r in self.requests if r.server == server and r.path.startswith(path_prefix)
+            ]
+
+    # JSON shapes (SPEC §13) -------------------------------------------------------------
+
+    def file_json(self, model: ModelSpec, version: VersionSpec, f: FileSpec) -> dict[str, Any]:
+        sha = f.published_sha256 or f.sha256
+        data: dict[str, Any] = {
+            "id": f.id,
+            "sizeKB": len(f.content) / 1024,
+            "name": f.name,
+            "type": f.type,
+            "pickleScanResult": "Success",
+            "virusScanResult": "Success",
+            "scannedAt": "2025-05-19T02:43:46.31",
+            "metadata": {
+                k: v for k, v in (("format", f.format), ("size", f.size), ("fp", f.fp)) if v
+            },
+            "hashes": {
+                "AutoV1": sha[:8],
+                "AutoV2": sha[:10],
+                "SHA256": sha,
+                "CRC32": f"{zlib.crc32(f.content):08X}",
+                "BLAKE3": hashlib.blake2b(f.content, digest_size=32).hexdigest().upper(),
+                "AutoV3": sha[-12:],
+            },
+            "downloadUrl": f"{self.base_url}/api/download/models/{version.id}"
+            + ("" if f.primary else f"?type={f.type}&format={f.format}"),
+        }
+        if f.primary:  # Civitai leaves the key out on non-primary files
+            data["primary"] = True
+        return data
+
+    def version_json(
+        self, model: ModelSpec, version: VersionSpec, nested: bool = False
+    ) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": version.id,
+            "modelId": model.id,
+            "name": version.name,
+            "createdAt": version.created_at,
+            "updatedAt": version.created_at,
+            "publishedAt": version.created_at,
+            "status": "Published",
+            "baseModel": version.base_model,
+            "trainedWords": ["fake"],
+            "description": "<p>made by the fake</p>",
+            "files": [self.file_json(model, version, f) for f in version.files],
+            "images": [
+                {
+                    "url": f"{self.cdn_url}/img/{version.id}/{i}.png",
+                    "nsfwLevel": 1,
+                    "width": 1,
+                    "height": 1,
+                    "type": "image",
+                }
+                for i in range(version.images)
+            ],
+            "downloadUrl": f"{self.base_url}/api/download/models/{version.id}",
+        }
+        if model.early_access:
+            data["availability"] = "EarlyAccess"
+        if not nested:
+            data["model"] = {"name": model.name, "type": model.type, "nsfw": False, "poi": False}
+        return data
+
+    def model_json(self, model: ModelSpec) -> dict[str, Any]:
+        return {
+            "id": model.id,
+            "name": model.name,
+            "description": "<p>fake</p>",
+            "type": model.type,
+            "nsfw": False,
+            "creator": {"username": "fake-creator"},
+            "tags": ["fake"],
+            "modelVersions": [self.version_json(model, v, nested=True) for v in model.versions],
+            **model.extra,
+        }
+
+    # CDN links --------------------------------------------------------------------------
+
+    def _sign(self, file_id: int, expires: int, generation: int) -> str:
+        msg = f"{file_id}:{expires}:{generation}".encode()
+        return hmac.new(SIGNING_KEY, msg, hashlib.sha256).hexdigest()[:32]
+
+    def signed_url(self, f: FileSpec) -> str:
+        expires = int(time.time() + self.link_ttl)
+        sig = self._sign(f.id, expires, self.link_generation)
+        return f"{self.cdn_url}/file/{f.id}/{quote(f.name)}?X-Expires={expires}&X-Signature={sig}"
+
+    def check_signature(self, file_id: int, query: dict[str, list[str]]) -> bool:
+        try:
+            expires = int(query["X-Expires"][0])
+            sig = query["X-Signature"][0]
+        except (KeyError, ValueError):
+            return False
+        if expires < time.time():
+            return False
+        return hmac.compare_digest(sig, self._sign(file_id, expires, self.link_generation))
+
+    def file_by_id(self, file_id: int) -> FileSpec | None:
+        with self.lock:
+            for model in self.models.values():
+                for v in model.versions:
+                    for f in v.files:
+                        if f.id == file_id:
+                            return f
+        return None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fake: FakeCivitai
+    role: str
+    protocol_version = "HTTP/1.1"
+    server_version = "FakeCivitai/1.0"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._record()
+        try:
+            if self.role == "api":
+                self._api()
+            else:
+                self._cdn()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    do_HEAD = do_GET  # noqa: N815
+
+    def _record(self) -> None:
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        with self.fake.lock:
+            self.fake.requests.append(Request(self.role, self.command, self.path, headers))
+
+    # Responses ----------------------------------------------------------------------------
+
+    def _send(
+        self,
+        status: int,
+        body: bytes = b"",
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(data).encode(), headers=headers)
+
+    def _apply_status_fault(self, fault: Fault | None) -> bool:
+        """Answer with the fault's status or HTML page; True when the request is done."""
+        if fault is None:
+            return False
+        if fault.html:
+            self._send(200 if fault.status is None else fault.status, CLOUDFLARE_HTML, "text/html")
+            return True
+        if fault.status is not None:
+            headers = {}
+            if fault.retry_after is not None:
+                headers["Retry-After"] = str(fault.retry_after)
+            body = (
+                fault.body
+                if fault.body is not None
+                else json.dumps({"error": f"fake fault {fault.status}"}).encode()
+            )
+            self._send(fault.status, body, headers=headers)
+            return True
+        return False
+
+    # API ----------------------------------------------------------------------------------
+
+    def _api(self) -> None:
+        url = urlsplit(self.path)
+        path, query = unquote(url.path), parse_qs(url.query)
+        if path.startswith("/api/download/models/"):
+            return self._download(path, query)
+        if path == "/login":
+            return self._send(200, b"<html><body>Log in to Civitai</body></html>", "text/html")
+        if self._apply_status_fault(self.fake.take_fault("api")):
+            return
+        if m := re.fullmatch(r"/api/v1/models/(\d+)", path):
+            model = self.fake.models.get(int(m[1]))
+            if model is None or model.deleted:
+                return self._json(404, {"error": f"No model with id {m[1]}"})
+            return self._json(200, self.fake.model_json(model))
+        if path == "/api/v1/models":
+            ids = [int(i) for raw in query.get("ids", []) for i in raw.split(",") if i.strip()]
+            models = [self.fake.models.get(i) for i in ids]
+            items = [self.fake.model_json(m) for m in models if m is not None and not m.deleted]
+            return self._json(200, {"items": items, "metadata": {"totalItems": len(items)}})
+        if m := re.fullmatch(r"/api/v1/model-versions/by-hash/([0-9A-Fa-f]+)", path):
+            wanted = m[1].upper()
+            for model in list(self.fake.models.values()):
+                for v in model.versions:
+                    for f in v.files:
+                        if wanted in (f.sha256, f.sha256[:10]):
+                            return self._json(200, self.fake.version_json(model, v))
+            return self._json(404, {"error": f"Model not found for hash {m[1]}"})
+        if m := re.fullmatch(r"/api/v1/model-versions/(\d+)", path):
+            found = self.fake.find_version(int(m[1]))
+            if found is None or found[0].deleted:
+                return self._json(404, {"error": f"Model version not found {m[1]}"})
+            return self._json(200, self.fake.version_json(*found))
+        return self._json(404, {"error": "Not found"})
+
+    def _download(self, path: str, query: dict[str, list[str]]) -> None:
+        if "Mozilla" in self.headers.get("User-Agent", ""):
+            return self._send(
+                307, headers={"Location": f"{self.fake.base_url}/login?returnUrl={quote(path)}"}
+            )
+        if self._apply_status_fault(self.fake.take_fault("download")):
+            return
+        m = re.fullmatch(r"/api/download/models/(\d+)", path)
+        found = self.fake.find_version(int(m[1])) if m else None
+        if found is None:
+            return self._json(404, {"error": "File not found"})
+        model, version = found
+        auth = self.headers.get("Authorization", "")
+        token_ok = auth == f"Bearer {TOKEN}" or query.get("token") == [TOKEN]
+        if auth and not token_ok:
+            return self._json(401, {"error": "Unauthorized", "message": LOGIN_REQUIRED})
+        if model.login_required and not token_ok:
+            return self._json(401, {"error": "Unauthorized", "message": LOGIN_REQUIRED})
+        if model.disabled:
+            return self._json(401, {"error": "Unauthorized", "message": DISABLED})
+        if model.early_access:
+            return self._json(
+                403, {"error": "Early Access", "deadline": "2099-01-01T00:00:00.000Z"}
+            )
+        if model.archived:
+            return self._json(410, {"error": "Model archived"})
+        files = version.files
+        if "fileId" in query:
+            files = [f for f in files if str(f.id) == query["fileId"][0]]
+            if not files:
+                return self._json(404, {"error": "File not found"})
+        # Without fileId the real server picks by the user's preferences: here, the first file.
+        return self._send(307, headers={"Location": self.fake.signed_url(files[0])})
+
+    # CDN ----------------------------------------------------------------------------------
+
+    def _cdn(self) -> None:
+        url = urlsplit(self.path)
+        path, query = unquote(url.path), parse_qs(url.query)
+        if path.startswith("/img/"):
+            return self._send(200, PNG, "image/png")
+        m = re.fullmatch(r"/file/(\d+)/(.+)", path)
+        f = self.fake.file_by_id(int(m[1])) if m else None
+        if f is None:
+            return self._send(404, b"<Error><Code>NoSuchKey</Code></Error>", "application/xml")
+        if "Authorization" in self.headers:
+            # R2/B2 refuse a second credential beside the signature.
+            return self._send(
+                400, b"<Error><Code>InvalidArgument</Code></Error>", "application/xml"
+            )
+        if not self.fake.check_signature(f.id, query):
+            return self._send(403, b"<Error><Code>AccessDenied</Code></Error>", "application/xml")
+        fault = self.fake.take_fault("cdn")
+        if self._apply_status_fault(fault):
+            return
+        self._serve_bytes(f, fault)
+
+    def _serve_bytes(self, f: FileSpec, fault: Fault | None) -> None:
+        data, size = f.content, len(f.content)
+        etag = f'"{f.sha256[:16].lower()}"'
+        headers = {
+            "ETag": etag,
+            "Last-Modified": "Mon, 19 May 2025 02:43:46 GMT",
+            "Accept-Ranges": "bytes",
+        }
+        start, end, status = 0, size - 1, 200
+        rng = self.headers.get("Range")
+        if_range = self.headers.get("If-Range")
+        ignore = fault is not None and fault.ignore_range
+        if rng and not ignore and (if_range is None or if_range == etag):
+            m = re.fullmatch(r"bytes=(\d+)-(\d*)", rng.strip())
+            if m:
+                start = int(m[1])
+                if start >= size:
+                    return self._send(
+                        416, b"", "application/octet-stream", {"Content-Range": f"bytes */{size}"}
+                    )
+                end = min(int(m[2]), size - 1) if m[2] else size - 1
+                status = 206
+                headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        body = data[start : end + 1]
+        if fault is not None and fault.corrupt:
+            body = bytes(b ^ 0xFF for b in body[:64]) + body[64:]
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in headers.items():
+            self.send_header(k, v)
+        # Raw UTF-8 in the header, as Civitai's CDN sends it (http.server would insist on latin-1).
+        disposition = f'Content-Disposition: attachment; filename="{f.name}"\r\n'
+        self._headers_buffer.append(disposition.encode("utf-8"))
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        self._write_body(body, fault)
+
+    def _write_body(self, body: bytes, fault: Fault | None) -> None:
+        limit = fault.drop_after if fault and fault.drop_after is not None else None
+        stall = fault.stall_after if fault and fault.stall_after is not None else None
+        rate = (fault.rate if fault and fault.rate else None) or self.fake.default_rate
+        chunk = 64 * 1024 if rate is None else max(1024, rate // 20)
+        sent, started = 0, time.monotonic()
+        view = memoryview(body)
+        while sent < len(body):
+            if self.fake.stopping.is_set():
+                break
+            n = min(chunk, len(body) - sent)
+            if limit is not None:
+                n = min(n, limit - sent)
+            if stall is not None:
+                n = min(n, stall - sent)
+            if n <= 0:
+                break
+            self.wfile.write(view[sent : sent + n])
+            sent += n
+            if rate:
+                ahead = sent / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+        if stall is not None and sent >= stall:
+            self.wfile.flush()
+            # Keep the socket open and silent until the client gives up or the fake stops.
+            self.fake.stopping.wait(120)
+        if sent < len(body):
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
