@@ -103,6 +103,15 @@ def _initial(db: Database) -> None:
     db["file_hashes"].create({"path": str, "size": int, "mtime_ns": int, "sha256": str}, pk="path")
 
 
+@migrations(name="002_job_request_and_timing")
+def _job_request_and_timing(db: Database) -> None:
+    # The request as given, so a job queued while Civitai was unreachable can be resolved later;
+    # and the seconds spent transferring, for the average speed in /api/metrics.
+    db["jobs"].add_column("request", str)
+    db["jobs"].add_column("elapsed_s", float)
+    db["completed"].add_column("elapsed_s", float)
+
+
 def utcnow() -> str:
     """Now as ISO 8601 UTC, second precision, with a Z."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -269,12 +278,32 @@ class Store:
             lambda db: list(db["updates"].rows_where(order_by="id desc", limit=limit))
         )
 
-    async def bytes_downloaded(self) -> int:
-        def op(db: Database) -> int:
-            row = db.execute("select coalesce(sum(size), 0) from completed").fetchone()
-            return int(row[0])
+    async def completed_totals(self) -> tuple[int, float]:
+        """(bytes downloaded, seconds spent transferring them) over all completed jobs."""
+
+        def op(db: Database) -> tuple[int, float]:
+            row = db.execute(
+                "select coalesce(sum(size), 0), coalesce(sum(elapsed_s), 0) from completed"
+            ).fetchone()
+            return int(row[0]), float(row[1])
 
         return await self.run(op)
+
+    async def find_completed(
+        self, version_id: int | None, model_id: int | None, sha256: str | None
+    ) -> list[dict[str, Any]]:
+        """Completed downloads of that version (or model, or hash), newest first."""
+        if version_id:
+            where, args = "modelVersionId = ?", [version_id]
+        elif sha256:
+            where, args = "lower(sha256) = ?", [sha256.lower()]
+        elif model_id:
+            where, args = "modelId = ?", [model_id]
+        else:
+            return []
+        return await self.run(
+            lambda db: list(db["completed"].rows_where(where, args, order_by="id desc"))
+        )
 
 
 def loads(text: str | None) -> Any:

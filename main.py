@@ -5,17 +5,34 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 
+from civitai import USER_AGENT, CivitaiClient
+from daemon import DownloadQueue
 from database import Store
-from routes import system
+from events import EventBus
+from routes import api, system
+from routes import errors as error_handlers
 from settings import Settings
+from webhooks import WebhookSender
 
 log = logging.getLogger("civitai.main")
 
 VERSION = "0.1.0"
+
+
+def http_client(settings: Settings) -> httpx.AsyncClient:
+    """One pooled client for Civitai, the CDN, webhooks. `timeout` is the no-byte limit."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.timeout, connect=min(30.0, settings.timeout)),
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        headers={"User-Agent": USER_AGENT},
+        follow_redirects=False,
+        trust_env=False,
+    )
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -23,22 +40,35 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = Store(settings.data_dir / "completed.db")
-        await store.open()
-        app.state.store = store
-        app.state.started = time.monotonic()
-        log.info("daemon ready; home %s", settings.home)
-        try:
+        async with AsyncExitStack() as stack:
+            store = Store(settings.data_dir / "completed.db")
+            await store.open()
+            stack.push_async_callback(store.close)
+            http = await stack.enter_async_context(http_client(settings))
+            bus = EventBus()
+            civitai = CivitaiClient(settings, http)
+            webhooks = WebhookSender(settings, bus, http)
+            webhooks.start()
+            stack.push_async_callback(webhooks.stop)
+            queue = DownloadQueue(settings, store, bus, civitai, http)
+            await queue.start()
+            stack.push_async_callback(queue.stop)
+            app.state.store, app.state.bus, app.state.civitai = store, bus, civitai
+            app.state.queue, app.state.webhooks = queue, webhooks
+            app.state.started = time.monotonic()
+            log.info("daemon ready; home %s, %d workers", settings.home, settings.workers)
             yield
-        finally:
-            await store.close()
-            log.info("daemon stopped")
+            log.info("daemon stopping")
+        log.info("daemon stopped")
 
     app = FastAPI(
         title="Stable Civitai Download Daemon",
         version=VERSION,
+        description="Downloads Civitai models: resumable, verified, tracked.",
         lifespan=lifespan,
     )
     app.state.settings = settings
+    error_handlers.install(app)
     app.include_router(system.router)
+    app.include_router(api.router)
     return app

@@ -168,3 +168,47 @@ def daemon_factory() -> Iterator:
             for stream in (d.proc.stdout, d.proc.stderr):
                 if stream:
                     stream.close()
+
+
+def wait_for(predicate, timeout: float = 20, interval: float = 0.05, what: str = "condition"):
+    """Poll until `predicate()` returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def wait_job(client: httpx.Client, job_id: int, statuses=("completed",), timeout: float = 30):
+    """Wait until the job reaches one of `statuses`; fail early if it ends in another."""
+    final = {"completed", "failed", "cancelled"}
+    seen = {}
+
+    def check():
+        job = client.get(f"/api/jobs/{job_id}").json()
+        seen["job"] = job
+        if job["status"] in statuses:
+            return job
+        if job["status"] in final:
+            raise AssertionError(f"job {job_id} ended {job['status']}: {job.get('error')}")
+        return None
+
+    try:
+        return wait_for(check, timeout, what=f"job {job_id} to be {statuses}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last seen {seen.get('job')}") from None
+
+
+@pytest.fixture
+def daemon(home: Path, civitai: FakeCivitai, daemon_factory):
+    """Start the daemon against the fake Civitai: `d = daemon(workers=1, ...)`."""
+
+    def start(**config: object) -> DaemonProcess:
+        values = {"civitai_base_url": civitai.base_url, "retries": 5, "timeout": 10}
+        values.update(config)
+        write_config(home, **values)
+        return daemon_factory(home).start()
+
+    return start

@@ -126,6 +126,7 @@ class FakeCivitai:
         self.link_ttl = 3600.0
         self.link_generation = 0
         self.default_rate: int | None = None  # per-connection cap on CDN bytes/s
+        self.bytes_sent = 0  # file bytes the CDN has written to sockets
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self._servers: list[_Server] = []
@@ -570,6 +571,8 @@ class _Handler(BaseHTTPRequestHandler):
                 break
             self.wfile.write(view[sent : sent + n])
             sent += n
+            with self.fake.lock:
+                self.fake.bytes_sent += n
             if rate:
                 ahead = sent / rate - (time.monotonic() - started)
                 if ahead > 0:

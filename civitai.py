@@ -1,0 +1,322 @@
+"""The Civitai API client: where Civitai's HTTP answers become our errors (SPEC §13)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import httpx
+
+import errors
+from jobs import JobRequest, safe_filename
+from settings import Settings
+
+log = logging.getLogger("civitai.client")
+
+USER_AGENT = "civitai-daemon/0.1 (self-hosted model downloader; +https://github.com/)"
+CIVITAI_HOSTS = {"civitai.com", "www.civitai.com", "api.civitai.com", "civitai.green"}
+T = TypeVar("T")
+
+
+@dataclass
+class Resolved:
+    """Where a job's bytes come from and what they must hash to."""
+
+    download_url: str
+    filename: str | None
+    model_id: int | None = None
+    version_id: int | None = None
+    file_id: int | None = None
+    size: int | None = None
+    sha256: str | None = None
+    model_name: str | None = None
+    version_name: str | None = None
+    civitai_type: str | None = None
+    info: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def dedupe_key(self) -> str:
+        if self.version_id:
+            return f"civitai:{self.version_id}:{self.file_id or 'primary'}"
+        return f"url:{self.download_url}"
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def error_for(response: httpx.Response, have_token: bool) -> errors.DaemonError | None:
+    """The error an answer of Civitai stands for, or None when it is a success."""
+    status = response.status_code
+    if status < 400:
+        return None
+    message = ""
+    try:
+        body = response.json()
+        if isinstance(body, dict):
+            message = str(body.get("message") or body.get("error") or "")
+    except ValueError:
+        body = None
+    if status == 401:
+        if "disabled downloads" in message:
+            return errors.DownloadsDisabled()
+        return errors.TokenRequired(have_token)
+    if status == 403:
+        if isinstance(body, dict) and "early access" in str(body.get("error", "")).lower():
+            return errors.EarlyAccess(body.get("deadline"))
+        if "disabled downloads" in message:
+            return errors.DownloadsDisabled()
+        return errors.EarlyAccess()
+    if status == 404:
+        return errors.FileNotFound(message or response.request.url.path)
+    if status == 410:
+        return errors.Archived()
+    if status == 429:
+        return errors.RateLimited(retry_after_seconds(response))
+    if status >= 500:
+        return errors.ServerError(status)
+    return errors.CivitaiError(f"Civitai answered {status}: {message or response.reason_phrase}")
+
+
+def backoff(attempt: int, base: float = 1.0, cap: float = 60.0) -> float:
+    """Exponential backoff with full jitter: attempt 1 → up to 1 s, 2 → 2 s, 3 → 4 s, …"""
+    return random.uniform(base / 2, min(cap, base * 2 ** (attempt - 1)))
+
+
+async def with_retries(
+    fn: Callable[[], Awaitable[T]], attempts: int = 4, base: float = 1.0, max_wait: float = 120
+) -> T:
+    """Call `fn` until it succeeds or fails for good; honours Retry-After on 429."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await fn()
+        except errors.DaemonError as exc:
+            if not exc.retryable or attempt == attempts:
+                raise
+            wait = exc.retry_after if exc.retry_after is not None else backoff(attempt, base)
+            log.info("retrying in %.1f s: %s", min(wait, max_wait), exc)
+            await asyncio.sleep(min(wait, max_wait))
+    raise AssertionError("unreachable")
+
+
+def pick_file(version: dict[str, Any], file_id: int | None, **match: str) -> dict[str, Any]:
+    """The file a request means: `fileId`, else one matching the download URL's query, else
+    the primary one (Civitai may leave the `primary` key out), else the first model file."""
+    files = version.get("files") or []
+    if not files:
+        raise errors.FileNotFound(f"version {version.get('id')} has no files")
+    if file_id is not None:
+        for f in files:
+            if f.get("id") == file_id:
+                return f
+        ids = ", ".join(str(f.get("id")) for f in files)
+        raise errors.FileNotFound(
+            f"version {version.get('id')} has no file {file_id} (its files: {ids})"
+        )
+    if match:
+        for f in files:
+            meta = f.get("metadata") or {}
+            fields = {"type": f.get("type"), **{k: meta.get(k) for k in ("format", "size", "fp")}}
+            if all(str(fields.get(k) or "").lower() == v.lower() for k, v in match.items()):
+                return f
+    for f in files:
+        if f.get("primary"):
+            return f
+    for f in files:
+        if f.get("type") in ("Model", "Pruned Model"):
+            return f
+    return files[0]
+
+
+class CivitaiClient:
+    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
+        self.settings = settings
+        self.http = http
+        self.base_url = settings.civitai_base_url.rstrip("/")
+        self.host = urlsplit(self.base_url).hostname or "civitai.com"
+        self.hosts = CIVITAI_HOSTS | {self.host}
+
+    @property
+    def token(self) -> str | None:
+        t = self.settings.civitai_token
+        return t.get_secret_value() if t and t.get_secret_value() else None
+
+    def headers_for(self, url: str) -> dict[str, str]:
+        """Our User-Agent everywhere; the token only to the Civitai host itself."""
+        headers = {"User-Agent": USER_AGENT}
+        if self.token and urlsplit(url).hostname == self.host:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
+
+    def is_civitai_url(self, url: str) -> bool:
+        return (urlsplit(url).hostname or "").lower() in self.hosts
+
+    # JSON API ---------------------------------------------------------------------------
+
+    async def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        url = f"{self.base_url}{path}"
+        try:
+            response = await self.http.get(url, params=params, headers=self.headers_for(url))
+        except httpx.TimeoutException as exc:
+            raise errors.NetworkError(
+                f"Civitai did not answer in time ({type(exc).__name__})"
+            ) from None
+        except httpx.TransportError as exc:
+            raise errors.NetworkError(f"Cannot reach Civitai at {self.host}: {exc}") from None
+        error = error_for(response, self.token is not None)
+        if error is not None:
+            raise error
+        content_type = response.headers.get("content-type", "")
+        if "json" not in content_type:
+            raise errors.NotJSON(
+                "an HTML page" if "html" in content_type else content_type or "no data"
+            )
+        try:
+            return response.json()
+        except ValueError:
+            raise errors.NotJSON("broken JSON") from None
+
+    async def get_model(self, model_id: int) -> dict[str, Any]:
+        try:
+            return await self.get_json(f"/api/v1/models/{model_id}")
+        except errors.NotFoundOnCivitai:
+            raise errors.ModelNotFound(model_id) from None
+
+    async def get_models(self, ids: list[int]) -> list[dict[str, Any]]:
+        """Up to 100 models in one request."""
+        data = await self.get_json(
+            "/api/v1/models", {"ids": ",".join(map(str, ids)), "limit": 100, "nsfw": "true"}
+        )
+        return list(data.get("items") or [])
+
+    async def get_version(self, version_id: int) -> dict[str, Any]:
+        try:
+            return await self.get_json(f"/api/v1/model-versions/{version_id}")
+        except errors.NotFoundOnCivitai:
+            raise errors.ModelVersionNotFound(version_id) from None
+
+    async def by_hash(self, sha256: str) -> dict[str, Any] | None:
+        try:
+            return await self.get_json(f"/api/v1/model-versions/by-hash/{sha256}")
+        except errors.NotFoundOnCivitai:
+            return None
+
+    # Resolution -------------------------------------------------------------------------
+
+    def parse_url(self, url: str) -> tuple[int | None, int | None, int | None, dict[str, str]]:
+        """(modelId, modelVersionId, fileId, file match) from a civitai.com page or download URL."""
+        parts = urlsplit(url)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        path = unquote(parts.path)
+        if m := re.fullmatch(r"/models/(\d+)(?:/[^/]*)?/?", path):
+            version = query.get("modelVersionId")
+            return int(m[1]), int(version) if version and version.isdigit() else None, None, {}
+        if m := re.fullmatch(r"/api/download/models/(\d+)/?", path):
+            file_id = query.get("fileId")
+            match = {k: query[k] for k in ("type", "format", "size", "fp") if k in query}
+            return None, int(m[1]), int(file_id) if file_id and file_id.isdigit() else None, match
+        raise errors.InvalidRequest(
+            f"{url} is not a Civitai model page (…/models/ID) or download URL "
+            f"(…/api/download/models/VERSION_ID)"
+        )
+
+    async def resolve(self, request: JobRequest) -> Resolved:
+        """Ask Civitai which file a request means, its name, size and SHA256."""
+        model_id, version_id, file_id, match = (
+            request.modelId,
+            request.modelVersionId,
+            request.fileId,
+            {},
+        )
+        if request.url and not (model_id or version_id):
+            if not self.is_civitai_url(request.url):
+                return self.resolve_direct(request)
+            model_id, version_id, url_file, match = self.parse_url(request.url)
+            file_id = file_id or url_file
+        if version_id:
+            version = await self.get_version(version_id)
+            model = version.get("model") or {}
+            model_id = model_id or version.get("modelId")
+        else:
+            assert model_id is not None
+            model = await self.get_model(model_id)
+            versions = [v for v in model.get("modelVersions") or [] if v.get("files")]
+            if not versions:
+                raise errors.ModelVersionNotFound(0) from None
+            version = {
+                **versions[0],
+                "model": {"name": model.get("name"), "type": model.get("type")},
+            }
+        f = pick_file(version, file_id, **match)
+        sha = (f.get("hashes") or {}).get("SHA256")
+        size_kb = f.get("sizeKB")
+        return Resolved(
+            download_url=f"{self.base_url}/api/download/models/{version['id']}?fileId={f['id']}",
+            filename=request.filename or safe_filename(f.get("name") or "", f"{version['id']}.bin"),
+            model_id=model_id,
+            version_id=version["id"],
+            file_id=f["id"],
+            size=round(size_kb * 1024) if isinstance(size_kb, int | float) else None,
+            sha256=request.sha256 or (sha.lower() if sha else None),
+            model_name=model.get("name"),
+            version_name=version.get("name"),
+            civitai_type=model.get("type"),
+            info=version,
+        )
+
+    def resolve_direct(self, request: JobRequest) -> Resolved:
+        """A direct file URL: allowed only from allowed_hosts."""
+        assert request.url
+        host = (urlsplit(request.url).hostname or "").lower().rstrip(".")
+        allowed = [h.lower() for h in self.settings.allowed_hosts]
+        if not any(host == h or host.endswith("." + h) for h in allowed):
+            raise errors.HostNotAllowed(host, self.settings.allowed_hosts)
+        name = request.filename
+        if not name:
+            tail = unquote(urlsplit(request.url).path.rsplit("/", 1)[-1])
+            name = safe_filename(tail) if tail else None
+        return Resolved(download_url=request.url, filename=name, sha256=request.sha256)
+
+    async def signed_link(self, download_url: str) -> str:
+        """Ask Civitai's download endpoint for the signed CDN URL (one hit on the daily quota)."""
+        url = download_url
+        for _ in range(5):
+            try:
+                request = self.http.build_request("GET", url, headers=self.headers_for(url))
+                response = await self.http.send(request, follow_redirects=False, stream=True)
+            except httpx.TimeoutException:
+                raise errors.NetworkError(
+                    "Civitai's download endpoint did not answer in time"
+                ) from None
+            except httpx.TransportError as exc:
+                raise errors.NetworkError(f"Cannot reach Civitai at {self.host}: {exc}") from None
+            try:
+                if response.is_redirect:
+                    location = str(response.url.join(response.headers["location"]))
+                    if "/login" in urlsplit(location).path:
+                        raise errors.TokenRequired(self.token is not None)
+                    if urlsplit(location).hostname == self.host:
+                        url = location  # an internal hop; keep asking Civitai
+                        continue
+                    return location
+                if response.status_code >= 400:
+                    await response.aread()
+                    error = error_for(response, self.token is not None)
+                    assert error is not None
+                    raise error
+                return url  # served directly, no CDN hop
+            finally:
+                await response.aclose()
+        raise errors.NetworkError("Civitai's download endpoint redirected too many times")

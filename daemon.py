@@ -1,0 +1,592 @@
+"""The download queue: persisted jobs, workers, retries, resume, SHA256, events (SPEC §4–§5).
+
+request → JobRequest → Civitai resolution → row in SQLite (before the caller hears back) →
+a worker claims it (lowest priority first, then oldest) → Download into `.part` → verify →
+atomic rename → sidecars → `completed` → events (WebSocket, webhooks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+import errors
+import manifest
+from civitai import CivitaiClient, Resolved, backoff
+from database import Store, utcnow
+from downloader import Download, Link, Throttle
+from events import EventBus, JobEvent
+from jobs import ACTIVE, JobRequest, JobStatus, check_transition, public_job
+from metadata import write_sidecars
+from settings import Settings
+
+log = logging.getLogger("civitai.daemon")
+
+PROGRESS_INTERVAL = 0.25  # at most 4 progress events a second per job
+SPACE_MARGIN = 16 * 1024 * 1024
+HASH_CHUNK = 4 * 1024 * 1024
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def request_key(req: JobRequest) -> str:
+    """What makes two unresolved requests the same file."""
+    if req.modelVersionId:
+        return f"civitai:{req.modelVersionId}:{req.fileId or 'primary'}"
+    if req.modelId:
+        return f"model:{req.modelId}:{req.fileId or 'primary'}"
+    return f"url:{req.url}"
+
+
+class DownloadQueue:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        bus: EventBus,
+        civitai: CivitaiClient,
+        http: httpx.AsyncClient,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.bus = bus
+        self.civitai = civitai
+        self.http = http
+        self.throttle = Throttle(settings.throttle)
+        self.paused = False
+        self._wake = asyncio.Event()
+        self._claim_lock = asyncio.Lock()
+        self._workers: list[asyncio.Task] = []
+        self._background: set[asyncio.Task] = set()
+        self._running: dict[int, asyncio.Task] = {}
+        self._cancelling: set[int] = set()
+        self._links: dict[int, Link] = {}
+        self._live: dict[int, dict[str, Any]] = {}
+        self._stopping = False
+        self.network_bytes = 0  # bytes received since start, for metrics and tests
+
+    # Lifecycle --------------------------------------------------------------------------
+
+    async def start(self, enqueue_manifest: bool = True) -> None:
+        """Requeue what a stop or crash interrupted, then start the workers."""
+        for row in await self.store.jobs_where("status in ('downloading', 'verifying')"):
+            await self.store.update_job(row["id"], status=JobStatus.QUEUED, speed_bps=0)
+            log.info("job %s: interrupted earlier; queued again to resume", row["id"])
+        self._workers = [
+            asyncio.create_task(self._worker(n), name=f"worker-{n}")
+            for n in range(self.settings.workers)
+        ]
+        if enqueue_manifest:
+            self.spawn(self.enqueue_manifest())
+
+    async def stop(self) -> None:
+        """Stop taking work; running jobs save their progress and go back to the queue."""
+        self._stopping = True
+        self._wake.set()
+        tasks = self._workers + list(self._background)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def spawn(self, coro: Any) -> asyncio.Task:
+        """A background task the queue owns and cancels at stop."""
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    # Submitting -------------------------------------------------------------------------
+
+    async def submit(self, req: JobRequest, source: str = "api") -> tuple[dict[str, Any], bool]:
+        """Queue a request; (job, created). The same file already active returns that job.
+
+        Civitai's "no" (unknown model, bad URL, host not allowed) is raised to the caller; a
+        Civitai that cannot be reached right now only delays resolution to the worker.
+        """
+        resolved: Resolved | None = None
+        note = None
+        try:
+            resolved = await self.civitai.resolve(req)
+        except errors.Retryable as exc:
+            note = f"Civitai could not be asked yet ({exc}); the job will try again"
+        key = resolved.dedupe_key if resolved else request_key(req)
+        row: dict[str, Any] = {
+            "status": JobStatus.QUEUED,
+            "model_type": req.model_type,
+            "modelId": req.modelId,
+            "modelVersionId": req.modelVersionId,
+            "fileId": req.fileId,
+            "url": req.url,
+            "filename": req.filename,
+            "sha256": req.sha256,
+            "priority": req.priority,
+            "dedupe_key": key,
+            "source": source,
+            "error": note,
+            "request": req.model_dump_json(exclude_none=True),
+        }
+        if resolved:
+            row.update(self._resolved_fields(resolved, req.model_type))
+        async with self._claim_lock:
+            existing = await self.store.jobs_where(
+                "dedupe_key = ? and status in ('queued', 'downloading', 'verifying')", [key]
+            )
+            if existing:
+                return self.public(existing[0]), False
+            job = await self.store.insert_job(row)
+        log.info("job %s queued: %s → %s", job["id"], key, job.get("path") or req.model_type)
+        self.bus.publish(JobEvent(self.public(job)))
+        self._wake.set()
+        return self.public(job), True
+
+    def _resolved_fields(self, r: Resolved, model_type: str) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "modelId": r.model_id,
+            "modelVersionId": r.version_id,
+            "fileId": r.file_id,
+            "download_url": r.download_url,
+            "filename": r.filename,
+            "sha256": r.sha256,
+            "size": r.size,
+            "bytes_total": r.size,
+            "model_name": r.model_name,
+            "version_name": r.version_name,
+            "dedupe_key": r.dedupe_key,
+        }
+        if r.info is not None:
+            fields["info"] = json.dumps(r.info)
+        if r.filename:
+            fields["path"] = str(self.final_path(model_type, r.filename))
+        return fields
+
+    def final_path(self, model_type: str, filename: str) -> Path:
+        folder = (self.settings.models_dir / model_type).resolve()
+        path = (folder / filename).resolve()
+        if path.parent != folder:  # the last guard; names are already made safe upstream
+            raise errors.InvalidRequest(f"{filename!r} would be written outside {folder}")
+        return path
+
+    async def enqueue_manifest(self) -> list[manifest.Problem]:
+        """Queue each manifest entry unless its file is already completed and in place."""
+        _, entries, problems = manifest.load(self.settings.manifest_path)
+        for index, req in entries:
+            if await self._already_done(req):
+                continue
+            try:
+                await self.submit(req, source="manifest")
+            except errors.DaemonError as exc:
+                log.warning("manifest.json entry %d not queued: %s", index, exc)
+                problems.append(manifest.Problem(index, str(exc)))
+        return problems
+
+    async def _already_done(self, req: JobRequest) -> bool:
+        rows = await self.store.find_completed(req.modelVersionId, req.modelId, req.sha256)
+        return any([await asyncio.to_thread(_same_size, Path(r["path"]), r["size"]) for r in rows])
+
+    # Control ----------------------------------------------------------------------------
+
+    async def get(self, job_id: int) -> dict[str, Any]:
+        row = await self.store.get_job(job_id)
+        if row is None:
+            raise errors.JobNotFound(job_id)
+        return self.public(row)
+
+    async def cancel(self, job_id: int) -> dict[str, Any]:
+        row = await self.store.get_job(job_id)
+        if row is None:
+            raise errors.JobNotFound(job_id)
+        if row["status"] not in ACTIVE:
+            raise errors.InvalidRequest(
+                f"Job {job_id} is {row['status']}; only active jobs can be cancelled"
+            )
+        task = self._running.get(job_id)
+        if task is not None:
+            self._cancelling.add(job_id)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({task})
+            row = await self.store.get_job(job_id)
+            assert row is not None
+            return self.public(row)
+        async with self._claim_lock:
+            row = await self.store.get_job(job_id)
+            assert row is not None
+            if row["status"] == JobStatus.QUEUED:
+                row = await self._cancelled(row)
+        return self.public(row)
+
+    async def _cancelled(self, row: dict[str, Any]) -> dict[str, Any]:
+        if row.get("path"):
+            await asyncio.to_thread(Path(row["path"] + ".part").unlink, missing_ok=True)
+        await self.store.set_parts(row["id"], [])
+        self._links.pop(row["id"], None)
+        return await self.transition(row, JobStatus.CANCELLED, speed_bps=0, bytes_done=0)
+
+    async def retry(self, job_id: int) -> dict[str, Any]:
+        row = await self.store.get_job(job_id)
+        if row is None:
+            raise errors.JobNotFound(job_id)
+        if row["status"] not in (JobStatus.FAILED, JobStatus.CANCELLED):
+            raise errors.InvalidRequest(
+                f"Job {job_id} is {row['status']}; only failed or cancelled jobs can be retried"
+            )
+        async with self._claim_lock:
+            duplicate = await self.store.jobs_where(
+                "dedupe_key = ? and id != ? and status in ('queued', 'downloading', 'verifying')",
+                [row["dedupe_key"], job_id],
+            )
+            if duplicate:
+                return self.public(duplicate[0])
+            row = await self.transition(
+                row, JobStatus.QUEUED, attempts=0, error=None, completed_at=None
+            )
+        self._wake.set()
+        return self.public(row)
+
+    async def transition(
+        self, row: dict[str, Any], new: JobStatus, **fields: Any
+    ) -> dict[str, Any]:
+        """The one place a job changes state: checked, stored, then announced."""
+        check_transition(row["id"], row["status"], new)
+        updated = await self.store.update_job(row["id"], status=new.value, **fields)
+        if new in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUEUED):
+            self._live.pop(row["id"], None)
+        else:
+            self._live[row["id"]] = updated
+        self.bus.publish(JobEvent(self.public(updated)))
+        return updated
+
+    def public(self, row: dict[str, Any]) -> dict[str, Any]:
+        live = self._live.get(row["id"])
+        if live is not None and live["status"] == row["status"]:
+            row = {**row, **{k: live[k] for k in ("bytes_done", "bytes_total", "speed_bps")}}
+        return public_job(row)
+
+    def active_jobs(self) -> list[dict[str, Any]]:
+        return [public_job(r) for r in self._live.values()]
+
+    # Workers ----------------------------------------------------------------------------
+
+    async def _worker(self, n: int) -> None:
+        while not self._stopping:
+            row = None if self.paused else await self._claim()
+            if row is None:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+                continue
+            job_id = row["id"]
+            task = asyncio.create_task(self._run(row), name=f"job-{job_id}")
+            self._running[job_id] = task
+            try:
+                await task
+            except asyncio.CancelledError:
+                if job_id in self._cancelling:
+                    continue  # the job was cancelled, not this worker
+                raise
+            except Exception:
+                log.exception("job %s: unexpected error", job_id)
+            finally:
+                self._running.pop(job_id, None)
+                self._cancelling.discard(job_id)
+
+    async def _claim(self) -> dict[str, Any] | None:
+        async with self._claim_lock:
+            rows = await self.store.jobs_where(
+                "status = 'queued'", order_by="priority, id", limit=1
+            )
+            if not rows:
+                return None
+            return await self.transition(rows[0], JobStatus.DOWNLOADING, speed_bps=0)
+
+    async def _run(self, row: dict[str, Any]) -> None:
+        job_id = row["id"]
+        try:
+            row = await self._download(row)
+        except asyncio.CancelledError:
+            current = await self.store.get_job(job_id) or row
+            if job_id in self._cancelling:
+                await self._cancelled(current)
+                log.info("job %s cancelled", job_id)
+            elif current["status"] in (JobStatus.DOWNLOADING, JobStatus.VERIFYING):
+                await self.transition(current, JobStatus.QUEUED, speed_bps=0)
+                log.info("job %s: stopping; progress kept for the next start", job_id)
+            raise
+        except errors.DaemonError as exc:
+            await self._fail(job_id, str(exc))
+        except OSError as exc:
+            await self._fail(job_id, _disk_error(exc, row))
+        except Exception as exc:  # a bug must fail one job, not the worker
+            log.exception("job %s: unexpected error", job_id)
+            await self._fail(job_id, f"Internal error: {type(exc).__name__}: {exc}")
+
+    async def _fail(self, job_id: int, message: str) -> None:
+        current = await self.store.get_job(job_id)
+        if current is None or current["status"] not in ACTIVE:
+            return
+        log.error("job %s failed: %s", job_id, message)
+        await self.transition(current, JobStatus.FAILED, error=message, speed_bps=0)
+        self._links.pop(job_id, None)
+
+    async def _download(self, row: dict[str, Any]) -> dict[str, Any]:
+        job_id = row["id"]
+        attempts = row["attempts"] or 0
+        if not row.get("download_url"):
+            row = await self._resolve_late(row)
+        path = Path(row["path"])
+        part_path = path.with_name(path.name + ".part")
+        expected = (row.get("sha256") or "").lower() or None
+
+        if await asyncio.to_thread(path.exists):
+            return await self._already_there(row, path, expected)
+        self._check_space(path, part_path, row.get("bytes_total") or row.get("size"))
+
+        link = self._links.setdefault(job_id, Link(self.civitai, row["download_url"]))
+        refetched = False
+        started = time.monotonic()
+        while True:
+            download = self._make_download(row, link, part_path)
+            try:
+                result = await download.run()
+            except errors.DaemonError as exc:
+                self.network_bytes += download.fetched
+                if isinstance(exc, errors.RangeIgnored):
+                    await download.discard()
+                if not exc.retryable:
+                    raise
+                attempts += 1
+                if attempts >= self.settings.retries:
+                    raise errors.DaemonError(
+                        f"Gave up after {attempts} attempts; last error: {exc}"
+                    ) from None
+                wait = exc.retry_after if exc.retry_after is not None else backoff(attempts)
+                log.warning(
+                    "job %s: attempt %d failed (%s); retrying in %.1f s",
+                    job_id,
+                    attempts,
+                    exc,
+                    wait,
+                )
+                row = await self.store.update_job(
+                    job_id,
+                    attempts=attempts,
+                    speed_bps=0,
+                    error=f"Attempt {attempts} of {self.settings.retries} failed: {exc}. Retrying.",
+                )
+                self._live[job_id] = row
+                self.bus.publish(JobEvent(self.public(row)))
+                await asyncio.sleep(wait)
+                continue
+            self.network_bytes += download.fetched
+            row = await self.transition(
+                row, JobStatus.VERIFYING, bytes_done=result.size, bytes_total=result.size
+            )
+            if expected and result.sha256 != expected:
+                if not refetched:
+                    log.warning(
+                        "job %s: SHA256 mismatch (%s); fetching once more", job_id, result.sha256
+                    )
+                    await download.discard()
+                    refetched = True
+                    row = await self.transition(row, JobStatus.DOWNLOADING, bytes_done=0)
+                    continue
+                kept = path.with_name(path.name + ".unverified")
+                await asyncio.to_thread(os.replace, part_path, kept)
+                await self.store.set_parts(job_id, [])
+                raise errors.HashMismatch(expected, result.sha256, str(kept))
+            break
+
+        await asyncio.to_thread(self._place, part_path, path)
+        await self.store.set_parts(job_id, [])
+        self._links.pop(job_id, None)
+        elapsed = max(time.monotonic() - started, 1e-6)
+        return await self._complete(row, path, result.sha256, result.size, elapsed)
+
+    def _make_download(self, row: dict[str, Any], link: Link, part_path: Path) -> Download:
+        job_id = row["id"]
+        meter = _SpeedMeter()
+
+        def on_progress(done: int, total: int | None) -> None:
+            live = self._live.get(job_id)
+            if live is None:
+                return
+            live["bytes_done"] = done
+            live["bytes_total"] = total or live.get("bytes_total")
+            speed = meter.update(done)
+            if speed is not None:
+                live["speed_bps"] = speed
+                self.bus.publish(JobEvent(self.public(live), progress=True))
+
+        async def on_start(fields: dict[str, Any]) -> None:
+            updated = await self.store.update_job(job_id, **fields)
+            self._live[job_id] = updated
+
+        return Download(
+            job_id=job_id,
+            store=self.store,
+            http=self.http,
+            civitai=self.civitai,
+            link=link,
+            part_path=part_path,
+            validator=row.get("validator"),
+            expected_size=row.get("size"),
+            connections=self.settings.connections,
+            timeout=self.settings.timeout,
+            throttle=self.throttle,
+            on_progress=on_progress,
+            on_start=on_start,
+        )
+
+    async def _resolve_late(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A job queued while Civitai was unreachable: ask now, with the job's retries."""
+        req = JobRequest.model_validate_json(row["request"])
+        attempts = row["attempts"] or 0
+        while True:
+            try:
+                resolved = await self.civitai.resolve(req)
+                break
+            except errors.DaemonError as exc:
+                attempts += 1
+                if not exc.retryable or attempts >= self.settings.retries:
+                    raise
+                await self.store.update_job(row["id"], attempts=attempts, error=f"{exc}. Retrying.")
+                await asyncio.sleep(
+                    exc.retry_after if exc.retry_after is not None else backoff(attempts)
+                )
+        fields = self._resolved_fields(resolved, row["model_type"])
+        return await self.store.update_job(row["id"], attempts=attempts, error=None, **fields)
+
+    async def _already_there(
+        self, row: dict[str, Any], path: Path, expected: str | None
+    ) -> dict[str, Any]:
+        """A file at the final path: the right one completes the job; any other is kept."""
+        if not expected:
+            raise errors.FileConflict(str(path))
+        actual = await asyncio.to_thread(sha256_file, path)
+        if actual != expected:
+            raise errors.FileConflict(str(path))
+        log.info("job %s: %s is already in place and verified", row["id"], path)
+        size = (await asyncio.to_thread(path.stat)).st_size
+        return await self._complete(row, path, actual, size, 0.0)
+
+    def _check_space(self, path: Path, part_path: Path, total: int | None) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not total:
+            return
+        have = part_path.stat().st_size if part_path.exists() else 0
+        need = max(0, total - have)
+        free = shutil.disk_usage(path.parent).free
+        if need + SPACE_MARGIN > free:
+            raise errors.NotEnoughSpace(need, free, str(path.parent))
+
+    @staticmethod
+    def _place(part_path: Path, path: Path) -> None:
+        """Rename the verified bytes into place, never over a file that appeared meanwhile."""
+        try:
+            os.link(part_path, path)  # fails if anything is at `path`
+            os.unlink(part_path)
+        except FileExistsError:
+            raise errors.FileConflict(str(path)) from None
+        except OSError:
+            if path.exists():
+                raise errors.FileConflict(str(path)) from None
+            os.replace(part_path, path)  # filesystems without hard links
+        fsync_dir(path.parent)
+
+    async def _complete(
+        self, row: dict[str, Any], path: Path, sha256: str, size: int, elapsed: float
+    ) -> dict[str, Any]:
+        if self.settings.save_metadata and row.get("info"):
+            info = json.loads(row["info"])
+            await write_sidecars(path, info, self.http, self.civitai)
+        now = utcnow()
+        await self.store.add_completed(
+            {
+                "job_id": row["id"],
+                "model_type": row["model_type"],
+                "modelId": row.get("modelId"),
+                "modelVersionId": row.get("modelVersionId"),
+                "filename": path.name,
+                "path": str(path),
+                "sha256": sha256,
+                "size": size,
+                "model_name": row.get("model_name"),
+                "version_name": row.get("version_name"),
+                "completed_at": now,
+                "elapsed_s": elapsed,
+            }
+        )
+        log.info("job %s completed: %s (%d bytes, sha256 %s)", row["id"], path, size, sha256)
+        return await self.transition(
+            row,
+            JobStatus.COMPLETED,
+            path=str(path),
+            sha256=sha256,
+            bytes_done=size,
+            bytes_total=size,
+            speed_bps=size / elapsed if elapsed > 0 else 0,
+            elapsed_s=elapsed,
+            error=None,
+            completed_at=now,
+        )
+
+
+class _SpeedMeter:
+    """Bytes/s over the last second or so; a value at most every PROGRESS_INTERVAL."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, int]] = []
+        self.last_emit = 0.0
+
+    def update(self, done: int) -> float | None:
+        now = time.monotonic()
+        self.samples.append((now, done))
+        while len(self.samples) > 2 and now - self.samples[0][0] > 2.0:
+            self.samples.pop(0)
+        if now - self.last_emit < PROGRESS_INTERVAL:
+            return None
+        self.last_emit = now
+        t0, d0 = self.samples[0]
+        return (done - d0) / (now - t0) if now > t0 else 0.0
+
+
+def _same_size(path: Path, size: int) -> bool:
+    return path.is_file() and path.stat().st_size == size
+
+
+def _disk_error(exc: OSError, row: dict[str, Any]) -> str:
+    where = Path(row.get("path") or ".").parent
+    if exc.errno == errno.ENOSPC:
+        return (
+            f"Not enough disk space in {where}. Free some space and retry the job; the part "
+            f"already downloaded is kept."
+        )
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"Cannot write to {where}: {exc.strerror}. Check the folder's permissions."
+    return f"Disk error in {where}: {exc.strerror or exc}"

@@ -1,0 +1,539 @@
+"""Streaming one file to disk: Range parts, resume, hashing as bytes arrive, durable progress.
+
+The bytes of a job go to `<filename>.part`. Large files are split into `connections` parts, each
+fetched with its own Range request and written at its offset. All file I/O and hashing of a job
+happen on one thread of its own (`FileWriter`), in order, so the event loop never blocks on disk.
+Progress is made durable in this order: write, fsync, then commit each part's offset to SQLite;
+after a crash every committed byte is on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import httpx
+
+import errors
+from civitai import CivitaiClient, error_for
+from database import Store
+
+log = logging.getLogger("civitai.downloader")
+
+MULTIPART_MIN = 64 * 1024 * 1024
+WRITE_BATCH = 1024 * 1024
+READ_BACK = 4 * 1024 * 1024
+CHECKPOINT_SECONDS = 1.0
+LOW_SPEED_BYTES = 1024  # bytes/s: below this for `timeout` seconds a connection counts as stalled
+REFUSED = {400, 401, 403, 404, 410}
+
+
+@dataclass
+class Part:
+    idx: int
+    start: int
+    end: int | None  # inclusive; None while the size is unknown
+    done: int = 0  # bytes committed to SQLite (and so on disk)
+    written: int = 0  # bytes written to the file so far
+
+    @property
+    def next_offset(self) -> int:
+        return self.start + self.written
+
+    @property
+    def complete(self) -> bool:
+        return self.end is not None and self.next_offset > self.end
+
+    def row(self) -> dict[str, Any]:
+        return {"idx": self.idx, "start": self.start, "end": self.end, "done": self.done}
+
+
+def split(size: int | None, connections: int) -> list[Part]:
+    if not size or size < MULTIPART_MIN or connections <= 1:
+        return [Part(0, 0, size - 1 if size else None)]
+    step = -(-size // connections)
+    return [
+        Part(i, i * step, min(size, (i + 1) * step) - 1)
+        for i in range(connections)
+        if i * step < size
+    ]
+
+
+class FileWriter:
+    """All I/O and hashing of one .part file, run on its own thread, in submission order."""
+
+    def __init__(self, path: Path, parts: list[Part]) -> None:
+        self.path = path
+        self.parts = parts
+        self.sha = hashlib.sha256()
+        self.hashed = 0
+        self._hp = 0  # index of the part holding the hash frontier
+        self.fd = -1
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def open(self, truncate_to: int | None) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if truncate_to is not None:
+            os.ftruncate(self.fd, truncate_to)
+
+    def write(self, part: Part, offset: int, data: bytes) -> None:
+        view = memoryview(data)
+        pos = offset
+        while view:
+            n = os.pwrite(self.fd, view, pos)
+            view = view[n:]
+            pos += n
+        if offset == self.hashed:
+            self.sha.update(data)
+            self.hashed += len(data)
+        part.written += len(data)
+        self._catch_up()
+
+    def _catch_up(self) -> None:
+        """Hash what is already on disk at the hash frontier (other parts' bytes, or a resumed
+        prefix), read back once from the page cache."""
+        while self._hp < len(self.parts):
+            part = self.parts[self._hp]
+            frontier = part.next_offset
+            while self.hashed < frontier:
+                chunk = os.pread(self.fd, min(READ_BACK, frontier - self.hashed), self.hashed)
+                if not chunk:
+                    return
+                self.sha.update(chunk)
+                self.hashed += len(chunk)
+            if not part.complete:
+                return
+            self._hp += 1
+
+    def sync(self) -> list[dict[str, Any]]:
+        """fsync, then report each part's written offset: now safe to commit."""
+        os.fsync(self.fd)
+        return [{"idx": p.idx, "done": p.written} for p in self.parts]
+
+    def finish(self) -> str:
+        self._catch_up()
+        os.fsync(self.fd)
+        return self.sha.hexdigest()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+class Throttle:
+    """One token bucket shared by every worker: `throttle` bytes/s in total."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self.tokens = float(rate)
+        self.last = time.monotonic()
+        self.lock = asyncio.Lock()
+
+    async def take(self, n: int) -> None:
+        if self.rate <= 0:
+            return
+        async with self.lock:
+            now = time.monotonic()
+            self.tokens = min(self.rate, self.tokens + (now - self.last) * self.rate)
+            self.last = now
+            self.tokens -= n
+            if self.tokens < 0:
+                await asyncio.sleep(-self.tokens / self.rate)
+
+
+class Link:
+    """Where a job's bytes come from. For Civitai: the signed CDN URL, resolved once and shared
+    by the parts and retries of one file, and resolved afresh only when the CDN refuses it."""
+
+    def __init__(self, civitai: CivitaiClient, download_url: str) -> None:
+        self.civitai = civitai
+        self.download_url = download_url
+        self.via_civitai = civitai.is_civitai_url(download_url) or download_url.startswith(
+            civitai.base_url
+        )
+        self.url: str | None = None
+        self.generation = 0
+        self.resolutions = 0
+        self.lock = asyncio.Lock()
+
+    async def get(self) -> tuple[str, int]:
+        async with self.lock:
+            if self.url is None:
+                if self.via_civitai:
+                    self.url = await self.civitai.signed_link(self.download_url)
+                    self.resolutions += 1
+                else:
+                    self.url = self.download_url
+            return self.url, self.generation
+
+    async def refused(self, generation: int) -> bool:
+        """Forget a refused link; False when it cannot be renewed (not a Civitai link)."""
+        async with self.lock:
+            if not self.via_civitai:
+                return False
+            if generation == self.generation:
+                self.url = None
+                self.generation += 1
+            return True
+
+
+@dataclass
+class Result:
+    sha256: str
+    size: int
+
+
+def disposition_filename(value: str | None) -> str | None:
+    """The file name of a Content-Disposition header (RFC 6266, or Civitai's raw UTF-8)."""
+    if not value:
+        return None
+    if m := re.search(r"filename\*\s*=\s*([^']*)'[^']*'([^;]+)", value, re.I):
+        return unquote(m[2].strip().strip('"'), encoding=m[1] or "utf-8", errors="replace")
+    if m := re.search(r'filename\s*=\s*"((?:[^"\\]|\\.)*)"', value, re.I):
+        return m[1].replace('\\"', '"')
+    if m := re.search(r"filename\s*=\s*([^;]+)", value, re.I):
+        return m[1].strip()
+    return None
+
+
+def looks_like_a_page(content_type: str, first: bytes) -> bool:
+    ct = content_type.lower()
+    if "text/html" in ct or "application/json" in ct or "text/xml" in ct:
+        return True
+    head = first[:64].lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html", b'{"error"'))
+
+
+class Download:
+    """Fetch one job's file into its .part; every call to `run` resumes from what is on disk."""
+
+    def __init__(
+        self,
+        *,
+        job_id: int,
+        store: Store,
+        http: httpx.AsyncClient,
+        civitai: CivitaiClient,
+        link: Link,
+        part_path: Path,
+        validator: str | None,
+        expected_size: int | None,
+        connections: int,
+        timeout: float,
+        throttle: Throttle,
+        on_progress: Callable[[int, int | None], None],
+        on_start: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> None:
+        self.job_id = job_id
+        self.store = store
+        self.http = http
+        self.civitai = civitai
+        self.link = link
+        self.part_path = part_path
+        self.validator = validator
+        self.expected_size = expected_size
+        self.connections = connections
+        self.timeout = timeout
+        self.throttle = throttle
+        self.on_progress = on_progress
+        self.on_start = on_start
+        self.parts: list[Part] = []
+        self.total: int | None = None
+        self.fetched = 0  # bytes received over the network by this object
+        # A deliberate throttle below the lowest speed must not look like a stalled link.
+        self.watch_speed = not (0 < throttle.rate < LOW_SPEED_BYTES * 8)
+        self.requests = 0
+
+    # Public -----------------------------------------------------------------------------
+
+    async def run(self) -> Result:
+        rows = await self.store.get_parts(self.job_id)
+        if rows and self.part_path.exists():
+            on_disk = self.part_path.stat().st_size
+            self.parts = []
+            for r in rows:
+                # Never trust an offset past what the file holds (it was changed behind us).
+                done = max(0, min(r["done"], on_disk - r["start"]))
+                self.parts.append(Part(r["idx"], r["start"], r["end"], done, done))
+            last = self.parts[-1]
+            self.total = last.end + 1 if last.end is not None else None
+            return await self._transfer(first=None)
+        # A fresh start: the first answer tells the size and whether Range works.
+        await self.store.set_parts(self.job_id, [])
+        self.parts = [Part(0, 0, None)]
+        response = await self._open(self.parts[0], fresh=True)
+        return await self._transfer(first=response)
+
+    async def discard(self) -> None:
+        """Forget all progress: the next run starts from byte 0."""
+        await self.store.set_parts(self.job_id, [])
+        self.part_path.unlink(missing_ok=True)
+
+    # Internals --------------------------------------------------------------------------
+
+    async def _transfer(self, first: httpx.Response | None) -> Result:
+        if first is not None:
+            await self._plan(first)
+        writer = FileWriter(self.part_path, self.parts)
+        # One stream: cut the file back to the committed offset. Parts: a fresh start begins
+        # with an empty file; a resume keeps it (each part rewrites from its own offset).
+        if len(self.parts) == 1:
+            truncate_to: int | None = self.parts[0].done
+        else:
+            truncate_to = 0 if first is not None else None
+        await writer.call(writer.open, truncate_to)
+        checkpoint = asyncio.create_task(self._checkpoints(writer))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for part in self.parts:
+                    if part.complete:
+                        continue
+                    response = first if (first is not None and part.idx == 0) else None
+                    group.create_task(self._fetch(writer, part, response))
+            if self.total is None:  # a stream of unknown length ended: that was all of it
+                self.total = self.parts[-1].next_offset
+                self.parts[-1].end = self.total - 1
+            digest = await writer.call(writer.finish)
+            await self._commit(writer)
+            return Result(sha256=digest, size=self.total)
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+        finally:
+            if first is not None:
+                await first.aclose()
+            checkpoint.cancel()
+            try:
+                await self._commit(writer)
+            except OSError as exc:
+                log.warning("job %s: cannot save progress: %s", self.job_id, exc)
+            finally:
+                await writer.call(writer.close)
+                writer.shutdown()
+
+    async def _plan(self, response: httpx.Response) -> None:
+        """Decide the parts from the first answer, and persist them before any byte lands."""
+        total = _total_size(response)
+        ranged = response.status_code == 206 or response.headers.get("accept-ranges") == "bytes"
+        self.total = total
+        self.validator = response.headers.get("etag") or response.headers.get("last-modified")
+        if self.validator and self.validator.startswith("W/"):
+            self.validator = None  # a weak ETag cannot validate a Range
+        self.parts = split(total, self.connections if ranged else 1)
+        await self.store.set_parts(self.job_id, [p.row() for p in self.parts])
+        await self.on_start({"bytes_total": total, "validator": self.validator})
+
+    async def _commit(self, writer: FileWriter) -> None:
+        if writer.fd < 0:
+            return
+        synced = await writer.call(writer.sync)
+        for p, s in zip(self.parts, synced, strict=True):
+            p.done = s["done"]
+        await self.store.save_progress(
+            self.job_id, synced, bytes_done=sum(p.done for p in self.parts)
+        )
+
+    async def _checkpoints(self, writer: FileWriter) -> None:
+        while True:
+            await asyncio.sleep(CHECKPOINT_SECONDS)
+            try:
+                await self._commit(writer)
+            except OSError as exc:
+                log.warning("job %s: cannot save progress: %s", self.job_id, exc)
+
+    async def _open(self, part: Part, fresh: bool = False) -> httpx.Response:
+        """A response streaming `part` from its next byte; renews a refused link once."""
+        for attempt in range(2):
+            url, generation = await self.link.get()
+            headers = self.civitai.headers_for(url)
+            headers["Accept-Encoding"] = "identity"
+            end = "" if part.end is None else str(part.end)
+            if fresh:
+                headers["Range"] = "bytes=0-"
+            else:
+                headers["Range"] = f"bytes={part.next_offset}-{end}"
+                if self.validator:
+                    headers["If-Range"] = self.validator
+            self.requests += 1
+            try:
+                request = self.http.build_request("GET", url, headers=headers)
+                response = await self.http.send(request, stream=True, follow_redirects=True)
+            except httpx.TimeoutException:
+                raise errors.NetworkError(f"{_host(url)} did not answer in time") from None
+            except httpx.TransportError as exc:
+                raise errors.NetworkError(f"Cannot reach {_host(url)}: {exc}") from None
+            status = response.status_code
+            if status in (200, 206):
+                return await self._check_content(response, part, fresh)
+            await response.aread()
+            await response.aclose()
+            if status == 416:
+                return response
+            if status in REFUSED and self.link.via_civitai and _host(url) != self.civitai.host:
+                if attempt == 0 and await self.link.refused(generation):
+                    log.info(
+                        "job %s: download link refused (%s); asking Civitai again",
+                        self.job_id,
+                        status,
+                    )
+                    continue
+                raise errors.LinkRefused(status)
+            error = error_for(response, self.civitai.token is not None)
+            assert error is not None
+            if isinstance(error, errors.NotFoundOnCivitai) and not self.link.via_civitai:
+                raise errors.FileNotFound(f"{url} answered 404")
+            raise error
+        raise AssertionError("unreachable")
+
+    async def _check_content(
+        self, response: httpx.Response, part: Part, fresh: bool
+    ) -> httpx.Response:
+        ct = response.headers.get("content-type", "")
+        if any(t in ct.lower() for t in ("text/html", "application/json", "text/xml")):
+            await response.aclose()
+            raise errors.UnexpectedContent(ct, _host(str(response.url)))
+        if response.status_code == 200 and not fresh and part.next_offset > 0:
+            await response.aclose()
+            raise errors.RangeIgnored()
+        if response.status_code == 206:
+            m = re.match(r"bytes (\d+)-", response.headers.get("content-range", ""))
+            expected = 0 if fresh else part.next_offset
+            total = _total_size(response)
+            if (
+                not m
+                or int(m[1]) != expected
+                or (self.total is not None and total is not None and total != self.total)
+            ):
+                await response.aclose()
+                raise errors.RangeIgnored()
+        return response
+
+    async def _fetch(self, writer: FileWriter, part: Part, response: httpx.Response | None) -> None:
+        while not part.complete:
+            if response is None:
+                response = await self._open(part)
+            if response.status_code == 416:
+                if part.end is None:  # we already hold every byte of a stream of unknown size
+                    part.end = part.next_offset - 1
+                    return
+                raise errors.RangeIgnored()
+            try:
+                ended = await self._stream(writer, part, response)
+            finally:
+                await response.aclose()
+                response = None
+            if ended and part.end is None:
+                return
+            if not part.complete:
+                raise errors.NetworkError(
+                    f"the connection closed after {part.written} of part {part.idx}'s bytes"
+                )
+
+    async def _stream(self, writer: FileWriter, part: Part, response: httpx.Response) -> bool:
+        """Copy the body into the file; True when the body ended before the part did."""
+        pending: asyncio.Future | None = None
+        batch: list[bytes] = []
+        batch_len = 0
+        offset = part.next_offset
+        window_start, window_bytes = time.monotonic(), 0
+        first = True
+        try:
+            async for chunk in response.aiter_raw(WRITE_BATCH):
+                if first and looks_like_a_page("", chunk) and offset == 0:
+                    raise errors.UnexpectedContent("a web page", _host(str(response.url)))
+                first = False
+                if part.end is not None:
+                    room = part.end + 1 - (offset + batch_len)
+                    if room <= 0:
+                        break
+                    chunk = chunk[:room]
+                self.fetched += len(chunk)
+                await self.throttle.take(len(chunk))
+                batch.append(chunk)
+                batch_len += len(chunk)
+                window_bytes += len(chunk)
+                if batch_len >= WRITE_BATCH or (
+                    part.end is not None and offset + batch_len > part.end
+                ):
+                    if pending is not None:
+                        await pending
+                    pending = asyncio.ensure_future(
+                        writer.call(writer.write, part, offset, b"".join(batch))
+                    )
+                    offset += batch_len
+                    batch, batch_len = [], 0
+                    self.on_progress(sum(p.written for p in self.parts), self.total)
+                now = time.monotonic()
+                if now - window_start >= self.timeout and self.watch_speed:
+                    if window_bytes < LOW_SPEED_BYTES * self.timeout:
+                        raise errors.NetworkError(
+                            f"the connection stalled: {window_bytes} bytes in {self.timeout:g} s"
+                        )
+                    window_start, window_bytes = now, 0
+                if part.end is not None and offset + batch_len > part.end:
+                    break
+            else:
+                return True
+            return False
+        except httpx.TimeoutException:
+            raise errors.NetworkError(
+                f"no data for {self.timeout:g} s; the connection is dead"
+            ) from None
+        except httpx.TransportError as exc:
+            raise errors.NetworkError(
+                f"the connection broke: {exc or type(exc).__name__}"
+            ) from None
+        finally:
+            if pending is not None:
+                await pending
+            if batch:
+                await writer.call(writer.write, part, offset, b"".join(batch))
+            self.on_progress(sum(p.written for p in self.parts), self.total)
+
+
+def _total_size(response: httpx.Response) -> int | None:
+    if m := re.search(r"/(\d+)\s*$", response.headers.get("content-range", "")):
+        return int(m[1])
+    length = response.headers.get("content-length")
+    if response.status_code == 200 and length and length.isdigit():
+        return int(length)
+    return None
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).hostname or url
+
+
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    """The error to report from a group of part failures: a fatal one before a retryable one."""
+    leaves: list[BaseException] = []
+
+    def walk(g: BaseExceptionGroup) -> None:
+        for e in g.exceptions:
+            walk(e) if isinstance(e, BaseExceptionGroup) else leaves.append(e)
+
+    walk(group)
+    for e in leaves:
+        if isinstance(e, errors.DaemonError) and not e.retryable:
+            return e
+    for e in leaves:
+        if not isinstance(e, asyncio.CancelledError):
+            return e
+    return leaves[0]

@@ -1,0 +1,237 @@
+"""The daemon's exceptions. Each builds its message, one a person can act on, from its context.
+
+DaemonError
+├── RequestError                  a job request that cannot be accepted (HTTP 4xx)
+│   ├── InvalidRequest            422: wrong fields, bad model_type, unsafe filename
+│   ├── HostNotAllowed            422: a direct url on a host outside allowed_hosts
+│   └── JobNotFound               404
+├── CivitaiError                  Civitai said no, at the one boundary: civitai.py
+│   ├── TokenRequired             401, or a redirect to the login page
+│   ├── DownloadsDisabled         401: the creator disabled downloads
+│   ├── EarlyAccess               403
+│   ├── NotFoundOnCivitai         404: ModelNotFound, ModelVersionNotFound, FileNotFound
+│   ├── Archived                  410
+│   └── Retryable                 worth another attempt
+│       ├── RateLimited           429 (retry_after when the server sent one)
+│       ├── ServerError           5xx
+│       ├── NotJSON               an HTML page (Cloudflare) where JSON was expected
+│       └── NetworkError          connection refused, reset, timed out, stalled
+└── DownloadError                 the bytes themselves
+    ├── HashMismatch
+    ├── FileConflict              a different file is at the final path
+    ├── NotEnoughSpace
+    ├── UnexpectedContent         a web page where a model file was expected (retryable)
+    ├── LinkRefused               the CDN refused a signed link (resolve a new one)
+    └── RangeIgnored              the server answered 200 to a Range request
+"""
+
+from __future__ import annotations
+
+
+class DaemonError(Exception):
+    retryable = False
+    status_code = 500
+    retry_after: float | None = None
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# Requests -----------------------------------------------------------------------------------
+
+
+class RequestError(DaemonError):
+    status_code = 422
+
+
+class InvalidRequest(RequestError):
+    pass
+
+
+class HostNotAllowed(RequestError):
+    def __init__(self, host: str, allowed: list[str]) -> None:
+        super().__init__(
+            f"Downloads from {host!r} are not allowed. Allowed hosts: {', '.join(allowed)} "
+            f"(add the host to allowed_hosts in config.json to allow it)."
+        )
+
+
+class JobNotFound(RequestError):
+    status_code = 404
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(f"No job {job_id}")
+
+
+# Civitai ------------------------------------------------------------------------------------
+
+
+class CivitaiError(DaemonError):
+    status_code = 502
+
+
+class TokenRequired(CivitaiError):
+    status_code = 401
+
+    def __init__(self, have_token: bool) -> None:
+        if have_token:
+            message = (
+                "Civitai refused the API token: it is wrong or expired. Create a new key at "
+                "civitai.com (Account settings, API keys) and set civitai_token in config.json "
+                "or the CIVITAI_TOKEN environment variable."
+            )
+        else:
+            message = (
+                "This model needs a Civitai login: create an API key at civitai.com (Account "
+                "settings, API keys) and set civitai_token in config.json or the CIVITAI_TOKEN "
+                "environment variable, then retry the job."
+            )
+        super().__init__(message)
+
+
+class DownloadsDisabled(CivitaiError):
+    status_code = 403
+
+    def __init__(self) -> None:
+        super().__init__("The creator of this model has disabled downloads on Civitai.")
+
+
+class EarlyAccess(CivitaiError):
+    status_code = 403
+
+    def __init__(self, deadline: str | None = None) -> None:
+        until = f" until {deadline}" if deadline else ""
+        super().__init__(
+            f"This version is in early access{until}: only supporters who paid for it can "
+            f"download it now. Retry the job once early access ends."
+        )
+
+
+class NotFoundOnCivitai(CivitaiError):
+    status_code = 404
+
+
+class ModelNotFound(NotFoundOnCivitai):
+    def __init__(self, model_id: int) -> None:
+        super().__init__(f"No model {model_id} on Civitai")
+
+
+class ModelVersionNotFound(NotFoundOnCivitai):
+    def __init__(self, version_id: int) -> None:
+        super().__init__(f"No model version {version_id} on Civitai")
+
+
+class FileNotFound(NotFoundOnCivitai):
+    def __init__(self, what: str) -> None:
+        super().__init__(f"File not found on Civitai: {what}")
+
+
+class Archived(CivitaiError):
+    status_code = 410
+
+    def __init__(self) -> None:
+        super().__init__("This model was archived on Civitai and can no longer be downloaded.")
+
+
+class Retryable(CivitaiError):
+    retryable = True
+    status_code = 503
+
+
+class RateLimited(Retryable):
+    def __init__(self, retry_after: float | None) -> None:
+        wait = f"; it asked to wait {retry_after:g} s" if retry_after else ""
+        super().__init__(f"Civitai is rate limiting requests (429){wait}")
+        self.retry_after = retry_after
+
+
+class ServerError(Retryable):
+    def __init__(self, status: int, where: str = "Civitai") -> None:
+        super().__init__(f"{where} answered with a server error ({status})")
+        self.status = status
+
+
+class NotJSON(Retryable):
+    def __init__(self, what: str = "an HTML page") -> None:
+        super().__init__(
+            f"Civitai sent {what} instead of data (it is probably overloaded or behind a check)"
+        )
+
+
+class NetworkError(Retryable):
+    pass
+
+
+# Downloads ----------------------------------------------------------------------------------
+
+
+class DownloadError(DaemonError):
+    pass
+
+
+class HashMismatch(DownloadError):
+    def __init__(self, expected: str, actual: str, kept: str | None = None) -> None:
+        keep = f"; the bytes are kept as {kept}" if kept else ""
+        super().__init__(
+            f"SHA256 mismatch: expected {expected}, got {actual}{keep}. Civitai sometimes "
+            f"publishes a wrong hash; check the file before using it."
+        )
+        self.expected = expected
+        self.actual = actual
+
+
+class FileConflict(DownloadError):
+    status_code = 409
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"A different file is already at {path}; it is not overwritten. Move it away, or "
+            f"queue the job with another filename."
+        )
+
+
+class NotEnoughSpace(DownloadError):
+    status_code = 507
+
+    def __init__(self, needed: int, free: int, where: str) -> None:
+        super().__init__(
+            f"Not enough disk space in {where}: {_size(needed)} needed, {_size(free)} free. "
+            f"Free some space and retry the job; the part already downloaded is kept."
+        )
+
+
+class UnexpectedContent(DownloadError):
+    retryable = True
+
+    def __init__(self, content_type: str, url_host: str) -> None:
+        super().__init__(
+            f"{url_host} sent a web page ({content_type}) where a model file was expected"
+        )
+
+
+class LinkRefused(DownloadError):
+    retryable = True
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"The download link was refused ({status}); it has probably expired")
+        self.status = status
+
+
+class RangeIgnored(DownloadError):
+    retryable = True
+
+    def __init__(self) -> None:
+        super().__init__("The server ignored a Range request and sent the whole file")
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"

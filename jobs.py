@@ -1,0 +1,223 @@
+"""What a job is: its request, its states and their transitions, its public shape (SPEC §5)."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from errors import InvalidRequest
+
+MODEL_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+
+# Civitai's type names → the folder names used here (compared case-insensitively).
+CIVITAI_TYPES = {
+    "checkpoint": "checkpoint",
+    "lora": "lora",
+    "locon": "locon",
+    "dora": "dora",
+    "textualinversion": "embedding",
+    "hypernetwork": "hypernetwork",
+    "vae": "vae",
+    "controlnet": "controlnet",
+    "upscaler": "upscaler",
+    "motionmodule": "motionmodule",
+    "poses": "poses",
+    "wildcards": "wildcards",
+    "workflows": "workflows",
+    "aestheticgradient": "aestheticgradient",
+    "other": "other",
+}
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"  # waiting for a worker
+    DOWNLOADING = "downloading"  # a worker is resolving or transferring it (or backing off)
+    VERIFYING = "verifying"  # all bytes are on disk; the SHA256 is being finished and checked
+    COMPLETED = "completed"  # the verified file is at its final path
+    FAILED = "failed"  # gave up; `error` says why and what to do
+    CANCELLED = "cancelled"  # stopped by a person; its .part is removed
+
+
+ACTIVE = (JobStatus.QUEUED, JobStatus.DOWNLOADING, JobStatus.VERIFYING)
+
+TRANSITIONS: dict[JobStatus, set[JobStatus]] = {
+    JobStatus.QUEUED: {JobStatus.DOWNLOADING, JobStatus.CANCELLED, JobStatus.FAILED},
+    JobStatus.DOWNLOADING: {
+        JobStatus.VERIFYING,
+        JobStatus.COMPLETED,
+        JobStatus.FAILED,
+        JobStatus.CANCELLED,
+        JobStatus.QUEUED,  # the daemon is stopping: back to the queue, progress kept
+    },
+    JobStatus.VERIFYING: {
+        JobStatus.COMPLETED,
+        JobStatus.DOWNLOADING,  # the hash did not match: fetch once more
+        JobStatus.FAILED,
+        JobStatus.CANCELLED,
+        JobStatus.QUEUED,
+    },
+    JobStatus.COMPLETED: set(),
+    JobStatus.FAILED: {JobStatus.QUEUED},  # retry
+    JobStatus.CANCELLED: {JobStatus.QUEUED},  # retry
+}
+
+
+class IllegalTransition(RuntimeError):
+    def __init__(self, job_id: int, old: str, new: str) -> None:
+        super().__init__(f"Job {job_id} cannot go from {old} to {new}")
+        self.old = old
+
+
+def check_transition(job_id: int, old: str, new: JobStatus) -> None:
+    """Refuse a move the state machine does not allow, with a sentence saying which."""
+    if new not in TRANSITIONS[JobStatus(old)]:
+        raise IllegalTransition(job_id, old, new)
+
+
+def canonical_model_type(value: str) -> str:
+    """Map Civitai's names (LORA, TextualInversion, …) and check the slug."""
+    if not isinstance(value, str):
+        raise InvalidRequest("model_type must be a string such as 'lora' or 'checkpoint'")
+    mapped = CIVITAI_TYPES.get(value.strip().lower().replace(" ", ""), value.strip())
+    if not MODEL_TYPE_RE.fullmatch(mapped):
+        raise InvalidRequest(
+            f"model_type {value!r} is not allowed: use a lower-case name of letters, digits, "
+            f"'-' or '_' (at most 32), e.g. 'lora', 'checkpoint', 'vae'"
+        )
+    return mapped
+
+
+WINDOWS_RESERVED = {"con", "prn", "aux", "nul"} | {
+    f"{p}{i}" for p in ("com", "lpt") for i in range(1, 10)
+}
+MAX_NAME_BYTES = 200
+
+
+def unsafe_filename_reason(name: str) -> str | None:
+    """Why `name` cannot be used as given, or None when it is a plain file name."""
+    if not name or not name.strip():
+        return "it is empty"
+    if "\x00" in name:
+        return "it contains a NUL byte"
+    if "/" in name or "\\" in name:
+        return "it contains a path separator"
+    if name in (".", "..") or ".." in name.split("."):
+        return "it contains '..'"
+    if name.startswith("."):
+        return "it starts with a dot"
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        return "it contains control characters"
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        return f"it is longer than {MAX_NAME_BYTES} bytes"
+    if name.split(".")[0].strip().lower() in WINDOWS_RESERVED:
+        return "it is a reserved device name on Windows"
+    return None
+
+
+def safe_filename(name: str, fallback: str = "download.bin") -> str:
+    """Make a server-given name safe: no folders, no dots first, no control bytes, not too long."""
+    name = name.replace("\\", "/").split("/")[-1]
+    name = "".join(c for c in name if unicodedata.category(c) != "Cc")
+    name = name.replace("..", "_").strip().lstrip(".").strip()
+    if not name:
+        return fallback
+    if name.split(".")[0].strip().lower() in WINDOWS_RESERVED:
+        name = "_" + name
+    while len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        stem, dot, ext = name.rpartition(".")
+        if dot and len(ext) < 16 and stem:
+            name = stem[:-1] + "." + ext
+        else:
+            name = name[:-1]
+    return name
+
+
+class JobRequest(BaseModel):
+    """One download request (SPEC §5), from the API, a batch, the manifest or a webhook."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model_type: str = Field(description="Folder under download_dir, e.g. lora, checkpoint, vae.")
+    modelVersionId: int | None = Field(None, gt=0, description="A Civitai model version id.")  # noqa: N815
+    modelId: int | None = Field(None, gt=0, description="A Civitai model id: its newest version.")  # noqa: N815
+    url: str | None = Field(None, description="A civitai.com page/download URL or a direct URL.")
+    fileId: int | None = Field(None, gt=0, description="Which file of the version.")  # noqa: N815
+    sha256: str | None = Field(None, description="Expected SHA256 (hex).")
+    filename: str | None = Field(None, description="File name to save as.")
+    priority: int = Field(5, ge=0, le=100, description="Lower runs first.")
+
+    @field_validator("model_type", mode="before")
+    @classmethod
+    def _model_type(cls, value: Any) -> str:
+        try:
+            return canonical_model_type(value)
+        except InvalidRequest as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha256(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not SHA256_RE.fullmatch(value):
+            raise ValueError("must be 64 hexadecimal characters")
+        return value.lower()
+
+    @field_validator("filename")
+    @classmethod
+    def _filename(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        reason = unsafe_filename_reason(value)
+        if reason:
+            raise ValueError(f"{value!r} cannot be used as a file name: {reason}")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value.strip()):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.strip() if value else value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> JobRequest:
+        if not (self.modelVersionId or self.modelId or self.url):
+            raise ValueError("give one of modelVersionId, modelId or url")
+        return self
+
+
+PUBLIC_FIELDS = (
+    "id",
+    "status",
+    "model_type",
+    "modelId",
+    "modelVersionId",
+    "filename",
+    "path",
+    "sha256",
+    "priority",
+    "bytes_done",
+    "bytes_total",
+    "speed_bps",
+    "attempts",
+    "error",
+    "created_at",
+    "updated_at",
+    "completed_at",
+)
+EXTRA_FIELDS = ("model_name", "version_name", "fileId")
+
+
+def public_job(row: dict[str, Any]) -> dict[str, Any]:
+    """The job object of the API, WebSocket and webhooks: no internal columns, no secrets."""
+    job = {k: row.get(k) for k in PUBLIC_FIELDS}
+    job.update({k: row.get(k) for k in EXTRA_FIELDS})
+    job["bytes_done"] = job["bytes_done"] or 0
+    job["speed_bps"] = round(job["speed_bps"] or 0)
+    return job

@@ -1,0 +1,252 @@
+"""The REST API for jobs (SPEC §6): queue, inspect and control downloads."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from auth import require_key
+from daemon import DownloadQueue
+from errors import DaemonError, InvalidRequest
+from jobs import JobRequest
+from manifest import parse_entries
+
+router = APIRouter(prefix="/api", tags=["jobs"], dependencies=[Depends(require_key)])
+
+MAX_BATCH = 5000
+
+
+class Job(BaseModel):
+    id: int
+    status: str
+    model_type: str
+    modelId: int | None = None  # noqa: N815
+    modelVersionId: int | None = None  # noqa: N815
+    fileId: int | None = None  # noqa: N815
+    filename: str | None = None
+    path: str | None = None
+    sha256: str | None = None
+    priority: int
+    bytes_done: int = 0
+    bytes_total: int | None = None
+    speed_bps: float = 0
+    attempts: int = 0
+    error: str | None = None
+    model_name: str | None = None
+    version_name: str | None = None
+    created_at: str
+    updated_at: str | None = None
+    completed_at: str | None = None
+
+
+class BatchError(BaseModel):
+    index: int
+    detail: str
+
+
+class BatchResult(BaseModel):
+    jobs: list[Job]
+    errors: list[BatchError]
+
+
+class Status(BaseModel):
+    active: list[Job]
+    queued: int
+    workers: int
+    paused: bool
+    uptime_s: float
+    version: str
+
+
+class JobList(BaseModel):
+    jobs: list[Job]
+    total: int
+    limit: int
+    offset: int
+
+
+class Completed(BaseModel):
+    job_id: int | None = None
+    model_type: str
+    modelId: int | None = None  # noqa: N815
+    modelVersionId: int | None = None  # noqa: N815
+    filename: str
+    path: str
+    sha256: str
+    size: int
+    model_name: str | None = None
+    version_name: str | None = None
+    completed_at: str
+
+
+class CompletedList(BaseModel):
+    completed: list[Completed]
+    limit: int
+    offset: int
+
+
+class Metrics(BaseModel):
+    jobs_by_status: dict[str, int]
+    bytes_downloaded: int
+    average_speed_bps: float
+    failures: int
+    queue_length: int
+    active: int
+    webhooks_delivered: int
+    webhooks_failed: int
+    last_update_check: dict[str, Any] | None = None
+
+
+def queue_of(request: Request) -> DownloadQueue:
+    return request.app.state.queue
+
+
+@router.post("/download", status_code=202, response_model=Job)
+async def download(req: JobRequest, request: Request) -> dict[str, Any]:
+    """Queue one download. The same file already queued or running returns that job."""
+    job, _ = await queue_of(request).submit(req, source="api")
+    return job
+
+
+@router.post(
+    "/batch",
+    status_code=202,
+    response_model=BatchResult,
+    responses={422: {"description": "No entry could be queued"}},
+)
+async def batch(request: Request) -> Any:
+    """A JSON array of job requests, or a multipart upload of a manifest file (field `file`).
+    Each bad entry is reported by its index; the good ones are queued."""
+    entries = await _read_batch(request)
+    if len(entries) > MAX_BATCH:
+        raise InvalidRequest(f"A batch holds at most {MAX_BATCH} entries, not {len(entries)}")
+    good, bad = parse_entries(entries)
+    errors = [{"index": p.index, "detail": p.detail} for p in bad]
+    jobs = []
+    queue = queue_of(request)
+    for index, req in good:
+        try:
+            job, _ = await queue.submit(req, source="batch")
+            jobs.append(job)
+        except DaemonError as exc:
+            errors.append({"index": index, "detail": str(exc)})
+    errors.sort(key=lambda e: e["index"])
+    if not jobs:
+        detail = "No entry can be queued" if entries else "The batch is empty"
+        return JSONResponse({"detail": detail, "jobs": [], "errors": errors}, status_code=422)
+    return {"jobs": jobs, "errors": errors}
+
+
+async def _read_batch(request: Request) -> list[Any]:
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form()
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise InvalidRequest("Upload the manifest file in a form field named 'file'")
+        raw = await upload.read()
+        source = f"the uploaded file {upload.filename!r}"
+    else:
+        raw = await request.body()
+        source = "the request body"
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"{source} is not valid JSON: {exc}") from None
+    if not isinstance(data, list):
+        raise InvalidRequest(f"{source} must be a JSON array of job requests")
+    return data
+
+
+@router.get("/status", response_model=Status)
+async def status(request: Request) -> dict[str, Any]:
+    """What is running now, how much is waiting, and the daemon's state."""
+    queue = queue_of(request)
+    counts = await queue.store.count_jobs_by_status()
+    return {
+        "active": queue.active_jobs(),
+        "queued": counts.get("queued", 0),
+        "workers": queue.settings.workers,
+        "paused": queue.paused,
+        "uptime_s": round(time.monotonic() - request.app.state.started, 1),
+        "version": request.app.version,
+    }
+
+
+@router.get("/jobs", response_model=JobList)
+async def jobs(
+    request: Request,
+    status: str | None = Query(
+        None, description="queued, downloading, verifying, completed, failed, cancelled"
+    ),
+    limit: int = Query(50, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+) -> dict[str, Any]:
+    """Jobs, newest first, optionally of one status."""
+    queue = queue_of(request)
+    allowed = {"queued", "downloading", "verifying", "completed", "failed", "cancelled"}
+    if status is not None and status not in allowed:
+        raise InvalidRequest(f"status must be one of {', '.join(sorted(allowed))}")
+    where, args = ("status = ?", [status]) if status else (None, [])
+    rows = await queue.store.jobs_where(where, args, order_by="id desc", limit=limit, offset=offset)
+    counts = await queue.store.count_jobs_by_status()
+    total = counts.get(status, 0) if status else sum(counts.values())
+    return {
+        "jobs": [queue.public(r) for r in rows],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+    }
+
+
+@router.get("/jobs/{job_id}", response_model=Job, responses={404: {"description": "No such job"}})
+async def job(job_id: int, request: Request) -> dict[str, Any]:
+    return await queue_of(request).get(job_id)
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=Job)
+async def cancel(job_id: int, request: Request) -> dict[str, Any]:
+    """Cancel a queued or running job; its .part file is removed."""
+    return await queue_of(request).cancel(job_id)
+
+
+@router.post("/jobs/{job_id}/retry", response_model=Job)
+async def retry(job_id: int, request: Request) -> dict[str, Any]:
+    """Queue a failed or cancelled job again; a kept .part resumes."""
+    return await queue_of(request).retry(job_id)
+
+
+@router.get("/completed", response_model=CompletedList)
+async def completed(
+    request: Request,
+    limit: int = Query(50, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+) -> dict[str, Any]:
+    """Completed downloads, newest first."""
+    rows = await queue_of(request).store.list_completed(limit, offset)
+    return {"completed": rows, "limit": limit, "offset": offset}
+
+
+@router.get("/metrics", response_model=Metrics)
+async def metrics(request: Request) -> dict[str, Any]:
+    """Counts by status, bytes, average speed, failures, queue length, last update check."""
+    queue = queue_of(request)
+    counts = await queue.store.count_jobs_by_status()
+    total_bytes, seconds = await queue.store.completed_totals()
+    sender = request.app.state.webhooks
+    return {
+        "jobs_by_status": counts,
+        "bytes_downloaded": total_bytes,
+        "average_speed_bps": round(total_bytes / seconds, 1) if seconds > 0 else 0.0,
+        "failures": counts.get("failed", 0),
+        "queue_length": counts.get("queued", 0),
+        "active": len(queue.active_jobs()),
+        "webhooks_delivered": sender.delivered,
+        "webhooks_failed": sender.failed,
+        "last_update_check": getattr(request.app.state, "last_update_check", None),
+    }

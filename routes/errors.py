@@ -1,0 +1,52 @@
+"""One error shape for every API error: `{"detail": "<a sentence>"}` with a 4xx/5xx status."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from errors import DaemonError
+
+log = logging.getLogger("civitai.api")
+
+
+def describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for e in exc.errors():
+        loc = [str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path")]
+        msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+        if e.get("type") == "json_invalid":
+            msg = f"the request body is not valid JSON ({e.get('ctx', {}).get('error', 'syntax')})"
+            loc = []
+        elif e.get("type") == "missing":
+            msg = "is required"
+        parts.append(f"{'.'.join(loc)}: {msg}" if loc else msg)
+    return "; ".join(parts) or "invalid request"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(DaemonError)
+    async def daemon_error(request: Request, exc: DaemonError) -> JSONResponse:
+        status = exc.status_code if 400 <= exc.status_code < 600 else 500
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": describe_validation(exc)}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            {"detail": "Internal error; the daemon's logs/error.log has the details."},
+            status_code=500,
+        )
