@@ -382,6 +382,7 @@ class DownloadQueue:
                     raise
                 attempts += 1
                 if attempts >= self.settings.retries:
+                    await self.store.update_job(job_id, attempts=attempts)
                     raise errors.DaemonError(
                         f"Gave up after {attempts} attempts; last error: {exc}"
                     ) from None
@@ -582,9 +583,10 @@ def _same_size(path: Path, size: int) -> bool:
 
 def _disk_error(exc: OSError, row: dict[str, Any]) -> str:
     where = Path(row.get("path") or ".").parent
-    if exc.errno == errno.ENOSPC:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        why = "Not enough disk space" if exc.errno != errno.EFBIG else "The file is too large"
         return (
-            f"Not enough disk space in {where}. Free some space and retry the job; the part "
+            f"{why} in {where} ({exc.strerror}). Free some space and retry the job; the part "
             f"already downloaded is kept."
         )
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):

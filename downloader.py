@@ -394,6 +394,8 @@ class Download:
                         status,
                     )
                     continue
+                if status in (404, 410):  # a fresh link that is gone too: the file is gone
+                    raise errors.FileNotFound(f"the CDN answered {status} for a fresh link")
                 raise errors.LinkRefused(status)
             error = error_for(response, self.civitai.token is not None)
             assert error is not None
@@ -455,7 +457,7 @@ class Download:
         window_start, window_bytes = time.monotonic(), 0
         first = True
         try:
-            async for chunk in response.aiter_raw(WRITE_BATCH):
+            async for chunk in response.aiter_raw():
                 if first and looks_like_a_page("", chunk) and offset == 0:
                     raise errors.UnexpectedContent("a web page", _host(str(response.url)))
                 first = False

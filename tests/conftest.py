@@ -61,6 +61,7 @@ class DaemonProcess:
         self.env = {k: v for k, v in os.environ.items() if k != "CIVITAI_TOKEN"}
         self.env.update(env or {})
         self.proc: subprocess.Popen | None = None
+        self.preexec = None  # runs in the child before exec (resource limits)
         self.gui_line = ""
 
     @property
@@ -73,6 +74,7 @@ class DaemonProcess:
             self.command,
             cwd=REPO,
             env=self.env,
+            preexec_fn=self.preexec,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

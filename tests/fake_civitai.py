@@ -64,6 +64,7 @@ class Request:
     method: str
     path: str
     headers: dict[str, str]
+    sent: int = 0  # body bytes of a file written for this request
 
     @property
     def range(self) -> str | None:
@@ -81,6 +82,7 @@ class FileSpec:
     size: str | None = "pruned"
     fp: str | None = "fp16"
     published_sha256: str | None = None  # a wrong hash, as Civitai sometimes publishes
+    advertised_size: int | None = None  # a size the API claims instead of the real one
 
     @property
     def sha256(self) -> str:
@@ -252,7 +254,7 @@ class FakeCivitai:
         sha = f.published_sha256 or f.sha256
         data: dict[str, Any] = {
             "id": f.id,
-            "sizeKB": len(f.content) / 1024,
+            "sizeKB": (f.advertised_size or len(f.content)) / 1024,
             "name": f.name,
             "type": f.type,
             "pickleScanResult": "Success",
@@ -331,7 +333,8 @@ class FakeCivitai:
     def signed_url(self, f: FileSpec) -> str:
         expires = int(time.time() + self.link_ttl)
         sig = self._sign(f.id, expires, self.link_generation)
-        return f"{self.cdn_url}/file/{f.id}/{quote(f.name)}?X-Expires={expires}&X-Signature={sig}"
+        name = quote(f.name, safe="")
+        return f"{self.cdn_url}/file/{f.id}/{name}?X-Expires={expires}&X-Signature={sig}"
 
     def check_signature(self, file_id: int, query: dict[str, list[str]]) -> bool:
         try:
@@ -376,8 +379,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _record(self) -> None:
         headers = {k.lower(): v for k, v in self.headers.items()}
+        self.record = Request(self.role, self.command, self.path, headers)
         with self.fake.lock:
-            self.fake.requests.append(Request(self.role, self.command, self.path, headers))
+            self.fake.requests.append(self.record)
 
     # Responses ----------------------------------------------------------------------------
 
@@ -573,6 +577,7 @@ class _Handler(BaseHTTPRequestHandler):
             sent += n
             with self.fake.lock:
                 self.fake.bytes_sent += n
+                self.record.sent += n
             if rate:
                 ahead = sent / rate - (time.monotonic() - started)
                 if ahead > 0:
