@@ -275,6 +275,8 @@ class Download:
                 self.parts.append(Part(r["idx"], r["start"], r["end"], done, done))
             last = self.parts[-1]
             self.total = last.end + 1 if last.end is not None else None
+            have = sum(p.done for p in self.parts)
+            log.info("job %s: resuming with %d of %s bytes on disk", self.job_id, have, self.total)
             return await self._transfer(first=None)
         # A fresh start: the first answer tells the size and whether Range works.
         await self.store.set_parts(self.job_id, [])

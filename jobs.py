@@ -192,6 +192,21 @@ class JobRequest(BaseModel):
         return self
 
 
+def describe_errors(errors: list[dict[str, Any]]) -> str:
+    """Pydantic errors as one readable sentence per field: `model_type: is required`."""
+    parts = []
+    for e in errors:
+        loc = [str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path")]
+        msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+        if e.get("type") == "json_invalid":
+            error = (e.get("ctx") or {}).get("error", "syntax")
+            msg, loc = f"the request body is not valid JSON ({error})", []
+        elif e.get("type") == "missing":
+            msg = "is required"
+        parts.append(f"{'.'.join(loc)}: {msg}" if loc else msg)
+    return "; ".join(parts) or "invalid request"
+
+
 PUBLIC_FIELDS = (
     "id",
     "status",

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from jobs import JobRequest
+from jobs import JobRequest, describe_errors
 from settings import write_json_atomic
 
 log = logging.getLogger("civitai.manifest")
@@ -20,16 +20,6 @@ log = logging.getLogger("civitai.manifest")
 class Problem:
     index: int
     detail: str
-
-
-def describe(exc: ValidationError) -> str:
-    """A validation error as one readable sentence per field."""
-    parts = []
-    for e in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in e["loc"] if p != "body")
-        msg = e["msg"].removeprefix("Value error, ")
-        parts.append(f"{where}: {msg}" if where else msg)
-    return "; ".join(parts)
 
 
 def parse_entries(data: Any) -> tuple[list[tuple[int, JobRequest]], list[Problem]]:
@@ -45,7 +35,7 @@ def parse_entries(data: Any) -> tuple[list[tuple[int, JobRequest]], list[Problem
         try:
             good.append((i, JobRequest.model_validate(entry)))
         except ValidationError as exc:
-            bad.append(Problem(i, describe(exc)))
+            bad.append(Problem(i, describe_errors(exc.errors(include_url=False))))
     return good, bad
 
 

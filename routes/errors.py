@@ -10,22 +10,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from errors import DaemonError
+from jobs import describe_errors
 
 log = logging.getLogger("civitai.api")
-
-
-def describe_validation(exc: RequestValidationError) -> str:
-    parts = []
-    for e in exc.errors():
-        loc = [str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path")]
-        msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
-        if e.get("type") == "json_invalid":
-            msg = f"the request body is not valid JSON ({e.get('ctx', {}).get('error', 'syntax')})"
-            loc = []
-        elif e.get("type") == "missing":
-            msg = "is required"
-        parts.append(f"{'.'.join(loc)}: {msg}" if loc else msg)
-    return "; ".join(parts) or "invalid request"
 
 
 def install(app: FastAPI) -> None:
@@ -36,7 +23,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": describe_validation(exc)}, status_code=422)
+        return JSONResponse({"detail": describe_errors(exc.errors())}, status_code=422)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

@@ -118,6 +118,9 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients hanging up mid-answer is part of the game here
+
 
 class FakeCivitai:
     def __init__(self, cdn_host: str = "127.0.0.2") -> None:

@@ -1,0 +1,275 @@
+"""The REST API as scripts use it: batches, bad input, one error shape, metrics, webhooks."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+import httpx
+import pytest
+
+from tests.conftest import wait_for, wait_job
+from tests.receiver import Receiver
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver().start()
+    yield r
+    r.stop()
+
+
+def test_every_api_route_needs_the_key_but_health(civitai, daemon):
+    d = daemon()
+    routes = [
+        ("POST", "/api/download"),
+        ("POST", "/api/batch"),
+        ("GET", "/api/status"),
+        ("GET", "/api/jobs"),
+        ("GET", "/api/jobs/1"),
+        ("POST", "/api/jobs/1/cancel"),
+        ("POST", "/api/jobs/1/retry"),
+        ("GET", "/api/completed"),
+        ("GET", "/api/metrics"),
+    ]
+    for method, path in routes:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "wrong"}):
+            r = httpx.request(method, d.url(path), headers=headers, json={})
+            assert r.status_code == 401, (method, path, headers)
+            assert "API key" in r.json()["detail"]
+    assert httpx.get(d.url("/api/health")).json() == {"status": "ok"}
+    assert httpx.get(d.url("/api/status"), headers={"X-API-Key": d.token}).status_code == 200
+    d.stop()
+
+
+def test_bad_input_gets_a_clear_4xx_in_one_shape(civitai, daemon):
+    civitai.add_simple(1, 10, b"x")
+    d = daemon()
+    with d.client() as c:
+        cases = [
+            (
+                c.post(
+                    "/api/download",
+                    content=b"{not json",
+                    headers={"Content-Type": "application/json"},
+                ),
+                422,
+                "not valid JSON",
+            ),
+            (c.post("/api/download", json={"modelVersionId": 10}), 422, "model_type: is required"),
+            (
+                c.post("/api/download", json={"model_type": "lora"}),
+                422,
+                "one of modelVersionId, modelId or url",
+            ),
+            (
+                c.post("/api/download", json={"model_type": "lora", "modelVersionId": "ten"}),
+                422,
+                "modelVersionId",
+            ),
+            (
+                c.post("/api/download", json={"model_type": "lora", "modelVersionId": 999}),
+                404,
+                "No model version 999 on Civitai",
+            ),
+            (
+                c.post("/api/download", json={"model_type": "lora", "modelId": 777}),
+                404,
+                "No model 777 on Civitai",
+            ),
+            (
+                c.post(
+                    "/api/download", json={"model_type": "lora", "modelVersionId": 10, "fileId": 5}
+                ),
+                404,
+                "has no file 5",
+            ),
+            (
+                c.post(
+                    "/api/download",
+                    json={"model_type": "lora", "url": "https://civitai.com/images/5"},
+                ),
+                422,
+                "not a Civitai model page",
+            ),
+            (
+                c.post("/api/download", json={"model_type": "lora", "url": "ftp://x"}),
+                422,
+                "http:// or https://",
+            ),
+            (
+                c.post(
+                    "/api/download",
+                    json={"model_type": "lora", "modelVersionId": 10, "sha256": "xyz"},
+                ),
+                422,
+                "64 hexadecimal",
+            ),
+            (c.post("/api/download", json=[1, 2]), 422, "valid dictionary"),
+            (c.get("/api/jobs/12345"), 404, "No job 12345"),
+            (c.get("/api/jobs/abc"), 422, "job_id"),
+            (c.get("/api/jobs?status=weird"), 422, "status must be one of"),
+            (c.get("/api/jobs?limit=0"), 422, "limit"),
+            (c.post("/api/jobs/12345/cancel"), 404, "No job 12345"),
+            (c.post("/api/jobs/12345/retry"), 404, "No job 12345"),
+            (
+                c.post("/api/batch", content=b"{}", headers={"Content-Type": "application/json"}),
+                422,
+                "JSON array",
+            ),
+            (c.post("/api/batch", content=b"nope"), 422, "not valid JSON"),
+        ]
+        for response, status, text in cases:
+            assert response.status_code == status, (response.request.url, response.text)
+            body = response.json()
+            assert set(body) >= {"detail"} and isinstance(body["detail"], str)
+            assert text in body["detail"], (text, body)
+        assert c.get("/api/jobs").json()["total"] == 0  # nothing was queued by any of it
+    d.stop()
+
+
+def test_batch_json_array_queues_good_entries_and_reports_bad_ones_by_index(civitai, daemon):
+    civitai.add_simple(1, 10, b"a" * 1000, filename="a.safetensors")
+    civitai.add_simple(2, 20, b"b" * 1000, filename="b.safetensors")
+    d = daemon()
+    with d.client() as c:
+        r = c.post(
+            "/api/batch",
+            json=[
+                {"modelVersionId": 10, "model_type": "lora"},
+                {"modelVersionId": 20},
+                "not an object",
+                {"modelVersionId": 404404, "model_type": "lora"},
+                {"modelId": 2, "model_type": "vae", "priority": 1},
+            ],
+        )
+        assert r.status_code == 202
+        body = r.json()
+        assert [j["modelVersionId"] for j in body["jobs"]] == [10, 20]
+        assert [e["index"] for e in body["errors"]] == [1, 2, 3]
+        assert "model_type" in body["errors"][0]["detail"]
+        assert "object" in body["errors"][1]["detail"]
+        assert "No model version 404404" in body["errors"][2]["detail"]
+        for job in body["jobs"]:
+            wait_job(c, job["id"])
+        none = c.post("/api/batch", json=[{"model_type": "lora"}])
+        assert none.status_code == 422 and none.json()["errors"][0]["index"] == 0
+        assert c.post("/api/batch", json=[]).status_code == 422
+    d.stop()
+
+
+def test_multipart_manifest_upload(civitai, daemon, home):
+    civitai.add_simple(1, 10, b"a" * 1000, filename="a.safetensors")
+    manifest = [
+        {"modelId": 1, "model_type": "lora", "sha256": hashlib.sha256(b"a" * 1000).hexdigest()},
+        {"modelId": 1},
+    ]
+    d = daemon()
+    with d.client() as c:
+        r = c.post(
+            "/api/batch",
+            files={"file": ("manifest.json", json.dumps(manifest).encode(), "application/json")},
+        )
+        assert r.status_code == 202, r.text
+        body = r.json()
+        assert len(body["jobs"]) == 1 and body["errors"] == [
+            {"index": 1, "detail": "model_type: is required"}
+        ]
+        wait_job(c, body["jobs"][0]["id"])
+        bad = c.post("/api/batch", files={"file": ("m.json", b"[{", "application/json")})
+        assert bad.status_code == 422 and "m.json" in bad.json()["detail"]
+        wrong_field = c.post("/api/batch", files={"other": ("m.json", b"[]", "application/json")})
+        assert wrong_field.status_code == 422 and "'file'" in wrong_field.json()["detail"]
+    assert (home / "data/models/lora/a.safetensors").exists()
+    d.stop()
+
+
+def test_list_filter_and_metrics(civitai, daemon):
+    civitai.add_simple(1, 10, b"a" * 10_000, filename="a.safetensors")
+    civitai.add_simple(2, 20, b"b", login_required=True)
+    d = daemon()
+    with d.client() as c:
+        ok = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
+        bad = c.post("/api/download", json={"modelVersionId": 20, "model_type": "lora"}).json()
+        wait_job(c, ok["id"])
+        wait_job(c, bad["id"], ("failed",))
+        assert [j["id"] for j in c.get("/api/jobs?status=failed").json()["jobs"]] == [bad["id"]]
+        page = c.get("/api/jobs?limit=1&offset=1").json()
+        assert page["total"] == 2 and [j["id"] for j in page["jobs"]] == [ok["id"]]
+        m = c.get("/api/metrics").json()
+    assert m["jobs_by_status"] == {"completed": 1, "failed": 1}
+    assert m["bytes_downloaded"] == 10_000 and m["failures"] == 1 and m["queue_length"] == 0
+    assert m["average_speed_bps"] > 0
+    d.stop()
+
+
+def verify(secret: str, received) -> bool:
+    expected = "sha256=" + hmac.new(secret.encode(), received.body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(received.headers["x-signature-256"], expected)
+
+
+def test_webhooks_are_signed_and_retried_until_delivered(civitai, daemon):
+    civitai.add_simple(1, 10, b"a" * 1000, filename="a.safetensors")
+    civitai.add_simple(2, 20, b"b", login_required=True)
+    hook = Receiver(fail_first=2).start()
+    try:
+        d = daemon(webhook_url=hook.url + "/hook", webhook_secret="hook-secret")
+        with d.client() as c:
+            ok = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
+            bad = c.post("/api/download", json={"modelVersionId": 20, "model_type": "lora"}).json()
+            wait_job(c, ok["id"])
+            wait_job(c, bad["id"], ("failed",))
+            wait_for(lambda: len(hook.received) == 2, 20, what="both webhooks")
+            metrics = c.get("/api/metrics").json()
+        events = {r.json["event"]: r for r in hook.received}
+        assert set(events) == {"download.completed", "download.failed"}
+        for r in hook.received:
+            assert verify("hook-secret", r)
+            assert r.json["timestamp"].endswith("Z")
+        assert events["download.completed"].json["job"]["id"] == ok["id"]
+        assert (
+            events["download.completed"].json["job"]["sha256"]
+            == hashlib.sha256(b"a" * 1000).hexdigest()
+        )
+        assert "Civitai login" in events["download.failed"].json["job"]["error"]
+        assert hook.attempts >= 4 and metrics["webhooks_delivered"] == 2
+        assert "hook-secret" not in json.dumps([r.json for r in hook.received])
+        d.stop()
+    finally:
+        hook.stop()
+
+
+def test_a_dead_webhook_target_never_fails_a_download(civitai, daemon):
+    civitai.add_simple(1, 10, b"a" * 1000)
+    d = daemon(webhook_url="http://127.0.0.1:9/nothing-listens-here")
+    with d.client() as c:
+        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
+        assert wait_job(c, job["id"])["status"] == "completed"
+    d.stop()
+
+
+def test_notify_targets_get_discord_and_telegram_messages(civitai, daemon, receiver):
+    civitai.add_simple(1, 10, b"a" * 1000, filename="a.safetensors")
+    d = daemon(
+        notify=[
+            {"type": "discord", "url": receiver.url + "/discord"},
+            {
+                "type": "telegram",
+                "bot_token": "123:bot-secret",
+                "chat_id": 42,
+                "api_base": receiver.url,
+            },
+        ]
+    )
+    with d.client() as c:
+        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
+        wait_job(c, job["id"])
+    wait_for(lambda: len(receiver.received) == 2, 10, what="two notifications")
+    by_path = {r.path: r.json for r in receiver.received}
+    discord = by_path["/discord"]
+    assert discord["embeds"][0]["title"] == "Downloaded a.safetensors"
+    telegram = by_path["/bot123:bot-secret/sendMessage"]
+    assert telegram["chat_id"] == 42 and "Downloaded a.safetensors" in telegram["text"]
+    d.stop()
+    assert "bot-secret" not in (d.home / "logs" / "download.log").read_text()
