@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 import errors
+import library
 import manifest
 from civitai import CivitaiClient, Resolved, backoff
 from database import Store, utcnow
@@ -123,7 +124,9 @@ class DownloadQueue:
 
     # Submitting -------------------------------------------------------------------------
 
-    async def submit(self, req: JobRequest, source: str = "api") -> tuple[dict[str, Any], bool]:
+    async def submit(
+        self, req: JobRequest, source: str = "api", replaces: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], bool]:
         """Queue a request; (job, created). The same file already active returns that job.
 
         Civitai's "no" (unknown model, bad URL, host not allowed) is raised to the caller; a
@@ -150,6 +153,7 @@ class DownloadQueue:
             "source": source,
             "error": note,
             "request": req.model_dump_json(exclude_none=True),
+            "replaces": json.dumps(replaces) if replaces else None,
         }
         if resolved:
             row.update(self._resolved_fields(resolved, req.model_type))
@@ -363,8 +367,17 @@ class DownloadQueue:
         part_path = path.with_name(path.name + ".part")
         expected = (row.get("sha256") or "").lower() or None
 
+        replaces = json.loads(row["replaces"]) if row.get("replaces") else None
+        swap = replaces is not None and replaces.get("path") == str(path)
         if await asyncio.to_thread(path.exists):
-            return await self._already_there(row, path, expected)
+            if not swap:
+                return await self._already_there(row, path, expected)
+            actual = await asyncio.to_thread(sha256_file, path)
+            if actual == expected:
+                size = (await asyncio.to_thread(path.stat)).st_size
+                return await self._complete(row, path, actual, size, 0.0)
+            if actual != (replaces.get("sha256") or "").lower():
+                raise errors.FileConflict(str(path))  # not the file the daemon put there
         self._check_space(path, part_path, row.get("bytes_total") or row.get("size"))
 
         link = self._links.setdefault(job_id, Link(self.civitai, row["download_url"]))
@@ -423,7 +436,15 @@ class DownloadQueue:
                 raise errors.HashMismatch(expected, result.sha256, str(kept))
             break
 
-        await asyncio.to_thread(self._place, part_path, path)
+        if swap and await asyncio.to_thread(path.exists):
+            await asyncio.to_thread(self._swap, part_path, path, replaces, row["model_type"])
+        else:
+            await asyncio.to_thread(self._place, part_path, path)
+            if replaces and self.settings.manifest_mode == "replace":
+                archive = self.settings.data_dir / "old_versions" / row["model_type"]
+                await asyncio.to_thread(
+                    library.retire, Path(replaces["path"]), self.settings.old_versions, archive
+                )
         await self.store.set_parts(job_id, [])
         self._links.pop(job_id, None)
         elapsed = max(time.monotonic() - started, 1e-6)
@@ -505,6 +526,16 @@ class DownloadQueue:
         free = shutil.disk_usage(path.parent).free
         if need + SPACE_MARGIN > free:
             raise errors.NotEnoughSpace(need, free, str(path.parent))
+
+    def _swap(self, part_path: Path, path: Path, replaces: dict[str, Any], model_type: str) -> None:
+        """Put a new version over the old one at the same path, in one atomic rename, after
+        keeping or archiving the old bytes as `old_versions` says."""
+        archive = self.settings.data_dir / "old_versions" / model_type
+        library.preserve_before_swap(
+            path, self.settings.old_versions, replaces.get("version_id"), archive
+        )
+        os.replace(part_path, path)
+        fsync_dir(path.parent)
 
     @staticmethod
     def _place(part_path: Path, path: Path) -> None:

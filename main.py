@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -14,9 +15,11 @@ from civitai import USER_AGENT, CivitaiClient
 from daemon import DownloadQueue
 from database import Store
 from events import EventBus
-from routes import api, system
+from routes import api, system, updates
 from routes import errors as error_handlers
+from scanner import Scanner
 from settings import Settings
+from updater.checker import Updater
 from webhooks import WebhookSender
 
 log = logging.getLogger("civitai.main")
@@ -53,8 +56,15 @@ def create_app(settings: Settings) -> FastAPI:
             queue = DownloadQueue(settings, store, bus, civitai, http)
             await queue.start()
             stack.push_async_callback(queue.stop)
+            manifest_lock = asyncio.Lock()
+            updater = Updater(settings, store, civitai, queue, bus, manifest_lock)
+            updater.start()
+            stack.push_async_callback(updater.stop)
+            scanner = Scanner(settings, store, civitai, http, manifest_lock)
+            stack.push_async_callback(scanner.stop)
             app.state.store, app.state.bus, app.state.civitai = store, bus, civitai
             app.state.queue, app.state.webhooks = queue, webhooks
+            app.state.updater, app.state.scanner = updater, scanner
             app.state.started = time.monotonic()
             log.info("daemon ready; home %s, %d workers", settings.home, settings.workers)
             yield
@@ -71,4 +81,5 @@ def create_app(settings: Settings) -> FastAPI:
     error_handlers.install(app)
     app.include_router(system.router)
     app.include_router(api.router)
+    app.include_router(updates.router)
     return app

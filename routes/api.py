@@ -248,5 +248,18 @@ async def metrics(request: Request) -> dict[str, Any]:
         "active": len(queue.active_jobs()),
         "webhooks_delivered": sender.delivered,
         "webhooks_failed": sender.failed,
-        "last_update_check": getattr(request.app.state, "last_update_check", None),
+        "last_update_check": _last_check(request),
+    }
+
+
+def _last_check(request: Request) -> dict[str, Any] | None:
+    last = request.app.state.updater.last
+    if last is None:
+        return None
+    return {
+        "finished_at": last.finished_at,
+        "checked": last.checked,
+        "updates": len(last.updates),
+        "errors": len(last.errors),
+        "next_check": request.app.state.updater.next_run(),
     }

@@ -70,15 +70,18 @@ class DaemonProcess:
         return [sys.executable, str(REPO / "launch.py"), *home, *self.args]
 
     def start(self, wait: bool = True, timeout: float = 20) -> DaemonProcess:
+        err = self._stderr_file()
         self.proc = subprocess.Popen(
             self.command,
             cwd=REPO,
             env=self.env,
             preexec_fn=self.preexec,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            # A file, not a pipe: a pipe nobody reads fills up and blocks the daemon's logging.
+            stderr=err,
             text=True,
         )
+        err.close()  # the child has its own copy
         if wait:
             self.wait_ready(timeout)
         return self
@@ -119,10 +122,18 @@ class DaemonProcess:
             base_url=self.base_url, headers={"Authorization": f"Bearer {self.token}"}, timeout=10
         )
 
+    def _stderr_file(self):
+        self.stderr_path = self.home.parent / f"daemon-stderr-{time.monotonic_ns()}.log"
+        self.home.parent.mkdir(parents=True, exist_ok=True)
+        return open(self.stderr_path, "w")
+
+    def stderr_text(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
     def fail_text(self) -> str:
         if self.proc and self.proc.poll() is not None:
-            out, err = self.proc.communicate()
-            return f"exit {self.proc.returncode}\nstdout: {out}\nstderr: {err}"
+            out = self.proc.stdout.read() if self.proc.stdout else ""
+            return f"exit {self.proc.returncode}\nstdout: {out}\nstderr: {self.stderr_text()}"
         return "still running"
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
@@ -167,7 +178,7 @@ def daemon_factory() -> Iterator:
             d.proc.kill()
             d.proc.wait()
         if d.proc:
-            for stream in (d.proc.stdout, d.proc.stderr):
+            for stream in (d.proc.stdout,):
                 if stream:
                     stream.close()
 

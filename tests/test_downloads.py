@@ -574,7 +574,7 @@ def test_restart_requeues_manifest_entries_unless_completed(civitai, daemon, hom
         for job in c.get("/api/jobs").json()["jobs"]:
             wait_job(c, job["id"])
     d.stop()
-    err = d.proc.stderr.read()
+    err = d.stderr_text()
     assert "manifest.json entry 2 skipped" in err and "manifest.json entry 3 skipped" in err
     d2 = daemon()
     with d2.client() as c:

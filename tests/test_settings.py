@@ -74,7 +74,7 @@ def test_unknown_key_is_a_warning_and_the_daemon_starts(home, daemon_factory):
     write_config(home, wokers=4)
     d = daemon_factory(home).start()
     d.stop()
-    assert "unknown key 'wokers'" in d.proc.stderr.read()
+    assert "unknown key 'wokers'" in d.stderr_text()
 
 
 def test_a_token_in_a_bad_value_message_is_hidden(home):

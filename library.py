@@ -1,0 +1,90 @@
+"""The model library on disk: what happens to a model's old file when a new version arrives."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+log = logging.getLogger("civitai.library")
+
+SIDECAR_SUFFIXES = (
+    ".civitai.info",
+    ".preview.png",
+    ".preview.jpeg",
+    ".preview.jpg",
+    ".preview.webp",
+    ".preview.gif",
+    ".preview.mp4",
+    ".preview.webm",
+)
+
+
+def versioned_name(filename: str, version_id: int) -> str:
+    """`model.safetensors` → `model_v123.safetensors`."""
+    stem, dot, ext = filename.rpartition(".")
+    if not dot or not stem:
+        return f"{filename}_v{version_id}"
+    return f"{stem}_v{version_id}.{ext}"
+
+
+def sidecars(model_path: Path) -> list[Path]:
+    stem = model_path.stem
+    return [p for suffix in SIDECAR_SUFFIXES if (p := model_path.with_name(stem + suffix)).exists()]
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _move(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(src, dst)
+
+
+def free_name(path: Path) -> Path:
+    """`path`, or `path` with a counter if something is already there."""
+    candidate, n = path, 1
+    while candidate.exists():
+        candidate = path.with_name(f"{path.stem}.{n}{path.suffix}")
+        n += 1
+    return candidate
+
+
+def preserve_before_swap(
+    old: Path, policy: str, old_version_id: int | None, archive_dir: Path
+) -> Path | None:
+    """The new file will replace `old` at the same path: first keep or archive the old bytes,
+    as the policy says. Returns where they went (None for `delete`)."""
+    if policy == "delete" or not old.exists():
+        return None
+    if policy == "archive":
+        target = free_name(archive_dir / old.name)
+    else:  # keep, under a versioned name beside the new one
+        target = free_name(old.with_name(versioned_name(old.name, old_version_id or 0)))
+    _link_or_copy(old, target)
+    log.info("old version of %s kept as %s", old.name, target)
+    return target
+
+
+def retire(old: Path, policy: str, archive_dir: Path) -> Path | None:
+    """The new version sits at another path: keep, delete or archive the old file and sidecars."""
+    if policy == "keep" or not old.exists():
+        return None
+    extra = sidecars(old)
+    if policy == "delete":
+        for p in [old, *extra]:
+            p.unlink(missing_ok=True)
+        log.info("old version %s deleted", old)
+        return None
+    target = free_name(archive_dir / old.name)
+    _move(old, target)
+    for p in extra:
+        _move(p, free_name(archive_dir / p.name))
+    log.info("old version %s archived to %s", old, target)
+    return target

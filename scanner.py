@@ -1,0 +1,218 @@
+"""Adopting existing files (SPEC §12): hash what is under download_dir, ask Civitai by hash,
+track what it knows. Hashes are cached by path, size and mtime, so a second scan reads nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlite_utils import Database
+
+import errors
+import manifest
+from civitai import CivitaiClient, with_retries
+from database import Store, utcnow
+from jobs import MODEL_TYPE_RE
+from metadata import write_sidecars
+from settings import Settings
+
+log = logging.getLogger("civitai.scanner")
+
+MODEL_SUFFIXES = {".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".sft", ".onnx"}
+READ = 8 * 1024 * 1024
+
+
+@dataclass
+class ScanState:
+    running: bool = False
+    started_at: str | None = None
+    finished_at: str | None = None
+    files: int = 0  # candidate files found
+    hashed: int = 0  # files hashed in this scan (not from the cache)
+    cached: int = 0  # hashes taken from the cache
+    bytes_total: int = 0
+    bytes_done: int = 0
+    current: str | None = None
+    matched: list[dict[str, Any]] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+
+def candidates(models_dir: Path, known: set[str]) -> list[tuple[Path, str]]:
+    """(file, model_type) of model files in `<models_dir>/<type>/` the daemon does not know."""
+    found = []
+    if not models_dir.is_dir():
+        return found
+    for folder in sorted(models_dir.iterdir()):
+        if not folder.is_dir() or not MODEL_TYPE_RE.fullmatch(folder.name):
+            continue
+        for path in sorted(folder.rglob("*")):
+            if (
+                path.is_file()
+                and path.suffix.lower() in MODEL_SUFFIXES
+                and not path.name.startswith(".")
+                and str(path) not in known
+            ):
+                found.append((path, folder.name))
+    return found
+
+
+class Scanner:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        civitai: CivitaiClient,
+        http: httpx.AsyncClient,
+        manifest_lock: asyncio.Lock,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.civitai = civitai
+        self.http = http
+        self.manifest_lock = manifest_lock
+        self.state = ScanState()
+        self._task: asyncio.Task | None = None
+
+    def report(self) -> dict[str, Any]:
+        return asdict(self.state)
+
+    def start(self) -> dict[str, Any]:
+        """Start a scan in the background; a scan already running is reported, not doubled."""
+        if not self.state.running:
+            self.state = ScanState(running=True, started_at=utcnow())
+            self._task = asyncio.create_task(self._run(), name="scan")
+        return self.report()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def wait(self) -> dict[str, Any]:
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        return self.report()
+
+    async def _run(self) -> None:
+        state = self.state
+        try:
+            known = set(await self.store.run(lambda db: [r["path"] for r in db["completed"].rows]))
+            files = await asyncio.to_thread(candidates, self.settings.models_dir, known)
+            state.files = len(files)
+            state.bytes_total = await asyncio.to_thread(
+                lambda: sum(p.stat().st_size for p, _ in files)
+            )
+            adopted: list[dict[str, Any]] = []
+            for path, model_type in files:
+                state.current = path.name
+                try:
+                    sha = await self._hash(path)
+                except OSError as exc:
+                    state.errors.append({"path": str(path), "detail": str(exc)})
+                    continue
+                try:
+                    version = await with_retries(lambda s=sha: self.civitai.by_hash(s), attempts=3)
+                except errors.DaemonError as exc:
+                    state.errors.append({"path": str(path), "detail": str(exc)})
+                    continue
+                if version is None:
+                    state.unknown.append(str(path))
+                    continue
+                entry = await self._adopt(path, model_type, sha, version)
+                adopted.append(entry)
+                state.matched.append({"path": str(path), **entry})
+            if adopted:
+                async with self.manifest_lock:
+                    await asyncio.to_thread(self._add_to_manifest, adopted)
+        except Exception as exc:
+            log.exception("scan failed")
+            state.errors.append({"path": "", "detail": f"scan failed: {exc}"})
+        finally:
+            state.current = None
+            state.running = False
+            state.finished_at = utcnow()
+            log.info(
+                "scan: %d files, %d hashed, %d cached, %d matched, %d unknown",
+                state.files,
+                state.hashed,
+                state.cached,
+                len(state.matched),
+                len(state.unknown),
+            )
+
+    async def _hash(self, path: Path) -> str:
+        st = await asyncio.to_thread(path.stat)
+        key = str(path)
+
+        def lookup(db: Database) -> str | None:
+            rows = list(db["file_hashes"].rows_where("path = ?", [key]))
+            if rows and rows[0]["size"] == st.st_size and rows[0]["mtime_ns"] == st.st_mtime_ns:
+                return rows[0]["sha256"]
+            return None
+
+        cached = await self.store.run(lookup)
+        if cached:
+            self.state.cached += 1
+            self.state.bytes_done += st.st_size
+            return cached
+        sha = await asyncio.to_thread(self._hash_file, path)
+        row = {"path": key, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
+        await self.store.run(lambda db: db["file_hashes"].upsert(row, pk="path"))
+        self.state.hashed += 1
+        return sha
+
+    def _hash_file(self, path: Path) -> str:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(READ):
+                h.update(chunk)
+                self.state.bytes_done += len(chunk)
+        return h.hexdigest()
+
+    async def _adopt(
+        self, path: Path, model_type: str, sha: str, version: dict[str, Any]
+    ) -> dict[str, Any]:
+        model = version.get("model") or {}
+        entry = {
+            "modelId": version.get("modelId"),
+            "modelVersionId": version.get("id"),
+            "model_type": model_type,
+            "sha256": sha,
+            "filename": path.name,
+        }
+        await self.store.add_completed(
+            {
+                "job_id": None,
+                "model_type": model_type,
+                "modelId": entry["modelId"],
+                "modelVersionId": entry["modelVersionId"],
+                "filename": path.name,
+                "path": str(path),
+                "sha256": sha,
+                "size": (await asyncio.to_thread(path.stat)).st_size,
+                "model_name": model.get("name"),
+                "version_name": version.get("name"),
+                "completed_at": utcnow(),
+                "elapsed_s": 0.0,
+            }
+        )
+        if self.settings.save_metadata:
+            await write_sidecars(path, version, self.http, self.civitai)
+        log.info(
+            "adopted %s as model %s version %s", path, entry["modelId"], entry["modelVersionId"]
+        )
+        return entry
+
+    def _add_to_manifest(self, adopted: list[dict[str, Any]]) -> None:
+        raw, _, _ = manifest.load(self.settings.manifest_path)
+        have = {(e.get("modelId"), e.get("modelVersionId")) for e in raw if isinstance(e, dict)}
+        for entry in adopted:
+            if (entry["modelId"], entry["modelVersionId"]) not in have:
+                raw.append(entry)
+        manifest.save(self.settings.manifest_path, raw)

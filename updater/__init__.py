@@ -1,0 +1,1 @@
+"""The update checker and its schedule."""

@@ -1,0 +1,320 @@
+"""The update checker (SPEC §10): new versions of tracked models, found politely, fetched.
+
+`check_updates` is a plain async function; `Updater` wires it to APScheduler (daily at
+`update_check`) and to the API (on demand), and keeps the result of the last run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+import errors
+import manifest
+from civitai import CivitaiClient, pick_file, with_retries
+from daemon import DownloadQueue
+from database import Store, utcnow
+from events import EventBus, UpdateEvent
+from jobs import JobRequest, safe_filename
+from library import versioned_name
+from settings import Settings
+
+log = logging.getLogger("civitai.updater")
+
+BATCH = 100  # ids per /api/v1/models request, Civitai's page limit
+CONCURRENCY = 3  # batches in flight at once
+JOB_ID = "update-check"
+
+
+@dataclass
+class CheckResult:
+    started_at: str
+    finished_at: str | None = None
+    checked: int = 0  # manifest entries compared
+    requests: int = 0  # requests made to Civitai
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "checked": self.checked,
+            "requests": self.requests,
+            "updates": self.updates,
+            "errors": self.errors,
+        }
+
+
+def newest_version(model: dict[str, Any]) -> dict[str, Any] | None:
+    """The newest published version with files (Civitai lists versions newest first)."""
+    for version in model.get("modelVersions") or []:
+        if version.get("status", "Published") != "Published":
+            continue
+        if version.get("files"):
+            return version
+    return None
+
+
+async def current_version(store: Store, entry: JobRequest) -> tuple[int | None, dict | None]:
+    """The version the entry stands for: its modelVersionId, or the newest one completed."""
+    rows = await store.find_completed(None, entry.modelId, None)
+    if entry.modelVersionId:
+        mine = [r for r in rows if r["modelVersionId"] == entry.modelVersionId]
+        return entry.modelVersionId, (mine[0] if mine else None)
+    if rows:
+        newest = max(rows, key=lambda r: r["modelVersionId"] or 0)
+        return newest["modelVersionId"], newest
+    return None, None
+
+
+async def check_updates(
+    settings: Settings,
+    store: Store,
+    civitai: CivitaiClient,
+    queue: DownloadQueue,
+    bus: EventBus,
+    manifest_lock: asyncio.Lock,
+) -> CheckResult:
+    """Check every manifest entry with a modelId; fetch and record each newer version."""
+    result = CheckResult(started_at=utcnow())
+    _, entries, problems = manifest.load(settings.manifest_path)
+    result.errors += [{"index": p.index, "detail": p.detail} for p in problems]
+    tracked = [(i, e) for i, e in entries if e.modelId]
+    ids = sorted({e.modelId for _, e in tracked if e.modelId})
+    models: dict[int, dict[str, Any]] = {}
+    semaphore = asyncio.Semaphore(CONCURRENCY)
+
+    async def fetch(batch: list[int]) -> None:
+        async with semaphore:
+
+            async def once() -> list[dict[str, Any]]:
+                result.requests += 1
+                return await civitai.get_models(batch)
+
+            try:
+                for model in await with_retries(once, attempts=4, base=2.0, max_wait=300):
+                    if isinstance(model, dict) and isinstance(model.get("id"), int):
+                        models[model["id"]] = model
+            except errors.DaemonError as exc:
+                log.warning("update check: models %s..%s not checked: %s", batch[0], batch[-1], exc)
+                for model_id in batch:
+                    result.errors.append({"modelId": model_id, "detail": str(exc)})
+
+    await asyncio.gather(*(fetch(ids[i : i + BATCH]) for i in range(0, len(ids), BATCH)))
+
+    failed = {e["modelId"] for e in result.errors if "modelId" in e}
+    for index, entry in tracked:
+        assert entry.modelId is not None
+        if entry.modelId in failed:
+            continue
+        model = models.get(entry.modelId)
+        if model is None:
+            result.errors.append(
+                {
+                    "index": index,
+                    "modelId": entry.modelId,
+                    "detail": f"No model {entry.modelId} on Civitai (deleted or hidden)",
+                }
+            )
+            continue
+        result.checked += 1
+        try:
+            update = await _compare(settings, store, queue, bus, manifest_lock, index, entry, model)
+        except errors.DaemonError as exc:
+            result.errors.append({"index": index, "modelId": entry.modelId, "detail": str(exc)})
+            continue
+        except Exception as exc:  # one model's surprise never stops the rest
+            log.exception("update check of model %s failed", entry.modelId)
+            result.errors.append({"index": index, "modelId": entry.modelId, "detail": repr(exc)})
+            continue
+        if update is not None:
+            result.updates.append(update)
+    result.finished_at = utcnow()
+    log.info(
+        "update check: %d checked, %d updates, %d errors, %d requests",
+        result.checked,
+        len(result.updates),
+        len(result.errors),
+        result.requests,
+    )
+    return result
+
+
+async def _compare(
+    settings: Settings,
+    store: Store,
+    queue: DownloadQueue,
+    bus: EventBus,
+    manifest_lock: asyncio.Lock,
+    index: int,
+    entry: JobRequest,
+    model: dict[str, Any],
+) -> dict[str, Any] | None:
+    newest = newest_version(model)
+    if newest is None:
+        return None
+    current_id, current_row = await current_version(store, entry)
+    if current_id is None:
+        return None  # never downloaded yet: the start-up queue takes care of it
+    new_file = pick_file(newest, None)
+    new_sha = ((new_file.get("hashes") or {}).get("SHA256") or "").lower() or None
+    newer = newest["id"] > current_id
+    republished = (
+        newest["id"] == current_id and entry.sha256 and new_sha and new_sha != entry.sha256.lower()
+    )
+    if not (newer or republished):
+        return None
+
+    model_type = entry.model_type
+    name = safe_filename(new_file.get("name") or "", f"{newest['id']}.bin")
+    replaces = None
+    if current_row is not None:
+        old_path = current_row["path"]
+        if settings.manifest_mode == "append" and name == current_row["filename"]:
+            name = versioned_name(name, newest["id"])
+        replaces = {
+            "path": old_path,
+            "sha256": current_row["sha256"],
+            "version_id": current_row["modelVersionId"],
+        }
+    request = JobRequest(
+        model_type=model_type,
+        modelId=entry.modelId,
+        modelVersionId=newest["id"],
+        fileId=new_file["id"],
+        filename=name,
+        priority=entry.priority,
+    )
+    update = await store.add_update(
+        {
+            "modelId": entry.modelId,
+            "model_name": model.get("name"),
+            "old_version_id": current_id,
+            "new_version_id": newest["id"],
+            "version_name": newest.get("name"),
+            "model_type": model_type,
+        }
+    )
+    if update is None:
+        return None  # found before; its download was queued then
+    job, _ = await queue.submit(request, source="update", replaces=replaces)
+    await store.run(lambda db: db["updates"].update(update["id"], {"job_id": job["id"]}))
+    update["job_id"] = job["id"]
+    async with manifest_lock:
+        await asyncio.to_thread(
+            _record_in_manifest, settings, index, entry, newest["id"], new_sha, name
+        )
+    log.info(
+        "update found: %s (model %s) %s → %s, job %s",
+        model.get("name"),
+        entry.modelId,
+        current_id,
+        newest["id"],
+        job["id"],
+    )
+    bus.publish(UpdateEvent(update))
+    return update
+
+
+def _record_in_manifest(
+    settings: Settings, index: int, entry: JobRequest, version_id: int, sha: str | None, name: str
+) -> None:
+    """replace: the entry now names the new version; append: a new entry beside it.
+    Every other field a person put in the entry is kept."""
+    raw, _, _ = manifest.load(settings.manifest_path)
+    if not (0 <= index < len(raw)) or raw[index].get("modelId") != entry.modelId:
+        # The file changed since the check began: find the entry again by model.
+        matches = [
+            i
+            for i, e in enumerate(raw)
+            if isinstance(e, dict) and e.get("modelId") == entry.modelId
+        ]
+        if not matches:
+            return
+        index = matches[-1]
+    old = raw[index]
+    new = {**old, "modelVersionId": version_id}
+    if sha:
+        new["sha256"] = sha
+    if "filename" in old or settings.manifest_mode == "append":
+        new["filename"] = name
+    new.pop("url", None)
+    new.pop("fileId", None)
+    if settings.manifest_mode == "replace":
+        raw[index] = new
+    else:
+        raw.append(new)
+    manifest.save(settings.manifest_path, raw)
+
+
+class Updater:
+    """Owns the schedule, the check lock and the last result."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        civitai: CivitaiClient,
+        queue: DownloadQueue,
+        bus: EventBus,
+        manifest_lock: asyncio.Lock,
+    ) -> None:
+        self.settings = settings
+        self.args = (settings, store, civitai, queue, bus, manifest_lock)
+        self.lock = asyncio.Lock()
+        self.last: CheckResult | None = None
+        self.scheduler = AsyncIOScheduler()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        uc = self.settings.update_check
+        if uc.enabled:
+            self.scheduler.add_job(
+                self.run_scheduled,
+                CronTrigger(hour=uc.hour, minute=uc.minute),
+                id=JOB_ID,
+                name="daily update check",
+                replace_existing=True,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=3600,
+            )
+        self.scheduler.start()
+
+    async def stop(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def run_scheduled(self) -> None:
+        self._task = asyncio.current_task()
+        try:
+            await self.run()
+        except Exception:
+            log.exception("scheduled update check failed")
+
+    async def run(self) -> CheckResult:
+        """Run a check now; a second caller waits for the first, then runs its own."""
+        async with self.lock:
+            started = time.monotonic()
+            self.last = await check_updates(*self.args)
+            log.info("update check took %.1f s", time.monotonic() - started)
+            return self.last
+
+    def next_run(self) -> str | None:
+        job = self.scheduler.get_job(JOB_ID)
+        when: datetime | None = getattr(job, "next_run_time", None) if job else None
+        return when.isoformat() if when else None
+
+    def scheduled_jobs(self) -> int:
+        return len(self.scheduler.get_jobs())
