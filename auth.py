@@ -1,33 +1,228 @@
-"""Who may use the API: the daemon's key, as a Bearer token or X-API-Key (SPEC §7)."""
+"""Who may use the daemon, and from where (SPEC §7).
+
+- Keys: `api_token` (admin: everything) and the optional `viewer_token` (read-only: every GET,
+  the WebSocket, the GUI; 403 on any change). Sent as `Authorization: Bearer` or `X-API-Key`,
+  compared in constant time.
+- The GUI logs in with a key and gets an HttpOnly, SameSite=Strict cookie holding an HS256 JWT
+  (python-jose) signed with a secret generated into the home and never shown.
+- Browser-borne attacks on a local daemon: the `Host` header must name this daemon (DNS
+  rebinding), and state-changing requests from another origin or in form encodings are refused.
+"""
 
 from __future__ import annotations
 
 import hmac
+import json
+import logging
+import os
+import secrets
+import time
+from enum import StrEnum
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
+from jose import JWTError, jwt
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from settings import Settings
+
+log = logging.getLogger("civitai.auth")
+
+COOKIE = "civitai_session"
+SESSION_SECONDS = 7 * 24 * 3600
+ALGORITHM = "HS256"
+LOOPBACK_NAMES = ["localhost", "127.0.0.1", "::1"]
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
 
 
-def presented_key(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
+class Role(StrEnum):
+    ADMIN = "admin"  # api_token: may change things
+    VIEWER = "viewer"  # viewer_token: may look
+
+
+def _secret(value: object) -> str | None:
+    got = value.get_secret_value() if value is not None else None  # type: ignore[attr-defined]
+    return got or None
+
+
+def _same(presented: str, expected: str | None) -> bool:
+    return bool(expected) and hmac.compare_digest(presented.encode(), expected.encode())  # type: ignore[union-attr]
+
+
+def role_for_key(settings: Settings, key: str | None) -> Role | None:
+    if not key:
+        return None
+    if _same(key, _secret(settings.api_token)):
+        return Role.ADMIN
+    if _same(key, _secret(settings.viewer_token)):
+        return Role.VIEWER
+    return None
+
+
+def load_session_secret(home: Path) -> str:
+    """The JWT signing secret: made once, kept in the home (mode 600), never sent anywhere."""
+    path = home / "data" / "session.key"
+    try:
+        value = path.read_text().strip()
+        if len(value) >= 32:
+            return value
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value)
+    return value
+
+
+def make_session(secret: str, role: Role, now: float | None = None) -> str:
+    issued = int(now if now is not None else time.time())
+    claims = {"sub": role.value, "iat": issued, "exp": issued + SESSION_SECONDS}
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def read_session(secret: str, token: str | None) -> Role | None:
+    """The role a session cookie grants, or None: bad signature, other algorithm, expired."""
+    if not token:
+        return None
+    try:
+        claims = jwt.decode(token, secret, algorithms=[ALGORITHM])
+        return Role(claims["sub"])
+    except (JWTError, KeyError, ValueError):
+        return None
+
+
+def presented_key(request_headers: dict[str, str] | object) -> str | None:
+    headers = request_headers  # starlette Headers or a plain dict
+    header = headers.get("authorization", "") or ""  # type: ignore[attr-defined]
     if header[:7].lower() == "bearer ":
         return header[7:].strip()
-    return request.headers.get("x-api-key")
+    return headers.get("x-api-key")  # type: ignore[attr-defined]
 
 
-def key_matches(presented: str | None, expected: str | None) -> bool:
-    if not presented or not expected:
-        return False
-    return hmac.compare_digest(presented.encode(), expected.encode())
+def role_of(request: Request) -> Role | None:
+    """The caller's role from a key header, else from the session cookie."""
+    settings: Settings = request.app.state.settings
+    key = presented_key(request.headers)
+    if key is not None:
+        return role_for_key(settings, key)
+    return read_session(request.app.state.session_secret, request.cookies.get(COOKIE))
 
 
-async def require_key(request: Request) -> None:
-    """Dependency for every /api/* route but /api/health."""
-    settings = request.app.state.settings
-    expected = settings.api_token.get_secret_value() if settings.api_token else None
-    if not key_matches(presented_key(request), expected):
+async def require_key(request: Request) -> Role:
+    """Dependency for /api/* (but /api/health): any key reads, only the admin key changes."""
+    role = role_of(request)
+    if role is None:
         raise HTTPException(
             status_code=401,
             detail="A valid API key is needed: send 'Authorization: Bearer <api_token>' or "
             "'X-API-Key: <api_token>' (api_token is in the daemon's config.json).",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    if request.method not in SAFE_METHODS and role is not Role.ADMIN:
+        raise HTTPException(
+            status_code=403, detail="The viewer key can only read; this needs the API key."
+        )
+    request.state.role = role
+    return role
+
+
+def trusted_hosts(settings: Settings) -> set[str]:
+    names = {*LOOPBACK_NAMES, *(h.lower() for h in settings.trusted_hosts)}
+    if settings.host not in ("0.0.0.0", "::", ""):
+        names.add(settings.host.lower().strip("[]"))
+    return names
+
+
+def host_name(host_header: str) -> str:
+    """`127.0.0.1:8137` → `127.0.0.1`; `[::1]:8137` → `::1`."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def origin_ok(origin: str, host_header: str, allowed: set[str]) -> bool:
+    """Same origin as the page (scheme-less comparison of host and port) and a trusted name."""
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False
+    netloc = parts.netloc.lower()
+    return netloc == host_header.strip().lower() and parts.hostname.strip("[]") in allowed
+
+
+class GuardMiddleware:
+    """Refuse foreign Host headers everywhere, and cross-site or form-encoded changes."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.allowed = trusted_hosts(settings)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        host = headers.get("host", "")
+        problem = None
+        if host_name(host) not in self.allowed:
+            problem = (
+                400,
+                f"Host {host!r} is not this daemon; add it to trusted_hosts in config.json",
+            )
+        else:
+            origin = headers.get("origin")
+            method = scope.get("method", "GET")
+            changing = scope["type"] == "websocket" or method not in SAFE_METHODS
+            if changing and origin is not None and not origin_ok(origin, host, self.allowed):
+                problem = (403, f"Requests from origin {origin!r} are not allowed")
+            elif changing and headers.get("sec-fetch-site") == "cross-site":
+                problem = (403, "Cross-site requests are not allowed")
+            elif (
+                scope["type"] == "http"
+                and method not in SAFE_METHODS
+                and _form_on_json_route(scope["path"], headers.get("content-type", ""))
+            ):
+                problem = (415, "This route takes JSON (Content-Type: application/json)")
+        if problem is None:
+            return await self.app(scope, receive, send)
+        status, detail = problem
+        log.warning("refused %s %s: %s", scope.get("method", "WS"), scope["path"], detail)
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 4403, "reason": detail[:120]})
+            return
+        body = ('{"detail": ' + json.dumps(detail) + "}").encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _form_on_json_route(path: str, content_type: str) -> bool:
+    """A JSON route called with a form encoding: what a cross-site <form> would send."""
+    ct = content_type.split(";")[0].strip().lower()
+    if ct not in FORM_TYPES:
+        return False
+    if path in ("/api/batch", "/gui/login", "/gui/logout"):  # they take uploads or forms
+        return ct == "text/plain"
+    return path.startswith("/api/") or path == "/webhook"
+
+
+def exposure_warning(settings: Settings) -> str | None:
+    host = settings.host.strip("[]")
+    if host in ("127.0.0.1", "::1", "localhost") or host.startswith("127."):
+        return None
+    return (
+        f"host is {settings.host!r}: the API and GUI are reachable from other machines on your "
+        f"network. Anyone with the API key can queue downloads and write to {settings.models_dir}. "
+        f"Use a reverse proxy with TLS, or bind to 127.0.0.1."
+    )

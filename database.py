@@ -112,6 +112,12 @@ def _job_request_and_timing(db: Database) -> None:
     db["completed"].add_column("elapsed_s", float)
 
 
+@migrations(name="003_webhook_deliveries")
+def _webhook_deliveries(db: Database) -> None:
+    # Inbound webhook deliveries already handled, so a replay queues nothing twice.
+    db["webhook_deliveries"].create({"id": str, "received_at": str, "result": str}, pk="id")
+
+
 def utcnow() -> str:
     """Now as ISO 8601 UTC, second precision, with a Z."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -305,6 +311,13 @@ class Store:
             lambda db: list(db["completed"].rows_where(where, args, order_by="id desc"))
         )
 
+    async def delivery(self, delivery_id: str) -> dict[str, Any] | None:
+        def op(db: Database) -> dict[str, Any] | None:
+            rows = list(db["webhook_deliveries"].rows_where("id = ?", [delivery_id]))
+            return json.loads(rows[0]["result"]) if rows else None
 
-def loads(text: str | None) -> Any:
-    return json.loads(text) if text else None
+        return await self.run(op)
+
+    async def record_delivery(self, delivery_id: str, result: dict[str, Any]) -> None:
+        row = {"id": delivery_id, "received_at": utcnow(), "result": json.dumps(result)}
+        await self.run(lambda db: db["webhook_deliveries"].upsert(row, pk="id"))

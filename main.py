@@ -11,11 +11,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
+import webhook_server
+from auth import GuardMiddleware, exposure_warning, load_session_secret
 from civitai import USER_AGENT, CivitaiClient
 from daemon import DownloadQueue
 from database import Store
 from events import EventBus
-from routes import api, system, updates
+from routes import api, gui, system, updates, ws
 from routes import errors as error_handlers
 from scanner import Scanner
 from settings import Settings
@@ -66,6 +68,8 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.queue, app.state.webhooks = queue, webhooks
             app.state.updater, app.state.scanner = updater, scanner
             app.state.started = time.monotonic()
+            if warning := exposure_warning(settings):
+                log.warning(warning)
             log.info("daemon ready; home %s, %d workers", settings.home, settings.workers)
             yield
             log.info("daemon stopping")
@@ -78,8 +82,14 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.session_secret = load_session_secret(settings.home)
     error_handlers.install(app)
+    app.add_middleware(GuardMiddleware, settings=settings)
     app.include_router(system.router)
     app.include_router(api.router)
     app.include_router(updates.router)
+    app.include_router(ws.router)
+    app.include_router(webhook_server.router)
+    app.include_router(gui.router)
+    gui.mount_static(app)
     return app

@@ -77,6 +77,13 @@ class Settings(BaseModel):
     api_token: SecretStr | None = Field(
         None, description="Key for this daemon's own API; generated on first start."
     )
+    viewer_token: SecretStr | None = Field(
+        None, description="Optional read-only key for dashboards: GETs, the feed and the GUI."
+    )
+    trusted_hosts: list[str] = Field(
+        default_factory=list,
+        description="Extra names the Host header may carry (loopback names always may).",
+    )
     update_check: UpdateCheck = Field(
         default_factory=UpdateCheck, description="Daily update check time (local)."
     )
@@ -141,7 +148,7 @@ class Settings(BaseModel):
 
     def secret_values(self) -> list[str]:
         """Every configured secret, for the log redactor."""
-        values = [self.civitai_token, self.api_token, self.webhook_secret]
+        values = [self.civitai_token, self.api_token, self.viewer_token, self.webhook_secret]
         values += [t.bot_token for t in self.notify]
         return [v.get_secret_value() for v in values if v and v.get_secret_value()]
 
@@ -219,7 +226,9 @@ def _describe_error(path: Path, data: dict[str, Any], error: dict[str, Any]) -> 
     if error["type"] in ("literal_error", "enum"):
         allowed = "one of " + error["ctx"]["expected"]
     value = error.get("input")
-    if isinstance(value, SecretStr) or (loc and loc[0] in ("civitai_token", "api_token")):
+    if isinstance(value, SecretStr) or (
+        loc and loc[0] in ("civitai_token", "api_token", "viewer_token", "webhook_secret")
+    ):
         value = "<hidden>"
     hint = f" ({field.description})" if field and field.description else ""
     return f"{path}: key '{key}' has value {json.dumps(value, default=str)}: {allowed}{hint}"
@@ -245,7 +254,7 @@ def load_settings(home: Path, environ: dict[str, str] | None = None) -> Settings
 
 def _validate(known: dict[str, Any], home: Path) -> Settings:
     # JSON types are checked strictly (a "2" is not a 2), but secrets and paths come as str.
-    for key in ("civitai_token", "api_token", "webhook_secret"):
+    for key in ("civitai_token", "api_token", "viewer_token", "webhook_secret"):
         if isinstance(known.get(key), str):
             known = {**known, key: SecretStr(known[key])}
     for target in known.get("notify") or []:

@@ -1,0 +1,85 @@
+"""The browser GUI at /gui: login, logout, the page, and its static files (SPEC §6, §7)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import bootstrap_wrapper
+from fastapi import APIRouter, FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from auth import COOKIE, SESSION_SECONDS, make_session, read_session, role_for_key
+
+ROOT = Path(__file__).resolve().parent.parent
+templates = Jinja2Templates(directory=ROOT / "templates")
+router = APIRouter(tags=["gui"], include_in_schema=False)
+
+
+def mount_static(app: FastAPI) -> None:
+    """Our own files and Bootstrap, served by the daemon: the GUI needs no CDN."""
+    app.mount(
+        "/static/bootstrap",
+        StaticFiles(directory=bootstrap_wrapper.get_bootstrap_dir()),
+        name="bootstrap",
+    )
+    app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
+
+
+def _page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    response = templates.TemplateResponse(
+        request, name, {"version": request.app.version, **context}, status_code=status
+    )
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'self'; img-src 'self' data: https:; connect-src 'self' ws: wss:; "
+        "frame-ancestors 'none'; form-action 'self'"
+    )
+    return response
+
+
+@router.get("/", include_in_schema=False)
+async def root() -> RedirectResponse:
+    return RedirectResponse("gui", status_code=307)
+
+
+@router.get("/gui", response_class=HTMLResponse)
+async def gui(request: Request) -> Response:
+    role = read_session(request.app.state.session_secret, request.cookies.get(COOKIE))
+    if role is None:
+        return _page(request, "login.html")
+    return _page(request, "gui.html", role=role.value)
+
+
+@router.post("/gui/login", response_class=HTMLResponse)
+async def login(request: Request, key: str = Form("")) -> Response:
+    """Takes the API key (or the viewer key) and sets the session cookie."""
+    role = role_for_key(request.app.state.settings, key.strip())
+    if role is None:
+        return _page(
+            request,
+            "login.html",
+            status=401,
+            error="That key is not right. It is api_token in the daemon's config.json.",
+        )
+    response = RedirectResponse("/gui", status_code=303)
+    response.set_cookie(
+        COOKIE,
+        make_session(request.app.state.session_secret, role),
+        max_age=SESSION_SECONDS,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+    return response
+
+
+@router.post("/gui/logout")
+async def logout() -> Response:
+    response = RedirectResponse("/gui", status_code=303)
+    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+    return response

@@ -1,0 +1,69 @@
+"""WebSocket `/ws/downloads` (SPEC §8): a snapshot, then every job change and update found."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from auth import COOKIE, read_session, role_for_key
+from events import JobEvent, UpdateEvent
+
+log = logging.getLogger("civitai.ws")
+router = APIRouter()
+
+CLOSE_UNAUTHORIZED = 4401
+QUEUE_SIZE = 256  # per client; past it the oldest progress messages are dropped
+
+
+def message(event: JobEvent | UpdateEvent) -> dict[str, Any]:
+    if isinstance(event, UpdateEvent):
+        return {"type": "update", "update": event.update}
+    return {"type": "job", "job": event.job}
+
+
+@router.websocket("/ws/downloads")
+async def downloads(ws: WebSocket) -> None:
+    """Live feed. Auth: the session cookie, or `?token=<api_token or viewer_token>`."""
+    app = ws.app
+    role = role_for_key(app.state.settings, ws.query_params.get("token")) or read_session(
+        app.state.session_secret, ws.cookies.get(COOKIE)
+    )
+    await ws.accept()  # accepted first, so the client sees the close code, not a bare 403
+    if role is None:
+        await ws.close(code=CLOSE_UNAUTHORIZED, reason="API key or login needed")
+        return
+    queue = app.state.queue
+    # Subscribe before the snapshot, so nothing between the two is missed.
+    with app.state.bus.subscribe(maxsize=QUEUE_SIZE, progress=True) as sub:
+        rows = await queue.store.jobs_where(
+            "status in ('queued', 'downloading', 'verifying')", order_by="priority, id"
+        )
+        await ws.send_json({"type": "snapshot", "jobs": [queue.public(r) for r in rows]})
+        receiver = asyncio.create_task(_drain(ws))
+        try:
+            while not receiver.done():
+                getter = asyncio.ensure_future(sub.get())
+                done, _ = await asyncio.wait(
+                    {getter, receiver}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if getter not in done:
+                    getter.cancel()
+                    break
+                await ws.send_json(message(getter.result()))
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            receiver.cancel()
+            await asyncio.gather(receiver, return_exceptions=True)
+
+
+async def _drain(ws: WebSocket) -> None:
+    """Read (and ignore) what the client sends, to notice when it goes away."""
+    try:
+        while True:
+            await ws.receive_text()
+    except (WebSocketDisconnect, RuntimeError):
+        return
