@@ -17,7 +17,7 @@ from civitai import USER_AGENT, CivitaiClient
 from daemon import DownloadQueue
 from database import Store
 from events import EventBus
-from routes import api, gui, system, updates, ws
+from routes import api, gui, library, system, updates, ws
 from routes import errors as error_handlers
 from scanner import Scanner
 from settings import Settings
@@ -88,6 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(system.router)
     app.include_router(api.router)
     app.include_router(updates.router)
+    app.include_router(library.router)
     app.include_router(ws.router)
     app.include_router(webhook_server.router)
     app.include_router(gui.router)

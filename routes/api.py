@@ -71,6 +71,7 @@ class JobList(BaseModel):
 
 
 class Completed(BaseModel):
+    id: int
     job_id: int | None = None
     model_type: str
     modelId: int | None = None  # noqa: N815

@@ -35,7 +35,7 @@ def _page(request: Request, name: str, status: int = 200, **context: Any) -> HTM
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Content-Security-Policy"] = (
-        "default-src 'self'; img-src 'self' data: https:; connect-src 'self' ws: wss:; "
+        "default-src 'self'; img-src * data:; connect-src 'self' ws: wss:; "
         "frame-ancestors 'none'; form-action 'self'"
     )
     return response

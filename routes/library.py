@@ -1,0 +1,135 @@
+"""What the GUI shows beyond jobs: a model looked up before queueing, tracked models, previews."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import FileResponse
+from pydantic import BaseModel
+
+import manifest
+from auth import require_key
+from errors import InvalidRequest
+from jobs import CIVITAI_TYPES
+from metadata import IMAGE_TYPES
+
+router = APIRouter(prefix="/api", tags=["library"], dependencies=[Depends(require_key)])
+
+
+class LookupFile(BaseModel):
+    id: int
+    name: str
+    size: int | None = None
+    type: str | None = None
+    primary: bool = False
+    format: str | None = None
+    sha256: str | None = None
+
+
+class LookupVersion(BaseModel):
+    id: int
+    name: str | None = None
+    baseModel: str | None = None  # noqa: N815
+    publishedAt: str | None = None  # noqa: N815
+    image: str | None = None
+    files: list[LookupFile]
+
+
+class Lookup(BaseModel):
+    modelId: int  # noqa: N815
+    name: str | None = None
+    type: str | None = None
+    model_type: str  # the folder suggested for it
+    selectedVersionId: int | None = None  # noqa: N815
+    versions: list[LookupVersion]
+
+
+def _versions(model: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for v in model.get("modelVersions") or []:
+        images = [
+            i.get("url") for i in v.get("images") or [] if isinstance(i, dict) and i.get("url")
+        ]
+        files = []
+        for f in v.get("files") or []:
+            size_kb = f.get("sizeKB")
+            files.append(
+                {
+                    "id": f.get("id"),
+                    "name": f.get("name") or "",
+                    "size": round(size_kb * 1024) if isinstance(size_kb, int | float) else None,
+                    "type": f.get("type"),
+                    "primary": bool(f.get("primary")),
+                    "format": (f.get("metadata") or {}).get("format"),
+                    "sha256": ((f.get("hashes") or {}).get("SHA256") or "").lower() or None,
+                }
+            )
+        out.append(
+            {
+                "id": v.get("id"),
+                "name": v.get("name"),
+                "baseModel": v.get("baseModel"),
+                "publishedAt": v.get("publishedAt"),
+                "image": images[0] if images else None,
+                "files": files,
+            }
+        )
+    return out
+
+
+@router.get("/lookup", response_model=Lookup)
+async def lookup(
+    request: Request,
+    url: str | None = Query(None, description="A civitai.com model page or download URL"),
+    modelId: int | None = Query(None, gt=0),  # noqa: N803
+    modelVersionId: int | None = Query(None, gt=0),  # noqa: N803
+) -> dict[str, Any]:
+    """A model's name, type, versions and files, so a person can pick before queueing."""
+    civitai = request.app.state.civitai
+    version_id = modelVersionId
+    model_id = modelId
+    if url:
+        if not civitai.is_civitai_url(url):
+            raise InvalidRequest("Paste a civitai.com model page or download URL, or a model id")
+        model_id, version_id, _, _ = civitai.parse_url(url)
+    if version_id and not model_id:
+        model_id = (await civitai.get_version(version_id)).get("modelId")
+    if not model_id:
+        raise InvalidRequest("Give a url, a modelId or a modelVersionId")
+    model = await civitai.get_model(model_id)
+    kind = str(model.get("type") or "other")
+    return {
+        "modelId": model_id,
+        "name": model.get("name"),
+        "type": kind,
+        "model_type": CIVITAI_TYPES.get(kind.lower(), "other"),
+        "selectedVersionId": version_id,
+        "versions": _versions(model),
+    }
+
+
+@router.get("/manifest")
+async def tracked(request: Request) -> dict[str, Any]:
+    """The tracked models of manifest.json, and the entries that cannot be used (by index)."""
+    path = request.app.state.settings.manifest_path
+    raw, _, problems = await asyncio.to_thread(manifest.load, path)
+    return {"entries": raw, "problems": [{"index": p.index, "detail": p.detail} for p in problems]}
+
+
+@router.get("/completed/{completed_id}/preview", response_class=FileResponse)
+async def preview(completed_id: int, request: Request) -> FileResponse:
+    """The preview image saved beside a completed model (its `.preview.<ext>` sidecar)."""
+    rows = await request.app.state.store.run(
+        lambda db: list(db["completed"].rows_where("id = ?", [completed_id]))
+    )
+    if not rows:
+        raise HTTPException(404, f"No completed download {completed_id}")
+    model = Path(rows[0]["path"])
+    for ext in IMAGE_TYPES.values():
+        candidate = model.with_name(f"{model.stem}.preview{ext}")
+        if await asyncio.to_thread(candidate.is_file):
+            return FileResponse(candidate, headers={"Cache-Control": "max-age=3600"})
+    raise HTTPException(404, f"No preview image beside {model.name}")

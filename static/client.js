@@ -1,0 +1,372 @@
+// The GUI's client: the REST API for actions, the WebSocket feed for live progress.
+"use strict";
+
+const app = document.getElementById("app");
+const isAdmin = app.dataset.role === "admin";
+const jobs = new Map(); // id -> job
+const speedSamples = []; // total bytes/s, one a second, last 5 minutes
+const FINAL = new Set(["completed", "failed", "cancelled"]);
+
+// Helpers -------------------------------------------------------------------------------
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (value !== undefined && value !== null) node.setAttribute(key, value);
+  }
+  for (const child of children) {
+    if (child !== null && child !== undefined) node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+function bytes(n) {
+  if (n === null || n === undefined) return "–";
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let i = 0;
+  let v = Number(n);
+  while (v >= 1000 && i < units.length - 1) { v /= 1000; i += 1; }
+  return `${v.toFixed(v >= 100 || i === 0 ? 0 : 1)} ${units[i]}`;
+}
+
+function speed(bps) { return bps ? `${bytes(bps)}/s` : "–"; }
+
+function eta(job) {
+  if (job.status !== "downloading" || !job.speed_bps || !job.bytes_total) return "–";
+  const s = Math.max(0, (job.bytes_total - job.bytes_done) / job.speed_bps);
+  if (s < 60) return `${Math.round(s)} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+  return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
+}
+
+function when(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? iso : d.toLocaleString();
+}
+
+function toast(message, kind = "success") {
+  const node = el("div", { class: `toast align-items-center text-bg-${kind} border-0`, role: "alert", "aria-live": "assertive" },
+    el("div", { class: "d-flex" }, el("div", { class: "toast-body" }, message),
+      el("button", { type: "button", class: "btn-close btn-close-white me-2 m-auto", "data-bs-dismiss": "toast", "aria-label": "Close" })));
+  document.getElementById("toasts").append(node);
+  const t = new bootstrap.Toast(node, { delay: kind === "danger" ? 9000 : 4000 });
+  node.addEventListener("hidden.bs.toast", () => node.remove());
+  t.show();
+}
+
+// Every call goes through here: a person sees a sentence, never raw JSON or a stack trace.
+async function api(method, path, body, isForm = false) {
+  const options = { method, credentials: "same-origin", headers: {} };
+  if (body !== undefined) {
+    if (isForm) options.body = body;
+    else { options.body = JSON.stringify(body); options.headers["Content-Type"] = "application/json"; }
+  }
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch (err) {
+    throw new Error("The daemon cannot be reached. Is it running?");
+  }
+  if (response.status === 401) { window.location.assign("/gui"); throw new Error("Please log in again."); }
+  let data = null;
+  try { data = await response.json(); } catch (err) { data = null; }
+  if (!response.ok) {
+    const detail = data && typeof data.detail === "string" ? data.detail : `The daemon answered ${response.status}.`;
+    const error = new Error(detail);
+    error.data = data;
+    throw error;
+  }
+  return data;
+}
+
+async function act(promise, success) {
+  try {
+    const result = await promise;
+    if (success) toast(typeof success === "function" ? success(result) : success);
+    return result;
+  } catch (err) {
+    toast(err.message, "danger");
+    return null;
+  }
+}
+
+// Queue -----------------------------------------------------------------------------------
+
+const STATUS_STYLE = { queued: "secondary", downloading: "primary", verifying: "info", completed: "success", failed: "danger", cancelled: "dark" };
+
+function jobName(job) {
+  return job.model_name ? `${job.model_name}${job.version_name ? " · " + job.version_name : ""}` : (job.filename || `job ${job.id}`);
+}
+
+function renderJob(job) {
+  const body = document.getElementById("queue-body");
+  let row = document.getElementById(`job-${job.id}`);
+  const pct = job.bytes_total ? Math.min(100, Math.floor((100 * job.bytes_done) / job.bytes_total)) : (job.status === "completed" ? 100 : 0);
+  const bar = el("div", { class: "progress", role: "progressbar", "aria-valuenow": pct, "aria-valuemin": 0, "aria-valuemax": 100 },
+    el("div", { class: `progress-bar${job.status === "downloading" ? " progress-bar-striped progress-bar-animated" : ""} bg-${STATUS_STYLE[job.status] || "secondary"}`, style: `width: ${pct}%` }, `${pct}%`));
+  const actions = el("td", { class: "text-end text-nowrap" });
+  if (isAdmin && !FINAL.has(job.status)) {
+    actions.append(el("button", { class: "btn btn-outline-danger btn-sm job-cancel", onclick: () => act(api("POST", `/api/jobs/${job.id}/cancel`), "Cancelled.") }, "Cancel"));
+  }
+  if (isAdmin && (job.status === "failed" || job.status === "cancelled")) {
+    actions.append(el("button", { class: "btn btn-outline-primary btn-sm job-retry", onclick: () => act(api("POST", `/api/jobs/${job.id}/retry`), "Queued again.") }, "Retry"));
+  }
+  const name = el("td", {}, el("div", { class: "fw-semibold" }, jobName(job)), el("div", { class: "small text-body-secondary text-truncate text-truncate-path" }, job.filename || ""));
+  if (job.error) name.append(el("div", { class: `small job-error ${job.status === "failed" ? "text-danger" : "text-warning-emphasis"}` }, job.error));
+  const cells = [
+    name,
+    el("td", {}, job.model_type),
+    el("td", {}, bar),
+    el("td", { class: "small text-nowrap" }, `${bytes(job.bytes_done)} / ${bytes(job.bytes_total)}`),
+    el("td", { class: "small text-nowrap" }, job.status === "downloading" ? speed(job.speed_bps) : "–"),
+    el("td", { class: "small text-nowrap job-eta" }, eta(job)),
+    el("td", {}, el("span", { class: `badge text-bg-${STATUS_STYLE[job.status] || "secondary"} job-status` }, job.status)),
+    actions,
+  ];
+  const fresh = el("tr", { id: `job-${job.id}`, "data-status": job.status }, ...cells);
+  if (row) row.replaceWith(fresh); else body.prepend(fresh);
+  applyFilter();
+}
+
+function applyFilter() {
+  const showFinished = document.getElementById("show-finished").checked;
+  let visible = 0;
+  for (const row of document.querySelectorAll("#queue-body tr")) {
+    const hide = !showFinished && FINAL.has(row.dataset.status);
+    row.classList.toggle("d-none", hide);
+    if (!hide) visible += 1;
+  }
+  document.getElementById("queue-empty").classList.toggle("d-none", visible > 0);
+}
+
+function upsertJob(job) {
+  const before = jobs.get(job.id);
+  jobs.set(job.id, job);
+  renderJob(job);
+  if (before && before.status !== job.status) {
+    if (job.status === "completed") { toast(`Downloaded ${job.filename || jobName(job)}.`); loadLibrary(); }
+    if (job.status === "failed") toast(`${job.filename || jobName(job)} failed: ${job.error || "unknown error"}`, "danger");
+  }
+}
+
+async function loadJobs() {
+  const data = await api("GET", "/api/jobs?limit=200");
+  for (const job of data.jobs.reverse()) { jobs.set(job.id, job); renderJob(job); }
+}
+
+// Live feed, reconnecting by itself after the daemon restarts.
+let socketDelay = 500;
+function connect() {
+  const scheme = window.location.protocol === "https:" ? "wss" : "ws";
+  const ws = new WebSocket(`${scheme}://${window.location.host}/ws/downloads`);
+  const badge = document.getElementById("connection");
+  ws.onopen = () => { socketDelay = 500; badge.replaceChildren(el("span", { class: "badge text-bg-success", id: "live" }, "live")); };
+  ws.onmessage = (event) => {
+    const msg = JSON.parse(event.data);
+    if (msg.type === "snapshot") {
+      loadJobs().catch(() => {});
+      for (const job of msg.jobs) upsertJob(job);
+    } else if (msg.type === "job") {
+      upsertJob(msg.job);
+    } else if (msg.type === "update") {
+      toast(`New version of ${msg.update.model_name || msg.update.modelId}: ${msg.update.version_name || msg.update.new_version_id}`, "info");
+      loadUpdates();
+    }
+  };
+  ws.onclose = (event) => {
+    badge.replaceChildren(el("span", { class: "badge text-bg-warning", id: "offline" }, "reconnecting…"));
+    if (event.code === 4401) { window.location.assign("/gui"); return; }
+    setTimeout(connect, socketDelay);
+    socketDelay = Math.min(5000, socketDelay * 2);
+  };
+}
+
+// Add ---------------------------------------------------------------------------------------
+
+let looked = null;
+
+function lookupQuery(text) {
+  const value = text.trim();
+  if (/^\d+$/.test(value)) return `modelId=${value}`;
+  return `url=${encodeURIComponent(value)}`;
+}
+
+function fillFiles() {
+  const version = looked.versions.find((v) => String(v.id) === document.getElementById("add-version").value);
+  const select = document.getElementById("add-file");
+  select.replaceChildren(...version.files.map((f) => el("option", { value: f.id, selected: f.primary ? "selected" : null },
+    `${f.name} (${bytes(f.size)}${f.type && f.type !== "Model" ? ", " + f.type : ""}${f.primary ? ", primary" : ""})`)));
+  document.getElementById("lookup-image").src = version.image || "data:,";
+  document.getElementById("add-details").textContent = `${version.baseModel || ""}${version.publishedAt ? " · published " + when(version.publishedAt) : ""}`;
+}
+
+document.getElementById("lookup-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const result = await act(api("GET", `/api/lookup?${lookupQuery(document.getElementById("lookup-input").value)}`));
+  if (!result) return;
+  looked = result;
+  document.getElementById("lookup-result").classList.remove("d-none");
+  document.getElementById("lookup-name").textContent = result.name;
+  document.getElementById("lookup-type").textContent = `${result.type} · ${result.versions.length} version(s)`;
+  document.getElementById("add-type").value = result.model_type;
+  const select = document.getElementById("add-version");
+  select.replaceChildren(...result.versions.map((v) => el("option", { value: v.id, selected: v.id === result.selectedVersionId ? "selected" : null }, `${v.name} (${v.baseModel || "?"})`)));
+  fillFiles();
+});
+
+document.getElementById("add-version").addEventListener("change", fillFiles);
+
+document.getElementById("add-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const job = await act(api("POST", "/api/download", {
+    modelVersionId: Number(document.getElementById("add-version").value),
+    fileId: Number(document.getElementById("add-file").value),
+    model_type: document.getElementById("add-type").value.trim(),
+    priority: Number(document.getElementById("add-priority").value || 5),
+  }), (j) => `Queued ${j.filename}.`);
+  if (job) { upsertJob(job); bootstrap.Tab.getOrCreateInstance(document.getElementById("nav-queue")).show(); }
+});
+
+function showBatch(result, lines) {
+  const list = document.getElementById("batch-errors");
+  const errors = (result && result.errors) || [];
+  list.replaceChildren(...errors.map((e) => el("li", { class: "list-group-item list-group-item-danger small batch-error" },
+    `${lines ? "Line" : "Entry"} ${e.index + 1}${lines && lines[e.index] ? " (" + lines[e.index] + ")" : ""}: ${e.detail}`)));
+  for (const job of (result && result.jobs) || []) upsertJob(job);
+  if (result && result.jobs) toast(`Queued ${result.jobs.length}${errors.length ? `; ${errors.length} rejected` : ""}.`, errors.length ? "warning" : "success");
+}
+
+async function batch(body, isForm, lines) {
+  try {
+    showBatch(await api("POST", "/api/batch", body, isForm), lines);
+  } catch (err) {
+    if (err.data && err.data.errors) showBatch(err.data, lines);
+    toast(err.message, "danger");
+  }
+}
+
+document.getElementById("batch-file-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const form = new FormData();
+  form.append("file", document.getElementById("batch-file").files[0]);
+  batch(form, true, null);
+});
+
+document.getElementById("batch-urls-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const lines = document.getElementById("batch-urls").value.split("\n").map((l) => l.trim()).filter(Boolean);
+  const type = document.getElementById("batch-type").value.trim();
+  batch(lines.map((url) => (/^\d+$/.test(url) ? { modelId: Number(url), model_type: type } : { url, model_type: type })), false, lines);
+});
+
+// Library -----------------------------------------------------------------------------------
+
+async function loadLibrary() {
+  const data = await api("GET", "/api/completed?limit=200");
+  document.getElementById("library-body").replaceChildren(...data.completed.map((c) => {
+    const img = el("img", { class: "preview-thumb", alt: "", loading: "lazy", src: `/api/completed/${c.id}/preview` });
+    img.addEventListener("error", () => { img.style.visibility = "hidden"; });
+    return el("tr", { class: "library-row" },
+      el("td", {}, img),
+      el("td", {}, el("div", { class: "fw-semibold" }, c.model_name || c.filename), el("div", { class: "small text-body-secondary" }, c.filename)),
+      el("td", {}, c.model_type), el("td", { class: "text-nowrap" }, bytes(c.size)),
+      el("td", { class: "small" }, when(c.completed_at)),
+      el("td", { class: "small text-truncate text-truncate-path", title: c.path }, c.path));
+  }));
+}
+
+async function loadUpdates() {
+  const [updates, tracked] = await Promise.all([api("GET", "/api/updates"), api("GET", "/api/manifest")]);
+  document.getElementById("updates-info").textContent = `${updates.last_check ? "Last check " + when(updates.last_check.finished_at) + ". " : ""}${updates.next_check ? "Next " + when(updates.next_check) + "." : "Daily checks are off."}`;
+  document.getElementById("updates-list").replaceChildren(...(updates.updates.length ? updates.updates.map((u) =>
+    el("li", { class: "list-group-item small update-row" }, el("b", {}, u.model_name || `model ${u.modelId}`), `: ${u.version_name || u.new_version_id} (was ${u.old_version_id}) · ${when(u.found_at)}`))
+    : [el("li", { class: "list-group-item small text-body-secondary" }, "No updates found yet.")]));
+  document.getElementById("tracked-list").replaceChildren(...(tracked.entries.length ? tracked.entries.map((e) =>
+    el("li", { class: "list-group-item small" }, `${e.model_type || "?"} · model ${e.modelId || "–"}${e.modelVersionId ? ", version " + e.modelVersionId : ""}${e.filename ? " · " + e.filename : ""}`))
+    : [el("li", { class: "list-group-item small text-body-secondary" }, "manifest.json tracks nothing yet.")]));
+}
+
+document.getElementById("check-updates").addEventListener("click", async () => {
+  const button = document.getElementById("check-updates");
+  button.disabled = true;
+  await act(api("POST", "/api/updates/check"), (r) => `Checked ${r.checked} model(s): ${r.updates.length} update(s)${r.errors.length ? `, ${r.errors.length} problem(s)` : ""}.`);
+  button.disabled = false;
+  loadUpdates().catch(() => {});
+});
+
+function showScan(report) {
+  const progress = document.getElementById("scan-progress");
+  const pct = report.bytes_total ? Math.floor((100 * report.bytes_done) / report.bytes_total) : (report.running ? 0 : 100);
+  progress.classList.toggle("d-none", !report.started_at);
+  progress.firstElementChild.style.width = `${pct}%`;
+  document.getElementById("scan-info").textContent = report.running
+    ? `Hashing ${report.current || "…"} (${bytes(report.bytes_done)} of ${bytes(report.bytes_total)})`
+    : (report.finished_at ? `${report.files} file(s): ${report.matched.length} adopted, ${report.unknown.length} not on Civitai${report.errors.length ? `, ${report.errors.length} error(s)` : ""}.` : "");
+}
+
+document.getElementById("scan-button").addEventListener("click", async () => {
+  let report = await act(api("POST", "/api/scan"));
+  while (report && report.running) {
+    showScan(report);
+    await new Promise((r) => setTimeout(r, 500));
+    report = await act(api("GET", "/api/scan"));
+  }
+  if (report) { showScan(report); toast("Scan finished."); loadLibrary(); loadUpdates(); }
+});
+
+// Status ------------------------------------------------------------------------------------
+
+async function loadMetrics() {
+  const m = await api("GET", "/api/metrics");
+  document.getElementById("m-queued").textContent = m.queue_length;
+  document.getElementById("m-active").textContent = m.active;
+  document.getElementById("m-bytes").textContent = bytes(m.bytes_downloaded);
+  document.getElementById("m-speed").textContent = speed(m.average_speed_bps);
+  document.getElementById("m-failures").textContent = m.failures;
+  document.getElementById("m-check").textContent = m.last_update_check ? `${when(m.last_update_check.finished_at)}: ${m.last_update_check.updates} update(s)` : "never";
+}
+
+function drawChart() {
+  const canvas = document.getElementById("speed-chart");
+  const ctx = canvas.getContext("2d");
+  const w = canvas.width;
+  const h = canvas.height;
+  ctx.clearRect(0, 0, w, h);
+  const max = Math.max(1, ...speedSamples);
+  ctx.strokeStyle = getComputedStyle(document.body).getPropertyValue("--bs-primary") || "#0d6efd";
+  ctx.lineWidth = 2;
+  ctx.beginPath();
+  speedSamples.forEach((v, i) => {
+    const x = (i / 299) * w;
+    const y = h - 4 - (v / max) * (h - 20);
+    if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+  });
+  ctx.stroke();
+  ctx.fillStyle = getComputedStyle(document.body).getPropertyValue("--bs-body-color") || "#000";
+  ctx.fillText(`peak ${speed(max)}`, 6, 12);
+}
+
+setInterval(() => {
+  let total = 0;
+  for (const job of jobs.values()) if (job.status === "downloading") total += job.speed_bps || 0;
+  speedSamples.push(total);
+  if (speedSamples.length > 300) speedSamples.shift();
+  drawChart();
+  for (const job of jobs.values()) if (job.status === "downloading") {
+    const cell = document.querySelector(`#job-${job.id} .job-eta`);
+    if (cell) cell.textContent = eta(job);
+  }
+}, 1000);
+
+// Start ---------------------------------------------------------------------------------------
+
+if (!isAdmin) for (const node of document.querySelectorAll(".admin-only")) node.classList.add("d-none");
+document.getElementById("show-finished").addEventListener("change", applyFilter);
+document.getElementById("nav-library").addEventListener("shown.bs.tab", () => { loadLibrary().catch((e) => toast(e.message, "danger")); loadUpdates().catch((e) => toast(e.message, "danger")); });
+document.getElementById("nav-status").addEventListener("shown.bs.tab", () => loadMetrics().catch((e) => toast(e.message, "danger")));
+setInterval(() => { if (document.getElementById("tab-status").classList.contains("active")) loadMetrics().catch(() => {}); }, 3000);
+applyFilter();
+connect();

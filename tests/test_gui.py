@@ -1,0 +1,215 @@
+"""The GUI in a real browser: Debian's Chromium, driven headless by Playwright."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from tests.conftest import wait_for
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert Path(CHROMIUM).exists(), (
+        f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)"
+    )
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    pg = context.new_page()
+    pg.set_default_timeout(15_000)
+    yield pg
+    context.close()
+
+
+def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def open_tab(page: Page, name: str) -> None:
+    page.click(f"#nav-{name}")
+    expect(page.locator(f"#tab-{name}")).to_have_css("opacity", "1")
+
+
+def log_in(page: Page, d, key: str | None = None) -> None:
+    page.goto(d.url("/gui"))
+    page.fill("#key", key or d.token)
+    page.click("button[type=submit]")
+    expect(page.locator("#live")).to_be_visible()
+
+
+def test_login_rejects_a_wrong_key_and_accepts_the_right_one(civitai, daemon, page):
+    d = daemon()
+    page.goto(d.url("/gui"))
+    shot(page, "login")
+    page.fill("#key", "wrong")
+    page.click("button[type=submit]")
+    expect(page.locator("#login-error")).to_contain_text("not right")
+    log_in(page, d)
+    expect(page.locator("#role")).to_have_text("admin")
+    page.click("#logout")
+    expect(page.locator("#key")).to_be_visible()
+    d.stop()
+
+
+def test_add_by_url_and_watch_it_complete_then_see_it_in_the_library(civitai, daemon, page, home):
+    civitai.add_simple(
+        4384, 128713, os.urandom(6_000_000), filename="dreamshaper_8.safetensors", type="Checkpoint"
+    )
+    civitai.default_rate = 2_000_000
+    d = daemon()
+    log_in(page, d)
+    open_tab(page, "add")
+    page.fill("#lookup-input", "https://civitai.com/models/4384/dreamshaper?modelVersionId=128713")
+    page.click("#lookup-button")
+    expect(page.locator("#lookup-name")).to_have_text("Model 4384")
+    expect(page.locator("#add-type")).to_have_value("checkpoint")
+    expect(page.locator("#add-file")).to_contain_text("dreamshaper_8.safetensors")
+    shot(page, "add")
+    page.click("#add-button")
+    row = page.locator("#queue-body tr").first
+    expect(row.locator(".job-status")).to_have_text("downloading")
+    expect(row.locator(".progress-bar")).not_to_have_text("0%")
+    shot(page, "queue-downloading")
+    expect(row.locator(".job-status")).to_have_text("completed", timeout=20_000)
+    expect(row.locator(".progress-bar")).to_have_text("100%")
+    shot(page, "queue-completed")
+    open_tab(page, "library")
+    lib = page.locator(".library-row").first
+    expect(lib).to_contain_text("dreamshaper_8.safetensors")
+    expect(lib).to_contain_text("checkpoint")
+    wait_for(
+        lambda: lib.locator("img").evaluate("i => i.complete && i.naturalWidth > 0"),
+        10,
+        what="preview",
+    )
+    shot(page, "library")
+    open_tab(page, "status")
+    expect(page.locator("#m-bytes")).to_have_text("6.0 MB")
+    expect(page.locator("#m-failures")).to_have_text("0")
+    shot(page, "status")
+    assert (home / "data/models/checkpoint/dreamshaper_8.safetensors").exists()
+    d.stop()
+
+
+def test_login_required_model_shows_the_token_message(civitai, daemon, page):
+    civitai.add_simple(1, 10, b"x" * 1000, login_required=True)
+    d = daemon()
+    log_in(page, d)
+    open_tab(page, "add")
+    page.fill("#lookup-input", "1")
+    page.click("#lookup-button")
+    page.click("#add-button")
+    row = page.locator("#queue-body tr").first
+    expect(row.locator(".job-status")).to_have_text("failed")
+    expect(row.locator(".job-error")).to_contain_text("needs a Civitai login")
+    expect(page.locator(".toast").last).to_contain_text("failed")
+    shot(page, "failed-token")
+    d.stop()
+
+
+def test_cancel_and_retry(civitai, daemon, page):
+    civitai.add_simple(1, 10, os.urandom(4_000_000))
+    civitai.default_rate = 500_000
+    d = daemon()
+    log_in(page, d)
+    with d.client() as c:
+        c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"})
+    row = page.locator("#queue-body tr").first
+    expect(row.locator(".job-status")).to_have_text("downloading")
+    row.locator(".job-cancel").click()
+    expect(row.locator(".job-status")).to_have_text("cancelled")
+    civitai.default_rate = None
+    row.locator(".job-retry").click()
+    expect(row.locator(".job-status")).to_have_text("completed", timeout=20_000)
+    d.stop()
+
+
+def test_manifest_upload_shows_each_rejected_entry(civitai, daemon, page, tmp_path):
+    civitai.add_simple(1, 10, b"x" * 1000)
+    d = daemon()
+    log_in(page, d)
+    open_tab(page, "add")
+    upload = tmp_path / "manifest.json"
+    upload.write_text(json.dumps([{"modelVersionId": 10, "model_type": "lora"}, {"modelId": 5}]))
+    page.set_input_files("#batch-file", str(upload))
+    page.click("#batch-file-button")
+    expect(page.locator(".batch-error")).to_have_count(1)
+    expect(page.locator(".batch-error")).to_contain_text("Entry 2: model_type: is required")
+    page.fill("#batch-urls", "https://civitai.com/models/1\nhttps://example.com/nope")
+    page.fill("#batch-type", "lora")
+    page.click("#batch-urls-button")
+    expect(page.locator(".batch-error")).to_contain_text("Line 2 (https://example.com/nope)")
+    shot(page, "batch")
+    d.stop()
+
+
+def test_update_flow_after_a_new_version_is_published(civitai, daemon, page, home):
+    civitai.add_simple(1, 10, b"old" * 100, filename="a.safetensors")
+    (home / "manifest.json").write_text(json.dumps([{"modelId": 1, "model_type": "lora"}]))
+    d = daemon()
+    with d.client() as c:
+        wait_for(lambda: c.get("/api/jobs?status=completed").json()["total"] == 1, 20)
+    civitai.publish_version(
+        1, civitai.version(11, [civitai.file(b"new" * 100, name="a_v2.safetensors")], name="v2")
+    )
+    log_in(page, d)
+    open_tab(page, "library")
+    expect(page.locator("#tracked-list")).to_contain_text("model 1")
+    page.click("#check-updates")
+    expect(page.locator(".update-row").first).to_contain_text("v2")
+    open_tab(page, "queue")
+    expect(page.locator("#queue-body tr").first.locator(".job-status")).to_have_text("completed")
+    shot(page, "updates")
+    d.stop()
+
+
+def test_the_page_recovers_after_the_daemon_restarts(civitai, daemon, page, home, daemon_factory):
+    civitai.add_simple(1, 10, b"x" * 1000, filename="after.safetensors")
+    d = daemon()
+    log_in(page, d)
+    d.stop()
+    expect(page.locator("#offline")).to_be_visible()
+    d2 = daemon_factory(home).start()  # same active_port
+    assert d2.port == d.port
+    expect(page.locator("#live")).to_be_visible(timeout=15_000)
+    with d2.client() as c:
+        c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"})
+    expect(page.locator("#queue-body tr").first.locator(".job-status")).to_have_text("completed")
+    d2.stop()
+
+
+def test_viewer_sees_everything_but_no_controls(civitai, daemon, page):
+    civitai.add_simple(1, 10, b"x" * 1000, login_required=True)
+    d = daemon(viewer_token="wall-screen-key")
+    with d.client() as c:
+        c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"})
+    log_in(page, d, "wall-screen-key")
+    expect(page.locator("#role")).to_have_text("viewer")
+    expect(page.locator("#queue-body tr .job-status")).to_have_text("failed")
+    expect(page.locator(".job-retry")).to_have_count(0)
+    expect(page.locator("#nav-add")).to_be_hidden()
+    shot(page, "viewer")
+    d.stop()
