@@ -212,9 +212,9 @@ def _form_on_json_route(path: str, content_type: str) -> bool:
     ct = content_type.split(";")[0].strip().lower()
     if ct not in FORM_TYPES:
         return False
-    if path in ("/api/batch", "/gui/login", "/gui/logout"):  # they take uploads or forms
+    if path.endswith(("/api/batch", "/gui/login", "/gui/logout")):  # they take uploads or forms
         return ct == "text/plain"
-    return path.startswith("/api/") or path == "/webhook"
+    return "/api/" in path or path.endswith("/webhook")
 
 
 def exposure_warning(settings: Settings) -> str | None:

@@ -69,6 +69,20 @@ def split(size: int | None, connections: int) -> list[Part]:
     ]
 
 
+def _pwrite(fd: int, data: memoryview, offset: int) -> int:
+    if hasattr(os, "pwrite"):
+        return os.pwrite(fd, data, offset)
+    os.lseek(fd, offset, os.SEEK_SET)  # Windows: safe, as one thread does all of a file's I/O
+    return os.write(fd, data)
+
+
+def _pread(fd: int, size: int, offset: int) -> bytes:
+    if hasattr(os, "pread"):
+        return os.pread(fd, size, offset)
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.read(fd, size)
+
+
 class FileWriter:
     """All I/O and hashing of one .part file, run on its own thread, in submission order."""
 
@@ -86,7 +100,9 @@ class FileWriter:
 
     def open(self, truncate_to: int | None) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        # O_BINARY: on Windows a file opened without it translates newlines.
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0)
+        self.fd = os.open(self.path, flags, 0o644)
         if truncate_to is not None:
             os.ftruncate(self.fd, truncate_to)
 
@@ -94,7 +110,7 @@ class FileWriter:
         view = memoryview(data)
         pos = offset
         while view:
-            n = os.pwrite(self.fd, view, pos)
+            n = _pwrite(self.fd, view, pos)
             view = view[n:]
             pos += n
         if offset == self.hashed:
@@ -110,7 +126,7 @@ class FileWriter:
             part = self.parts[self._hp]
             frontier = part.next_offset
             while self.hashed < frontier:
-                chunk = os.pread(self.fd, min(READ_BACK, frontier - self.hashed), self.hashed)
+                chunk = _pread(self.fd, min(READ_BACK, frontier - self.hashed), self.hashed)
                 if not chunk:
                     return
                 self.sha.update(chunk)

@@ -1,22 +1,30 @@
-"""Set up and start the daemon on a machine with only Python 3.11+ (SPEC §1).
+"""Set up the daemon on a machine with only Python 3.11+, and run it as a service where it can.
 
-python3 install.py            # uv (installed if missing), dependencies, home, then start
-python3 install.py --no-start # set up only
+    python3 install.py             # uv, dependencies, home; as root a systemd service, else start
+    python3 install.py --dry-run   # print every step and the rendered unit, change nothing
+    python3 install.py --uninstall # stop and remove the service; keep the home and its data
+Options: --home DIR, --user NAME (the service's user), --service (insist on the service),
+--no-service, --no-start. Running it again is safe: each step checks what is already there.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
 import sys
 import venv
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent
 TOOLS = REPO / ".tools"
 MIN_PYTHON = (3, 11)
+UNIT_NAME = "civitai-daemon.service"
+UNIT_DIR = Path("/etc/systemd/system")
+TEMPLATE = REPO / "systemd" / UNIT_NAME
 
 
 def say(message: str) -> None:
@@ -26,22 +34,28 @@ def say(message: str) -> None:
 def check_python() -> None:
     if sys.version_info < MIN_PYTHON:
         found = ".".join(map(str, sys.version_info[:3]))
-        sys.exit(f"Python {MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer is needed; this is {found}.")
+        sys.exit(
+            f"Python {MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer is needed; this is {found}. "
+            f"Install a newer Python (e.g. from python.org or your package manager) and run again."
+        )
 
 
-def find_uv() -> str:
+def find_uv(dry_run: bool = False) -> str:
     """uv on PATH, else a private copy in .tools/, installed there with pip if missing."""
     found = shutil.which("uv")
     if found:
         return found
     bindir = TOOLS / ("Scripts" if os.name == "nt" else "bin")
     private = bindir / ("uv.exe" if os.name == "nt" else "uv")
-    if private.exists():
+    if private.exists() or dry_run:
+        if dry_run and not private.exists():
+            say(f"would install uv into {TOOLS} with pip")
         return str(private)
     say("uv not found; installing it into .tools/ with pip")
     try:
         venv.create(TOOLS, with_pip=True)
-        subprocess.run([str(bindir / "python"), "-m", "pip", "install", "-q", "uv"], check=True)
+        python = bindir / ("python.exe" if os.name == "nt" else "python")
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "uv"], check=True)
         return str(private)
     except (OSError, subprocess.CalledProcessError):
         # No venv module (Debian without python3-venv): fall back to a user install.
@@ -58,42 +72,190 @@ def find_uv() -> str:
             ],
             check=True,
         )
-        user_bin = Path(
-            subprocess.check_output(
-                [
-                    sys.executable,
-                    "-c",
-                    "import sysconfig; print(sysconfig.get_path('scripts', 'posix_user'))",
-                ],
-                text=True,
-            ).strip()
-        )
-        return shutil.which("uv") or str(user_bin / "uv")
+        scripts = subprocess.check_output(
+            [
+                sys.executable,
+                "-c",
+                "import sysconfig; print(sysconfig.get_path('scripts', 'posix_user'))",
+            ],
+            text=True,
+        ).strip()
+        return shutil.which("uv") or str(Path(scripts) / "uv")
 
 
 def uv_sync(uv: str) -> None:
     say("installing dependencies with uv sync")
-    subprocess.run(
-        [uv, "sync", "--frozen" if (REPO / "uv.lock").exists() else "-q"], cwd=REPO, check=True
+    frozen = ["--frozen"] if (REPO / "uv.lock").exists() else []
+    subprocess.run([uv, "sync", *frozen], cwd=REPO, check=True)
+
+
+def venv_python() -> Path:
+    if os.name == "nt":
+        return REPO / ".venv" / "Scripts" / "python.exe"
+    return REPO / ".venv" / "bin" / "python"
+
+
+def resolve_home(arg: str | None) -> Path:
+    chosen = arg or os.environ.get("CIVITAI_DAEMON_HOME") or REPO
+    return Path(chosen).expanduser().resolve()
+
+
+def create_home(home: Path, dry_run: bool) -> None:
+    """The home with its default files; what is there already is kept."""
+    if dry_run:
+        say(
+            f"would create the home {home} (config.json, manifest.json, data/, logs/) where missing"
+        )
+        return
+    say(f"preparing the home {home}")
+    # launch.py --check creates what is missing and validates config.json, then exits.
+    result = subprocess.run(
+        [str(venv_python()), str(REPO / "launch.py"), "--home", str(home), "--check"], cwd=REPO
     )
+    if result.returncode != 0:
+        sys.exit("Fix config.json as the message above says, then run install.py again.")
+
+
+def download_dir(home: Path) -> Path:
+    try:
+        value = json.loads((home / "config.json").read_text()).get("download_dir") or "data/models"
+    except (OSError, ValueError):
+        value = "data/models"
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else home / p
+
+
+def render_unit(home: Path, user: str | None, python: Path) -> str:
+    writable = [str(home)]
+    models = download_dir(home)
+    if not str(models).startswith(str(home) + os.sep):
+        writable.append(str(models))
+    return TEMPLATE.read_text().format(
+        repo=REPO,
+        home=home,
+        python=python,
+        user_line=f"User={user}\n" if user else "",
+        rw_paths=" ".join(writable),
+        # A private /tmp would hide a home that lives in /tmp.
+        private_tmp="no" if any(p.startswith(("/tmp/", "/var/tmp/")) for p in writable) else "yes",
+    )
+
+
+@dataclass
+class Plan:
+    service: bool
+    reason: str
+
+
+def service_plan(args: argparse.Namespace, is_root: bool, has_systemd: bool, linux: bool) -> Plan:
+    """Whether to install the systemd service, and the sentence that says why (not)."""
+    if args.no_service:
+        return Plan(False, "--no-service was given")
+    if not linux:
+        return Plan(False, "this is not Linux (see the README for Windows: NSSM or Task Scheduler)")
+    if not has_systemd:
+        return Plan(False, "systemd is not running on this machine")
+    if not is_root:
+        return Plan(False, "installing a service needs root: run `sudo python3 install.py`")
+    return Plan(True, "running as root with systemd")
+
+
+def has_systemd() -> bool:
+    return Path("/run/systemd/system").is_dir() and shutil.which("systemctl") is not None
+
+
+def run(cmd: list[str], dry_run: bool, check: bool = True) -> int:
+    say(("would run: " if dry_run else "running: ") + " ".join(cmd))
+    if dry_run:
+        return 0
+    return subprocess.run(cmd, check=check).returncode
+
+
+def install_service(home: Path, user: str | None, dry_run: bool) -> None:
+    unit = render_unit(home, user, venv_python())
+    target = UNIT_DIR / UNIT_NAME
+    say(f"{'would write' if dry_run else 'writing'} {target}:")
+    print(unit, flush=True)
+    if not dry_run:
+        target.write_text(unit)
+        if user:
+            shutil.chown(home, user=user)
+            for path in home.rglob("*"):
+                shutil.chown(path, user=user)
+    run(["systemctl", "daemon-reload"], dry_run)
+    run(["systemctl", "enable", "--now", UNIT_NAME], dry_run)
+    if not dry_run:
+        subprocess.run(["systemctl", "--no-pager", "status", UNIT_NAME], check=False)
+        say("the service is installed; follow it with: journalctl -u civitai-daemon -f")
+
+
+def uninstall_service(dry_run: bool) -> int:
+    target = UNIT_DIR / UNIT_NAME
+    run(["systemctl", "disable", "--now", UNIT_NAME], dry_run, check=False)
+    say(f"{'would remove' if dry_run else 'removing'} {target}")
+    if not dry_run:
+        target.unlink(missing_ok=True)
+    run(["systemctl", "daemon-reload"], dry_run, check=False)
+    say("the service is removed; the home, its config, models and database are kept")
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--home", help="folder for config, manifest, data and logs (default: this folder)"
+    )
+    parser.add_argument("--user", help="run the service as this (non-root) user")
+    parser.add_argument(
+        "--service", action="store_true", help="install the systemd service or fail"
+    )
+    parser.add_argument("--no-service", action="store_true", help="never install the service")
+    parser.add_argument("--no-start", action="store_true", help="set up, but do not start")
+    parser.add_argument("--dry-run", action="store_true", help="print every step, change nothing")
+    parser.add_argument("--uninstall", action="store_true", help="stop and remove the service")
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--home", help="folder for config, manifest, data and logs")
-    parser.add_argument("--no-start", action="store_true", help="set up, but do not start")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     check_python()
-    uv = find_uv()
-    uv_sync(uv)
-    home_args = ["--home", args.home] if args.home else []
-    if args.no_start:
-        say("set up; start with: uv run launch.py" + (f" --home {args.home}" if args.home else ""))
+    is_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    if args.uninstall:
+        if not (is_root or args.dry_run):
+            sys.exit("Removing the service needs root: run `sudo python3 install.py --uninstall`.")
+        return uninstall_service(args.dry_run)
+
+    home = resolve_home(args.home)
+    uv = find_uv(args.dry_run)
+    if args.dry_run:
+        say(f"would run: {uv} sync --frozen (in {REPO})")
+    else:
+        uv_sync(uv)
+    create_home(home, args.dry_run)
+
+    plan = service_plan(args, is_root, has_systemd(), sys.platform.startswith("linux"))
+    if args.service and not plan.service:
+        if args.dry_run:
+            say(f"(a real run would stop here: {plan.reason})")
+            plan = Plan(True, "--service with --dry-run: showing the plan")
+        else:
+            sys.exit(f"Cannot install the service: {plan.reason}.")
+    if plan.service:
+        install_service(home, args.user, args.dry_run)
         return 0
-    say("starting the daemon (Ctrl-C stops it)")
-    return subprocess.call([uv, "run", "--frozen", "launch.py", *home_args], cwd=REPO)
+    say(f"skipped the systemd service: {plan.reason}")
+    say("to install it later: sudo python3 install.py" + (f" --home {home}" if args.home else ""))
+    if args.dry_run:
+        say("the unit that would be installed:")
+        print(render_unit(home, args.user, venv_python()), flush=True)
+    launch = [str(venv_python()), str(REPO / "launch.py"), "--home", str(home)]
+    if args.no_start or args.dry_run:
+        say("start it with: " + " ".join(launch))
+        return 0
+    say("starting the daemon in the foreground (Ctrl-C stops it; jobs and downloads are kept)")
+    return subprocess.call(launch, cwd=REPO)
 
 
 if __name__ == "__main__":

@@ -102,6 +102,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--home", help="folder for config, manifest, data and logs")
     parser.add_argument("--host", help="address to bind (default: host in config.json)")
     parser.add_argument("--port", type=int, help="port (default: active_port, else random)")
+    parser.add_argument(
+        "--check", action="store_true", help="create the home where missing, check config, exit"
+    )
     return parser.parse_args(argv)
 
 
@@ -117,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"error: cannot use home {home}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if args.check:
+        print(f"config OK: {settings.config_path}")
+        return 0
     if args.host:
         settings = settings.model_copy(update={"host": args.host})
     if args.port is not None and not 1 <= args.port <= 65535:
@@ -146,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=3,
+        root_path=settings.root_path,
         ws_ping_interval=20,
     )
     server = Server(config)

@@ -80,6 +80,10 @@ class Settings(BaseModel):
     viewer_token: SecretStr | None = Field(
         None, description="Optional read-only key for dashboards: GETs, the feed and the GUI."
     )
+    root_path: str = Field(
+        "",
+        description="URL prefix behind a reverse proxy that serves a sub-path, e.g. /civitai.",
+    )
     trusted_hosts: list[str] = Field(
         default_factory=list,
         description="Extra names the Host header may carry (loopback names always may).",
@@ -113,6 +117,13 @@ class Settings(BaseModel):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/") if value else value
+
+    @field_validator("root_path")
+    @classmethod
+    def _root_path(cls, value: str) -> str:
+        if value and (not value.startswith("/") or value.endswith("/") or "//" in value):
+            raise ValueError("must be empty or a path like /civitai (leading /, no trailing /)")
+        return value
 
     @field_validator("host")
     @classmethod

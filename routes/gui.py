@@ -28,10 +28,14 @@ def mount_static(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
 
 
+def root_of(request: Request) -> str:
+    """The sub-path a reverse proxy serves the daemon under ('' when there is none)."""
+    return request.scope.get("root_path", "").rstrip("/")
+
+
 def _page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
-    response = templates.TemplateResponse(
-        request, name, {"version": request.app.version, **context}, status_code=status
-    )
+    context = {"version": request.app.version, "root": root_of(request), **context}
+    response = templates.TemplateResponse(request, name, context, status_code=status)
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Content-Security-Policy"] = (
@@ -42,8 +46,8 @@ def _page(request: Request, name: str, status: int = 200, **context: Any) -> HTM
 
 
 @router.get("/", include_in_schema=False)
-async def root() -> RedirectResponse:
-    return RedirectResponse("gui", status_code=307)
+async def root(request: Request) -> RedirectResponse:
+    return RedirectResponse(f"{root_of(request)}/gui", status_code=307)
 
 
 @router.get("/gui", response_class=HTMLResponse)
@@ -65,7 +69,7 @@ async def login(request: Request, key: str = Form("")) -> Response:
             status=401,
             error="That key is not right. It is api_token in the daemon's config.json.",
         )
-    response = RedirectResponse("/gui", status_code=303)
+    response = RedirectResponse(f"{root_of(request)}/gui", status_code=303)
     response.set_cookie(
         COOKIE,
         make_session(request.app.state.session_secret, role),
@@ -73,13 +77,14 @@ async def login(request: Request, key: str = Form("")) -> Response:
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
-        path="/",
+        path=root_of(request) or "/",
     )
     return response
 
 
 @router.post("/gui/logout")
-async def logout() -> Response:
-    response = RedirectResponse("/gui", status_code=303)
-    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+async def logout(request: Request) -> Response:
+    root = root_of(request)
+    response = RedirectResponse(f"{root}/gui", status_code=303)
+    response.delete_cookie(COOKIE, path=root or "/", httponly=True, samesite="strict")
     return response

@@ -3,6 +3,7 @@
 
 const app = document.getElementById("app");
 const isAdmin = app.dataset.role === "admin";
+const ROOT = app.dataset.root || ""; // the sub-path behind a reverse proxy, if any
 const jobs = new Map(); // id -> job
 const speedSamples = []; // total bytes/s, one a second, last 5 minutes
 const FINAL = new Set(["completed", "failed", "cancelled"]);
@@ -66,11 +67,11 @@ async function api(method, path, body, isForm = false) {
   }
   let response;
   try {
-    response = await fetch(path, options);
+    response = await fetch(ROOT + path, options);
   } catch (err) {
     throw new Error("The daemon cannot be reached. Is it running?");
   }
-  if (response.status === 401) { window.location.assign("/gui"); throw new Error("Please log in again."); }
+  if (response.status === 401) { window.location.assign(ROOT + "/gui"); throw new Error("Please log in again."); }
   let data = null;
   try { data = await response.json(); } catch (err) { data = null; }
   if (!response.ok) {
@@ -161,7 +162,7 @@ async function loadJobs() {
 let socketDelay = 500;
 function connect() {
   const scheme = window.location.protocol === "https:" ? "wss" : "ws";
-  const ws = new WebSocket(`${scheme}://${window.location.host}/ws/downloads`);
+  const ws = new WebSocket(`${scheme}://${window.location.host}${ROOT}/ws/downloads`);
   const badge = document.getElementById("connection");
   ws.onopen = () => { socketDelay = 500; badge.replaceChildren(el("span", { class: "badge text-bg-success", id: "live" }, "live")); };
   ws.onmessage = (event) => {
@@ -178,7 +179,7 @@ function connect() {
   };
   ws.onclose = (event) => {
     badge.replaceChildren(el("span", { class: "badge text-bg-warning", id: "offline" }, "reconnecting…"));
-    if (event.code === 4401) { window.location.assign("/gui"); return; }
+    if (event.code === 4401) { window.location.assign(ROOT + "/gui"); return; }
     setTimeout(connect, socketDelay);
     socketDelay = Math.min(5000, socketDelay * 2);
   };
@@ -267,7 +268,7 @@ document.getElementById("batch-urls-form").addEventListener("submit", (event) =>
 async function loadLibrary() {
   const data = await api("GET", "/api/completed?limit=200");
   document.getElementById("library-body").replaceChildren(...data.completed.map((c) => {
-    const img = el("img", { class: "preview-thumb", alt: "", loading: "lazy", src: `/api/completed/${c.id}/preview` });
+    const img = el("img", { class: "preview-thumb", alt: "", loading: "lazy", src: `${ROOT}/api/completed/${c.id}/preview` });
     img.addEventListener("error", () => { img.style.visibility = "hidden"; });
     return el("tr", { class: "library-row" },
       el("td", {}, img),

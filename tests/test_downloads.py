@@ -650,6 +650,7 @@ def test_graceful_stop_mid_download_keeps_part_and_resumes(civitai, daemon, home
     with d2.client() as c:
         done = wait_job(c, job["id"])
     assert done["sha256"] == sha(data)
+    assert civitai.requests_to("cdn", "/file")[n].range == f"bytes={kept}-{len(data) - 1}"
     assert sum(r.sent for r in civitai.requests_to("cdn", "/file")[n:]) == len(data) - kept
     d2.stop()
 

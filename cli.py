@@ -1,0 +1,256 @@
+"""Command line for a running daemon: finds its port and key in the home's config.json.
+
+    uv run cli.py status
+    uv run cli.py list [--status failed]
+    uv run cli.py add https://civitai.com/models/4384?modelVersionId=128713 --type checkpoint
+    uv run cli.py add --version 128713 --type checkpoint
+    uv run cli.py cancel 12 · retry 12 · completed · updates [--check] · scan
+Every command takes --json (for scripts) and --home DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import httpx
+
+from settings import ConfigError, read_config, resolve_home
+
+EXIT_NO_DAEMON = 3
+
+
+class CliError(Exception):
+    pass
+
+
+def human_bytes(n: Any) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return str(n)
+
+
+def table(rows: list[list[Any]], headers: list[str]) -> str:
+    cells = [[str(c if c is not None else "-") for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(out)
+
+
+def connect(home_arg: str | None) -> httpx.Client:
+    home = resolve_home(home_arg)
+    try:
+        config = read_config(home)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    port, token = config.get("active_port"), config.get("api_token")
+    if not port or not token:
+        raise CliError(
+            f"No daemon has run with the home {home} yet (config.json has no active_port or "
+            f"api_token). Start it with: uv run launch.py --home {home}"
+        )
+    host = config.get("host") or "127.0.0.1"
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120)
+
+
+def call(client: httpx.Client, method: str, path: str, **kw: Any) -> Any:
+    try:
+        response = client.request(method, path, **kw)
+    except httpx.TransportError:
+        raise CliError(
+            f"The daemon is not running (nothing answers at {client.base_url}). Start it with "
+            f"`uv run launch.py` or `systemctl start civitai-daemon`."
+        ) from None
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if response.status_code >= 400:
+        detail = data.get("detail") if isinstance(data, dict) else response.text
+        raise CliError(f"{detail} ({response.status_code})")
+    return data
+
+
+def job_rows(jobs: list[dict[str, Any]]) -> str:
+    rows = []
+    for j in jobs:
+        pct = f"{100 * j['bytes_done'] // j['bytes_total']}%" if j.get("bytes_total") else "-"
+        rows.append(
+            [
+                j["id"],
+                j["status"],
+                j["model_type"],
+                j.get("filename"),
+                pct,
+                human_bytes(j.get("bytes_total")),
+                j.get("error") or "",
+            ]
+        )
+    return (
+        table(rows, ["ID", "STATUS", "TYPE", "FILE", "DONE", "SIZE", "ERROR"])
+        if rows
+        else "No jobs."
+    )
+
+
+def run(args: argparse.Namespace) -> tuple[Any, str]:
+    """(data for --json, text for people)."""
+    c = connect(args.home)
+    cmd = args.command
+    if cmd == "status":
+        s = call(c, "GET", "/api/status")
+        text = (
+            f"Daemon {s['version']} at {c.base_url}, up {int(s['uptime_s'])} s, "
+            f"{s['workers']} workers{', paused' if s['paused'] else ''}; {s['queued']} queued, "
+            f"{len(s['active'])} active."
+        )
+        return s, text + ("\n" + job_rows(s["active"]) if s["active"] else "")
+    if cmd == "list":
+        params = {"limit": args.limit} | ({"status": args.status} if args.status else {})
+        data = call(c, "GET", "/api/jobs", params=params)
+        return data, job_rows(data["jobs"])
+    if cmd == "add":
+        body: dict[str, Any] = {"model_type": args.type, "priority": args.priority}
+        if args.version:
+            body["modelVersionId"] = args.version
+        elif args.model:
+            body["modelId"] = args.model
+        elif args.url:
+            body["url"] = args.url
+        else:
+            raise CliError("Give a URL, --version ID or --model ID")
+        if args.filename:
+            body["filename"] = args.filename
+        job = call(c, "POST", "/api/download", json=body)
+        where = job.get("path") or job["model_type"]
+        return job, f"Job {job['id']} {job['status']}: {job.get('filename') or ''} → {where}"
+    if cmd in ("cancel", "retry"):
+        job = call(c, "POST", f"/api/jobs/{args.id}/{cmd}")
+        return job, f"Job {job['id']} is {job['status']}."
+    if cmd == "completed":
+        data = call(c, "GET", "/api/completed", params={"limit": args.limit})
+        rows = [
+            [
+                r["id"],
+                r["model_type"],
+                r["filename"],
+                human_bytes(r["size"]),
+                r["completed_at"],
+                r["path"],
+            ]
+            for r in data["completed"]
+        ]
+        return data, table(
+            rows, ["ID", "TYPE", "FILE", "SIZE", "COMPLETED", "PATH"]
+        ) if rows else "Nothing completed yet."
+    if cmd == "updates":
+        if args.check:
+            r = call(c, "POST", "/api/updates/check")
+            found = len(r["updates"])
+            lines = [
+                f"Checked {r['checked']} model(s) in {r['requests']} request(s): {found} update(s)."
+            ]
+            for u in r["updates"]:
+                change = f"{u['old_version_id']} → {u['new_version_id']}"
+                lines.append(
+                    f"  model {u['modelId']} ({u.get('model_name')}): {change}, job {u['job_id']}"
+                )
+            lines += [f"  problem: {e['detail']}" for e in r["errors"]]
+            return r, "\n".join(lines)
+        data = call(c, "GET", "/api/updates")
+        rows = [
+            [
+                u["modelId"],
+                u.get("model_name"),
+                u["old_version_id"],
+                u["new_version_id"],
+                u["found_at"],
+                u.get("job_id"),
+            ]
+            for u in data["updates"]
+        ]
+        text = (
+            table(rows, ["MODEL", "NAME", "OLD", "NEW", "FOUND", "JOB"])
+            if rows
+            else "No updates found yet."
+        )
+        return data, text + f"\nNext check: {data['next_check'] or 'off'}"
+    if cmd == "scan":
+        report = call(c, "POST", "/api/scan")
+        while report["running"]:
+            time.sleep(0.5)
+            report = call(c, "GET", "/api/scan")
+        adopted, unknown = len(report["matched"]), len(report["unknown"])
+        lines = [f"{report['files']} file(s): {adopted} adopted, {unknown} not on Civitai."]
+        lines += [
+            f"  adopted {m['path']} (model {m['modelId']}, version {m['modelVersionId']})"
+            for m in report["matched"]
+        ]
+        lines += [f"  unknown {p}" for p in report["unknown"]]
+        return report, "\n".join(lines)
+    raise CliError(f"unknown command {cmd}")
+
+
+def parser() -> argparse.ArgumentParser:
+    # SUPPRESS: an option given before the command is not reset by the command's parser.
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    common.add_argument(
+        "--home", help="the daemon's home (default: $CIVITAI_DAEMON_HOME or this folder)"
+    )
+    common.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common]
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("status", parents=[common], help="the daemon and its active jobs")
+    ls = sub.add_parser("list", parents=[common], help="jobs, newest first")
+    ls.add_argument(
+        "--status",
+        choices=["queued", "downloading", "verifying", "completed", "failed", "cancelled"],
+    )
+    ls.add_argument("--limit", type=int, default=50)
+    add = sub.add_parser("add", parents=[common], help="queue a download")
+    add.add_argument("url", nargs="?", help="a civitai.com model page or download URL")
+    add.add_argument("--version", type=int, help="a model version id")
+    add.add_argument("--model", type=int, help="a model id (its newest version)")
+    add.add_argument("--type", required=True, help="model_type: lora, checkpoint, vae, …")
+    add.add_argument("--filename")
+    add.add_argument("--priority", type=int, default=5)
+    for name in ("cancel", "retry"):
+        one = sub.add_parser(name, parents=[common], help=f"{name} a job")
+        one.add_argument("id", type=int)
+    done = sub.add_parser("completed", parents=[common], help="completed downloads")
+    done.add_argument("--limit", type=int, default=50)
+    up = sub.add_parser("updates", parents=[common], help="updates found; --check runs a check now")
+    up.add_argument("--check", action="store_true")
+    sub.add_parser("scan", parents=[common], help="adopt existing files under download_dir")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    args.home = getattr(args, "home", None)
+    args.json = getattr(args, "json", False)
+    try:
+        data, text = run(args)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201
+        return EXIT_NO_DAEMON if "not running" in str(exc) or "No daemon" in str(exc) else 1
+    print(json.dumps(data, indent=2) if args.json else text)  # noqa: T201
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
