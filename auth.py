@@ -35,6 +35,8 @@ ALGORITHM = "HS256"
 LOOPBACK_NAMES = ["localhost", "127.0.0.1", "::1"]
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
+MAX_BODY = 1024 * 1024  # a JSON request
+MAX_UPLOAD = 10 * 1024 * 1024  # /api/batch: a manifest of thousands of entries
 
 
 class Role(StrEnum):
@@ -186,6 +188,13 @@ class GuardMiddleware:
                 and _form_on_json_route(scope["path"], headers.get("content-type", ""))
             ):
                 problem = (415, "This route takes JSON (Content-Type: application/json)")
+        if problem is None and scope["type"] == "http":
+            limit = MAX_UPLOAD if scope["path"].endswith("/api/batch") else MAX_BODY
+            length = headers.get("content-length", "")
+            if length.isdigit() and int(length) > limit:
+                problem = (413, f"The request body is too large (at most {limit} bytes)")
+            else:
+                receive = _limited(receive, limit)
         if problem is None:
             return await self.app(scope, receive, send)
         status, detail = problem
@@ -205,6 +214,22 @@ class GuardMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    """A body without Content-Length (chunked) is counted as it arrives."""
+    seen = 0
+
+    async def wrapped() -> dict:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:  # raised inside the route's body read, answered by the handler
+                raise HTTPException(413, f"The request body is too large (at most {limit} bytes)")
+        return message
+
+    return wrapped
 
 
 def _form_on_json_route(path: str, content_type: str) -> bool:

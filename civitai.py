@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
 import re
@@ -276,12 +277,32 @@ class CivitaiClient:
             info=version,
         )
 
+    def host_allowed(self, host: str) -> bool:
+        host = host.lower().rstrip(".")
+        allowed = [h.lower() for h in self.settings.allowed_hosts]
+        return any(host == h or host.endswith("." + h) for h in allowed)
+
+    async def check_redirect(self, url: str) -> None:
+        """A redirect of a direct download: to an allowed host, or to a public address."""
+        host = (urlsplit(url).hostname or "").lower()
+        if self.host_allowed(host):
+            return
+        try:
+            addresses = [ipaddress.ip_address(host)]
+        except ValueError:
+            try:
+                infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+            except OSError:
+                raise errors.NetworkError(f"Cannot resolve {host}") from None
+            addresses = [ipaddress.ip_address(i[4][0]) for i in infos]
+        if host == "localhost" or any(not a.is_global for a in addresses):
+            raise errors.RedirectRefused(host)
+
     def resolve_direct(self, request: JobRequest) -> Resolved:
         """A direct file URL: allowed only from allowed_hosts."""
         assert request.url
         host = (urlsplit(request.url).hostname or "").lower().rstrip(".")
-        allowed = [h.lower() for h in self.settings.allowed_hosts]
-        if not any(host == h or host.endswith("." + h) for h in allowed):
+        if not self.host_allowed(host):
             raise errors.HostNotAllowed(host, self.settings.allowed_hosts)
         name = request.filename
         if not name:

@@ -22,6 +22,7 @@ DaemonError
     ├── NotEnoughSpace
     ├── UnexpectedContent         a web page where a model file was expected (retryable)
     ├── LinkRefused               the CDN refused a signed link (resolve a new one)
+    ├── RedirectRefused           a direct link redirected into a private network
     └── RangeIgnored              the server answered 200 to a Range request
 """
 
@@ -219,6 +220,14 @@ class LinkRefused(DownloadError):
     def __init__(self, status: int) -> None:
         super().__init__(f"The download link was refused ({status}); it has probably expired")
         self.status = status
+
+
+class RedirectRefused(DownloadError):
+    def __init__(self, host: str) -> None:
+        super().__init__(
+            f"The download redirected to {host}, a private or local address that is not in "
+            f"allowed_hosts; refused"
+        )
 
 
 class RangeIgnored(DownloadError):

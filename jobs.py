@@ -11,6 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from errors import InvalidRequest
 
+MAX_ID = (
+    2**63 - 1
+)  # SQLite's largest integer: ids and offsets beyond it are refused, not crashed on
 MODEL_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -143,10 +146,14 @@ class JobRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model_type: str = Field(description="Folder under download_dir, e.g. lora, checkpoint, vae.")
-    modelVersionId: int | None = Field(None, gt=0, description="A Civitai model version id.")  # noqa: N815
-    modelId: int | None = Field(None, gt=0, description="A Civitai model id: its newest version.")  # noqa: N815
+    modelVersionId: int | None = Field(
+        None, gt=0, le=MAX_ID, description="A Civitai model version id."
+    )  # noqa: N815
+    modelId: int | None = Field(
+        None, gt=0, le=MAX_ID, description="A Civitai model id: its newest version."
+    )  # noqa: N815
     url: str | None = Field(None, description="A civitai.com page/download URL or a direct URL.")
-    fileId: int | None = Field(None, gt=0, description="Which file of the version.")  # noqa: N815
+    fileId: int | None = Field(None, gt=0, le=MAX_ID, description="Which file of the version.")  # noqa: N815
     sha256: str | None = Field(None, description="Expected SHA256 (hex).")
     filename: str | None = Field(None, description="File name to save as.")
     priority: int = Field(5, ge=0, le=100, description="Lower runs first.")

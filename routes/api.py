@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from auth import require_key
 from daemon import DownloadQueue
 from errors import DaemonError, InvalidRequest
-from jobs import JobRequest
+from jobs import MAX_ID, JobRequest
 from manifest import parse_entries
 
 router = APIRouter(prefix="/api", tags=["jobs"], dependencies=[Depends(require_key)])
+
+JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="A job id")]
+Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
 
 MAX_BATCH = 5000
 
@@ -186,7 +189,7 @@ async def jobs(
         None, description="queued, downloading, verifying, completed, failed, cancelled"
     ),
     limit: int = Query(50, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     """Jobs, newest first, optionally of one status."""
     queue = queue_of(request)
@@ -206,18 +209,18 @@ async def jobs(
 
 
 @router.get("/jobs/{job_id}", response_model=Job, responses={404: {"description": "No such job"}})
-async def job(job_id: int, request: Request) -> dict[str, Any]:
+async def job(job_id: JobId, request: Request) -> dict[str, Any]:
     return await queue_of(request).get(job_id)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=Job)
-async def cancel(job_id: int, request: Request) -> dict[str, Any]:
+async def cancel(job_id: JobId, request: Request) -> dict[str, Any]:
     """Cancel a queued or running job; its .part file is removed."""
     return await queue_of(request).cancel(job_id)
 
 
 @router.post("/jobs/{job_id}/retry", response_model=Job)
-async def retry(job_id: int, request: Request) -> dict[str, Any]:
+async def retry(job_id: JobId, request: Request) -> dict[str, Any]:
     """Queue a failed or cancelled job again; a kept .part resumes."""
     return await queue_of(request).retry(job_id)
 
@@ -226,7 +229,7 @@ async def retry(job_id: int, request: Request) -> dict[str, Any]:
 async def completed(
     request: Request,
     limit: int = Query(50, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     """Completed downloads, newest first."""
     rows = await queue_of(request).store.list_completed(limit, offset)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import Path as FastPath
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
 import manifest
 from auth import require_key
 from errors import InvalidRequest
-from jobs import CIVITAI_TYPES
+from jobs import CIVITAI_TYPES, MAX_ID
 from metadata import IMAGE_TYPES
 
 router = APIRouter(prefix="/api", tags=["library"], dependencies=[Depends(require_key)])
@@ -84,8 +85,8 @@ def _versions(model: dict[str, Any]) -> list[dict[str, Any]]:
 async def lookup(
     request: Request,
     url: str | None = Query(None, description="A civitai.com model page or download URL"),
-    modelId: int | None = Query(None, gt=0),  # noqa: N803
-    modelVersionId: int | None = Query(None, gt=0),  # noqa: N803
+    modelId: int | None = Query(None, gt=0, le=MAX_ID),  # noqa: N803
+    modelVersionId: int | None = Query(None, gt=0, le=MAX_ID),  # noqa: N803
 ) -> dict[str, Any]:
     """A model's name, type, versions and files, so a person can pick before queueing."""
     civitai = request.app.state.civitai
@@ -120,7 +121,9 @@ async def tracked(request: Request) -> dict[str, Any]:
 
 
 @router.get("/completed/{completed_id}/preview", response_class=FileResponse)
-async def preview(completed_id: int, request: Request) -> FileResponse:
+async def preview(
+    completed_id: Annotated[int, FastPath(ge=1, le=MAX_ID)], request: Request
+) -> FileResponse:
     """The preview image saved beside a completed model (its `.preview.<ext>` sidecar)."""
     rows = await request.app.state.store.run(
         lambda db: list(db["completed"].rows_where("id = ?", [completed_id]))

@@ -504,7 +504,9 @@ class _Handler(BaseHTTPRequestHandler):
         path, query = unquote(url.path), parse_qs(url.query)
         if path.startswith("/img/"):
             return self._send(200, PNG, "image/png")
-        m = re.fullmatch(r"/file/(\d+)/(.+)", path)
+        if path == "/redirect":  # an open redirect, as some file hosts have
+            return self._send(302, headers={"Location": query["to"][0]})
+        m = re.fullmatch(r"/file/(\d+)/(.+)", path, re.S)
         f = self.fake.file_by_id(int(m[1])) if m else None
         if f is None:
             return self._send(404, b"<Error><Code>NoSuchKey</Code></Error>", "application/xml")
@@ -552,7 +554,8 @@ class _Handler(BaseHTTPRequestHandler):
         for k, v in headers.items():
             self.send_header(k, v)
         # Raw UTF-8 in the header, as Civitai's CDN sends it (http.server would insist on latin-1).
-        disposition = f'Content-Disposition: attachment; filename="{f.name}"\r\n'
+        shown = "".join(c for c in f.name if c >= " " and c != '"')
+        disposition = f'Content-Disposition: attachment; filename="{shown}"\r\n'
         self._headers_buffer.append(disposition.encode("utf-8"))
         self.end_headers()
         if self.command == "HEAD":
