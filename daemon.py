@@ -132,13 +132,41 @@ class DownloadQueue:
         Civitai's "no" (unknown model, bad URL, host not allowed) is raised to the caller; a
         Civitai that cannot be reached right now only delays resolution to the worker.
         """
+        return await self._enqueue(await self._prepare(req, source, replaces))
+
+    async def submit_many(
+        self, entries: list[tuple[int, JobRequest]], source: str, concurrency: int = 8
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Queue many requests: Civitai is asked about a few at a time, and the jobs are queued
+        in the order given. (jobs, errors by index)."""
+        limit = asyncio.Semaphore(concurrency)
+
+        async def prepare(req: JobRequest) -> dict[str, Any] | str:
+            async with limit:
+                try:
+                    return await self._prepare(req, source, None)
+                except errors.DaemonError as exc:
+                    return str(exc)
+
+        rows = await asyncio.gather(*(prepare(req) for _, req in entries))
+        jobs, failed = [], []
+        for (index, _), row in zip(entries, rows, strict=True):
+            if isinstance(row, str):
+                failed.append({"index": index, "detail": row})
+            else:
+                jobs.append((await self._enqueue(row))[0])
+        return jobs, failed
+
+    async def _prepare(
+        self, req: JobRequest, source: str, replaces: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """The job row for a request, with what Civitai says about it."""
         resolved: Resolved | None = None
         note = None
         try:
             resolved = await self.civitai.resolve(req)
         except errors.Retryable as exc:
             note = f"Civitai could not be asked yet ({exc}); the job will try again"
-        key = resolved.dedupe_key if resolved else request_key(req)
         row: dict[str, Any] = {
             "status": JobStatus.QUEUED,
             "model_type": req.model_type,
@@ -149,7 +177,7 @@ class DownloadQueue:
             "filename": req.filename,
             "sha256": req.sha256,
             "priority": req.priority,
-            "dedupe_key": key,
+            "dedupe_key": resolved.dedupe_key if resolved else request_key(req),
             "source": source,
             "error": note,
             "request": req.model_dump_json(exclude_none=True),
@@ -157,6 +185,11 @@ class DownloadQueue:
         }
         if resolved:
             row.update(self._resolved_fields(resolved, req.model_type))
+        return row
+
+    async def _enqueue(self, row: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Insert the row unless the same file is already active; (job, created)."""
+        key = row["dedupe_key"]
         async with self._claim_lock:
             existing = await self.store.jobs_where(
                 "dedupe_key = ? and status in ('queued', 'downloading', 'verifying')", [key]
@@ -164,7 +197,7 @@ class DownloadQueue:
             if existing:
                 return self.public(existing[0]), False
             job = await self.store.insert_job(row)
-        log.info("job %s queued: %s → %s", job["id"], key, job.get("path") or req.model_type)
+        log.info("job %s queued: %s → %s", job["id"], key, job.get("path") or row["model_type"])
         self.bus.publish(JobEvent(self.public(job)))
         self._wake.set()
         return self.public(job), True
@@ -199,14 +232,11 @@ class DownloadQueue:
     async def enqueue_manifest(self) -> list[manifest.Problem]:
         """Queue each manifest entry unless its file is already completed and in place."""
         _, entries, problems = manifest.load(self.settings.manifest_path)
-        for index, req in entries:
-            if await self._already_done(req):
-                continue
-            try:
-                await self.submit(req, source="manifest")
-            except errors.DaemonError as exc:
-                log.warning("manifest.json entry %d not queued: %s", index, exc)
-                problems.append(manifest.Problem(index, str(exc)))
+        todo = [(i, req) for i, req in entries if not await self._already_done(req)]
+        _, failed = await self.submit_many(todo, source="manifest")
+        for f in failed:
+            log.warning("manifest.json entry %d not queued: %s", f["index"], f["detail"])
+            problems.append(manifest.Problem(f["index"], f["detail"]))
         return problems
 
     async def _already_done(self, req: JobRequest) -> bool:

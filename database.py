@@ -142,32 +142,54 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        # Reads on a connection and thread of their own: WAL lets them run while a commit waits
+        # for the disk, so the API stays quick while downloads keep the disk busy.
+        self._read_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-read")
         self._db: Database | None = None
+        self._reader: Database | None = None
 
     async def open(self) -> None:
-        await self._call(self._open)
+        await self._call(self._executor, self._open)
+        await self._call(self._read_executor, self._open_reader)
 
     def _open(self) -> None:
         self._db = open_database(self.path)
 
+    def _open_reader(self) -> None:
+        self._reader = Database(self.path)
+        self._reader.execute("PRAGMA query_only=1")
+
     async def close(self) -> None:
+        if self._reader is not None:
+            await self._call(self._read_executor, self._reader.close)
+            self._reader = None
         if self._db is not None:
-            await self._call(self._db.close)
+            await self._call(self._executor, self._db.close)
             self._db = None
+        self._read_executor.shutdown(wait=True)
         self._executor.shutdown(wait=True)
 
-    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _call(self, executor: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        return await loop.run_in_executor(executor, functools.partial(fn, *args))
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run `fn(db, *args)` on the database thread."""
-        return await self._call(lambda: fn(self._require(), *args, **kwargs))
+        """Run `fn(db, *args)` on the writer's thread."""
+        return await self._call(
+            self._executor, lambda: fn(self._require(self._db), *args, **kwargs)
+        )
 
-    def _require(self) -> Database:
-        if self._db is None:
+    async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run `fn(db, *args)` on the reader's thread; `fn` must not write."""
+        return await self._call(
+            self._read_executor, lambda: fn(self._require(self._reader), *args, **kwargs)
+        )
+
+    @staticmethod
+    def _require(db: Database | None) -> Database:
+        if db is None:
             raise RuntimeError("database is not open")
-        return self._db
+        return db
 
     # Jobs ---------------------------------------------------------------------------------
 
@@ -194,7 +216,7 @@ class Store:
             rows = list(db["jobs"].rows_where("id = ?", [job_id]))
             return rows[0] if rows else None
 
-        return await self.run(op)
+        return await self.read(op)
 
     async def jobs_where(
         self,
@@ -211,14 +233,14 @@ class Store:
                 )
             )
 
-        return await self.run(op)
+        return await self.read(op)
 
     async def count_jobs_by_status(self) -> dict[str, int]:
         def op(db: Database) -> dict[str, int]:
             rows = db.query("select status, count(*) as n from jobs group by status")
             return {r["status"]: r["n"] for r in rows}
 
-        return await self.run(op)
+        return await self.read(op)
 
     # Parts --------------------------------------------------------------------------------
 
@@ -240,13 +262,19 @@ class Store:
         """Commit each part's durable offset and the job's counters in one transaction."""
 
         def op(db: Database) -> None:
-            with db.atomic():
-                for p in parts:
-                    db.execute(
-                        "update parts set done = ? where job_id = ? and idx = ?",
-                        [p["done"], job_id, p["idx"]],
-                    )
-                db["jobs"].update(job_id, {"updated_at": utcnow(), **fields})
+            # Progress need not survive a power cut (an offset that goes back is re-fetched),
+            # so its commits skip the WAL fsync; every other commit keeps synchronous=FULL.
+            db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                with db.atomic():
+                    for p in parts:
+                        db.execute(
+                            "update parts set done = ? where job_id = ? and idx = ?",
+                            [p["done"], job_id, p["idx"]],
+                        )
+                    db["jobs"].update(job_id, {"updated_at": utcnow(), **fields})
+            finally:
+                db.execute("PRAGMA synchronous=FULL")
 
         await self.run(op)
 
@@ -256,7 +284,7 @@ class Store:
         await self.run(lambda db: db["completed"].insert(row))
 
     async def list_completed(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
-        return await self.run(
+        return await self.read(
             lambda db: list(
                 db["completed"].rows_where(order_by="id desc", limit=limit, offset=offset)
             )
@@ -280,7 +308,7 @@ class Store:
         return await self.run(op)
 
     async def list_updates(self, limit: int = 100) -> list[dict[str, Any]]:
-        return await self.run(
+        return await self.read(
             lambda db: list(db["updates"].rows_where(order_by="id desc", limit=limit))
         )
 
@@ -293,7 +321,7 @@ class Store:
             ).fetchone()
             return int(row[0]), float(row[1])
 
-        return await self.run(op)
+        return await self.read(op)
 
     async def find_completed(
         self, version_id: int | None, model_id: int | None, sha256: str | None
@@ -307,7 +335,7 @@ class Store:
             where, args = "modelId = ?", [model_id]
         else:
             return []
-        return await self.run(
+        return await self.read(
             lambda db: list(db["completed"].rows_where(where, args, order_by="id desc"))
         )
 
@@ -316,7 +344,7 @@ class Store:
             rows = list(db["webhook_deliveries"].rows_where("id = ?", [delivery_id]))
             return json.loads(rows[0]["result"]) if rows else None
 
-        return await self.run(op)
+        return await self.read(op)
 
     async def record_delivery(self, delivery_id: str, result: dict[str, Any]) -> None:
         row = {"id": delivery_id, "received_at": utcnow(), "result": json.dumps(result)}

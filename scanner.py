@@ -102,7 +102,7 @@ class Scanner:
     async def _run(self) -> None:
         state = self.state
         try:
-            known = set(await self.store.run(lambda db: [r["path"] for r in db["completed"].rows]))
+            known = set(await self.store.read(lambda db: [r["path"] for r in db["completed"].rows]))
             files = await asyncio.to_thread(candidates, self.settings.models_dir, known)
             state.files = len(files)
             state.bytes_total = await asyncio.to_thread(
@@ -156,7 +156,7 @@ class Scanner:
                 return rows[0]["sha256"]
             return None
 
-        cached = await self.store.run(lookup)
+        cached = await self.store.read(lookup)
         if cached:
             self.state.cached += 1
             self.state.bytes_done += st.st_size

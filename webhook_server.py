@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
 
 from auth import Role, role_of
-from errors import DaemonError, InvalidRequest
+from errors import InvalidRequest
 from manifest import parse_entries
 
 log = logging.getLogger("civitai.webhook")
@@ -61,14 +61,8 @@ async def webhook(request: Request) -> dict[str, Any]:
         log.info("webhook delivery %s seen before; nothing queued", delivery[:16])
         return {**seen, "duplicate": True}
     good, bad = parse_entries(entries)
-    errors = [{"index": p.index, "detail": p.detail} for p in bad]
-    jobs = []
-    for index, req in good:
-        try:
-            job, _ = await request.app.state.queue.submit(req, source="webhook")
-            jobs.append(job)
-        except DaemonError as exc:
-            errors.append({"index": index, "detail": str(exc)})
+    jobs, failed = await request.app.state.queue.submit_many(good, source="webhook")
+    errors = [{"index": p.index, "detail": p.detail} for p in bad] + failed
     result = {"jobs": jobs, "errors": sorted(errors, key=lambda e: e["index"])}
     await store.record_delivery(delivery, result)
     return result

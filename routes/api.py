@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from auth import require_key
 from daemon import DownloadQueue
-from errors import DaemonError, InvalidRequest
+from errors import InvalidRequest
 from jobs import MAX_ID, JobRequest
 from manifest import parse_entries
 
@@ -130,15 +130,8 @@ async def batch(request: Request) -> Any:
     if len(entries) > MAX_BATCH:
         raise InvalidRequest(f"A batch holds at most {MAX_BATCH} entries, not {len(entries)}")
     good, bad = parse_entries(entries)
-    errors = [{"index": p.index, "detail": p.detail} for p in bad]
-    jobs = []
-    queue = queue_of(request)
-    for index, req in good:
-        try:
-            job, _ = await queue.submit(req, source="batch")
-            jobs.append(job)
-        except DaemonError as exc:
-            errors.append({"index": index, "detail": str(exc)})
+    jobs, failed = await queue_of(request).submit_many(good, source="batch")
+    errors = [{"index": p.index, "detail": p.detail} for p in bad] + failed
     errors.sort(key=lambda e: e["index"])
     if not jobs:
         detail = "No entry can be queued" if entries else "The batch is empty"
