@@ -495,8 +495,7 @@ class DownloadQueue:
                 live["speed_bps"] = speed
                 self.bus.publish(JobEvent(self.public(live), progress=True))
 
-        async def on_start(fields: dict[str, Any]) -> None:
-            updated = await self.store.update_job(job_id, **fields)
+        def on_start(updated: dict[str, Any]) -> None:
             self._live[job_id] = updated
 
         return Download(

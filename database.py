@@ -249,14 +249,22 @@ class Store:
             lambda db: list(db["parts"].rows_where("job_id = ?", [job_id], order_by="idx"))
         )
 
-    async def set_parts(self, job_id: int, parts: list[dict[str, Any]]) -> None:
-        def op(db: Database) -> None:
+    async def set_parts(
+        self, job_id: int, parts: list[dict[str, Any]], **fields: Any
+    ) -> dict[str, Any] | None:
+        """Replace a job's parts (and set job fields) in one transaction; the job after it."""
+
+        def op(db: Database) -> dict[str, Any] | None:
             with db.atomic():
                 db.execute("delete from parts where job_id = ?", [job_id])
                 if parts:
                     db["parts"].insert_all([{**p, "job_id": job_id} for p in parts])
+                if fields:
+                    db["jobs"].update(job_id, {"updated_at": utcnow(), **fields})
+                    return db["jobs"].get(job_id)
+            return None
 
-        await self.run(op)
+        return await self.run(op)
 
     async def save_progress(self, job_id: int, parts: list[dict[str, Any]], **fields: Any) -> None:
         """Commit each part's durable offset and the job's counters in one transaction."""

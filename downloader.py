@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -277,7 +277,7 @@ class Download:
         timeout: float,
         throttle: Throttle,
         on_progress: Callable[[int, int | None], None],
-        on_start: Callable[[dict[str, Any]], Awaitable[None]],
+        on_start: Callable[[dict[str, Any]], None],
     ) -> None:
         self.job_id = job_id
         self.store = store
@@ -316,7 +316,8 @@ class Download:
             log.info("job %s: resuming with %d of %s bytes on disk", self.job_id, have, self.total)
             return await self._transfer(first=None)
         # A fresh start: the first answer tells the size and whether Range works.
-        await self.store.set_parts(self.job_id, [])
+        if rows:
+            await self.store.set_parts(self.job_id, [])
         self.parts = [Part(0, 0, None)]
         response = await self._open(self.parts[0], fresh=True)
         return await self._transfer(first=response)
@@ -340,6 +341,7 @@ class Download:
             truncate_to = 0 if first is not None else None
         await writer.call(writer.open, truncate_to)
         checkpoint = asyncio.create_task(self._checkpoints(writer))
+        finished = False
         try:
             async with asyncio.TaskGroup() as group:
                 for part in self.parts:
@@ -350,8 +352,10 @@ class Download:
             if self.total is None:  # a stream of unknown length ended: that was all of it
                 self.total = self.parts[-1].next_offset
                 self.parts[-1].end = self.total - 1
+            checkpoint.cancel()
             digest = await writer.call(writer.finish)
             await self._commit(writer)
+            finished = True
             return Result(sha256=digest, size=self.total)
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
@@ -359,13 +363,13 @@ class Download:
             if first is not None:
                 await first.aclose()
             checkpoint.cancel()
-            try:
-                await self._commit(writer)
-            except OSError as exc:
-                log.warning("job %s: cannot save progress: %s", self.job_id, exc)
-            finally:
-                await writer.call(writer.close)
-                writer.shutdown()
+            if not finished:  # stopped early: make what arrived durable for the resume
+                try:
+                    await self._commit(writer)
+                except OSError as exc:
+                    log.warning("job %s: cannot save progress: %s", self.job_id, exc)
+            await writer.call(writer.close)
+            writer.shutdown()
 
     async def _plan(self, response: httpx.Response) -> None:
         """Decide the parts from the first answer, and persist them before any byte lands."""
@@ -376,8 +380,10 @@ class Download:
         if self.validator and self.validator.startswith("W/"):
             self.validator = None  # a weak ETag cannot validate a Range
         self.parts = split(total, self.connections if ranged else 1)
-        await self.store.set_parts(self.job_id, [p.row() for p in self.parts])
-        await self.on_start({"bytes_total": total, "validator": self.validator})
+        row = await self.store.set_parts(
+            self.job_id, [p.row() for p in self.parts], bytes_total=total, validator=self.validator
+        )
+        self.on_start(row)
 
     async def _commit(self, writer: FileWriter) -> None:
         if writer.fd < 0:
