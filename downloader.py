@@ -89,6 +89,21 @@ def _pwrite(fd: int, data: memoryview, offset: int) -> int:
     return os.write(fd, data)
 
 
+def _pwritev(fd: int, chunks: list[bytes], offset: int, size: int) -> None:
+    if hasattr(os, "pwritev") and len(chunks) <= 512:  # IOV_MAX is 1024 on Linux
+        written = os.pwritev(fd, chunks, offset)
+        if written == size:
+            return
+        data = memoryview(b"".join(chunks))[written:]  # a short write: finish the rest
+        offset += written
+    else:
+        data = memoryview(b"".join(chunks))
+    while data:
+        n = _pwrite(fd, data, offset)
+        data = data[n:]
+        offset += n
+
+
 def _pread(fd: int, size: int, offset: int) -> bytes:
     if hasattr(os, "pread"):
         return os.pread(fd, size, offset)
@@ -124,17 +139,15 @@ class FileWriter:
         if truncate_to is not None:
             os.ftruncate(self.fd, truncate_to)
 
-    def write(self, part: Part, offset: int, data: bytes) -> None:
-        view = memoryview(data)
-        pos = offset
-        while view:
-            n = _pwrite(self.fd, view, pos)
-            view = view[n:]
-            pos += n
+    def write(self, part: Part, offset: int, chunks: list[bytes]) -> None:
+        """Write the chunks at `offset` (one pwritev, no joining copy) and hash them in order."""
+        size = sum(len(c) for c in chunks)
+        _pwritev(self.fd, chunks, offset, size)
         if offset == self.hashed:
-            self.sha.update(data)
-            self.hashed += len(data)
-        part.written += len(data)
+            for chunk in chunks:
+                self.sha.update(chunk)
+            self.hashed += size
+        part.written += size
         self._catch_up()
 
     def _catch_up(self) -> None:
@@ -542,9 +555,7 @@ class Download:
                 ):
                     if pending is not None:
                         await pending
-                    pending = asyncio.ensure_future(
-                        writer.call(writer.write, part, offset, b"".join(batch))
-                    )
+                    pending = asyncio.ensure_future(writer.call(writer.write, part, offset, batch))
                     offset += batch_len
                     batch, batch_len, last_flush = [], 0, now
                     self.on_progress(sum(p.written for p in self.parts), self.total)
@@ -571,7 +582,7 @@ class Download:
             if pending is not None:
                 await pending
             if batch:
-                await writer.call(writer.write, part, offset, b"".join(batch))
+                await writer.call(writer.write, part, offset, batch)
             self.on_progress(sum(p.written for p in self.parts), self.total)
 
 
