@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import tempfile
 from pathlib import Path
@@ -17,7 +18,7 @@ log = logging.getLogger("civitai.settings")
 REPO_DIR = Path(__file__).resolve().parent
 HOME_ENV = "CIVITAI_DAEMON_HOME"
 TOKEN_ENV = "CIVITAI_TOKEN"
-MODEL_TYPE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+SECRET_KEYS = ("civitai_token", "api_token", "viewer_token", "webhook_secret")
 
 
 class ConfigError(Exception):
@@ -56,7 +57,7 @@ class Settings(BaseModel):
     )
     workers: int = Field(2, ge=1, le=32, description="Concurrent downloads.")
     retries: int = Field(5, ge=1, le=100, description="Attempts per job for retryable failures.")
-    timeout: float = Field(
+    timeout: int | float = Field(
         60, gt=0, le=3600, description="Seconds without a byte before a connection is dead."
     )
     throttle: int = Field(0, ge=0, description="Total rate cap in bytes/s; 0 = none.")
@@ -229,20 +230,32 @@ def update_config(home: Path, **changes: Any) -> None:
     write_json_atomic(home / "config.json", data, mode=0o600)
 
 
-def _describe_error(path: Path, data: dict[str, Any], error: dict[str, Any]) -> str:
-    loc = [str(p) for p in error["loc"]]
-    key = ".".join(loc)
-    field = Settings.model_fields.get(loc[0]) if loc else None
-    allowed = error["msg"]
-    if error["type"] in ("literal_error", "enum"):
-        allowed = "one of " + error["ctx"]["expected"]
-    value = error.get("input")
-    if isinstance(value, SecretStr) or (
-        loc and loc[0] in ("civitai_token", "api_token", "viewer_token", "webhook_secret")
-    ):
-        value = "<hidden>"
-    hint = f" ({field.description})" if field and field.description else ""
-    return f"{path}: key '{key}' has value {json.dumps(value, default=str)}: {allowed}{hint}"
+_UNION_MEMBER = re.compile(r"^(int|float|str|bool|none|list\[.*\]|dict\[.*\]|.*\[.*\])$", re.I)
+
+
+def describe_errors(path: Path, errors: list[dict[str, Any]]) -> str:
+    """One line per bad key: the key, its value, and what is allowed."""
+    lines: dict[str, tuple[Any, list[str]]] = {}
+    for error in errors:
+        loc = [str(p) for p in error["loc"] if not _UNION_MEMBER.match(str(p))]
+        key = ".".join(loc)
+        allowed = error["msg"]
+        if error["type"] in ("literal_error", "enum"):
+            allowed = "one of " + error["ctx"]["expected"]
+        value = error.get("input")
+        if isinstance(value, SecretStr) or (loc and loc[0] in SECRET_KEYS):
+            value = "<hidden>"
+        if allowed not in lines.setdefault(key, (value, []))[1]:
+            lines[key][1].append(allowed)
+    out = []
+    for key, (value, allowed) in lines.items():
+        field = Settings.model_fields.get(key.split(".")[0])
+        hint = f" ({field.description})" if field and field.description else ""
+        out.append(
+            f"{path}: key '{key}' has value {json.dumps(value, default=str)}: "
+            f"{' or '.join(allowed)}{hint}"
+        )
+    return "\n".join(out)
 
 
 def load_settings(home: Path, environ: dict[str, str] | None = None) -> Settings:
@@ -258,21 +271,17 @@ def load_settings(home: Path, environ: dict[str, str] | None = None) -> Settings
     try:
         return _validate(known, home)
     except ValidationError as exc:
-        raise ConfigError(
-            "\n".join(_describe_error(path, data, e) for e in exc.errors(include_url=False))
-        ) from None
+        raise ConfigError(describe_errors(path, exc.errors(include_url=False))) from None
 
 
 def _validate(known: dict[str, Any], home: Path) -> Settings:
     # JSON types are checked strictly (a "2" is not a 2), but secrets and paths come as str.
-    for key in ("civitai_token", "api_token", "viewer_token", "webhook_secret"):
+    for key in SECRET_KEYS:
         if isinstance(known.get(key), str):
             known = {**known, key: SecretStr(known[key])}
     for target in known.get("notify") or []:
         if isinstance(target, dict) and isinstance(target.get("bot_token"), str):
             target["bot_token"] = SecretStr(target["bot_token"])
-    if isinstance(known.get("timeout"), int) and not isinstance(known["timeout"], bool):
-        known = {**known, "timeout": float(known["timeout"])}
     return Settings.model_validate({**known, "home": home})
 
 

@@ -23,6 +23,7 @@ BAD_VALUES = [
     ("workers", True, "valid integer"),
     ("retries", 2.5, "valid integer"),
     ("timeout", "60", "valid number"),
+    ("timeout", True, "valid integer or Input should be a valid number"),
     ("throttle", -1, "greater than or equal to 0"),
     ("log_level", "LOUD", "'DEBUG', 'INFO', 'WARNING' or 'ERROR'"),
     ("manifest_mode", "merge", "'replace' or 'append'"),
