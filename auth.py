@@ -17,12 +17,14 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
 from jose import JWTError, jwt
+from pydantic import SecretStr
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from settings import Settings
@@ -44,13 +46,15 @@ class Role(StrEnum):
     VIEWER = "viewer"  # viewer_token: may look
 
 
-def _secret(value: object) -> str | None:
-    got = value.get_secret_value() if value is not None else None  # type: ignore[attr-defined]
-    return got or None
+def _secret(value: SecretStr | None) -> str | None:
+    return (value.get_secret_value() or None) if value is not None else None
 
 
 def _same(presented: str, expected: str | None) -> bool:
-    return bool(expected) and hmac.compare_digest(presented.encode(), expected.encode())  # type: ignore[union-attr]
+    """Constant-time comparison; never equal to a key that is not set."""
+    if not expected:
+        return False
+    return hmac.compare_digest(presented.encode(), expected.encode())
 
 
 def role_for_key(settings: Settings, key: str | None) -> Role | None:
@@ -97,12 +101,12 @@ def read_session(secret: str, token: str | None) -> Role | None:
         return None
 
 
-def presented_key(request_headers: dict[str, str] | object) -> str | None:
-    headers = request_headers  # starlette Headers or a plain dict
-    header = headers.get("authorization", "") or ""  # type: ignore[attr-defined]
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The key from `Authorization: Bearer …` or `X-API-Key: …`."""
+    header = headers.get("authorization", "") or ""
     if header[:7].lower() == "bearer ":
         return header[7:].strip()
-    return headers.get("x-api-key")  # type: ignore[attr-defined]
+    return headers.get("x-api-key")
 
 
 def role_of(request: Request) -> Role | None:

@@ -90,7 +90,7 @@ class DownloadQueue:
         self._links: dict[int, Link] = {}
         self._live: dict[int, dict[str, Any]] = {}
         self._stopping = False
-        self.network_bytes = 0  # bytes received since start, for metrics and tests
+        self.network_bytes = 0  # bytes received since start (resumes make it less than sizes)
 
     # Lifecycle --------------------------------------------------------------------------
 

@@ -71,9 +71,18 @@ class Part:
         return {"idx": self.idx, "start": self.start, "end": self.end, "done": self.done}
 
 
-def split(size: int | None, connections: int) -> list[Part]:
+def split(size: int | None, connections: int, first_end: int | None = None) -> list[Part]:
+    """The parts of a file. `first_end`: the first part was already asked for up to there."""
     if not size or size < MULTIPART_MIN or connections <= 1:
         return [Part(0, 0, size - 1 if size else None)]
+    if first_end is not None and first_end + 1 < size:
+        rest = size - first_end - 1
+        step = -(-rest // (connections - 1))
+        return [Part(0, 0, first_end)] + [
+            Part(i + 1, first_end + 1 + i * step, min(size, first_end + 1 + (i + 1) * step) - 1)
+            for i in range(connections - 1)
+            if i * step < rest
+        ]
     step = -(-size // connections)
     return [
         Part(i, i * step, min(size, (i + 1) * step) - 1)
@@ -221,7 +230,6 @@ class Link:
         )
         self.url: str | None = None
         self.generation = 0
-        self.resolutions = 0
         self.lock = asyncio.Lock()
 
     async def get(self) -> tuple[str, int]:
@@ -229,7 +237,6 @@ class Link:
             if self.url is None:
                 if self.via_civitai:
                     self.url = await self.civitai.signed_link(self.download_url)
-                    self.resolutions += 1
                 else:
                     self.url = self.download_url
             return self.url, self.generation
@@ -310,7 +317,6 @@ class Download:
         self.fetched = 0  # bytes received over the network by this object
         # A deliberate throttle below the lowest speed must not look like a stalled link.
         self.watch_speed = not (0 < throttle.rate < LOW_SPEED_BYTES * 8)
-        self.requests = 0
 
     # Public -----------------------------------------------------------------------------
 
@@ -328,10 +334,13 @@ class Download:
             have = sum(p.done for p in self.parts)
             log.info("job %s: resuming with %d of %s bytes on disk", self.job_id, have, self.total)
             return await self._transfer(first=None)
-        # A fresh start: the first answer tells the size and whether Range works.
+        # A fresh start: the first answer tells the size and whether Range works. When Civitai
+        # said how big the file is, ask for just the first part, so the server does not push
+        # bytes past it that the other parts fetch anyway.
         if rows:
             await self.store.set_parts(self.job_id, [])
-        self.parts = [Part(0, 0, None)]
+        first_end = split(self.expected_size, self.connections)[0].end
+        self.parts = [Part(0, 0, first_end if first_end != (self.expected_size or 0) - 1 else None)]
         response = await self._open(self.parts[0], fresh=True)
         return await self._transfer(first=response)
 
@@ -392,7 +401,8 @@ class Download:
         self.validator = response.headers.get("etag") or response.headers.get("last-modified")
         if self.validator and self.validator.startswith("W/"):
             self.validator = None  # a weak ETag cannot validate a Range
-        self.parts = split(total, self.connections if ranged else 1)
+        asked_end = self.parts[0].end if response.status_code == 206 else None
+        self.parts = split(total, self.connections if ranged else 1, asked_end)
         row = await self.store.set_parts(
             self.job_id, [p.row() for p in self.parts], bytes_total=total, validator=self.validator
         )
@@ -424,12 +434,11 @@ class Download:
             headers["Accept-Encoding"] = "identity"
             end = "" if part.end is None else str(part.end)
             if fresh:
-                headers["Range"] = "bytes=0-"
+                headers["Range"] = f"bytes=0-{end}"
             else:
                 headers["Range"] = f"bytes={part.next_offset}-{end}"
                 if self.validator:
                     headers["If-Range"] = self.validator
-            self.requests += 1
             try:
                 response = await self._get_following(url, headers)
             except httpx.TimeoutException:

@@ -97,6 +97,7 @@ class CompletedList(BaseModel):
 class Metrics(BaseModel):
     jobs_by_status: dict[str, int]
     bytes_downloaded: int
+    bytes_fetched_since_start: int
     average_speed_bps: float
     failures: int
     queue_length: int
@@ -239,6 +240,7 @@ async def metrics(request: Request) -> dict[str, Any]:
     return {
         "jobs_by_status": counts,
         "bytes_downloaded": total_bytes,
+        "bytes_fetched_since_start": queue.network_bytes,
         "average_speed_bps": round(total_bytes / seconds, 1) if seconds > 0 else 0.0,
         "failures": counts.get("failed", 0),
         "queue_length": counts.get("queued", 0),

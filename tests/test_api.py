@@ -176,6 +176,7 @@ def test_list_filter_and_metrics(civitai, daemon):
         m = c.get("/api/metrics").json()
     assert m["jobs_by_status"] == {"completed": 1, "failed": 1}
     assert m["bytes_downloaded"] == 10_000 and m["failures"] == 1 and m["queue_length"] == 0
+    assert m["bytes_fetched_since_start"] == 10_000
     assert m["average_speed_bps"] > 0
     d.stop()
 

@@ -41,13 +41,13 @@ def rss_mb(pid: int) -> float:
 
 def test_crash_loop_loses_no_job_and_no_byte(civitai, daemon, home):
     rng = random.Random(seed())
-    sizes = [500_000, 2 * MB, 6 * MB, 12 * MB, 30 * MB, 70 * MB]
+    sizes = [500_000, 2 * MB, 6 * MB, 12 * MB, 30 * MB, 70 * MB, 128 * MB]
     files = {}
     for i, size in enumerate(sizes):
         data = rng.randbytes(size)
         civitai.add_simple(i + 1, 100 + i, data, filename=f"crash{i}.safetensors")
         files[f"crash{i}.safetensors"] = hashlib.sha256(data).hexdigest()
-    civitai.default_rate = 1_500_000  # per connection, so the kills land mid-transfer
+    civitai.default_rate = 1_000_000  # per connection, so the kills land mid-transfer
     d = daemon(workers=2, connections=2)
     with d.client() as c:
         r = c.post(
