@@ -26,7 +26,7 @@ import httpcore._async.http11 as _http11
 import httpx
 
 import errors
-from civitai import CivitaiClient, error_for
+from civitai import CivitaiClient, error_for, retry_after_seconds
 from database import Store
 
 log = logging.getLogger("civitai.downloader")
@@ -463,10 +463,10 @@ class Download:
                 if status in (404, 410):  # a fresh link that is gone too: the file is gone
                     raise errors.FileNotFound(f"the CDN answered {status} for a fresh link")
                 raise errors.LinkRefused(status)
+            if not self.link.via_civitai:
+                raise _direct_error(status, response, _host(url))
             error = error_for(response, self.civitai.token is not None)
             assert error is not None
-            if isinstance(error, errors.NotFoundOnCivitai) and not self.link.via_civitai:
-                raise errors.FileNotFound(f"{url} answered 404")
             raise error
         raise AssertionError("unreachable")
 
@@ -602,6 +602,16 @@ def _total_size(response: httpx.Response) -> int | None:
     if response.status_code == 200 and length and length.isdigit():
         return int(length)
     return None
+
+
+def _direct_error(status: int, response: httpx.Response, host: str) -> errors.DaemonError:
+    """An error answer of a direct (non-Civitai) download, named by host only: the URL itself
+    may carry a token and must not reach the database or the API."""
+    if status == 429:
+        return errors.RateLimited(retry_after_seconds(response))
+    if status >= 500:
+        return errors.ServerError(status, where=host)
+    return errors.DownloadError(f"{host} refused the download ({status} {response.reason_phrase})")
 
 
 def _host(url: str) -> str:

@@ -555,6 +555,18 @@ def test_direct_urls_only_from_allowed_hosts(civitai, daemon, home):
     d.stop()
 
 
+def test_a_direct_url_refused_by_its_host_says_so_without_the_url(civitai, daemon):
+    civitai.add_simple(1, 10, b"x")
+    d = daemon(allowed_hosts=["127.0.0.2"])
+    missing = f"{civitai.cdn_url}/file/424242/nothing.bin?token=secret-in-url"
+    with d.client() as c:
+        job = c.post("/api/download", json={"url": missing, "model_type": "other"}).json()
+        failed = wait_job(c, job["id"], ("failed",))
+    assert failed["error"].startswith("127.0.0.2 refused the download (404")
+    assert "secret-in-url" not in failed["error"] and failed["attempts"] == 0
+    d.stop()
+
+
 def test_restart_requeues_manifest_entries_unless_completed(civitai, daemon, home):
     civitai.add_simple(1, 10, blob(10_000, 1), filename="a.safetensors")
     civitai.add_simple(2, 20, blob(10_000, 2), filename="b.safetensors")
