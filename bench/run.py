@@ -146,6 +146,36 @@ def daemon_fetch(url: str, sha: str, connections: int) -> dict[str, float]:
         d.stop()
 
 
+def aria2c(out: Path, name: str, url: str, sha: str, *extra: str) -> dict[str, float]:
+    return run_tool(
+        [
+            "aria2c",
+            "-q",
+            *extra,
+            "--allow-overwrite=true",
+            "--file-allocation=none",
+            f"--checksum=sha-256={sha}",
+            "-d",
+            str(out),
+            "-o",
+            name,
+            url,
+        ]
+    )
+
+
+def measure(tools: dict, runs: int, target: Path) -> dict[str, dict[str, float]]:
+    """Median of `runs` runs of each tool; the downloaded file is removed after each."""
+    results = {}
+    for label, fn in tools.items():
+        samples = []
+        for _ in range(runs):
+            samples.append(fn())
+            target.unlink(missing_ok=True)
+        results[label] = median(samples)
+    return results
+
+
 def median(runs: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
@@ -170,30 +200,11 @@ def scenario_large(work: Path, size: int, runs: int, rows: list) -> None:
     tools = {
         "curl -o (no verification)": lambda: run_tool(["curl", "-s", "-o", str(out / name), url]),
         "curl -o, then fsync": curl_durable,
-        "aria2c --checksum=sha-256": lambda: run_tool(
-            [
-                "aria2c",
-                "-q",
-                "--allow-overwrite=true",
-                "--file-allocation=none",
-                f"--checksum=sha-256={sha}",
-                "-d",
-                str(out),
-                "-o",
-                name,
-                url,
-            ]
-        ),
+        "aria2c --checksum=sha-256": lambda: aria2c(out, name, url, sha),
         "daemon, connections 1 (with SHA256)": lambda: daemon_fetch(url, sha, 1),
         "daemon, connections 4 (with SHA256)": lambda: daemon_fetch(url, sha, 4),
     }
-    results = {}
-    for label, fn in tools.items():
-        samples = []
-        for _ in range(runs):
-            samples.append(fn())
-            (out / name).unlink(missing_ok=True)
-        results[label] = median(samples)
+    results = measure(tools, runs, out / name)
     server.stop()
     curl = results["curl -o (no verification)"]["wall"]
     aria = results["aria2c --checksum=sha-256"]["wall"]
@@ -219,33 +230,11 @@ def scenario_capped(work: Path, runs: int, rows: list, cap: int = 20 * 1000 * 10
     out = work / "out"
     tools = {
         "curl": lambda: run_tool(["curl", "-s", "-o", str(out / name), url]),
-        "aria2c -x4 -s4": lambda: run_tool(
-            [
-                "aria2c",
-                "-q",
-                "-x4",
-                "-s4",
-                "-k1M",
-                "--allow-overwrite=true",
-                "--file-allocation=none",
-                f"--checksum=sha-256={sha}",
-                "-d",
-                str(out),
-                "-o",
-                name,
-                url,
-            ]
-        ),
+        "aria2c -x4 -s4": lambda: aria2c(out, name, url, sha, "-x4", "-s4", "-k1M"),
         "daemon, connections 1": lambda: daemon_fetch(url, sha, 1),
         "daemon, connections 4": lambda: daemon_fetch(url, sha, 4),
     }
-    results = {}
-    for label, fn in tools.items():
-        samples = []
-        for _ in range(max(1, runs - 1)):
-            samples.append(fn())
-            (out / name).unlink(missing_ok=True)
-        results[label] = median(samples)
+    results = measure(tools, max(1, runs - 1), out / name)
     server.stop()
     one = results["daemon, connections 1"]["wall"]
     aria = results["aria2c -x4 -s4"]["wall"]
