@@ -214,6 +214,14 @@ def wait_job(client: httpx.Client, job_id: int, statuses=("completed",), timeout
         raise AssertionError(f"{exc}; last seen {seen.get('job')}") from None
 
 
+def run_job(d: DaemonProcess, request: dict, statuses=("completed",), timeout: float = 30):
+    """Queue one download on the daemon and wait until it reaches one of `statuses`."""
+    with d.client() as c:
+        job = c.post("/api/download", json=request)
+        assert job.status_code == 202, job.text
+        return wait_job(c, job.json()["id"], statuses, timeout)
+
+
 @pytest.fixture
 def daemon(home: Path, civitai: FakeCivitai, daemon_factory):
     """Start the daemon against the fake Civitai: `d = daemon(workers=1, ...)`."""

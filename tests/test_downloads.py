@@ -11,7 +11,7 @@ import time
 import pytest
 from sqlite_utils import Database
 
-from tests.conftest import wait_for, wait_job
+from tests.conftest import run_job, wait_for, wait_job
 from tests.fake_civitai import TOKEN
 
 MB = 1024 * 1024
@@ -158,9 +158,7 @@ def test_dropped_connection_resumes_and_completes(civitai, daemon, home):
     civitai.add_simple(1, 10, data)
     civitai.fault("cdn", drop_after=700_000)
     d = daemon()
-    with d.client() as c:
-        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
-        done = wait_job(c, job["id"])
+    done = run_job(d, {"modelVersionId": 10, "model_type": "lora"})
     assert done["sha256"] == sha(data) and done["attempts"] == 1
     ranges = [r.range for r in civitai.requests_to("cdn", "/file")]
     assert ranges[0] == "bytes=0-" and ranges[1].startswith("bytes=") and ranges[1] != "bytes=0-", (
@@ -179,9 +177,7 @@ def test_5xx_and_429_sequences_are_retried_and_retry_after_is_honoured(civitai, 
     civitai.fault("cdn", status=503)
     civitai.fault("cdn", status=429, retry_after=1.5)
     d = daemon(retries=5)
-    with d.client() as c:
-        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
-        done = wait_job(c, job["id"], timeout=30)
+    done = run_job(d, {"modelVersionId": 10, "model_type": "lora"}, timeout=30)
     assert done["attempts"] == 3 and done["sha256"] == sha(data)
     cdn = civitai.requests_to("cdn", "/file")
     assert len(cdn) == 4
@@ -204,9 +200,7 @@ def test_retries_are_bounded_and_the_error_says_why(civitai, daemon):
     civitai.add_simple(1, 10, b"x" * 1000)
     civitai.fault("cdn", status=503, times=10)
     d = daemon(retries=2)
-    with d.client() as c:
-        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
-        failed = wait_job(c, job["id"], ("failed",), timeout=30)
+    failed = run_job(d, {"modelVersionId": 10, "model_type": "lora"}, ("failed",), timeout=30)
     assert "Gave up after 2 attempts" in failed["error"] and "503" in failed["error"]
     assert len(civitai.requests_to("cdn", "/file")) == 2
     d.stop()
@@ -218,19 +212,18 @@ def test_login_required_fails_at_once_with_the_token_message_then_works_with_a_t
     data = blob(200_000)
     civitai.add_simple(1, 10, data, login_required=True)
     d = daemon()
-    with d.client() as c:
-        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
-        failed = wait_job(c, job["id"], ("failed",))
+    failed = run_job(d, {"modelVersionId": 10, "model_type": "lora"}, ("failed",))
     assert "needs a Civitai login" in failed["error"] and "civitai_token" in failed["error"]
     assert failed["attempts"] == 0
     assert len(civitai.requests_to("api", "/api/download")) == 1  # not retried
     d.stop()
     d2 = daemon_factory(home, env={"CIVITAI_TOKEN": TOKEN}).start()
+    job_id = failed["id"]
     with d2.client() as c:
-        retried = c.post(f"/api/jobs/{job['id']}/retry").json()
+        retried = c.post(f"/api/jobs/{job_id}/retry").json()
         assert retried["status"] == "queued" and retried["error"] is None
-        done = wait_job(c, job["id"])
-        body = json.dumps(c.get(f"/api/jobs/{job['id']}").json())
+        done = wait_job(c, job_id)
+        body = json.dumps(c.get(f"/api/jobs/{job_id}").json())
     assert done["sha256"] == sha(data)
     assert (
         civitai.requests_to("api", "/api/download")[-1].headers["authorization"]
@@ -256,9 +249,7 @@ def test_login_required_fails_at_once_with_the_token_message_then_works_with_a_t
 def test_civitai_refusals_fail_at_once_with_a_reason(civitai, daemon, kind, expected):
     civitai.add_simple(1, 10, b"x", **kind)
     d = daemon()
-    with d.client() as c:
-        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
-        failed = wait_job(c, job["id"], ("failed",))
+    failed = run_job(d, {"modelVersionId": 10, "model_type": "lora"}, ("failed",))
     assert expected in failed["error"] and failed["attempts"] == 0
     d.stop()
 
@@ -268,9 +259,7 @@ def test_corrupt_bytes_are_fetched_once_more(civitai, daemon, home):
     civitai.add_simple(1, 10, data, filename="m.safetensors")
     civitai.fault("cdn", corrupt=True)
     d = daemon()
-    with d.client() as c:
-        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
-        done = wait_job(c, job["id"])
+    done = run_job(d, {"modelVersionId": 10, "model_type": "lora"})
     assert done["sha256"] == sha(data)
     assert (home / "data/models/lora/m.safetensors").read_bytes() == data
     assert len(civitai.requests_to("cdn", "/file")) == 2
@@ -282,9 +271,7 @@ def test_second_mismatch_fails_with_both_hashes_and_keeps_unverified(civitai, da
     f = civitai.add_simple(1, 10, data, filename="m.safetensors")
     f.published_sha256 = "AB" * 32  # Civitai publishes a wrong hash
     d = daemon()
-    with d.client() as c:
-        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
-        failed = wait_job(c, job["id"], ("failed",))
+    failed = run_job(d, {"modelVersionId": 10, "model_type": "lora"}, ("failed",))
     assert "ab" * 32 in failed["error"] and sha(data) in failed["error"]
     folder = home / "data/models/lora"
     assert not (folder / "m.safetensors").exists()
@@ -299,9 +286,7 @@ def test_server_ignoring_range_starts_over_cleanly(civitai, daemon, home):
     civitai.fault("cdn", drop_after=600_000)
     civitai.fault("cdn", ignore_range=True)
     d = daemon()
-    with d.client() as c:
-        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
-        done = wait_job(c, job["id"])
+    done = run_job(d, {"modelVersionId": 10, "model_type": "lora"})
     assert done["sha256"] == sha(data)
     assert (home / "data/models/lora/m.safetensors").read_bytes() == data
     d.stop()
@@ -328,9 +313,7 @@ def test_html_page_instead_of_the_file_is_never_saved(civitai, daemon, home):
     civitai.add_simple(1, 10, data, filename="m.safetensors")
     civitai.fault("cdn", html=True)
     d = daemon()
-    with d.client() as c:
-        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
-        done = wait_job(c, job["id"])
+    done = run_job(d, {"modelVersionId": 10, "model_type": "lora"})
     assert done["attempts"] == 1
     assert (home / "data/models/lora/m.safetensors").read_bytes() == data
     d.stop()
@@ -341,9 +324,7 @@ def test_stalled_body_is_detected_and_resumed(civitai, daemon):
     civitai.add_simple(1, 10, data)
     civitai.fault("cdn", stall_after=300_000)
     d = daemon(timeout=1)
-    with d.client() as c:
-        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
-        done = wait_job(c, job["id"], timeout=20)
+    done = run_job(d, {"modelVersionId": 10, "model_type": "lora"}, timeout=20)
     assert done["attempts"] == 1 and done["sha256"] == sha(data)
     d.stop()
 
@@ -353,9 +334,7 @@ def test_trickling_body_is_caught_by_the_lowest_speed_watchdog(civitai, daemon):
     civitai.add_simple(1, 10, data)
     civitai.fault("cdn", rate=400)  # 400 B/s: bytes keep coming, so a read timeout never fires
     d = daemon(timeout=2)
-    with d.client() as c:
-        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
-        done = wait_job(c, job["id"], timeout=20)
+    done = run_job(d, {"modelVersionId": 10, "model_type": "lora"}, timeout=20)
     assert done["attempts"] == 1 and done["sha256"] == sha(data)
     d.stop()
 
@@ -464,9 +443,7 @@ def test_file_already_in_place_completes_without_transfer(civitai, daemon, home)
     folder.mkdir(parents=True)
     (folder / "m.safetensors").write_bytes(data)
     d = daemon()
-    with d.client() as c:
-        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
-        done = wait_job(c, job["id"])
+    done = run_job(d, {"modelVersionId": 10, "model_type": "lora"})
     assert done["sha256"] == sha(data)
     assert civitai.requests_to("cdn", "/file") == []
     assert civitai.requests_to("api", "/api/download") == []
@@ -479,9 +456,7 @@ def test_different_file_in_place_is_never_overwritten(civitai, daemon, home):
     folder.mkdir(parents=True)
     (folder / "m.safetensors").write_bytes(b"my own file")
     d = daemon()
-    with d.client() as c:
-        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
-        failed = wait_job(c, job["id"], ("failed",))
+    failed = run_job(d, {"modelVersionId": 10, "model_type": "lora"}, ("failed",))
     assert "not overwritten" in failed["error"]
     assert (folder / "m.safetensors").read_bytes() == b"my own file"
     d.stop()
@@ -491,9 +466,7 @@ def test_too_little_disk_space_is_a_clear_error_before_any_transfer(civitai, dae
     f = civitai.add_simple(1, 10, b"small really")
     f.advertised_size = 2**60  # the API says an exabyte
     d = daemon()
-    with d.client() as c:
-        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
-        failed = wait_job(c, job["id"], ("failed",))
+    failed = run_job(d, {"modelVersionId": 10, "model_type": "lora"}, ("failed",))
     assert "Not enough disk space" in failed["error"] and "free" in failed["error"]
     assert civitai.requests_to("cdn", "/file") == []
     d.stop()
@@ -559,9 +532,7 @@ def test_a_direct_url_refused_by_its_host_says_so_without_the_url(civitai, daemo
     civitai.add_simple(1, 10, b"x")
     d = daemon(allowed_hosts=["127.0.0.2"])
     missing = f"{civitai.cdn_url}/file/424242/nothing.bin?token=secret-in-url"
-    with d.client() as c:
-        job = c.post("/api/download", json={"url": missing, "model_type": "other"}).json()
-        failed = wait_job(c, job["id"], ("failed",))
+    failed = run_job(d, {"url": missing, "model_type": "other"}, ("failed",))
     assert failed["error"].startswith("127.0.0.2 refused the download (404")
     assert "secret-in-url" not in failed["error"] and failed["attempts"] == 0
     d.stop()

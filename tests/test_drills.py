@@ -20,7 +20,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from tests.conftest import wait_for, wait_job
+from tests.conftest import run_job, wait_for, wait_job
 from tests.fake_civitai import TOKEN
 
 MB = 1024 * 1024
@@ -83,9 +83,7 @@ def test_a_429_storm_never_becomes_a_retry_storm(civitai, daemon):
     civitai.fault("download", status=429, times=1000)
     d = daemon(retries=3)
     started = time.monotonic()
-    with d.client() as c:
-        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
-        failed = wait_job(c, job["id"], ("failed",), timeout=30)
+    failed = run_job(d, {"modelVersionId": 10, "model_type": "lora"}, ("failed",), timeout=30)
     assert "rate limiting" in failed["error"] and "Gave up after 3 attempts" in failed["error"]
     assert len(civitai.requests_to("api", "/api/download")) == 3
     assert time.monotonic() - started < 30
@@ -99,9 +97,7 @@ def test_drops_at_random_offsets_still_complete_with_nothing_fetched_twice(civit
     for _ in range(4):
         civitai.fault("cdn", drop_after=rng.randrange(100_000, 1_000_000))
     d = daemon(retries=6)
-    with d.client() as c:
-        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
-        done = wait_job(c, job["id"], timeout=60)
+    done = run_job(d, {"modelVersionId": 10, "model_type": "lora"}, timeout=60)
     assert done["sha256"] == hashlib.sha256(data).hexdigest() and done["attempts"] == 4
     assert sum(r.sent for r in civitai.requests_to("cdn", "/file")) == len(data)
     d.stop()
