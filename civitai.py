@@ -38,7 +38,6 @@ class Resolved:
     sha256: str | None = None
     model_name: str | None = None
     version_name: str | None = None
-    civitai_type: str | None = None
     info: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
@@ -273,7 +272,6 @@ class CivitaiClient:
             sha256=request.sha256 or (sha.lower() if sha else None),
             model_name=model.get("name"),
             version_name=version.get("name"),
-            civitai_type=model.get("type"),
             info=version,
         )
 

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import httpcore._async.http11 as _http11
 import httpx
@@ -256,19 +256,6 @@ class Link:
 class Result:
     sha256: str
     size: int
-
-
-def disposition_filename(value: str | None) -> str | None:
-    """The file name of a Content-Disposition header (RFC 6266, or Civitai's raw UTF-8)."""
-    if not value:
-        return None
-    if m := re.search(r"filename\*\s*=\s*([^']*)'[^']*'([^;]+)", value, re.I):
-        return unquote(m[2].strip().strip('"'), encoding=m[1] or "utf-8", errors="replace")
-    if m := re.search(r'filename\s*=\s*"((?:[^"\\]|\\.)*)"', value, re.I):
-        return m[1].replace('\\"', '"')
-    if m := re.search(r"filename\s*=\s*([^;]+)", value, re.I):
-        return m[1].strip()
-    return None
 
 
 def looks_like_a_page(content_type: str, first: bytes) -> bool:

@@ -43,7 +43,6 @@ class Subscription:
         self.bus = bus
         self.maxsize = maxsize
         self.wants_progress = progress
-        self.dropped = 0
         self._items: deque[Event] = deque()
         self._ready = asyncio.Event()
 
@@ -59,20 +58,15 @@ class Subscription:
         for i, queued in enumerate(self._items):
             if isinstance(queued, JobEvent) and queued.progress:
                 del self._items[i]
-                self.dropped += 1
                 return
         # Nothing but status events: still never block the publisher.
         self._items.popleft()
-        self.dropped += 1
 
     async def get(self) -> Event:
         while not self._items:
             self._ready.clear()
             await self._ready.wait()
         return self._items.popleft()
-
-    def pending(self) -> int:
-        return len(self._items)
 
     def close(self) -> None:
         self.bus.unsubscribe(self)
@@ -104,7 +98,3 @@ class EventBus:
             except Exception:  # a broken subscriber must not break the publisher
                 log.exception("event subscriber failed; dropping it")
                 self.unsubscribe(sub)
-
-    @property
-    def subscriber_count(self) -> int:
-        return len(self._subscribers)

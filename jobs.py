@@ -73,7 +73,6 @@ TRANSITIONS: dict[JobStatus, set[JobStatus]] = {
 class IllegalTransition(RuntimeError):
     def __init__(self, job_id: int, old: str, new: str) -> None:
         super().__init__(f"Job {job_id} cannot go from {old} to {new}")
-        self.old = old
 
 
 def check_transition(job_id: int, old: str, new: JobStatus) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -74,10 +73,3 @@ async def _fetch_preview(
         log.warning("cannot write %s: %s", target, exc)
         return None
     return target
-
-
-def read_info(model_path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(info_path(model_path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
