@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from auth import Role, role_of
 from errors import InvalidRequest
 from manifest import parse_entries
+from webhooks import signature
 
 log = logging.getLogger("civitai.webhook")
 router = APIRouter(tags=["webhook"])
@@ -28,10 +29,12 @@ class WebhookResult(BaseModel):
 
 
 def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
-    if not header or not header.startswith("sha256="):
+    """The same signature the daemon puts on its own webhooks, compared in constant time."""
+    if not header:
         return False
-    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(header[7:].strip().lower(), expected)
+    prefix, _, digest = header.strip().partition("=")
+    given = f"{prefix}={digest.lower()}"  # hex in either case; the prefix exactly `sha256`
+    return hmac.compare_digest(given.encode(), signature(secret, body).encode())
 
 
 @router.post("/webhook", status_code=202, response_model=WebhookResult)
