@@ -259,6 +259,7 @@ class Result:
 
 
 def looks_like_a_page(content_type: str, first: bytes) -> bool:
+    """A web page or an error document, by its type or by its first bytes: never a model."""
     ct = content_type.lower()
     if "text/html" in ct or "application/json" in ct or "text/xml" in ct:
         return True
@@ -478,7 +479,7 @@ class Download:
         self, response: httpx.Response, part: Part, fresh: bool
     ) -> httpx.Response:
         ct = response.headers.get("content-type", "")
-        if any(t in ct.lower() for t in ("text/html", "application/json", "text/xml")):
+        if looks_like_a_page(ct, b""):
             await response.aclose()
             raise errors.UnexpectedContent(ct, _host(str(response.url)))
         if response.status_code == 200 and not fresh and part.next_offset > 0:
