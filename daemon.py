@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -36,15 +35,6 @@ log = logging.getLogger("civitai.daemon")
 
 PROGRESS_INTERVAL = 0.25  # at most 4 progress events a second per job
 SPACE_MARGIN = 16 * 1024 * 1024
-HASH_CHUNK = 4 * 1024 * 1024
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def fsync_dir(path: Path) -> None:
@@ -402,7 +392,7 @@ class DownloadQueue:
         if await asyncio.to_thread(path.exists):
             if not swap:
                 return await self._already_there(row, path, expected)
-            actual = await asyncio.to_thread(sha256_file, path)
+            actual = await asyncio.to_thread(library.sha256_file, path)
             if actual == expected:
                 size = (await asyncio.to_thread(path.stat)).st_size
                 return await self._complete(row, path, actual, size, 0.0)
@@ -539,7 +529,7 @@ class DownloadQueue:
         """A file at the final path: the right one completes the job; any other is kept."""
         if not expected:
             raise errors.FileConflict(str(path))
-        actual = await asyncio.to_thread(sha256_file, path)
+        actual = await asyncio.to_thread(library.sha256_file, path)
         if actual != expected:
             raise errors.FileConflict(str(path))
         log.info("job %s: %s is already in place and verified", row["id"], path)

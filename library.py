@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger("civitai.library")
@@ -19,6 +21,20 @@ SIDECAR_SUFFIXES = (
     ".preview.mp4",
     ".preview.webm",
 )
+
+
+HASH_CHUNK = 8 * 1024 * 1024
+
+
+def sha256_file(path: Path, on_chunk: Callable[[int], None] | None = None) -> str:
+    """The SHA256 of a file on disk, read once; `on_chunk(n)` after every n bytes read."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            h.update(chunk)
+            if on_chunk is not None:
+                on_chunk(len(chunk))
+    return h.hexdigest()
 
 
 def versioned_name(filename: str, version_id: int) -> str:

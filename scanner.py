@@ -4,7 +4,6 @@ track what it knows. Hashes are cached by path, size and mtime, so a second scan
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,13 +17,13 @@ import manifest
 from civitai import CivitaiClient, with_retries
 from database import Store, utcnow
 from jobs import MODEL_TYPE_RE
+from library import sha256_file
 from metadata import write_sidecars
 from settings import Settings
 
 log = logging.getLogger("civitai.scanner")
 
 MODEL_SUFFIXES = {".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".sft", ".onnx"}
-READ = 8 * 1024 * 1024
 
 
 @dataclass
@@ -161,19 +160,14 @@ class Scanner:
             self.state.cached += 1
             self.state.bytes_done += st.st_size
             return cached
-        sha = await asyncio.to_thread(self._hash_file, path)
+        sha = await asyncio.to_thread(sha256_file, path, self._count)
         row = {"path": key, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
         await self.store.run(lambda db: db["file_hashes"].upsert(row, pk="path"))
         self.state.hashed += 1
         return sha
 
-    def _hash_file(self, path: Path) -> str:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(READ):
-                h.update(chunk)
-                self.state.bytes_done += len(chunk)
-        return h.hexdigest()
+    def _count(self, n: int) -> None:
+        self.state.bytes_done += n
 
     async def _adopt(
         self, path: Path, model_type: str, sha: str, version: dict[str, Any]
