@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from settings import ConfigError, read_config, resolve_home
+from settings import ConfigError, local_url, read_config, resolve_home
 
 EXIT_NO_DAEMON = 3
 
@@ -59,9 +59,7 @@ def connect(home_arg: str | None) -> httpx.Client:
             f"No daemon has run with the home {home} yet (config.json has no active_port or "
             f"api_token). Start it with: uv run launch.py --home {home}"
         )
-    host = config.get("host") or "127.0.0.1"
-    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    base = local_url(config.get("host") or "127.0.0.1", port)
     return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120)
 
 

@@ -15,8 +15,15 @@ from collections.abc import Iterator
 
 import uvicorn
 
-from settings import ConfigError, ensure_api_token, ensure_home, load_settings, resolve_home
-from settings import update_config as save_config
+from settings import (
+    ConfigError,
+    ensure_api_token,
+    ensure_home,
+    load_settings,
+    local_url,
+    resolve_home,
+    update_config,
+)
 
 PORT_RANGE = range(8100, 8201)
 # ComfyUI's default port; the daemon runs beside it, so never take it by chance.
@@ -74,10 +81,7 @@ def open_port(host: str, port: int | None, source: str) -> socket.socket:
 
 
 def gui_url(host: str, port: int) -> str:
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
-    if ":" in shown and not shown.startswith("["):
-        shown = f"[{shown}]"
-    return f"http://{shown}:{port}/gui"
+    return f"{local_url(host, port)}/gui"
 
 
 class Server(uvicorn.Server):
@@ -139,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     bound = sock.getsockname()[1]
     if port is None:
-        save_config(home, active_port=bound)
+        update_config(home, active_port=bound)
     settings = ensure_api_token(settings.model_copy(update={"active_port": bound}))
 
     from logger import setup_logging

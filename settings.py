@@ -173,6 +173,14 @@ def default_config() -> dict[str, Any]:
     return Settings().model_dump(mode="json", exclude={"home"})
 
 
+def local_url(host: str, port: int) -> str:
+    """The address a program on this machine uses to reach a daemon bound to `host`."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}"
+
+
 def resolve_home(arg: str | os.PathLike | None = None) -> Path:
     """--home, else $CIVITAI_DAEMON_HOME, else the repo folder."""
     chosen = arg or os.environ.get(HOME_ENV) or REPO_DIR
