@@ -213,32 +213,34 @@ def describe_errors(errors: list[dict[str, Any]]) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-PUBLIC_FIELDS = (
-    "id",
-    "status",
-    "model_type",
-    "modelId",
-    "modelVersionId",
-    "filename",
-    "path",
-    "sha256",
-    "priority",
-    "bytes_done",
-    "bytes_total",
-    "speed_bps",
-    "attempts",
-    "error",
-    "created_at",
-    "updated_at",
-    "completed_at",
-)
-EXTRA_FIELDS = ("model_name", "version_name", "fileId")
+class Job(BaseModel):
+    """The job object of the API, WebSocket and webhooks (SPEC §5): no internal columns."""
+
+    id: int
+    status: str
+    model_type: str
+    modelId: int | None = None  # noqa: N815
+    modelVersionId: int | None = None  # noqa: N815
+    fileId: int | None = None  # noqa: N815
+    filename: str | None = None
+    path: str | None = None
+    sha256: str | None = None
+    priority: int
+    bytes_done: int = 0
+    bytes_total: int | None = None
+    speed_bps: float = 0
+    attempts: int = 0
+    error: str | None = None
+    model_name: str | None = None
+    version_name: str | None = None
+    created_at: str
+    updated_at: str | None = None
+    completed_at: str | None = None
 
 
 def public_job(row: dict[str, Any]) -> dict[str, Any]:
     """The job object of the API, WebSocket and webhooks: no internal columns, no secrets."""
-    job = {k: row.get(k) for k in PUBLIC_FIELDS}
-    job.update({k: row.get(k) for k in EXTRA_FIELDS})
+    job = {k: row.get(k) for k in Job.model_fields}
     job["bytes_done"] = job["bytes_done"] or 0
     job["speed_bps"] = round(job["speed_bps"] or 0)
     return job

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from auth import require_key
 from daemon import DownloadQueue
 from errors import InvalidRequest
-from jobs import MAX_ID, JobRequest
+from jobs import MAX_ID, Job, JobRequest
 from manifest import parse_entries
 
 router = APIRouter(prefix="/api", tags=["jobs"], dependencies=[Depends(require_key)])
@@ -22,29 +22,6 @@ JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="A job id")]
 Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
 
 MAX_BATCH = 5000
-
-
-class Job(BaseModel):
-    id: int
-    status: str
-    model_type: str
-    modelId: int | None = None  # noqa: N815
-    modelVersionId: int | None = None  # noqa: N815
-    fileId: int | None = None  # noqa: N815
-    filename: str | None = None
-    path: str | None = None
-    sha256: str | None = None
-    priority: int
-    bytes_done: int = 0
-    bytes_total: int | None = None
-    speed_bps: float = 0
-    attempts: int = 0
-    error: str | None = None
-    model_name: str | None = None
-    version_name: str | None = None
-    created_at: str
-    updated_at: str | None = None
-    completed_at: str | None = None
 
 
 class BatchError(BaseModel):
