@@ -3,102 +3,35 @@
 - Keys: `api_token` (admin: everything) and the optional `viewer_token` (read-only: every GET,
   the WebSocket, the GUI; 403 on any change). Sent as `Authorization: Bearer` or `X-API-Key`,
   compared in constant time.
-- The GUI logs in with a key and gets an HttpOnly, SameSite=Strict cookie holding an HS256 JWT
-  (python-jose) signed with a secret generated into the home and never shown.
+- The GUI logs in with a key and gets an HttpOnly, SameSite=Strict cookie holding a session
+  (sessions.py): an HS256 JWT that ends on Log out and when its key changes.
 - Browser-borne attacks on a local daemon: the `Host` header must name this daemon (DNS
   rebinding), and state-changing requests from another origin or in form encodings are refused.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
-import os
-import secrets
-import time
 from collections.abc import Mapping
-from enum import StrEnum
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
-from jose import JWTError, jwt
-from pydantic import SecretStr
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from roles import Role, role_for_key
 from settings import Settings
 
 log = logging.getLogger("civitai.auth")
 
+__all__ = ["COOKIE", "GuardMiddleware", "Role", "exposure_warning", "require_key", "role_of"]
+
 COOKIE = "civitai_session"
-SESSION_SECONDS = 7 * 24 * 3600
-ALGORITHM = "HS256"
 LOOPBACK_NAMES = ["localhost", "127.0.0.1", "::1"]
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
 MAX_BODY = 1024 * 1024  # a JSON request
 MAX_UPLOAD = 10 * 1024 * 1024  # /api/batch: a manifest of thousands of entries
-
-
-class Role(StrEnum):
-    ADMIN = "admin"  # api_token: may change things
-    VIEWER = "viewer"  # viewer_token: may look
-
-
-def _secret(value: SecretStr | None) -> str | None:
-    return (value.get_secret_value() or None) if value is not None else None
-
-
-def _same(presented: str, expected: str | None) -> bool:
-    """Constant-time comparison; never equal to a key that is not set."""
-    if not expected:
-        return False
-    return hmac.compare_digest(presented.encode(), expected.encode())
-
-
-def role_for_key(settings: Settings, key: str | None) -> Role | None:
-    if not key:
-        return None
-    if _same(key, _secret(settings.api_token)):
-        return Role.ADMIN
-    if _same(key, _secret(settings.viewer_token)):
-        return Role.VIEWER
-    return None
-
-
-def load_session_secret(home: Path) -> str:
-    """The JWT signing secret: made once, kept in the home (mode 600), never sent anywhere."""
-    path = home / "data" / "session.key"
-    try:
-        value = path.read_text().strip()
-        if len(value) >= 32:
-            return value
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value)
-    return value
-
-
-def make_session(secret: str, role: Role, now: float | None = None) -> str:
-    issued = int(now if now is not None else time.time())
-    claims = {"sub": role.value, "iat": issued, "exp": issued + SESSION_SECONDS}
-    return jwt.encode(claims, secret, algorithm=ALGORITHM)
-
-
-def read_session(secret: str, token: str | None) -> Role | None:
-    """The role a session cookie grants, or None: bad signature, other algorithm, expired."""
-    if not token:
-        return None
-    try:
-        claims = jwt.decode(token, secret, algorithms=[ALGORITHM])
-        return Role(claims["sub"])
-    except (JWTError, KeyError, ValueError):
-        return None
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
@@ -115,7 +48,7 @@ def role_of(request: Request) -> Role | None:
     key = presented_key(request.headers)
     if key is not None:
         return role_for_key(settings, key)
-    return read_session(request.app.state.session_secret, request.cookies.get(COOKIE))
+    return request.app.state.sessions.role(settings, request.cookies.get(COOKIE))
 
 
 async def require_key(request: Request) -> Role:

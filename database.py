@@ -118,6 +118,12 @@ def _webhook_deliveries(db: Database) -> None:
     db["webhook_deliveries"].create({"id": str, "received_at": str, "result": str}, pk="id")
 
 
+@migrations(name="004_revoked_sessions")
+def _revoked_sessions(db: Database) -> None:
+    # GUI sessions ended by Log out, kept until they would have expired (Unix seconds).
+    db["revoked_sessions"].create({"jti": str, "expires_at": int}, pk="jti")
+
+
 def utcnow() -> str:
     """Now as ISO 8601 UTC, second precision, with a Z."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -357,3 +363,24 @@ class Store:
     async def record_delivery(self, delivery_id: str, result: dict[str, Any]) -> None:
         row = {"id": delivery_id, "received_at": utcnow(), "result": json.dumps(result)}
         await self.run(lambda db: db["webhook_deliveries"].upsert(row, pk="id"))
+
+    # Sessions -----------------------------------------------------------------------------
+
+    async def revoked_sessions(self, now: int) -> dict[str, int]:
+        """Session ids ended by Log out that have not expired yet; the expired ones are purged."""
+
+        def op(db: Database) -> dict[str, int]:
+            with db.atomic():
+                db.execute("delete from revoked_sessions where expires_at <= ?", [now])
+            rows = db.execute("select jti, expires_at from revoked_sessions").fetchall()
+            return {jti: expires for jti, expires in rows}
+
+        return await self.run(op)
+
+    async def revoke_session(self, jti: str, expires_at: int, now: int) -> None:
+        def op(db: Database) -> None:
+            with db.atomic():
+                db["revoked_sessions"].upsert({"jti": jti, "expires_at": expires_at}, pk="jti")
+                db.execute("delete from revoked_sessions where expires_at <= ?", [now])
+
+        await self.run(op)

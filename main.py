@@ -12,7 +12,7 @@ import httpx
 from fastapi import FastAPI
 
 import webhook_server
-from auth import GuardMiddleware, exposure_warning, load_session_secret
+from auth import GuardMiddleware, exposure_warning
 from civitai import USER_AGENT, CivitaiClient
 from daemon import DownloadQueue
 from database import Store
@@ -20,6 +20,7 @@ from events import EventBus
 from routes import api, gui, library, system, updates, ws
 from routes import errors as error_handlers
 from scanner import Scanner
+from sessions import Sessions, load_session_secret
 from settings import Settings
 from updater.checker import Updater
 from webhooks import WebhookSender
@@ -49,6 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
             store = Store(settings.data_dir / "completed.db")
             await store.open()
             stack.push_async_callback(store.close)
+            await app.state.sessions.open(store)
             http = await stack.enter_async_context(http_client(settings))
             bus = EventBus()
             civitai = CivitaiClient(settings, http)
@@ -82,7 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.session_secret = load_session_secret(settings.home)
+    app.state.sessions = Sessions(load_session_secret(settings.home))
     error_handlers.install(app)
     app.add_middleware(GuardMiddleware, settings=settings)
     app.include_router(system.router)

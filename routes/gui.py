@@ -11,7 +11,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from auth import COOKIE, SESSION_SECONDS, make_session, read_session, role_for_key
+from auth import COOKIE
+from roles import role_for_key
+from sessions import SESSION_SECONDS
 
 ROOT = Path(__file__).resolve().parent.parent
 templates = Jinja2Templates(directory=ROOT / "templates")
@@ -52,7 +54,7 @@ async def root(request: Request) -> RedirectResponse:
 
 @router.get("/gui", response_class=HTMLResponse)
 async def gui(request: Request) -> Response:
-    role = read_session(request.app.state.session_secret, request.cookies.get(COOKIE))
+    role = request.app.state.sessions.role(request.app.state.settings, request.cookies.get(COOKIE))
     if role is None:
         return _page(request, "login.html")
     return _page(request, "gui.html", role=role.value)
@@ -61,7 +63,8 @@ async def gui(request: Request) -> Response:
 @router.post("/gui/login", response_class=HTMLResponse)
 async def login(request: Request, key: str = Form("")) -> Response:
     """Takes the API key (or the viewer key) and sets the session cookie."""
-    role = role_for_key(request.app.state.settings, key.strip())
+    key = key.strip()
+    role = role_for_key(request.app.state.settings, key)
     if role is None:
         return _page(
             request,
@@ -72,7 +75,7 @@ async def login(request: Request, key: str = Form("")) -> Response:
     response = RedirectResponse(f"{root_of(request)}/gui", status_code=303)
     response.set_cookie(
         COOKIE,
-        make_session(request.app.state.session_secret, role),
+        request.app.state.sessions.issue(role, key),
         max_age=SESSION_SECONDS,
         httponly=True,
         samesite="strict",
@@ -84,6 +87,8 @@ async def login(request: Request, key: str = Form("")) -> Response:
 
 @router.post("/gui/logout")
 async def logout(request: Request) -> Response:
+    """Ends the session server-side too: a copy of the cookie is refused from now on."""
+    await request.app.state.sessions.revoke(request.cookies.get(COOKIE))
     root = root_of(request)
     response = RedirectResponse(f"{root}/gui", status_code=303)
     response.delete_cookie(COOKIE, path=root or "/", httponly=True, samesite="strict")

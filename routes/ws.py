@@ -8,8 +8,9 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from auth import COOKIE, read_session, role_for_key
+from auth import COOKIE
 from events import JobEvent, UpdateEvent
+from roles import role_for_key
 
 log = logging.getLogger("civitai.ws")
 router = APIRouter()
@@ -28,8 +29,9 @@ def message(event: JobEvent | UpdateEvent) -> dict[str, Any]:
 async def downloads(ws: WebSocket) -> None:
     """Live feed. Auth: the session cookie, or `?token=<api_token or viewer_token>`."""
     app = ws.app
-    role = role_for_key(app.state.settings, ws.query_params.get("token")) or read_session(
-        app.state.session_secret, ws.cookies.get(COOKIE)
+    settings = app.state.settings
+    role = role_for_key(settings, ws.query_params.get("token")) or app.state.sessions.role(
+        settings, ws.cookies.get(COOKIE)
     )
     await ws.accept()  # accepted first, so the client sees the close code, not a bare 403
     if role is None:

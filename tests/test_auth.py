@@ -97,7 +97,9 @@ def test_forged_sessions_are_refused(civitai, daemon, home):
     d = daemon()
     secret = (home / "data" / "session.key").read_text()
     now = int(time.time())
-    good = jwt.encode({"sub": "admin", "iat": now, "exp": now + 60}, secret, algorithm="HS256")
+    fp = hmac.new(secret.encode(), d.token.encode(), hashlib.sha256).hexdigest()[:32]
+    claims = {"sub": "admin", "iat": now, "exp": now + 60, "jti": "s1", "fp": fp}
+    good = jwt.encode(claims, secret, algorithm="HS256")
     forged = {
         "alg none": b64({"alg": "none", "typ": "JWT"})
         + "."
