@@ -353,16 +353,32 @@ class Store:
             lambda db: list(db["completed"].rows_where(where, args, order_by="id desc"))
         )
 
-    async def delivery(self, delivery_id: str) -> dict[str, Any] | None:
-        def op(db: Database) -> dict[str, Any] | None:
-            rows = list(db["webhook_deliveries"].rows_where("id = ?", [delivery_id]))
-            return json.loads(rows[0]["result"]) if rows else None
+    async def claim_delivery(self, delivery_id: str) -> tuple[bool, dict[str, Any] | None]:
+        """(True, None) when this call is the first with the id; else (False, the first
+        delivery's result, or None while it is still being handled)."""
 
-        return await self.read(op)
+        def op(db: Database) -> tuple[bool, dict[str, Any] | None]:
+            with db.atomic():
+                row = db.execute(
+                    "select result from webhook_deliveries where id = ?", [delivery_id]
+                ).fetchone()
+                if row is not None:
+                    return False, json.loads(row[0]) if row[0] else None
+                db["webhook_deliveries"].insert({"id": delivery_id, "received_at": utcnow()})
+                return True, None
+
+        return await self.run(op)
 
     async def record_delivery(self, delivery_id: str, result: dict[str, Any]) -> None:
         row = {"id": delivery_id, "received_at": utcnow(), "result": json.dumps(result)}
         await self.run(lambda db: db["webhook_deliveries"].upsert(row, pk="id"))
+
+    async def release_delivery(self, delivery_id: str) -> None:
+        def op(db: Database) -> None:
+            with db.atomic():
+                db.execute("delete from webhook_deliveries where id = ?", [delivery_id])
+
+        await self.run(op)
 
     # Sessions -----------------------------------------------------------------------------
 

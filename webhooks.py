@@ -7,6 +7,8 @@ import hashlib
 import hmac
 import json
 import logging
+import time
+import uuid
 from typing import Any
 
 import httpx
@@ -109,7 +111,13 @@ class WebhookSender:
 
     async def _deliver_webhook(self, payload: dict[str, Any]) -> None:
         body = json.dumps(payload, separators=(",", ":")).encode()
-        headers = {"Content-Type": "application/json", "User-Agent": "civitai-daemon-webhook/0.1"}
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "civitai-daemon-webhook/0.1",
+            # The same id on every retry of this delivery, so a receiver can drop repeats.
+            "X-Delivery-Id": uuid.uuid4().hex,
+            "X-Timestamp": str(int(time.time())),
+        }
         if self.settings.webhook_secret:
             headers["X-Signature-256"] = signature(
                 self.settings.webhook_secret.get_secret_value(), body

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 
 import pytest
 
@@ -202,8 +203,10 @@ def test_webhooks_are_signed_and_retried_until_delivered(civitai, daemon):
         events = {r.json["event"]: r for r in hook.received}
         assert set(events) == {"download.completed", "download.failed"}
         for r in hook.received:
-            assert verify("hook-secret", r)
+            assert verify("hook-secret", r)  # over the body alone, as SPEC §9 says
             assert r.json["timestamp"].endswith("Z")
+            assert abs(int(r.headers["x-timestamp"]) - time.time()) < 300
+        assert len({r.headers["x-delivery-id"] for r in hook.received}) == 2
         assert events["download.completed"].json["job"]["id"] == ok["id"]
         assert (
             events["download.completed"].json["job"]["sha256"]

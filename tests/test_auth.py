@@ -205,8 +205,15 @@ def signed(civitai, daemon):
     return daemon(webhook_secret="inbound-secret")
 
 
-def sign(body: bytes, secret: str = "inbound-secret") -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def sign(body: bytes, secret: str = "inbound-secret", delivery: str = "d-1") -> dict[str, str]:
+    ts = str(int(time.time()))
+    mac = hmac.new(secret.encode(), f"{ts}.{delivery}.".encode() + body, hashlib.sha256)
+    return {
+        "Content-Type": "application/json",
+        "X-Timestamp": ts,
+        "X-Delivery-Id": delivery,
+        "X-Signature-256": "sha256=" + mac.hexdigest(),
+    }
 
 
 def test_inbound_webhook_needs_a_valid_signature_and_ignores_replays(signed):
@@ -215,38 +222,24 @@ def test_inbound_webhook_needs_a_valid_signature_and_ignores_replays(signed):
     url = d.url("/webhook")
     ct = {"Content-Type": "application/json"}
     assert httpx.post(url, content=body, headers=ct).status_code == 401
-    assert (
-        httpx.post(
-            url, content=body, headers={**ct, "X-Signature-256": sign(body, "wrong")}
-        ).status_code
-        == 401
-    )
-    assert (
-        httpx.post(url, content=body, headers={**ct, "X-Signature-256": "sha256=zz"}).status_code
-        == 401
-    )
+    assert httpx.post(url, content=body, headers=sign(body, "wrong")).status_code == 401
+    zz = {**sign(body), "X-Signature-256": "sha256=zz"}
+    assert httpx.post(url, content=body, headers=zz).status_code == 401
     tampered = body.replace(b"10", b"11")
-    assert (
-        httpx.post(url, content=tampered, headers={**ct, "X-Signature-256": sign(body)}).status_code
-        == 401
-    )
-    first = httpx.post(url, content=body, headers={**ct, "X-Signature-256": sign(body)})
+    assert httpx.post(url, content=tampered, headers=sign(body)).status_code == 401
+    first = httpx.post(url, content=body, headers=sign(body))
     assert first.status_code == 202 and len(first.json()["jobs"]) == 1
     with d.client() as c:
         wait_job(c, first.json()["jobs"][0]["id"])
-        replay = httpx.post(url, content=body, headers={**ct, "X-Signature-256": sign(body)})
+        replay = httpx.post(url, content=body, headers=sign(body))
         assert replay.status_code == 202 and replay.json()["duplicate"] is True
         assert c.get("/api/jobs").json()["total"] == 1
         many = json.dumps(
             [{"modelVersionId": 10, "model_type": "vae"}, {"model_type": "lora"}]
         ).encode()
-        r = httpx.post(
-            url, content=many, headers={**ct, "X-Signature-256": sign(many), "X-Delivery-Id": "d-2"}
-        )
+        r = httpx.post(url, content=many, headers=sign(many, delivery="d-2"))
         assert len(r.json()["jobs"]) == 1 and r.json()["errors"][0]["index"] == 1
-        again = httpx.post(
-            url, content=many, headers={**ct, "X-Signature-256": sign(many), "X-Delivery-Id": "d-2"}
-        )
+        again = httpx.post(url, content=many, headers=sign(many, delivery="d-2"))
         assert again.json()["duplicate"] is True
         assert c.get("/api/jobs").json()["total"] == 2
     d.stop()

@@ -8,6 +8,7 @@ import hmac
 import json
 import re
 import socket
+import subprocess
 import time
 import uuid
 
@@ -216,15 +217,19 @@ def readme_block(language: str, marker: str) -> str:
     raise AssertionError(f"README has no {language} block with {marker!r}")
 
 
-def test_the_readme_python_sender_is_accepted_once(civitai, daemon):
+@pytest.mark.parametrize("language", ["python", "sh"])
+def test_the_readme_sender_examples_are_accepted_once(civitai, daemon, language):
     civitai.add_simple(1, 128713, b"sent by the README" * 10)
     d = daemon(webhook_secret="your webhook_secret")
-    code = readme_block("python", "X-Delivery-Id")
+    code = readme_block(language, "X-Delivery-Id")
     placeholder = "http://127.0.0.1:8137/webhook"
     assert placeholder in code
     code = code.replace(placeholder, d.url("/webhook"))
-    namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
+    if language == "python":
+        exec(compile(code, "README.md", "exec"), {})  # noqa: S102 - the README's own example
+    else:
+        sent = subprocess.run(["bash", "-c", code], capture_output=True, text=True, timeout=30)
+        assert sent.returncode == 0 and '"duplicate":false' in sent.stdout, sent
     wait_for(lambda: job_total(d) == 1, 10, what="the README's delivery to queue a job")
     with d.client() as c:
         job = c.get("/api/jobs").json()["jobs"][0]
