@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
+import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
@@ -76,12 +78,21 @@ def trusted_hosts(settings: Settings) -> set[str]:
     return names
 
 
-def host_name(host_header: str) -> str:
-    """`127.0.0.1:8137` → `127.0.0.1`; `[::1]:8137` → `::1`."""
-    host = host_header.strip().lower()
-    if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+# `name[:port]` or `[v6][:port]`, the port digits only: nothing else (no `@`, `/`, spaces).
+HOST = re.compile(r"(?:\[(?P<v6>[0-9a-f:.]+)\]|(?P<name>[a-z0-9_.-]+))(?::[0-9]{1,5})?", re.I)
+
+
+def host_name(host_header: str) -> str | None:
+    """`127.0.0.1:8137` → `127.0.0.1`; `[::1]:8137` → `::1`; None for anything malformed."""
+    m = HOST.fullmatch(host_header.strip())
+    if m is None:
+        return None
+    if m["v6"] is None:
+        return m["name"].lower()
+    try:
+        return str(ipaddress.IPv6Address(m["v6"]))
+    except ValueError:
+        return None
 
 
 def origin_ok(origin: str, host_header: str, allowed: set[str]) -> bool:
@@ -94,7 +105,8 @@ def origin_ok(origin: str, host_header: str, allowed: set[str]) -> bool:
 
 
 class GuardMiddleware:
-    """Refuse foreign Host headers everywhere, and cross-site or form-encoded changes."""
+    """Refuse malformed or foreign Host headers everywhere, and cross-site or form-encoded
+    changes; bound every request body."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
@@ -104,27 +116,7 @@ class GuardMiddleware:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        host = headers.get("host", "")
-        problem = None
-        if host_name(host) not in self.allowed:
-            problem = (
-                400,
-                f"Host {host!r} is not this daemon; add it to trusted_hosts in config.json",
-            )
-        else:
-            origin = headers.get("origin")
-            method = scope.get("method", "GET")
-            changing = scope["type"] == "websocket" or method not in SAFE_METHODS
-            if changing and origin is not None and not origin_ok(origin, host, self.allowed):
-                problem = (403, f"Requests from origin {origin!r} are not allowed")
-            elif changing and headers.get("sec-fetch-site") == "cross-site":
-                problem = (403, "Cross-site requests are not allowed")
-            elif (
-                scope["type"] == "http"
-                and method not in SAFE_METHODS
-                and _form_on_json_route(scope["path"], headers.get("content-type", ""))
-            ):
-                problem = (415, "This route takes JSON (Content-Type: application/json)")
+        problem = self._host_problem(scope) or self._origin_problem(scope, headers)
         if problem is None and scope["type"] == "http":
             limit = MAX_UPLOAD if scope["path"].endswith("/api/batch") else MAX_BODY
             length = headers.get("content-length", "")
@@ -134,23 +126,56 @@ class GuardMiddleware:
                 receive = _limited(receive, limit)
         if problem is None:
             return await self.app(scope, receive, send)
-        status, detail = problem
-        log.warning("refused %s %s: %s", scope.get("method", "WS"), scope["path"], detail)
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 4403, "reason": detail[:120]})
-            return
-        body = ('{"detail": ' + json.dumps(detail) + "}").encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        log.warning("refused %s %s: %s", scope.get("method", "WS"), scope["path"], problem[1])
+        await _refuse(scope, send, *problem)
+
+    def _host_problem(self, scope: Scope) -> tuple[int, str] | None:
+        """Exactly one Host, well-formed, naming this daemon (DNS rebinding)."""
+        hosts = [v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"host"]
+        if len(hosts) != 1:
+            return 400, f"Send exactly one Host header, not {len(hosts)}"
+        name = host_name(hosts[0])
+        if name is None:
+            return 400, f"Host {hosts[0]!r} is malformed: it must be name[:port] or [v6][:port]"
+        if name not in self.allowed:
+            return (
+                400,
+                f"Host {hosts[0]!r} is not this daemon; add it to trusted_hosts in config.json",
+            )
+        return None
+
+    def _origin_problem(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str] | None:
+        """A change (or a WebSocket) from another site, or a JSON route fed a form encoding."""
+        origin = headers.get("origin")
+        method = scope.get("method", "GET")
+        changing = scope["type"] == "websocket" or method not in SAFE_METHODS
+        if changing and origin is not None and not origin_ok(origin, headers["host"], self.allowed):
+            return 403, f"Requests from origin {origin!r} are not allowed"
+        if changing and headers.get("sec-fetch-site") == "cross-site":
+            return 403, "Cross-site requests are not allowed"
+        if (
+            scope["type"] == "http"
+            and method not in SAFE_METHODS
+            and _form_on_json_route(scope["path"], headers.get("content-type", ""))
+        ):
+            return 415, "This route takes JSON (Content-Type: application/json)"
+        return None
+
+
+async def _refuse(scope: Scope, send: Send, status: int, detail: str) -> None:
+    """The one error shape; a WebSocket handshake gets it as an HTTP answer where the server
+    can send one, else a close with 4403."""
+    body = ('{"detail": ' + json.dumps(detail) + "}").encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if scope["type"] == "http":
+        prefix = "http.response"
+    elif "websocket.http.response" in scope.get("extensions", {}):
+        prefix = "websocket.http.response"
+    else:
+        await send({"type": "websocket.close", "code": 4403, "reason": detail[:120]})
+        return
+    await send({"type": f"{prefix}.start", "status": status, "headers": headers})
+    await send({"type": f"{prefix}.body", "body": body})
 
 
 def _limited(receive: Receive, limit: int) -> Receive:

@@ -306,8 +306,8 @@ def test_a_websocket_upgrade_with_a_bad_host_is_refused(civitai, daemon):
         return raw(d, request.encode())[0]
 
     assert upgrade(f"Host: 127.0.0.1:{p}\r\n") == 101
-    assert upgrade(f"Host: 127.0.0.1:{p}@evil.com\r\n") in (400, 403)
-    assert upgrade(f"Host: 127.0.0.1:{p}\r\nHost: evil.com\r\n") in (400, 403)
+    assert upgrade(f"Host: 127.0.0.1:{p}@evil.com\r\n") == 400
+    assert upgrade(f"Host: 127.0.0.1:{p}\r\nHost: evil.com\r\n") == 400
     with pytest.raises(InvalidStatus):
         url = d.base_url.replace("http://", "ws://") + f"/ws/downloads?token={d.token}"
         with connect(url, additional_headers={"Host": f"127.0.0.1:{p}@evil.com"}):
