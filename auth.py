@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from fastapi import HTTPException, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+import json_body
 from roles import Role, role_for_key
 from settings import Settings
 
@@ -123,7 +124,8 @@ class GuardMiddleware:
             if length.isdigit() and int(length) > limit:
                 problem = (413, f"The request body is too large (at most {limit} bytes)")
             else:
-                receive = _limited(receive, limit)
+                json_like = json_body.is_json(headers.get("content-type", ""))
+                receive = _limited(receive, limit, json_like)
         if problem is None:
             return await self.app(scope, receive, send)
         log.warning("refused %s %s: %s", scope.get("method", "WS"), scope["path"], problem[1])
@@ -178,17 +180,23 @@ async def _refuse(scope: Scope, send: Send, status: int, detail: str) -> None:
     await send({"type": f"{prefix}.body", "body": body})
 
 
-def _limited(receive: Receive, limit: int) -> Receive:
-    """A body without Content-Length (chunked) is counted as it arrives."""
+def _limited(receive: Receive, limit: int, json_like: bool) -> Receive:
+    """Count the body as it arrives (chunked ones have no Content-Length); in a JSON body,
+    count the nesting too. Raised inside the route's body read, answered by the handler (an
+    HTTPException, which FastAPI's own body parser passes on instead of making it a 400)."""
     seen = 0
+    depth = json_body.DepthScanner() if json_like else None
 
     async def wrapped() -> dict:
         nonlocal seen
         message = await receive()
         if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > limit:  # raised inside the route's body read, answered by the handler
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > limit:
                 raise HTTPException(413, f"The request body is too large (at most {limit} bytes)")
+            if depth is not None and not depth.feed(chunk):
+                raise HTTPException(422, str(json_body.too_deep("The request body")))
         return message
 
     return wrapped

@@ -3,6 +3,8 @@
 DaemonError
 ├── RequestError                  a job request that cannot be accepted (HTTP 4xx)
 │   ├── InvalidRequest            422: wrong fields, bad model_type, unsafe filename
+│   ├── TooDeeplyNested           422: a JSON body nested past the limit
+│   ├── UnsupportedMediaType      415: a body in an encoding the route does not take
 │   ├── HostNotAllowed            422: a direct url on a host outside allowed_hosts
 │   └── JobNotFound               404
 ├── CivitaiError                  Civitai said no, at the one boundary: civitai.py
@@ -51,6 +53,17 @@ class RequestError(DaemonError):
 
 class InvalidRequest(RequestError):
     pass
+
+
+class TooDeeplyNested(RequestError):
+    def __init__(self, source: str, limit: int) -> None:
+        super().__init__(
+            f"{source} is nested more than {limit} levels deep; a job request needs only a few"
+        )
+
+
+class UnsupportedMediaType(RequestError):
+    status_code = 415
 
 
 class HostNotAllowed(RequestError):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -13,8 +12,8 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
 
+import json_body
 from auth import Role, role_of
-from errors import InvalidRequest
 from manifest import parse_entries
 from webhooks import signature
 
@@ -98,10 +97,7 @@ async def webhook(request: Request) -> dict[str, Any]:
         raise HTTPException(401, "The API key is needed (or set webhook_secret to sign requests)")
     else:
         delivery = request.headers.get("x-delivery-id") or hashlib.sha256(body).hexdigest()
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"The body is not valid JSON: {exc}") from None
+    data = json_body.loads(body)
     entries = data if isinstance(data, list) else [data]
     store = request.app.state.store
     claimed, seen = await store.claim_delivery(delivery)

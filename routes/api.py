@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Annotated, Any
 
@@ -10,9 +9,10 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+import json_body
 from auth import require_key
 from daemon import DownloadQueue
-from errors import InvalidRequest
+from errors import InvalidRequest, UnsupportedMediaType
 from jobs import MAX_ID, Job, JobRequest
 from manifest import parse_entries
 
@@ -118,21 +118,22 @@ async def batch(request: Request) -> Any:
 
 
 async def _read_batch(request: Request) -> list[Any]:
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
         form = await request.form()
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             raise InvalidRequest("Upload the manifest file in a form field named 'file'")
-        raw = await upload.read()
-        source = f"the uploaded file {upload.filename!r}"
+        source = f"The uploaded file {upload.filename!r}"
+        data = json_body.loads(await upload.read(), source)
+    elif content_type == "application/json":
+        source = "The request body"
+        data = json_body.loads(await request.body(), source)
     else:
-        raw = await request.body()
-        source = "the request body"
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"{source} is not valid JSON: {exc}") from None
+        raise UnsupportedMediaType(
+            "Send the batch as a JSON array (Content-Type: application/json) or upload a manifest "
+            f"file as multipart/form-data, not {content_type or 'a body without Content-Type'}"
+        )
     if not isinstance(data, list):
         raise InvalidRequest(f"{source} must be a JSON array of job requests")
     return data

@@ -95,7 +95,11 @@ def test_bad_input_gets_a_clear_4xx_in_one_shape(civitai, daemon):
                 422,
                 "JSON array",
             ),
-            (c.post("/api/batch", content=b"nope"), 422, "not valid JSON"),
+            (
+                c.post("/api/batch", content=b"nope", headers={"Content-Type": "application/json"}),
+                422,
+                "not valid JSON",
+            ),
         ]
         for response, status, text in cases:
             assert response.status_code == status, (response.request.url, response.text)

@@ -377,3 +377,22 @@ def test_batch_takes_only_json_or_multipart(civitai, daemon):
         assert c.get("/api/jobs").json()["total"] == 1
         assert c.get("/api/health").status_code == 200
     d.stop()
+
+
+@pytest.mark.parametrize(
+    ("body", "within"),
+    [
+        (b"[" * 32 + b"]" * 32, True),
+        (b"[" * 33 + b"]" * 33, False),
+        (b'{"a":' * 33 + b"1" + b"}" * 33, False),
+        (json.dumps(["[" * 100, "{" * 100]).encode(), True),
+        (json.dumps(['\\"[[[[', "\\", '"' * 40 + "[" * 40]).encode() + b"[" * 31, True),
+        (b'["\\\\"' + b"[" * 32, False),  # an escaped backslash does not escape the quote
+    ],
+)
+def test_the_depth_scanner_counts_nesting_outside_strings_in_any_chunking(body, within):
+    from json_body import DepthScanner
+
+    assert DepthScanner().feed(body) is within
+    scanner = DepthScanner()
+    assert all(scanner.feed(body[i : i + 1]) for i in range(len(body))) is within
