@@ -4,6 +4,7 @@ DaemonError
 ├── RequestError                  a job request that cannot be accepted (HTTP 4xx)
 │   ├── InvalidRequest            422: wrong fields, bad model_type, unsafe filename
 │   ├── HostNotAllowed            422: a direct url on a host outside allowed_hosts
+│   ├── FolderOutside             422: a model_type folder that is a link out of download_dir
 │   └── JobNotFound               404
 ├── CivitaiError                  Civitai said no, at the one boundary: civitai.py
 │   ├── TokenRequired             401, or a redirect to the login page
@@ -23,6 +24,7 @@ DaemonError
     ├── UnexpectedContent         a web page where a model file was expected (retryable)
     ├── LinkRefused               the CDN refused a signed link (resolve a new one)
     ├── RedirectRefused           a direct link redirected into a private network
+    ├── SymlinkRefused            a link where the daemon writes a file: never written through
     └── RangeIgnored              the server answered 200 to a Range request
 """
 
@@ -58,6 +60,15 @@ class HostNotAllowed(RequestError):
         super().__init__(
             f"Downloads from {host!r} are not allowed. Allowed hosts: {', '.join(allowed)} "
             f"(add the host to allowed_hosts in config.json to allow it)."
+        )
+
+
+class FolderOutside(RequestError):
+    def __init__(self, folder: str, real: str, root: str) -> None:
+        super().__init__(
+            f"The folder {folder} leads to {real}, outside download_dir ({root}); the daemon "
+            f"never writes through a link out of download_dir. Replace the link with a real "
+            f"folder, or point download_dir itself at the disk you want."
         )
 
 
@@ -227,6 +238,16 @@ class RedirectRefused(DownloadError):
         super().__init__(
             f"The download redirected to {host}, a private or local address that is not in "
             f"allowed_hosts; refused"
+        )
+
+
+class SymlinkRefused(DownloadError):
+    status_code = 409
+
+    def __init__(self, path: str, target: str) -> None:
+        super().__init__(
+            f"{path} is a symbolic link (to {target}); the daemon never writes through a link. "
+            f"Remove the link and retry the job."
         )
 
 
