@@ -27,7 +27,7 @@ import httpx
 
 import errors
 import safefs
-from civitai import CivitaiClient, error_for, retry_after_seconds
+from civitai import CivitaiClient, error_for, require_http, retry_after_seconds
 from database import Store
 
 log = logging.getLogger("civitai.downloader")
@@ -468,6 +468,7 @@ class Download:
                 return response
             await response.aclose()
             url = str(response.url.join(response.headers["location"]))
+            require_http(url)
             if not self.link.via_civitai:
                 await self.civitai.check_redirect(url)
             headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}

@@ -24,6 +24,7 @@ DaemonError
     ├── UnexpectedContent         a web page where a model file was expected (retryable)
     ├── LinkRefused               the CDN refused a signed link (resolve a new one)
     ├── RedirectRefused           a direct link redirected into a private network
+    ├── SchemeRefused             a redirect to a scheme other than http(s) (file://, ftp://)
     ├── SymlinkRefused            a link where the daemon writes a file: never written through
     └── RangeIgnored              the server answered 200 to a Range request
 """
@@ -238,6 +239,14 @@ class RedirectRefused(DownloadError):
         super().__init__(
             f"The download redirected to {host}, a private or local address that is not in "
             f"allowed_hosts; refused"
+        )
+
+
+class SchemeRefused(DownloadError):
+    def __init__(self, scheme: str) -> None:
+        super().__init__(
+            f"The download redirected to a {scheme}: URL; only http and https are followed. "
+            f"The link is broken or hostile; it is not tried again."
         )
 
 

@@ -176,3 +176,39 @@ def test_an_archive_name_held_by_a_dangling_link_is_skipped_not_written_through(
     kept = library.preserve_before_swap(old, "archive", 1, archive)
     assert not outside.exists()
     assert kept == archive / "m.1.safetensors" and kept.read_bytes() == b"old version"
+
+
+# 2. A redirect to another scheme fails at once ---------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["download endpoint", "cdn", "direct url"])
+def test_a_redirect_to_file_scheme_fails_at_the_first_attempt_naming_the_scheme(
+    civitai, daemon, where
+):
+    data = b"f" * 10_000
+    civitai.add_simple(1, 10, data, filename="x.safetensors")
+    request: dict = {"modelVersionId": 10, "model_type": "lora"}
+    if where == "download endpoint":
+        civitai.fault("download", status=302, location="file:///etc/passwd")
+    elif where == "cdn":
+        civitai.fault("cdn", status=302, location="file:///etc/passwd")
+    else:
+        request = {
+            "url": f"{civitai.cdn_url}/redirect?to=file:///etc/passwd",
+            "model_type": "other",
+            "filename": "x.bin",
+        }
+    d = daemon(retries=3, allowed_hosts=[civitai.cdn_host])
+    failed = run_job(d, request, ("failed",))
+    d.stop()
+    assert failed["error"] == (
+        "The download redirected to a file: URL; only http and https are followed. "
+        "The link is broken or hostile; it is not tried again."
+    )
+    assert failed["attempts"] == 0
+    hits = {
+        "download endpoint": civitai.requests_to("api", "/api/download"),
+        "cdn": civitai.requests_to("cdn", "/file"),
+        "direct url": civitai.requests_to("cdn", "/redirect"),
+    }[where]
+    assert len(hits) == 1  # asked once, never again
