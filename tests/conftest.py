@@ -283,9 +283,10 @@ class Tmpfs:
     def mount(self) -> Tmpfs:
         self.path.mkdir(parents=True, exist_ok=True)
         why = "TEST_TMPFS_VIA_UNSHARE is set"
-        if not os.environ.get("TEST_TMPFS_VIA_UNSHARE"):
+        mount = shutil.which("mount")
+        if mount and not os.environ.get("TEST_TMPFS_VIA_UNSHARE"):
             r = subprocess.run(
-                ["mount", "-t", "tmpfs", "-o", self.options, "tmpfs", str(self.path)],
+                [mount, "-t", "tmpfs", "-o", self.options, "tmpfs", str(self.path)],
                 capture_output=True,
                 text=True,
             )
@@ -293,6 +294,8 @@ class Tmpfs:
                 self.mounted = True
                 return self
             why = r.stderr.strip()
+        elif not mount:
+            why = "no mount command"
         unshare = shutil.which("unshare")
         script = 'mount -t tmpfs -o "$1" tmpfs "$2" && shift 2 && exec "$@"'
         wrap = [unshare or "unshare", "-rm", "sh", "-c", script, "sh", self.options, str(self.path)]

@@ -7,6 +7,7 @@ legitimate); what may never happen is a write through a link *below* it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import library
-from tests.conftest import assert_file_is, run_job, wait_for, wait_job
+from tests.conftest import assert_file_is, run_job, sha256_file, wait_for, wait_job
 from tests.fake_civitai import PNG
 
 MB = 1024 * 1024
@@ -212,3 +213,60 @@ def test_a_redirect_to_file_scheme_fails_at_the_first_attempt_naming_the_scheme(
         "direct url": civitai.requests_to("cdn", "/redirect"),
     }[where]
     assert len(hits) == 1  # asked once, never again
+
+
+# 3. A disk that is really full --------------------------------------------------------------------
+
+
+def test_a_real_disk_too_small_for_the_file_is_refused_before_any_transfer(civitai, daemon, tmpfs):
+    small = tmpfs("small-disk", "size=8m")
+    civitai.add_simple(1, 10, os.urandom(12 * MB), filename="big.safetensors")
+    d = daemon(download_dir=str(small.path), wrap=small.wrap)
+    failed = run_job(d, {"modelVersionId": 10, "model_type": "lora"}, ("failed",))
+    d.stop()
+    assert failed["error"].startswith(f"Not enough disk space in {small.path / 'lora'}: ")
+    assert "12.0 MiB needed, 8.0 MiB free" in failed["error"]
+    assert civitai.requests_to("cdn", "/file") == []
+
+
+def _fill(folder: Path) -> Path:
+    """Write a file into `folder` until the disk refuses more."""
+    filler = folder / "filler.bin"
+    block = b"\0" * (256 * 1024)
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(block)
+                f.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+    return filler
+
+
+def test_a_disk_that_fills_up_mid_download_fails_with_not_enough_space_then_resumes(
+    civitai, daemon, tmpfs
+):
+    disk = tmpfs("filling-disk", "size=40m")
+    data = os.urandom(20 * MB)  # 20 MB + the 16 MiB margin pass the pre-check on 40 MiB
+    civitai.add_simple(1, 10, data, filename="m.safetensors")
+    civitai.default_rate = 2 * MB
+    d = daemon(download_dir=str(disk.path), wrap=disk.wrap, workers=1)
+    here = disk.seen_from_here(d)
+    with d.client() as c:
+        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
+        wait_for(lambda: c.get(f"/api/jobs/{job['id']}").json()["bytes_done"] > 2 * MB)
+        filler = _fill(here)  # another program takes the rest of the disk
+        failed = wait_job(c, job["id"], ("failed",))
+        assert failed["error"].startswith(
+            f"Not enough disk space in {disk.path / 'lora'} (No space left on device)."
+        )
+        assert "the part already downloaded is kept" in failed["error"]
+        part = here / "lora" / "m.safetensors.part"
+        assert part.stat().st_size > 2 * MB
+        filler.unlink()
+        civitai.default_rate = None
+        c.post(f"/api/jobs/{job['id']}/retry")
+        done = wait_job(c, job["id"])
+        assert_file_is(here / "lora" / "m.safetensors", sha(data))
+        assert sha256_file(here / "lora" / "m.safetensors") == done["sha256"]
+    d.stop()
