@@ -90,6 +90,14 @@ def error_for(response: httpx.Response, have_token: bool) -> errors.DaemonError 
     return errors.CivitaiError(f"Civitai answered {status}: {message or response.reason_phrase}")
 
 
+def require_http(url: str) -> None:
+    """A redirect may lead only to http(s): file://, ftp:// and the like fail at once (no
+    attempt can ever succeed), not after every retry."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in ("http", "https"):
+        raise errors.SchemeRefused(scheme or "(no scheme)")
+
+
 def backoff(attempt: int, base: float = 1.0, cap: float = 60.0) -> float:
     """Exponential backoff with full jitter: attempt 1 → up to 1 s, 2 → 2 s, 3 → 4 s, …"""
     return random.uniform(base / 2, min(cap, base * 2 ** (attempt - 1)))
@@ -324,6 +332,7 @@ class CivitaiClient:
             try:
                 if response.is_redirect:
                     location = str(response.url.join(response.headers["location"]))
+                    require_http(location)
                     if "/login" in urlsplit(location).path:
                         raise errors.TokenRequired(self.token is not None)
                     if urlsplit(location).hostname == self.host:

@@ -23,6 +23,7 @@ import httpx
 import errors
 import library
 import manifest
+import safefs
 from civitai import CivitaiClient, Resolved, backoff
 from database import Store, utcnow
 from downloader import Download, Link, Throttle
@@ -69,6 +70,9 @@ class DownloadQueue:
         self.bus = bus
         self.civitai = civitai
         self.http = http
+        # Resolved once: download_dir may itself be a link (to a big disk); what lies below it
+        # may not lead out of it.
+        self.models_root = Path(os.path.realpath(settings.models_dir))
         self.throttle = Throttle(settings.throttle)
         self.paused = False
         self._wake = asyncio.Event()
@@ -153,6 +157,7 @@ class DownloadQueue:
         """The job row for a request, with what Civitai says about it."""
         resolved: Resolved | None = None
         note = None
+        await asyncio.to_thread(self.folder, req.model_type)  # a link out: refused before Civitai
         try:
             resolved = await self.civitai.resolve(req)
         except errors.Retryable as exc:
@@ -212,10 +217,15 @@ class DownloadQueue:
             fields["path"] = str(self.final_path(model_type, r.filename))
         return fields
 
+    def folder(self, model_type: str) -> Path:
+        """The real folder of a model_type; one that leads out of download_dir is refused."""
+        return safefs.real_folder(self.models_root / model_type, self.models_root)
+
     def final_path(self, model_type: str, filename: str) -> Path:
-        folder = (self.settings.models_dir / model_type).resolve()
-        path = (folder / filename).resolve()
-        if path.parent != folder:  # the last guard; names are already made safe upstream
+        folder = self.folder(model_type)
+        path = folder / filename
+        # The last guard; names are already made safe upstream.
+        if path.parent != folder or path.name in ("", ".", ".."):
             raise errors.InvalidRequest(f"{filename!r} would be written outside {folder}")
         return path
 
@@ -385,6 +395,7 @@ class DownloadQueue:
             row = await self._resolve_late(row)
         path = Path(row["path"])
         part_path = path.with_name(path.name + ".part")
+        await asyncio.to_thread(self._make_folder, path.parent)
         expected = (row.get("sha256") or "").lower() or None
 
         replaces = json.loads(row["replaces"]) if row.get("replaces") else None
@@ -451,6 +462,7 @@ class DownloadQueue:
                     row = await self.transition(row, JobStatus.DOWNLOADING, bytes_done=0)
                     continue
                 kept = path.with_name(path.name + ".unverified")
+                await asyncio.to_thread(safefs.refuse_link, part_path)
                 await asyncio.to_thread(os.replace, part_path, kept)
                 await self.store.set_parts(job_id, [])
                 raise errors.HashMismatch(expected, result.sha256, str(kept))
@@ -536,11 +548,17 @@ class DownloadQueue:
         size = (await asyncio.to_thread(path.stat)).st_size
         return await self._complete(row, path, actual, size, 0.0)
 
+    def _make_folder(self, folder: Path) -> None:
+        """The folder was chosen (as a real path) when the job was queued; if it has become a
+        link out of download_dir since, the job fails rather than write through it."""
+        safefs.check_unmoved(folder, self.models_root)
+        folder.mkdir(parents=True, exist_ok=True)
+        safefs.check_unmoved(folder, self.models_root)
+
     def _check_space(self, path: Path, part_path: Path, total: int | None) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         if not total:
             return
-        have = part_path.stat().st_size if part_path.exists() else 0
+        have = os.lstat(part_path).st_size if safefs.is_file(part_path) else 0
         need = max(0, total - have)
         free = shutil.disk_usage(path.parent).free
         if need + SPACE_MARGIN > free:
@@ -553,12 +571,14 @@ class DownloadQueue:
         library.preserve_before_swap(
             path, self.settings.old_versions, replaces.get("version_id"), archive
         )
+        safefs.refuse_link(part_path)
         os.replace(part_path, path)
         fsync_dir(path.parent)
 
     @staticmethod
     def _place(part_path: Path, path: Path) -> None:
         """Rename the verified bytes into place, never over a file that appeared meanwhile."""
+        safefs.refuse_link(part_path)
         try:
             os.link(part_path, path)  # fails if anything is at `path`
             os.unlink(part_path)

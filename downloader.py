@@ -26,7 +26,8 @@ import httpcore._async.http11 as _http11
 import httpx
 
 import errors
-from civitai import CivitaiClient, error_for, retry_after_seconds
+import safefs
+from civitai import CivitaiClient, error_for, require_http, retry_after_seconds
 from database import Store
 
 log = logging.getLogger("civitai.downloader")
@@ -140,11 +141,9 @@ class FileWriter:
     async def checkpoint(self) -> list[dict[str, Any]]:
         return await asyncio.get_running_loop().run_in_executor(self._syncer, self.sync)
 
-    def open(self, truncate_to: int | None) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # O_BINARY: on Windows a file opened without it translates newlines.
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0)
-        self.fd = os.open(self.path, flags, 0o644)
+    def open(self, truncate_to: int | None, fresh: bool) -> None:
+        """Open the .part, never through a link; `fresh`: a new file (O_EXCL)."""
+        self.fd = safefs.open_rw(self.path, new=fresh)
         if truncate_to is not None:
             os.ftruncate(self.fd, truncate_to)
 
@@ -310,8 +309,9 @@ class Download:
 
     async def run(self) -> Result:
         rows = await self.store.get_parts(self.job_id)
-        if rows and self.part_path.exists():
-            on_disk = self.part_path.stat().st_size
+        await asyncio.to_thread(safefs.refuse_link, self.part_path)
+        if rows and await asyncio.to_thread(safefs.is_file, self.part_path):
+            on_disk = (await asyncio.to_thread(os.lstat, self.part_path)).st_size
             self.parts = []
             for r in rows:
                 # Never trust an offset past what the file holds (it was changed behind us).
@@ -349,7 +349,7 @@ class Download:
             truncate_to: int | None = self.parts[0].done
         else:
             truncate_to = 0 if first is not None else None
-        await writer.call(writer.open, truncate_to)
+        await writer.call(writer.open, truncate_to, first is not None)
         checkpoint = asyncio.create_task(self._checkpoints(writer))
         finished = False
         try:
@@ -468,6 +468,7 @@ class Download:
                 return response
             await response.aclose()
             url = str(response.url.join(response.headers["location"]))
+            require_http(url)
             if not self.link.via_civitai:
                 await self.civitai.check_redirect(url)
             headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}

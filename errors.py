@@ -6,6 +6,7 @@ DaemonError
 │   ├── TooDeeplyNested           422: a JSON body nested past the limit
 │   ├── UnsupportedMediaType      415: a body in an encoding the route does not take
 │   ├── HostNotAllowed            422: a direct url on a host outside allowed_hosts
+│   ├── FolderOutside             422: a model_type folder that is a link out of download_dir
 │   └── JobNotFound               404
 ├── CivitaiError                  Civitai said no, at the one boundary: civitai.py
 │   ├── TokenRequired             401, or a redirect to the login page
@@ -25,6 +26,8 @@ DaemonError
     ├── UnexpectedContent         a web page where a model file was expected (retryable)
     ├── LinkRefused               the CDN refused a signed link (resolve a new one)
     ├── RedirectRefused           a direct link redirected into a private network
+    ├── SchemeRefused             a redirect to a scheme other than http(s) (file://, ftp://)
+    ├── SymlinkRefused            a link where the daemon writes a file: never written through
     └── RangeIgnored              the server answered 200 to a Range request
 """
 
@@ -71,6 +74,15 @@ class HostNotAllowed(RequestError):
         super().__init__(
             f"Downloads from {host!r} are not allowed. Allowed hosts: {', '.join(allowed)} "
             f"(add the host to allowed_hosts in config.json to allow it)."
+        )
+
+
+class FolderOutside(RequestError):
+    def __init__(self, folder: str, real: str, root: str) -> None:
+        super().__init__(
+            f"The folder {folder} leads to {real}, outside download_dir ({root}); the daemon "
+            f"never writes through a link out of download_dir. Replace the link with a real "
+            f"folder, or point download_dir itself at the disk you want."
         )
 
 
@@ -240,6 +252,24 @@ class RedirectRefused(DownloadError):
         super().__init__(
             f"The download redirected to {host}, a private or local address that is not in "
             f"allowed_hosts; refused"
+        )
+
+
+class SchemeRefused(DownloadError):
+    def __init__(self, scheme: str) -> None:
+        super().__init__(
+            f"The download redirected to a {scheme}: URL; only http and https are followed. "
+            f"The link is broken or hostile; it is not tried again."
+        )
+
+
+class SymlinkRefused(DownloadError):
+    status_code = 409
+
+    def __init__(self, path: str, target: str) -> None:
+        super().__init__(
+            f"{path} is a symbolic link (to {target}); the daemon never writes through a link. "
+            f"Remove the link and retry the job."
         )
 
 

@@ -66,7 +66,7 @@ def _move(src: Path, dst: Path) -> None:
 def free_name(path: Path) -> Path:
     """`path`, or `path` with a counter if something is already there."""
     candidate, n = path, 1
-    while candidate.exists():
+    while os.path.lexists(candidate):  # a dangling link counts: nothing is written through it
         candidate = path.with_name(f"{path.stem}.{n}{path.suffix}")
         n += 1
     return candidate

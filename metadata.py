@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+import safefs
 from civitai import CivitaiClient
 from settings import write_json_atomic
 
@@ -65,10 +66,8 @@ async def _fetch_preview(
         log.warning("preview for %s is not an image (%s)", model_path.name, content_type)
         return None
     target = model_path.with_name(f"{model_path.stem}.preview{ext}")
-    tmp = target.with_name(target.name + ".tmp")
     try:
-        await asyncio.to_thread(tmp.write_bytes, response.content)
-        await asyncio.to_thread(tmp.replace, target)
+        await asyncio.to_thread(safefs.write_atomic, target, response.content)
     except OSError as exc:
         log.warning("cannot write %s: %s", target, exc)
         return None

@@ -7,11 +7,12 @@ import logging
 import os
 import re
 import secrets
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+import safefs
 
 log = logging.getLogger("civitai.settings")
 
@@ -200,22 +201,8 @@ def ensure_home(home: Path) -> None:
 
 def write_json_atomic(path: Path, data: Any, mode: int | None = None) -> None:
     """Write JSON to a temp file beside `path`, fsync it, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-        else:
-            os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    safefs.write_atomic(path, text.encode("utf-8"), mode)
 
 
 def read_config(home: Path) -> dict[str, Any]:

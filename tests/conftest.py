@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -54,10 +56,12 @@ class DaemonProcess:
         args: list[str] | None = None,
         env: dict | None = None,
         home_flag: bool = True,
+        wrap: list[str] | None = None,
     ):
         self.home = home
         self.home_flag = home_flag
         self.args = args or []
+        self.wrap = wrap or []  # a command the daemon runs under (Tmpfs.wrap: a namespace)
         self.env = {k: v for k, v in os.environ.items() if k != "CIVITAI_TOKEN"}
         self.env.update(env or {})
         self.proc: subprocess.Popen | None = None
@@ -67,7 +71,7 @@ class DaemonProcess:
     @property
     def command(self) -> list[str]:
         home = ["--home", str(self.home)] if self.home_flag else []
-        return [sys.executable, str(REPO / "launch.py"), *home, *self.args]
+        return [*self.wrap, sys.executable, str(REPO / "launch.py"), *home, *self.args]
 
     def start(self, wait: bool = True, timeout: float = 20) -> DaemonProcess:
         err = self._stderr_file()
@@ -167,8 +171,14 @@ class DaemonProcess:
 def daemon_factory() -> Iterator:
     started: list[DaemonProcess] = []
 
-    def make(home: Path, *args: str, env: dict | None = None, home_flag: bool = True):
-        d = DaemonProcess(home, list(args), env, home_flag)
+    def make(
+        home: Path,
+        *args: str,
+        env: dict | None = None,
+        home_flag: bool = True,
+        wrap: list[str] | None = None,
+    ):
+        d = DaemonProcess(home, list(args), env, home_flag, wrap)
         started.append(d)
         return d
 
@@ -226,10 +236,101 @@ def run_job(d: DaemonProcess, request: dict, statuses=("completed",), timeout: f
 def daemon(home: Path, civitai: FakeCivitai, daemon_factory):
     """Start the daemon against the fake Civitai: `d = daemon(workers=1, ...)`."""
 
-    def start(**config: object) -> DaemonProcess:
+    def start(wrap: list[str] | None = None, **config: object) -> DaemonProcess:
         values = {"civitai_base_url": civitai.base_url, "retries": 5, "timeout": 10}
         values.update(config)
         write_config(home, **values)
-        return daemon_factory(home).start()
+        return daemon_factory(home, wrap=wrap).start()
 
     return start
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(8 * 1024 * 1024):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def assert_file_is(path: str | Path, expected_sha: str) -> None:
+    """The file a person would open, read back from disk, holds exactly the expected bytes
+    (not merely what the daemon says it wrote)."""
+    p = Path(path)
+    assert p.is_file() and not p.is_symlink(), f"{p} is not a regular file"
+    actual = sha256_file(p)
+    assert actual == expected_sha.lower(), f"{p} read back: sha256 {actual}, want {expected_sha}"
+
+
+def skip_unless_ci(reason: str) -> None:
+    """Skip here; in CI (CI set) a skip would hide a failure, so it is one."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, where this test may not be skipped)")
+    pytest.skip(reason)
+
+
+class Tmpfs:
+    """A small tmpfs at `path`: mounted here where this process may (root); else mounted inside
+    a user+mount namespace (`unshare -rm`) that the daemon is started in, through `wrap`.
+    TEST_TMPFS_VIA_UNSHARE=1 takes the namespace path even where mount would work."""
+
+    def __init__(self, path: Path, options: str) -> None:
+        self.path = path
+        self.options = options
+        self.wrap: list[str] = []
+        self.mounted = False
+
+    def mount(self) -> Tmpfs:
+        self.path.mkdir(parents=True, exist_ok=True)
+        why = "TEST_TMPFS_VIA_UNSHARE is set"
+        mount = shutil.which("mount")
+        if mount and not os.environ.get("TEST_TMPFS_VIA_UNSHARE"):
+            r = subprocess.run(
+                [mount, "-t", "tmpfs", "-o", self.options, "tmpfs", str(self.path)],
+                capture_output=True,
+                text=True,
+            )
+            if r.returncode == 0:
+                self.mounted = True
+                return self
+            why = r.stderr.strip()
+        elif not mount:
+            why = "no mount command"
+        unshare = shutil.which("unshare")
+        script = 'mount -t tmpfs -o "$1" tmpfs "$2" && shift 2 && exec "$@"'
+        wrap = [unshare or "unshare", "-rm", "sh", "-c", script, "sh", self.options, str(self.path)]
+        if unshare:
+            probe = subprocess.run([*wrap, "true"], capture_output=True, text=True)
+            if probe.returncode == 0:
+                self.wrap = wrap
+                return self
+            why += f"; unshare -rm: {probe.stderr.strip()}"
+        skip_unless_ci(f"cannot mount a tmpfs at {self.path}: {why}")
+        return self
+
+    def seen_from_here(self, d: DaemonProcess) -> Path:
+        """The mounted folder as this test process reaches it (through the daemon's namespace
+        when the mount lives there)."""
+        if self.mounted or d.proc is None:
+            return self.path
+        return Path(f"/proc/{d.proc.pid}/root") / self.path.relative_to("/")
+
+    def unmount(self) -> None:
+        if self.mounted:
+            subprocess.run(["umount", "-l", str(self.path)], check=False)
+            self.mounted = False
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator:
+    """`tmpfs("name", "size=8m")`: a Tmpfs under tmp_path, unmounted after the test."""
+    made: list[Tmpfs] = []
+
+    def make(name: str, options: str) -> Tmpfs:
+        t = Tmpfs(tmp_path / name, options)
+        made.append(t)
+        return t.mount()
+
+    yield make
+    for t in made:
+        t.unmount()

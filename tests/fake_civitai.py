@@ -8,6 +8,7 @@ rejects any `Authorization` header, and honours Range / If-Range like R2 and B2 
     fake.add_model(100, "Tiny LoRA", "LORA", versions=[fake.version(200, files=[b"..."])])
     fake.fault("cdn", drop_after=1000)          # next CDN response dies after 1000 bytes
     fake.fault("api", status=503, times=2)       # next two API answers are 503
+    fake.fault("download", status=302, location="file:///etc/passwd")   # a hostile redirect
     fake.publish_version(100, fake.version(201, files=[b"new"]))
 """
 
@@ -55,6 +56,7 @@ class Fault:
     ignore_range: bool = False  # answer 200 with the whole file to a Range request
     stall_after: int | None = None  # stop sending (but keep the socket open) after N bytes
     rate: int | None = None  # bytes/s for this response
+    location: str | None = None  # with a 3xx status: where the answer redirects
     times: int = 1
 
 
@@ -418,6 +420,8 @@ class _Handler(BaseHTTPRequestHandler):
             headers = {}
             if fault.retry_after is not None:
                 headers["Retry-After"] = str(fault.retry_after)
+            if fault.location is not None:
+                headers["Location"] = fault.location
             body = (
                 fault.body
                 if fault.body is not None

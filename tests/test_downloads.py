@@ -11,7 +11,7 @@ import time
 import pytest
 from sqlite_utils import Database
 
-from tests.conftest import run_job, wait_for, wait_job
+from tests.conftest import assert_file_is, run_job, wait_for, wait_job
 from tests.fake_civitai import TOKEN
 
 MB = 1024 * 1024
@@ -143,8 +143,8 @@ def test_kill_9_mid_download_resumes_with_range_from_where_it_stopped(civitai, d
         done = wait_job(c, job["id"])
     resumed = civitai.requests_to("cdn", "/file")[cdn_before:]
     fetched = sum(r.sent for r in resumed)
-    assert done["sha256"] == sha(data)
-    assert (home / "data/models/lora/big.safetensors").read_bytes() == data
+    assert_file_is(done["path"], sha(data))
+    assert done["path"] == str(home / "data/models/lora/big.safetensors")
     assert not part.exists()
     assert resumed[0].range == f"bytes={committed}-{len(data) - 1}"
     assert resumed[0].headers.get("if-range")
@@ -159,7 +159,8 @@ def test_dropped_connection_resumes_and_completes(civitai, daemon, home):
     civitai.fault("cdn", drop_after=700_000)
     d = daemon()
     done = run_job(d, {"modelVersionId": 10, "model_type": "lora"})
-    assert done["sha256"] == sha(data) and done["attempts"] == 1
+    assert_file_is(done["path"], sha(data))
+    assert done["attempts"] == 1
     ranges = [r.range for r in civitai.requests_to("cdn", "/file")]
     assert ranges[0] == "bytes=0-" and ranges[1].startswith("bytes=") and ranges[1] != "bytes=0-", (
         ranges
@@ -178,7 +179,8 @@ def test_5xx_and_429_sequences_are_retried_and_retry_after_is_honoured(civitai, 
     civitai.fault("cdn", status=429, retry_after=1.5)
     d = daemon(retries=5)
     done = run_job(d, {"modelVersionId": 10, "model_type": "lora"}, timeout=30)
-    assert done["attempts"] == 3 and done["sha256"] == sha(data)
+    assert_file_is(done["path"], sha(data))
+    assert done["attempts"] == 3
     cdn = civitai.requests_to("cdn", "/file")
     assert len(cdn) == 4
     d.stop()
@@ -260,7 +262,7 @@ def test_corrupt_bytes_are_fetched_once_more(civitai, daemon, home):
     civitai.fault("cdn", corrupt=True)
     d = daemon()
     done = run_job(d, {"modelVersionId": 10, "model_type": "lora"})
-    assert done["sha256"] == sha(data)
+    assert_file_is(done["path"], sha(data))
     assert (home / "data/models/lora/m.safetensors").read_bytes() == data
     assert len(civitai.requests_to("cdn", "/file")) == 2
     d.stop()
@@ -287,7 +289,7 @@ def test_server_ignoring_range_starts_over_cleanly(civitai, daemon, home):
     civitai.fault("cdn", ignore_range=True)
     d = daemon()
     done = run_job(d, {"modelVersionId": 10, "model_type": "lora"})
-    assert done["sha256"] == sha(data)
+    assert_file_is(done["path"], sha(data))
     assert (home / "data/models/lora/m.safetensors").read_bytes() == data
     d.stop()
 
@@ -303,7 +305,7 @@ def test_expired_link_is_resolved_afresh_on_resume(civitai, daemon):
         wait_for(lambda: len(civitai.requests_to("cdn", "/file")) >= 1, 10)
         civitai.expire_links()
         done = wait_job(c, job["id"])
-    assert done["sha256"] == sha(data)
+    assert_file_is(done["path"], sha(data))
     assert len(civitai.requests_to("api", "/api/download")) == 2  # one fresh resolution
     d.stop()
 
@@ -325,7 +327,8 @@ def test_stalled_body_is_detected_and_resumed(civitai, daemon):
     civitai.fault("cdn", stall_after=300_000)
     d = daemon(timeout=1)
     done = run_job(d, {"modelVersionId": 10, "model_type": "lora"}, timeout=20)
-    assert done["attempts"] == 1 and done["sha256"] == sha(data)
+    assert_file_is(done["path"], sha(data))
+    assert done["attempts"] == 1
     d.stop()
 
 
@@ -335,7 +338,8 @@ def test_trickling_body_is_caught_by_the_lowest_speed_watchdog(civitai, daemon):
     civitai.fault("cdn", rate=400)  # 400 B/s: bytes keep coming, so a read timeout never fires
     d = daemon(timeout=2)
     done = run_job(d, {"modelVersionId": 10, "model_type": "lora"}, timeout=20)
-    assert done["attempts"] == 1 and done["sha256"] == sha(data)
+    assert_file_is(done["path"], sha(data))
+    assert done["attempts"] == 1
     d.stop()
 
 
@@ -504,8 +508,8 @@ def test_large_file_uses_parallel_range_parts_and_resumes_each_after_kill(civita
         f"bytes={p['start'] + p['done']}-{p['end']}" for p in parts
     )
     assert sum(r.sent for r in resumed) == len(data) - committed
-    assert done["sha256"] == sha(data)
-    assert (home / "data/models/checkpoint/big.safetensors").read_bytes() == data
+    assert_file_is(done["path"], sha(data))
+    assert done["path"] == str(home / "data/models/checkpoint/big.safetensors")
     d2.stop()
 
 
@@ -595,7 +599,7 @@ def test_disk_full_mid_download_keeps_the_part_and_says_so(civitai, home, daemon
     with d.client() as c:
         c.post(f"/api/jobs/{job['id']}/retry")
         done = wait_job(c, job["id"])
-    assert done["sha256"] == sha(data)
+    assert_file_is(done["path"], sha(data))
     d.stop()
 
 
@@ -632,7 +636,7 @@ def test_graceful_stop_mid_download_keeps_part_and_resumes(civitai, daemon, home
     d2 = daemon()
     with d2.client() as c:
         done = wait_job(c, job["id"])
-    assert done["sha256"] == sha(data)
+    assert_file_is(done["path"], sha(data))
     assert civitai.requests_to("cdn", "/file")[n].range == f"bytes={kept}-{len(data) - 1}"
     assert sum(r.sent for r in civitai.requests_to("cdn", "/file")[n:]) == len(data) - kept
     d2.stop()

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from tests.conftest import run_job, wait_for, wait_job
+from tests.conftest import assert_file_is, run_job, wait_for, wait_job
 from tests.fake_civitai import TOKEN
 
 MB = 1024 * 1024
@@ -69,7 +69,7 @@ def test_crash_loop_loses_no_job_and_no_byte(civitai, daemon, home):
     d.stop()
     folder = home / "data/models/lora"
     for job in done:
-        assert hashlib.sha256(Path(job["path"]).read_bytes()).hexdigest() == files[job["filename"]]
+        assert_file_is(job["path"], files[job["filename"]])
     assert not list(folder.glob("*.part"))
     needed = sum(sizes)
     fetched = sum(r.sent for r in civitai.requests_to("cdn", "/file"))
@@ -98,27 +98,21 @@ def test_drops_at_random_offsets_still_complete_with_nothing_fetched_twice(civit
         civitai.fault("cdn", drop_after=rng.randrange(100_000, 1_000_000))
     d = daemon(retries=6)
     done = run_job(d, {"modelVersionId": 10, "model_type": "lora"}, timeout=60)
-    assert done["sha256"] == hashlib.sha256(data).hexdigest() and done["attempts"] == 4
+    assert_file_is(done["path"], hashlib.sha256(data).hexdigest())
+    assert done["attempts"] == 4
     assert sum(r.sent for r in civitai.requests_to("cdn", "/file")) == len(data)
     d.stop()
 
 
 @pytest.fixture
-def read_only_dir(tmp_path):
-    target = tmp_path / "ro-models"
-    target.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(target)], capture_output=True
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a read-only filesystem here: {result.stderr.decode().strip()}")
-    yield target
-    subprocess.run(["umount", str(target)], check=False)
+def read_only_dir(tmpfs):
+    """A read-only filesystem: mounted here, or in the daemon's own namespace (unshare -rm)."""
+    return tmpfs("ro-models", "ro")
 
 
 def test_a_read_only_download_dir_is_a_clear_error(civitai, daemon, read_only_dir):
     civitai.add_simple(1, 10, b"x" * 1000)
-    d = daemon(download_dir=str(read_only_dir))
+    d = daemon(download_dir=str(read_only_dir.path), wrap=read_only_dir.wrap)
     with d.client() as c:
         job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
         failed = wait_job(c, job["id"], ("failed",))
