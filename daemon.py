@@ -562,7 +562,7 @@ class DownloadQueue:
         need = max(0, total - have)
         free = shutil.disk_usage(path.parent).free
         if need + SPACE_MARGIN > free:
-            raise errors.NotEnoughSpace(need, free, str(path.parent))
+            raise errors.NotEnoughSpace(need, free, str(path.parent), SPACE_MARGIN)
 
     def _swap(self, part_path: Path, path: Path, replaces: dict[str, Any], model_type: str) -> None:
         """Put a new version over the old one at the same path, in one atomic rename, after

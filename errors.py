@@ -223,10 +223,11 @@ class FileConflict(DownloadError):
 class NotEnoughSpace(DownloadError):
     status_code = 507
 
-    def __init__(self, needed: int, free: int, where: str) -> None:
+    def __init__(self, needed: int, free: int, where: str, margin: int = 0) -> None:
+        keep = f" (plus {_size(margin)} kept free)" if margin else ""
         super().__init__(
-            f"Not enough disk space in {where}: {_size(needed)} needed, {_size(free)} free. "
-            f"Free some space and retry the job; the part already downloaded is kept."
+            f"Not enough disk space in {where}: {_size(needed)} needed{keep}, {_size(free)} "
+            f"free. Free some space and retry the job; the part already downloaded is kept."
         )
 
 
