@@ -353,12 +353,16 @@ class Store:
             lambda db: list(db["completed"].rows_where(where, args, order_by="id desc"))
         )
 
-    async def claim_delivery(self, delivery_id: str) -> tuple[bool, dict[str, Any] | None]:
+    async def claim_delivery(
+        self, delivery_id: str, forget_before: str
+    ) -> tuple[bool, dict[str, Any] | None]:
         """(True, None) when this call is the first with the id; else (False, the first
-        delivery's result, or None while it is still being handled)."""
+        delivery's result, or None while it is still being handled). Deliveries received before
+        `forget_before` (ISO 8601 UTC) are forgotten, so the table does not grow forever."""
 
         def op(db: Database) -> tuple[bool, dict[str, Any] | None]:
             with db.atomic():
+                db.execute("delete from webhook_deliveries where received_at < ?", [forget_before])
                 row = db.execute(
                     "select result from webhook_deliveries where id = ?", [delivery_id]
                 ).fetchone()

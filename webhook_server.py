@@ -7,6 +7,7 @@ import hmac
 import logging
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
@@ -23,6 +24,9 @@ router = APIRouter(tags=["webhook"])
 MAX_BODY = 1024 * 1024
 WINDOW = 5 * 60  # seconds a signed delivery is accepted before or after its X-Timestamp
 MAX_DELIVERY_ID = 128
+# How long a delivery id is remembered: far past WINDOW, after which a signed replay is refused by
+# its timestamp anyway; an unsigned (API key) delivery is deduplicated for that long.
+REMEMBER = 24 * 3600
 SIG = "x-signature-256"
 
 
@@ -30,6 +34,10 @@ class WebhookResult(BaseModel):
     jobs: list[dict[str, Any]]
     errors: list[dict[str, Any]]
     duplicate: bool = False
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def signed_message(timestamp: str, delivery_id: str, body: bytes) -> bytes:
@@ -100,7 +108,7 @@ async def webhook(request: Request) -> dict[str, Any]:
     data = json_body.loads(body)
     entries = data if isinstance(data, list) else [data]
     store = request.app.state.store
-    claimed, seen = await store.claim_delivery(delivery)
+    claimed, seen = await store.claim_delivery(delivery, _iso(time.time() - REMEMBER))
     if not claimed:
         if seen is None:
             raise HTTPException(409, "This delivery is still being handled; send it again soon")

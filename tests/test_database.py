@@ -72,3 +72,22 @@ def test_kill_9_mid_write_leaves_a_consistent_database(tmp_path):
     jobs = conn.execute("select count(*) from jobs").fetchone()[0]
     completed = conn.execute("select count(*) from completed").fetchone()[0]
     assert jobs > 0 and jobs == completed  # each transaction landed whole or not at all
+
+
+def test_webhook_deliveries_are_forgotten_after_the_window_and_not_before(tmp_path):
+    async def scenario() -> list[tuple[bool, object]]:
+        store = Store(tmp_path / "completed.db")
+        await store.open()
+        first = await store.claim_delivery("old", "2026-01-01T00:00:00Z")
+        await store.record_delivery("old", {"jobs": [], "errors": []})
+        again = await store.claim_delivery("old", "2026-01-01T00:00:00Z")  # kept: still recent
+        later = await store.claim_delivery("other", "2999-01-01T00:00:00Z")  # purges "old"
+        fresh = await store.claim_delivery("old", "2026-01-01T00:00:00Z")
+        await store.close()
+        return [first, again, later, fresh]
+
+    first, again, later, fresh = asyncio.run(scenario())
+    assert first == (True, None)
+    assert again == (False, {"jobs": [], "errors": []})
+    assert later == (True, None)
+    assert fresh == (True, None)  # forgotten: a delivery this old is refused by its timestamp
