@@ -28,6 +28,8 @@ DaemonError
 
 from __future__ import annotations
 
+from logger import safe_url
+
 
 class DaemonError(Exception):
     retryable = False
@@ -35,6 +37,8 @@ class DaemonError(Exception):
     retry_after: float | None = None
 
     def __init__(self, message: str) -> None:
+        # Messages reach the API, job errors and webhooks: never with a URL's credentials.
+        message = safe_url(message)
         super().__init__(message)
         self.message = message
 

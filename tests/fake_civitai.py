@@ -13,6 +13,7 @@ rejects any `Authorization` header, and honours Range / If-Range like R2 and B2 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -30,6 +31,8 @@ TOKEN = "fake-civitai-token-0123456789"
 SIGNING_KEY = b"fake-cdn-signing-key"
 LOGIN_REQUIRED = "The creator of this asset requires you to be logged in to download it"
 DISABLED = "The creator of this asset has disabled downloads on this file"
+# Basic-auth credentials of the CDN's /private/ files (a file host that wants user:pass@ URLs).
+PRIVATE_USER, PRIVATE_PASSWORD = "user", "s3cret-pass"
 CLOUDFLARE_HTML = (
     b"<!DOCTYPE html><html><head><title>Just a moment...</title></head>"
     b"<body>Checking your browser before accessing civitai.com.</body></html>"
@@ -506,6 +509,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, PNG, "image/png")
         if path == "/redirect":  # an open redirect, as some file hosts have
             return self._send(302, headers={"Location": query["to"][0]})
+        if m := re.fullmatch(r"/private/(\d+)/(.+)", path, re.S):
+            return self._private(int(m[1]))
         m = re.fullmatch(r"/file/(\d+)/(.+)", path, re.S)
         f = self.fake.file_by_id(int(m[1])) if m else None
         if f is None:
@@ -521,6 +526,16 @@ class _Handler(BaseHTTPRequestHandler):
         if self._apply_status_fault(fault):
             return
         self._serve_bytes(f, fault)
+
+    def _private(self, file_id: int) -> None:
+        """A file behind HTTP Basic auth, as a user's own file host serves it."""
+        wanted = base64.b64encode(f"{PRIVATE_USER}:{PRIVATE_PASSWORD}".encode()).decode()
+        if self.headers.get("Authorization") != f"Basic {wanted}":
+            return self._send(401, b"login needed", "text/plain", {"WWW-Authenticate": "Basic"})
+        f = self.fake.file_by_id(file_id)
+        if f is None:
+            return self._send(404, b"no such file", "text/plain")
+        self._serve_bytes(f, self.fake.take_fault("cdn"))
 
     def _serve_bytes(self, f: FileSpec, fault: Fault | None) -> None:
         data, size = f.content, len(f.content)
