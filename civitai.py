@@ -75,11 +75,14 @@ def error_for(response: httpx.Response, have_token: bool) -> errors.DaemonError 
             return errors.DownloadsDisabled()
         return errors.TokenRequired(have_token)
     if status == 403:
+        page = "html" in response.headers.get("content-type", "")
+        if response.headers.get("cf-mitigated") == "challenge" or page:
+            return errors.CloudflareChallenge()  # Cloudflare's page, not Civitai's answer
         if isinstance(body, dict) and "early access" in str(body.get("error", "")).lower():
             return errors.EarlyAccess(body.get("deadline"))
         if "disabled downloads" in message:
             return errors.DownloadsDisabled()
-        return errors.EarlyAccess()
+        return errors.NoAccess(message, have_token)
     if status == 404:
         return errors.FileNotFound(message or response.request.url.path)
     if status == 410:

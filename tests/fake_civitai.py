@@ -37,6 +37,9 @@ CLOUDFLARE_HTML = (
     b"<!DOCTYPE html><html><head><title>Just a moment...</title></head>"
     b"<body>Checking your browser before accessing civitai.com.</body></html>"
 )
+# The download endpoint's other 403s: a plain refusal, and no access for this account.
+FORBIDDEN = {"error": "Forbidden"}
+NO_ACCESS = {"error": "Forbidden", "message": "You do not have access to download this file"}
 # 1x1 PNG, for preview images.
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -53,6 +56,7 @@ class Fault:
     retry_after: float | None = None
     body: bytes | None = None
     html: bool = False  # a Cloudflare page instead of what was asked
+    challenge: bool = False  # Cloudflare's managed challenge: 403, text/html, cf-mitigated
     drop_after: int | None = None  # close the connection after this many body bytes
     corrupt: bool = False  # flip bytes in the body
     ignore_range: bool = False  # answer 200 with the whole file to a Range request
@@ -113,6 +117,7 @@ class ModelSpec:
     disabled: bool = False
     archived: bool = False
     deleted: bool = False
+    forbidden: dict[str, Any] | None = None  # the download endpoint's 403 body (FORBIDDEN, …)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -414,6 +419,10 @@ class _Handler(BaseHTTPRequestHandler):
         """Answer with the fault's status or HTML page; True when the request is done."""
         if fault is None:
             return False
+        if fault.challenge:
+            headers = {"cf-mitigated": "challenge", "Cache-Control": "no-store"}
+            self._send(403, CLOUDFLARE_HTML, "text/html; charset=UTF-8", headers)
+            return True
         if fault.html:
             self._send(200 if fault.status is None else fault.status, CLOUDFLARE_HTML, "text/html")
             return True
@@ -490,6 +499,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(
                 403, {"error": "Early Access", "deadline": "2099-01-01T00:00:00.000Z"}
             )
+        if model.forbidden is not None:
+            return self._json(403, model.forbidden)
         if model.archived:
             return self._json(410, {"error": "Model archived"})
         files = version.files
