@@ -16,6 +16,7 @@ import httpx
 
 import errors
 from jobs import JobRequest, safe_filename
+from logger import safe_url
 from settings import Settings
 
 log = logging.getLogger("civitai.client")
@@ -74,11 +75,14 @@ def error_for(response: httpx.Response, have_token: bool) -> errors.DaemonError 
             return errors.DownloadsDisabled()
         return errors.TokenRequired(have_token)
     if status == 403:
+        page = "html" in response.headers.get("content-type", "")
+        if response.headers.get("cf-mitigated") == "challenge" or page:
+            return errors.CloudflareChallenge()  # Cloudflare's page, not Civitai's answer
         if isinstance(body, dict) and "early access" in str(body.get("error", "")).lower():
             return errors.EarlyAccess(body.get("deadline"))
         if "disabled downloads" in message:
             return errors.DownloadsDisabled()
-        return errors.EarlyAccess()
+        return errors.NoAccess(message, have_token)
     if status == 404:
         return errors.FileNotFound(message or response.request.url.path)
     if status == 410:
@@ -236,7 +240,7 @@ class CivitaiClient:
             match = {k: query[k] for k in ("type", "format", "size", "fp") if k in query}
             return None, int(m[1]), int(file_id) if file_id and file_id.isdigit() else None, match
         raise errors.InvalidRequest(
-            f"{url} is not a Civitai model page (…/models/ID) or download URL "
+            f"{safe_url(url)} is not a Civitai model page (…/models/ID) or download URL "
             f"(…/api/download/models/VERSION_ID)"
         )
 

@@ -29,6 +29,7 @@ from database import Store, utcnow
 from downloader import Download, Link, Throttle
 from events import EventBus, JobEvent
 from jobs import ACTIVE, JobRequest, JobStatus, check_transition, public_job
+from logger import safe_url
 from metadata import write_sidecars
 from settings import Settings
 
@@ -192,7 +193,8 @@ class DownloadQueue:
             if existing:
                 return self.public(existing[0]), False
             job = await self.store.insert_job(row)
-        log.info("job %s queued: %s → %s", job["id"], key, job.get("path") or row["model_type"])
+        where = job.get("path") or row["model_type"]
+        log.info("job %s queued: %s → %s", job["id"], safe_url(key), where)
         self.bus.publish(JobEvent(self.public(job)))
         self._wake.set()
         return self.public(job), True
@@ -378,7 +380,7 @@ class DownloadQueue:
             await self._fail(job_id, _disk_error(exc, row))
         except Exception as exc:  # a bug must fail one job, not the worker
             log.exception("job %s: unexpected error", job_id)
-            await self._fail(job_id, f"Internal error: {type(exc).__name__}: {exc}")
+            await self._fail(job_id, safe_url(f"Internal error: {type(exc).__name__}: {exc}"))
 
     async def _fail(self, job_id: int, message: str) -> None:
         current = await self.store.get_job(job_id)

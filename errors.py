@@ -11,13 +11,15 @@ DaemonError
 ├── CivitaiError                  Civitai said no, at the one boundary: civitai.py
 │   ├── TokenRequired             401, or a redirect to the login page
 │   ├── DownloadsDisabled         401: the creator disabled downloads
-│   ├── EarlyAccess               403
+│   ├── EarlyAccess               403 {"error": "Early Access"}
+│   ├── NoAccess                  403 Forbidden: this account may not download the file
 │   ├── NotFoundOnCivitai         404: ModelNotFound, ModelVersionNotFound, FileNotFound
 │   ├── Archived                  410
 │   └── Retryable                 worth another attempt
 │       ├── RateLimited           429 (retry_after when the server sent one)
 │       ├── ServerError           5xx
 │       ├── NotJSON               an HTML page (Cloudflare) where JSON was expected
+│       ├── CloudflareChallenge   403 with a Cloudflare "Just a moment…" check
 │       └── NetworkError          connection refused, reset, timed out, stalled
 └── DownloadError                 the bytes themselves
     ├── HashMismatch
@@ -33,6 +35,8 @@ DaemonError
 
 from __future__ import annotations
 
+from logger import safe_url
+
 
 class DaemonError(Exception):
     retryable = False
@@ -40,6 +44,8 @@ class DaemonError(Exception):
     retry_after: float | None = None
 
     def __init__(self, message: str) -> None:
+        # Messages reach the API, job errors and webhooks: never with a URL's credentials.
+        message = safe_url(message)
         super().__init__(message)
         self.message = message
 
@@ -137,6 +143,24 @@ class EarlyAccess(CivitaiError):
         )
 
 
+class NoAccess(CivitaiError):
+    status_code = 403
+
+    def __init__(self, said: str, have_token: bool) -> None:
+        said = f" ({said})" if said else ""
+        if have_token:
+            fix = (
+                "Check that civitai_token belongs to an account that may download it (a "
+                "membership, purchase or permission the creator requires), then retry the job."
+            )
+        else:
+            fix = (
+                "No Civitai token is set: create an API key at civitai.com (Account settings, "
+                "API keys) for an account with access, set civitai_token, then retry the job."
+            )
+        super().__init__(f"Civitai refused the download: no access to this file{said}. {fix}")
+
+
 class NotFoundOnCivitai(CivitaiError):
     status_code = 404
 
@@ -185,6 +209,14 @@ class NotJSON(Retryable):
     def __init__(self, what: str = "an HTML page") -> None:
         super().__init__(
             f"Civitai sent {what} instead of data (it is probably overloaded or behind a check)"
+        )
+
+
+class CloudflareChallenge(Retryable):
+    def __init__(self) -> None:
+        super().__init__(
+            "Civitai answered with a Cloudflare browser check (403) instead of the file; it "
+            "usually passes after a while"
         )
 
 

@@ -14,15 +14,26 @@ BACKUPS = 5
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 REDACTED = "***"
 
-# `token=…` in a query or form, `Authorization: Bearer …`, `X-API-Key: …`, signed-URL signatures.
+# `user:password@` in a URL, `token=…` (and keys, signatures, credentials) in a query or form,
+# `Authorization: Bearer …`, `X-API-Key: …`.
 _PATTERNS = [
+    re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://)[^\s/?#\"'<>]+(?=@)"),
     re.compile(
-        r"(?i)((?:[?&;]|\b)(?:token|api_key|apikey|key|sig|signature|x-amz-signature)=)[^&\s\"']+"
+        r"(?i)((?:[?&;]|\b)[\w-]*(?:token|api_key|apikey|key|sig|signature|password|passwd"
+        r"|secret|credential)=)[^&\s\"']+"
     ),
     re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?(?:bearer|basic|token)?\s*)[^\s\"',}]+"),
     re.compile(r"(?i)(x-api-key[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"),
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
 ]
+
+
+def safe_url(text: str) -> str:
+    """A URL (or any text holding URLs) fit to log or show: no `user:password@`, no token,
+    key or signature in its query. Messages built from URLs go through here."""
+    for pattern in _PATTERNS:
+        text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
+    return text
 
 
 class Redactor:
@@ -34,9 +45,7 @@ class Redactor:
     def __call__(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, REDACTED)
-        for pattern in _PATTERNS:
-            text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
-        return text
+        return safe_url(text)
 
 
 class RedactingFormatter(logging.Formatter):

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,10 +92,24 @@ class DaemonProcess:
         return self
 
     def wait_ready(self, timeout: float = 20) -> None:
+        """Wait for the `GUI: …` line and a healthy API, both within `timeout` seconds."""
         assert self.proc and self.proc.stdout
-        self.gui_line = self.proc.stdout.readline().strip()
-        assert self.gui_line.startswith("GUI: "), self.fail_text()
         deadline = time.monotonic() + timeout
+        first: list[str] = []
+        # readline() has no timeout: read in a thread so a daemon that hangs cannot hang the test.
+        reader = threading.Thread(target=lambda: first.append(self.proc.stdout.readline()))
+        reader.daemon = True
+        reader.start()
+        reader.join(timeout)
+        if not first:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(
+                f"the daemon printed no first line within {timeout:g} s (killed)\n"
+                f"stderr: {self.stderr_text()}"
+            )
+        self.gui_line = first[0].strip()
+        assert self.gui_line.startswith("GUI: "), self.fail_text()
         while time.monotonic() < deadline:
             try:
                 if httpx.get(self.url("/api/health"), timeout=1).status_code == 200:

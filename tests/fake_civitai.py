@@ -14,6 +14,7 @@ rejects any `Authorization` header, and honours Range / If-Range like R2 and B2 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -31,10 +32,15 @@ TOKEN = "fake-civitai-token-0123456789"
 SIGNING_KEY = b"fake-cdn-signing-key"
 LOGIN_REQUIRED = "The creator of this asset requires you to be logged in to download it"
 DISABLED = "The creator of this asset has disabled downloads on this file"
+# Basic-auth credentials of the CDN's /private/ files (a file host that wants user:pass@ URLs).
+PRIVATE_USER, PRIVATE_PASSWORD = "user", "s3cret-pass"
 CLOUDFLARE_HTML = (
     b"<!DOCTYPE html><html><head><title>Just a moment...</title></head>"
     b"<body>Checking your browser before accessing civitai.com.</body></html>"
 )
+# The download endpoint's other 403s: a plain refusal, and no access for this account.
+FORBIDDEN = {"error": "Forbidden"}
+NO_ACCESS = {"error": "Forbidden", "message": "You do not have access to download this file"}
 # 1x1 PNG, for preview images.
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -51,6 +57,7 @@ class Fault:
     retry_after: float | None = None
     body: bytes | None = None
     html: bool = False  # a Cloudflare page instead of what was asked
+    challenge: bool = False  # Cloudflare's managed challenge: 403, text/html, cf-mitigated
     drop_after: int | None = None  # close the connection after this many body bytes
     corrupt: bool = False  # flip bytes in the body
     ignore_range: bool = False  # answer 200 with the whole file to a Range request
@@ -112,6 +119,7 @@ class ModelSpec:
     disabled: bool = False
     archived: bool = False
     deleted: bool = False
+    forbidden: dict[str, Any] | None = None  # the download endpoint's 403 body (FORBIDDEN, …)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -413,6 +421,10 @@ class _Handler(BaseHTTPRequestHandler):
         """Answer with the fault's status or HTML page; True when the request is done."""
         if fault is None:
             return False
+        if fault.challenge:
+            headers = {"cf-mitigated": "challenge", "Cache-Control": "no-store"}
+            self._send(403, CLOUDFLARE_HTML, "text/html; charset=UTF-8", headers)
+            return True
         if fault.html:
             self._send(200 if fault.status is None else fault.status, CLOUDFLARE_HTML, "text/html")
             return True
@@ -491,6 +503,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(
                 403, {"error": "Early Access", "deadline": "2099-01-01T00:00:00.000Z"}
             )
+        if model.forbidden is not None:
+            return self._json(403, model.forbidden)
         if model.archived:
             return self._json(410, {"error": "Model archived"})
         files = version.files
@@ -510,6 +524,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, PNG, "image/png")
         if path == "/redirect":  # an open redirect, as some file hosts have
             return self._send(302, headers={"Location": query["to"][0]})
+        if m := re.fullmatch(r"/private/(\d+)/(.+)", path, re.S):
+            return self._private(int(m[1]))
         m = re.fullmatch(r"/file/(\d+)/(.+)", path, re.S)
         f = self.fake.file_by_id(int(m[1])) if m else None
         if f is None:
@@ -525,6 +541,16 @@ class _Handler(BaseHTTPRequestHandler):
         if self._apply_status_fault(fault):
             return
         self._serve_bytes(f, fault)
+
+    def _private(self, file_id: int) -> None:
+        """A file behind HTTP Basic auth, as a user's own file host serves it."""
+        wanted = base64.b64encode(f"{PRIVATE_USER}:{PRIVATE_PASSWORD}".encode()).decode()
+        if self.headers.get("Authorization") != f"Basic {wanted}":
+            return self._send(401, b"login needed", "text/plain", {"WWW-Authenticate": "Basic"})
+        f = self.fake.file_by_id(file_id)
+        if f is None:
+            return self._send(404, b"no such file", "text/plain")
+        self._serve_bytes(f, self.fake.take_fault("cdn"))
 
     def _serve_bytes(self, f: FileSpec, fault: Fault | None) -> None:
         data, size = f.content, len(f.content)

@@ -68,3 +68,12 @@ def test_redactor_keeps_ordinary_text():
     r = Redactor(["s3cr3t-value"])
     assert r("downloaded model.safetensors 12 MB") == "downloaded model.safetensors 12 MB"
     assert r("a s3cr3t-value b") == "a *** b"
+
+
+def test_a_urls_password_and_query_secrets_are_redacted_but_its_place_stays(logs):
+    logging.getLogger("civitai.test").info(
+        "GET http://me:pa55w0rd@files.example/m.bin?X-Amz-Credential=AKIA1&access_token=t0k&v=2"
+    )
+    text = (logs / "download.log").read_text()
+    assert "pa55w0rd" not in text and "AKIA1" not in text and "t0k" not in text
+    assert "http://***@files.example/m.bin?" in text and "v=2" in text

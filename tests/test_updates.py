@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -251,6 +252,31 @@ def test_the_daily_job_is_scheduled_once_across_restarts(civitai, daemon, home):
         info = c.get("/api/updates").json()
     assert info["scheduled_jobs"] == 0 and info["next_check"] is None
     d.stop()
+
+
+def test_the_daily_check_fires_at_its_time_and_asks_civitai_for_the_tracked_models(
+    civitai, daemon, home
+):
+    civitai.add_simple(1, 101, b"tracked" * 100, filename="a.safetensors")
+    write_manifest(home, [{"modelId": 1, "model_type": "lora"}])
+    at = (datetime.now().astimezone() + timedelta(seconds=10)).replace(microsecond=0)
+    when = {"hour": at.hour, "minute": at.minute, "second": at.second}
+    d = daemon(update_check={"enabled": True, **when})
+    with d.client() as c:
+        info = c.get("/api/updates").json()
+        assert datetime.fromisoformat(info["next_check"]) == at, "started too late for the time"
+        assert c.get("/api/metrics").json()["last_update_check"] is None
+        assert not civitai.requests_to("api", "/api/v1/models?ids=")  # not at start
+        asked = wait_for(
+            lambda: civitai.requests_to("api", "/api/v1/models?ids="), 40, what="the daily check"
+        )
+        last = wait_for(
+            lambda: c.get("/api/metrics").json()["last_update_check"], 20, what="its result"
+        )
+    d.stop()
+    assert len(asked) == 1 and "ids=1&" in asked[0].path
+    assert last["checked"] == 1 and last["errors"] == 0
+    assert datetime.fromisoformat(last["finished_at"]) >= at
 
 
 def test_scan_adopts_known_files_reports_unknown_and_caches_hashes(civitai, daemon, home):

@@ -279,7 +279,7 @@ class Updater:
         if uc.enabled:
             self.scheduler.add_job(
                 self.run_scheduled,
-                CronTrigger(hour=uc.hour, minute=uc.minute),
+                CronTrigger(hour=uc.hour, minute=uc.minute, second=uc.second),
                 id=JOB_ID,
                 name="daily update check",
                 replace_existing=True,
