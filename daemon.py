@@ -75,8 +75,11 @@ class DownloadQueue:
         self._claim_lock = asyncio.Lock()
         self._workers: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
+        # Claim, cancel and a job's task are kept consistent under `_claim_lock`: a job that is
+        # downloading or verifying always has its task in `_running`.
         self._running: dict[int, asyncio.Task] = {}
-        self._cancelling: set[int] = set()
+        self._cancelling: dict[int, asyncio.Task] = {}  # job id → the task cancelling it
+        self._finishing: set[int] = set()  # the file is being placed: too late to cancel
         self._links: dict[int, Link] = {}
         self._live: dict[int, dict[str, Any]] = {}
         self._stopping = False
@@ -242,28 +245,41 @@ class DownloadQueue:
         return self.public(row)
 
     async def cancel(self, job_id: int) -> dict[str, Any]:
-        row = await self.store.get_job(job_id)
-        if row is None:
-            raise errors.JobNotFound(job_id)
-        if row["status"] not in ACTIVE:
-            raise errors.InvalidRequest(
-                f"Job {job_id} is {row['status']}; only active jobs can be cancelled"
-            )
-        task = self._running.get(job_id)
-        if task is not None:
-            self._cancelling.add(job_id)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait({task})
-            row = await self.store.get_job(job_id)
-            assert row is not None
-            return self.public(row)
+        """Cancel an active job. Decided under the claim lock, so a worker never starts a job
+        after its cancel was answered; a job whose file is already being placed completes."""
         async with self._claim_lock:
+            stopping = self._cancelling.get(job_id)
+            task = self._running.get(job_id)
+            if stopping is None:
+                row = await self.store.get_job(job_id)
+                if row is None:
+                    raise errors.JobNotFound(job_id)
+                if row["status"] not in ACTIVE:
+                    raise _not_cancellable(job_id, row["status"])
+                if task is None:  # queued: no worker has it, and none can claim it meanwhile
+                    return self.public(await self._cancelled(row))
+                if job_id not in self._finishing:
+                    task.cancel()  # now, under the lock: the job cannot reach its finish
+                    stopping = self.spawn(self._stop_job(job_id, task))
+                    self._cancelling[job_id] = stopping
+                    stopping.add_done_callback(lambda _: self._cancelling.pop(job_id, None))
+        if stopping is None:  # finishing: wait for it, then say it completed
+            assert task is not None
+            await asyncio.wait({task})
             row = await self.store.get_job(job_id)
             assert row is not None
-            if row["status"] == JobStatus.QUEUED:
-                row = await self._cancelled(row)
-        return self.public(row)
+            raise _not_cancellable(job_id, row["status"])
+        return self.public(await asyncio.shield(stopping))
+
+    async def _stop_job(self, job_id: int, task: asyncio.Task) -> dict[str, Any]:
+        """Wait until a cancelled job's task has stopped writing, then remove its .part."""
+        await asyncio.wait({task})
+        row = await self.store.get_job(job_id)
+        assert row is not None
+        if row["status"] in ACTIVE:
+            row = await self._cancelled(row)
+            log.info("job %s cancelled", job_id)
+        return row
 
     async def _cancelled(self, row: dict[str, Any]) -> dict[str, Any]:
         if row.get("path"):
@@ -326,39 +342,43 @@ class DownloadQueue:
                     await asyncio.wait_for(self._wake.wait(), timeout=1.0)
                 continue
             job_id = row["id"]
-            task = asyncio.create_task(self._run(row), name=f"job-{job_id}")
-            self._running[job_id] = task
+            task = self._running[job_id]
             try:
                 await task
             except asyncio.CancelledError:
-                if job_id in self._cancelling:
-                    continue  # the job was cancelled, not this worker
-                raise
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # this worker is being stopped
+                continue  # the job was cancelled, not this worker
             except Exception:
                 log.exception("job %s: unexpected error", job_id)
             finally:
                 self._running.pop(job_id, None)
-                self._cancelling.discard(job_id)
+                self._finishing.discard(job_id)
 
     async def _claim(self) -> dict[str, Any] | None:
+        """The next queued job, now downloading, with its task registered before the lock is
+        released: a cancel sees either a queued job or a running task, never something between."""
         async with self._claim_lock:
             rows = await self.store.jobs_where(
                 "status = 'queued'", order_by="priority, id", limit=1
             )
             if not rows:
                 return None
-            return await self.transition(rows[0], JobStatus.DOWNLOADING, speed_bps=0)
+            row = await self.transition(rows[0], JobStatus.DOWNLOADING, speed_bps=0)
+            job_id = row["id"]
+            self._running[job_id] = asyncio.create_task(self._run(row), name=f"job-{job_id}")
+            return row
 
     async def _run(self, row: dict[str, Any]) -> None:
         job_id = row["id"]
         try:
             row = await self._download(row)
         except asyncio.CancelledError:
-            current = await self.store.get_job(job_id) or row
             if job_id in self._cancelling:
-                await self._cancelled(current)
-                log.info("job %s cancelled", job_id)
-            elif current["status"] in (JobStatus.DOWNLOADING, JobStatus.VERIFYING):
+                raise  # cancel() cleans up once this task has stopped
+            current = await self.store.get_job(job_id) or row
+            if current["status"] in (JobStatus.DOWNLOADING, JobStatus.VERIFYING):
                 await self.transition(current, JobStatus.QUEUED, speed_bps=0)
                 log.info("job %s: stopping; progress kept for the next start", job_id)
             raise
@@ -456,6 +476,7 @@ class DownloadQueue:
                 raise errors.HashMismatch(expected, result.sha256, str(kept))
             break
 
+        self._finishing.add(job_id)  # from here on a cancel waits and is told it completed
         if swap and await asyncio.to_thread(path.exists):
             await asyncio.to_thread(self._swap, part_path, path, replaces, row["model_type"])
         else:
@@ -573,6 +594,7 @@ class DownloadQueue:
     async def _complete(
         self, row: dict[str, Any], path: Path, sha256: str, size: int, elapsed: float
     ) -> dict[str, Any]:
+        self._finishing.add(row["id"])
         if self.settings.save_metadata and row.get("info"):
             info = json.loads(row["info"])
             await write_sidecars(path, info, self.http, self.civitai)
@@ -625,6 +647,12 @@ class _SpeedMeter:
         self.last_emit = now
         t0, d0 = self.samples[0]
         return (done - d0) / (now - t0) if now > t0 else 0.0
+
+
+def _not_cancellable(job_id: int, status: str) -> errors.DaemonError:
+    if status == JobStatus.COMPLETED:
+        return errors.JobFinished(f"Job {job_id} already completed; there is nothing to cancel")
+    return errors.InvalidRequest(f"Job {job_id} is {status}; only active jobs can be cancelled")
 
 
 def _same_size(path: Path, size: int) -> bool:

@@ -4,7 +4,8 @@ DaemonError
 ├── RequestError                  a job request that cannot be accepted (HTTP 4xx)
 │   ├── InvalidRequest            422: wrong fields, bad model_type, unsafe filename
 │   ├── HostNotAllowed            422: a direct url on a host outside allowed_hosts
-│   └── JobNotFound               404
+│   ├── JobNotFound               404
+│   └── JobFinished               409: too late, e.g. cancelling a job that already completed
 ├── CivitaiError                  Civitai said no, at the one boundary: civitai.py
 │   ├── TokenRequired             401, or a redirect to the login page
 │   ├── DownloadsDisabled         401: the creator disabled downloads
@@ -66,6 +67,10 @@ class JobNotFound(RequestError):
 
     def __init__(self, job_id: int) -> None:
         super().__init__(f"No job {job_id}")
+
+
+class JobFinished(RequestError):
+    status_code = 409
 
 
 # Civitai ------------------------------------------------------------------------------------

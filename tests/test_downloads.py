@@ -657,3 +657,45 @@ def test_network_bytes_and_speed_show_in_status_while_downloading(civitai, daemo
     assert 0 < active["bytes_done"] < active["bytes_total"] == 4 * MB
     assert status["workers"] == 2 and status["paused"] is False and status["version"]
     d.stop()
+
+
+def test_cancel_right_after_submit_always_wins(civitai, daemon, home):
+    """Claim and cancel are atomic: a 200 means cancelled, and no worker runs the job."""
+    pairs = 50
+    for n in range(pairs):
+        civitai.add_simple(100 + n, 1000 + n, blob(200_000, n), filename=f"m{n}.safetensors")
+    civitai.default_rate = 1 * MB  # a fifth of a second per file: a lost cancel completes
+    d = daemon(workers=2)
+    folder = home / "data/models/lora"
+    answers = []
+    with d.client() as c:
+        for n in range(pairs):
+            job = c.post("/api/download", json={"modelVersionId": 1000 + n, "model_type": "lora"})
+            assert job.status_code == 202, job.text
+            cancel = c.post(f"/api/jobs/{job.json()['id']}/cancel")
+            answers.append((job.json()["id"], cancel.status_code, cancel.json().get("status")))
+
+        def settled():
+            counts = c.get("/api/metrics").json()["jobs_by_status"]
+            return not any(counts.get(s) for s in ("queued", "downloading", "verifying"))
+
+        wait_for(settled, 60, what="every job to settle")
+        final = {job_id: c.get(f"/api/jobs/{job_id}").json()["status"] for job_id, _, _ in answers}
+    lost = [a for a in answers if a[1:] != (200, "cancelled") or final[a[0]] != "cancelled"]
+    assert not lost, f"{len(lost)} of {pairs} cancels lost: {lost[:5]}; final {final}"
+    assert files_in(folder) == []  # no final file, no .part
+    d.stop()
+
+
+def test_cancelling_a_completed_job_says_it_already_completed(civitai, daemon):
+    civitai.add_simple(1, 10, blob(1000))
+    d = daemon()
+    done = run_job(d, {"modelVersionId": 10, "model_type": "lora"})
+    with d.client() as c:
+        late = c.post(f"/api/jobs/{done['id']}/cancel")
+        assert late.status_code == 409
+        assert late.json() == {
+            "detail": f"Job {done['id']} already completed; there is nothing to cancel"
+        }
+        assert c.get(f"/api/jobs/{done['id']}").json()["status"] == "completed"
+    d.stop()
