@@ -120,7 +120,8 @@ class DownloadQueue:
     async def submit(
         self, req: JobRequest, source: str = "api", replaces: dict[str, Any] | None = None
     ) -> tuple[dict[str, Any], bool]:
-        """Queue a request; (job, created). The same file already active returns that job.
+        """Queue a request; (job, created). The same file already active returns that job; the
+        same file already completed and still in place returns that job with `duplicate: true`.
 
         Civitai's "no" (unknown model, bad URL, host not allowed) is raised to the caller; a
         Civitai that cannot be reached right now only delays resolution to the worker.
@@ -144,10 +145,12 @@ class DownloadQueue:
         rows = await asyncio.gather(*(prepare(req) for _, req in entries))
         jobs, failed = [], []
         for (index, _), row in zip(entries, rows, strict=True):
-            if isinstance(row, str):
-                failed.append({"index": index, "detail": row})
-            else:
+            try:
+                if isinstance(row, str):
+                    raise errors.InvalidRequest(row)
                 jobs.append((await self._enqueue(row))[0])
+            except errors.DaemonError as exc:
+                failed.append({"index": index, "detail": str(exc)})
         return jobs, failed
 
     async def _prepare(
@@ -181,19 +184,47 @@ class DownloadQueue:
         return row
 
     async def _enqueue(self, row: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """Insert the row unless the same file is already active; (job, created)."""
+        """Insert the row unless the same file is already active or done; (job, created)."""
         key = row["dedupe_key"]
         async with self._claim_lock:
             existing = await self.store.jobs_where(
                 "dedupe_key = ? and status in ('queued', 'downloading', 'verifying')", [key]
             )
             if existing:
-                return self.public(existing[0]), False
+                other = existing[0]
+                if other["model_type"] != row["model_type"]:
+                    raise errors.SameFileActive(other["id"], other["status"], other["model_type"])
+                return self.public(other), False
+            done = await self._completed_in_place(row)
+            if done is not None:
+                log.info("job %s: %s is already completed and in place", done["id"], key)
+                return {**self.public(done), "duplicate": True}, False
             job = await self.store.insert_job(row)
         log.info("job %s queued: %s → %s", job["id"], key, job.get("path") or row["model_type"])
         self.bus.publish(JobEvent(self.public(job)))
         self._wake.set()
         return self.public(job), True
+
+    async def _completed_in_place(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        """The completed job of the same file (same Civitai file or direct URL, or the same
+        SHA256 at the same path) whose file is still at its path with its size."""
+        done = await self.store.jobs_where(
+            "status = 'completed' and model_type = ? and dedupe_key = ?",
+            [row["model_type"], row["dedupe_key"]],
+            order_by="id desc",
+        )
+        if row.get("sha256") and row.get("path"):
+            done += await self.store.jobs_where(
+                "status = 'completed' and lower(sha256) = ? and path = ?",
+                [row["sha256"].lower(), row["path"]],
+                order_by="id desc",
+            )
+        for job in done:
+            if job.get("path") and await asyncio.to_thread(
+                _same_size, Path(job["path"]), job["bytes_total"] or job["bytes_done"]
+            ):
+                return job
+        return None
 
     def _resolved_fields(self, r: Resolved, model_type: str) -> dict[str, Any]:
         fields: dict[str, Any] = {

@@ -5,7 +5,8 @@ DaemonError
 │   ├── InvalidRequest            422: wrong fields, bad model_type, unsafe filename
 │   ├── HostNotAllowed            422: a direct url on a host outside allowed_hosts
 │   ├── JobNotFound               404
-│   └── JobFinished               409: too late, e.g. cancelling a job that already completed
+│   ├── JobFinished               409: too late, e.g. cancelling a job that already completed
+│   └── SameFileActive            409: the same file is already queued under another model_type
 ├── CivitaiError                  Civitai said no, at the one boundary: civitai.py
 │   ├── TokenRequired             401, or a redirect to the login page
 │   ├── DownloadsDisabled         401: the creator disabled downloads
@@ -71,6 +72,17 @@ class JobNotFound(RequestError):
 
 class JobFinished(RequestError):
     status_code = 409
+
+
+class SameFileActive(RequestError):
+    status_code = 409
+
+    def __init__(self, job_id: int, status: str, model_type: str) -> None:
+        super().__init__(
+            f"This file is already {status} as job {job_id} with model_type {model_type!r}. "
+            f"Cancel job {job_id} first to download it as another type, or ask for "
+            f"{model_type!r}."
+        )
 
 
 # Civitai ------------------------------------------------------------------------------------

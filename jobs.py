@@ -236,6 +236,7 @@ class Job(BaseModel):
     created_at: str
     updated_at: str | None = None
     completed_at: str | None = None
+    duplicate: bool = False  # true: this file was already completed; no new job was made
 
 
 def public_job(row: dict[str, Any]) -> dict[str, Any]:
@@ -243,4 +244,5 @@ def public_job(row: dict[str, Any]) -> dict[str, Any]:
     job = {k: row.get(k) for k in Job.model_fields}
     job["bytes_done"] = job["bytes_done"] or 0
     job["speed_bps"] = round(job["speed_bps"] or 0)
+    job["duplicate"] = bool(job["duplicate"])
     return job

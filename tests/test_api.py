@@ -250,3 +250,43 @@ def test_notify_targets_get_discord_and_telegram_messages(civitai, daemon, recei
     assert telegram["chat_id"] == 42 and "Downloaded a.safetensors" in telegram["text"]
     d.stop()
     assert "bot-secret" not in (d.home / "logs" / "download.log").read_text()
+
+
+def test_batch_and_webhook_answer_a_completed_file_as_a_duplicate(civitai, daemon):
+    civitai.add_simple(1, 10, b"a" * 1000, filename="a.safetensors")
+    civitai.add_simple(2, 20, b"b" * 1000, filename="b.safetensors")
+    civitai.add_simple(3, 30, b"c" * 1000, filename="c.safetensors")
+    d = daemon()
+    with d.client() as c:
+        first = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
+        wait_job(c, first["id"])
+        hits = len(civitai.requests_to("api", "/api/download/models"))
+        batch = c.post(
+            "/api/batch",
+            json=[
+                {"modelVersionId": 10, "model_type": "lora"},
+                {"modelVersionId": 20, "model_type": "lora"},
+            ],
+        ).json()
+        assert [(j["id"] == first["id"], j["duplicate"]) for j in batch["jobs"]] == [
+            (True, True),
+            (False, False),
+        ]
+        assert batch["jobs"][0]["status"] == "completed"
+        hook = c.post(
+            "/webhook",
+            json=[
+                {"modelVersionId": 10, "model_type": "lora"},
+                {"modelVersionId": 30, "model_type": "lora"},
+            ],
+        ).json()
+        assert [(j["id"] == first["id"], j["duplicate"]) for j in hook["jobs"]] == [
+            (True, True),
+            (False, False),
+        ]
+        for job in (batch["jobs"][1], hook["jobs"][1]):
+            wait_job(c, job["id"])
+        assert c.get("/api/jobs").json()["total"] == 3
+    # Only the two new files were fetched from the download endpoint.
+    assert len(civitai.requests_to("api", "/api/download/models")) == hits + 2
+    d.stop()
