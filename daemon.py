@@ -80,8 +80,11 @@ class DownloadQueue:
         self._claim_lock = asyncio.Lock()
         self._workers: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
+        # Claim, cancel and a job's task are kept consistent under `_claim_lock`: a job that is
+        # downloading or verifying always has its task in `_running`.
         self._running: dict[int, asyncio.Task] = {}
-        self._cancelling: set[int] = set()
+        self._cancelling: dict[int, asyncio.Task] = {}  # job id → the task cancelling it
+        self._finishing: set[int] = set()  # the file is being placed: too late to cancel
         self._links: dict[int, Link] = {}
         self._live: dict[int, dict[str, Any]] = {}
         self._stopping = False
@@ -122,7 +125,8 @@ class DownloadQueue:
     async def submit(
         self, req: JobRequest, source: str = "api", replaces: dict[str, Any] | None = None
     ) -> tuple[dict[str, Any], bool]:
-        """Queue a request; (job, created). The same file already active returns that job.
+        """Queue a request; (job, created). The same file already active returns that job; the
+        same file already completed and still in place returns that job with `duplicate: true`.
 
         Civitai's "no" (unknown model, bad URL, host not allowed) is raised to the caller; a
         Civitai that cannot be reached right now only delays resolution to the worker.
@@ -146,10 +150,12 @@ class DownloadQueue:
         rows = await asyncio.gather(*(prepare(req) for _, req in entries))
         jobs, failed = [], []
         for (index, _), row in zip(entries, rows, strict=True):
-            if isinstance(row, str):
-                failed.append({"index": index, "detail": row})
-            else:
+            try:
+                if isinstance(row, str):
+                    raise errors.InvalidRequest(row)
                 jobs.append((await self._enqueue(row))[0])
+            except errors.DaemonError as exc:
+                failed.append({"index": index, "detail": str(exc)})
         return jobs, failed
 
     async def _prepare(
@@ -184,20 +190,48 @@ class DownloadQueue:
         return row
 
     async def _enqueue(self, row: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """Insert the row unless the same file is already active; (job, created)."""
+        """Insert the row unless the same file is already active or done; (job, created)."""
         key = row["dedupe_key"]
         async with self._claim_lock:
             existing = await self.store.jobs_where(
                 "dedupe_key = ? and status in ('queued', 'downloading', 'verifying')", [key]
             )
             if existing:
-                return self.public(existing[0]), False
+                other = existing[0]
+                if other["model_type"] != row["model_type"]:
+                    raise errors.SameFileActive(other["id"], other["status"], other["model_type"])
+                return self.public(other), False
+            done = await self._completed_in_place(row)
+            if done is not None:
+                log.info("job %s: %s is already completed and in place", done["id"], key)
+                return {**self.public(done), "duplicate": True}, False
             job = await self.store.insert_job(row)
         where = job.get("path") or row["model_type"]
         log.info("job %s queued: %s → %s", job["id"], safe_url(key), where)
         self.bus.publish(JobEvent(self.public(job)))
         self._wake.set()
         return self.public(job), True
+
+    async def _completed_in_place(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        """The completed job of the same file (same Civitai file or direct URL, or the same
+        SHA256 at the same path) whose file is still at its path with its size."""
+        done = await self.store.jobs_where(
+            "status = 'completed' and model_type = ? and dedupe_key = ?",
+            [row["model_type"], row["dedupe_key"]],
+            order_by="id desc",
+        )
+        if row.get("sha256") and row.get("path"):
+            done += await self.store.jobs_where(
+                "status = 'completed' and lower(sha256) = ? and path = ?",
+                [row["sha256"].lower(), row["path"]],
+                order_by="id desc",
+            )
+        for job in done:
+            if job.get("path") and await asyncio.to_thread(
+                _same_size, Path(job["path"]), job["bytes_total"] or job["bytes_done"]
+            ):
+                return job
+        return None
 
     def _resolved_fields(self, r: Resolved, model_type: str) -> dict[str, Any]:
         fields: dict[str, Any] = {
@@ -254,28 +288,41 @@ class DownloadQueue:
         return self.public(row)
 
     async def cancel(self, job_id: int) -> dict[str, Any]:
-        row = await self.store.get_job(job_id)
-        if row is None:
-            raise errors.JobNotFound(job_id)
-        if row["status"] not in ACTIVE:
-            raise errors.InvalidRequest(
-                f"Job {job_id} is {row['status']}; only active jobs can be cancelled"
-            )
-        task = self._running.get(job_id)
-        if task is not None:
-            self._cancelling.add(job_id)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait({task})
-            row = await self.store.get_job(job_id)
-            assert row is not None
-            return self.public(row)
+        """Cancel an active job. Decided under the claim lock, so a worker never starts a job
+        after its cancel was answered; a job whose file is already being placed completes."""
         async with self._claim_lock:
+            stopping = self._cancelling.get(job_id)
+            task = self._running.get(job_id)
+            if stopping is None:
+                row = await self.store.get_job(job_id)
+                if row is None:
+                    raise errors.JobNotFound(job_id)
+                if row["status"] not in ACTIVE:
+                    raise _not_cancellable(job_id, row["status"])
+                if task is None:  # queued: no worker has it, and none can claim it meanwhile
+                    return self.public(await self._cancelled(row))
+                if job_id not in self._finishing:
+                    task.cancel()  # now, under the lock: the job cannot reach its finish
+                    stopping = self.spawn(self._stop_job(job_id, task))
+                    self._cancelling[job_id] = stopping
+                    stopping.add_done_callback(lambda _: self._cancelling.pop(job_id, None))
+        if stopping is None:  # finishing: wait for it, then say it completed
+            assert task is not None
+            await asyncio.wait({task})
             row = await self.store.get_job(job_id)
             assert row is not None
-            if row["status"] == JobStatus.QUEUED:
-                row = await self._cancelled(row)
-        return self.public(row)
+            raise _not_cancellable(job_id, row["status"])
+        return self.public(await asyncio.shield(stopping))
+
+    async def _stop_job(self, job_id: int, task: asyncio.Task) -> dict[str, Any]:
+        """Wait until a cancelled job's task has stopped writing, then remove its .part."""
+        await asyncio.wait({task})
+        row = await self.store.get_job(job_id)
+        assert row is not None
+        if row["status"] in ACTIVE:
+            row = await self._cancelled(row)
+            log.info("job %s cancelled", job_id)
+        return row
 
     async def _cancelled(self, row: dict[str, Any]) -> dict[str, Any]:
         if row.get("path"):
@@ -338,39 +385,43 @@ class DownloadQueue:
                     await asyncio.wait_for(self._wake.wait(), timeout=1.0)
                 continue
             job_id = row["id"]
-            task = asyncio.create_task(self._run(row), name=f"job-{job_id}")
-            self._running[job_id] = task
+            task = self._running[job_id]
             try:
                 await task
             except asyncio.CancelledError:
-                if job_id in self._cancelling:
-                    continue  # the job was cancelled, not this worker
-                raise
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # this worker is being stopped
+                continue  # the job was cancelled, not this worker
             except Exception:
                 log.exception("job %s: unexpected error", job_id)
             finally:
                 self._running.pop(job_id, None)
-                self._cancelling.discard(job_id)
+                self._finishing.discard(job_id)
 
     async def _claim(self) -> dict[str, Any] | None:
+        """The next queued job, now downloading, with its task registered before the lock is
+        released: a cancel sees either a queued job or a running task, never something between."""
         async with self._claim_lock:
             rows = await self.store.jobs_where(
                 "status = 'queued'", order_by="priority, id", limit=1
             )
             if not rows:
                 return None
-            return await self.transition(rows[0], JobStatus.DOWNLOADING, speed_bps=0)
+            row = await self.transition(rows[0], JobStatus.DOWNLOADING, speed_bps=0)
+            job_id = row["id"]
+            self._running[job_id] = asyncio.create_task(self._run(row), name=f"job-{job_id}")
+            return row
 
     async def _run(self, row: dict[str, Any]) -> None:
         job_id = row["id"]
         try:
             row = await self._download(row)
         except asyncio.CancelledError:
-            current = await self.store.get_job(job_id) or row
             if job_id in self._cancelling:
-                await self._cancelled(current)
-                log.info("job %s cancelled", job_id)
-            elif current["status"] in (JobStatus.DOWNLOADING, JobStatus.VERIFYING):
+                raise  # cancel() cleans up once this task has stopped
+            current = await self.store.get_job(job_id) or row
+            if current["status"] in (JobStatus.DOWNLOADING, JobStatus.VERIFYING):
                 await self.transition(current, JobStatus.QUEUED, speed_bps=0)
                 log.info("job %s: stopping; progress kept for the next start", job_id)
             raise
@@ -470,6 +521,7 @@ class DownloadQueue:
                 raise errors.HashMismatch(expected, result.sha256, str(kept))
             break
 
+        self._finishing.add(job_id)  # from here on a cancel waits and is told it completed
         if swap and await asyncio.to_thread(path.exists):
             await asyncio.to_thread(self._swap, part_path, path, replaces, row["model_type"])
         else:
@@ -595,6 +647,7 @@ class DownloadQueue:
     async def _complete(
         self, row: dict[str, Any], path: Path, sha256: str, size: int, elapsed: float
     ) -> dict[str, Any]:
+        self._finishing.add(row["id"])
         if self.settings.save_metadata and row.get("info"):
             info = json.loads(row["info"])
             await write_sidecars(path, info, self.http, self.civitai)
@@ -647,6 +700,12 @@ class _SpeedMeter:
         self.last_emit = now
         t0, d0 = self.samples[0]
         return (done - d0) / (now - t0) if now > t0 else 0.0
+
+
+def _not_cancellable(job_id: int, status: str) -> errors.DaemonError:
+    if status == JobStatus.COMPLETED:
+        return errors.JobFinished(f"Job {job_id} already completed; there is nothing to cancel")
+    return errors.InvalidRequest(f"Job {job_id} is {status}; only active jobs can be cancelled")
 
 
 def _same_size(path: Path, size: int) -> bool:

@@ -7,7 +7,9 @@ DaemonError
 │   ├── UnsupportedMediaType      415: a body in an encoding the route does not take
 │   ├── HostNotAllowed            422: a direct url on a host outside allowed_hosts
 │   ├── FolderOutside             422: a model_type folder that is a link out of download_dir
-│   └── JobNotFound               404
+│   ├── JobNotFound               404
+│   ├── JobFinished               409: too late, e.g. cancelling a job that already completed
+│   └── SameFileActive            409: the same file is already queued under another model_type
 ├── CivitaiError                  Civitai said no, at the one boundary: civitai.py
 │   ├── TokenRequired             401, or a redirect to the login page
 │   ├── DownloadsDisabled         401: the creator disabled downloads
@@ -97,6 +99,21 @@ class JobNotFound(RequestError):
 
     def __init__(self, job_id: int) -> None:
         super().__init__(f"No job {job_id}")
+
+
+class JobFinished(RequestError):
+    status_code = 409
+
+
+class SameFileActive(RequestError):
+    status_code = 409
+
+    def __init__(self, job_id: int, status: str, model_type: str) -> None:
+        super().__init__(
+            f"This file is already {status} as job {job_id} with model_type {model_type!r}. "
+            f"Cancel job {job_id} first to download it as another type, or ask for "
+            f"{model_type!r}."
+        )
 
 
 # Civitai ------------------------------------------------------------------------------------

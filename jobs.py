@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from enum import StrEnum
@@ -145,17 +146,20 @@ class JobRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model_type: str = Field(description="Folder under download_dir, e.g. lora, checkpoint, vae.")
+    # Strict: `true` is not version 1 and "2011" is not 2011; JSON integers only.
     modelVersionId: int | None = Field(
-        None, gt=0, le=MAX_ID, description="A Civitai model version id."
+        None, gt=0, le=MAX_ID, strict=True, description="A Civitai model version id."
     )  # noqa: N815
     modelId: int | None = Field(
-        None, gt=0, le=MAX_ID, description="A Civitai model id: its newest version."
+        None, gt=0, le=MAX_ID, strict=True, description="A Civitai model id: its newest version."
     )  # noqa: N815
     url: str | None = Field(None, description="A civitai.com page/download URL or a direct URL.")
-    fileId: int | None = Field(None, gt=0, le=MAX_ID, description="Which file of the version.")  # noqa: N815
+    fileId: int | None = Field(  # noqa: N815
+        None, gt=0, le=MAX_ID, strict=True, description="Which file of the version."
+    )
     sha256: str | None = Field(None, description="Expected SHA256 (hex).")
     filename: str | None = Field(None, description="File name to save as.")
-    priority: int = Field(5, ge=0, le=100, description="Lower runs first.")
+    priority: int = Field(5, ge=0, le=100, strict=True, description="Lower runs first.")
 
     @field_validator("model_type", mode="before")
     @classmethod
@@ -209,6 +213,9 @@ def describe_errors(errors: list[dict[str, Any]]) -> str:
             msg, loc = f"the request body is not valid JSON ({error})", []
         elif e.get("type") == "missing":
             msg = "is required"
+        elif e.get("type") == "int_type":
+            given = json.dumps(e.get("input"), default=str)[:40]
+            msg = f"must be an integer such as 123, not {given}"
         parts.append(f"{'.'.join(loc)}: {msg}" if loc else msg)
     return "; ".join(parts) or "invalid request"
 
@@ -236,6 +243,7 @@ class Job(BaseModel):
     created_at: str
     updated_at: str | None = None
     completed_at: str | None = None
+    duplicate: bool = False  # true: this file was already completed; no new job was made
 
 
 def public_job(row: dict[str, Any]) -> dict[str, Any]:
@@ -243,4 +251,5 @@ def public_job(row: dict[str, Any]) -> dict[str, Any]:
     job = {k: row.get(k) for k in Job.model_fields}
     job["bytes_done"] = job["bytes_done"] or 0
     job["speed_bps"] = round(job["speed_bps"] or 0)
+    job["duplicate"] = bool(job["duplicate"])
     return job

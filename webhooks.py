@@ -15,7 +15,7 @@ import httpx
 
 from civitai import backoff
 from database import utcnow
-from events import EventBus, JobEvent, UpdateEvent
+from events import EventBus, JobEvent, Overflowed, UpdateEvent
 from settings import NotifyTarget, Settings
 
 log = logging.getLogger("civitai.webhooks")
@@ -85,7 +85,11 @@ class WebhookSender:
 
     async def _run(self) -> None:
         while True:
-            event = await self._sub.get()
+            try:
+                event = await self._sub.get()
+            except Overflowed as exc:  # 10,000 waiting: deliveries cannot keep up
+                log.error("webhooks: %s", exc)
+                continue
             payload = self.payload(event)
             if payload is not None:
                 self.send(payload)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -88,10 +88,21 @@ def queue_of(request: Request) -> DownloadQueue:
     return request.app.state.queue
 
 
-@router.post("/download", status_code=202, response_model=Job)
-async def download(req: JobRequest, request: Request) -> dict[str, Any]:
-    """Queue one download. The same file already queued or running returns that job."""
+@router.post(
+    "/download",
+    status_code=202,
+    response_model=Job,
+    responses={
+        200: {"model": Job, "description": "Already completed and in place: `duplicate` true"},
+        409: {"description": "The same file is queued or running under another model_type"},
+    },
+)
+async def download(req: JobRequest, request: Request, response: Response) -> dict[str, Any]:
+    """Queue one download. The same file already queued or running returns that job; the same
+    file already completed and still in place returns that job at once, with `duplicate` true."""
     job, _ = await queue_of(request).submit(req, source="api")
+    if job["duplicate"]:
+        response.status_code = 200
     return job
 
 

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from auth import COOKIE
-from events import JobEvent, UpdateEvent
+from events import JobEvent, Overflowed, UpdateEvent
 from roles import role_for_key
 
 log = logging.getLogger("civitai.ws")
 router = APIRouter()
 
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_TOO_SLOW = 1013  # "try again later": reconnect and start from a fresh snapshot
 QUEUE_SIZE = 256  # per client; past it the oldest progress messages are dropped
+STATUS_LIMIT = 4096  # per client; past it the socket is closed rather than lose a status change
 
 
 def message(event: JobEvent | UpdateEvent) -> dict[str, Any]:
@@ -39,7 +42,8 @@ async def downloads(ws: WebSocket) -> None:
         return
     queue = app.state.queue
     # Subscribe before the snapshot, so nothing between the two is missed.
-    with app.state.bus.subscribe(maxsize=QUEUE_SIZE, progress=True) as sub:
+    bus = app.state.bus
+    with bus.subscribe(maxsize=QUEUE_SIZE, progress=True, limit=STATUS_LIMIT) as sub:
         rows = await queue.store.jobs_where(
             "status in ('queued', 'downloading', 'verifying')", order_by="priority, id"
         )
@@ -55,6 +59,11 @@ async def downloads(ws: WebSocket) -> None:
                     getter.cancel()
                     break
                 await ws.send_json(message(getter.result()))
+        except Overflowed:
+            log.warning("a feed client fell %d status changes behind; closing it", STATUS_LIMIT)
+            reason = "Too far behind; reconnect for a fresh snapshot"
+            with contextlib.suppress(Exception):  # a client that never reads may not take it
+                await asyncio.wait_for(ws.close(code=CLOSE_TOO_SLOW, reason=reason), 5)
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:

@@ -257,3 +257,86 @@ def test_notify_targets_get_discord_and_telegram_messages(civitai, daemon, recei
     assert telegram["chat_id"] == 42 and "Downloaded a.safetensors" in telegram["text"]
     d.stop()
     assert "bot-secret" not in (d.home / "logs" / "download.log").read_text()
+
+
+def test_batch_and_webhook_answer_a_completed_file_as_a_duplicate(civitai, daemon):
+    civitai.add_simple(1, 10, b"a" * 1000, filename="a.safetensors")
+    civitai.add_simple(2, 20, b"b" * 1000, filename="b.safetensors")
+    civitai.add_simple(3, 30, b"c" * 1000, filename="c.safetensors")
+    d = daemon()
+    with d.client() as c:
+        first = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
+        wait_job(c, first["id"])
+        hits = len(civitai.requests_to("api", "/api/download/models"))
+        batch = c.post(
+            "/api/batch",
+            json=[
+                {"modelVersionId": 10, "model_type": "lora"},
+                {"modelVersionId": 20, "model_type": "lora"},
+            ],
+        ).json()
+        assert [(j["id"] == first["id"], j["duplicate"]) for j in batch["jobs"]] == [
+            (True, True),
+            (False, False),
+        ]
+        assert batch["jobs"][0]["status"] == "completed"
+        hook = c.post(
+            "/webhook",
+            json=[
+                {"modelVersionId": 10, "model_type": "lora"},
+                {"modelVersionId": 30, "model_type": "lora"},
+            ],
+        ).json()
+        assert [(j["id"] == first["id"], j["duplicate"]) for j in hook["jobs"]] == [
+            (True, True),
+            (False, False),
+        ]
+        for job in (batch["jobs"][1], hook["jobs"][1]):
+            wait_job(c, job["id"])
+        assert c.get("/api/jobs").json()["total"] == 3
+    # Only the two new files were fetched from the download endpoint.
+    assert len(civitai.requests_to("api", "/api/download/models")) == hits + 2
+    d.stop()
+
+
+STRICT_CASES = [
+    ({"model_type": "lora", "modelVersionId": True}, "modelVersionId", "true"),
+    ({"model_type": "lora", "modelVersionId": "2011"}, "modelVersionId", '"2011"'),
+    ({"model_type": "lora", "modelId": True}, "modelId", "true"),
+    ({"model_type": "lora", "modelId": "1"}, "modelId", '"1"'),
+    ({"model_type": "lora", "modelVersionId": 2011, "fileId": False}, "fileId", "false"),
+    ({"model_type": "lora", "modelVersionId": 2011, "fileId": "7"}, "fileId", '"7"'),
+    ({"model_type": "lora", "modelVersionId": 2011, "priority": True}, "priority", "true"),
+    ({"model_type": "lora", "modelVersionId": 2011, "priority": "1"}, "priority", '"1"'),
+]
+
+
+def test_ids_and_priority_must_be_json_integers_not_booleans_or_strings(civitai, daemon):
+    civitai.add_simple(1, 2011, b"x" * 100)
+    d = daemon()
+    with d.client() as c:
+        for body, field, given in STRICT_CASES:
+            r = c.post("/api/download", json=body)
+            assert r.status_code == 422, (body, r.text)
+            assert r.json() == {"detail": f"{field}: must be an integer such as 123, not {given}"}
+        batch = c.post("/api/batch", json=[body for body, _, _ in STRICT_CASES])
+        assert batch.status_code == 422
+        assert batch.json()["errors"] == [
+            {"index": i, "detail": f"{field}: must be an integer such as 123, not {given}"}
+            for i, (_, field, given) in enumerate(STRICT_CASES)
+        ]
+        assert c.get("/api/jobs").json()["total"] == 0  # `true` was not queued as version 1
+    d.stop()
+
+
+def test_the_manifest_loader_refuses_the_same_entries_by_index():
+    from manifest import parse_entries
+
+    good, bad = parse_entries(
+        [body for body, _, _ in STRICT_CASES] + [{"modelId": 1, "model_type": "lora"}]
+    )
+    assert [(i, r.modelId) for i, r in good] == [(len(STRICT_CASES), 1)]
+    assert [(p.index, p.detail) for p in bad] == [
+        (i, f"{field}: must be an integer such as 123, not {given}")
+        for i, (_, field, given) in enumerate(STRICT_CASES)
+    ]

@@ -682,3 +682,140 @@ def test_network_bytes_and_speed_show_in_status_while_downloading(civitai, daemo
     assert 0 < active["bytes_done"] < active["bytes_total"] == 4 * MB
     assert status["workers"] == 2 and status["paused"] is False and status["version"]
     d.stop()
+
+
+def test_cancel_right_after_submit_always_wins(civitai, daemon, home):
+    """Claim and cancel are atomic: a 200 means cancelled, and no worker runs the job."""
+    pairs = 50
+    for n in range(pairs):
+        civitai.add_simple(100 + n, 1000 + n, blob(200_000, n), filename=f"m{n}.safetensors")
+    civitai.default_rate = 1 * MB  # a fifth of a second per file: a lost cancel completes
+    d = daemon(workers=2)
+    folder = home / "data/models/lora"
+    answers = []
+    with d.client() as c:
+        for n in range(pairs):
+            job = c.post("/api/download", json={"modelVersionId": 1000 + n, "model_type": "lora"})
+            assert job.status_code == 202, job.text
+            cancel = c.post(f"/api/jobs/{job.json()['id']}/cancel")
+            answers.append((job.json()["id"], cancel.status_code, cancel.json().get("status")))
+
+        def settled():
+            counts = c.get("/api/metrics").json()["jobs_by_status"]
+            return not any(counts.get(s) for s in ("queued", "downloading", "verifying"))
+
+        wait_for(settled, 60, what="every job to settle")
+        final = {job_id: c.get(f"/api/jobs/{job_id}").json()["status"] for job_id, _, _ in answers}
+    lost = [a for a in answers if a[1:] != (200, "cancelled") or final[a[0]] != "cancelled"]
+    assert not lost, f"{len(lost)} of {pairs} cancels lost: {lost[:5]}; final {final}"
+    assert files_in(folder) == []  # no final file, no .part
+    d.stop()
+
+
+def test_cancelling_a_completed_job_says_it_already_completed(civitai, daemon):
+    civitai.add_simple(1, 10, blob(1000))
+    d = daemon()
+    done = run_job(d, {"modelVersionId": 10, "model_type": "lora"})
+    with d.client() as c:
+        late = c.post(f"/api/jobs/{done['id']}/cancel")
+        assert late.status_code == 409
+        assert late.json() == {
+            "detail": f"Job {done['id']} already completed; there is nothing to cancel"
+        }
+        assert c.get(f"/api/jobs/{done['id']}").json()["status"] == "completed"
+    d.stop()
+
+
+def download_hits(civitai) -> int:
+    return len(civitai.requests_to("api", "/api/download/models"))
+
+
+def test_asking_again_for_a_completed_file_answers_at_once_as_a_duplicate(civitai, daemon, home):
+    data = blob(100_000)
+    civitai.add_simple(1, 10, data, filename="same.safetensors")
+    d = daemon()
+    target = home / "data/models/lora/same.safetensors"
+    first = run_job(d, {"modelVersionId": 10, "model_type": "lora"})
+    hits = download_hits(civitai)
+    with d.client() as c:
+        for again in (
+            {"modelVersionId": 10, "model_type": "LORA"},
+            {"modelId": 1, "model_type": "lora"},
+        ):
+            r = c.post("/api/download", json=again)
+            assert r.status_code == 200, r.text
+            job = r.json()
+            assert (job["id"], job["status"], job["duplicate"]) == (first["id"], "completed", True)
+            assert job["path"] == str(target)
+        assert c.get("/api/jobs").json()["total"] == 1  # no new row
+        assert download_hits(civitai) == hits  # Civitai's download endpoint was not asked
+        assert (
+            first["duplicate"] is False
+            and c.get(f"/api/jobs/{first['id']}").json()["duplicate"] is False
+        )
+
+        target.unlink()  # deleted meanwhile: a new job downloads it again
+        r = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"})
+        assert r.status_code == 202 and r.json()["duplicate"] is False
+        assert r.json()["id"] != first["id"]
+        wait_job(c, r.json()["id"])
+    assert target.read_bytes() == data and download_hits(civitai) == hits + 1
+    d.stop()
+
+
+def test_a_completed_file_of_another_size_is_downloaded_again(civitai, daemon, home):
+    data = blob(100_000)
+    civitai.add_simple(1, 10, data, filename="same.safetensors")
+    d = daemon()
+    first = run_job(d, {"modelVersionId": 10, "model_type": "lora"})
+    target = home / "data/models/lora/same.safetensors"
+    target.write_bytes(b"truncated")  # not the recorded size: not the completed file
+    with d.client() as c:
+        r = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"})
+        assert r.status_code == 202 and r.json()["id"] != first["id"]
+        assert r.json()["duplicate"] is False
+    d.stop()
+
+
+def test_a_direct_url_already_downloaded_is_a_duplicate_not_a_conflict(civitai, daemon, home):
+    data = blob(50_000)
+    f = civitai.add_simple(1, 10, data)
+    d = daemon(allowed_hosts=["127.0.0.2"])
+    direct = civitai.signed_url(f)
+    first = run_job(d, {"url": direct, "model_type": "other"})
+    cdn = len(civitai.requests_to("cdn", "/file"))
+    with d.client() as c:
+        r = c.post("/api/download", json={"url": direct, "model_type": "other"})
+        assert r.status_code == 200, r.text
+        assert (r.json()["id"], r.json()["duplicate"]) == (first["id"], True)
+        # Another URL for the same bytes (same SHA256) at the same path is the same file too.
+        other = direct.replace("?", "?again=1&", 1)
+        r = c.post("/api/download", json={"url": other, "model_type": "other", "sha256": sha(data)})
+        assert r.status_code == 200, r.text
+        assert (r.json()["id"], r.json()["duplicate"]) == (first["id"], True)
+        assert c.get("/api/jobs").json()["total"] == 1
+    assert len(civitai.requests_to("cdn", "/file")) == cdn
+    assert (home / "data/models/other/model.safetensors").read_bytes() == data
+    d.stop()
+
+
+def test_the_same_file_queued_under_another_model_type_is_refused_with_409(civitai, daemon):
+    civitai.add_simple(1, 10, blob(2 * MB), filename="m.safetensors")
+    civitai.default_rate = 256 * 1024  # still running while it is asked again
+    d = daemon()
+    with d.client() as c:
+        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
+        r = c.post("/api/download", json={"modelVersionId": 10, "model_type": "checkpoint"})
+        assert r.status_code == 409
+        assert r.json()["detail"].startswith("This file is already ")
+        assert f"as job {job['id']} with model_type 'lora'" in r.json()["detail"]
+        same = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"})
+        assert same.status_code == 202 and same.json()["id"] == job["id"]
+        batch = c.post(
+            "/api/batch", json=[{"modelVersionId": 10, "model_type": "checkpoint"}]
+        ).json()
+        assert batch["errors"][0]["index"] == 0
+        assert f"as job {job['id']} with model_type 'lora'" in batch["errors"][0]["detail"]
+        assert c.get("/api/jobs").json()["total"] == 1
+        c.post(f"/api/jobs/{job['id']}/cancel")
+    d.stop()

@@ -11,7 +11,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.conftest import wait_job
+from tests.conftest import wait_for, wait_job
 
 ORDER = ["queued", "downloading", "verifying", "completed"]
 
@@ -149,4 +149,95 @@ def test_a_client_that_never_reads_slows_nothing_and_many_clients_all_hear(civit
             messages_until(ws, lambda m: m.get("job", {}).get("status") == "completed", timeout=10)
     stuck.close()
     assert elapsed < 15
+    d.stop()
+
+
+class RawFeed:
+    """A WebSocket client on a bare socket with a small receive window, that reads only when
+    asked: while it does not, the daemon's socket buffers fill up and its messages wait."""
+
+    def __init__(self, d) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect
+        self.sock.connect(("127.0.0.1", d.port))
+        self.sock.sendall(
+            (
+                f"GET /ws/downloads?token={d.token} HTTP/1.1\r\nHost: 127.0.0.1:{d.port}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            self.buf += self._recv()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+
+    def _recv(self) -> bytes:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the daemon closed the connection")
+        return chunk
+
+    def _take(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            self.buf += self._recv()
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def next(self) -> tuple[int, bytes]:
+        """(opcode, payload) of the next frame (the server's frames are never masked)."""
+        b0, b1 = self._take(2)
+        size = b1 & 0x7F
+        if size == 126:
+            size = int.from_bytes(self._take(2), "big")
+        elif size == 127:
+            size = int.from_bytes(self._take(8), "big")
+        return b0 & 0x0F, self._take(size)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_slow_client_still_gets_every_status_change(civitai, daemon):
+    """A client that stops reading while 600 status changes happen gets all of them later,
+    in order: progress may be dropped for it, status changes never."""
+    jobs = 150
+    for n in range(jobs):
+        # Long names make each message ~30 kB: the daemon's socket buffers (a few MB) fill
+        # with fewer jobs than they would with names of everyday length.
+        f = civitai.file(n.to_bytes(2, "big") * 1000, name=f"m{n}.safetensors")
+        civitai.add_model(
+            100 + n, f"Model {n} " + "x" * 30_000, "LORA", [civitai.version(1000 + n, [f])]
+        )
+    d = daemon(workers=2)
+    feed = RawFeed(d)
+    try:
+        opcode, snapshot = feed.next()
+        assert opcode == 1 and json.loads(snapshot)["type"] == "snapshot"
+        with d.client() as c:
+            batch = [{"modelVersionId": 1000 + n, "model_type": "lora"} for n in range(jobs)]
+            ids = {j["id"] for j in c.post("/api/batch", json=batch).json()["jobs"]}
+            completed = lambda: c.get("/api/jobs?status=completed").json()["total"] == jobs  # noqa: E731
+            wait_for(completed, 120, 0.2, "every job to complete")
+        statuses: dict[int, list[str]] = {i: [] for i in ids}
+        done: set[int] = set()
+        feed.sock.settimeout(5)  # all was sent long ago: 5 s of silence means nothing is left
+        while done != ids:
+            try:
+                opcode, payload = feed.next()
+            except TimeoutError:
+                break
+            assert opcode in (1, 9), (opcode, payload[2:].decode(errors="replace"))
+            msg = json.loads(payload) if opcode == 1 else {}
+            if msg.get("type") == "job" and msg["job"]["id"] in ids:
+                seen = statuses[msg["job"]["id"]]
+                if not seen or seen[-1] != msg["job"]["status"]:
+                    seen.append(msg["job"]["status"])
+                if msg["job"]["status"] == "completed":
+                    done.add(msg["job"]["id"])
+    finally:
+        feed.close()
+    lost = {i: s for i, s in statuses.items() if s != ORDER}
+    assert not lost, f"{len(lost)} of {jobs} jobs lost status changes: {list(lost.items())[:3]}"
     d.stop()
