@@ -22,6 +22,7 @@ from fastapi import HTTPException, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import json_body
+from errors import RequestError
 from roles import Role, role_for_key
 from settings import Settings
 
@@ -182,10 +183,11 @@ async def _refuse(scope: Scope, send: Send, status: int, detail: str) -> None:
 
 def _limited(receive: Receive, limit: int, json_like: bool) -> Receive:
     """Count the body as it arrives (chunked ones have no Content-Length); in a JSON body,
-    count the nesting too. Raised inside the route's body read, answered by the handler (an
-    HTTPException, which FastAPI's own body parser passes on instead of making it a 400)."""
+    check it is UTF-8 and count the nesting too. Raised inside the route's body read, answered
+    by the handler (an HTTPException, which FastAPI's own body parser passes on instead of
+    making it a 400)."""
     seen = 0
-    depth = json_body.DepthScanner() if json_like else None
+    guard = json_body.BodyGuard() if json_like else None
 
     async def wrapped() -> dict:
         nonlocal seen
@@ -195,8 +197,11 @@ def _limited(receive: Receive, limit: int, json_like: bool) -> Receive:
             seen += len(chunk)
             if seen > limit:
                 raise HTTPException(413, f"The request body is too large (at most {limit} bytes)")
-            if depth is not None and not depth.feed(chunk):
-                raise HTTPException(422, str(json_body.too_deep("The request body")))
+            if guard is not None:
+                try:
+                    guard.feed(chunk, final=not message.get("more_body", False))
+                except RequestError as exc:
+                    raise HTTPException(exc.status_code, str(exc)) from None
         return message
 
     return wrapped
@@ -204,7 +209,7 @@ def _limited(receive: Receive, limit: int, json_like: bool) -> Receive:
 
 def _form_on_json_route(path: str, content_type: str) -> bool:
     """A JSON route called with a form encoding: what a cross-site <form> would send."""
-    ct = content_type.split(";")[0].strip().lower()
+    ct = json_body.media_type(content_type)
     if ct not in FORM_TYPES:
         return False
     if path.endswith(("/api/batch", "/gui/login", "/gui/logout")):  # they take uploads or forms

@@ -129,7 +129,7 @@ async def batch(request: Request) -> Any:
 
 
 async def _read_batch(request: Request) -> list[Any]:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = json_body.media_type(request.headers.get("content-type"))
     if content_type == "multipart/form-data":
         form = await request.form()
         upload = form.get("file")

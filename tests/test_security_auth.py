@@ -348,6 +348,23 @@ def test_deeply_nested_json_is_refused_with_422_on_every_json_route(civitai, dae
     r = httpx.post(d.url("/api/batch"), content=text, headers=ct)
     assert r.status_code == 422 and "nested" not in r.text
     assert r.json()["errors"][0]["index"] == 0
+    # JSON is UTF-8 (RFC 8259). In UTF-16 each `\\` pairs with the NUL after it, so a scan of the
+    # raw bytes would lose track of the strings while json.loads(bytes) decodes and recurses.
+    hidden = '["a\\"", ' + "[" * 5000 + "]" * 5001
+    for encoding in ("utf-16-le", "utf-16-be", "utf-16", "utf-32-le", "utf-32-be", "utf-32"):
+        body = hidden.encode(encoding)
+        for path in ("/api/batch", "/webhook", "/api/download"):
+            r = httpx.post(d.url(path), content=body, headers=ct, timeout=30)
+            assert_refused(r, 422, "must be JSON encoded as UTF-8")
+        upload = httpx.post(
+            d.url("/api/batch"), files={"file": ("m.json", body)}, headers=key, timeout=30
+        )
+        assert_refused(upload, 422, "must be JSON encoded as UTF-8")
+    # UTF-8 with a byte-order mark, and text beyond ASCII, are still JSON.
+    bom = "\ufeff" + json.dumps([{"model_type": "lora", "filename": "café\\x"}], ensure_ascii=False)
+    r = httpx.post(d.url("/api/batch"), content=bom.encode("utf-8"), headers=ct)
+    assert r.status_code == 422 and "UTF-8" not in r.text, r.text
+    assert r.json()["errors"][0]["index"] == 0
     assert httpx.get(d.url("/api/health")).json()["status"] == "ok"
     assert "RecursionError" not in d.stderr_text()
     d.stop()
@@ -379,20 +396,47 @@ def test_batch_takes_only_json_or_multipart(civitai, daemon):
     d.stop()
 
 
+def guard_verdict(chunks: list[bytes]) -> str:
+    """What the body guard says of a body arriving in these chunks: ok, deep or not UTF-8."""
+    from errors import InvalidRequest, TooDeeplyNested
+    from json_body import BodyGuard
+
+    guard = BodyGuard()
+    try:
+        for i, chunk in enumerate(chunks):
+            guard.feed(chunk, final=i == len(chunks) - 1)
+    except TooDeeplyNested:
+        return "deep"
+    except InvalidRequest as exc:
+        assert "must be JSON encoded as UTF-8" in str(exc)
+        return "not UTF-8"
+    return "ok"
+
+
 @pytest.mark.parametrize(
-    ("body", "within"),
+    ("body", "verdict"),
     [
-        (b"[" * 32 + b"]" * 32, True),
-        (b"[" * 33 + b"]" * 33, False),
-        (b'{"a":' * 33 + b"1" + b"}" * 33, False),
-        (json.dumps(["[" * 100, "{" * 100]).encode(), True),
-        (json.dumps(['\\"[[[[', "\\", '"' * 40 + "[" * 40]).encode() + b"[" * 31, True),
-        (b'["\\\\"' + b"[" * 32, False),  # an escaped backslash does not escape the quote
+        (b"[" * 32 + b"]" * 32, "ok"),
+        (b"[" * 33 + b"]" * 33, "deep"),
+        (b'{"a":' * 33 + b"1" + b"}" * 33, "deep"),
+        (json.dumps(["[" * 100, "{" * 100]).encode(), "ok"),
+        (json.dumps(['\\"[[[[', "\\", '"' * 40 + "[" * 40]).encode() + b"[" * 31, "ok"),
+        (b'["\\\\"' + b"[" * 32, "deep"),  # an escaped backslash does not escape the quote
+        ('["café", "€"]'.encode(), "ok"),  # a character split between chunks is still one
+        ('["a\\"", ' + "[" * 40, "not UTF-8"),  # str: encoded below as UTF-16/32
+        (b'["\xff"]', "not UTF-8"),
+        (b'["\xc3"]', "not UTF-8"),
+        (b"[\xc3", "not UTF-8"),  # cut in the middle of a character
     ],
 )
-def test_the_depth_scanner_counts_nesting_outside_strings_in_any_chunking(body, within):
-    from json_body import DepthScanner
-
-    assert DepthScanner().feed(body) is within
-    scanner = DepthScanner()
-    assert all(scanner.feed(body[i : i + 1]) for i in range(len(body))) is within
+def test_the_body_guard_counts_nesting_outside_strings_and_takes_only_utf8_in_any_chunking(
+    body, verdict
+):
+    bodies = (
+        [body.encode(e) for e in ("utf-16-le", "utf-16", "utf-32")]
+        if isinstance(body, str)
+        else [body]
+    )
+    for b in bodies:
+        assert guard_verdict([b]) == verdict, b
+        assert guard_verdict([b[i : i + 1] for i in range(len(b))]) == verdict, b
