@@ -124,9 +124,10 @@ def _revoked_sessions(db: Database) -> None:
     db["revoked_sessions"].create({"jti": str, "expires_at": int}, pk="jti")
 
 
-def utcnow() -> str:
-    """Now as ISO 8601 UTC, second precision, with a Z."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def utcnow(seconds: float | None = None) -> str:
+    """Now (or `seconds` since the epoch) as ISO 8601 UTC, second precision, with a Z."""
+    moment = datetime.now(UTC) if seconds is None else datetime.fromtimestamp(seconds, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def open_database(path: Path | str) -> Database:
@@ -160,6 +161,10 @@ class Store:
 
     def _open(self) -> None:
         self._db = open_database(self.path)
+        with self._db.atomic():
+            # A delivery claimed but never recorded was being handled when the daemon stopped
+            # (or was killed): nothing handles it now, so a retry may claim it again.
+            self._db.execute("delete from webhook_deliveries where result is null")
 
     def _open_reader(self) -> None:
         self._reader = Database(self.path)
@@ -354,15 +359,20 @@ class Store:
         )
 
     async def claim_delivery(
-        self, delivery_id: str, forget_before: str
+        self, delivery_id: str, forget_before: str, stale_before: str
     ) -> tuple[bool, dict[str, Any] | None]:
         """(True, None) when this call is the first with the id; else (False, the first
         delivery's result, or None while it is still being handled). Deliveries received before
-        `forget_before` (ISO 8601 UTC) are forgotten, so the table does not grow forever."""
+        `forget_before` (ISO 8601 UTC) are forgotten, so the table does not grow forever; a claim
+        made before `stale_before` and never recorded (its handler died) counts as unclaimed."""
 
         def op(db: Database) -> tuple[bool, dict[str, Any] | None]:
             with db.atomic():
                 db.execute("delete from webhook_deliveries where received_at < ?", [forget_before])
+                db.execute(
+                    "delete from webhook_deliveries where result is null and received_at < ?",
+                    [stale_before],
+                )
                 row = db.execute(
                     "select result from webhook_deliveries where id = ?", [delivery_id]
                 ).fetchone()

@@ -7,7 +7,6 @@ import hmac
 import logging
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
@@ -15,6 +14,7 @@ from pydantic import BaseModel
 
 import json_body
 from auth import Role, role_of
+from database import utcnow
 from manifest import parse_entries
 from webhooks import signature
 
@@ -27,6 +27,9 @@ MAX_DELIVERY_ID = 128
 # How long a delivery id is remembered: far past WINDOW, after which a signed replay is refused by
 # its timestamp anyway; an unsigned (API key) delivery is deduplicated for that long.
 REMEMBER = 24 * 3600
+# A delivery claimed this long ago and never answered was lost with its handler (the daemon was
+# killed mid-request): a retry may claim it again rather than get 409 until REMEMBER has passed.
+CLAIM_TIMEOUT = 60
 SIG = "x-signature-256"
 
 
@@ -34,10 +37,6 @@ class WebhookResult(BaseModel):
     jobs: list[dict[str, Any]]
     errors: list[dict[str, Any]]
     duplicate: bool = False
-
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def signed_message(timestamp: str, delivery_id: str, body: bytes) -> bytes:
@@ -108,7 +107,10 @@ async def webhook(request: Request) -> dict[str, Any]:
     data = json_body.loads(body)
     entries = data if isinstance(data, list) else [data]
     store = request.app.state.store
-    claimed, seen = await store.claim_delivery(delivery, _iso(time.time() - REMEMBER))
+    now = time.time()
+    claimed, seen = await store.claim_delivery(
+        delivery, forget_before=utcnow(now - REMEMBER), stale_before=utcnow(now - CLAIM_TIMEOUT)
+    )
     if not claimed:
         if seen is None:
             raise HTTPException(409, "This delivery is still being handled; send it again soon")

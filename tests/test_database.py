@@ -12,8 +12,10 @@ import time
 
 from sqlite_utils import Database
 
-from database import Store, migrations, open_database
+from database import Store, migrations, open_database, utcnow
 from tests.conftest import REPO
+
+LONG_AGO = "2000-01-01T00:00:00Z"
 
 
 def test_migrations_create_tables_and_rerun_changes_nothing(tmp_path):
@@ -78,11 +80,11 @@ def test_webhook_deliveries_are_forgotten_after_the_window_and_not_before(tmp_pa
     async def scenario() -> list[tuple[bool, object]]:
         store = Store(tmp_path / "completed.db")
         await store.open()
-        first = await store.claim_delivery("old", "2026-01-01T00:00:00Z")
+        first = await store.claim_delivery("old", "2026-01-01T00:00:00Z", LONG_AGO)
         await store.record_delivery("old", {"jobs": [], "errors": []})
-        again = await store.claim_delivery("old", "2026-01-01T00:00:00Z")  # kept: still recent
-        later = await store.claim_delivery("other", "2999-01-01T00:00:00Z")  # purges "old"
-        fresh = await store.claim_delivery("old", "2026-01-01T00:00:00Z")
+        again = await store.claim_delivery("old", "2026-01-01T00:00:00Z", LONG_AGO)  # kept
+        later = await store.claim_delivery("other", "2999-01-01T00:00:00Z", LONG_AGO)  # purges
+        fresh = await store.claim_delivery("old", "2026-01-01T00:00:00Z", LONG_AGO)
         await store.close()
         return [first, again, later, fresh]
 
@@ -91,3 +93,47 @@ def test_webhook_deliveries_are_forgotten_after_the_window_and_not_before(tmp_pa
     assert again == (False, {"jobs": [], "errors": []})
     assert later == (True, None)
     assert fresh == (True, None)  # forgotten: a delivery this old is refused by its timestamp
+
+
+def test_a_webhook_claim_whose_handler_died_is_free_again_after_a_minute_and_after_a_restart(
+    tmp_path,
+):
+    """Killed between claim and record, a delivery must not answer 409 for a day."""
+    forget = "2000-01-01T00:00:00Z"
+    result = {"jobs": [{"id": 1}], "errors": []}
+
+    def minute_before(seconds_from_now: float) -> str:
+        return utcnow(time.time() + seconds_from_now - 60)
+
+    async def scenario() -> dict[str, tuple[bool, object]]:
+        seen = {}
+        store = Store(tmp_path / "completed.db")
+        await store.open()
+        seen["first"] = await store.claim_delivery("lost", forget, minute_before(0))
+        seen["while handled"] = await store.claim_delivery("lost", forget, minute_before(0))
+        seen["a minute on"] = await store.claim_delivery("lost", forget, minute_before(61))
+        await store.claim_delivery("done", forget, minute_before(0))
+        await store.record_delivery("done", result)
+        seen["answered, a minute on"] = await store.claim_delivery(
+            "done", forget, minute_before(61)
+        )
+        await store.claim_delivery("killed", forget, minute_before(0))
+        await store.close()  # the daemon stops (or dies) before recording "killed"
+        store = Store(tmp_path / "completed.db")
+        await store.open()
+        seen["after restart"] = await store.claim_delivery("killed", forget, minute_before(0))
+        seen["answered, after restart"] = await store.claim_delivery(
+            "done", forget, minute_before(0)
+        )
+        await store.close()
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert seen == {
+        "first": (True, None),
+        "while handled": (False, None),  # the webhook answers 409: still being handled
+        "a minute on": (True, None),
+        "answered, a minute on": (False, result),  # an answered delivery is never re-run
+        "after restart": (True, None),
+        "answered, after restart": (False, result),
+    }
