@@ -20,6 +20,7 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_SLOW = 1013  # "try again later": reconnect and start from a fresh snapshot
 QUEUE_SIZE = 256  # per client; past it the oldest progress messages are dropped
 STATUS_LIMIT = 4096  # per client; past it the socket is closed rather than lose a status change
+RECHECK_SECONDS = 2  # how often an open feed checks that its session or key is still good
 
 
 def message(event: JobEvent | UpdateEvent) -> dict[str, Any]:
@@ -30,14 +31,19 @@ def message(event: JobEvent | UpdateEvent) -> dict[str, Any]:
 
 @router.websocket("/ws/downloads")
 async def downloads(ws: WebSocket) -> None:
-    """Live feed. Auth: the session cookie, or `?token=<api_token or viewer_token>`."""
+    """Live feed. Auth: the session cookie, or `?token=<api_token or viewer_token>`; checked at
+    connect and again every RECHECK_SECONDS, so Log out (or a changed key) closes it with 4401."""
     app = ws.app
-    settings = app.state.settings
-    role = role_for_key(settings, ws.query_params.get("token")) or app.state.sessions.role(
-        settings, ws.cookies.get(COOKIE)
-    )
+    token, cookie = ws.query_params.get("token"), ws.cookies.get(COOKIE)
+
+    def allowed() -> bool:
+        settings = app.state.settings
+        return (
+            role_for_key(settings, token) or app.state.sessions.role(settings, cookie)
+        ) is not None
+
     await ws.accept()  # accepted first, so the client sees the close code, not a bare 403
-    if role is None:
+    if not allowed():
         await ws.close(code=CLOSE_UNAUTHORIZED, reason="API key or login needed")
         return
     queue = app.state.queue
@@ -49,26 +55,40 @@ async def downloads(ws: WebSocket) -> None:
         )
         await ws.send_json({"type": "snapshot", "jobs": [queue.public(r) for r in rows]})
         receiver = asyncio.create_task(_drain(ws))
+        getter: asyncio.Future[Any] | None = None
         try:
             while not receiver.done():
-                getter = asyncio.ensure_future(sub.get())
+                if getter is None:
+                    getter = asyncio.ensure_future(sub.get())
                 done, _ = await asyncio.wait(
-                    {getter, receiver}, return_when=asyncio.FIRST_COMPLETED
+                    {getter, receiver},
+                    timeout=RECHECK_SECONDS,
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
-                if getter not in done:
-                    getter.cancel()
+                if receiver in done:
                     break
-                await ws.send_json(message(getter.result()))
+                if not allowed():  # logged out, expired, or the key changed meanwhile
+                    log.info("closing a feed client whose session or key ended")
+                    await _close(ws, CLOSE_UNAUTHORIZED, "Logged out, or the key changed")
+                    break
+                if getter in done:
+                    event, getter = getter.result(), None
+                    await ws.send_json(message(event))
         except Overflowed:
             log.warning("a feed client fell %d status changes behind; closing it", STATUS_LIMIT)
-            reason = "Too far behind; reconnect for a fresh snapshot"
-            with contextlib.suppress(Exception):  # a client that never reads may not take it
-                await asyncio.wait_for(ws.close(code=CLOSE_TOO_SLOW, reason=reason), 5)
+            await _close(ws, CLOSE_TOO_SLOW, "Too far behind; reconnect for a fresh snapshot")
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
-            receiver.cancel()
-            await asyncio.gather(receiver, return_exceptions=True)
+            for task in (getter, receiver):
+                if task is not None:
+                    task.cancel()
+            await asyncio.gather(receiver, *([getter] if getter else []), return_exceptions=True)
+
+
+async def _close(ws: WebSocket, code: int, reason: str) -> None:
+    with contextlib.suppress(Exception):  # a client that never reads may not take it
+        await asyncio.wait_for(ws.close(code=code, reason=reason), 5)
 
 
 async def _drain(ws: WebSocket) -> None:

@@ -3,6 +3,7 @@ malformed Host headers, and bodies built to crash the parser."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -80,6 +82,57 @@ def test_logout_ends_the_session_everywhere_even_when_the_cookie_is_replayed(civ
     assert ws_close_code(d, session) == 4401
     other = login(d, d.token)  # a new login is not affected
     assert api_status(d, other) == 200
+    d.stop()
+
+
+@contextlib.contextmanager
+def open_feed(d, session: str) -> Iterator:
+    url = d.base_url.replace("http://", "ws://") + "/ws/downloads"
+    with connect(url, additional_headers={"Cookie": f"{COOKIE}={session}"}) as ws:
+        assert json.loads(ws.recv(timeout=10))["type"] == "snapshot"
+        yield ws
+
+
+def close_code_within(ws, seconds: float) -> int | None:
+    """The close code the server sends within `seconds`, skipping any feed messages."""
+    deadline = time.monotonic() + seconds
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            ws.recv(timeout=left)
+    except ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd else None
+    except TimeoutError:
+        pass
+    raise AssertionError(f"the feed was still open after {seconds:g} s")
+
+
+def test_an_open_feed_is_closed_with_4401_on_log_out_and_when_its_session_expires(
+    civitai, daemon, home
+):
+    civitai.add_simple(1, 10, b"x" * 1000)
+    d = daemon()
+    leaving, staying = login(d, d.token), login(d, d.token)
+    secret = (home / "data" / "session.key").read_text()
+    now = int(time.time())
+    short = jwt.encode(
+        {"sub": "admin", "iat": now, "exp": now + 3, "jti": uuid.uuid4().hex,
+         "fp": fingerprint(secret, d.token)},
+        secret,
+        algorithm="HS256",
+    )  # fmt: skip
+    with open_feed(d, leaving) as a, open_feed(d, staying) as b, open_feed(d, short) as c:
+        out = httpx.post(
+            d.url("/gui/logout"), cookies={COOKIE: leaving}, headers={"Origin": d.base_url}
+        )
+        assert out.status_code == 303
+        assert close_code_within(a, 15) == 4401
+        assert close_code_within(c, 15) == 4401  # expired while open
+        # The other session's feed is still open and still told of every change.
+        with d.client() as client:
+            job = client.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"})
+            assert job.status_code == 202, job.text
+        message = json.loads(b.recv(timeout=15))
+        assert message["type"] == "job" and message["job"]["id"] == job.json()["id"]
     d.stop()
 
 
