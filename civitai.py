@@ -16,7 +16,6 @@ import httpx
 
 import errors
 from jobs import JobRequest, safe_filename
-from logger import safe_url
 from settings import Settings
 
 log = logging.getLogger("civitai.client")
@@ -240,7 +239,7 @@ class CivitaiClient:
             match = {k: query[k] for k in ("type", "format", "size", "fp") if k in query}
             return None, int(m[1]), int(file_id) if file_id and file_id.isdigit() else None, match
         raise errors.InvalidRequest(
-            f"{safe_url(url)} is not a Civitai model page (…/models/ID) or download URL "
+            f"{url} is not a Civitai model page (…/models/ID) or download URL "
             f"(…/api/download/models/VERSION_ID)"
         )
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 import time
 import uuid
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from jose import JWTError, jwt
 
+import safefs
 from roles import Role, key_for_role
 
 if TYPE_CHECKING:
@@ -34,17 +34,12 @@ REQUIRED = {"require_exp": True, "require_sub": True, "require_jti": True}
 def load_session_secret(home: Path) -> str:
     """The JWT signing secret: made once, kept in the home (mode 600), never sent anywhere."""
     path = home / "data" / "session.key"
-    try:
+    if safefs.is_file(path):  # a link at the name is not ours: it is replaced, never followed
         value = path.read_text().strip()
         if len(value) >= 32:
             return value
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
     value = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value)
+    safefs.write_atomic(path, value.encode(), mode=0o600)
     return value
 
 

@@ -136,6 +136,40 @@ def test_an_open_feed_is_closed_with_4401_on_log_out_and_when_its_session_expire
     d.stop()
 
 
+def test_the_session_secret_is_never_written_through_a_link_at_its_name(
+    civitai, daemon, home, tmp_path
+):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "notes.txt").write_text("short, not a secret")
+    (home / "data").mkdir()
+    for target in (outside / "notes.txt", outside / "created-through-the-link"):
+        link = home / "data" / "session.key"
+        link.unlink(missing_ok=True)
+        link.symlink_to(target)
+        d = daemon()
+        assert api_status(d, login(d, d.token)) == 200
+        d.stop()
+        assert not link.is_symlink() and link.is_file()
+        assert link.stat().st_mode & 0o777 == 0o600
+        assert len(link.read_text()) >= 32
+        assert sorted(p.name for p in outside.iterdir()) == ["notes.txt"]
+        assert (outside / "notes.txt").read_text() == "short, not a secret"
+
+
+def test_a_url_that_is_no_model_page_is_named_without_its_credentials(civitai, daemon):
+    d = daemon()
+    host = civitai.base_url.split("://", 1)[1]
+    url = f"http://someone:hunter2@{host}/images/5?token=abc123secret&nsfw=1"
+    with d.client() as c:
+        r = c.post("/api/download", json={"url": url, "model_type": "lora"})
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert "is not a Civitai model page" in detail and "/images/5?token=" in detail, detail
+    assert "hunter2" not in detail and "abc123secret" not in detail, detail
+    d.stop()
+
+
 def test_changing_api_token_ends_the_admin_sessions_issued_for_the_old_one(civitai, daemon, home):
     d = daemon()
     session = login(d, d.token)
