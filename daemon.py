@@ -332,14 +332,16 @@ class DownloadQueue:
         return await self.transition(row, JobStatus.CANCELLED, speed_bps=0, bytes_done=0)
 
     async def retry(self, job_id: int) -> dict[str, Any]:
-        row = await self.store.get_job(job_id)
-        if row is None:
-            raise errors.JobNotFound(job_id)
-        if row["status"] not in (JobStatus.FAILED, JobStatus.CANCELLED):
-            raise errors.InvalidRequest(
-                f"Job {job_id} is {row['status']}; only failed or cancelled jobs can be retried"
-            )
+        """Queue a failed or cancelled job again. Read and decided under the claim lock: of two
+        retries at once, the second sees the job already queued (or running) and is refused."""
         async with self._claim_lock:
+            row = await self.store.get_job(job_id)
+            if row is None:
+                raise errors.JobNotFound(job_id)
+            if row["status"] not in (JobStatus.FAILED, JobStatus.CANCELLED):
+                raise errors.InvalidRequest(
+                    f"Job {job_id} is {row['status']}; only failed or cancelled jobs can be retried"
+                )
             duplicate = await self.store.jobs_where(
                 "dedupe_key = ? and id != ? and status in ('queued', 'downloading', 'verifying')",
                 [row["dedupe_key"], job_id],

@@ -6,8 +6,11 @@ import hashlib
 import json
 import resource
 import signal
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 from sqlite_utils import Database
 
@@ -818,4 +821,41 @@ def test_the_same_file_queued_under_another_model_type_is_refused_with_409(civit
         assert f"as job {job['id']} with model_type 'lora'" in batch["errors"][0]["detail"]
         assert c.get("/api/jobs").json()["total"] == 1
         c.post(f"/api/jobs/{job['id']}/cancel")
+    d.stop()
+
+
+def test_many_retries_of_one_job_at_once_queue_it_once_and_it_runs_once(civitai, daemon, home):
+    """A double-clicked Retry: one retry queues the job, every other one is refused, and the
+    file is fetched by one worker only."""
+    data = blob(1 * MB)
+    civitai.add_simple(1, 10, data, filename="m.safetensors")
+    civitai.default_rate = 256 * 1024
+    d = daemon(workers=2)
+    with d.client() as c:
+        job_id = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()[
+            "id"
+        ]
+        assert c.post(f"/api/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+        hits = download_hits(civitai)
+        civitai.default_rate = 2 * MB  # half a second: long enough for a second worker to join
+        clicks = 24
+        together = threading.Barrier(clicks)
+
+        def click(_: int) -> httpx.Response:
+            c.get("/api/health")  # each thread's connection is open before the barrier
+            together.wait(10)
+            return c.post(f"/api/jobs/{job_id}/retry")
+
+        with ThreadPoolExecutor(clicks) as pool:
+            answers = list(pool.map(click, range(clicks)))
+        accepted = [r for r in answers if r.status_code == 200]
+        refused = [r for r in answers if r.status_code != 200]
+        assert len(accepted) == 1, [(r.status_code, r.text) for r in answers]
+        for r in refused:
+            assert r.status_code == 422, r.text
+            assert r.json()["detail"].startswith(f"Job {job_id} is ")
+            assert r.json()["detail"].endswith("only failed or cancelled jobs can be retried")
+        done = wait_job(c, job_id)
+    assert_file_is(done["path"], sha(data))
+    assert download_hits(civitai) == hits + 1
     d.stop()
