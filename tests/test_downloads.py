@@ -692,7 +692,10 @@ def test_cancel_right_after_submit_always_wins(civitai, daemon, home):
     pairs = 50
     for n in range(pairs):
         civitai.add_simple(100 + n, 1000 + n, blob(200_000, n), filename=f"m{n}.safetensors")
-    civitai.default_rate = 1 * MB  # a fifth of a second per file: a lost cancel completes
+    # Two seconds per file: a cancel answered in time always arrives before the file is being
+    # placed (a 409 then would be correct, so the test must never let a job get that far), and a
+    # cancel the daemon lost still completes its file within the wait below.
+    civitai.default_rate = 100_000
     d = daemon(workers=2)
     folder = home / "data/models/lora"
     answers = []
