@@ -108,6 +108,10 @@ class DownloadQueue:
         """Stop taking work; running jobs save their progress and go back to the queue."""
         self._stopping = True
         self._wake.set()
+        # A cancel already decided finishes first: its job must end cancelled, not resume at the
+        # next start as if nobody had asked.
+        while self._cancelling:
+            await asyncio.wait(set(self._cancelling.values()))
         tasks = self._workers + list(self._background)
         for task in tasks:
             task.cancel()
@@ -315,13 +319,26 @@ class DownloadQueue:
         return self.public(await asyncio.shield(stopping))
 
     async def _stop_job(self, job_id: int, task: asyncio.Task) -> dict[str, Any]:
-        """Wait until a cancelled job's task has stopped writing, then remove its .part."""
+        """Wait until a cancelled job's task has stopped writing, then remove its .part. When
+        that fails, the job fails with the reason: it never stays active with no task."""
         await asyncio.wait({task})
         row = await self.store.get_job(job_id)
         assert row is not None
-        if row["status"] in ACTIVE:
+        if row["status"] not in ACTIVE:
+            return row
+        try:
             row = await self._cancelled(row)
-            log.info("job %s cancelled", job_id)
+        except Exception as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            await self._fail(
+                job_id,
+                f"Stopped, but the partial file {row['path']}.part could not be removed ({why}); "
+                f"delete it, then retry or leave the job",
+            )
+            row = await self.store.get_job(job_id)
+            assert row is not None
+            return row
+        log.info("job %s cancelled", job_id)
         return row
 
     async def _cancelled(self, row: dict[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import resource
@@ -14,7 +16,10 @@ import httpx
 import pytest
 from sqlite_utils import Database
 
-from tests.conftest import assert_file_is, run_job, wait_for, wait_job
+from jobs import JobRequest
+from main import create_app
+from settings import load_settings
+from tests.conftest import assert_file_is, run_job, wait_for, wait_job, write_config
 from tests.fake_civitai import TOKEN
 
 MB = 1024 * 1024
@@ -862,3 +867,70 @@ def test_many_retries_of_one_job_at_once_queue_it_once_and_it_runs_once(civitai,
     assert_file_is(done["path"], sha(data))
     assert download_hits(civitai) == hits + 1
     d.stop()
+
+
+def test_a_cancel_that_cannot_remove_the_part_fails_the_job_with_the_reason(civitai, daemon, home):
+    """The job never stays `downloading` with no task behind it (it would resume at next start)."""
+    civitai.add_simple(1, 10, blob(4 * MB), filename="m.safetensors")
+    civitai.default_rate = 512 * 1024
+    d = daemon()
+    part = home / "data/models/lora/m.safetensors.part"
+    with d.client() as c:
+        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
+        wait_for(lambda: c.get(f"/api/jobs/{job['id']}").json()["bytes_done"] > 0)
+        part.rename(part.with_name("moved-away"))  # the daemon keeps writing through its fd
+        part.mkdir()  # a directory cannot be unlinked
+        (part / "keep").write_bytes(b"mine")
+        r = c.post(f"/api/jobs/{job['id']}/cancel")
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "failed"
+        assert r.json()["error"] == (
+            f"Stopped, but the partial file {part} could not be removed (Is a directory); "
+            f"delete it, then retry or leave the job"
+        )
+        assert c.get(f"/api/jobs/{job['id']}").json()["status"] == "failed"
+        assert c.get("/api/status").json()["active"] == []
+    d.stop()
+    d2 = daemon()  # nothing resumes it
+    with d2.client() as c:
+        assert c.get(f"/api/jobs/{job['id']}").json()["status"] == "failed"
+    assert (part / "keep").read_bytes() == b"mine"
+    d2.stop()
+
+
+def test_a_cancel_in_progress_when_the_daemon_stops_still_ends_cancelled(civitai, home):
+    """In process (the shutdown must land between the cancel's decision and its cleanup): the
+    lifespan ends while the cancel waits for the job's task; the job is cancelled, its .part gone
+    (a job left downloading or queued would resume at the next start)."""
+    civitai.add_simple(1, 10, blob(4 * MB), filename="m.safetensors")
+    civitai.default_rate = 512 * 1024
+    write_config(home, civitai_base_url=civitai.base_url, retries=5, timeout=10)
+    settings = load_settings(home)
+    part = settings.models_dir / "lora" / "m.safetensors.part"
+
+    async def cancel_then_stop() -> int:
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            queue = app.state.queue
+            with app.state.bus.subscribe(progress=True) as events:
+                job, _ = await queue.submit(JobRequest(modelVersionId=10, model_type="lora"))
+                async with asyncio.timeout(20):
+                    while not (await events.get()).job.get("bytes_done"):
+                        pass
+            cancel = asyncio.create_task(queue.cancel(job["id"]))
+            async with asyncio.timeout(20):
+                # No event marks "cancel decided, cleanup pending": that is the queue's own state.
+                while job["id"] not in queue._cancelling:  # noqa: ASYNC110
+                    await asyncio.sleep(0)
+            # the lifespan ends here, with the cancel decided but not yet cleaned up
+        with contextlib.suppress(asyncio.CancelledError):
+            await cancel
+        return job["id"]
+
+    job_id = asyncio.run(cancel_then_stop())
+    db = Database(settings.data_dir / "completed.db")
+    try:
+        assert db["jobs"].get(job_id)["status"] == "cancelled"
+    finally:
+        db.close()
+    assert not part.exists()
