@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from events import EventBus, JobEvent
 from jobs import ACTIVE, JobRequest, JobStatus, check_transition, public_job
 from logger import safe_url
 from metadata import write_sidecars
+from scanner import file_sha256
 from settings import Settings
 
 log = logging.getLogger("civitai.daemon")
@@ -196,6 +198,8 @@ class DownloadQueue:
     async def _enqueue(self, row: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Insert the row unless the same file is already active or done; (job, created)."""
         key = row["dedupe_key"]
+        # Before the lock: this may hash a file, and a slow disk must not stall claims and cancels.
+        done, seen = await self._completed_in_place(row)
         async with self._claim_lock:
             existing = await self.store.jobs_where(
                 "dedupe_key = ? and status in ('queued', 'downloading', 'verifying')", [key]
@@ -205,8 +209,11 @@ class DownloadQueue:
                 if other["model_type"] != row["model_type"]:
                     raise errors.SameFileActive(other["id"], other["status"], other["model_type"])
                 return self.public(other), False
-            done = await self._completed_in_place(row)
-            if done is not None:
+            # Checked again under the lock, by a stat only: the file may have changed meanwhile.
+            if (
+                done is not None
+                and await asyncio.to_thread(_file_state, Path(done["path"])) == seen
+            ):
                 log.info("job %s: %s is already completed and in place", done["id"], key)
                 return {**self.public(done), "duplicate": True}, False
             job = await self.store.insert_job(row)
@@ -216,9 +223,11 @@ class DownloadQueue:
         self._wake.set()
         return self.public(job), True
 
-    async def _completed_in_place(self, row: dict[str, Any]) -> dict[str, Any] | None:
+    async def _completed_in_place(
+        self, row: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, tuple[int, int, int] | None]:
         """The completed job of the same file (same Civitai file or direct URL, or the same
-        SHA256 at the same path) whose file is still at its path with its size."""
+        SHA256 at the same path) whose file is still in place, and the file's state as seen."""
         done = await self.store.jobs_where(
             "status = 'completed' and model_type = ? and dedupe_key = ?",
             [row["model_type"], row["dedupe_key"]],
@@ -231,11 +240,29 @@ class DownloadQueue:
                 order_by="id desc",
             )
         for job in done:
-            if job.get("path") and await asyncio.to_thread(
-                _same_size, Path(job["path"]), job["bytes_total"] or job["bytes_done"]
-            ):
-                return job
-        return None
+            if seen := await self._still_in_place(job):
+                return job, seen
+        return None, None
+
+    async def _still_in_place(self, done: dict[str, Any]) -> tuple[int, int, int] | None:
+        """Whether a completed file (a job or `completed` row) is still what was completed: a
+        regular file, not a link, at its path with the size and mtime recorded at completion.
+        A record from before mtimes were kept is hashed instead (through the scanner's cache).
+        The file's (size, mtime_ns, inode) when it is; None when it is not."""
+        size = done.get("bytes_total") or done.get("size")
+        if not done.get("path") or not size:
+            return None
+        path = Path(done["path"])
+        state = await asyncio.to_thread(_file_state, path)
+        if state is None or state[0] != size:
+            return None
+        if done.get("mtime_ns") is not None:
+            return state if state[1] == done["mtime_ns"] else None
+        if not done.get("sha256"):
+            return None
+        st = await asyncio.to_thread(os.lstat, path)
+        sha, _ = await file_sha256(self.store, path, st)
+        return state if sha == done["sha256"].lower() else None
 
     def _resolved_fields(self, r: Resolved, model_type: str) -> dict[str, Any]:
         fields: dict[str, Any] = {
@@ -280,8 +307,10 @@ class DownloadQueue:
         return problems
 
     async def _already_done(self, req: JobRequest) -> bool:
-        rows = await self.store.find_completed(req.modelVersionId, req.modelId, req.sha256)
-        return any([await asyncio.to_thread(_same_size, Path(r["path"]), r["size"]) for r in rows])
+        for record in await self.store.find_completed(req.modelVersionId, req.modelId, req.sha256):
+            if await self._still_in_place(record):
+                return True
+        return False
 
     # Control ----------------------------------------------------------------------------
 
@@ -671,6 +700,8 @@ class DownloadQueue:
             info = json.loads(row["info"])
             await write_sidecars(path, info, self.http, self.civitai)
         now = utcnow()
+        state = await asyncio.to_thread(_file_state, path)
+        mtime_ns = state[1] if state else None
         await self.store.add_completed(
             {
                 "job_id": row["id"],
@@ -685,6 +716,7 @@ class DownloadQueue:
                 "version_name": row.get("version_name"),
                 "completed_at": now,
                 "elapsed_s": elapsed,
+                "mtime_ns": mtime_ns,
             }
         )
         log.info("job %s completed: %s (%d bytes, sha256 %s)", row["id"], path, size, sha256)
@@ -699,6 +731,7 @@ class DownloadQueue:
             elapsed_s=elapsed,
             error=None,
             completed_at=now,
+            mtime_ns=mtime_ns,
         )
 
 
@@ -727,8 +760,13 @@ def _not_cancellable(job_id: int, status: str) -> errors.DaemonError:
     return errors.InvalidRequest(f"Job {job_id} is {status}; only active jobs can be cancelled")
 
 
-def _same_size(path: Path, size: int) -> bool:
-    return path.is_file() and path.stat().st_size == size
+def _file_state(path: Path) -> tuple[int, int, int] | None:
+    """(size, mtime_ns, inode) of a regular file at `path` itself; None for a link or nothing."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino) if stat.S_ISREG(st.st_mode) else None
 
 
 def _disk_error(exc: OSError, row: dict[str, Any]) -> str:

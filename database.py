@@ -124,6 +124,13 @@ def _revoked_sessions(db: Database) -> None:
     db["revoked_sessions"].create({"jti": str, "expires_at": int}, pk="jti")
 
 
+@migrations(name="005_completed_mtime")
+def _completed_mtime(db: Database) -> None:
+    # The completed file's mtime (ns) beside its size: "still in place" means both unchanged.
+    db["jobs"].add_column("mtime_ns", int)
+    db["completed"].add_column("mtime_ns", int)
+
+
 def utcnow() -> str:
     """Now as ISO 8601 UTC, second precision, with a Z."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

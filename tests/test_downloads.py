@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import resource
 import signal
 import threading
@@ -774,17 +775,69 @@ def test_asking_again_for_a_completed_file_answers_at_once_as_a_duplicate(civita
     d.stop()
 
 
-def test_a_completed_file_of_another_size_is_downloaded_again(civitai, daemon, home):
+@pytest.mark.parametrize("change", ["other size", "same size, other bytes", "a link"])
+def test_a_completed_file_changed_meanwhile_is_no_duplicate_and_is_never_overwritten(
+    civitai, daemon, home, tmp_path, change
+):
+    """Size and mtime recorded at completion, on the file itself (a link is not it): a file
+    changed in any of these ways is not the completed one, and the job asked for it stops at
+    the file that is there instead of overwriting it."""
     data = blob(100_000)
     civitai.add_simple(1, 10, data, filename="same.safetensors")
     d = daemon()
     first = run_job(d, {"modelVersionId": 10, "model_type": "lora"})
     target = home / "data/models/lora/same.safetensors"
-    target.write_bytes(b"truncated")  # not the recorded size: not the completed file
+    theirs = blob(len(data), 2)
+    outside = tmp_path / "outside.safetensors"
+    if change == "other size":
+        target.write_bytes(b"truncated")
+    elif change == "same size, other bytes":
+        target.write_bytes(theirs)
+    else:
+        outside.write_bytes(theirs)
+        target.unlink()
+        target.symlink_to(outside)
     with d.client() as c:
         r = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"})
-        assert r.status_code == 202 and r.json()["id"] != first["id"]
+        assert r.status_code == 202, r.text
+        assert r.json()["id"] != first["id"] and r.json()["duplicate"] is False
+        failed = wait_job(c, r.json()["id"], ("failed",))
+    assert failed["error"] == (
+        f"A different file is already at {target}; it is not overwritten. Move it away, or "
+        f"queue the job with another filename."
+    )
+    if change == "a link":
+        assert target.is_symlink() and outside.read_bytes() == theirs
+    else:
+        assert target.read_bytes() == (b"truncated" if change == "other size" else theirs)
+    d.stop()
+
+
+def test_a_completion_recorded_before_mtimes_were_kept_is_checked_by_its_hash(
+    civitai, daemon, home
+):
+    data = blob(100_000)
+    civitai.add_simple(1, 10, data, filename="same.safetensors")
+    d = daemon()
+    first = run_job(d, {"modelVersionId": 10, "model_type": "lora"})
+    d.stop()
+    db = Database(home / "data" / "completed.db")
+    for table in ("jobs", "completed"):  # as a database from before migration 005 left them
+        db.execute(f"update {table} set mtime_ns = null")
+    db.conn.commit()
+    db.close()
+    target = home / "data/models/lora/same.safetensors"
+    os.utime(target, ns=(1, 1))  # another mtime, the same bytes: still the completed file
+    d = daemon()
+    with d.client() as c:
+        r = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"})
+        assert r.status_code == 200, r.text
+        assert (r.json()["id"], r.json()["duplicate"]) == (first["id"], True)
+        target.write_bytes(blob(len(data), 2))  # the same size, other bytes: not it
+        r = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"})
+        assert r.status_code == 202, r.text
         assert r.json()["duplicate"] is False
+        wait_job(c, r.json()["id"], ("failed",))
     d.stop()
 
 
