@@ -372,7 +372,7 @@ class DownloadQueue:
 
     async def _cancelled(self, row: dict[str, Any]) -> dict[str, Any]:
         if row.get("path"):
-            await asyncio.to_thread(Path(row["path"] + ".part").unlink, missing_ok=True)
+            await asyncio.to_thread(self._remove_part, Path(row["path"] + ".part"))
         await self.store.set_parts(row["id"], [])
         self._links.pop(row["id"], None)
         return await self.transition(row, JobStatus.CANCELLED, speed_bps=0, bytes_done=0)
@@ -516,12 +516,15 @@ class DownloadQueue:
         refetched = False
         started = time.monotonic()
         while True:
+            # The .part is opened (and discarded) by name: its folder is checked each time.
+            await self._check_folder(path)
             download = self._make_download(row, link, part_path)
             try:
                 result = await download.run()
             except errors.DaemonError as exc:
                 self.network_bytes += download.fetched
                 if isinstance(exc, errors.RangeIgnored):
+                    await self._check_folder(path)
                     await download.discard()
                 if not exc.retryable:
                     raise
@@ -550,6 +553,7 @@ class DownloadQueue:
                 await asyncio.sleep(wait)
                 continue
             self.network_bytes += download.fetched
+            await self._check_folder(path)  # before the .part is discarded, kept or placed
             row = await self.transition(
                 row, JobStatus.VERIFYING, bytes_done=result.size, bytes_total=result.size
             )
@@ -563,6 +567,7 @@ class DownloadQueue:
                     row = await self.transition(row, JobStatus.DOWNLOADING, bytes_done=0)
                     continue
                 kept = path.with_name(path.name + ".unverified")
+                await self._check_folder(path)
                 await asyncio.to_thread(safefs.refuse_link, part_path)
                 await asyncio.to_thread(os.replace, part_path, kept)
                 await self.store.set_parts(job_id, [])
@@ -570,6 +575,7 @@ class DownloadQueue:
             break
 
         self._finishing.add(job_id)  # from here on a cancel waits and is told it completed
+        await self._check_folder(path)  # the transfer may have taken minutes
         if swap and await asyncio.to_thread(path.exists):
             await asyncio.to_thread(self._swap, part_path, path, replaces, row["model_type"])
         else:
@@ -657,6 +663,21 @@ class DownloadQueue:
         folder.mkdir(parents=True, exist_ok=True)
         safefs.check_unmoved(folder, self.models_root)
 
+    async def _check_folder(self, path: Path) -> None:
+        """`path`'s folder, chosen as a real path when the job was queued, must not have become
+        a link out of download_dir since: checked right before each step that names a file in
+        it (a narrow window remains between the check and the step)."""
+        await asyncio.to_thread(safefs.check_unmoved, path.parent, self.models_root)
+
+    def _remove_part(self, part_path: Path) -> None:
+        """Remove a cancelled job's .part, never through a folder that became a link out."""
+        try:
+            safefs.check_unmoved(part_path.parent, self.models_root)
+        except errors.FolderOutside as exc:
+            log.warning("%s not removed: %s", part_path, exc)
+            return
+        part_path.unlink(missing_ok=True)
+
     def _check_space(self, path: Path, part_path: Path, total: int | None) -> None:
         if not total:
             return
@@ -698,6 +719,7 @@ class DownloadQueue:
         self._finishing.add(row["id"])
         if self.settings.save_metadata and row.get("info"):
             info = json.loads(row["info"])
+            await self._check_folder(path)
             await write_sidecars(path, info, self.http, self.civitai)
         now = utcnow()
         state = await asyncio.to_thread(_file_state, path)
