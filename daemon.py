@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from events import EventBus, JobEvent
 from jobs import ACTIVE, JobRequest, JobStatus, check_transition, public_job
 from logger import safe_url
 from metadata import write_sidecars
+from scanner import file_sha256
 from settings import Settings
 
 log = logging.getLogger("civitai.daemon")
@@ -108,6 +110,10 @@ class DownloadQueue:
         """Stop taking work; running jobs save their progress and go back to the queue."""
         self._stopping = True
         self._wake.set()
+        # A cancel already decided finishes first: its job must end cancelled, not resume at the
+        # next start as if nobody had asked.
+        while self._cancelling:
+            await asyncio.wait(set(self._cancelling.values()))
         tasks = self._workers + list(self._background)
         for task in tasks:
             task.cancel()
@@ -192,6 +198,8 @@ class DownloadQueue:
     async def _enqueue(self, row: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Insert the row unless the same file is already active or done; (job, created)."""
         key = row["dedupe_key"]
+        # Before the lock: this may hash a file, and a slow disk must not stall claims and cancels.
+        done, seen = await self._completed_in_place(row)
         async with self._claim_lock:
             existing = await self.store.jobs_where(
                 "dedupe_key = ? and status in ('queued', 'downloading', 'verifying')", [key]
@@ -201,8 +209,11 @@ class DownloadQueue:
                 if other["model_type"] != row["model_type"]:
                     raise errors.SameFileActive(other["id"], other["status"], other["model_type"])
                 return self.public(other), False
-            done = await self._completed_in_place(row)
-            if done is not None:
+            # Checked again under the lock, by a stat only: the file may have changed meanwhile.
+            if (
+                done is not None
+                and await asyncio.to_thread(_file_state, Path(done["path"])) == seen
+            ):
                 log.info("job %s: %s is already completed and in place", done["id"], key)
                 return {**self.public(done), "duplicate": True}, False
             job = await self.store.insert_job(row)
@@ -212,9 +223,11 @@ class DownloadQueue:
         self._wake.set()
         return self.public(job), True
 
-    async def _completed_in_place(self, row: dict[str, Any]) -> dict[str, Any] | None:
+    async def _completed_in_place(
+        self, row: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, tuple[int, int, int] | None]:
         """The completed job of the same file (same Civitai file or direct URL, or the same
-        SHA256 at the same path) whose file is still at its path with its size."""
+        SHA256 at the same path) whose file is still in place, and the file's state as seen."""
         done = await self.store.jobs_where(
             "status = 'completed' and model_type = ? and dedupe_key = ?",
             [row["model_type"], row["dedupe_key"]],
@@ -227,11 +240,29 @@ class DownloadQueue:
                 order_by="id desc",
             )
         for job in done:
-            if job.get("path") and await asyncio.to_thread(
-                _same_size, Path(job["path"]), job["bytes_total"] or job["bytes_done"]
-            ):
-                return job
-        return None
+            if seen := await self._still_in_place(job):
+                return job, seen
+        return None, None
+
+    async def _still_in_place(self, done: dict[str, Any]) -> tuple[int, int, int] | None:
+        """Whether a completed file (a job or `completed` row) is still what was completed: a
+        regular file, not a link, at its path with the size and mtime recorded at completion.
+        A record from before mtimes were kept is hashed instead (through the scanner's cache).
+        The file's (size, mtime_ns, inode) when it is; None when it is not."""
+        size = done.get("bytes_total") or done.get("size")
+        if not done.get("path") or not size:
+            return None
+        path = Path(done["path"])
+        state = await asyncio.to_thread(_file_state, path)
+        if state is None or state[0] != size:
+            return None
+        if done.get("mtime_ns") is not None:
+            return state if state[1] == done["mtime_ns"] else None
+        if not done.get("sha256"):
+            return None
+        st = await asyncio.to_thread(os.lstat, path)
+        sha, _ = await file_sha256(self.store, path, st)
+        return state if sha == done["sha256"].lower() else None
 
     def _resolved_fields(self, r: Resolved, model_type: str) -> dict[str, Any]:
         fields: dict[str, Any] = {
@@ -276,8 +307,10 @@ class DownloadQueue:
         return problems
 
     async def _already_done(self, req: JobRequest) -> bool:
-        rows = await self.store.find_completed(req.modelVersionId, req.modelId, req.sha256)
-        return any([await asyncio.to_thread(_same_size, Path(r["path"]), r["size"]) for r in rows])
+        for record in await self.store.find_completed(req.modelVersionId, req.modelId, req.sha256):
+            if await self._still_in_place(record):
+                return True
+        return False
 
     # Control ----------------------------------------------------------------------------
 
@@ -315,31 +348,46 @@ class DownloadQueue:
         return self.public(await asyncio.shield(stopping))
 
     async def _stop_job(self, job_id: int, task: asyncio.Task) -> dict[str, Any]:
-        """Wait until a cancelled job's task has stopped writing, then remove its .part."""
+        """Wait until a cancelled job's task has stopped writing, then remove its .part. When
+        that fails, the job fails with the reason: it never stays active with no task."""
         await asyncio.wait({task})
         row = await self.store.get_job(job_id)
         assert row is not None
-        if row["status"] in ACTIVE:
+        if row["status"] not in ACTIVE:
+            return row
+        try:
             row = await self._cancelled(row)
-            log.info("job %s cancelled", job_id)
+        except Exception as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            await self._fail(
+                job_id,
+                f"Stopped, but the partial file {row['path']}.part could not be removed ({why}); "
+                f"delete it, then retry or leave the job",
+            )
+            row = await self.store.get_job(job_id)
+            assert row is not None
+            return row
+        log.info("job %s cancelled", job_id)
         return row
 
     async def _cancelled(self, row: dict[str, Any]) -> dict[str, Any]:
         if row.get("path"):
-            await asyncio.to_thread(Path(row["path"] + ".part").unlink, missing_ok=True)
+            await asyncio.to_thread(self._remove_part, Path(row["path"] + ".part"))
         await self.store.set_parts(row["id"], [])
         self._links.pop(row["id"], None)
         return await self.transition(row, JobStatus.CANCELLED, speed_bps=0, bytes_done=0)
 
     async def retry(self, job_id: int) -> dict[str, Any]:
-        row = await self.store.get_job(job_id)
-        if row is None:
-            raise errors.JobNotFound(job_id)
-        if row["status"] not in (JobStatus.FAILED, JobStatus.CANCELLED):
-            raise errors.InvalidRequest(
-                f"Job {job_id} is {row['status']}; only failed or cancelled jobs can be retried"
-            )
+        """Queue a failed or cancelled job again. Read and decided under the claim lock: of two
+        retries at once, the second sees the job already queued (or running) and is refused."""
         async with self._claim_lock:
+            row = await self.store.get_job(job_id)
+            if row is None:
+                raise errors.JobNotFound(job_id)
+            if row["status"] not in (JobStatus.FAILED, JobStatus.CANCELLED):
+                raise errors.InvalidRequest(
+                    f"Job {job_id} is {row['status']}; only failed or cancelled jobs can be retried"
+                )
             duplicate = await self.store.jobs_where(
                 "dedupe_key = ? and id != ? and status in ('queued', 'downloading', 'verifying')",
                 [row["dedupe_key"], job_id],
@@ -468,12 +516,15 @@ class DownloadQueue:
         refetched = False
         started = time.monotonic()
         while True:
+            # The .part is opened (and discarded) by name: its folder is checked each time.
+            await self._check_folder(path)
             download = self._make_download(row, link, part_path)
             try:
                 result = await download.run()
             except errors.DaemonError as exc:
                 self.network_bytes += download.fetched
                 if isinstance(exc, errors.RangeIgnored):
+                    await self._check_folder(path)
                     await download.discard()
                 if not exc.retryable:
                     raise
@@ -502,6 +553,7 @@ class DownloadQueue:
                 await asyncio.sleep(wait)
                 continue
             self.network_bytes += download.fetched
+            await self._check_folder(path)  # before the .part is discarded, kept or placed
             row = await self.transition(
                 row, JobStatus.VERIFYING, bytes_done=result.size, bytes_total=result.size
             )
@@ -515,6 +567,7 @@ class DownloadQueue:
                     row = await self.transition(row, JobStatus.DOWNLOADING, bytes_done=0)
                     continue
                 kept = path.with_name(path.name + ".unverified")
+                await self._check_folder(path)
                 await asyncio.to_thread(safefs.refuse_link, part_path)
                 await asyncio.to_thread(os.replace, part_path, kept)
                 await self.store.set_parts(job_id, [])
@@ -522,6 +575,7 @@ class DownloadQueue:
             break
 
         self._finishing.add(job_id)  # from here on a cancel waits and is told it completed
+        await self._check_folder(path)  # the transfer may have taken minutes
         if swap and await asyncio.to_thread(path.exists):
             await asyncio.to_thread(self._swap, part_path, path, replaces, row["model_type"])
         else:
@@ -609,6 +663,21 @@ class DownloadQueue:
         folder.mkdir(parents=True, exist_ok=True)
         safefs.check_unmoved(folder, self.models_root)
 
+    async def _check_folder(self, path: Path) -> None:
+        """`path`'s folder, chosen as a real path when the job was queued, must not have become
+        a link out of download_dir since: checked right before each step that names a file in
+        it (a narrow window remains between the check and the step)."""
+        await asyncio.to_thread(safefs.check_unmoved, path.parent, self.models_root)
+
+    def _remove_part(self, part_path: Path) -> None:
+        """Remove a cancelled job's .part, never through a folder that became a link out."""
+        try:
+            safefs.check_unmoved(part_path.parent, self.models_root)
+        except errors.FolderOutside as exc:
+            log.warning("%s not removed: %s", part_path, exc)
+            return
+        part_path.unlink(missing_ok=True)
+
     def _check_space(self, path: Path, part_path: Path, total: int | None) -> None:
         if not total:
             return
@@ -650,8 +719,11 @@ class DownloadQueue:
         self._finishing.add(row["id"])
         if self.settings.save_metadata and row.get("info"):
             info = json.loads(row["info"])
+            await self._check_folder(path)
             await write_sidecars(path, info, self.http, self.civitai)
         now = utcnow()
+        state = await asyncio.to_thread(_file_state, path)
+        mtime_ns = state[1] if state else None
         await self.store.add_completed(
             {
                 "job_id": row["id"],
@@ -666,6 +738,7 @@ class DownloadQueue:
                 "version_name": row.get("version_name"),
                 "completed_at": now,
                 "elapsed_s": elapsed,
+                "mtime_ns": mtime_ns,
             }
         )
         log.info("job %s completed: %s (%d bytes, sha256 %s)", row["id"], path, size, sha256)
@@ -680,6 +753,7 @@ class DownloadQueue:
             elapsed_s=elapsed,
             error=None,
             completed_at=now,
+            mtime_ns=mtime_ns,
         )
 
 
@@ -708,8 +782,13 @@ def _not_cancellable(job_id: int, status: str) -> errors.DaemonError:
     return errors.InvalidRequest(f"Job {job_id} is {status}; only active jobs can be cancelled")
 
 
-def _same_size(path: Path, size: int) -> bool:
-    return path.is_file() and path.stat().st_size == size
+def _file_state(path: Path) -> tuple[int, int, int] | None:
+    """(size, mtime_ns, inode) of a regular file at `path` itself; None for a link or nothing."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino) if stat.S_ISREG(st.st_mode) else None
 
 
 def _disk_error(exc: OSError, row: dict[str, Any]) -> str:

@@ -124,6 +124,13 @@ def _revoked_sessions(db: Database) -> None:
     db["revoked_sessions"].create({"jti": str, "expires_at": int}, pk="jti")
 
 
+@migrations(name="005_completed_mtime")
+def _completed_mtime(db: Database) -> None:
+    # The completed file's mtime (ns) beside its size: "still in place" means both unchanged.
+    db["jobs"].add_column("mtime_ns", int)
+    db["completed"].add_column("mtime_ns", int)
+
+
 def utcnow(seconds: float | None = None) -> str:
     """Now (or `seconds` since the epoch) as ISO 8601 UTC, second precision, with a Z."""
     moment = datetime.now(UTC) if seconds is None else datetime.fromtimestamp(seconds, UTC)

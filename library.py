@@ -9,6 +9,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import safefs
+
 log = logging.getLogger("civitai.library")
 
 SIDECAR_SUFFIXES = (
@@ -51,11 +53,29 @@ def sidecars(model_path: Path) -> list[Path]:
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
+    """A hard link at `dst`, or a copy where links do not work (another disk). Never over or
+    through anything already at `dst` (a link planted there is refused, not followed)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(src, dst)
+        return
+    except FileExistsError:
+        raise
     except OSError:
-        shutil.copy2(src, dst)
+        pass  # EXDEV, or a filesystem without hard links: copy
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | safefs.O_NOFOLLOW | safefs.O_BINARY
+    fd = os.open(dst, flags, 0o644)
+    try:
+        with open(src, "rb") as inp, os.fdopen(fd, "wb", closefd=False) as out:
+            shutil.copyfileobj(inp, out, HASH_CHUNK)
+            out.flush()
+            os.fsync(fd)
+        shutil.copystat(src, dst, follow_symlinks=False)
+    except BaseException:
+        os.unlink(dst)
+        raise
+    finally:
+        os.close(fd)
 
 
 def _move(src: Path, dst: Path) -> None:

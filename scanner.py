@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,28 @@ def candidates(models_dir: Path, known: set[str]) -> list[tuple[Path, str]]:
             ):
                 found.append((path, folder.name))
     return found
+
+
+async def file_sha256(
+    store: Store, path: Path, st: os.stat_result, on_chunk: Callable[[int], None] | None = None
+) -> tuple[str, bool]:
+    """(SHA256, from the cache) of the file at `path` whose stat is `st`: cached by path, size
+    and mtime, so a file hashed once is not read again until it changes. Hashed off the loop."""
+    key = str(path)
+
+    def lookup(db: Database) -> str | None:
+        rows = list(db["file_hashes"].rows_where("path = ?", [key]))
+        if rows and rows[0]["size"] == st.st_size and rows[0]["mtime_ns"] == st.st_mtime_ns:
+            return rows[0]["sha256"]
+        return None
+
+    cached = await store.read(lookup)
+    if cached:
+        return cached, True
+    sha = await asyncio.to_thread(sha256_file, path, on_chunk)
+    row = {"path": key, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
+    await store.run(lambda db: db["file_hashes"].upsert(row, pk="path"))
+    return sha, False
 
 
 class Scanner:
@@ -147,23 +171,12 @@ class Scanner:
 
     async def _hash(self, path: Path) -> str:
         st = await asyncio.to_thread(path.stat)
-        key = str(path)
-
-        def lookup(db: Database) -> str | None:
-            rows = list(db["file_hashes"].rows_where("path = ?", [key]))
-            if rows and rows[0]["size"] == st.st_size and rows[0]["mtime_ns"] == st.st_mtime_ns:
-                return rows[0]["sha256"]
-            return None
-
-        cached = await self.store.read(lookup)
+        sha, cached = await file_sha256(self.store, path, st, self._count)
         if cached:
             self.state.cached += 1
             self.state.bytes_done += st.st_size
-            return cached
-        sha = await asyncio.to_thread(sha256_file, path, self._count)
-        row = {"path": key, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
-        await self.store.run(lambda db: db["file_hashes"].upsert(row, pk="path"))
-        self.state.hashed += 1
+        else:
+            self.state.hashed += 1
         return sha
 
     def _count(self, n: int) -> None:

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
+import os
 import resource
 import signal
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 from sqlite_utils import Database
 
-from tests.conftest import assert_file_is, run_job, wait_for, wait_job
+from jobs import JobRequest
+from main import create_app
+from settings import load_settings
+from tests.conftest import assert_file_is, run_job, wait_for, wait_job, write_config
 from tests.fake_civitai import TOKEN
 
 MB = 1024 * 1024
@@ -689,7 +698,10 @@ def test_cancel_right_after_submit_always_wins(civitai, daemon, home):
     pairs = 50
     for n in range(pairs):
         civitai.add_simple(100 + n, 1000 + n, blob(200_000, n), filename=f"m{n}.safetensors")
-    civitai.default_rate = 1 * MB  # a fifth of a second per file: a lost cancel completes
+    # Two seconds per file: a cancel answered in time always arrives before the file is being
+    # placed (a 409 then would be correct, so the test must never let a job get that far), and a
+    # cancel the daemon lost still completes its file within the wait below.
+    civitai.default_rate = 100_000
     d = daemon(workers=2)
     folder = home / "data/models/lora"
     answers = []
@@ -763,17 +775,69 @@ def test_asking_again_for_a_completed_file_answers_at_once_as_a_duplicate(civita
     d.stop()
 
 
-def test_a_completed_file_of_another_size_is_downloaded_again(civitai, daemon, home):
+@pytest.mark.parametrize("change", ["other size", "same size, other bytes", "a link"])
+def test_a_completed_file_changed_meanwhile_is_no_duplicate_and_is_never_overwritten(
+    civitai, daemon, home, tmp_path, change
+):
+    """Size and mtime recorded at completion, on the file itself (a link is not it): a file
+    changed in any of these ways is not the completed one, and the job asked for it stops at
+    the file that is there instead of overwriting it."""
     data = blob(100_000)
     civitai.add_simple(1, 10, data, filename="same.safetensors")
     d = daemon()
     first = run_job(d, {"modelVersionId": 10, "model_type": "lora"})
     target = home / "data/models/lora/same.safetensors"
-    target.write_bytes(b"truncated")  # not the recorded size: not the completed file
+    theirs = blob(len(data), 2)
+    outside = tmp_path / "outside.safetensors"
+    if change == "other size":
+        target.write_bytes(b"truncated")
+    elif change == "same size, other bytes":
+        target.write_bytes(theirs)
+    else:
+        outside.write_bytes(theirs)
+        target.unlink()
+        target.symlink_to(outside)
     with d.client() as c:
         r = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"})
-        assert r.status_code == 202 and r.json()["id"] != first["id"]
+        assert r.status_code == 202, r.text
+        assert r.json()["id"] != first["id"] and r.json()["duplicate"] is False
+        failed = wait_job(c, r.json()["id"], ("failed",))
+    assert failed["error"] == (
+        f"A different file is already at {target}; it is not overwritten. Move it away, or "
+        f"queue the job with another filename."
+    )
+    if change == "a link":
+        assert target.is_symlink() and outside.read_bytes() == theirs
+    else:
+        assert target.read_bytes() == (b"truncated" if change == "other size" else theirs)
+    d.stop()
+
+
+def test_a_completion_recorded_before_mtimes_were_kept_is_checked_by_its_hash(
+    civitai, daemon, home
+):
+    data = blob(100_000)
+    civitai.add_simple(1, 10, data, filename="same.safetensors")
+    d = daemon()
+    first = run_job(d, {"modelVersionId": 10, "model_type": "lora"})
+    d.stop()
+    db = Database(home / "data" / "completed.db")
+    for table in ("jobs", "completed"):  # as a database from before migration 005 left them
+        db.execute(f"update {table} set mtime_ns = null")
+    db.conn.commit()
+    db.close()
+    target = home / "data/models/lora/same.safetensors"
+    os.utime(target, ns=(1, 1))  # another mtime, the same bytes: still the completed file
+    d = daemon()
+    with d.client() as c:
+        r = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"})
+        assert r.status_code == 200, r.text
+        assert (r.json()["id"], r.json()["duplicate"]) == (first["id"], True)
+        target.write_bytes(blob(len(data), 2))  # the same size, other bytes: not it
+        r = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"})
+        assert r.status_code == 202, r.text
         assert r.json()["duplicate"] is False
+        wait_job(c, r.json()["id"], ("failed",))
     d.stop()
 
 
@@ -819,3 +883,107 @@ def test_the_same_file_queued_under_another_model_type_is_refused_with_409(civit
         assert c.get("/api/jobs").json()["total"] == 1
         c.post(f"/api/jobs/{job['id']}/cancel")
     d.stop()
+
+
+def test_many_retries_of_one_job_at_once_queue_it_once_and_it_runs_once(civitai, daemon, home):
+    """A double-clicked Retry: one retry queues the job, every other one is refused, and the
+    file is fetched by one worker only."""
+    data = blob(1 * MB)
+    civitai.add_simple(1, 10, data, filename="m.safetensors")
+    civitai.default_rate = 256 * 1024
+    d = daemon(workers=2)
+    with d.client() as c:
+        job_id = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()[
+            "id"
+        ]
+        assert c.post(f"/api/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+        hits = download_hits(civitai)
+        civitai.default_rate = 2 * MB  # half a second: long enough for a second worker to join
+        clicks = 24
+        together = threading.Barrier(clicks)
+
+        def click(_: int) -> httpx.Response:
+            c.get("/api/health")  # each thread's connection is open before the barrier
+            together.wait(10)
+            return c.post(f"/api/jobs/{job_id}/retry")
+
+        with ThreadPoolExecutor(clicks) as pool:
+            answers = list(pool.map(click, range(clicks)))
+        accepted = [r for r in answers if r.status_code == 200]
+        refused = [r for r in answers if r.status_code != 200]
+        assert len(accepted) == 1, [(r.status_code, r.text) for r in answers]
+        for r in refused:
+            assert r.status_code == 422, r.text
+            assert r.json()["detail"].startswith(f"Job {job_id} is ")
+            assert r.json()["detail"].endswith("only failed or cancelled jobs can be retried")
+        done = wait_job(c, job_id)
+    assert_file_is(done["path"], sha(data))
+    assert download_hits(civitai) == hits + 1
+    d.stop()
+
+
+def test_a_cancel_that_cannot_remove_the_part_fails_the_job_with_the_reason(civitai, daemon, home):
+    """The job never stays `downloading` with no task behind it (it would resume at next start)."""
+    civitai.add_simple(1, 10, blob(4 * MB), filename="m.safetensors")
+    civitai.default_rate = 512 * 1024
+    d = daemon()
+    part = home / "data/models/lora/m.safetensors.part"
+    with d.client() as c:
+        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
+        wait_for(lambda: c.get(f"/api/jobs/{job['id']}").json()["bytes_done"] > 0)
+        part.rename(part.with_name("moved-away"))  # the daemon keeps writing through its fd
+        part.mkdir()  # a directory cannot be unlinked
+        (part / "keep").write_bytes(b"mine")
+        r = c.post(f"/api/jobs/{job['id']}/cancel")
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "failed"
+        assert r.json()["error"] == (
+            f"Stopped, but the partial file {part} could not be removed (Is a directory); "
+            f"delete it, then retry or leave the job"
+        )
+        assert c.get(f"/api/jobs/{job['id']}").json()["status"] == "failed"
+        assert c.get("/api/status").json()["active"] == []
+    d.stop()
+    d2 = daemon()  # nothing resumes it
+    with d2.client() as c:
+        assert c.get(f"/api/jobs/{job['id']}").json()["status"] == "failed"
+    assert (part / "keep").read_bytes() == b"mine"
+    d2.stop()
+
+
+def test_a_cancel_in_progress_when_the_daemon_stops_still_ends_cancelled(civitai, home):
+    """In process (the shutdown must land between the cancel's decision and its cleanup): the
+    lifespan ends while the cancel waits for the job's task; the job is cancelled, its .part gone
+    (a job left downloading or queued would resume at the next start)."""
+    civitai.add_simple(1, 10, blob(4 * MB), filename="m.safetensors")
+    civitai.default_rate = 512 * 1024
+    write_config(home, civitai_base_url=civitai.base_url, retries=5, timeout=10)
+    settings = load_settings(home)
+    part = settings.models_dir / "lora" / "m.safetensors.part"
+
+    async def cancel_then_stop() -> int:
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            queue = app.state.queue
+            with app.state.bus.subscribe(progress=True) as events:
+                job, _ = await queue.submit(JobRequest(modelVersionId=10, model_type="lora"))
+                async with asyncio.timeout(20):
+                    while not (await events.get()).job.get("bytes_done"):
+                        pass
+            cancel = asyncio.create_task(queue.cancel(job["id"]))
+            async with asyncio.timeout(20):
+                # No event marks "cancel decided, cleanup pending": that is the queue's own state.
+                while job["id"] not in queue._cancelling:  # noqa: ASYNC110
+                    await asyncio.sleep(0)
+            # the lifespan ends here, with the cancel decided but not yet cleaned up
+        with contextlib.suppress(asyncio.CancelledError):
+            await cancel
+        return job["id"]
+
+    job_id = asyncio.run(cancel_then_stop())
+    db = Database(settings.data_dir / "completed.db")
+    try:
+        assert db["jobs"].get(job_id)["status"] == "cancelled"
+    finally:
+        db.close()
+    assert not part.exists()

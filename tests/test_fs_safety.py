@@ -23,6 +23,10 @@ ENDED = ("failed", "completed")  # wait for either; then check what is on disk f
 PRECIOUS = b"a file outside download_dir that must never change\n" * 200
 
 
+def blob_of(size: int) -> bytes:
+    return hashlib.sha256(b"seed").digest() * (size // 32)
+
+
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -163,6 +167,48 @@ def test_a_folder_swapped_for_a_link_after_queueing_fails_the_job_at_run_time(
     assert list(elsewhere.iterdir()) == []
     assert failed["status"] == "failed"
     assert f"The folder {disk / 'embedding'} leads to {elsewhere}" in failed["error"]
+
+
+@pytest.mark.parametrize("outcome", ["verified", "hash mismatch"])
+def test_a_folder_moved_out_and_linked_during_a_download_gets_nothing_written_through_it(
+    civitai, daemon, tmp_path, disk, outcome
+):
+    """`mv lora /elsewhere; ln -s /elsewhere/lora lora` while the file is transferred: the
+    final rename, the .unverified rename and the sidecars are checked again, so the job fails
+    naming the link and the folder outside holds only what was moved there."""
+    data = blob_of(2 * MB)
+    civitai.add_simple(1, 10, data, filename="m.safetensors")  # with a preview image
+    if outcome == "hash mismatch":
+        civitai.fault("cdn", corrupt=True, times=2)
+    civitai.default_rate = 512 * 1024
+    d = start(daemon, tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with d.client() as c:
+        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
+        wait_for(lambda: c.get(f"/api/jobs/{job['id']}").json()["bytes_done"] > 0)
+        (disk / "lora").rename(elsewhere / "lora")
+        (disk / "lora").symlink_to(elsewhere / "lora")
+        moved = sorted(p.name for p in (elsewhere / "lora").iterdir())
+        civitai.default_rate = None
+        failed = wait_job(c, job["id"], ENDED, timeout=60)
+    d.stop()
+    assert moved == ["m.safetensors.part"]
+    assert sorted(p.name for p in (elsewhere / "lora").iterdir()) == moved
+    assert failed["status"] == "failed"
+    assert failed["error"].startswith(f"The folder {disk / 'lora'} leads to {elsewhere / 'lora'}")
+
+
+def test_a_copy_into_the_archive_never_follows_a_link_planted_at_its_name(tmp_path, victim):
+    old = tmp_path / "models" / "m.safetensors"
+    old.parent.mkdir()
+    old.write_bytes(b"old version")
+    planted = tmp_path / "old_versions" / "m.safetensors"
+    planted.parent.mkdir()
+    planted.symlink_to(victim)  # appears after the free name was chosen
+    with pytest.raises(FileExistsError):
+        library._link_or_copy(old, planted)
+    assert victim.read_bytes() == PRECIOUS and planted.is_symlink()
 
 
 def test_an_archive_name_held_by_a_dangling_link_is_skipped_not_written_through(tmp_path):
