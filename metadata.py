@@ -12,6 +12,7 @@ import httpx
 
 import safefs
 from civitai import CivitaiClient
+from json_body import media_type
 from settings import write_json_atomic
 
 log = logging.getLogger("civitai.metadata")
@@ -57,7 +58,7 @@ async def _fetch_preview(
     except httpx.HTTPError as exc:
         log.warning("preview for %s not fetched: %s", model_path.name, exc)
         return None
-    content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = media_type(response.headers.get("content-type"))
     if response.status_code != 200 or len(response.content) > MAX_PREVIEW:
         log.warning("preview for %s not fetched: %s", model_path.name, response.status_code)
         return None
