@@ -206,9 +206,10 @@ def machine(work: Path) -> list[str]:
     mem = re.search(r"^MemTotal:\s*(\d+)", Path("/proc/meminfo").read_text(), re.M)
     ram = f"{int(mem[1]) / 1024 / 1024:.1f} GiB" if mem else "?"
     aria = _first_line(["aria2c", "--version"])
+    curl = " ".join(_first_line(["curl", "--version"]).split()[:2])
     return [
         f"CPU: {model[1] if model else platform.processor()}, {os.cpu_count()} cores; RAM {ram}",
         f"kernel {platform.release()}; work dir {work} on {_disk_of(work)}",
-        f"Python {sys.version.split()[0]}; {_first_line(['curl', '--version'])}; {aria}",
+        f"Python {sys.version.split()[0]}; {curl}; {aria}",
         f"GNU time at {shutil.which('time') or TIME}",
     ]

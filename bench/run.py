@@ -329,12 +329,14 @@ def main() -> None:
     report = Report()
     size = args.size_mib * MIB
     if "1" in only:
+        report.notes.append(f"1: {os.getloadavg()[0]:.2f}")
         samples = scenario_large(work, size, args.rounds, cache, report)
         large_targets(report, f"{args.size_mib} MiB", samples, size)
         if args.big:
             big = scenario_large(work, 4096 * MIB, args.big_rounds, cache, report)
             large_targets(report, "4 GiB", big, 4096 * MIB)
     if "2" in only:
+        report.notes.append(f"2: {os.getloadavg()[0]:.2f}")
         cap = int(args.cap_mb * 1_000_000)
         speedup = scenario_capped(work, args.capped_mib * MIB, args.rounds, cap, cache, report)
         report.target(
@@ -343,9 +345,11 @@ def main() -> None:
             f"{spread(speedup)}×",
         )
     if "3" in only:
+        report.notes.append(f"3: {os.getloadavg()[0]:.2f}")
         rate = scenario_small(args.small, report)
         report.target("≥ 50 small jobs/s (earlier issue)", rate >= 50, f"{rate:.0f} jobs/s")
     if "4" in only:
+        report.notes.append(f"4: {os.getloadavg()[0]:.2f}")
         load = scenario_load(work, size, args.status_calls, report)
         report.target(
             "GET /api/status p99 ≤ 50 ms under 4 downloads",
@@ -358,6 +362,7 @@ def main() -> None:
             f"p99 {p99(load.ws_ms):.1f} ms",
         )
     if "5" in only:
+        report.notes.append(f"5: {os.getloadavg()[0]:.2f}")
         results = scenario_batch(args.batch, args.clients, report)
         crowded = results[-1]
         report.target(
@@ -366,6 +371,7 @@ def main() -> None:
             f"{crowded.answer_s:.2f} s; without clients {results[0].answer_s:.2f} s",
         )
     if "6" in only:
+        report.notes.append(f"6: {os.getloadavg()[0]:.2f}")
         requests = scenario_updates(args.updates, report)
         limit = max(1, args.updates // 100)
         report.target(
@@ -415,6 +421,7 @@ def render(
             f"- load average (1, 5, 15 min) at start {_load(load_start)}, at end {_load(load_end)}",
             f"- command: `bench/run.py {' '.join(sys.argv[1:])}`; {options}",
             f"- page cache: {cache.describe()}",
+            f"- 1-minute load average as each scenario began: {', '.join(report.notes)}",
             "- walls: perf_counter in this script around each run (the daemon's: from its POST to "
             "the `completed` message on its WebSocket; its start-up is not counted); CPU per tool: "
             "its own user+system (daemon: whole process, all threads, over the job only)",
