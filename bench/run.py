@@ -1,41 +1,55 @@
 """Benchmarks, side by side with curl and aria2c on the same machine, in one run.
 
-    uv run python bench/run.py [--size-mib 1024] [--big] [--runs 3] [--only 1,2,3,4,5]
+    uv run python bench/run.py [--rounds 5] [--big] [--only 1,2,3,4,5,6] [--quick] [--drop-caches]
 
-1. one large file: daemon (download + SHA256) vs `curl -o` vs `aria2c --checksum`
-2. a server capping each connection: daemon connections 1 and 4 vs `aria2c -x4 -s4` vs curl
+1. one large file: curl -o (no verification), aria2c -x1 / -x4 --checksum, daemon with
+   connections 1 and 4 (SHA256), interleaved round by round; ratios to curl per round
+2. a server capping each connection: daemon connections 4 vs 1 vs aria2c -x4 -s4
 3. many small files through the fake Civitai: jobs per second, end to end
-4. responsiveness while 4 large downloads run: /api/status and WebSocket latency
-5. update checks for 5000 tracked models: requests made, wall time
-Prints a Markdown table of medians and ratios; also writes bench/results/latest.md.
+4. responsiveness while 4 large downloads run: /api/status, WebSocket status-change delivery
+5. /api/batch of 2000 entries with 0 and 200 WebSocket clients reading
+6. update checks for 5000 tracked models: requests made, wall time
+Prints one Markdown table and a line per target; also writes bench/results/latest.md.
+Needs curl, aria2c and GNU time: apt-get install curl aria2 time.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
-import json
 import os
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-
-import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench import responsiveness  # noqa: E402
+from bench.daemon_process import Daemon  # noqa: E402
 from bench.fileserver import FileServer  # noqa: E402
-from tests.fake_civitai import FakeCivitai  # noqa: E402
+from bench.measure import (  # noqa: E402
+    GIB,
+    MIB,
+    PageCache,
+    Report,
+    Sample,
+    machine,
+    median,
+    need_gnu_time,
+    p99,
+    run_timed,
+    self_rss_mb,
+    spread,
+)
+from bench.queue_scenarios import scenario_batch, scenario_small, scenario_updates  # noqa: E402
 
-MIB = 1024 * 1024
 RESULTS = REPO / "bench" / "results"
+HOW_TOOL = "own process: GNU time %M, %U+%S"
+HOW_DAEMON = "daemon process: /proc VmHWM, CPU of all threads over the job; wall POST → WS"
 
 
 def make_file(path: Path, size: int) -> str:
@@ -43,7 +57,7 @@ def make_file(path: Path, size: int) -> str:
     cache = path.with_suffix(".sha256")
     if path.exists() and path.stat().st_size == size and cache.exists():
         return cache.read_text().strip()
-    block = os.urandom(64 * MIB)
+    block = os.urandom(min(size, 64 * MIB))
     h = hashlib.sha256()
     with open(path, "wb") as f:
         left = size
@@ -56,375 +70,216 @@ def make_file(path: Path, size: int) -> str:
     return h.hexdigest()
 
 
-def run_tool(cmd: list[str]) -> dict[str, float]:
-    """Wall, CPU seconds and peak RSS of a command, from wait4."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    if status != 0:
-        raise RuntimeError(f"{cmd[0]} failed: {proc.stderr.read().decode()[-500:]}")
-    proc.stderr.close()
-    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024}
+Tool = Callable[[], Sample]
 
 
-def proc_stats(pid: int) -> tuple[float, float]:
-    """(CPU seconds so far, peak RSS in MB) of a running process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / ticks
-    hwm = 0.0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            hwm = int(line.split()[1]) / 1024
-    return cpu, hwm
+def interleave(tools: dict[str, Tool], rounds: int) -> dict[str, list[Sample]]:
+    """Round by round, every tool once, the order rotated each round."""
+    names = list(tools)
+    samples: dict[str, list[Sample]] = {n: [] for n in names}
+    for r in range(rounds):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            samples[name].append(tools[name]())
+    return samples
 
 
-class Daemon:
-    def __init__(self, **config: object) -> None:
-        self.home = Path(tempfile.mkdtemp(prefix="bench-home-", dir=os.environ.get("BENCH_TMP")))
-        values = {
-            "civitai_base_url": "http://127.0.0.9:9",
-            "allowed_hosts": ["127.0.0.1"],
-            "save_metadata": False,
-            "log_level": "WARNING",
-            **config,
-        }
-        (self.home / "config.json").write_text(json.dumps(values))
-        self.proc = subprocess.Popen(
-            [sys.executable, str(REPO / "launch.py"), "--home", str(self.home)],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        line = self.proc.stdout.readline().strip()
-        self.base = line.removeprefix("GUI: ").removesuffix("/gui")
-        token = json.loads((self.home / "config.json").read_text())["api_token"]
-        self.client = httpx.Client(base_url=self.base, headers={"X-API-Key": token}, timeout=60)
-        self.token = token
-        for _ in range(200):
-            try:
-                if self.client.get("/api/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
-
-    def wait(self, job_id: int, timeout: float = 600) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = self.client.get(f"/api/jobs/{job_id}").json()
-            if job["status"] in ("completed", "failed", "cancelled"):
-                if job["status"] != "completed":
-                    raise RuntimeError(f"job {job_id} {job['status']}: {job['error']}")
-                return job
-            time.sleep(0.01)
-        raise TimeoutError(job_id)
-
-    def stop(self) -> None:
-        self.client.close()
-        self.proc.terminate()
-        self.proc.wait(20)
-        self.proc.stdout.close()
-        shutil.rmtree(self.home, ignore_errors=True)
+def ratios(samples: dict[str, list[Sample]], a: str, b: str) -> list[float]:
+    """Per round: wall of `a` / wall of `b`."""
+    return [x.wall / y.wall for x, y in zip(samples[a], samples[b], strict=True)]
 
 
-def daemon_fetch(url: str, sha: str, connections: int) -> dict[str, float]:
-    d = Daemon(connections=connections, workers=1)
-    try:
-        cpu0, _ = proc_stats(d.proc.pid)
-        started = time.perf_counter()
-        job = d.client.post(
-            "/api/download", json={"url": url, "model_type": "bench", "sha256": sha}
-        ).json()
-        done = d.wait(job["id"])
-        wall = time.perf_counter() - started
-        cpu1, hwm = proc_stats(d.proc.pid)
-        assert done["sha256"] == sha
-        return {"wall": wall, "cpu": cpu1 - cpu0, "rss_mb": hwm}
-    finally:
-        d.stop()
+def tool_runner(cache: PageCache, target: Path, sources: list[Path], cmd: list[str]) -> Tool:
+    def run() -> Sample:
+        cache.before(target, sources)
+        sample = run_timed(cmd)
+        sample.extra["fsync"] = cache.after(target)
+        return sample
+
+    return run
 
 
-def aria2c(out: Path, name: str, url: str, sha: str, *extra: str) -> dict[str, float]:
-    return run_tool(
-        [
-            "aria2c",
-            "-q",
-            *extra,
-            "--allow-overwrite=true",
-            "--file-allocation=none",
-            f"--checksum=sha-256={sha}",
-            "-d",
-            str(out),
-            "-o",
-            name,
-            url,
-        ]
-    )
+def daemon_runner(
+    cache: PageCache, sources: list[Path], url: str, sha: str, connections: int
+) -> Tool:
+    def run() -> Sample:
+        with Daemon(connections=connections, workers=1) as d:
+            d.open_feed()
+            cache.before(None, sources)
+            return d.fetch({"url": url, "model_type": "bench", "sha256": sha}, cache)
+
+    return run
 
 
-def measure(tools: dict, runs: int, target: Path) -> dict[str, dict[str, float]]:
-    """Median of `runs` runs of each tool; the downloaded file is removed after each."""
-    results = {}
-    for label, fn in tools.items():
-        samples = []
-        for _ in range(runs):
-            samples.append(fn())
-            target.unlink(missing_ok=True)
-        results[label] = median(samples)
-    return results
+def aria2c(out: Path, name: str, url: str, sha: str, conns: int) -> list[str]:
+    return [
+        "aria2c",
+        "-q",
+        f"-x{conns}",
+        f"-s{conns}",
+        "-k1M",
+        "--allow-overwrite=true",
+        "--file-allocation=none",
+        f"--checksum=sha-256={sha}",
+        "-d",
+        str(out),
+        "-o",
+        name,
+        url,
+    ]
 
 
-def median(runs: list[dict[str, float]]) -> dict[str, float]:
-    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+LARGE = {
+    "curl": "curl -s -o (no verification)",
+    "aria1": "aria2c -x1 -s1 --checksum=sha-256",
+    "aria4": "aria2c -x4 -s4 --checksum=sha-256",
+    "d1": "daemon, connections 1 (SHA256)",
+    "d4": "daemon, connections 4 (SHA256)",
+}
 
 
-def scenario_large(work: Path, size: int, runs: int, rows: list) -> None:
+def scenario_large(
+    work: Path, size: int, rounds: int, cache: PageCache, report: Report
+) -> dict[str, list[Sample]]:
     name = f"big-{size // MIB}.bin"
-    sha = make_file(work / "files" / name, size)
-    server = FileServer(work / "files").start()
-    url = server.url(name)
+    source = work / "files" / name
+    sha = make_file(source, size)
     out = work / "out"
     out.mkdir(exist_ok=True)
-
-    def curl_durable() -> dict[str, float]:
-        # The same durability the daemon gives (fsync before "done"), for a fair comparison.
-        started = time.perf_counter()
-        r = run_tool(["curl", "-s", "-o", str(out / name), url])
-        fd = os.open(out / name, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
-        return {**r, "wall": time.perf_counter() - started}
-
-    tools = {
-        "curl -o (no verification)": lambda: run_tool(["curl", "-s", "-o", str(out / name), url]),
-        "curl -o, then fsync": curl_durable,
-        "aria2c --checksum=sha-256": lambda: aria2c(out, name, url, sha),
-        "daemon, connections 1 (with SHA256)": lambda: daemon_fetch(url, sha, 1),
-        "daemon, connections 4 (with SHA256)": lambda: daemon_fetch(url, sha, 4),
-    }
-    results = measure(tools, runs, out / name)
-    server.stop()
-    curl = results["curl -o (no verification)"]["wall"]
-    aria = results["aria2c --checksum=sha-256"]["wall"]
-    for label, r in results.items():
-        rows.append(
-            [
-                f"1. {size // MIB} MiB file: {label}",
-                f"{r['wall']:.2f} s",
-                f"{size / r['wall'] / MIB:.0f} MiB/s",
-                f"{r['cpu']:.2f} s",
-                f"{r['rss_mb']:.0f} MB",
-                f"{r['wall'] / curl:.2f}× curl, {r['wall'] / aria:.2f}× aria2c",
-            ]
+    server = FileServer(work / "files").start()
+    url = server.url(name)
+    try:
+        tools = {
+            "curl": tool_runner(
+                cache, out / name, [source], ["curl", "-s", "-o", str(out / name), url]
+            ),
+            "aria1": tool_runner(cache, out / name, [source], aria2c(out, name, url, sha, 1)),
+            "aria4": tool_runner(cache, out / name, [source], aria2c(out, name, url, sha, 4)),
+            "d1": daemon_runner(cache, [source], url, sha, 1),
+            "d4": daemon_runner(cache, [source], url, sha, 4),
+        }
+        samples = interleave(tools, rounds)
+    finally:
+        server.stop()
+    pairs = {"curl": None, "aria1": "d1", "aria4": "d4", "d1": "aria1", "d4": "aria4"}
+    for key, label in LARGE.items():
+        s = samples[key]
+        other = pairs[key]
+        if other is None:
+            fsync = median([x.extra["fsync"] for x in s])
+            vs = f"the reference; an fsync of its file afterwards took {fsync:.2f} s more"
+        else:
+            vs = (
+                f"{spread(ratios(samples, key, 'curl'))}× curl; "
+                f"{spread(ratios(samples, key, other))}× {LARGE[other]}"
+            )
+        report.row(
+            f"1. {size // MIB} MiB: {label}",
+            spread([x.wall for x in s]) + " s",
+            f"{size / median([x.wall for x in s]) / MIB:.0f} MiB/s",
+            f"{median([x.cpu for x in s]):.2f} s",
+            f"{max(x.rss_mb for x in s):.0f} MB",
+            vs,
+            HOW_DAEMON if key.startswith("d") else HOW_TOOL,
         )
+    return samples
 
 
-def scenario_capped(work: Path, runs: int, rows: list, cap: int = 20 * 1000 * 1000) -> None:
-    size = 256 * MIB
-    name = "capped.bin"
-    sha = make_file(work / "files" / name, size)
+def scenario_capped(
+    work: Path, size: int, rounds: int, cap: int, cache: PageCache, report: Report
+) -> list[float]:
+    name = f"capped-{size // MIB}.bin"
+    source = work / "files" / name
+    sha = make_file(source, size)
+    out = work / "out"
+    out.mkdir(exist_ok=True)
     server = FileServer(work / "files", rate=cap).start()
     url = server.url(name)
-    out = work / "out"
-    tools = {
-        "curl": lambda: run_tool(["curl", "-s", "-o", str(out / name), url]),
-        "aria2c -x4 -s4": lambda: aria2c(out, name, url, sha, "-x4", "-s4", "-k1M"),
-        "daemon, connections 1": lambda: daemon_fetch(url, sha, 1),
-        "daemon, connections 4": lambda: daemon_fetch(url, sha, 4),
-    }
-    results = measure(tools, max(1, runs - 1), out / name)
-    server.stop()
-    one = results["daemon, connections 1"]["wall"]
-    aria = results["aria2c -x4 -s4"]["wall"]
-    curl = results["curl"]["wall"]
-    for label, r in results.items():
-        rows.append(
-            [
-                f"2. 256 MiB, {cap // 1_000_000} MB/s per connection: {label}",
-                f"{r['wall']:.2f} s",
-                f"{size / r['wall'] / MIB:.0f} MiB/s",
-                f"{r['cpu']:.2f} s",
-                f"{r['rss_mb']:.0f} MB",
-                f"{one / r['wall']:.2f}× conn-1 speed, {r['wall'] / aria:.2f}× aria2c, {r['wall'] / curl:.2f}× curl",
-            ]
+    try:
+        tools = {
+            "aria4": tool_runner(cache, out / name, [source], aria2c(out, name, url, sha, 4)),
+            "d1": daemon_runner(cache, [source], url, sha, 1),
+            "d4": daemon_runner(cache, [source], url, sha, 4),
+        }
+        samples = interleave(tools, rounds)
+    finally:
+        server.stop()
+    speedup = [1 / r for r in ratios(samples, "d4", "d1")]
+    for key in ("aria4", "d1", "d4"):
+        s = samples[key]
+        up = spread([1 / r for r in ratios(samples, key, "d1")])
+        compared = {
+            "aria4": f"{up}× the speed of daemon connections 1",
+            "d1": "the reference for the speed-up",
+            "d4": f"{up}× the speed of connections 1; "
+            f"{spread(ratios(samples, key, 'aria4'))}× aria2c -x4's time",
+        }[key]
+        report.row(
+            f"2. {size // MIB} MiB, {cap / 1e6:.0f} MB/s per connection: {LARGE[key]}",
+            spread([x.wall for x in s]) + " s",
+            f"{size / median([x.wall for x in s]) / MIB:.0f} MiB/s",
+            f"{median([x.cpu for x in s]):.2f} s",
+            f"{max(x.rss_mb for x in s):.0f} MB",
+            compared,
+            HOW_DAEMON if key.startswith("d") else HOW_TOOL,
         )
+    return speedup
 
 
-def scenario_small(rows: list, count: int = 1000) -> None:
-    with FakeCivitai() as fake:
-        for i in range(count):
-            fake.add_simple(
-                10_000 + i,
-                20_000 + i,
-                f"small file {i}".encode() * 20,
-                filename=f"s{i}.safetensors",
-            )
-        d = Daemon(civitai_base_url=fake.base_url, workers=4)
-        try:
-            started = time.perf_counter()
-            batch = [{"modelVersionId": 20_000 + i, "model_type": "lora"} for i in range(count)]
-            r = d.client.post("/api/batch", json=batch, timeout=600).json()
-            queued = time.perf_counter() - started
-            ids = [j["id"] for j in r["jobs"]]
-            while (
-                d.client.get("/api/jobs", params={"status": "completed", "limit": 1}).json()[
-                    "total"
-                ]
-                < count
-            ):
-                time.sleep(0.05)
-            wall = time.perf_counter() - started
-            cpu, hwm = proc_stats(d.proc.pid)
-        finally:
-            d.stop()
-    assert len(ids) == count
-    rows.append(
-        [
-            f"3. {count} small files (fake Civitai, 4 workers)",
-            f"{wall:.2f} s",
-            f"{count / wall:.0f} jobs/s",
-            f"{cpu:.2f} s",
-            f"{hwm:.0f} MB",
-            f"batch accepted in {queued:.2f} s",
-        ]
-    )
-
-
-def scenario_load(work: Path, rows: list) -> None:
-    from websockets.sync.client import connect
-
-    size = 768 * MIB
-    names = []
-    for i in range(4):
-        name = f"load-{i}.bin"
-        names.append((name, make_file(work / "files" / name, size)))
+def scenario_load(work: Path, size: int, calls: int, report: Report) -> responsiveness.LoadResult:
+    name = f"big-{size // MIB}.bin"
+    sha = make_file(work / "files" / name, size)
     make_file(work / "files" / "tiny.bin", 1000)
     server = FileServer(work / "files").start()
-    d = Daemon(workers=4, connections=4)
-    status_ms, ws_ms = [], []
     try:
-        ws = connect(d.base.replace("http", "ws") + f"/ws/downloads?token={d.token}").__enter__()
-        ws.recv()
-        jobs = [
-            d.client.post(
-                "/api/download", json={"url": server.url(n), "model_type": "load", "sha256": s}
-            ).json()
-            for n, s in names
-        ]
-        time.sleep(0.5)
-        got: dict[int, float] = {}
-        stop = threading.Event()
-
-        def reader() -> None:
-            while not stop.is_set():
-                try:
-                    msg = json.loads(ws.recv(timeout=0.5))
-                except TimeoutError:
-                    continue
-                except Exception:
-                    return
-                if msg.get("type") == "job" and msg["job"]["status"] == "queued":
-                    got.setdefault(msg["job"]["id"], time.perf_counter())
-
-        t = threading.Thread(target=reader, daemon=True)
-        t.start()
-        for i in range(150):
-            t0 = time.perf_counter()
-            d.client.get("/api/status")
-            status_ms.append((time.perf_counter() - t0) * 1000)
-            if i % 5 == 0:  # WebSocket delivery: a new job's "queued" message
-                t0 = time.perf_counter()
-                job = d.client.post(
-                    "/api/download",
-                    json={
-                        "url": server.url("tiny.bin") + f"?n={i}",
-                        "model_type": "tiny",
-                        "filename": f"t{i}.bin",
-                    },
-                ).json()
-                while job["id"] not in got and time.perf_counter() - t0 < 5:
-                    time.sleep(0.0005)
-                ws_ms.append((got.get(job["id"], time.perf_counter()) - t0) * 1000)
-            time.sleep(0.01)
-        busy = sum(
-            1 for j in jobs if d.client.get(f"/api/jobs/{j['id']}").json()["status"] != "completed"
-        )
-        stop.set()
-        ws.close()
+        result = responsiveness.under_load(server, name, sha, calls)
     finally:
-        d.stop()
         server.stop()
-    q = statistics.quantiles
-    rows.append(
-        [
-            "4. GET /api/status under 4 large downloads",
-            f"p50 {statistics.median(status_ms):.1f} ms",
-            f"p99 {q(status_ms, n=100)[98]:.1f} ms",
-            "",
-            "",
-            f"{busy} of 4 downloads still running at the end",
-        ]
+    full = sum(1 for b in result.busy if b >= responsiveness.LOAD_JOBS) / len(result.busy)
+    report.row(
+        "4. GET /api/status under 4 downloads × 4 connections",
+        f"p50 {median(result.status_ms):.1f} ms",
+        f"p99 {p99(result.status_ms):.1f} ms",
+        "",
+        "",
+        f"{len(result.status_ms)} calls; 4 downloads running at {full:.0%} of them "
+        f"(fewest {min(result.busy)}); {result.downloads} downloads of {size // MIB} MiB in all",
+        "perf_counter around each call, one client",
     )
-    rows.append(
-        [
-            "4. WebSocket delivery (POST → queued message)",
-            f"p50 {statistics.median(ws_ms):.1f} ms",
-            f"p99 {q(ws_ms, n=100)[98]:.1f} ms",
-            "",
-            "",
-            f"{len(ws_ms)} samples",
-        ]
+    report.row(
+        "4. WebSocket status change (queued, cancelled) under the same load",
+        f"p50 {median(result.ws_ms):.1f} ms",
+        f"p99 {p99(result.ws_ms):.1f} ms",
+        "",
+        "",
+        f"{len(result.ws_ms)} changes; from the call's start: p50 {median(result.ws_call_ms):.1f} ms, "
+        f"p99 {p99(result.ws_call_ms):.1f} ms",
+        "API call's return → `job` message on a WS client (0 if it came first)",
     )
+    return result
 
 
-def scenario_updates(rows: list, count: int = 5000) -> None:
-    from civitai import CivitaiClient
-    from daemon import DownloadQueue
-    from database import Store
-    from events import EventBus
-    from settings import Settings
-    from updater.checker import check_updates
-
-    with FakeCivitai() as fake:
-        entries = []
-        for i in range(count):
-            fake.add_simple(100_000 + i, 200_000 + i, b"x", filename=f"u{i}.safetensors")
-            entries.append(
-                {"modelId": 100_000 + i, "modelVersionId": 200_000 + i, "model_type": "lora"}
-            )
-        for i in range(0, count, 500):  # ten of them have a new version
-            fake.publish_version(100_000 + i, fake.version(300_000 + i, [b"new"]))
-        home = Path(tempfile.mkdtemp(prefix="bench-updates-"))
-        (home / "manifest.json").write_text(json.dumps(entries))
-        settings = Settings(home=home, civitai_base_url=fake.base_url)
-
-        async def check() -> tuple[float, object]:
-            store = Store(home / "data" / "completed.db")
-            await store.open()
-            async with httpx.AsyncClient(timeout=60) as http:
-                civitai = CivitaiClient(settings, http)
-                queue = DownloadQueue(settings, store, EventBus(), civitai, http)
-                started = time.perf_counter()
-                result = await check_updates(
-                    settings, store, civitai, queue, EventBus(), asyncio.Lock()
-                )
-                wall = time.perf_counter() - started
-            await store.close()
-            return wall, result
-
-        wall, result = asyncio.run(check())
-        shutil.rmtree(home, ignore_errors=True)
-    rows.append(
-        [
-            f"5. update check, {count} tracked models",
-            f"{wall:.2f} s",
-            f"{result.requests} API requests",
-            "",
-            "",
-            f"{result.checked} checked, {len(result.updates)} updates found",
-        ]
+def large_targets(report: Report, label: str, samples: dict[str, list[Sample]], size: int) -> None:
+    gib = size / GIB
+    d1 = ratios(samples, "d1", "curl")
+    report.target(
+        f"{label} verified, 1 connection ≤ 1.3× curl's unverified time",
+        median(d1) <= 1.3,
+        f"{spread(d1)}×; connections 4: {spread(ratios(samples, 'd4', 'curl'))}×",
+    )
+    for key in ("d1", "d4"):
+        extra = [(d.cpu - c.cpu) / gib for d, c in zip(samples[key], samples["curl"], strict=True)]
+        report.target(
+            f"{label} CPU-seconds per verified GiB ≤ curl's + 0.8 s ({LARGE[key]})",
+            median(extra) <= 0.8,
+            f"curl's {spread(extra, '{:+.2f}')} s; daemon {median([d.cpu for d in samples[key]]) / gib:.2f} "
+            f"s/GiB, curl {median([c.cpu for c in samples['curl']]) / gib:.2f} s/GiB",
+        )
+    rss = {k: max(x.rss_mb for x in samples[k]) for k in LARGE}
+    report.target(
+        f"{label} peak RSS ≤ 150 MB (daemon, connections 1 and 4)",
+        max(rss["d1"], rss["d4"]) <= 150,
+        ", ".join(f"{k} {v:.0f} MB" for k, v in rss.items()),
     )
 
 
@@ -432,45 +287,159 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--size-mib", type=int, default=1024, help="the large file (1, 4)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (1, 2)")
+    parser.add_argument("--big", action="store_true", help="also a 4 GiB file, --big-rounds")
+    parser.add_argument("--big-rounds", type=int, default=1)
+    parser.add_argument("--capped-mib", type=int, default=256)
+    parser.add_argument("--cap-mb", type=float, default=20, help="MB/s per connection (2)")
+    parser.add_argument("--small", type=int, default=1000, help="small files (3)")
+    parser.add_argument("--status-calls", type=int, default=500, help="(4)")
+    parser.add_argument("--batch", type=int, default=2000, help="batch entries (5)")
+    parser.add_argument("--clients", type=int, default=200, help="WebSocket clients (5)")
+    parser.add_argument("--updates", type=int, default=5000, help="tracked models (6)")
+    parser.add_argument("--only", default="1,2,3,4,5,6")
+    parser.add_argument("--out", type=Path, default=RESULTS / "latest.md", help="also written here")
+    parser.add_argument("--quick", action="store_true", help="small sizes, 2 rounds (a test)")
     parser.add_argument(
-        "--big", action="store_true", help="also the 4 GiB file (RSS independent of size)"
+        "--drop-caches",
+        action="store_true",
+        help="also drop the whole page cache before each run (root; affects the whole machine)",
     )
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--only", default="1,2,3,4,5")
     args = parser.parse_args()
+    if args.quick:
+        # the daemon splits only files of 64 MiB or more, so the capped file stays at 64
+        args.size_mib, args.rounds, args.capped_mib, args.cap_mb = 64, 2, 64, 50
+        args.small, args.status_calls, args.batch, args.clients, args.updates = (
+            100,
+            60,
+            200,
+            20,
+            500,
+        )
+        args.big = False
     for tool in ("curl", "aria2c"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is needed: apt-get install curl aria2")
+    need_gnu_time()
     only = set(args.only.split(","))
     work = Path(os.environ.get("BENCH_TMP", tempfile.gettempdir())) / "civitai-bench"
     (work / "files").mkdir(parents=True, exist_ok=True)
-    rows: list[list[str]] = []
+    load_start = os.getloadavg()
+    started = time.time()
+    cache = PageCache(args.drop_caches)
+    report = Report()
+    size = args.size_mib * MIB
     if "1" in only:
-        scenario_large(work, args.size_mib * MIB, args.runs, rows)
+        report.notes.append(f"1: {os.getloadavg()[0]:.2f}")
+        samples = scenario_large(work, size, args.rounds, cache, report)
+        large_targets(report, f"{args.size_mib} MiB", samples, size)
         if args.big:
-            scenario_large(work, 4096 * MIB, 1, rows)
+            big = scenario_large(work, 4096 * MIB, args.big_rounds, cache, report)
+            large_targets(report, "4 GiB", big, 4096 * MIB)
     if "2" in only:
-        scenario_capped(work, args.runs, rows)
+        report.notes.append(f"2: {os.getloadavg()[0]:.2f}")
+        cap = int(args.cap_mb * 1_000_000)
+        speedup = scenario_capped(work, args.capped_mib * MIB, args.rounds, cap, cache, report)
+        report.target(
+            "capped server: connections 4 ≥ 3.5× the speed of connections 1",
+            median(speedup) >= 3.5,
+            f"{spread(speedup)}×",
+        )
     if "3" in only:
-        scenario_small(rows)
+        report.notes.append(f"3: {os.getloadavg()[0]:.2f}")
+        rate = scenario_small(args.small, report)
+        report.target("≥ 50 small jobs/s (earlier issue)", rate >= 50, f"{rate:.0f} jobs/s")
     if "4" in only:
-        scenario_load(work, rows)
+        report.notes.append(f"4: {os.getloadavg()[0]:.2f}")
+        load = scenario_load(work, size, args.status_calls, report)
+        report.target(
+            "GET /api/status p99 ≤ 50 ms under 4 downloads",
+            p99(load.status_ms) <= 50,
+            f"p99 {p99(load.status_ms):.1f} ms",
+        )
+        report.target(
+            "WebSocket status-change delivery p99 ≤ 100 ms under 4 downloads",
+            p99(load.ws_ms) <= 100,
+            f"p99 {p99(load.ws_ms):.1f} ms",
+        )
     if "5" in only:
-        scenario_updates(rows)
-    header = ["scenario", "wall (median)", "rate", "CPU", "peak RSS", "compared"]
+        report.notes.append(f"5: {os.getloadavg()[0]:.2f}")
+        results = scenario_batch(args.batch, args.clients, report)
+        crowded = results[-1]
+        report.target(
+            f"/api/batch of {args.batch} answers in ≤ 2 s with {args.clients} WebSocket clients",
+            crowded.answer_s <= 2,
+            f"{crowded.answer_s:.2f} s; without clients {results[0].answer_s:.2f} s",
+        )
+    if "6" in only:
+        report.notes.append(f"6: {os.getloadavg()[0]:.2f}")
+        requests = scenario_updates(args.updates, report)
+        limit = max(1, args.updates // 100)
+        report.target(
+            f"{args.updates} tracked models in ≤ {limit} requests (earlier issue)",
+            requests <= limit,
+            f"{requests} requests",
+        )
+    report.row(
+        "(this script itself, for reference)",
+        f"{time.time() - started:.0f} s",
+        "",
+        "",
+        f"{self_rss_mb():.0f} MB",
+        "what a wait4 of its children would have wrongly added to theirs",
+        "getrusage(RUSAGE_SELF)",
+    )
+    print(render(args, report, work, cache, load_start))
+
+
+def render(
+    args: argparse.Namespace, report: Report, work: Path, cache: PageCache, load_start: tuple
+) -> str:
+    header = [
+        "scenario",
+        "wall",
+        "rate",
+        "CPU",
+        "peak RSS",
+        "compared (median of rounds, min–max)",
+        "measured by",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    machine = (
-        f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d')}"
+    lines += ["| " + " | ".join(r) + " |" for r in report.rows]
+    load_end = os.getloadavg()
+    options = (
+        f"rounds {args.rounds} (tools interleaved, order rotated each round), large file "
+        f"{args.size_mib} MiB{' + 4096 MiB × ' + str(args.big_rounds) if args.big else ''}, capped "
+        f"{args.capped_mib} MiB at {args.cap_mb:g} MB/s per connection, {args.small} small files, "
+        f"{args.status_calls} status calls, batch {args.batch} with {args.clients} clients, "
+        f"{args.updates} tracked models, scenarios {args.only}"
     )
-    text = (
-        f"Benchmark ({machine}; `uv run python bench/run.py {' '.join(sys.argv[1:])}`)\n\n"
-        + "\n".join(lines)
+    text = "\n".join(
+        [
+            f"## Benchmark, {time.strftime('%Y-%m-%d %H:%M %Z')}",
+            "",
+            *(f"- {m}" for m in machine(work)),
+            f"- load average (1, 5, 15 min) at start {_load(load_start)}, at end {_load(load_end)}",
+            f"- command: `bench/run.py {' '.join(sys.argv[1:])}`; {options}",
+            f"- page cache: {cache.describe()}",
+            f"- 1-minute load average as each scenario began: {', '.join(report.notes)}",
+            "- walls: perf_counter in this script around each run (the daemon's: from its POST to "
+            "the `completed` message on its WebSocket; its start-up is not counted); CPU per tool: "
+            "its own user+system (daemon: whole process, all threads, over the job only)",
+            "",
+            *lines,
+            "",
+            *report.targets,
+        ]
     )
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.md").write_text(text + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text + "\n")
+    return text
+
+
+def _load(avg: tuple) -> str:
+    return ", ".join(f"{x:.2f}" for x in avg)
 
 
 if __name__ == "__main__":
