@@ -27,13 +27,14 @@ import manifest
 import safefs
 from civitai import CivitaiClient, Resolved, backoff
 from database import Store, utcnow
-from downloader import Download, Link, Throttle
+from downloader import Download, Link
 from events import EventBus, JobEvent
 from jobs import ACTIVE, JobRequest, JobStatus, check_transition, public_job
 from logger import safe_url
 from metadata import write_sidecars
 from scanner import file_sha256
 from settings import Settings
+from transfer import Throttle
 
 log = logging.getLogger("civitai.daemon")
 
@@ -611,7 +612,6 @@ class DownloadQueue:
         return Download(
             job_id=job_id,
             store=self.store,
-            http=self.http,
             civitai=self.civitai,
             link=link,
             part_path=part_path,

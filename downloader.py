@@ -1,220 +1,137 @@
-"""Streaming one file to disk: Range parts, resume, hashing as bytes arrive, durable progress.
+"""The HTTP side of one file: Range parts, resume, If-Range, the signed link, content checks.
 
 The bytes of a job go to `<filename>.part`. Large files are split into `connections` parts, each
-fetched with its own Range request and written at its offset. All file I/O and hashing of a job
-happen on one thread of its own (`FileWriter`), in order, so the event loop never blocks on disk.
-Progress is made durable in this order: write, fsync, then commit each part's offset to SQLite;
-after a crash every committed byte is on disk.
+fetched with its own Range request and written at its offset. Requests are made and bodies read
+on transfer threads (transfer.py), never on the API's event loop, which only starts them, sees
+the progress counters 4 times a second and awaits the result. Progress is made durable in this
+order: write, fsync, then commit each part's offset to SQLite; after a crash every committed
+byte is on disk.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import base64
+import functools
+import http.client
 import logging
 import os
 import re
-import time
+import socket
+import ssl
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
-import httpcore._async.http11 as _http11
 import httpx
 
 import errors
 import safefs
 from civitai import CivitaiClient, error_for, require_http, retry_after_seconds
 from database import Store
+from transfer import LOW_SPEED_BYTES, FileWriter, Part, Stopped, Threads, Throttle, pump, split
 
 log = logging.getLogger("civitai.downloader")
 
 
-MULTIPART_MIN = 64 * 1024 * 1024
-# Measured on loopback (bench/run.py, 1 GiB, one connection, tmpfs): 64 KiB socket reads and
-# 1 MiB writes took 4.2 s; 1 MiB reads 3.4 s; plus 4 MiB writes 2.8 s; plus a 0.5 ms GIL switch
-# interval (launch.py) 2.5 s. Memory: at most two batches per connection.
-WRITE_BATCH = 4 * 1024 * 1024
-READ_SIZE = 1024 * 1024
-FLUSH_SECONDS = 0.1
-
-# httpcore reads a response 64 KiB at a time, and each read costs a trip through h11, httpcore,
-# anyio and the event loop; 1 MiB reads cut that cost sixteenfold (figures above).
-_http11.AsyncHTTP11Connection.READ_NUM_BYTES = READ_SIZE
-READ_BACK = 4 * 1024 * 1024
 # Progress is made durable 4 times a second (fsync on its own thread, so writes never wait):
 # a crash re-fetches at most about a quarter second of data per connection.
 CHECKPOINT_SECONDS = 0.25
-LOW_SPEED_BYTES = 1024  # bytes/s: below this for `timeout` seconds a connection counts as stalled
+PROGRESS_SECONDS = 0.25  # the API loop reads the counters (at most 4 progress events a second)
+ERROR_BODY_MAX = 64 * 1024  # of an error answer, enough to read its message
 REFUSED = {400, 401, 403, 404, 410}
 
 
-@dataclass
-class Part:
-    idx: int
-    start: int
-    end: int | None  # inclusive; None while the size is unknown
-    done: int = 0  # bytes committed to SQLite (and so on disk)
-    written: int = 0  # bytes written to the file so far
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """Certificates are verified against certifi's bundle, as httpx does; `SSL_CERT_FILE` (or
+    `SSL_CERT_DIR`) names another set of trusted certificates, e.g. a private CA."""
+    return httpx.create_ssl_context(trust_env=True)
+
+
+class Connection:
+    """One GET on a blocking socket of its own (http.client), made and read on a transfer
+    thread. Its status and headers are kept as an httpx.Response, so one error mapping
+    (`error_for`, `_direct_error`) serves this and the API client alike."""
+
+    def __init__(self, url: str, headers: dict[str, str], timeout: float, threads: Threads):
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+        if parts.scheme == "https":
+            self.conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                host, port, timeout=timeout, context=_ssl_context()
+            )
+        else:
+            self.conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        self.url = url
+        self.threads = threads
+        threads.watch(id(self), self.abort)
+        headers = dict(headers)
+        if parts.username or parts.password:  # user:pass@host, for this host only (as httpx)
+            pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        try:
+            self.conn.putrequest("GET", target, skip_accept_encoding=True)
+            for k, v in headers.items():
+                self.conn.putheader(k, v)
+            self.conn.endheaders()
+            self.raw = self.conn.getresponse()
+        except BaseException:
+            threads.unwatch(id(self))
+            self.conn.close()
+            raise
+        self.remaining = self.raw.length  # None: chunked, or until the server closes
+        self.response = self._response(b"")
+
+    def _response(self, content: bytes) -> httpx.Response:
+        raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.raw.getheaders()]
+        headers = [(k, v) for k, v in raw_headers if k.lower() != b"content-encoding"]
+        return httpx.Response(
+            self.raw.status,
+            headers=headers,
+            content=content,
+            request=httpx.Request("GET", self.url),
+        )
 
     @property
-    def next_offset(self) -> int:
-        return self.start + self.written
+    def status(self) -> int:
+        return self.raw.status
 
-    @property
-    def complete(self) -> bool:
-        return self.end is not None and self.next_offset > self.end
+    def read_error(self) -> httpx.Response:
+        """The answer with (the start of) its body, for an error's message."""
+        body = self.raw.read(ERROR_BODY_MAX) if self.raw.status != 416 else b""
+        self.response = self._response(body)
+        return self.response
 
-    def row(self) -> dict[str, Any]:
-        return {"idx": self.idx, "start": self.start, "end": self.end, "done": self.done}
+    def readinto(self, view: memoryview) -> int:
+        """At most one socket read into `view`; 0 at the end of the body."""
+        if self.raw.chunked:
+            data = self.raw.read1(len(view))
+            view[: len(data)] = data
+            return len(data)
+        if self.remaining is not None:
+            if self.remaining <= 0:
+                return 0
+            view = view[: self.remaining]
+        assert self.raw.fp is not None
+        n = self.raw.fp.readinto1(view)
+        if self.remaining is not None:
+            self.remaining -= n
+        return n
 
-
-def split(size: int | None, connections: int, first_end: int | None = None) -> list[Part]:
-    """The parts of a file. `first_end`: the first part was already asked for up to there."""
-    if not size or size < MULTIPART_MIN or connections <= 1:
-        return [Part(0, 0, size - 1 if size else None)]
-    if first_end is not None and first_end + 1 < size:
-        rest = size - first_end - 1
-        step = -(-rest // (connections - 1))
-        return [Part(0, 0, first_end)] + [
-            Part(i + 1, first_end + 1 + i * step, min(size, first_end + 1 + (i + 1) * step) - 1)
-            for i in range(connections - 1)
-            if i * step < rest
-        ]
-    step = -(-size // connections)
-    return [
-        Part(i, i * step, min(size, (i + 1) * step) - 1)
-        for i in range(connections)
-        if i * step < size
-    ]
-
-
-def _pwrite(fd: int, data: memoryview, offset: int) -> int:
-    if hasattr(os, "pwrite"):
-        return os.pwrite(fd, data, offset)
-    os.lseek(fd, offset, os.SEEK_SET)  # Windows: safe, as one thread does all of a file's I/O
-    return os.write(fd, data)
-
-
-def _pwritev(fd: int, chunks: list[bytes], offset: int, size: int) -> None:
-    if hasattr(os, "pwritev") and len(chunks) <= 512:  # IOV_MAX is 1024 on Linux
-        written = os.pwritev(fd, chunks, offset)
-        if written == size:
-            return
-        data = memoryview(b"".join(chunks))[written:]  # a short write: finish the rest
-        offset += written
-    else:
-        data = memoryview(b"".join(chunks))
-    while data:
-        n = _pwrite(fd, data, offset)
-        data = data[n:]
-        offset += n
-
-
-def _pread(fd: int, size: int, offset: int) -> bytes:
-    if hasattr(os, "pread"):
-        return os.pread(fd, size, offset)
-    os.lseek(fd, offset, os.SEEK_SET)
-    return os.read(fd, size)
-
-
-class FileWriter:
-    """All I/O and hashing of one .part file, run on its own thread, in submission order."""
-
-    def __init__(self, path: Path, parts: list[Part]) -> None:
-        self.path = path
-        self.parts = parts
-        self.sha = hashlib.sha256()
-        self.hashed = 0
-        self._hp = 0  # index of the part holding the hash frontier
-        self.fd = -1
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
-        # fsync on a thread of its own, so writes go on while the disk catches up.
-        self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="syncer")
-
-    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    async def checkpoint(self) -> list[dict[str, Any]]:
-        return await asyncio.get_running_loop().run_in_executor(self._syncer, self.sync)
-
-    def open(self, truncate_to: int | None, fresh: bool) -> None:
-        """Open the .part, never through a link; `fresh`: a new file (O_EXCL)."""
-        self.fd = safefs.open_rw(self.path, new=fresh)
-        if truncate_to is not None:
-            os.ftruncate(self.fd, truncate_to)
-
-    def write(self, part: Part, offset: int, chunks: list[bytes]) -> None:
-        """Write the chunks at `offset` (one pwritev, no joining copy) and hash them in order."""
-        size = sum(len(c) for c in chunks)
-        _pwritev(self.fd, chunks, offset, size)
-        if offset == self.hashed:
-            for chunk in chunks:
-                self.sha.update(chunk)
-            self.hashed += size
-        part.written += size
-        self._catch_up()
-
-    def _catch_up(self) -> None:
-        """Hash what is already on disk at the hash frontier (other parts' bytes, or a resumed
-        prefix), read back once from the page cache."""
-        while self._hp < len(self.parts):
-            part = self.parts[self._hp]
-            frontier = part.next_offset
-            while self.hashed < frontier:
-                chunk = _pread(self.fd, min(READ_BACK, frontier - self.hashed), self.hashed)
-                if not chunk:
-                    return
-                self.sha.update(chunk)
-                self.hashed += len(chunk)
-            if not part.complete:
-                return
-            self._hp += 1
-
-    def sync(self) -> list[dict[str, Any]]:
-        """Note each part's written offset, then fsync: those offsets are now safe to commit.
-        (Writes that land during the fsync are counted at the next checkpoint.)"""
-        offsets = [{"idx": p.idx, "done": p.written} for p in self.parts]
-        os.fsync(self.fd)
-        return offsets
-
-    def finish(self) -> str:
-        self._catch_up()
-        os.fsync(self.fd)
-        return self.sha.hexdigest()
+    def abort(self) -> None:
+        """Shut the socket down (from any thread): a read blocked on it returns at once."""
+        sock = self.conn.sock
+        if sock is not None:
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     def close(self) -> None:
-        self._syncer.shutdown(wait=True)  # no fsync may run on a closed (or reused) descriptor
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def shutdown(self) -> None:
-        self._executor.shutdown(wait=True)
-
-
-class Throttle:
-    """One token bucket shared by every worker: `throttle` bytes/s in total."""
-
-    def __init__(self, rate: int) -> None:
-        self.rate = rate
-        self.tokens = float(rate)
-        self.last = time.monotonic()
-        self.lock = asyncio.Lock()
-
-    async def take(self, n: int) -> None:
-        if self.rate <= 0:
-            return
-        async with self.lock:
-            now = time.monotonic()
-            self.tokens = min(self.rate, self.tokens + (now - self.last) * self.rate)
-            self.last = now
-            self.tokens -= n
-            if self.tokens < 0:
-                await asyncio.sleep(-self.tokens / self.rate)
+        self.threads.unwatch(id(self))
+        self.raw.close()
+        self.conn.close()
 
 
 class Link:
@@ -274,7 +191,6 @@ class Download:
         *,
         job_id: int,
         store: Store,
-        http: httpx.AsyncClient,
         civitai: CivitaiClient,
         link: Link,
         part_path: Path,
@@ -288,7 +204,6 @@ class Download:
     ) -> None:
         self.job_id = job_id
         self.store = store
-        self.http = http
         self.civitai = civitai
         self.link = link
         self.part_path = part_path
@@ -301,13 +216,21 @@ class Download:
         self.on_start = on_start
         self.parts: list[Part] = []
         self.total: int | None = None
-        self.fetched = 0  # bytes received over the network by this object
+        self._received = 0  # bytes of earlier runs' parts
+        self.threads = Threads(f"job{job_id}")
         # A deliberate throttle below the lowest speed must not look like a stalled link.
         self.watch_speed = not (0 < throttle.rate < LOW_SPEED_BYTES * 8)
+
+    @property
+    def fetched(self) -> int:
+        """Bytes received over the network by this object."""
+        return self._received + sum(p.received for p in self.parts)
 
     # Public -----------------------------------------------------------------------------
 
     async def run(self) -> Result:
+        self._received = self.fetched
+        self.threads = Threads(f"job{self.job_id}")
         rows = await self.store.get_parts(self.job_id)
         await asyncio.to_thread(safefs.refuse_link, self.part_path)
         if rows and await asyncio.to_thread(safefs.is_file, self.part_path):
@@ -339,20 +262,27 @@ class Download:
 
     # Internals --------------------------------------------------------------------------
 
-    async def _transfer(self, first: httpx.Response | None) -> Result:
-        if first is not None:
-            await self._plan(first)
-        writer = FileWriter(self.part_path, self.parts)
+    async def _transfer(self, first: Connection | None) -> Result:
+        try:
+            if first is not None:
+                await self._plan(first)
+            writer = FileWriter(self.part_path, self.parts, self.threads.name)
+        except BaseException:
+            if first is not None:
+                first.close()
+            raise
         # One stream: cut the file back to the committed offset. Parts: a fresh start begins
         # with an empty file; a resume keeps it (each part rewrites from its own offset).
         if len(self.parts) == 1:
             truncate_to: int | None = self.parts[0].done
         else:
             truncate_to = 0 if first is not None else None
-        await writer.call(writer.open, truncate_to, first is not None)
-        checkpoint = asyncio.create_task(self._checkpoints(writer))
+        checkpoint = ticker = None
         finished = False
         try:
+            await writer.call(writer.open, truncate_to, first is not None)
+            checkpoint = asyncio.create_task(self._checkpoints(writer))
+            ticker = asyncio.create_task(self._ticker())
             async with asyncio.TaskGroup() as group:
                 for part in self.parts:
                     if part.complete:
@@ -371,8 +301,10 @@ class Download:
             raise _first_error(group) from None
         finally:
             if first is not None:
-                await first.aclose()
-            checkpoint.cancel()
+                first.close()
+            for task in (checkpoint, ticker):
+                if task is not None:
+                    task.cancel()
             if not finished:  # stopped early: make what arrived durable for the resume
                 try:
                     await self._commit(writer)
@@ -380,9 +312,11 @@ class Download:
                     log.warning("job %s: cannot save progress: %s", self.job_id, exc)
             await writer.call(writer.close)
             writer.shutdown()
+            self._report()
 
-    async def _plan(self, response: httpx.Response) -> None:
+    async def _plan(self, first: Connection) -> None:
         """Decide the parts from the first answer, and persist them before any byte lands."""
+        response = first.response
         total = _total_size(response)
         ranged = response.status_code == 206 or response.headers.get("accept-ranges") == "bytes"
         self.total = total
@@ -399,7 +333,7 @@ class Download:
     async def _commit(self, writer: FileWriter) -> None:
         if writer.fd < 0:
             return
-        synced = await writer.checkpoint()
+        synced = await writer.call(writer.sync)
         for p, s in zip(self.parts, synced, strict=True):
             p.done = s["done"]
         await self.store.save_progress(
@@ -414,7 +348,17 @@ class Download:
             except OSError as exc:
                 log.warning("job %s: cannot save progress: %s", self.job_id, exc)
 
-    async def _open(self, part: Part, fresh: bool = False) -> httpx.Response:
+    async def _ticker(self) -> None:
+        """Progress for the API: the counters the transfer threads keep, read 4 times a second
+        (no hop to the event loop per chunk)."""
+        while True:
+            await asyncio.sleep(PROGRESS_SECONDS)
+            self._report()
+
+    def _report(self) -> None:
+        self.on_progress(sum(p.written for p in self.parts), self.total)
+
+    async def _open(self, part: Part, fresh: bool = False) -> Connection:
         """A response streaming `part` from its next byte; renews a refused link once."""
         for attempt in range(2):
             url, generation = await self.link.get()
@@ -427,19 +371,18 @@ class Download:
                 headers["Range"] = f"bytes={part.next_offset}-{end}"
                 if self.validator:
                     headers["If-Range"] = self.validator
-            try:
-                response = await self._get_following(url, headers)
-            except httpx.TimeoutException:
-                raise errors.NetworkError(f"{_host(url)} did not answer in time") from None
-            except httpx.TransportError as exc:
-                raise errors.NetworkError(f"Cannot reach {_host(url)}: {exc}") from None
-            status = response.status_code
+            conn = await self._get_following(url, headers)
+            status = conn.status
             if status in (200, 206):
-                return await self._check_content(response, part, fresh)
-            await response.aread()
-            await response.aclose()
+                return self._check_content(conn, part, fresh)
+            try:
+                response = await self.threads.run("answer", conn.read_error)
+            except (OSError, http.client.HTTPException):
+                response = conn.response
+            finally:
+                conn.close()
             if status == 416:
-                return response
+                return conn
             if status in REFUSED and self.link.via_civitai and _host(url) != self.civitai.host:
                 if attempt == 0 and await self.link.refused(generation):
                     log.info(
@@ -458,16 +401,15 @@ class Download:
             raise error
         raise AssertionError("unreachable")
 
-    async def _get_following(self, url: str, headers: dict[str, str]) -> httpx.Response:
+    async def _get_following(self, url: str, headers: dict[str, str]) -> Connection:
         """GET, following redirects; a direct link may not be redirected into a private
         network (an allowed host must not become a way to reach this machine's neighbours)."""
         for _ in range(10):
-            request = self.http.build_request("GET", url, headers=headers)
-            response = await self.http.send(request, stream=True, follow_redirects=False)
-            if not response.is_redirect:
-                return response
-            await response.aclose()
-            url = str(response.url.join(response.headers["location"]))
+            conn = await self._connect(url, headers)
+            if not conn.response.is_redirect:
+                return conn
+            conn.close()
+            url = str(conn.response.url.join(conn.response.headers["location"]))
             require_http(url)
             if not self.link.via_civitai:
                 await self.civitai.check_redirect(url)
@@ -476,15 +418,29 @@ class Download:
                 headers.update(self.civitai.headers_for(url))
         raise errors.NetworkError(f"too many redirects from {_host(url)}")
 
-    async def _check_content(
-        self, response: httpx.Response, part: Part, fresh: bool
-    ) -> httpx.Response:
+    async def _connect(self, url: str, headers: dict[str, str]) -> Connection:
+        """Send the request and read the answer's head, on a transfer thread."""
+        try:
+            return await self.threads.run(
+                "open", Connection, url, headers, self.timeout, self.threads
+            )
+        except ssl.SSLCertVerificationError as exc:
+            raise errors.CertificateRefused(_host(url), exc.verify_message or str(exc)) from None
+        except TimeoutError:
+            raise errors.NetworkError(f"{_host(url)} did not answer in time") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise errors.NetworkError(
+                f"Cannot reach {_host(url)}: {exc or type(exc).__name__}"
+            ) from None
+
+    def _check_content(self, conn: Connection, part: Part, fresh: bool) -> Connection:
+        response = conn.response
         ct = response.headers.get("content-type", "")
         if looks_like_a_page(ct, b""):
-            await response.aclose()
-            raise errors.UnexpectedContent(ct, _host(str(response.url)))
+            conn.close()
+            raise errors.UnexpectedContent(ct, _host(conn.url))
         if response.status_code == 200 and not fresh and part.next_offset > 0:
-            await response.aclose()
+            conn.close()
             raise errors.RangeIgnored()
         if response.status_code == 206:
             m = re.match(r"bytes (\d+)-", response.headers.get("content-range", ""))
@@ -495,24 +451,24 @@ class Download:
                 or int(m[1]) != expected
                 or (self.total is not None and total is not None and total != self.total)
             ):
-                await response.aclose()
+                conn.close()
                 raise errors.RangeIgnored()
-        return response
+        return conn
 
-    async def _fetch(self, writer: FileWriter, part: Part, response: httpx.Response | None) -> None:
+    async def _fetch(self, writer: FileWriter, part: Part, conn: Connection | None) -> None:
         while not part.complete:
-            if response is None:
-                response = await self._open(part)
-            if response.status_code == 416:
+            if conn is None:
+                conn = await self._open(part)
+            if conn.status == 416:
                 if part.end is None:  # we already hold every byte of a stream of unknown size
                     part.end = part.next_offset - 1
                     return
                 raise errors.RangeIgnored()
             try:
-                ended = await self._stream(writer, part, response)
+                ended = await self.threads.run(f"part{part.idx}", self._pump, conn, part, writer)
             finally:
-                await response.aclose()
-                response = None
+                conn.close()
+                conn = None
             if ended and part.end is None:
                 return
             if not part.complete:
@@ -520,68 +476,37 @@ class Download:
                     f"the connection closed after {part.written} of part {part.idx}'s bytes"
                 )
 
-    async def _stream(self, writer: FileWriter, part: Part, response: httpx.Response) -> bool:
-        """Copy the body into the file; True when the body ended before the part did."""
-        pending: asyncio.Future | None = None
-        batch: list[bytes] = []
-        batch_len = 0
-        offset = part.next_offset
-        window_start, window_bytes = time.monotonic(), 0
-        last_flush = window_start
-        first = True
+    def _pump(self, conn: Connection, part: Part, writer: FileWriter) -> bool:
+        """On a transfer thread: copy the body into the file; True when the body ended."""
+        host = _host(conn.url)
+
+        def check_first(chunk: memoryview) -> None:
+            if looks_like_a_page("", bytes(chunk[:64])):
+                raise errors.UnexpectedContent("a web page", host)
+
         try:
-            async for chunk in response.aiter_raw():
-                if first and looks_like_a_page("", chunk) and offset == 0:
-                    raise errors.UnexpectedContent("a web page", _host(str(response.url)))
-                first = False
-                if part.end is not None:
-                    room = part.end + 1 - (offset + batch_len)
-                    if room <= 0:
-                        break
-                    chunk = chunk[:room]
-                self.fetched += len(chunk)
-                await self.throttle.take(len(chunk))
-                batch.append(chunk)
-                batch_len += len(chunk)
-                window_bytes += len(chunk)
-                now = time.monotonic()
-                # Large writes on fast links; on slow ones, at least 4 a second (progress).
-                if (
-                    batch_len >= WRITE_BATCH
-                    or now - last_flush >= FLUSH_SECONDS
-                    or (part.end is not None and offset + batch_len > part.end)
-                ):
-                    if pending is not None:
-                        await pending
-                    pending = asyncio.ensure_future(writer.call(writer.write, part, offset, batch))
-                    offset += batch_len
-                    batch, batch_len, last_flush = [], 0, now
-                    self.on_progress(sum(p.written for p in self.parts), self.total)
-                if now - window_start >= self.timeout and self.watch_speed:
-                    if window_bytes < LOW_SPEED_BYTES * self.timeout:
-                        raise errors.NetworkError(
-                            f"the connection stalled: {window_bytes} bytes in {self.timeout:g} s"
-                        )
-                    window_start, window_bytes = now, 0
-                if part.end is not None and offset + batch_len > part.end:
-                    break
-            else:
-                return True
-            return False
-        except httpx.TimeoutException:
+            return pump(
+                conn,
+                part,
+                writer,
+                throttle=self.throttle,
+                stop=self.threads.stop,
+                timeout=self.timeout,
+                watch_speed=self.watch_speed,
+                check_first=check_first,
+            )
+        except TimeoutError:
             raise errors.NetworkError(
                 f"no data for {self.timeout:g} s; the connection is dead"
             ) from None
-        except httpx.TransportError as exc:
+        except (OSError, http.client.HTTPException) as exc:
+            if exc is writer.error:
+                raise
+            if self.threads.stop.is_set():
+                raise Stopped() from None
             raise errors.NetworkError(
                 f"the connection broke: {exc or type(exc).__name__}"
             ) from None
-        finally:
-            if pending is not None:
-                await pending
-            if batch:
-                await writer.call(writer.write, part, offset, batch)
-            self.on_progress(sum(p.written for p in self.parts), self.total)
 
 
 def _total_size(response: httpx.Response) -> int | None:
@@ -620,6 +545,6 @@ def _first_error(group: BaseExceptionGroup) -> BaseException:
         if isinstance(e, errors.DaemonError) and not e.retryable:
             return e
     for e in leaves:
-        if not isinstance(e, asyncio.CancelledError):
+        if not isinstance(e, asyncio.CancelledError | Stopped):
             return e
     return leaves[0]

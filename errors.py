@@ -31,6 +31,7 @@ DaemonError
     ├── LinkRefused               the CDN refused a signed link (resolve a new one)
     ├── RedirectRefused           a direct link redirected into a private network
     ├── SchemeRefused             a redirect to a scheme other than http(s) (file://, ftp://)
+    ├── CertificateRefused        an https server whose certificate is not trusted
     ├── SymlinkRefused            a link where the daemon writes a file: never written through
     └── RangeIgnored              the server answered 200 to a Range request
 """
@@ -310,6 +311,15 @@ class SchemeRefused(DownloadError):
         super().__init__(
             f"The download redirected to a {scheme}: URL; only http and https are followed. "
             f"The link is broken or hostile; it is not tried again."
+        )
+
+
+class CertificateRefused(DownloadError):
+    def __init__(self, host: str, reason: str) -> None:
+        super().__init__(
+            f"The certificate of {host} is not trusted ({reason}); nothing was downloaded. If "
+            f"the server uses a private certificate authority, start the daemon with "
+            f"SSL_CERT_FILE set to a file holding that authority's certificate."
         )
 
 

@@ -20,6 +20,7 @@ import hmac
 import json
 import re
 import socket
+import ssl
 import threading
 import time
 import zlib
@@ -133,8 +134,10 @@ class _Server(ThreadingHTTPServer):
 
 
 class FakeCivitai:
-    def __init__(self, cdn_host: str = "127.0.0.2") -> None:
+    def __init__(self, cdn_host: str = "127.0.0.2", tls: ssl.SSLContext | None = None) -> None:
         self.cdn_host = cdn_host
+        self.tls = tls  # a server context: the CDN speaks https with its certificate
+        self.open_connections = {"api": 0, "cdn": 0}  # client connections being served now
         self.models: dict[int, ModelSpec] = {}
         self.faults: list[Fault] = []
         self.requests: list[Request] = []
@@ -157,12 +160,15 @@ class FakeCivitai:
             self.cdn_host = "127.0.0.1"
             cdn = self._serve(self.cdn_host, "cdn")
         self.base_url = f"http://127.0.0.1:{api.server_address[1]}"
-        self.cdn_url = f"http://{self.cdn_host}:{cdn.server_address[1]}"
+        scheme = "https" if self.tls else "http"
+        self.cdn_url = f"{scheme}://{self.cdn_host}:{cdn.server_address[1]}"
         return self
 
     def _serve(self, host: str, role: str) -> _Server:
         handler = type(f"{role}Handler", (_Handler,), {"fake": self, "role": role})
         server = _Server((host, 0), handler)
+        if role == "cdn" and self.tls is not None:
+            server.socket = self.tls.wrap_socket(server.socket, server_side=True)
         threading.Thread(
             target=server.serve_forever, args=(0.05,), daemon=True, name=f"fake-{role}"
         ).start()
@@ -377,6 +383,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        with self.fake.lock:
+            self.fake.open_connections[self.role] += 1
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            with self.fake.lock:
+                self.fake.open_connections[self.role] -= 1
 
     def do_GET(self) -> None:  # noqa: N802
         self._record()

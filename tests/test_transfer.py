@@ -1,0 +1,169 @@
+"""The byte path on its own threads: stopping, progress hand-over, HTTPS."""
+
+from __future__ import annotations
+
+import json
+import signal
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from websockets.sync.client import connect
+
+from tests.conftest import assert_file_is, wait_for, wait_job
+from tests.fake_civitai import FakeCivitai
+from tests.test_downloads import MB, blob, sha
+
+
+def test_cancel_stops_every_connection_of_the_job_within_a_second(civitai, daemon, home):
+    data = blob(72 * MB)  # above 64 MiB: four parts, four connections
+    civitai.add_simple(1, 10, data, filename="m.safetensors")
+    civitai.default_rate = 1 * MB  # per connection: the transfer is mid-way at the cancel
+    d = daemon(connections=4)
+    part = home / "data/models/lora/m.safetensors.part"
+    with d.client() as c:
+        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
+        wait_for(lambda: civitai.open_connections["cdn"] == 4, what="four CDN connections")
+        wait_for(lambda: c.get(f"/api/jobs/{job['id']}").json()["bytes_done"] > 0)
+        cancelled = c.post(f"/api/jobs/{job['id']}/cancel").json()
+        assert cancelled["status"] == "cancelled"
+        wait_for(
+            lambda: civitai.open_connections["cdn"] == 0,
+            timeout=1.0,
+            interval=0.01,
+            what="the CDN connections to close after the cancel",
+        )
+        sent = civitai.bytes_sent
+        time.sleep(0.5)  # nothing to await: bytes that do NOT flow
+        assert civitai.bytes_sent == sent
+        assert not part.exists()
+        assert c.get(f"/api/jobs/{job['id']}").json()["status"] == "cancelled"
+    d.stop()
+
+
+def test_sigterm_mid_transfer_exits_0_and_the_next_start_resumes_exactly(civitai, daemon, home):
+    data = blob(80 * MB)
+    civitai.add_simple(1, 10, data, filename="m.safetensors")
+    civitai.default_rate = 2 * MB
+    d = daemon(connections=4)
+    with d.client() as c:
+        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
+        wait_for(lambda: c.get(f"/api/jobs/{job['id']}").json()["bytes_done"] > 8 * MB)
+    started = time.monotonic()
+    assert d.stop(signal.SIGTERM, timeout=10) == 0
+    assert time.monotonic() - started < 10
+    assert civitai.open_connections["cdn"] == 0 or wait_for(
+        lambda: civitai.open_connections["cdn"] == 0, timeout=1.0, what="connections closed"
+    )
+    sent_before = civitai.bytes_sent
+    civitai.default_rate = None
+    d.start()
+    with d.client() as c:
+        done = wait_job(c, job["id"], timeout=60)
+    assert done["sha256"] == sha(data)
+    assert_file_is(home / "data/models/lora/m.safetensors", sha(data))
+    # The resume asks only for what was not committed: at most a quarter second per
+    # connection (2 MB/s x 4 connections x 0.25 s = 2 MB) is fetched twice.
+    assert civitai.bytes_sent - len(data) <= 3 * MB, (civitai.bytes_sent, sent_before)
+    d.stop()
+
+
+def test_progress_reaches_the_feed_at_most_about_4_times_a_second_per_job(civitai, daemon):
+    civitai.add_simple(1, 10, blob(6 * MB, 1), filename="a.safetensors")
+    civitai.add_simple(2, 20, blob(6 * MB, 2), filename="b.safetensors")
+    civitai.default_rate = 2 * MB  # three seconds each, side by side
+    d = daemon(workers=2, connections=1)
+    url = d.base_url.replace("http://", "ws://") + f"/ws/downloads?token={d.token}"
+    progress: dict[int, list[float]] = {}
+    done: set[int] = set()
+    with d.client() as c, connect(url) as ws:
+        assert json.loads(ws.recv(timeout=5))["type"] == "snapshot"
+        ids = [
+            c.post("/api/download", json={"modelVersionId": v, "model_type": "lora"}).json()["id"]
+            for v in (10, 20)
+        ]
+        deadline = time.monotonic() + 60
+        while done != set(ids) and time.monotonic() < deadline:
+            msg = json.loads(ws.recv(timeout=deadline - time.monotonic()))
+            job = msg.get("job") or {}
+            if job.get("status") == "downloading" and job.get("bytes_done"):
+                progress.setdefault(job["id"], []).append(time.monotonic())
+            elif job.get("status") == "completed":
+                done.add(job["id"])
+    assert done == set(ids)
+    for job_id in ids:
+        times = progress[job_id]
+        span = times[-1] - times[0]
+        # Steady progress while the bytes flow, but coalesced: never one message per chunk.
+        assert len(times) >= 4, times
+        assert len(times) <= 4 * span + 2, (len(times), span)
+    d.stop()
+
+
+# HTTPS ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for the fake CDN's addresses, made with the openssl CLI."""
+    cert, key = tmp_path / "cdn-cert.pem", tmp_path / "cdn-key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=fake-cdn",
+            "-addext", "subjectAltName=IP:127.0.0.2,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture
+def tls_civitai(certificate) -> FakeCivitai:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    with FakeCivitai(tls=context) as fake:
+        yield fake
+
+
+def test_a_download_over_https_from_a_server_the_daemon_is_told_to_trust(
+    tls_civitai, certificate, daemon_factory, home
+):
+    data = blob(3 * MB)
+    tls_civitai.add_simple(1, 10, data, filename="m.safetensors")
+    url = tls_civitai.signed_url(tls_civitai.models[1].versions[0].files[0])
+    assert url.startswith("https://")
+    home.joinpath("config.json").write_text(
+        json.dumps({"civitai_base_url": tls_civitai.base_url, "allowed_hosts": ["127.0.0.2"]})
+    )
+    d = daemon_factory(home, env={"SSL_CERT_FILE": str(certificate[0])}).start()
+    with d.client() as c:
+        job = c.post("/api/download", json={"url": url, "model_type": "lora"}).json()
+        done = wait_job(c, job["id"])
+    assert done["sha256"] == sha(data)
+    assert_file_is(done["path"], sha(data))
+    d.stop()
+
+
+def test_a_certificate_the_daemon_does_not_trust_fails_the_job_at_once_saying_so(
+    tls_civitai, daemon_factory, home
+):
+    tls_civitai.add_simple(1, 10, blob(MB), filename="m.safetensors")
+    url = tls_civitai.signed_url(tls_civitai.models[1].versions[0].files[0])
+    home.joinpath("config.json").write_text(
+        json.dumps(
+            {"civitai_base_url": tls_civitai.base_url, "allowed_hosts": ["127.0.0.2"], "retries": 5}
+        )
+    )
+    d = daemon_factory(home, env={"SSL_CERT_FILE": ""}).start()
+    with d.client() as c:
+        job = c.post("/api/download", json={"url": url, "model_type": "lora"}).json()
+        failed = wait_job(c, job["id"], statuses=("failed",))
+    assert failed["error"].startswith("The certificate of 127.0.0.2 is not trusted (")
+    assert "SSL_CERT_FILE" in failed["error"]
+    assert failed["attempts"] == 0  # no retry can fix it
+    assert not Path(home / "data/models/lora/m.safetensors").exists()
+    d.stop()
