@@ -3,9 +3,8 @@
 The bytes of a job go to `<filename>.part`. Large files are split into `connections` parts, each
 fetched with its own Range request and written at its offset. Requests are made and bodies read
 on transfer threads (transfer.py), never on the API's event loop, which only starts them, sees
-the progress counters 4 times a second and awaits the result. Progress is made durable in this
-order: write, fsync, then commit each part's offset to SQLite; after a crash every committed
-byte is on disk.
+the progress counters 4 times a second and awaits the result. What is saved of the parts, and
+read back at a resume, is progress.py's.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import base64
 import functools
 import http.client
 import logging
-import os
 import re
 import socket
 import ssl
@@ -28,17 +26,14 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 import errors
-import safefs
 from civitai import CivitaiClient, error_for, require_http, retry_after_seconds
 from database import Store
+from progress import SavedProgress
 from transfer import LOW_SPEED_BYTES, FileWriter, Part, Stopped, Threads, Throttle, pump, split
 
 log = logging.getLogger("civitai.downloader")
 
 
-# Progress is made durable 4 times a second (fsync on its own thread, so writes never wait):
-# a crash re-fetches at most about a quarter second of data per connection.
-CHECKPOINT_SECONDS = 0.25
 PROGRESS_SECONDS = 0.25  # the API loop reads the counters (at most 4 progress events a second)
 ERROR_BODY_MAX = 64 * 1024  # of an error answer, enough to read its message
 REFUSED = {400, 401, 403, 404, 410}
@@ -203,7 +198,7 @@ class Download:
         on_start: Callable[[dict[str, Any]], None],
     ) -> None:
         self.job_id = job_id
-        self.store = store
+        self.saved = SavedProgress(job_id, store)
         self.civitai = civitai
         self.link = link
         self.part_path = part_path
@@ -231,15 +226,9 @@ class Download:
     async def run(self) -> Result:
         self._received = self.fetched
         self.threads = Threads(f"job{self.job_id}")
-        rows = await self.store.get_parts(self.job_id)
-        await asyncio.to_thread(safefs.refuse_link, self.part_path)
-        if rows and await asyncio.to_thread(safefs.is_file, self.part_path):
-            on_disk = (await asyncio.to_thread(os.lstat, self.part_path)).st_size
-            self.parts = []
-            for r in rows:
-                # Never trust an offset past what the file holds (it was changed behind us).
-                done = max(0, min(r["done"], on_disk - r["start"]))
-                self.parts.append(Part(r["idx"], r["start"], r["end"], done, done))
+        parts = await self.saved.restore(self.part_path)
+        if parts is not None:
+            self.parts = parts
             last = self.parts[-1]
             self.total = last.end + 1 if last.end is not None else None
             have = sum(p.done for p in self.parts)
@@ -248,8 +237,6 @@ class Download:
         # A fresh start: the first answer tells the size and whether Range works. When Civitai
         # said how big the file is, ask for just the first part, so the server does not push
         # bytes past it that the other parts fetch anyway.
-        if rows:
-            await self.store.set_parts(self.job_id, [])
         first_end = split(self.expected_size, self.connections)[0].end
         self.parts = [Part(0, 0, first_end if first_end != (self.expected_size or 0) - 1 else None)]
         response = await self._open(self.parts[0], fresh=True)
@@ -257,7 +244,7 @@ class Download:
 
     async def discard(self) -> None:
         """Forget all progress: the next run starts from byte 0."""
-        await self.store.set_parts(self.job_id, [])
+        await self.saved.forget()
         self.part_path.unlink(missing_ok=True)
 
     # Internals --------------------------------------------------------------------------
@@ -281,7 +268,7 @@ class Download:
         finished = False
         try:
             await writer.call(writer.open, truncate_to, first is not None)
-            checkpoint = asyncio.create_task(self._checkpoints(writer))
+            checkpoint = asyncio.create_task(self.saved.checkpoints(writer, self.parts))
             ticker = asyncio.create_task(self._ticker())
             async with asyncio.TaskGroup() as group:
                 for part in self.parts:
@@ -294,7 +281,7 @@ class Download:
                 self.parts[-1].end = self.total - 1
             checkpoint.cancel()
             digest = await writer.call(writer.finish)
-            await self._commit(writer)
+            await self.saved.commit(writer, self.parts)
             finished = True
             return Result(sha256=digest, size=self.total)
         except BaseExceptionGroup as group:
@@ -307,7 +294,7 @@ class Download:
                     task.cancel()
             if not finished:  # stopped early: make what arrived durable for the resume
                 try:
-                    await self._commit(writer)
+                    await self.saved.commit(writer, self.parts)
                 except OSError as exc:
                     log.warning("job %s: cannot save progress: %s", self.job_id, exc)
             await writer.call(writer.close)
@@ -325,28 +312,7 @@ class Download:
             self.validator = None  # a weak ETag cannot validate a Range
         asked_end = self.parts[0].end if response.status_code == 206 else None
         self.parts = split(total, self.connections if ranged else 1, asked_end)
-        row = await self.store.set_parts(
-            self.job_id, [p.row() for p in self.parts], bytes_total=total, validator=self.validator
-        )
-        self.on_start(row)
-
-    async def _commit(self, writer: FileWriter) -> None:
-        if writer.fd < 0:
-            return
-        synced = await writer.call(writer.sync)
-        for p, s in zip(self.parts, synced, strict=True):
-            p.done = s["done"]
-        await self.store.save_progress(
-            self.job_id, synced, bytes_done=sum(p.done for p in self.parts)
-        )
-
-    async def _checkpoints(self, writer: FileWriter) -> None:
-        while True:
-            await asyncio.sleep(CHECKPOINT_SECONDS)
-            try:
-                await self._commit(writer)
-            except OSError as exc:
-                log.warning("job %s: cannot save progress: %s", self.job_id, exc)
+        self.on_start(await self.saved.plan(self.parts, total, self.validator))
 
     async def _ticker(self) -> None:
         """Progress for the API: the counters the transfer threads keep, read 4 times a second

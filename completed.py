@@ -1,0 +1,83 @@
+"""Completed files: whether one is still in place, so the same file is not fetched twice.
+
+A completed file is still "done" while it is a regular file (not a link) at its path with the
+size and mtime recorded at completion; a record from before mtimes were kept is hashed instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from database import Store
+from jobs import JobRequest
+from scanner import file_sha256
+
+FileState = tuple[int, int, int]  # (size, mtime_ns, inode)
+
+
+def file_state(path: Path) -> FileState | None:
+    """(size, mtime_ns, inode) of a regular file at `path` itself; None for a link or nothing."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+
+
+class CompletedFiles:
+    """The completed jobs and `completed` records whose files are still in place."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def same_file_in_place(
+        self, row: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, FileState | None]:
+        """The completed job of the same file (same Civitai file or direct URL, or the same
+        SHA256 at the same path) whose file is still in place, and the file's state as seen."""
+        done = await self.store.jobs_where(
+            "status = 'completed' and model_type = ? and dedupe_key = ?",
+            [row["model_type"], row["dedupe_key"]],
+            order_by="id desc",
+        )
+        if row.get("sha256") and row.get("path"):
+            done += await self.store.jobs_where(
+                "status = 'completed' and lower(sha256) = ? and path = ?",
+                [row["sha256"].lower(), row["path"]],
+                order_by="id desc",
+            )
+        for job in done:
+            if seen := await self.still_in_place(job):
+                return job, seen
+        return None, None
+
+    async def still_in_place(self, done: dict[str, Any]) -> FileState | None:
+        """Whether a completed file (a job or `completed` row) is still what was completed: a
+        regular file, not a link, at its path with the size and mtime recorded at completion.
+        A record from before mtimes were kept is hashed instead (through the scanner's cache).
+        The file's (size, mtime_ns, inode) when it is; None when it is not."""
+        size = done.get("bytes_total") or done.get("size")
+        if not done.get("path") or not size:
+            return None
+        path = Path(done["path"])
+        state = await asyncio.to_thread(file_state, path)
+        if state is None or state[0] != size:
+            return None
+        if done.get("mtime_ns") is not None:
+            return state if state[1] == done["mtime_ns"] else None
+        if not done.get("sha256"):
+            return None
+        st = await asyncio.to_thread(os.lstat, path)
+        sha, _ = await file_sha256(self.store, path, st)
+        return state if sha == done["sha256"].lower() else None
+
+    async def already_done(self, req: JobRequest) -> bool:
+        """Whether a request's file was completed and is still in place."""
+        for record in await self.store.find_completed(req.modelVersionId, req.modelId, req.sha256):
+            if await self.still_in_place(record):
+                return True
+        return False

@@ -1,0 +1,134 @@
+"""The shape of the house: no import cycle, no module over 550 lines, no class over 300 lines.
+
+Read from the source with `ast` (nothing is imported or run): every top-level module and the
+`routes` and `updater` packages. tests/ and bench/ are outside the size rule.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES = ("routes", "updater")
+MAX_MODULE_LINES = 550
+MAX_CLASS_LINES = 300
+
+
+def project_modules() -> dict[str, Path]:
+    """Module name → file, for the top-level modules and the packages."""
+    modules = {p.stem: p for p in REPO.glob("*.py")}
+    for package in PACKAGES:
+        for p in (REPO / package).glob("*.py"):
+            name = package if p.stem == "__init__" else f"{package}.{p.stem}"
+            modules[name] = p
+    return modules
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The project modules `name` imports, wherever in the file (a function-level import is an
+    import too); imports only for type checkers are left out."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    skipped = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and _is_type_checking(node)
+        for child in node.body
+        for n in ast.walk(child)
+    }
+    package = name if path.stem == "__init__" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*parent, base] if base else parent)
+            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
+        else:
+            continue
+        for target in targets:
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+    return found
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a path that ends where it starts, or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt) :] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def oversized(modules: dict[str, Path]) -> list[str]:
+    """Each module over MAX_MODULE_LINES and class over MAX_CLASS_LINES, as a sentence."""
+    found = []
+    for path in sorted(modules.values()):
+        where = path.relative_to(REPO).as_posix()
+        text = path.read_text(encoding="utf-8")
+        lines = len(text.splitlines())
+        if lines > MAX_MODULE_LINES:
+            found.append(f"{where} has {lines} lines (at most {MAX_MODULE_LINES})")
+        for node in ast.walk(ast.parse(text, filename=str(path))):
+            if isinstance(node, ast.ClassDef):
+                assert node.end_lineno is not None
+                size = node.end_lineno - node.lineno + 1
+                if size > MAX_CLASS_LINES:
+                    found.append(
+                        f"class {node.name} in {where} has {size} lines (at most {MAX_CLASS_LINES})"
+                    )
+    return found
+
+
+def test_the_import_graph_sees_the_project_modules_and_their_imports():
+    """The walk itself: it finds the modules and the imports everyone knows are there."""
+    modules = project_modules()
+    assert {"daemon", "main", "downloader", "routes.api", "updater.checker"} <= set(modules)
+    graph = {name: imports_of(name, path, modules) for name, path in modules.items()}
+    assert "daemon" in graph["main"]
+    assert "daemon" in graph["routes.api"]
+    assert "errors" in graph["downloader"]
+    assert "httpx" not in graph["downloader"]  # only the project's own modules
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_import_cycle_among_the_project_modules():
+    modules = project_modules()
+    graph = {name: imports_of(name, path, modules) for name, path in modules.items()}
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " → ".join(cycle or [])
+
+
+def test_no_module_over_550_lines_and_no_class_over_300_lines():
+    problems = oversized(project_modules())
+    assert problems == [], "split by concern: " + "; ".join(problems)
