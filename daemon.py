@@ -39,6 +39,7 @@ log = logging.getLogger("civitai.daemon")
 
 PROGRESS_INTERVAL = 0.25  # at most 4 progress events a second per job
 SPACE_MARGIN = 16 * 1024 * 1024
+RESOLVE_AHEAD = 8  # Civitai questions at once about jobs accepted unresolved
 
 
 def fsync_dir(path: Path) -> None:
@@ -82,6 +83,8 @@ class DownloadQueue:
         self._claim_lock = asyncio.Lock()
         self._workers: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
+        self._resolver: asyncio.Task | None = None  # resolves batch jobs ahead of the workers
+        self._resolve_wake = asyncio.Event()
         # Claim, cancel and a job's task are kept consistent under `_claim_lock`: a job that is
         # downloading or verifying always has its task in `_running`.
         self._running: dict[int, asyncio.Task] = {}
@@ -137,44 +140,92 @@ class DownloadQueue:
         Civitai's "no" (unknown model, bad URL, host not allowed) is raised to the caller; a
         Civitai that cannot be reached right now only delays resolution to the worker.
         """
-        return await self._enqueue(await self._prepare(req, source, replaces))
+        [outcome] = await self._enqueue([await self._prepare(req, source, replaces)])
+        if isinstance(outcome, errors.DaemonError):
+            raise outcome
+        return outcome
 
     async def submit_many(
-        self, entries: list[tuple[int, JobRequest]], source: str, concurrency: int = 8
+        self, entries: list[tuple[int, JobRequest]], source: str
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Queue many requests: Civitai is asked about a few at a time, and the jobs are queued
-        in the order given. (jobs, errors by index)."""
-        limit = asyncio.Semaphore(concurrency)
-
-        async def prepare(req: JobRequest) -> dict[str, Any] | str:
-            async with limit:
-                try:
-                    return await self._prepare(req, source, None)
-                except errors.DaemonError as exc:
-                    return str(exc)
-
-        rows = await asyncio.gather(*(prepare(req) for _, req in entries))
-        jobs, failed = [], []
-        for (index, _), row in zip(entries, rows, strict=True):
-            try:
-                if isinstance(row, str):
-                    raise errors.InvalidRequest(row)
-                jobs.append((await self._enqueue(row))[0])
-            except errors.DaemonError as exc:
-                failed.append({"index": index, "detail": str(exc)})
+        """Queue many requests without waiting for Civitai; (jobs in the order given, errors by
+        index). Each entry is checked as far as no network is needed (its folder; a direct URL's
+        host; a civitai.com URL's form) and deduplicated by what it asks for; the new jobs are
+        inserted in one transaction. Civitai is asked afterwards, a few at a time ahead of the
+        workers (`_resolve_queued`): its "no" fails that job, with the sentence, on the feed and
+        the webhooks."""
+        prepared = await asyncio.to_thread(self._rows_without_civitai, entries, source)
+        rows = [(index, row) for index, row in prepared if isinstance(row, dict)]
+        failed = [
+            {"index": index, "detail": str(problem)}
+            for index, problem in prepared
+            if not isinstance(problem, dict)
+        ]
+        jobs = []
+        outcomes = await self._enqueue([row for _, row in rows])
+        for (index, _), outcome in zip(rows, outcomes, strict=True):
+            if isinstance(outcome, errors.DaemonError):
+                failed.append({"index": index, "detail": str(outcome)})
+            else:
+                jobs.append(outcome[0])
+        failed.sort(key=lambda f: f["index"])
+        self._resolve_ahead()
         return jobs, failed
+
+    def _rows_without_civitai(
+        self, entries: list[tuple[int, JobRequest]], source: str
+    ) -> list[tuple[int, dict[str, Any] | errors.DaemonError]]:
+        """Each entry's job row as far as it is known without asking Civitai, or why it cannot
+        be queued. Runs in a thread: it looks at folders."""
+        folders: dict[str, errors.DaemonError | None] = {}
+        out: list[tuple[int, dict[str, Any] | errors.DaemonError]] = []
+        for index, req in entries:
+            try:
+                if req.model_type not in folders:
+                    try:
+                        self.folder(req.model_type)  # a link out: refused before Civitai
+                        folders[req.model_type] = None
+                    except errors.DaemonError as exc:
+                        folders[req.model_type] = exc
+                if (problem := folders[req.model_type]) is not None:
+                    raise problem
+                out.append((index, self._row(req, source, None, self._resolve_locally(req))))
+            except errors.DaemonError as exc:
+                out.append((index, exc))
+        return out
+
+    def _resolve_locally(self, req: JobRequest) -> Resolved | None:
+        """A direct URL is resolved here (its host must be allowed: no network is needed to
+        say so), and a civitai.com URL must name a model or a version; None: ask Civitai."""
+        if req.url and not (req.modelId or req.modelVersionId):
+            if not self.civitai.is_civitai_url(req.url):
+                return self.civitai.resolve_direct(req)
+            self.civitai.parse_url(req.url)
+        return None
 
     async def _prepare(
         self, req: JobRequest, source: str, replaces: dict[str, Any] | None
     ) -> dict[str, Any]:
         """The job row for a request, with what Civitai says about it."""
-        resolved: Resolved | None = None
         note = None
         await asyncio.to_thread(self.folder, req.model_type)  # a link out: refused before Civitai
         try:
-            resolved = await self.civitai.resolve(req)
+            resolved: Resolved | None = await self.civitai.resolve(req)
         except errors.Retryable as exc:
+            resolved = None
             note = f"Civitai could not be asked yet ({exc}); the job will try again"
+        if resolved is not None:  # names a path: looked at in a thread
+            return await asyncio.to_thread(self._row, req, source, replaces, resolved, note)
+        return self._row(req, source, replaces, resolved, note)
+
+    def _row(
+        self,
+        req: JobRequest,
+        source: str,
+        replaces: dict[str, Any] | None,
+        resolved: Resolved | None,
+        note: str | None = None,
+    ) -> dict[str, Any]:
         row: dict[str, Any] = {
             "status": JobStatus.QUEUED,
             "model_type": req.model_type,
@@ -186,6 +237,7 @@ class DownloadQueue:
             "sha256": req.sha256,
             "priority": req.priority,
             "dedupe_key": resolved.dedupe_key if resolved else request_key(req),
+            "request_key": request_key(req),
             "source": source,
             "error": note,
             "request": req.model_dump_json(exclude_none=True),
@@ -195,54 +247,182 @@ class DownloadQueue:
             row.update(self._resolved_fields(resolved, req.model_type))
         return row
 
-    async def _enqueue(self, row: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """Insert the row unless the same file is already active or done; (job, created)."""
-        key = row["dedupe_key"]
+    async def _enqueue(
+        self, rows: list[dict[str, Any]]
+    ) -> list[tuple[dict[str, Any], bool] | errors.DaemonError]:
+        """Insert the rows (one transaction) unless the same file is already active, earlier in
+        `rows`, or completed and in place; per row, (job, created) or why it was refused."""
         # Before the lock: this may hash a file, and a slow disk must not stall claims and cancels.
-        done, seen = await self._completed_in_place(row)
+        done = await self._completed_in_place(rows)
+        keys = [key for row in rows for key in (row["dedupe_key"], row["request_key"])]
+        outcomes: list[Any] = [None] * len(rows)
         async with self._claim_lock:
-            existing = await self.store.jobs_where(
-                "dedupe_key = ? and status in ('queued', 'downloading', 'verifying')", [key]
-            )
-            if existing:
-                other = existing[0]
-                if other["model_type"] != row["model_type"]:
-                    raise errors.SameFileActive(other["id"], other["status"], other["model_type"])
-                return self.public(other), False
+            by_key = {key: jobs[0] for key, jobs in (await self._active_by_key(keys)).items()}
             # Checked again under the lock, by a stat only: the file may have changed meanwhile.
-            if (
-                done is not None
-                and await asyncio.to_thread(_file_state, Path(done["path"])) == seen
-            ):
-                log.info("job %s: %s is already completed and in place", done["id"], key)
-                return {**self.public(done), "duplicate": True}, False
-            job = await self.store.insert_job(row)
-        where = job.get("path") or row["model_type"]
-        log.info("job %s queued: %s → %s", job["id"], safe_url(key), where)
-        self.bus.publish(JobEvent(self.public(job)))
-        self._wake.set()
-        return self.public(job), True
+            paths = [Path(d[0]["path"]) if d else None for d in done]
+            states = await asyncio.to_thread(lambda: [p and _file_state(p) for p in paths])
+            new: list[dict[str, Any]] = []
+            for i, row in enumerate(rows):
+                other = by_key.get(row["dedupe_key"]) or by_key.get(row["request_key"])
+                if other is not None:
+                    outcomes[i] = other  # settled below, once the new rows have their ids
+                elif done[i] is not None and states[i] == done[i][1]:
+                    job = done[i][0]
+                    log.info("job %s: %s is already completed and in place", job["id"], job["path"])
+                    outcomes[i] = ({**self.public(job), "duplicate": True}, False)
+                else:
+                    pending = {"_new": len(new), "model_type": row["model_type"]}
+                    by_key[row["dedupe_key"]] = by_key[row["request_key"]] = pending
+                    new.append(row)
+                    outcomes[i] = pending
+            inserted = await self.store.insert_jobs(new)
+        created: set[int] = set()
+        for i, row in enumerate(rows):
+            other = outcomes[i]
+            if isinstance(other, tuple):
+                continue
+            job = inserted[other["_new"]] if "_new" in other else other
+            if job["model_type"] != row["model_type"]:
+                outcomes[i] = errors.SameFileActive(job["id"], job["status"], job["model_type"])
+            else:
+                first = "_new" in other and job["id"] not in created
+                created.add(job["id"])
+                outcomes[i] = (self.public(job), first)
+        if len(inserted) == 1:
+            job = inserted[0]
+            where = job.get("path") or job["model_type"]
+            log.info("job %s queued: %s → %s", job["id"], safe_url(job["dedupe_key"]), where)
+        elif inserted:
+            log.info("jobs %s–%s queued", inserted[0]["id"], inserted[-1]["id"])
+        self.bus.publish_many([JobEvent(self.public(job)) for job in inserted])
+        if inserted:
+            self._wake.set()
+        return outcomes
+
+    async def _active_by_key(self, keys: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """The active jobs whose dedupe_key or request_key is one of `keys`, oldest first."""
+        by_key: dict[str, list[dict[str, Any]]] = {}
+        for job in reversed(await self.store.jobs_with_keys(keys, list(ACTIVE))):
+            for key in {job["dedupe_key"], job.get("request_key")} - {None}:
+                by_key.setdefault(key, []).append(job)
+        return by_key
 
     async def _completed_in_place(
-        self, row: dict[str, Any]
-    ) -> tuple[dict[str, Any] | None, tuple[int, int, int] | None]:
-        """The completed job of the same file (same Civitai file or direct URL, or the same
-        SHA256 at the same path) whose file is still in place, and the file's state as seen."""
-        done = await self.store.jobs_where(
-            "status = 'completed' and model_type = ? and dedupe_key = ?",
-            [row["model_type"], row["dedupe_key"]],
-            order_by="id desc",
-        )
-        if row.get("sha256") and row.get("path"):
-            done += await self.store.jobs_where(
-                "status = 'completed' and lower(sha256) = ? and path = ?",
-                [row["sha256"].lower(), row["path"]],
-                order_by="id desc",
+        self, rows: list[dict[str, Any]]
+    ) -> list[tuple[dict[str, Any], tuple[int, int, int]] | None]:
+        """Per row, the completed job of the same file whose file is still in place, and the
+        file's state as seen. The same file: the same Civitai file or direct URL, the same
+        version asked for in the same words (known before Civitai is asked), or the same SHA256
+        at the same path."""
+        keys = {row["dedupe_key"] for row in rows} | {
+            row["request_key"] for row in rows if row["request_key"].startswith("civitai:")
+        }
+        by_key: dict[str, list[dict[str, Any]]] = {}
+        for job in await self.store.jobs_with_keys(sorted(keys), ["completed"]):  # newest first
+            for key in {job["dedupe_key"], job.get("request_key")} & keys:
+                by_key.setdefault(key, []).append(job)
+        found: list[tuple[dict[str, Any], tuple[int, int, int]] | None] = []
+        for row in rows:
+            candidates = by_key.get(row["dedupe_key"], [])
+            if row["request_key"].startswith("civitai:"):  # a "latest version" may have moved
+                candidates = candidates + by_key.get(row["request_key"], [])
+            candidates = [j for j in candidates if j["model_type"] == row["model_type"]]
+            candidates.sort(key=lambda j: -j["id"])
+            if row.get("sha256") and row.get("path"):
+                candidates += await self.store.jobs_where(
+                    "status = 'completed' and lower(sha256) = ? and path = ?",
+                    [row["sha256"].lower(), row["path"]],
+                    order_by="id desc",
+                )
+            match = None
+            for job in candidates:
+                if seen := await self._still_in_place(job):
+                    match = (job, seen)
+                    break
+            found.append(match)
+        return found
+
+    # Resolving in the background --------------------------------------------------------
+
+    def _resolve_ahead(self) -> None:
+        """Wake the background resolver (started on first use; the queue cancels it at stop)."""
+        if self._resolver is None or self._resolver.done():
+            self._resolver = self.spawn(self._resolve_queued())
+        self._resolve_wake.set()
+
+    async def _resolve_queued(self) -> None:
+        """Ask Civitai about the queued jobs accepted unresolved, in the order the workers claim
+        them, RESOLVE_AHEAD at a time: the queue shows names and sizes early, and a Civitai
+        "no" fails its job long before a worker reaches it. While Civitai cannot be asked, the
+        rest is left to the workers (each asks again, with its retries) until the next wake."""
+        while True:
+            self._resolve_wake.clear()
+            rows = await self.store.jobs_where(
+                "status = 'queued' and download_url is null and request is not null",
+                order_by="priority, id",
+                limit=RESOLVE_AHEAD * 4,
             )
-        for job in done:
-            if seen := await self._still_in_place(job):
-                return job, seen
-        return None, None
+            if rows and await self._resolve_rows(rows):
+                continue
+            await self._resolve_wake.wait()
+
+    async def _resolve_rows(self, rows: list[dict[str, Any]]) -> bool:
+        """Resolve these queued jobs and store what Civitai said; False when it could not be
+        asked (or a bug stopped it), so the resolver waits for the next wake."""
+        limit = asyncio.Semaphore(RESOLVE_AHEAD)
+
+        async def ask(row: dict[str, Any]) -> dict[str, Any] | errors.DaemonError:
+            async with limit:
+                try:
+                    answer = await self.civitai.resolve(
+                        JobRequest.model_validate_json(row["request"])
+                    )
+                    return await asyncio.to_thread(self._resolved_fields, answer, row["model_type"])
+                except errors.DaemonError as exc:
+                    return exc
+
+        try:
+            answers = await asyncio.gather(*(ask(row) for row in rows))
+            return await self._store_resolutions(rows, answers)
+        except Exception:  # a bug must not spin the resolver: the workers resolve late
+            log.exception("resolving queued jobs failed; the workers will ask Civitai")
+            return False
+
+    async def _store_resolutions(
+        self, rows: list[dict[str, Any]], answers: list[dict[str, Any] | errors.DaemonError]
+    ) -> bool:
+        """Under the claim lock, for the jobs still queued and unresolved: the resolved fields,
+        or `failed` with Civitai's sentence, or `failed` as the same file as another active
+        job (asked for in other words: a model id and its newest version id)."""
+        reachable = not any(isinstance(a, errors.DaemonError) and a.retryable for a in answers)
+        fields_of = [a for a in answers if isinstance(a, dict)]
+        async with self._claim_lock:
+            ids = [row["id"] for row in rows]
+            marks = ", ".join("?" for _ in ids)
+            current = {r["id"]: r for r in await self.store.jobs_where(f"id in ({marks})", ids)}
+            by_key = await self._active_by_key([f["dedupe_key"] for f in fields_of])
+            changes: list[tuple[int, dict[str, Any]]] = []
+            failures: list[tuple[dict[str, Any], str]] = []
+            for row, answer in zip(rows, answers, strict=True):
+                job = current.get(row["id"])
+                if job is None or job["status"] != JobStatus.QUEUED or job.get("download_url"):
+                    continue  # claimed, cancelled or resolved meanwhile: the worker asks itself
+                if isinstance(answer, errors.DaemonError):
+                    if not answer.retryable:
+                        failures.append((job, str(answer)))
+                    continue
+                same = [o for o in by_key.get(answer["dedupe_key"], []) if o["id"] != job["id"]]
+                if same:
+                    failures.append((job, _same_file(same[0])))
+                    continue
+                by_key.setdefault(answer["dedupe_key"], []).append({**job, **answer})
+                changes.append((job["id"], answer))
+            updated = await self.store.update_jobs(changes)
+            for job, message in failures:
+                log.warning("job %s failed: %s", job["id"], message)
+                await self.transition(job, JobStatus.FAILED, error=message)
+        self.bus.publish_many([JobEvent(self.public(job)) for job in updated])
+        return reachable
 
     async def _still_in_place(self, done: dict[str, Any]) -> tuple[int, int, int] | None:
         """Whether a completed file (a job or `completed` row) is still what was completed: a
@@ -780,6 +960,13 @@ def _not_cancellable(job_id: int, status: str) -> errors.DaemonError:
     if status == JobStatus.COMPLETED:
         return errors.JobFinished(f"Job {job_id} already completed; there is nothing to cancel")
     return errors.InvalidRequest(f"Job {job_id} is {status}; only active jobs can be cancelled")
+
+
+def _same_file(other: dict[str, Any]) -> str:
+    return (
+        f"This is the same file as job {other['id']} (model_type {other['model_type']!r}), "
+        f"which is already {other['status']}; it is not downloaded twice"
+    )
 
 
 def _file_state(path: Path) -> tuple[int, int, int] | None:
