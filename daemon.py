@@ -401,6 +401,11 @@ class DownloadQueue:
             marks = ", ".join("?" for _ in ids)
             current = {r["id"]: r for r in await self.store.jobs_where(f"id in ({marks})", ids)}
             by_key = await self._active_by_key([f["dedupe_key"] for f in fields_of])
+            for row, answer in zip(rows, answers, strict=True):
+                job = current.get(row["id"])
+                if isinstance(answer, dict) and job and job["status"] in ACTIVE[1:]:
+                    # Claimed meanwhile: its worker resolves it to this same file.
+                    by_key.setdefault(answer["dedupe_key"], []).append(job)
             changes: list[tuple[int, dict[str, Any]]] = []
             failures: list[tuple[dict[str, Any], str]] = []
             for row, answer in zip(rows, answers, strict=True):

@@ -21,7 +21,9 @@ router = APIRouter()
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_SLOW = 1013  # "try again later": reconnect and start from a fresh snapshot
 QUEUE_SIZE = 256  # per client; past it the oldest progress messages are dropped
-STATUS_LIMIT = 4096  # per client; past it the socket is closed rather than lose a status change
+# Per client; past it the socket is closed rather than lose a status change. Room for a whole
+# batch (at most 5,000 new jobs, published at once) and the updates that follow as it resolves.
+STATUS_LIMIT = 16_384
 RECHECK_SECONDS = 2  # how often an open feed checks that its session or key is still good
 SEND_BURST = 64  # messages sent to one client before the others (and HTTP answers) get a turn
 
