@@ -11,6 +11,7 @@ from websockets.asyncio.client import connect as aconnect
 from websockets.sync.client import connect
 
 from tests.conftest import wait_for, wait_job
+from tests.receiver import Receiver
 from tests.test_ws import messages_until, ws_url
 
 ENTRIES = 2000
@@ -185,3 +186,31 @@ def test_the_same_file_in_other_words_is_fetched_once(civitai, daemon):
     # a.safetensors once; b.safetensors (completed before) not again.
     assert len(civitai.requests_to("cdn", "/file")) == fetched + 1
     d.stop()
+
+
+def test_civitais_no_for_a_manifest_entry_fails_its_job_and_reaches_the_webhook(
+    civitai, daemon, home
+):
+    civitai.add_simple(1, 10, b"a" * 1000, filename="a.safetensors")
+    (home / "manifest.json").write_text(
+        json.dumps(
+            [
+                {"modelVersionId": 10, "model_type": "lora"},
+                {"modelVersionId": BAD, "model_type": "lora"},
+            ]
+        )
+    )
+    hook = Receiver().start()
+    try:
+        d = daemon(webhook_url=hook.url + "/hook")
+        with d.client() as c:
+            wait_for(lambda: len(hook.received) == 2, 30, what="both webhooks")
+            jobs = {j["modelVersionId"]: j for j in all_jobs(c)}
+        events = {r.json["event"]: r.json["job"] for r in hook.received}
+        assert events["download.completed"]["id"] == jobs[10]["id"]
+        assert events["download.failed"]["id"] == jobs[BAD]["id"]
+        assert events["download.failed"]["error"] == f"No model version {BAD} on Civitai"
+        assert jobs[BAD]["status"] == "failed" and jobs[BAD]["attempts"] == 0
+        d.stop()
+    finally:
+        hook.stop()
