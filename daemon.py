@@ -32,6 +32,7 @@ from events import EventBus, JobEvent
 from jobs import ACTIVE, JobRequest, JobStatus, check_transition, public_job
 from logger import safe_url
 from metadata import write_sidecars
+from resolver import Resolver
 from scanner import file_sha256
 from settings import Settings
 
@@ -39,7 +40,6 @@ log = logging.getLogger("civitai.daemon")
 
 PROGRESS_INTERVAL = 0.25  # at most 4 progress events a second per job
 SPACE_MARGIN = 16 * 1024 * 1024
-RESOLVE_AHEAD = 8  # Civitai questions at once about jobs accepted unresolved
 
 
 def fsync_dir(path: Path) -> None:
@@ -83,8 +83,7 @@ class DownloadQueue:
         self._claim_lock = asyncio.Lock()
         self._workers: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
-        self._resolver: asyncio.Task | None = None  # resolves batch jobs ahead of the workers
-        self._resolve_wake = asyncio.Event()
+        self.resolver = Resolver(self)  # asks Civitai about batch jobs ahead of the workers
         # Claim, cancel and a job's task are kept consistent under `_claim_lock`: a job that is
         # downloading or verifying always has its task in `_running`.
         self._running: dict[int, asyncio.Task] = {}
@@ -152,7 +151,7 @@ class DownloadQueue:
         index). Each entry is checked as far as no network is needed (its folder; a direct URL's
         host; a civitai.com URL's form) and deduplicated by what it asks for; the new jobs are
         inserted in one transaction. Civitai is asked afterwards, a few at a time ahead of the
-        workers (`_resolve_queued`): its "no" fails that job, with the sentence, on the feed and
+        workers (resolver.py): its "no" fails that job, with the sentence, on the feed and
         the webhooks."""
         prepared = await asyncio.to_thread(self._rows_without_civitai, entries, source)
         rows = [(index, row) for index, row in prepared if isinstance(row, dict)]
@@ -169,7 +168,7 @@ class DownloadQueue:
             else:
                 jobs.append(outcome[0])
         failed.sort(key=lambda f: f["index"])
-        self._resolve_ahead()
+        self.resolver.wake()
         return jobs, failed
 
     def _rows_without_civitai(
@@ -341,93 +340,6 @@ class DownloadQueue:
                     break
             found.append(match)
         return found
-
-    # Resolving in the background --------------------------------------------------------
-
-    def _resolve_ahead(self) -> None:
-        """Wake the background resolver (started on first use; the queue cancels it at stop)."""
-        if self._resolver is None or self._resolver.done():
-            self._resolver = self.spawn(self._resolve_queued())
-        self._resolve_wake.set()
-
-    async def _resolve_queued(self) -> None:
-        """Ask Civitai about the queued jobs accepted unresolved, in the order the workers claim
-        them, RESOLVE_AHEAD at a time: the queue shows names and sizes early, and a Civitai
-        "no" fails its job long before a worker reaches it. While Civitai cannot be asked, the
-        rest is left to the workers (each asks again, with its retries) until the next wake."""
-        while True:
-            self._resolve_wake.clear()
-            rows = await self.store.jobs_where(
-                "status = 'queued' and download_url is null and request is not null",
-                order_by="priority, id",
-                limit=RESOLVE_AHEAD * 4,
-            )
-            if rows and await self._resolve_rows(rows):
-                continue
-            await self._resolve_wake.wait()
-
-    async def _resolve_rows(self, rows: list[dict[str, Any]]) -> bool:
-        """Resolve these queued jobs and store what Civitai said; False when it could not be
-        asked (or a bug stopped it), so the resolver waits for the next wake."""
-        limit = asyncio.Semaphore(RESOLVE_AHEAD)
-
-        async def ask(row: dict[str, Any]) -> dict[str, Any] | errors.DaemonError:
-            async with limit:
-                try:
-                    answer = await self.civitai.resolve(
-                        JobRequest.model_validate_json(row["request"])
-                    )
-                    return await asyncio.to_thread(self._resolved_fields, answer, row["model_type"])
-                except errors.DaemonError as exc:
-                    return exc
-
-        try:
-            answers = await asyncio.gather(*(ask(row) for row in rows))
-            return await self._store_resolutions(rows, answers)
-        except Exception:  # a bug must not spin the resolver: the workers resolve late
-            log.exception("resolving queued jobs failed; the workers will ask Civitai")
-            return False
-
-    async def _store_resolutions(
-        self, rows: list[dict[str, Any]], answers: list[dict[str, Any] | errors.DaemonError]
-    ) -> bool:
-        """Under the claim lock, for the jobs still queued and unresolved: the resolved fields,
-        or `failed` with Civitai's sentence, or `failed` as the same file as another active
-        job (asked for in other words: a model id and its newest version id)."""
-        reachable = not any(isinstance(a, errors.DaemonError) and a.retryable for a in answers)
-        fields_of = [a for a in answers if isinstance(a, dict)]
-        async with self._claim_lock:
-            ids = [row["id"] for row in rows]
-            marks = ", ".join("?" for _ in ids)
-            current = {r["id"]: r for r in await self.store.jobs_where(f"id in ({marks})", ids)}
-            by_key = await self._active_by_key([f["dedupe_key"] for f in fields_of])
-            for row, answer in zip(rows, answers, strict=True):
-                job = current.get(row["id"])
-                if isinstance(answer, dict) and job and job["status"] in ACTIVE[1:]:
-                    # Claimed meanwhile: its worker resolves it to this same file.
-                    by_key.setdefault(answer["dedupe_key"], []).append(job)
-            changes: list[tuple[int, dict[str, Any]]] = []
-            failures: list[tuple[dict[str, Any], str]] = []
-            for row, answer in zip(rows, answers, strict=True):
-                job = current.get(row["id"])
-                if job is None or job["status"] != JobStatus.QUEUED or job.get("download_url"):
-                    continue  # claimed, cancelled or resolved meanwhile: the worker asks itself
-                if isinstance(answer, errors.DaemonError):
-                    if not answer.retryable:
-                        failures.append((job, str(answer)))
-                    continue
-                same = [o for o in by_key.get(answer["dedupe_key"], []) if o["id"] != job["id"]]
-                if same:
-                    failures.append((job, _same_file(same[0])))
-                    continue
-                by_key.setdefault(answer["dedupe_key"], []).append({**job, **answer})
-                changes.append((job["id"], answer))
-            updated = await self.store.update_jobs(changes)
-            for job, message in failures:
-                log.warning("job %s failed: %s", job["id"], message)
-                await self.transition(job, JobStatus.FAILED, error=message)
-        self.bus.publish_many([JobEvent(self.public(job)) for job in updated])
-        return reachable
 
     async def _still_in_place(self, done: dict[str, Any]) -> tuple[int, int, int] | None:
         """Whether a completed file (a job or `completed` row) is still what was completed: a
@@ -965,13 +877,6 @@ def _not_cancellable(job_id: int, status: str) -> errors.DaemonError:
     if status == JobStatus.COMPLETED:
         return errors.JobFinished(f"Job {job_id} already completed; there is nothing to cancel")
     return errors.InvalidRequest(f"Job {job_id} is {status}; only active jobs can be cancelled")
-
-
-def _same_file(other: dict[str, Any]) -> str:
-    return (
-        f"This is the same file as job {other['id']} (model_type {other['model_type']!r}), "
-        f"which is already {other['status']}; it is not downloaded twice"
-    )
 
 
 def _file_state(path: Path) -> tuple[int, int, int] | None:
