@@ -34,26 +34,40 @@ class CompletedFiles:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def same_file_in_place(
-        self, row: dict[str, Any]
-    ) -> tuple[dict[str, Any] | None, FileState | None]:
-        """The completed job of the same file (same Civitai file or direct URL, or the same
-        SHA256 at the same path) whose file is still in place, and the file's state as seen."""
-        done = await self.store.jobs_where(
-            "status = 'completed' and model_type = ? and dedupe_key = ?",
-            [row["model_type"], row["dedupe_key"]],
-            order_by="id desc",
-        )
-        if row.get("sha256") and row.get("path"):
-            done += await self.store.jobs_where(
-                "status = 'completed' and lower(sha256) = ? and path = ?",
-                [row["sha256"].lower(), row["path"]],
-                order_by="id desc",
-            )
-        for job in done:
-            if seen := await self.still_in_place(job):
-                return job, seen
-        return None, None
+    async def same_files_in_place(
+        self, rows: list[dict[str, Any]]
+    ) -> list[tuple[dict[str, Any], FileState] | None]:
+        """Per row, the completed job of the same file whose file is still in place, and the
+        file's state as seen. The same file: the same Civitai file or direct URL, the same
+        version asked for in the same words (known before Civitai is asked), or the same SHA256
+        at the same path."""
+        keys = {row["dedupe_key"] for row in rows} | {
+            row["request_key"] for row in rows if row["request_key"].startswith("civitai:")
+        }
+        by_key: dict[str, list[dict[str, Any]]] = {}
+        for job in await self.store.jobs_with_keys(sorted(keys), ["completed"]):  # newest first
+            for key in {job["dedupe_key"], job.get("request_key")} & keys:
+                by_key.setdefault(key, []).append(job)
+        found: list[tuple[dict[str, Any], FileState] | None] = []
+        for row in rows:
+            candidates = by_key.get(row["dedupe_key"], [])
+            if row["request_key"].startswith("civitai:"):  # a "latest version" may have moved
+                candidates = candidates + by_key.get(row["request_key"], [])
+            candidates = [j for j in candidates if j["model_type"] == row["model_type"]]
+            candidates.sort(key=lambda j: -j["id"])
+            if row.get("sha256") and row.get("path"):
+                candidates += await self.store.jobs_where(
+                    "status = 'completed' and lower(sha256) = ? and path = ?",
+                    [row["sha256"].lower(), row["path"]],
+                    order_by="id desc",
+                )
+            match = None
+            for job in candidates:
+                if seen := await self.still_in_place(job):
+                    match = (job, seen)
+                    break
+            found.append(match)
+        return found
 
     async def still_in_place(self, done: dict[str, Any]) -> FileState | None:
         """Whether a completed file (a job or `completed` row) is still what was completed: a

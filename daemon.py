@@ -21,13 +21,14 @@ import errors
 import manifest
 import safefs
 from civitai import CivitaiClient, Resolved
-from completed import CompletedFiles
+from completed import CompletedFiles, FileState
 from completed import file_state as _file_state
 from database import Store
 from downloader import Link
 from events import EventBus, JobEvent
 from jobs import ACTIVE, JobRequest, JobStatus, check_transition, public_job
 from logger import safe_url
+from resolver import Resolver
 from runner import JobRunner
 from settings import Settings
 
@@ -142,6 +143,7 @@ class DownloadQueue:
         self.models_root = Path(os.path.realpath(settings.models_dir))
         self._wake = asyncio.Event()
         self._claim_lock = asyncio.Lock()
+        self.resolver = Resolver(self)  # asks Civitai about batch jobs ahead of the workers
         self._cancelling: dict[int, asyncio.Task] = {}  # job id → the task cancelling it
         self.states = JobStates(store, bus, self.models_root)
         self.completed = CompletedFiles(store)
@@ -200,44 +202,92 @@ class DownloadQueue:
         Civitai's "no" (unknown model, bad URL, host not allowed) is raised to the caller; a
         Civitai that cannot be reached right now only delays resolution to the worker.
         """
-        return await self._enqueue(await self._prepare(req, source, replaces))
+        [outcome] = await self._enqueue([await self._prepare(req, source, replaces)])
+        if isinstance(outcome, errors.DaemonError):
+            raise outcome
+        return outcome
 
     async def submit_many(
-        self, entries: list[tuple[int, JobRequest]], source: str, concurrency: int = 8
+        self, entries: list[tuple[int, JobRequest]], source: str
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Queue many requests: Civitai is asked about a few at a time, and the jobs are queued
-        in the order given. (jobs, errors by index)."""
-        limit = asyncio.Semaphore(concurrency)
-
-        async def prepare(req: JobRequest) -> dict[str, Any] | str:
-            async with limit:
-                try:
-                    return await self._prepare(req, source, None)
-                except errors.DaemonError as exc:
-                    return str(exc)
-
-        rows = await asyncio.gather(*(prepare(req) for _, req in entries))
-        jobs, failed = [], []
-        for (index, _), row in zip(entries, rows, strict=True):
-            try:
-                if isinstance(row, str):
-                    raise errors.InvalidRequest(row)
-                jobs.append((await self._enqueue(row))[0])
-            except errors.DaemonError as exc:
-                failed.append({"index": index, "detail": str(exc)})
+        """Queue many requests without waiting for Civitai; (jobs in the order given, errors by
+        index). Each entry is checked as far as no network is needed (its folder; a direct URL's
+        host; a civitai.com URL's form) and deduplicated by what it asks for; the new jobs are
+        inserted in one transaction. Civitai is asked afterwards, a few at a time ahead of the
+        workers (resolver.py): its "no" fails that job, with the sentence, on the feed and
+        the webhooks."""
+        prepared = await asyncio.to_thread(self._rows_without_civitai, entries, source)
+        rows = [(index, row) for index, row in prepared if isinstance(row, dict)]
+        failed = [
+            {"index": index, "detail": str(problem)}
+            for index, problem in prepared
+            if not isinstance(problem, dict)
+        ]
+        jobs = []
+        outcomes = await self._enqueue([row for _, row in rows])
+        for (index, _), outcome in zip(rows, outcomes, strict=True):
+            if isinstance(outcome, errors.DaemonError):
+                failed.append({"index": index, "detail": str(outcome)})
+            else:
+                jobs.append(outcome[0])
+        failed.sort(key=lambda f: f["index"])
+        self.resolver.wake()
         return jobs, failed
+
+    def _rows_without_civitai(
+        self, entries: list[tuple[int, JobRequest]], source: str
+    ) -> list[tuple[int, dict[str, Any] | errors.DaemonError]]:
+        """Each entry's job row as far as it is known without asking Civitai, or why it cannot
+        be queued. Runs in a thread: it looks at folders."""
+        folders: dict[str, errors.DaemonError | None] = {}
+        out: list[tuple[int, dict[str, Any] | errors.DaemonError]] = []
+        for index, req in entries:
+            try:
+                if req.model_type not in folders:
+                    try:
+                        self.folder(req.model_type)  # a link out: refused before Civitai
+                        folders[req.model_type] = None
+                    except errors.DaemonError as exc:
+                        folders[req.model_type] = exc
+                if (problem := folders[req.model_type]) is not None:
+                    raise problem
+                out.append((index, self._row(req, source, None, self._resolve_locally(req))))
+            except errors.DaemonError as exc:
+                out.append((index, exc))
+        return out
+
+    def _resolve_locally(self, req: JobRequest) -> Resolved | None:
+        """A direct URL is resolved here (its host must be allowed: no network is needed to
+        say so), and a civitai.com URL must name a model or a version; None: ask Civitai."""
+        if req.url and not (req.modelId or req.modelVersionId):
+            if not self.civitai.is_civitai_url(req.url):
+                return self.civitai.resolve_direct(req)
+            self.civitai.parse_url(req.url)
+        return None
 
     async def _prepare(
         self, req: JobRequest, source: str, replaces: dict[str, Any] | None
     ) -> dict[str, Any]:
         """The job row for a request, with what Civitai says about it."""
-        resolved: Resolved | None = None
         note = None
         await asyncio.to_thread(self.folder, req.model_type)  # a link out: refused before Civitai
         try:
-            resolved = await self.civitai.resolve(req)
+            resolved: Resolved | None = await self.civitai.resolve(req)
         except errors.Retryable as exc:
+            resolved = None
             note = f"Civitai could not be asked yet ({exc}); the job will try again"
+        if resolved is not None:  # names a path: looked at in a thread
+            return await asyncio.to_thread(self._row, req, source, replaces, resolved, note)
+        return self._row(req, source, replaces, resolved, note)
+
+    def _row(
+        self,
+        req: JobRequest,
+        source: str,
+        replaces: dict[str, Any] | None,
+        resolved: Resolved | None,
+        note: str | None = None,
+    ) -> dict[str, Any]:
         row: dict[str, Any] = {
             "status": JobStatus.QUEUED,
             "model_type": req.model_type,
@@ -249,6 +299,7 @@ class DownloadQueue:
             "sha256": req.sha256,
             "priority": req.priority,
             "dedupe_key": resolved.dedupe_key if resolved else request_key(req),
+            "request_key": request_key(req),
             "source": source,
             "error": note,
             "request": req.model_dump_json(exclude_none=True),
@@ -258,39 +309,71 @@ class DownloadQueue:
             row.update(self._resolved_fields(resolved, req.model_type))
         return row
 
-    async def _enqueue(self, row: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """Insert the row unless the same file is already active or done; (job, created)."""
-        key = row["dedupe_key"]
+    async def _enqueue(
+        self, rows: list[dict[str, Any]]
+    ) -> list[tuple[dict[str, Any], bool] | errors.DaemonError]:
+        """Insert the rows (one transaction) unless the same file is already active, earlier in
+        `rows`, or completed and in place; per row, (job, created) or why it was refused."""
         # Before the lock: this may hash a file, and a slow disk must not stall claims and cancels.
-        done, seen = await self._completed_in_place(row)
+        done = await self._completed_in_place(rows)
+        keys = [key for row in rows for key in (row["dedupe_key"], row["request_key"])]
+        outcomes: list[Any] = [None] * len(rows)
         async with self._claim_lock:
-            existing = await self.store.jobs_where(
-                "dedupe_key = ? and status in ('queued', 'downloading', 'verifying')", [key]
-            )
-            if existing:
-                other = existing[0]
-                if other["model_type"] != row["model_type"]:
-                    raise errors.SameFileActive(other["id"], other["status"], other["model_type"])
-                return self.public(other), False
+            by_key = {key: jobs[0] for key, jobs in (await self._active_by_key(keys)).items()}
             # Checked again under the lock, by a stat only: the file may have changed meanwhile.
-            if (
-                done is not None
-                and await asyncio.to_thread(_file_state, Path(done["path"])) == seen
-            ):
-                log.info("job %s: %s is already completed and in place", done["id"], key)
-                return {**self.public(done), "duplicate": True}, False
-            job = await self.store.insert_job(row)
-        where = job.get("path") or row["model_type"]
-        log.info("job %s queued: %s → %s", job["id"], safe_url(key), where)
-        self.bus.publish(JobEvent(self.public(job)))
-        self._wake.set()
-        return self.public(job), True
+            paths = [Path(d[0]["path"]) if d else None for d in done]
+            states = await asyncio.to_thread(lambda: [p and _file_state(p) for p in paths])
+            new: list[dict[str, Any]] = []
+            for i, row in enumerate(rows):
+                other = by_key.get(row["dedupe_key"]) or by_key.get(row["request_key"])
+                if other is not None:
+                    outcomes[i] = other  # settled below, once the new rows have their ids
+                elif done[i] is not None and states[i] == done[i][1]:
+                    job = done[i][0]
+                    log.info("job %s: %s is already completed and in place", job["id"], job["path"])
+                    outcomes[i] = ({**self.public(job), "duplicate": True}, False)
+                else:
+                    pending = {"_new": len(new), "model_type": row["model_type"]}
+                    by_key[row["dedupe_key"]] = by_key[row["request_key"]] = pending
+                    new.append(row)
+                    outcomes[i] = pending
+            inserted = await self.store.insert_jobs(new)
+        created: set[int] = set()
+        for i, row in enumerate(rows):
+            other = outcomes[i]
+            if isinstance(other, tuple):
+                continue
+            job = inserted[other["_new"]] if "_new" in other else other
+            if job["model_type"] != row["model_type"]:
+                outcomes[i] = errors.SameFileActive(job["id"], job["status"], job["model_type"])
+            else:
+                first = "_new" in other and job["id"] not in created
+                created.add(job["id"])
+                outcomes[i] = (self.public(job), first)
+        if len(inserted) == 1:
+            job = inserted[0]
+            where = job.get("path") or job["model_type"]
+            log.info("job %s queued: %s → %s", job["id"], safe_url(job["dedupe_key"]), where)
+        elif inserted:
+            log.info("jobs %s–%s queued", inserted[0]["id"], inserted[-1]["id"])
+        self.bus.publish_many([JobEvent(self.public(job)) for job in inserted])
+        if inserted:
+            self._wake.set()
+        return outcomes
+
+    async def _active_by_key(self, keys: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """The active jobs whose dedupe_key or request_key is one of `keys`, oldest first."""
+        by_key: dict[str, list[dict[str, Any]]] = {}
+        for job in reversed(await self.store.jobs_with_keys(keys, list(ACTIVE))):
+            for key in {job["dedupe_key"], job.get("request_key")} - {None}:
+                by_key.setdefault(key, []).append(job)
+        return by_key
 
     async def _completed_in_place(
-        self, row: dict[str, Any]
-    ) -> tuple[dict[str, Any] | None, tuple[int, int, int] | None]:
-        """The completed job of the same file still in place, and the file's state as seen."""
-        return await self.completed.same_file_in_place(row)
+        self, rows: list[dict[str, Any]]
+    ) -> list[tuple[dict[str, Any], FileState] | None]:
+        """Per row, the completed job of the same file still in place, and the file's state."""
+        return await self.completed.same_files_in_place(rows)
 
     def _resolved_fields(self, r: Resolved, model_type: str) -> dict[str, Any]:
         fields: dict[str, Any] = {

@@ -131,6 +131,26 @@ def _completed_mtime(db: Database) -> None:
     db["completed"].add_column("mtime_ns", int)
 
 
+@migrations(name="006_job_request_key")
+def _job_request_key(db: Database) -> None:
+    # What the request asked for (daemon.request_key), kept beside dedupe_key (what Civitai said
+    # it means): a batch is accepted before Civitai is asked, so the same request is recognised
+    # by its own key while its dedupe_key is still unknown.
+    db["jobs"].add_column("request_key", str)
+    db["jobs"].create_index(["request_key"])
+    db.execute(
+        """update jobs set request_key = case
+            when json_extract(request, '$.modelVersionId') is not null then 'civitai:'
+                || json_extract(request, '$.modelVersionId') || ':'
+                || coalesce(json_extract(request, '$.fileId'), 'primary')
+            when json_extract(request, '$.modelId') is not null then 'model:'
+                || json_extract(request, '$.modelId') || ':'
+                || coalesce(json_extract(request, '$.fileId'), 'primary')
+            else 'url:' || json_extract(request, '$.url') end
+        where request is not null"""
+    )
+
+
 def utcnow(seconds: float | None = None) -> str:
     """Now (or `seconds` since the epoch) as ISO 8601 UTC, second precision, with a Z."""
     moment = datetime.now(UTC) if seconds is None else datetime.fromtimestamp(seconds, UTC)
@@ -220,6 +240,69 @@ class Store:
                 return table.get(table.last_pk)
 
         return await self.run(op)
+
+    async def insert_jobs(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Insert many jobs in ONE transaction (one commit, one fsync); the rows, in order."""
+
+        def op(db: Database) -> list[dict[str, Any]]:
+            now = utcnow()
+            columns = sorted({k for row in rows for k in row} | {"created_at", "updated_at"})
+            sql = (
+                f"insert into jobs ({', '.join(f'[{c}]' for c in columns)}) "
+                f"values ({', '.join('?' for _ in columns)})"
+            )
+            ids = []
+            with db.atomic():
+                for row in rows:
+                    values = {"created_at": now, "updated_at": now, **row}
+                    ids.append(db.execute(sql, [values.get(c) for c in columns]).lastrowid)
+            by_id = {}
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ", ".join("?" for _ in chunk)
+                by_id.update({r["id"]: r for r in db["jobs"].rows_where(f"id in ({marks})", chunk)})
+            return [by_id[i] for i in ids]
+
+        if not rows:
+            return []
+        return await self.run(op)
+
+    async def update_jobs(self, changes: list[tuple[int, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Set fields of many jobs in one transaction; the jobs after it, in order."""
+
+        def op(db: Database) -> list[dict[str, Any]]:
+            now = utcnow()
+            with db.atomic():
+                for job_id, fields in changes:
+                    db["jobs"].update(job_id, {"updated_at": now, **fields})
+            return [db["jobs"].get(job_id) for job_id, _ in changes]
+
+        if not changes:
+            return []
+        return await self.run(op)
+
+    async def jobs_with_keys(self, keys: list[str], statuses: list[str]) -> list[dict[str, Any]]:
+        """Jobs of these statuses whose dedupe_key or request_key is one of `keys`, newest
+        first; one call however many keys (asked 400 at a time)."""
+
+        def op(db: Database) -> list[dict[str, Any]]:
+            found: dict[int, dict[str, Any]] = {}
+            wanted = sorted(set(keys))
+            status_marks = ", ".join("?" for _ in statuses)
+            for start in range(0, len(wanted), 400):
+                chunk = wanted[start : start + 400]
+                marks = ", ".join("?" for _ in chunk)
+                where = (
+                    f"status in ({status_marks}) and "
+                    f"(dedupe_key in ({marks}) or request_key in ({marks}))"
+                )
+                for row in db["jobs"].rows_where(where, [*statuses, *chunk, *chunk]):
+                    found[row["id"]] = row
+            return sorted(found.values(), key=lambda r: -r["id"])
+
+        if not keys:
+            return []
+        return await self.read(op)
 
     async def update_job(self, job_id: int, **fields: Any) -> dict[str, Any]:
         def op(db: Database) -> dict[str, Any]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import time
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -19,14 +21,25 @@ router = APIRouter()
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_SLOW = 1013  # "try again later": reconnect and start from a fresh snapshot
 QUEUE_SIZE = 256  # per client; past it the oldest progress messages are dropped
-STATUS_LIMIT = 4096  # per client; past it the socket is closed rather than lose a status change
+# Per client; past it the socket is closed rather than lose a status change. Room for a whole
+# batch (at most 5,000 new jobs, published at once) and the updates that follow as it resolves.
+STATUS_LIMIT = 16_384
 RECHECK_SECONDS = 2  # how often an open feed checks that its session or key is still good
+SEND_BURST = 64  # messages sent to one client before the others (and HTTP answers) get a turn
 
 
 def message(event: JobEvent | UpdateEvent) -> dict[str, Any]:
     if isinstance(event, UpdateEvent):
         return {"type": "update", "update": event.update}
     return {"type": "job", "job": event.job}
+
+
+def text(event: JobEvent | UpdateEvent) -> str:
+    """The message as sent: serialised once per event, however many clients are connected
+    (the same JSON as starlette's `send_json`)."""
+    return event.once(
+        "ws", lambda: json.dumps(message(event), separators=(",", ":"), ensure_ascii=False)
+    )
 
 
 @router.websocket("/ws/downloads")
@@ -55,35 +68,41 @@ async def downloads(ws: WebSocket) -> None:
         )
         await ws.send_json({"type": "snapshot", "jobs": [queue.public(r) for r in rows]})
         receiver = asyncio.create_task(_drain(ws))
-        getter: asyncio.Future[Any] | None = None
+        waiter: asyncio.Future[Any] | None = None
+        checked = time.monotonic()
         try:
             while not receiver.done():
-                if getter is None:
-                    getter = asyncio.ensure_future(sub.get())
-                done, _ = await asyncio.wait(
-                    {getter, receiver},
-                    timeout=RECHECK_SECONDS,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                if receiver in done:
-                    break
-                if not allowed():  # logged out, expired, or the key changed meanwhile
-                    log.info("closing a feed client whose session or key ended")
-                    await _close(ws, CLOSE_UNAUTHORIZED, "Logged out, or the key changed")
-                    break
-                if getter in done:
-                    event, getter = getter.result(), None
-                    await ws.send_json(message(event))
+                # Everything waiting is sent without a wake-up per message; between bursts the
+                # loop serves the other clients (and the HTTP answers) too.
+                burst = sub.get_nowait(SEND_BURST)
+                for event in burst:
+                    await ws.send_text(text(event))
+                if burst:
+                    await asyncio.sleep(0)
+                else:
+                    waiter = waiter or asyncio.ensure_future(sub.wait())
+                    left = max(0.0, checked + RECHECK_SECONDS - time.monotonic())
+                    await asyncio.wait(
+                        {waiter, receiver}, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if waiter.done():
+                        waiter = None
+                if time.monotonic() - checked >= RECHECK_SECONDS:
+                    checked = time.monotonic()
+                    if not allowed():  # logged out, expired, or the key changed meanwhile
+                        log.info("closing a feed client whose session or key ended")
+                        await _close(ws, CLOSE_UNAUTHORIZED, "Logged out, or the key changed")
+                        break
         except Overflowed:
             log.warning("a feed client fell %d status changes behind; closing it", STATUS_LIMIT)
             await _close(ws, CLOSE_TOO_SLOW, "Too far behind; reconnect for a fresh snapshot")
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
-            for task in (getter, receiver):
+            for task in (waiter, receiver):
                 if task is not None:
                     task.cancel()
-            await asyncio.gather(receiver, *([getter] if getter else []), return_exceptions=True)
+            await asyncio.gather(receiver, *([waiter] if waiter else []), return_exceptions=True)
 
 
 async def _close(ws: WebSocket, code: int, reason: str) -> None:

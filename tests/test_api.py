@@ -127,13 +127,20 @@ def test_batch_json_array_queues_good_entries_and_reports_bad_ones_by_index(civi
         )
         assert r.status_code == 202
         body = r.json()
-        assert [j["modelVersionId"] for j in body["jobs"]] == [10, 20]
-        assert [e["index"] for e in body["errors"]] == [1, 2, 3]
+        # Accepted before Civitai is asked: the jobs are as requested, in the order given.
+        assert [(j["modelVersionId"], j["modelId"]) for j in body["jobs"]] == [
+            (10, None),
+            (404404, None),
+            (None, 2),
+        ]
+        assert [e["index"] for e in body["errors"]] == [1, 2]
         assert "model_type" in body["errors"][0]["detail"]
         assert "object" in body["errors"][1]["detail"]
-        assert "No model version 404404" in body["errors"][2]["detail"]
-        for job in body["jobs"]:
-            wait_job(c, job["id"])
+        # Civitai's "no" for an entry fails that job, with the sentence.
+        failed = wait_job(c, body["jobs"][1]["id"], ("failed",))
+        assert failed["error"] == "No model version 404404 on Civitai"
+        done = [wait_job(c, body["jobs"][i]["id"]) for i in (0, 2)]
+        assert [j["modelVersionId"] for j in done] == [10, 20]
         none = c.post("/api/batch", json=[{"model_type": "lora"}])
         assert none.status_code == 422 and none.json()["errors"][0]["index"] == 0
         assert c.post("/api/batch", json=[]).status_code == 422

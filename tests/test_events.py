@@ -86,3 +86,25 @@ def test_past_the_limit_the_subscription_reports_overflow_instead_of_a_gap(drain
     # After the overflow is reported, the subscription delivers again.
     bus.publish(status(1000))
     assert [g.job["id"] for g in drain(sub)] == [1000]
+
+
+def test_a_reader_takes_a_burst_at_once_in_order_and_still_hears_of_an_overflow(drain):
+    bus = EventBus()
+    sub = bus.subscribe(maxsize=16, limit=3000)
+    bus.publish_many([status(n) for n in range(1, 2001)] + [progress(2001)])
+    got = sub.get_nowait(5000)
+    assert [g.job["id"] for g in got] == list(range(1, 2001))  # the late progress gave way
+    assert sub.get_nowait(10) == []
+    bus.publish_many([status(n) for n in range(1, 3002)])  # one past the limit
+    with pytest.raises(Overflowed):
+        sub.get_nowait(10)
+    bus.publish(status(1))
+    assert [g.job["id"] for g in drain(sub)] == [1]
+
+
+def test_an_event_is_serialised_once_however_many_readers_ask():
+    event = status(1)
+    made = []
+    for _ in range(200):
+        event.once("ws", lambda: made.append(1) or "text")
+    assert made == [1]
