@@ -167,3 +167,35 @@ def test_a_certificate_the_daemon_does_not_trust_fails_the_job_at_once_saying_so
     assert failed["attempts"] == 0  # no retry can fix it
     assert not Path(home / "data/models/lora/m.safetensors").exists()
     d.stop()
+
+
+def thread_nices(pid: int) -> dict[int, int]:
+    """Each thread of a process and its nice value, from /proc (field 19 of its stat)."""
+    nices = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        nices[int(task.name)] = int(fields[16])
+    return nices
+
+
+def test_the_byte_path_yields_the_cpu_to_the_api_at_nice_10(civitai, daemon):
+    data = blob(72 * MB)  # four parts: four transfer threads, a writer, a hasher, an fsync thread
+    civitai.add_simple(1, 10, data, filename="m.safetensors")
+    civitai.default_rate = 1 * MB
+    d = daemon(connections=4)
+    pid = d.proc.pid
+    before = thread_nices(pid)
+    assert set(before.values()) == {0}, before  # nothing runs below the daemon's priority idle
+    with d.client() as c:
+        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
+        wait_for(lambda: civitai.open_connections["cdn"] == 4, what="four CDN connections")
+        during = wait_for(
+            lambda: (n := thread_nices(pid)) and list(n.values()).count(10) >= 6 and n,
+            what="the transfer, writer and hasher threads at nice 10",
+        )
+        assert during[pid] == 0  # the main thread (the API's event loop) keeps its priority
+        assert all(nice in (0, 10) for nice in during.values()), during
+        c.post(f"/api/jobs/{job['id']}/cancel")
