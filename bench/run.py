@@ -173,16 +173,21 @@ def scenario_large(
                 f"{spread(ratios(samples, key, 'curl'))}× curl; "
                 f"{spread(ratios(samples, key, other))}× {LARGE[other]}"
             )
-        report.row(
-            f"1. {size // MIB} MiB: {label}",
-            spread([x.wall for x in s]) + " s",
-            f"{size / median([x.wall for x in s]) / MIB:.0f} MiB/s",
-            f"{median([x.cpu for x in s]):.2f} s",
-            f"{max(x.rss_mb for x in s):.0f} MB",
-            vs,
-            HOW_DAEMON if key.startswith("d") else HOW_TOOL,
-        )
+        transfer_row(report, f"1. {size // MIB} MiB: {label}", key, s, size, vs)
     return samples
+
+
+def transfer_row(report: Report, label: str, key: str, s: list, size: int, compared: str) -> None:
+    """One table row for a tool's runs of a file transfer: medians (and spread) of its rounds."""
+    report.row(
+        label,
+        spread([x.wall for x in s]) + " s",
+        f"{size / median([x.wall for x in s]) / MIB:.0f} MiB/s",
+        f"{median([x.cpu for x in s]):.2f} s",
+        f"{max(x.rss_mb for x in s):.0f} MB",
+        compared,
+        HOW_DAEMON if key.startswith("d") else HOW_TOOL,
+    )
 
 
 def scenario_capped(
@@ -214,15 +219,8 @@ def scenario_capped(
             "d4": f"{up}× the speed of connections 1; "
             f"{spread(ratios(samples, key, 'aria4'))}× aria2c -x4's time",
         }[key]
-        report.row(
-            f"2. {size // MIB} MiB, {cap / 1e6:.0f} MB/s per connection: {LARGE[key]}",
-            spread([x.wall for x in s]) + " s",
-            f"{size / median([x.wall for x in s]) / MIB:.0f} MiB/s",
-            f"{median([x.cpu for x in s]):.2f} s",
-            f"{max(x.rss_mb for x in s):.0f} MB",
-            compared,
-            HOW_DAEMON if key.startswith("d") else HOW_TOOL,
-        )
+        label = f"2. {size // MIB} MiB, {cap / 1e6:.0f} MB/s per connection: {LARGE[key]}"
+        transfer_row(report, label, key, s, size, compared)
     return speedup
 
 
