@@ -133,7 +133,7 @@ def _completed_mtime(db: Database) -> None:
 
 @migrations(name="006_job_request_key")
 def _job_request_key(db: Database) -> None:
-    # What the request asked for (daemon.request_key), kept beside dedupe_key (what Civitai said
+    # What the request asked for (job_rows.request_key), kept beside dedupe_key (what Civitai said
     # it means): a batch is accepted before Civitai is asked, so the same request is recognised
     # by its own key while its dedupe_key is still unknown.
     db["jobs"].add_column("request_key", str)
