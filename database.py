@@ -1,4 +1,5 @@
-"""SQLite state through sqlite-utils: jobs, their parts, completed downloads, updates (SPEC §11).
+"""SQLite state through sqlite-utils: jobs, their parts, completed downloads, updates, webhook
+deliveries and revoked sessions (SPEC §11).
 
 Every call runs on one dedicated thread (the single writer), never on the event loop. The schema
 is built by named migrations, so opening an old database brings it up to date, and opening a
@@ -133,7 +134,7 @@ def _completed_mtime(db: Database) -> None:
 
 @migrations(name="006_job_request_key")
 def _job_request_key(db: Database) -> None:
-    # What the request asked for (daemon.request_key), kept beside dedupe_key (what Civitai said
+    # What the request asked for (job_rows.request_key), kept beside dedupe_key (what Civitai said
     # it means): a batch is accepted before Civitai is asked, so the same request is recognised
     # by its own key while its dedupe_key is still unknown.
     db["jobs"].add_column("request_key", str)
@@ -171,7 +172,9 @@ def open_database(path: Path | str) -> Database:
 
 
 class Store:
-    """The daemon's database: async methods that run sqlite-utils calls on one thread."""
+    """The daemon's database: async methods that run sqlite-utils calls on one thread (jobs,
+    parts, completed, updates); webhook deliveries and revoked sessions beside it, on the same
+    threads (`deliveries`, `revoked_sessions`)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -181,6 +184,8 @@ class Store:
         self._read_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-read")
         self._db: Database | None = None
         self._reader: Database | None = None
+        self.deliveries = WebhookDeliveries(self)
+        self.revoked_sessions = RevokedSessions(self)
 
     async def open(self) -> None:
         await self._call(self._executor, self._open)
@@ -448,7 +453,15 @@ class Store:
             lambda db: list(db["completed"].rows_where(where, args, order_by="id desc"))
         )
 
-    async def claim_delivery(
+
+class WebhookDeliveries:
+    """Inbound webhook deliveries already handled, on the store's writer: a replay queues nothing
+    twice."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def claim(
         self, delivery_id: str, forget_before: str, stale_before: str
     ) -> tuple[bool, dict[str, Any] | None]:
         """(True, None) when this call is the first with the id; else (False, the first
@@ -471,22 +484,27 @@ class Store:
                 db["webhook_deliveries"].insert({"id": delivery_id, "received_at": utcnow()})
                 return True, None
 
-        return await self.run(op)
+        return await self.store.run(op)
 
-    async def record_delivery(self, delivery_id: str, result: dict[str, Any]) -> None:
+    async def record(self, delivery_id: str, result: dict[str, Any]) -> None:
         row = {"id": delivery_id, "received_at": utcnow(), "result": json.dumps(result)}
-        await self.run(lambda db: db["webhook_deliveries"].upsert(row, pk="id"))
+        await self.store.run(lambda db: db["webhook_deliveries"].upsert(row, pk="id"))
 
-    async def release_delivery(self, delivery_id: str) -> None:
+    async def release(self, delivery_id: str) -> None:
         def op(db: Database) -> None:
             with db.atomic():
                 db.execute("delete from webhook_deliveries where id = ?", [delivery_id])
 
-        await self.run(op)
+        await self.store.run(op)
 
-    # Sessions -----------------------------------------------------------------------------
 
-    async def revoked_sessions(self, now: int) -> dict[str, int]:
+class RevokedSessions:
+    """GUI sessions ended by Log out, on the store's writer, kept until they would expire."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def unexpired(self, now: int) -> dict[str, int]:
         """Session ids ended by Log out that have not expired yet; the expired ones are purged."""
 
         def op(db: Database) -> dict[str, int]:
@@ -495,12 +513,12 @@ class Store:
             rows = db.execute("select jti, expires_at from revoked_sessions").fetchall()
             return {jti: expires for jti, expires in rows}
 
-        return await self.run(op)
+        return await self.store.run(op)
 
-    async def revoke_session(self, jti: str, expires_at: int, now: int) -> None:
+    async def add(self, jti: str, expires_at: int, now: int) -> None:
         def op(db: Database) -> None:
             with db.atomic():
                 db["revoked_sessions"].upsert({"jti": jti, "expires_at": expires_at}, pk="jti")
                 db.execute("delete from revoked_sessions where expires_at <= ?", [now])
 
-        await self.run(op)
+        await self.store.run(op)

@@ -65,7 +65,7 @@ class Resolver:
                         JobRequest.model_validate_json(row["request"])
                     )
                     return await asyncio.to_thread(
-                        self.queue._resolved_fields, answer, row["model_type"]
+                        self.queue.job_rows.resolved_fields, answer, row["model_type"]
                     )
                 except errors.DaemonError as exc:
                     return exc

@@ -42,7 +42,7 @@ SPACE_MARGIN = 16 * 1024 * 1024
 
 
 class JobBook(Protocol):
-    """What the runner needs of the queue's job states (daemon.JobStates)."""
+    """What the runner needs of the queue's job states (states.JobStates)."""
 
     live: dict[int, dict[str, Any]]  # job id → its row as last seen, with progress
     links: dict[int, Link]  # job id → its download link, kept across retries

@@ -59,7 +59,7 @@ class Sessions:
     async def open(self, store: Store) -> None:
         """Load the revocations that have not expired (and purge those that have)."""
         self._store = store
-        self._revoked = await store.revoked_sessions(int(time.time()))
+        self._revoked = await store.revoked_sessions.unexpired(int(time.time()))
 
     def issue(self, role: Role, key: str, now: float | None = None) -> str:
         issued = int(now if now is not None else time.time())
@@ -106,6 +106,6 @@ class Sessions:
             return
         exp = int(claims["exp"])
         self._revoked[claims["jti"]] = exp
-        await self._store.revoke_session(claims["jti"], exp, int(time.time()))
+        await self._store.revoked_sessions.add(claims["jti"], exp, int(time.time()))
         now = time.time()
         self._revoked = {j: e for j, e in self._revoked.items() if e > now}

@@ -108,7 +108,7 @@ async def webhook(request: Request) -> dict[str, Any]:
     entries = data if isinstance(data, list) else [data]
     store = request.app.state.store
     now = time.time()
-    claimed, seen = await store.claim_delivery(
+    claimed, seen = await store.deliveries.claim(
         delivery, forget_before=utcnow(now - REMEMBER), stale_before=utcnow(now - CLAIM_TIMEOUT)
     )
     if not claimed:
@@ -120,9 +120,9 @@ async def webhook(request: Request) -> dict[str, Any]:
         good, bad = parse_entries(entries)
         jobs, failed = await request.app.state.queue.submit_many(good, source="webhook")
     except BaseException:
-        await store.release_delivery(delivery)  # not handled: a retry may try again
+        await store.deliveries.release(delivery)  # not handled: a retry may try again
         raise
     errors = [{"index": p.index, "detail": p.detail} for p in bad] + failed
     result = {"jobs": jobs, "errors": sorted(errors, key=lambda e: e["index"])}
-    await store.record_delivery(delivery, result)
+    await store.deliveries.record(delivery, result)
     return result

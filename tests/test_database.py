@@ -80,11 +80,11 @@ def test_webhook_deliveries_are_forgotten_after_the_window_and_not_before(tmp_pa
     async def scenario() -> list[tuple[bool, object]]:
         store = Store(tmp_path / "completed.db")
         await store.open()
-        first = await store.claim_delivery("old", "2026-01-01T00:00:00Z", LONG_AGO)
-        await store.record_delivery("old", {"jobs": [], "errors": []})
-        again = await store.claim_delivery("old", "2026-01-01T00:00:00Z", LONG_AGO)  # kept
-        later = await store.claim_delivery("other", "2999-01-01T00:00:00Z", LONG_AGO)  # purges
-        fresh = await store.claim_delivery("old", "2026-01-01T00:00:00Z", LONG_AGO)
+        first = await store.deliveries.claim("old", "2026-01-01T00:00:00Z", LONG_AGO)
+        await store.deliveries.record("old", {"jobs": [], "errors": []})
+        again = await store.deliveries.claim("old", "2026-01-01T00:00:00Z", LONG_AGO)  # kept
+        later = await store.deliveries.claim("other", "2999-01-01T00:00:00Z", LONG_AGO)  # purges
+        fresh = await store.deliveries.claim("old", "2026-01-01T00:00:00Z", LONG_AGO)
         await store.close()
         return [first, again, later, fresh]
 
@@ -109,20 +109,20 @@ def test_a_webhook_claim_whose_handler_died_is_free_again_after_a_minute_and_aft
         seen = {}
         store = Store(tmp_path / "completed.db")
         await store.open()
-        seen["first"] = await store.claim_delivery("lost", forget, minute_before(0))
-        seen["while handled"] = await store.claim_delivery("lost", forget, minute_before(0))
-        seen["a minute on"] = await store.claim_delivery("lost", forget, minute_before(61))
-        await store.claim_delivery("done", forget, minute_before(0))
-        await store.record_delivery("done", result)
-        seen["answered, a minute on"] = await store.claim_delivery(
+        seen["first"] = await store.deliveries.claim("lost", forget, minute_before(0))
+        seen["while handled"] = await store.deliveries.claim("lost", forget, minute_before(0))
+        seen["a minute on"] = await store.deliveries.claim("lost", forget, minute_before(61))
+        await store.deliveries.claim("done", forget, minute_before(0))
+        await store.deliveries.record("done", result)
+        seen["answered, a minute on"] = await store.deliveries.claim(
             "done", forget, minute_before(61)
         )
-        await store.claim_delivery("killed", forget, minute_before(0))
+        await store.deliveries.claim("killed", forget, minute_before(0))
         await store.close()  # the daemon stops (or dies) before recording "killed"
         store = Store(tmp_path / "completed.db")
         await store.open()
-        seen["after restart"] = await store.claim_delivery("killed", forget, minute_before(0))
-        seen["answered, after restart"] = await store.claim_delivery(
+        seen["after restart"] = await store.deliveries.claim("killed", forget, minute_before(0))
+        seen["answered, after restart"] = await store.deliveries.claim(
             "done", forget, minute_before(0)
         )
         await store.close()

@@ -1,0 +1,101 @@
+"""The one place a job changes state, and the live rows of the jobs being run (SPEC §5).
+
+Every transition is checked (jobs.check_transition), stored, then announced on the bus; the
+queue, its workers, the runner and the resolver all change a job's state through here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import errors
+import safefs
+from database import Store
+from downloader import Link
+from events import EventBus, JobEvent
+from jobs import ACTIVE, JobStatus, check_transition, public_job
+
+log = logging.getLogger("civitai.daemon")
+
+
+class JobStates:
+    """The one place a job changes state, and the live rows of the jobs being run."""
+
+    def __init__(self, store: Store, bus: EventBus, models_root: Path) -> None:
+        self.store = store
+        self.bus = bus
+        self.models_root = models_root
+        self.live: dict[int, dict[str, Any]] = {}  # running jobs' rows, with their progress
+        self.links: dict[int, Link] = {}  # a job's download link, kept across its retries
+
+    async def transition(
+        self, row: dict[str, Any], new: JobStatus, **fields: Any
+    ) -> dict[str, Any]:
+        """The one place a job changes state: checked, stored, then announced."""
+        check_transition(row["id"], row["status"], new)
+        updated = await self.store.update_job(row["id"], status=new.value, **fields)
+        if new in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUEUED):
+            self.live.pop(row["id"], None)
+        else:
+            self.live[row["id"]] = updated
+        self.bus.publish(JobEvent(self.public(updated)))
+        return updated
+
+    def public(self, row: dict[str, Any]) -> dict[str, Any]:
+        live = self.live.get(row["id"])
+        if live is not None and live["status"] == row["status"]:
+            row = {**row, **{k: live[k] for k in ("bytes_done", "bytes_total", "speed_bps")}}
+        return public_job(row)
+
+    def active_jobs(self) -> list[dict[str, Any]]:
+        return [public_job(r) for r in self.live.values()]
+
+    async def fail(self, job_id: int, message: str) -> None:
+        current = await self.store.get_job(job_id)
+        if current is None or current["status"] not in ACTIVE:
+            return
+        log.error("job %s failed: %s", job_id, message)
+        await self.transition(current, JobStatus.FAILED, error=message, speed_bps=0)
+        self.links.pop(job_id, None)
+
+    async def stop_job(self, job_id: int, task: asyncio.Task) -> dict[str, Any]:
+        """Wait until a cancelled job's task has stopped writing, then remove its .part. When
+        that fails, the job fails with the reason: it never stays active with no task."""
+        await asyncio.wait({task})
+        row = await self.store.get_job(job_id)
+        assert row is not None
+        if row["status"] not in ACTIVE:
+            return row
+        try:
+            row = await self.cancelled(row)
+        except Exception as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            await self.fail(
+                job_id,
+                f"Stopped, but the partial file {row['path']}.part could not be removed ({why}); "
+                f"delete it, then retry or leave the job",
+            )
+            row = await self.store.get_job(job_id)
+            assert row is not None
+            return row
+        log.info("job %s cancelled", job_id)
+        return row
+
+    async def cancelled(self, row: dict[str, Any]) -> dict[str, Any]:
+        if row.get("path"):
+            await asyncio.to_thread(self._remove_part, Path(row["path"] + ".part"))
+        await self.store.set_parts(row["id"], [])
+        self.links.pop(row["id"], None)
+        return await self.transition(row, JobStatus.CANCELLED, speed_bps=0, bytes_done=0)
+
+    def _remove_part(self, part_path: Path) -> None:
+        """Remove a cancelled job's .part, never through a folder that became a link out."""
+        try:
+            safefs.check_unmoved(part_path.parent, self.models_root)
+        except errors.FolderOutside as exc:
+            log.warning("%s not removed: %s", part_path, exc)
+            return
+        part_path.unlink(missing_ok=True)
