@@ -74,6 +74,7 @@ class DownloadQueue:
             resolved_fields=self.job_rows.resolved_fields,
             models_root=self.models_root,
             cancelling=self._cancelling,
+            claim_lock=self._claim_lock,
         )
         self.workers = Workers(
             store, self.states, self.runner, self._claim_lock, self._wake, self._cancelling

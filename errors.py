@@ -9,7 +9,8 @@ DaemonError
 │   ├── FolderOutside             422: a model_type folder that is a link out of download_dir
 │   ├── JobNotFound               404
 │   ├── JobFinished               409: too late, e.g. cancelling a job that already completed
-│   └── SameFileActive            409: the same file is already queued under another model_type
+│   ├── SameFileActive            409: the same file is already queued under another model_type
+│   └── SameFileElsewhere         409: Civitai's answer shows another active job has this file
 ├── CivitaiError                  Civitai said no, at the one boundary: civitai.py
 │   ├── TokenRequired             401, or a redirect to the login page
 │   ├── DownloadsDisabled         401: the creator disabled downloads
@@ -114,6 +115,16 @@ class SameFileActive(RequestError):
             f"This file is already {status} as job {job_id} with model_type {model_type!r}. "
             f"Cancel job {job_id} first to download it as another type, or ask for "
             f"{model_type!r}."
+        )
+
+
+class SameFileElsewhere(RequestError):
+    status_code = 409
+
+    def __init__(self, job_id: int, status: str, model_type: str) -> None:
+        super().__init__(
+            f"This is the same file as job {job_id} (model_type {model_type!r}), which is already "
+            f"{status}; it is not downloaded twice"
         )
 
 

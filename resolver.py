@@ -109,7 +109,11 @@ class Resolver:
                     continue
                 same = [o for o in by_key.get(answer["dedupe_key"], []) if o["id"] != job["id"]]
                 if same:
-                    failures.append((job, _same_file(same[0])))
+                    other = same[0]
+                    error = errors.SameFileElsewhere(
+                        other["id"], other["status"], other["model_type"]
+                    )
+                    failures.append((job, str(error)))
                     continue
                 by_key.setdefault(answer["dedupe_key"], []).append({**job, **answer})
                 changes.append((job["id"], answer))
@@ -119,10 +123,3 @@ class Resolver:
                 await self.queue.states.transition(job, JobStatus.FAILED, error=message)
         self.queue.bus.publish_many([JobEvent(self.queue.public(job)) for job in updated])
         return reachable
-
-
-def _same_file(other: dict[str, Any]) -> str:
-    return (
-        f"This is the same file as job {other['id']} (model_type {other['model_type']!r}), "
-        f"which is already {other['status']}; it is not downloaded twice"
-    )

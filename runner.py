@@ -71,6 +71,7 @@ class JobRunner:
         resolved_fields: Callable[[Resolved, str], dict[str, Any]],
         models_root: Path,
         cancelling: Container[int],
+        claim_lock: asyncio.Lock,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -85,6 +86,7 @@ class JobRunner:
         self.resolved_fields = resolved_fields
         self.models_root = models_root
         self.finishing: set[int] = set()  # the file is being placed: too late to cancel
+        self.claim_lock = claim_lock  # the queue's: who holds which file is decided under it
         self.cancelling = cancelling  # jobs whose cancel cleans up after their task (the queue's)
         self.throttle = Throttle(settings.throttle)
         self.network_bytes = 0  # bytes received since start (resumes make it less than sizes)
@@ -260,7 +262,18 @@ class JobRunner:
                     exc.retry_after if exc.retry_after is not None else backoff(attempts)
                 )
         fields = self.resolved_fields(resolved, row["model_type"])
-        return await self.store.update_job(row["id"], attempts=attempts, error=None, **fields)
+        # Another worker may have learned meanwhile that its job is this same file (asked for in
+        # other words): decided under the claim lock, so only one of them downloads it.
+        async with self.claim_lock:
+            others = await self.store.jobs_where(
+                "dedupe_key = ? and id != ? and status in ('queued', 'downloading', 'verifying')",
+                [fields["dedupe_key"], row["id"]],
+                order_by="id",
+            )
+            if others:
+                other = others[0]
+                raise errors.SameFileElsewhere(other["id"], other["status"], other["model_type"])
+            return await self.store.update_job(row["id"], attempts=attempts, error=None, **fields)
 
     async def _already_there(
         self, row: dict[str, Any], path: Path, expected: str | None

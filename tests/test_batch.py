@@ -10,8 +10,9 @@ import time
 from websockets.asyncio.client import connect as aconnect
 from websockets.sync.client import connect
 
-from tests.conftest import wait_for, wait_job
+from tests.conftest import assert_file_is, wait_for, wait_job
 from tests.receiver import Receiver
+from tests.test_downloads import sha
 from tests.test_ws import messages_until, ws_url
 
 ENTRIES = 2000
@@ -214,3 +215,30 @@ def test_civitais_no_for_a_manifest_entry_fails_its_job_and_reaches_the_webhook(
         d.stop()
     finally:
         hook.stop()
+
+
+def test_two_workers_never_fetch_one_file_asked_for_in_other_words(civitai, daemon):
+    """Both jobs are claimed before the background resolver reaches them, so each worker asks
+    Civitai itself: the second to learn which file it is fails as the same file, not a second
+    download of it."""
+    civitai.add_simple(1, 10, b"a" * 200_000, filename="a.safetensors")
+    civitai.default_rate = 100_000  # two seconds: the first job is still active meanwhile
+    d = daemon(workers=2)
+    with d.client() as c:
+        r = c.post(
+            "/api/batch",
+            json=[
+                {"modelId": 1, "model_type": "lora"},
+                {"modelVersionId": 10, "model_type": "lora"},
+            ],
+        )
+        assert r.status_code == 202, r.text
+        ids = [j["id"] for j in r.json()["jobs"]]
+        ends = [wait_job(c, i, ("completed", "failed")) for i in ids]
+    assert sorted(e["status"] for e in ends) == ["completed", "failed"], ends
+    done = next(e for e in ends if e["status"] == "completed")
+    failed = next(e for e in ends if e["status"] == "failed")
+    assert failed["error"].startswith(f"This is the same file as job {done['id']}"), failed["error"]
+    assert len(civitai.requests_to("cdn", "/file")) == 1
+    assert_file_is(done["path"], sha(b"a" * 200_000))
+    d.stop()
