@@ -40,7 +40,7 @@ REFUSED = {400, 401, 403, 404, 410}
 
 
 @functools.cache
-def _ssl_context() -> ssl.SSLContext:
+def ssl_context() -> ssl.SSLContext:
     """Certificates are verified against certifi's bundle, as httpx does; `SSL_CERT_FILE` (or
     `SSL_CERT_DIR`) names another set of trusted certificates, e.g. a private CA."""
     return httpx.create_ssl_context(trust_env=True)
@@ -56,7 +56,7 @@ class Connection:
         host, port = parts.hostname or "", parts.port
         if parts.scheme == "https":
             self.conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                host, port, timeout=timeout, context=_ssl_context()
+                host, port, timeout=timeout, context=ssl_context()
             )
         else:
             self.conn = http.client.HTTPConnection(host, port, timeout=timeout)

@@ -16,6 +16,7 @@ from auth import GuardMiddleware, exposure_warning
 from civitai import USER_AGENT, CivitaiClient
 from daemon import DownloadQueue
 from database import Store
+from downloader import ssl_context
 from events import EventBus
 from routes import api, gui, library, system, updates, ws
 from routes import errors as error_handlers
@@ -37,7 +38,8 @@ def http_client(settings: Settings) -> httpx.AsyncClient:
         limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         headers={"User-Agent": USER_AGENT},
         follow_redirects=False,
-        trust_env=False,
+        trust_env=False,  # no proxies from the environment; certificates as for transfers:
+        verify=ssl_context(),  # certifi's bundle, or SSL_CERT_FILE / SSL_CERT_DIR when set
     )
 
 

@@ -134,9 +134,15 @@ class _Server(ThreadingHTTPServer):
 
 
 class FakeCivitai:
-    def __init__(self, cdn_host: str = "127.0.0.2", tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        cdn_host: str = "127.0.0.2",
+        tls: ssl.SSLContext | None = None,
+        tls_api: bool = False,
+    ) -> None:
         self.cdn_host = cdn_host
         self.tls = tls  # a server context: the CDN speaks https with its certificate
+        self.tls_api = tls_api  # and the API too
         self.open_connections = {"api": 0, "cdn": 0}  # client connections being served now
         self.models: dict[int, ModelSpec] = {}
         self.faults: list[Fault] = []
@@ -159,7 +165,8 @@ class FakeCivitai:
         except OSError:  # a loopback without 127.0.0.2: another port still means another origin
             self.cdn_host = "127.0.0.1"
             cdn = self._serve(self.cdn_host, "cdn")
-        self.base_url = f"http://127.0.0.1:{api.server_address[1]}"
+        api_scheme = "https" if self.tls and self.tls_api else "http"
+        self.base_url = f"{api_scheme}://127.0.0.1:{api.server_address[1]}"
         scheme = "https" if self.tls else "http"
         self.cdn_url = f"{scheme}://{self.cdn_host}:{cdn.server_address[1]}"
         return self
@@ -167,7 +174,7 @@ class FakeCivitai:
     def _serve(self, host: str, role: str) -> _Server:
         handler = type(f"{role}Handler", (_Handler,), {"fake": self, "role": role})
         server = _Server((host, 0), handler)
-        if role == "cdn" and self.tls is not None:
+        if self.tls is not None and (role == "cdn" or (role == "api" and self.tls_api)):
             server.socket = self.tls.wrap_socket(server.socket, server_side=True)
         threading.Thread(
             target=server.serve_forever, args=(0.05,), daemon=True, name=f"fake-{role}"

@@ -199,3 +199,26 @@ def test_the_byte_path_yields_the_cpu_to_the_api_at_nice_10(civitai, daemon):
         assert during[pid] == 0  # the main thread (the API's event loop) keeps its priority
         assert all(nice in (0, 10) for nice in during.values()), during
         c.post(f"/api/jobs/{job['id']}/cancel")
+
+
+def test_civitai_itself_over_https_is_trusted_through_ssl_cert_file_too(
+    certificate, daemon_factory, home
+):
+    """A private CA (a TLS-inspecting proxy, say) in front of Civitai's API and its CDN alike."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    data = blob(2 * MB)
+    with FakeCivitai(tls=context, tls_api=True) as fake:
+        fake.add_simple(1, 10, data, filename="m.safetensors")
+        assert fake.base_url.startswith("https://")
+        home.joinpath("config.json").write_text(
+            json.dumps({"civitai_base_url": fake.base_url, "retries": 2})
+        )
+        d = daemon_factory(home, env={"SSL_CERT_FILE": str(certificate[0])}).start()
+        with d.client() as c:
+            job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"})
+            assert job.status_code == 202, job.text
+            assert job.json()["filename"] == "m.safetensors"  # resolved over https at once
+            done = wait_job(c, job.json()["id"])
+        assert_file_is(done["path"], sha(data))
+        d.stop()
