@@ -17,7 +17,7 @@ import logging
 import re
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,9 @@ class Connection:
             headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         try:
+            self.conn.connect()
+            if threads.stop.is_set():  # stopped while connecting: send nothing
+                raise Stopped()
             self.conn.putrequest("GET", target, skip_accept_encoding=True)
             for k, v in headers.items():
                 self.conn.putheader(k, v)
@@ -253,7 +256,7 @@ class Download:
         try:
             if first is not None:
                 await self._plan(first)
-            writer = FileWriter(self.part_path, self.parts, self.threads.name)
+            writer = FileWriter(self.part_path, self.parts, self.threads.name, self.threads.stop)
         except BaseException:
             if first is not None:
                 first.close()
@@ -270,12 +273,11 @@ class Download:
             await writer.call(writer.open, truncate_to, first is not None)
             checkpoint = asyncio.create_task(self.saved.checkpoints(writer, self.parts))
             ticker = asyncio.create_task(self._ticker())
-            async with asyncio.TaskGroup() as group:
-                for part in self.parts:
-                    if part.complete:
-                        continue
-                    response = first if (first is not None and part.idx == 0) else None
-                    group.create_task(self._fetch(writer, part, response))
+            await run_together(
+                self._fetch(writer, part, first if (first is not None and part.idx == 0) else None)
+                for part in self.parts
+                if not part.complete
+            )
             if self.total is None:  # a stream of unknown length ended: that was all of it
                 self.total = self.parts[-1].next_offset
                 self.parts[-1].end = self.total - 1
@@ -292,14 +294,18 @@ class Download:
             for task in (checkpoint, ticker):
                 if task is not None:
                     task.cancel()
-            if not finished:  # stopped early: make what arrived durable for the resume
+            try:
+                if not finished:  # stopped early: make what arrived durable for the resume
+                    try:
+                        await self.saved.commit(writer, self.parts)
+                    except Exception as exc:  # a full disk fails SQLite too: keep what is known
+                        log.warning("job %s: cannot save progress: %s", self.job_id, exc)
+            finally:
                 try:
-                    await self.saved.commit(writer, self.parts)
-                except OSError as exc:
-                    log.warning("job %s: cannot save progress: %s", self.job_id, exc)
-            await writer.call(writer.close)
-            writer.shutdown()
-            self._report()
+                    await writer.call(writer.close)
+                finally:
+                    writer.shutdown()
+                    self._report()
 
     async def _plan(self, first: Connection) -> None:
         """Decide the parts from the first answer, and persist them before any byte lands."""
@@ -405,7 +411,11 @@ class Download:
         if looks_like_a_page(ct, b""):
             conn.close()
             raise errors.UnexpectedContent(ct, _host(conn.url))
-        if response.status_code == 200 and not fresh and part.next_offset > 0:
+        if (
+            response.status_code == 200
+            and not fresh
+            and (part.next_offset > 0 or len(self.parts) > 1)
+        ):
             conn.close()
             raise errors.RangeIgnored()
         if response.status_code == 206:
@@ -496,6 +506,32 @@ def _direct_error(status: int, response: httpx.Response, host: str) -> errors.Da
 
 def _host(url: str) -> str:
     return urlsplit(url).hostname or url
+
+
+async def run_together(coros: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run the parts' fetches as tasks until all are done: the first error stops the others and
+    is raised (in a group) once they have all stopped. A cancel of the awaiting task always wins,
+    even one that arrives while the others are stopping after an error (a TaskGroup of Python
+    3.11 would swallow it and let the job retry instead of ending)."""
+    tasks = [asyncio.create_task(c) for c in coros]
+    cancelled = False
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except asyncio.CancelledError:
+        cancelled = True
+    if cancelled or any(t.done() and not t.cancelled() and t.exception() for t in tasks):
+        for t in tasks:
+            t.cancel()
+    while not all(t.done() for t in tasks):  # every part stops before the file is closed
+        try:
+            await asyncio.wait(tasks)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError()
+    failures = [t.exception() for t in tasks if not t.cancelled() and t.exception() is not None]
+    if failures:
+        raise BaseExceptionGroup("a part failed", failures)
 
 
 def _first_error(group: BaseExceptionGroup) -> BaseException:

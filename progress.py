@@ -70,7 +70,7 @@ class SavedProgress:
             await asyncio.sleep(CHECKPOINT_SECONDS)
             try:
                 await self.commit(writer, parts)
-            except OSError as exc:
+            except Exception as exc:  # OSError, or SQLite's "disk is full": try again next time
                 log.warning("job %s: cannot save progress: %s", self.job_id, exc)
 
     async def forget(self) -> None:

@@ -163,7 +163,9 @@ class FileWriter:
     buffer, then hands it to a hasher thread, so writing one buffer and hashing the one before run
     at the same time (both release the GIL)."""
 
-    def __init__(self, path: Path, parts: list[Part], name: str) -> None:
+    def __init__(
+        self, path: Path, parts: list[Part], name: str, stop: threading.Event | None = None
+    ) -> None:
         self.path = path
         self.parts = parts
         self.sha = hashlib.sha256()
@@ -171,6 +173,8 @@ class FileWriter:
         self._hp = 0  # index of the part holding the hash frontier
         self.fd = -1
         self.error: BaseException | None = None
+        self.sync_error: OSError | None = None
+        self.stop = stop  # a job being stopped: the hasher's catch-up ends early
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._hashes: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"{name}-writer")
@@ -219,15 +223,18 @@ class FileWriter:
         while (item := self._hashes.get()) is not None:
             _, buf, size, offset, back = item
             try:
-                if self.error is None:
-                    if offset == self.hashed:
-                        self.sha.update(buf[:size])
-                        self.hashed += size
-                    self._catch_up()
+                if self.error is None and offset == self.hashed:
+                    self.sha.update(buf[:size])
+                    self.hashed += size
             except BaseException as exc:  # noqa: BLE001 - handed to the transfer threads
                 self.error = exc
             finally:
-                back.put(buf)
+                back.put(buf)  # before any catch-up: reading goes on while a prefix is hashed
+            try:
+                if self.error is None:
+                    self._catch_up()
+            except BaseException as exc:  # noqa: BLE001 - handed to the transfer threads
+                self.error = exc
 
     def _catch_up(self) -> None:
         """Hash what is already on disk at the hash frontier (other parts' bytes, or a resumed
@@ -236,6 +243,8 @@ class FileWriter:
             part = self.parts[self._hp]
             frontier = part.next_offset
             while self.hashed < frontier:
+                if self.stop is not None and self.stop.is_set():
+                    return  # stopping: the rest is hashed by the next run, from disk
                 chunk = _pread(self.fd, min(READ_BACK, frontier - self.hashed), self.hashed)
                 if not chunk:
                     return
@@ -249,8 +258,19 @@ class FileWriter:
         """Note each part's written offset, then fsync: those offsets are now safe to commit.
         (Writes that land during the fsync are counted at the next checkpoint.)"""
         offsets = [{"idx": p.idx, "done": p.written} for p in self.parts]
-        os.fsync(self.fd)
+        self._fsync()
         return offsets
+
+    def _fsync(self) -> None:
+        """fsync, and once it has failed, fail for good: Linux may drop the pages a failed fsync
+        could not write and let the next one succeed, so no later offset may be committed."""
+        if self.sync_error is not None:
+            raise self.sync_error
+        try:
+            os.fsync(self.fd)
+        except OSError as exc:
+            self.sync_error = exc
+            raise
 
     def finish(self) -> str:
         """After every transfer thread has ended: hash the rest, fsync; the SHA256."""
@@ -258,7 +278,7 @@ class FileWriter:
         if self.error is not None:
             raise self.error
         self._catch_up()
-        os.fsync(self.fd)
+        self._fsync()
         return self.sha.hexdigest()
 
     def _stop_thread(self) -> None:

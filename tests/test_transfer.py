@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import signal
 import ssl
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from websockets.sync.client import connect
 
+import errors
+from downloader import run_together
 from tests.conftest import assert_file_is, wait_for, wait_job
 from tests.fake_civitai import FakeCivitai
 from tests.test_downloads import MB, blob, sha
@@ -222,3 +227,76 @@ def test_civitai_itself_over_https_is_trusted_through_ssl_cert_file_too(
             done = wait_job(c, job.json()["id"])
         assert_file_is(done["path"], sha(data))
         d.stop()
+
+
+def test_a_cancel_while_the_parts_stop_after_an_error_still_cancels():
+    """One part fails; while another takes its time to stop (a transfer thread ending), the job
+    is cancelled: the cancel wins, and only once every part has stopped."""
+    stopped: list[str] = []
+
+    async def failing() -> None:
+        raise errors.NetworkError("the connection broke")
+
+    async def slow_to_stop() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.2)  # its thread takes a moment to end
+            stopped.append("slow")
+            raise
+
+    async def scenario() -> str:
+        task = asyncio.create_task(run_together([failing(), slow_to_stop()]))
+        await asyncio.sleep(0.05)  # the failure is in; the other part is stopping
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return "cancelled"
+        except BaseException as exc:  # noqa: BLE001 - what the old TaskGroup let through
+            return f"raised {type(exc).__name__}"
+        return "returned"
+
+    assert asyncio.run(scenario()) == "cancelled"
+    assert stopped == ["slow"]
+
+
+def test_a_part_error_is_raised_once_the_other_parts_have_stopped():
+    stopped: list[str] = []
+
+    async def failing() -> None:
+        raise errors.NetworkError("the connection broke")
+
+    async def slow_to_stop() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            stopped.append("slow")
+            raise
+
+    async def scenario() -> BaseException | None:
+        try:
+            await run_together([failing(), slow_to_stop()])
+        except BaseExceptionGroup as group:
+            return group.exceptions[0]
+        return None
+
+    assert isinstance(asyncio.run(scenario()), errors.NetworkError)
+    assert stopped == ["slow"]
+
+
+def test_a_stop_ends_the_hashers_catch_up_of_a_resumed_prefix_at_once(tmp_path):
+    """A resume hashes what is already on disk; a cancel or stop must not wait for that."""
+    from transfer import FileWriter, Part
+
+    path = tmp_path / "m.part"
+    path.write_bytes(b"x" * (32 * MB))
+    stop = threading.Event()
+    for stopped, expected in ((True, 0), (False, 32 * MB)):
+        part = Part(0, 0, 64 * MB - 1, done=32 * MB, written=32 * MB)
+        writer = FileWriter(path, [part], "test", stop)
+        writer.fd = os.open(path, os.O_RDONLY)
+        (stop.set if stopped else stop.clear)()
+        writer._catch_up()
+        os.close(writer.fd)
+        assert writer.hashed == expected
