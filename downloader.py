@@ -248,7 +248,7 @@ class Download:
     async def discard(self) -> None:
         """Forget all progress: the next run starts from byte 0."""
         await self.saved.forget()
-        self.part_path.unlink(missing_ok=True)
+        await asyncio.to_thread(self.part_path.unlink, missing_ok=True)  # GBs: not on the loop
 
     # Internals --------------------------------------------------------------------------
 

@@ -132,7 +132,9 @@ class JobRunner:
                 return await self._complete(row, path, actual, size, 0.0)
             if actual != (replaces.get("sha256") or "").lower():
                 raise errors.FileConflict(str(path))  # not the file the daemon put there
-        check_space(path, part_path, row.get("bytes_total") or row.get("size"))
+        await asyncio.to_thread(
+            check_space, path, part_path, row.get("bytes_total") or row.get("size")
+        )
 
         link = self.links.setdefault(job_id, Link(self.civitai, row["download_url"]))
         refetched = False
@@ -261,7 +263,7 @@ class JobRunner:
                 await asyncio.sleep(
                     exc.retry_after if exc.retry_after is not None else backoff(attempts)
                 )
-        fields = self.resolved_fields(resolved, row["model_type"])
+        fields = await asyncio.to_thread(self.resolved_fields, resolved, row["model_type"])
         # Another worker may have learned meanwhile that its job is this same file (asked for in
         # other words): decided under the claim lock, so only one of them downloads it.
         async with self.claim_lock:
