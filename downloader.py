@@ -17,7 +17,7 @@ import logging
 import re
 import socket
 import ssl
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,17 @@ import errors
 from civitai import CivitaiClient, error_for, require_http, retry_after_seconds
 from database import Store
 from progress import SavedProgress
-from transfer import LOW_SPEED_BYTES, FileWriter, Part, Stopped, Threads, Throttle, pump, split
+from transfer import (
+    LOW_SPEED_BYTES,
+    FileWriter,
+    Part,
+    Stopped,
+    Threads,
+    Throttle,
+    pump,
+    run_together,
+    split,
+)
 
 log = logging.getLogger("civitai.downloader")
 
@@ -346,7 +356,7 @@ class Download:
             conn = await self._get_following(url, headers)
             status = conn.status
             if status in (200, 206):
-                return self._check_content(conn, part, fresh)
+                return check_content(conn, part, fresh, self.total, len(self.parts) > 1)
             try:
                 response = await self.threads.run("answer", conn.read_error)
             except (OSError, http.client.HTTPException):
@@ -404,32 +414,6 @@ class Download:
             raise errors.NetworkError(
                 f"Cannot reach {_host(url)}: {exc or type(exc).__name__}"
             ) from None
-
-    def _check_content(self, conn: Connection, part: Part, fresh: bool) -> Connection:
-        response = conn.response
-        ct = response.headers.get("content-type", "")
-        if looks_like_a_page(ct, b""):
-            conn.close()
-            raise errors.UnexpectedContent(ct, _host(conn.url))
-        if (
-            response.status_code == 200
-            and not fresh
-            and (part.next_offset > 0 or len(self.parts) > 1)
-        ):
-            conn.close()
-            raise errors.RangeIgnored()
-        if response.status_code == 206:
-            m = re.match(r"bytes (\d+)-", response.headers.get("content-range", ""))
-            expected = 0 if fresh else part.next_offset
-            total = _total_size(response)
-            if (
-                not m
-                or int(m[1]) != expected
-                or (self.total is not None and total is not None and total != self.total)
-            ):
-                conn.close()
-                raise errors.RangeIgnored()
-        return conn
 
     async def _fetch(self, writer: FileWriter, part: Part, conn: Connection | None) -> None:
         while not part.complete:
@@ -508,30 +492,31 @@ def _host(url: str) -> str:
     return urlsplit(url).hostname or url
 
 
-async def run_together(coros: Iterable[Coroutine[Any, Any, None]]) -> None:
-    """Run the parts' fetches as tasks until all are done: the first error stops the others and
-    is raised (in a group) once they have all stopped. A cancel of the awaiting task always wins,
-    even one that arrives while the others are stopping after an error (a TaskGroup of Python
-    3.11 would swallow it and let the job retry instead of ending)."""
-    tasks = [asyncio.create_task(c) for c in coros]
-    cancelled = False
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    except asyncio.CancelledError:
-        cancelled = True
-    if cancelled or any(t.done() and not t.cancelled() and t.exception() for t in tasks):
-        for t in tasks:
-            t.cancel()
-    while not all(t.done() for t in tasks):  # every part stops before the file is closed
-        try:
-            await asyncio.wait(tasks)
-        except asyncio.CancelledError:
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError()
-    failures = [t.exception() for t in tasks if not t.cancelled() and t.exception() is not None]
-    if failures:
-        raise BaseExceptionGroup("a part failed", failures)
+def check_content(
+    conn: Connection, part: Part, fresh: bool, total: int | None, multipart: bool
+) -> Connection:
+    """The answer to a part's request carries that part: no web page, no whole body (200) where
+    a range was asked for (a resumed file of several parts takes none), the range asked for."""
+    response = conn.response
+    ct = response.headers.get("content-type", "")
+    if looks_like_a_page(ct, b""):
+        conn.close()
+        raise errors.UnexpectedContent(ct, _host(conn.url))
+    if response.status_code == 200 and not fresh and (part.next_offset > 0 or multipart):
+        conn.close()
+        raise errors.RangeIgnored()
+    if response.status_code == 206:
+        m = re.match(r"bytes (\d+)-", response.headers.get("content-range", ""))
+        expected = 0 if fresh else part.next_offset
+        size = _total_size(response)
+        if (
+            not m
+            or int(m[1]) != expected
+            or (total is not None and size is not None and size != total)
+        ):
+            conn.close()
+            raise errors.RangeIgnored()
+    return conn
 
 
 def _first_error(group: BaseExceptionGroup) -> BaseException:

@@ -23,7 +23,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -463,3 +463,29 @@ def _next_buffer(
             return back.get(timeout=POLL_SECONDS)
         except queue.Empty:
             continue
+
+
+async def run_together(coros: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run the parts' fetches as tasks until all are done: the first error stops the others and
+    is raised (in a group) once they have all stopped. A cancel of the awaiting task always wins,
+    even one that arrives while the others are stopping after an error (a TaskGroup of Python
+    3.11 would swallow it and let the job retry instead of ending)."""
+    tasks = [asyncio.create_task(c) for c in coros]
+    cancelled = False
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except asyncio.CancelledError:
+        cancelled = True
+    if cancelled or any(t.done() and not t.cancelled() and t.exception() for t in tasks):
+        for t in tasks:
+            t.cancel()
+    while not all(t.done() for t in tasks):  # every part stops before the file is closed
+        try:
+            await asyncio.wait(tasks)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError()
+    failures = [t.exception() for t in tasks if not t.cancelled() and t.exception() is not None]
+    if failures:
+        raise BaseExceptionGroup("a part failed", failures)

@@ -16,10 +16,10 @@ import pytest
 from websockets.sync.client import connect
 
 import errors
-from downloader import run_together
 from tests.conftest import assert_file_is, wait_for, wait_job
 from tests.fake_civitai import FakeCivitai
 from tests.test_downloads import MB, blob, sha
+from transfer import run_together
 
 
 def test_cancel_stops_every_connection_of_the_job_within_a_second(civitai, daemon, home):
