@@ -30,7 +30,6 @@ from civitai import CivitaiClient, error_for, require_http, retry_after_seconds
 from database import Store
 from progress import SavedProgress
 from transfer import (
-    LOW_SPEED_BYTES,
     FileWriter,
     Part,
     Stopped,
@@ -226,8 +225,6 @@ class Download:
         self.total: int | None = None
         self._received = 0  # bytes of earlier runs' parts
         self.threads = Threads(f"job{job_id}")
-        # A deliberate throttle below the lowest speed must not look like a stalled link.
-        self.watch_speed = not (0 < throttle.rate < LOW_SPEED_BYTES * 8)
 
     @property
     def fetched(self) -> int:
@@ -452,7 +449,6 @@ class Download:
                 throttle=self.throttle,
                 stop=self.threads.stop,
                 timeout=self.timeout,
-                watch_speed=self.watch_speed,
                 check_first=check_first,
             )
         except TimeoutError:

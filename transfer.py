@@ -130,6 +130,17 @@ class Throttle:
         self.tokens = float(rate)
         self.last = time.monotonic()
         self.lock = threading.Lock()
+        self.streams = 0  # connections sharing the bucket now
+
+    def joined(self, change: int) -> None:
+        """A connection starts (+1) or ends (-1) sharing the bucket."""
+        with self.lock:
+            self.streams += change
+
+    def starves(self) -> bool:
+        """Whether the cap, shared by the connections running now, leaves each of them below
+        the lowest speed: then a slow connection is the throttle's doing, not a stalled link."""
+        return 0 < self.rate < LOW_SPEED_BYTES * 8 * max(1, self.streams)
 
     def take(self, n: int, stop: threading.Event) -> None:
         """Account for `n` bytes; sleep (waking early on `stop`) while the bucket is in debt."""
@@ -384,7 +395,6 @@ def pump(
     throttle: Throttle,
     stop: threading.Event,
     timeout: float,
-    watch_speed: bool,
     check_first: Callable[[memoryview], None],
 ) -> bool:
     """Copy a body into `part` (on a transfer thread); True when the body ended before the part
@@ -395,6 +405,7 @@ def pump(
     for _ in range(BUFFERS):
         back.put(memoryview(bytearray(BUFFER_SIZE)))
     held = 0  # 1 while this thread holds a buffer; the others are free or with the writer
+    throttle.joined(+1)
     offset = part.next_offset
     window_start, window_bytes = time.monotonic(), 0
     first = offset == 0
@@ -426,7 +437,7 @@ def pump(
                 throttle.take(n, stop)
                 window_bytes += n
                 now = time.monotonic()
-                if now - window_start >= timeout and watch_speed:
+                if now - window_start >= timeout and not throttle.starves():
                     if window_bytes < LOW_SPEED_BYTES * timeout:
                         raise errors.NetworkError(
                             f"the connection stalled: {window_bytes} bytes in {timeout:g} s"
@@ -445,6 +456,7 @@ def pump(
             if part.end is not None and offset > part.end:
                 return False
     finally:
+        throttle.joined(-1)
         for _ in range(BUFFERS - held):  # every buffer back: all handed-over bytes written
             back.get()
         if writer.error is not None and not stop.is_set():

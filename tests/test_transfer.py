@@ -300,3 +300,25 @@ def test_a_stop_ends_the_hashers_catch_up_of_a_resumed_prefix_at_once(tmp_path):
         writer._catch_up()
         os.close(writer.fd)
         assert writer.hashed == expected
+
+
+def test_a_low_cap_shared_by_many_downloads_is_not_taken_for_stalled_links(civitai, daemon):
+    """9,000 B/s for ten downloads at once leaves each about 900 B/s, below the lowest speed a
+    link may keep for `timeout` seconds: that is the throttle's doing, not a stall to retry."""
+    data = {i: blob(12_000, seed=i) for i in range(10)}
+    for i, content in data.items():
+        civitai.add_simple(100 + i, 200 + i, content, filename=f"m{i}.safetensors")
+    d = daemon(workers=10, throttle=9000, timeout=2)
+    with d.client() as c:
+        ids = [
+            c.post("/api/download", json={"modelVersionId": 200 + i, "model_type": "lora"}).json()[
+                "id"
+            ]
+            for i in data
+        ]
+        ends = [wait_job(c, job_id, timeout=60) for job_id in ids]
+    assert [e["attempts"] for e in ends] == [0] * 10, [e["error"] for e in ends]
+    for i, end in zip(data, ends, strict=True):
+        assert_file_is(end["path"], sha(data[i]))
+    assert "stalled" not in d.stderr_text()
+    d.stop()
