@@ -229,24 +229,28 @@ def test_civitai_itself_over_https_is_trusted_through_ssl_cert_file_too(
         d.stop()
 
 
+async def failing_part() -> None:
+    raise errors.NetworkError("the connection broke")
+
+
+async def part_slow_to_stop(stopped: list[str], delay: float) -> None:
+    """A part that takes `delay` seconds to stop once cancelled (a transfer thread ending)."""
+    try:
+        await asyncio.sleep(10)
+    except asyncio.CancelledError:
+        await asyncio.sleep(delay)
+        stopped.append("slow")
+        raise
+
+
 def test_a_cancel_while_the_parts_stop_after_an_error_still_cancels():
     """One part fails; while another takes its time to stop (a transfer thread ending), the job
     is cancelled: the cancel wins, and only once every part has stopped."""
     stopped: list[str] = []
 
-    async def failing() -> None:
-        raise errors.NetworkError("the connection broke")
-
-    async def slow_to_stop() -> None:
-        try:
-            await asyncio.sleep(10)
-        except asyncio.CancelledError:
-            await asyncio.sleep(0.2)  # its thread takes a moment to end
-            stopped.append("slow")
-            raise
-
     async def scenario() -> str:
-        task = asyncio.create_task(run_together([failing(), slow_to_stop()]))
+        parts = [failing_part(), part_slow_to_stop(stopped, 0.2)]
+        task = asyncio.create_task(run_together(parts))
         await asyncio.sleep(0.05)  # the failure is in; the other part is stopping
         task.cancel()
         try:
@@ -264,19 +268,9 @@ def test_a_cancel_while_the_parts_stop_after_an_error_still_cancels():
 def test_a_part_error_is_raised_once_the_other_parts_have_stopped():
     stopped: list[str] = []
 
-    async def failing() -> None:
-        raise errors.NetworkError("the connection broke")
-
-    async def slow_to_stop() -> None:
-        try:
-            await asyncio.sleep(10)
-        except asyncio.CancelledError:
-            stopped.append("slow")
-            raise
-
     async def scenario() -> BaseException | None:
         try:
-            await run_together([failing(), slow_to_stop()])
+            await run_together([failing_part(), part_slow_to_stop(stopped, 0)])
         except BaseExceptionGroup as group:
             return group.exceptions[0]
         return None
