@@ -22,7 +22,7 @@ import httpx
 import errors
 import manifest
 from civitai import CivitaiClient
-from completed import CompletedFiles, FileState
+from completed import CompletedFiles
 from completed import file_state as _file_state
 from database import Store
 from events import EventBus, JobEvent
@@ -158,7 +158,7 @@ class DownloadQueue:
         """Insert the rows (one transaction) unless the same file is already active, earlier in
         `rows`, or completed and in place; per row, (job, created) or why it was refused."""
         # Before the lock: this may hash a file, and a slow disk must not stall claims and cancels.
-        done = await self._completed_in_place(rows)
+        done = await self.completed.same_files_in_place(rows)
         keys = [key for row in rows for key in (row["dedupe_key"], row["request_key"])]
         outcomes: list[Any] = [None] * len(rows)
         async with self._claim_lock:
@@ -211,12 +211,6 @@ class DownloadQueue:
             for key in {job["dedupe_key"], job.get("request_key")} - {None}:
                 by_key.setdefault(key, []).append(job)
         return by_key
-
-    async def _completed_in_place(
-        self, rows: list[dict[str, Any]]
-    ) -> list[tuple[dict[str, Any], FileState] | None]:
-        """Per row, the completed job of the same file still in place, and the file's state."""
-        return await self.completed.same_files_in_place(rows)
 
     async def enqueue_manifest(self) -> list[manifest.Problem]:
         """Queue each manifest entry unless its file is already completed and in place."""
