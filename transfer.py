@@ -17,8 +17,10 @@ hash and write on a second thread 1.50 s / 1.06 s (1.10x curl); httpx's sync cli
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import logging
+import mmap
 import os
 import queue
 import threading
@@ -46,6 +48,14 @@ POLL_SECONDS = 0.25  # how often a thread waiting on another one looks at the st
 # work on the machine): GET /api/status p50 11-13 ms, p99 78-84 ms at nice 0; p50 4 ms, p99
 # 32-36 ms at nice 10. An idle machine gives the downloads all of its CPU either way.
 TRANSFER_NICE = 10
+# A file fetched as one stream is written with O_DIRECT, from page-aligned buffers, at aligned
+# offsets: the page cache is skipped, and with it the kernel's cost of taking fresh pages.
+# A loop on this VM (1 GiB of 1 MiB pwrites, then fsync, 3 rounds): buffered
+# 0.43-2.75 s wall, 0.21-2.34 s system CPU; O_DIRECT 0.44-0.51 s wall, 0.07 s system CPU.
+# Anything unaligned (a tail, a slow link's partial buffer, a resume mid-block) and every file of
+# several parts (whose bytes the hasher reads back from the page cache) goes through the cache.
+DIRECT_ALIGN = 4096
+O_DIRECT = getattr(os, "O_DIRECT", 0)
 
 T = TypeVar("T")
 
@@ -183,6 +193,8 @@ class FileWriter:
         self.hashed = 0
         self._hp = 0  # index of the part holding the hash frontier
         self.fd = -1
+        self.dfd = -1  # the same file opened with O_DIRECT, or -1
+        self.direct_bytes = 0  # written past the page cache
         self.error: BaseException | None = None
         self.sync_error: OSError | None = None
         self.stop = stop  # a job being stopped: the hasher's catch-up ends early
@@ -203,6 +215,11 @@ class FileWriter:
         self.fd = safefs.open_rw(self.path, new=fresh)
         if truncate_to is not None:
             os.ftruncate(self.fd, truncate_to)
+        if O_DIRECT and len(self.parts) == 1:
+            try:  # the very file of self.fd (no path look-up, so no link can come between)
+                self.dfd = os.open(f"/proc/self/fd/{self.fd}", os.O_WRONLY | O_DIRECT)
+            except OSError:
+                self.dfd = -1  # no /proc, or a file system without O_DIRECT (tmpfs): the cache
         self._thread.start()
         self._hasher.start()
 
@@ -220,12 +237,25 @@ class FileWriter:
             part, buf, size, offset, back = item
             try:
                 if self.error is None:
-                    _pwrite(self.fd, buf[:size], offset)
+                    self._write(buf[:size], offset)
                     part.written += size
             except BaseException as exc:  # noqa: BLE001 - handed to the transfer threads
                 self.error = exc
             self._hashes.put(item)
         self._hashes.put(None)
+
+    def _write(self, data: memoryview, offset: int) -> None:
+        if self.dfd >= 0 and not (offset | len(data)) % DIRECT_ALIGN:
+            try:
+                _pwrite(self.dfd, data, offset)
+                self.direct_bytes += len(data)
+                return
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                os.close(self.dfd)  # this device wants another alignment: use the cache
+                self.dfd = -1
+        _pwrite(self.fd, data, offset)
 
     def _hash_run(self) -> None:
         """The hasher thread: hash each written buffer that lies at the hash frontier, catch up
@@ -302,6 +332,9 @@ class FileWriter:
 
     def close(self) -> None:
         self._stop_thread()
+        if self.dfd >= 0:
+            os.close(self.dfd)
+            self.dfd = -1
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -403,7 +436,7 @@ def pump(
     and errors.NetworkError for a stall."""
     back: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
     for _ in range(BUFFERS):
-        back.put(memoryview(bytearray(BUFFER_SIZE)))
+        back.put(memoryview(mmap.mmap(-1, BUFFER_SIZE)))  # page-aligned, for O_DIRECT
     held = 0  # 1 while this thread holds a buffer; the others are free or with the writer
     throttle.joined(+1)
     offset = part.next_offset

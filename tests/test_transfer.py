@@ -316,3 +316,74 @@ def test_a_low_cap_shared_by_many_downloads_is_not_taken_for_stalled_links(civit
         assert_file_is(end["path"], sha(data[i]))
     assert "stalled" not in d.stderr_text()
     d.stop()
+
+
+class _Body:
+    """A response body of known bytes, read in socket-sized pieces (the pump's side of HTTP)."""
+
+    def __init__(self, data: bytes, piece: int = 256 * 1024) -> None:
+        self.data, self.at, self.piece = memoryview(data), 0, piece
+
+    def readinto(self, view: memoryview) -> int:
+        n = min(len(view), self.piece, len(self.data) - self.at)
+        view[:n] = self.data[self.at : self.at + n]
+        self.at += n
+        return n
+
+
+def _pump_file(path: Path, data: bytes, start: int, parts: int = 1) -> tuple[str, int]:
+    """Write data[start:] into `path` through the byte path; the SHA256 and the direct bytes."""
+    from transfer import FileWriter, Part, Throttle, pump
+
+    part = Part(0, 0, len(data) - 1, done=start, written=start)
+    others = [Part(i, len(data) + i, len(data) + i) for i in range(1, parts)]
+    writer = FileWriter(path, [part, *others], "test", threading.Event())
+    writer.open(None, fresh=start == 0)
+    try:
+        body = _Body(data[start:])
+        pump(
+            body,
+            part,
+            writer,
+            throttle=Throttle(0),
+            stop=threading.Event(),
+            timeout=60,
+            check_first=lambda _: None,
+        )
+        writer.parts = [part]  # only the one part holds bytes
+        digest = writer.finish()
+    finally:
+        writer.close()
+        writer.shutdown()
+    return digest, writer.direct_bytes
+
+
+def test_one_stream_is_written_past_the_page_cache_and_reads_back_whole(tmp_path):
+    """O_DIRECT for aligned whole buffers, the cache for the tail; the file reads back exactly.
+    A resume from an unaligned offset and a file of several parts go through the cache."""
+    import hashlib
+
+    import transfer
+
+    probe = tmp_path / "probe"
+    probe.write_bytes(b"")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | transfer.O_DIRECT))
+    except (OSError, AttributeError):
+        pytest.fail(f"{tmp_path} must support O_DIRECT for this test (ext4, xfs, btrfs do)")
+    data = os.urandom(3 * MB + 1000)
+    path = tmp_path / "m.part"
+    digest, direct = _pump_file(path, data, 0)
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert path.read_bytes() == data
+    assert direct == 3 * MB  # the 1000-byte tail went through the cache
+
+    path.write_bytes(data[:12345])  # a resume mid-block: every write is unaligned
+    digest, direct = _pump_file(path, data, 12345)
+    assert (digest, direct) == (hashlib.sha256(data).hexdigest(), 0)
+    assert path.read_bytes() == data
+
+    path.unlink()
+    digest, direct = _pump_file(path, data, 0, parts=2)
+    assert direct == 0  # the hasher reads other parts back from the cache: no O_DIRECT
+    assert path.read_bytes()[: len(data)] == data
