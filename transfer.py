@@ -7,16 +7,13 @@ hash frontier; so reading, writing and hashing overlap. Other parts' bytes are r
 page cache once the frontier reaches them. fsync runs on a fourth thread. The event loop only
 starts and awaits these threads and reads counters.
 
-Measured on loopback (bench/candidates.py, 1 GiB, one connection, read + SHA256 + pwrite, median
-of 3 interleaved rounds, wall / CPU): curl -o 1.19 s / 1.11 s; the old path (httpx async on the
-API loop) 3.07 s / 2.68 s; http.client readinto on one thread 1.86 s / 1.50 s; the same with the
-hash and write on a second thread 1.50 s / 1.06 s (1.10x curl); httpx's sync client 4.19 s /
-3.00 s; pycurl 1.83 s / 1.43 s. Reading and hashing on two threads overlap, so that is the design.
+Why http.client and a hasher thread (figures from bench/candidates.py): README, Performance.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import errno
 import hashlib
 import logging
@@ -195,11 +192,15 @@ class FileWriter:
         self.fd = -1
         self.dfd = -1  # the same file opened with O_DIRECT, or -1
         self.direct_bytes = 0  # written past the page cache
+        self.read_back = 0  # hashed from the file rather than from a buffer
         self.error: BaseException | None = None
         self.sync_error: OSError | None = None
         self.stop = stop  # a job being stopped: the hasher's catch-up ends early
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._hashes: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        # per part, the offsets of buffers handed over and not yet seen by the hasher, in order:
+        # the catch-up stops at the first of them, whose bytes come from memory, not from disk
+        self._pending: dict[int, collections.deque[int]] = {}
         self._thread = threading.Thread(target=self._run, name=f"{name}-writer")
         self._hasher = threading.Thread(target=self._hash_run, name=f"{name}-hasher")
         # open, fsync, finish, close: one thread, so no fsync runs on a closed descriptor.
@@ -228,6 +229,7 @@ class FileWriter:
     ) -> None:
         """Hand the first `size` bytes of `buf` over; `buf` comes back on `back` once written
         (or dropped after a write error)."""
+        self._pending.setdefault(part.idx, collections.deque()).append(offset)
         self._queue.put((part, buf, size, offset, back))
 
     def _run(self) -> None:
@@ -262,7 +264,7 @@ class FileWriter:
         from the page cache past it, then give the buffer back to its transfer thread."""
         lower_priority()
         while (item := self._hashes.get()) is not None:
-            _, buf, size, offset, back = item
+            part, buf, size, offset, back = item
             try:
                 if self.error is None and offset == self.hashed:
                     self.sha.update(buf[:size])
@@ -270,6 +272,7 @@ class FileWriter:
             except BaseException as exc:  # noqa: BLE001 - handed to the transfer threads
                 self.error = exc
             finally:
+                self._pending[part.idx].popleft()
                 back.put(buf)  # before any catch-up: reading goes on while a prefix is hashed
             try:
                 if self.error is None:
@@ -283,6 +286,12 @@ class FileWriter:
         while self._hp < len(self.parts):
             part = self.parts[self._hp]
             frontier = part.next_offset
+            pending = self._pending.get(part.idx)
+            if pending:  # its next bytes are on their way to the hasher in a buffer
+                try:
+                    frontier = min(frontier, pending[0])
+                except IndexError:  # seen just now: the frontier as written holds
+                    pass
             while self.hashed < frontier:
                 if self.stop is not None and self.stop.is_set():
                     return  # stopping: the rest is hashed by the next run, from disk
@@ -291,6 +300,7 @@ class FileWriter:
                     return
                 self.sha.update(chunk)
                 self.hashed += len(chunk)
+                self.read_back += len(chunk)
             if not part.complete:
                 return
             self._hp += 1

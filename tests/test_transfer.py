@@ -331,8 +331,9 @@ class _Body:
         return n
 
 
-def _pump_file(path: Path, data: bytes, start: int, parts: int = 1) -> tuple[str, int]:
-    """Write data[start:] into `path` through the byte path; the SHA256 and the direct bytes."""
+def _pump_file(path: Path, data: bytes, start: int, parts: int = 1) -> tuple[str, int, int]:
+    """Write data[start:] into `path` through the byte path: the SHA256, the bytes written past
+    the page cache, and the bytes the hasher read back from the file."""
     from transfer import FileWriter, Part, Throttle, pump
 
     part = Part(0, 0, len(data) - 1, done=start, written=start)
@@ -355,11 +356,12 @@ def _pump_file(path: Path, data: bytes, start: int, parts: int = 1) -> tuple[str
     finally:
         writer.close()
         writer.shutdown()
-    return digest, writer.direct_bytes
+    return digest, writer.direct_bytes, writer.read_back
 
 
-def test_one_stream_is_written_past_the_page_cache_and_reads_back_whole(tmp_path):
-    """O_DIRECT for aligned whole buffers, the cache for the tail; the file reads back exactly.
+def test_one_stream_is_written_past_the_page_cache_and_hashed_from_memory(tmp_path):
+    """O_DIRECT for aligned whole buffers, the cache for the tail; the file reads back exactly,
+    and the hasher reads nothing back but a resumed prefix (it once re-read most of the file).
     A resume from an unaligned offset and a file of several parts go through the cache."""
     import hashlib
 
@@ -373,17 +375,20 @@ def test_one_stream_is_written_past_the_page_cache_and_reads_back_whole(tmp_path
         pytest.fail(f"{tmp_path} must support O_DIRECT for this test (ext4, xfs, btrfs do)")
     data = os.urandom(3 * MB + 1000)
     path = tmp_path / "m.part"
-    digest, direct = _pump_file(path, data, 0)
+    digest, direct, read_back = _pump_file(path, data, 0)
     assert digest == hashlib.sha256(data).hexdigest()
     assert path.read_bytes() == data
     assert direct == 3 * MB  # the 1000-byte tail went through the cache
+    assert read_back == 0
 
     path.write_bytes(data[:12345])  # a resume mid-block: every write is unaligned
-    digest, direct = _pump_file(path, data, 12345)
+    digest, direct, read_back = _pump_file(path, data, 12345)
     assert (digest, direct) == (hashlib.sha256(data).hexdigest(), 0)
+    # the prefix, and the first buffer, which came while the prefix was still unhashed
+    assert read_back == 12345 + transfer.BUFFER_SIZE
     assert path.read_bytes() == data
 
     path.unlink()
-    digest, direct = _pump_file(path, data, 0, parts=2)
+    digest, direct, _ = _pump_file(path, data, 0, parts=2)
     assert direct == 0  # the hasher reads other parts back from the cache: no O_DIRECT
     assert path.read_bytes()[: len(data)] == data
