@@ -1,6 +1,6 @@
 """Set up the daemon on a machine with only Python 3.11+, and run it as a service where it can.
 
-    python3 install.py             # uv, dependencies, home; as root a systemd service, else start
+    python3 install.py             # uv, the runtime, the home; as root a service, else start
     python3 install.py --dry-run   # print every step and the rendered unit, change nothing
     python3 install.py --uninstall # stop and remove the service; keep the home and its data
 Options: --home DIR, --user NAME (the service's user), --service (insist on the service),
@@ -83,10 +83,15 @@ def find_uv(dry_run: bool = False) -> str:
         return shutil.which("uv") or str(Path(scripts) / "uv")
 
 
-def uv_sync(uv: str) -> None:
-    say("installing dependencies with uv sync")
+def sync_command(uv: str, dev: bool) -> list[str]:
+    """`uv sync`: the runtime only for a user's install; with the dev group for run_tests.py."""
     frozen = ["--frozen"] if (REPO / "uv.lock").exists() else []
-    subprocess.run([uv, "sync", *frozen], cwd=REPO, check=True)
+    return [uv, "sync", *frozen, *([] if dev else ["--no-dev"])]
+
+
+def uv_sync(uv: str, dev: bool = False) -> None:
+    say("installing the dependencies" + (" and the test tools" if dev else "") + " with uv sync")
+    subprocess.run(sync_command(uv, dev), cwd=REPO, check=True)
 
 
 def venv_python() -> Path:
@@ -230,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     home = resolve_home(args.home)
     uv = find_uv(args.dry_run)
     if args.dry_run:
-        say(f"would run: {uv} sync --frozen (in {REPO})")
+        say(f"would run: {' '.join(sync_command(uv, dev=False))} (in {REPO})")
     else:
         uv_sync(uv)
     create_home(home, args.dry_run)
