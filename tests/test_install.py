@@ -9,13 +9,22 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 import install
 import run_tests
-from tests.conftest import REPO, DaemonProcess, git, read_config, snapshot_checkout, wait_job
+from tests.conftest import (
+    REPO,
+    DaemonProcess,
+    git,
+    read_config,
+    skip_unless_ci,
+    snapshot_checkout,
+    wait_job,
+)
 
 
 def checkout_env() -> dict[str, str]:
@@ -76,6 +85,9 @@ def test_rendered_unit_is_valid_and_hardened(tmp_path):
     unit.read_string(unit_text)
     service = unit["Service"]
     assert service["Restart"] == "on-failure" and service["User"] == "civitai"
+    assert service["RestartPreventExitStatus"] == "2"  # a bad config.json never restarts forever
+    assert service["PrivateTmp"] == "no"  # tmp_path is under /tmp: said why, in the unit
+    assert f"# PrivateTmp=no: {tmp_path / 'home'} is under /tmp, which a private /tmp" in unit_text
     assert service["NoNewPrivileges"] == "yes" and service["ProtectSystem"] == "strict"
     assert service["ReadWritePaths"] == str(tmp_path / "home")
     assert int(service["TimeoutStopSec"]) > 10  # the daemon's own graceful stop takes at most 10 s
@@ -377,3 +389,109 @@ def test_after_install_and_a_first_start_the_checkout_is_clean_and_holds_no_secr
     holding = [n for n in filter(None, tracked) if token.encode() in (installed / n).read_bytes()]
     assert holding == [], f"the generated api_token is in tracked files {holding}"
     assert "config.json" not in tracked and "manifest.json" not in tracked
+
+
+# The service's user -----------------------------------------------------------------------------
+
+OTHER_UID = 54321  # owns nothing here: what a fresh service account is to root's files
+
+
+@pytest.fixture
+def layout():
+    """A checkout whose venv links to an interpreter in a folder of its own (like ~/.pyenv), and a
+    home, all under a folder of /tmp that everyone may enter (tmp_path's pytest-of-root is 700)."""
+    base = Path(tempfile.mkdtemp(prefix="civitai-reach-"))
+    base.chmod(0o755)
+    interpreter = base / "pyenv" / "versions" / "3.11" / "bin" / "python3.11"
+    interpreter.parent.mkdir(parents=True)
+    interpreter.write_text("#!/bin/sh\necho ran\n")
+    interpreter.chmod(0o755)
+    (interpreter.parent / "python3").symlink_to("python3.11")
+    venv_bin = base / "repo" / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "python").symlink_to(interpreter.parent / "python3")
+    (base / "repo" / "launch.py").write_text("")
+    (base / "home").mkdir()
+    for folder in [p for p in base.rglob("*") if p.is_dir() and not p.is_symlink()]:
+        folder.chmod(0o755)
+    yield base
+    shutil.rmtree(base)
+
+
+def problem(layout: Path, gids: frozenset[int] = frozenset({OTHER_UID})) -> str:
+    python = layout / "repo" / ".venv" / "bin" / "python"
+    return install.service_user_problem(
+        "civitai", OTHER_UID, set(gids), python, layout / "repo", layout / "home"
+    )
+
+
+def test_a_service_user_who_can_reach_everything_passes(layout):
+    assert problem(layout) == ""
+
+
+def test_an_interpreter_in_a_folder_of_mode_700_is_refused_with_the_fix(layout):
+    (layout / "pyenv").chmod(0o700)  # /root/.pyenv
+    said = problem(layout)
+    assert f"cannot enter {layout / 'pyenv'} (mode 700, owner uid 0)" in said
+    assert "leads to " + str(layout / "pyenv" / "versions" / "3.11" / "bin" / "python3.11") in said
+    assert "UV_PYTHON=/usr/bin/python3 python3 install.py --user civitai" in said
+    assert f"rm -rf {layout / 'repo' / '.venv'}" in said
+
+
+def test_group_members_may_enter_a_folder_of_mode_750(layout):
+    folder = layout / "pyenv"
+    os.chown(folder, 0, OTHER_UID)
+    folder.chmod(0o750)
+    assert problem(layout) == ""
+    assert "cannot enter" in problem(layout, gids=frozenset({1}))
+
+
+def test_an_interpreter_the_user_may_not_execute_is_refused(layout):
+    (layout / "pyenv" / "versions" / "3.11" / "bin" / "python3.11").chmod(0o744)
+    assert "may not execute" in problem(layout)
+
+
+def test_a_home_the_user_cannot_reach_is_refused_with_the_fix(layout):
+    home = layout / "home"
+    layout.chmod(0o700)  # everything under it: the venv is refused first
+    assert "cannot run" in problem(layout)
+    layout.chmod(0o755)
+    home.chmod(0o700)  # only the home (install.py chowns it to the user; its parent must be open)
+    assert problem(layout) == ""  # the home itself is given to the user by install.py
+    home.chmod(0o755)
+    inner = layout / "private" / "home"
+    inner.mkdir(parents=True)
+    (layout / "private").chmod(0o700)
+    python = layout / "repo" / ".venv" / "bin" / "python"
+    said = install.service_user_problem(
+        "civitai", OTHER_UID, {OTHER_UID}, python, layout / "repo", inner
+    )
+    assert f"cannot reach the home {inner}" in said and f"chmod o+x {layout / 'private'}" in said
+
+
+def test_the_check_agrees_with_the_kernel_for_a_real_user(layout):
+    """A real account and runuser: the check refuses exactly what the kernel refuses."""
+    if os.geteuid() != 0 or not shutil.which("useradd") or not shutil.which("runuser"):
+        skip_unless_ci("needs root with useradd and runuser to create a real service user")
+    name = f"civt{os.getpid() % 100000}"
+    made = subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stderr
+    try:
+        python = layout / "repo" / ".venv" / "bin" / "python"
+        for mode in (0o755, 0o700):
+            (layout / "pyenv").chmod(mode)
+            ran = subprocess.run(
+                ["runuser", "-u", name, "--", str(python)], capture_output=True, text=True
+            )
+            verdict = install.check_service_user(name, python, layout / "home")
+            assert (ran.returncode == 0) == (verdict == ""), (mode, ran, verdict)
+            assert (ran.stdout == "ran\n") == (mode == 0o755)
+        assert "there is no user civitai-nobody-here" in install.check_service_user(
+            "civitai-nobody-here", python, layout / "home"
+        )
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)
