@@ -57,7 +57,7 @@ def connect(home_arg: str | None) -> httpx.Client:
     if not port or not token:
         raise CliError(
             f"No daemon has run with the home {home} yet (config.json has no active_port or "
-            f"api_token). Start it with: uv run launch.py --home {home}"
+            f"api_token). Start it, in the checkout, with: .venv/bin/python launch.py --home {home}"
         )
     base = local_url(config.get("host") or "127.0.0.1", port)
     return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120)
@@ -69,7 +69,7 @@ def call(client: httpx.Client, method: str, path: str, **kw: Any) -> Any:
     except httpx.TransportError:
         raise CliError(
             f"The daemon is not running (nothing answers at {client.base_url}). Start it with "
-            f"`uv run launch.py` or `systemctl start civitai-daemon`."
+            f"`.venv/bin/python launch.py` in the checkout or `systemctl start civitai-daemon`."
         ) from None
     try:
         data = response.json()

@@ -236,6 +236,7 @@ def test_cli_against_a_running_daemon(civitai, daemon, home):
 def test_cli_with_no_daemon_ever_started(tmp_path):
     result = cli(tmp_path / "empty", "status")
     assert result.returncode == 3 and "No daemon has run" in result.stderr
+    assert ".venv/bin/python launch.py --home" in result.stderr  # no uv on the PATH needed
 
 
 def test_root_path_serves_the_gui_under_a_reverse_proxy_sub_path(civitai, daemon):
