@@ -1,10 +1,10 @@
 """Command line for a running daemon: finds its port and key in the home's config.json.
 
-    uv run cli.py status
-    uv run cli.py list [--status failed]
-    uv run cli.py add https://civitai.com/models/4384?modelVersionId=128713 --type checkpoint
-    uv run cli.py add --version 128713 --type checkpoint
-    uv run cli.py cancel 12 · retry 12 · completed · updates [--check] · scan
+    ./civitai status
+    ./civitai list [--status failed]
+    ./civitai add "https://civitai.com/models/4384?modelVersionId=128713" --type checkpoint
+    ./civitai add --version 128713 --type checkpoint
+    ./civitai cancel 12 · retry 12 · completed · updates [--check] · scan · url · key
 Every command takes --json (for scripts) and --home DIR.
 """
 
@@ -57,7 +57,7 @@ def connect(home_arg: str | None) -> httpx.Client:
     if not port or not token:
         raise CliError(
             f"No daemon has run with the home {home} yet (config.json has no active_port or "
-            f"api_token). Start it with: uv run launch.py --home {home}"
+            f"api_token). Start it, in the checkout, with: .venv/bin/python launch.py --home {home}"
         )
     base = local_url(config.get("host") or "127.0.0.1", port)
     return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120)
@@ -69,7 +69,7 @@ def call(client: httpx.Client, method: str, path: str, **kw: Any) -> Any:
     except httpx.TransportError:
         raise CliError(
             f"The daemon is not running (nothing answers at {client.base_url}). Start it with "
-            f"`uv run launch.py` or `systemctl start civitai-daemon`."
+            f"`.venv/bin/python launch.py` in the checkout or `systemctl start civitai-daemon`."
         ) from None
     try:
         data = response.json()
@@ -115,6 +115,12 @@ def run(args: argparse.Namespace) -> tuple[Any, str]:
             f"{len(s['active'])} active."
         )
         return s, text + ("\n" + job_rows(s["active"]) if s["active"] else "")
+    if cmd == "url":
+        url = str(c.base_url).rstrip("/")
+        return {"url": url}, url
+    if cmd == "key":
+        key = c.headers["Authorization"].removeprefix("Bearer ")
+        return {"api_token": key}, key
     if cmd == "list":
         params = {"limit": args.limit} | ({"status": args.status} if args.status else {})
         data = call(c, "GET", "/api/jobs", params=params)
@@ -234,6 +240,8 @@ def parser() -> argparse.ArgumentParser:
     up = sub.add_parser("updates", parents=[common], help="updates found; --check runs a check now")
     up.add_argument("--check", action="store_true")
     sub.add_parser("scan", parents=[common], help="adopt existing files under download_dir")
+    sub.add_parser("url", parents=[common], help="the daemon's address, for scripts and curl")
+    sub.add_parser("key", parents=[common], help="the API key (api_token), for scripts and curl")
     return p
 
 

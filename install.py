@@ -1,6 +1,6 @@
 """Set up the daemon on a machine with only Python 3.11+, and run it as a service where it can.
 
-    python3 install.py             # uv, dependencies, home; as root a systemd service, else start
+    python3 install.py             # uv, the runtime, the home; as root a service, else start
     python3 install.py --dry-run   # print every step and the rendered unit, change nothing
     python3 install.py --uninstall # stop and remove the service; keep the home and its data
 Options: --home DIR, --user NAME (the service's user), --service (insist on the service),
@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import venv
@@ -22,6 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent
 TOOLS = REPO / ".tools"
 MIN_PYTHON = (3, 11)
+EXIT_USAGE = 2
 UNIT_NAME = "civitai-daemon.service"
 UNIT_DIR = Path("/etc/systemd/system")
 TEMPLATE = REPO / "systemd" / UNIT_NAME
@@ -83,10 +85,15 @@ def find_uv(dry_run: bool = False) -> str:
         return shutil.which("uv") or str(Path(scripts) / "uv")
 
 
-def uv_sync(uv: str) -> None:
-    say("installing dependencies with uv sync")
+def sync_command(uv: str, dev: bool) -> list[str]:
+    """`uv sync`: the runtime only for a user's install; with the dev group for run_tests.py."""
     frozen = ["--frozen"] if (REPO / "uv.lock").exists() else []
-    subprocess.run([uv, "sync", *frozen], cwd=REPO, check=True)
+    return [uv, "sync", *frozen, *([] if dev else ["--no-dev"])]
+
+
+def uv_sync(uv: str, dev: bool = False) -> None:
+    say("installing the dependencies" + (" and the test tools" if dev else "") + " with uv sync")
+    subprocess.run(sync_command(uv, dev), cwd=REPO, check=True)
 
 
 def venv_python() -> Path:
@@ -130,15 +137,100 @@ def render_unit(home: Path, user: str | None, python: Path) -> str:
     models = download_dir(home)
     if not str(models).startswith(str(home) + os.sep):
         writable.append(str(models))
+    in_tmp = [p for p in writable if p.startswith(("/tmp/", "/var/tmp/"))]
     return TEMPLATE.read_text().format(
         repo=REPO,
         home=home,
         python=python,
         user_line=f"User={user}\n" if user else "",
         rw_paths=" ".join(writable),
-        # A private /tmp would hide a home that lives in /tmp.
-        private_tmp="no" if any(p.startswith(("/tmp/", "/var/tmp/")) for p in writable) else "yes",
+        private_tmp="no" if in_tmp else "yes",
+        private_tmp_why=(
+            f"PrivateTmp=no: {in_tmp[0]} is under /tmp, which a private /tmp would hide from the "
+            f"daemon (it would see an empty folder, and lose it at each restart)."
+            if in_tmp
+            else "PrivateTmp=yes: the daemon gets a /tmp of its own."
+        ),
     )
+
+
+SEARCH, WRITE = 0o1, 0o2  # the x and w bits of one class (owner, group, other)
+
+
+def allowed(st: os.stat_result, uid: int, gids: set[int], bit: int) -> bool:
+    """Whether uid (with gids) has `bit` on a file of this stat, as the kernel decides."""
+    if uid == 0:
+        return bit != SEARCH or not stat.S_ISREG(st.st_mode) or bool(st.st_mode & 0o111)
+    if st.st_uid == uid:
+        return bool(st.st_mode & (bit << 6))
+    if st.st_gid in gids:
+        return bool(st.st_mode & (bit << 3))
+    return bool(st.st_mode & bit)
+
+
+def chain(path: Path) -> list[Path]:
+    """`path` and every link it leads through, to the file at the end."""
+    out = [Path(os.path.abspath(path))]
+    while out[-1].is_symlink() and len(out) < 40:
+        out.append(Path(os.path.abspath(out[-1].parent / os.readlink(out[-1]))))
+    return out
+
+
+def blocked_dir(path: Path, uid: int, gids: set[int]) -> Path | None:
+    """The first folder on the way to `path` (as written and resolved) that uid cannot enter."""
+    for way in (path.parent, Path(os.path.realpath(path.parent))):
+        for folder in [*reversed(way.parents), way]:
+            if not allowed(folder.stat(), uid, gids, SEARCH):
+                return folder
+    return None
+
+
+def mode_of(path: Path) -> str:
+    st = path.stat()
+    return f"mode {stat.S_IMODE(st.st_mode):o}, owner uid {st.st_uid}"
+
+
+def service_user_problem(
+    user: str, uid: int, gids: set[int], python: Path, repo: Path, home: Path
+) -> str:
+    """Why `user` could not run the service (its interpreter, launch.py, the home), or ""."""
+    for step in chain(python):
+        folder = blocked_dir(step, uid, gids)
+        if folder:
+            return (
+                f"the service user {user} cannot run {python}: it leads to {chain(python)[-1]}, "
+                f"and {user} cannot enter {folder} ({mode_of(folder)}). Create the venv with a "
+                f"Python {user} can reach: rm -rf {repo / '.venv'} && UV_PYTHON=/usr/bin/python3 "
+                f"python3 install.py --user {user} (or make {folder} searchable: chmod o+x "
+                f"{folder})"
+            )
+    if not allowed(chain(python)[-1].stat(), uid, gids, SEARCH):
+        return f"the service user {user} may not execute {chain(python)[-1]}"
+    # The home itself is chowned to the user by install_service: only the way to it must be open.
+    for place, what in ((repo / "launch.py", f"the checkout {repo}"), (home, f"the home {home}")):
+        folder = blocked_dir(place, uid, gids)
+        if folder:
+            return (
+                f"the service user {user} cannot reach {what}: it cannot enter "
+                f"{folder} ({mode_of(folder)}). Move it to a place {user} can reach (e.g. "
+                f"/srv/civitai-daemon, with --home /srv/civitai-daemon/home), or chmod o+x {folder}"
+            )
+    return ""
+
+
+def check_service_user(user: str, python: Path, home: Path) -> str:
+    """service_user_problem for a real account; a missing account is a problem too."""
+    import pwd  # not on Windows, where there is no service to install
+
+    try:
+        account = pwd.getpwnam(user)
+    except KeyError:
+        return (
+            f"there is no user {user}. Create it with: useradd --system --shell "
+            f"/usr/sbin/nologin {user}"
+        )
+    gids = set(os.getgrouplist(user, account.pw_gid))
+    return service_user_problem(user, account.pw_uid, gids, python, REPO, home)
 
 
 @dataclass
@@ -230,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     home = resolve_home(args.home)
     uv = find_uv(args.dry_run)
     if args.dry_run:
-        say(f"would run: {uv} sync --frozen (in {REPO})")
+        say(f"would run: {' '.join(sync_command(uv, dev=False))} (in {REPO})")
     else:
         uv_sync(uv)
     create_home(home, args.dry_run)
@@ -243,6 +335,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             sys.exit(f"Cannot install the service: {plan.reason}.")
     if plan.service:
+        problem = check_service_user(args.user, venv_python(), home) if args.user else ""
+        if problem and args.dry_run:
+            say(f"(a real run would stop here: {problem})")
+        elif problem:
+            print(f"error: cannot install the service: {problem}.", file=sys.stderr)
+            return EXIT_USAGE
         install_service(home, args.user, args.dry_run)
         return 0
     say(f"skipped the systemd service: {plan.reason}")

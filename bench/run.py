@@ -1,6 +1,6 @@
 """Benchmarks, side by side with curl and aria2c on the same machine, in one run.
 
-    uv run python bench/run.py [--rounds 5] [--big] [--only 1,2,3,4,5,6] [--quick] [--drop-caches]
+    .venv/bin/python bench/run.py [--rounds 5] [--big] [--only 1,2,3,4,5,6] [--quick] [--drop-caches]
 
 1. one large file: curl -o (no verification), aria2c -x1 / -x4 --checksum, daemon with
    connections 1 and 4 (SHA256), interleaved round by round; ratios to curl per round

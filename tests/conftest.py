@@ -349,3 +349,33 @@ def tmpfs(tmp_path: Path) -> Iterator:
     yield make
     for t in made:
         t.unmount()
+
+
+def snapshot_checkout(dest: Path) -> Path:
+    """This working tree as its next commit would hold it, as a fresh git repository at `dest`:
+    what a person gets from `git clone` (uncommitted changes included, ignored files left out)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = REPO / name
+        if source.exists() or source.is_symlink():  # a deletion not yet committed is left out
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name, follow_symlinks=False)
+    git(dest, "init", "-q")
+    git(dest, "add", "-A")
+    git(dest, "commit", "-q", "-m", "snapshot of the working tree")
+    return dest
+
+
+def git(repo: Path, *args: str) -> str:
+    """Run git in `repo` (with a committer identity, as on a fresh machine) and return stdout."""
+    identity = ["-c", "user.name=tests", "-c", "user.email=tests@example.invalid"]
+    done = subprocess.run(
+        ["git", *identity, *args], cwd=repo, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, f"git {' '.join(args)} in {repo}: {done.stderr}"
+    return done.stdout

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
+from run_tests import CHROMIUM_FIX, chromium_path
 from tests.conftest import wait_for
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = chromium_path() or os.environ.get("CHROMIUM") or "chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 ARGS = [
     "--no-sandbox",
@@ -25,8 +26,9 @@ ARGS = [
 
 @pytest.fixture(scope="module")
 def browser():
+    # Never a skip: a GUI left untested must show as a failure, with the fix.
     assert Path(CHROMIUM).exists(), (
-        f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)"
+        f"The GUI tests need Chromium; {CHROMIUM} is missing: {CHROMIUM_FIX}."
     )
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
