@@ -9,6 +9,7 @@ import os
 import socket
 import ssl
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -83,13 +84,19 @@ class Proxied:
         return self.request(method, path, headers=headers, **kw)
 
 
-@pytest.fixture(params=list(ROOTS), ids=["root", "sub-path"])
-def proxied(request, civitai, daemon) -> Iterator[Proxied]:
-    root = ROOTS[request.param]
+@contextmanager
+def behind_nginx(daemon, location: str, block: str) -> Iterator[Proxied]:
+    root = ROOTS[location]
     d = daemon(trusted_hosts=[SERVER_NAME], root_path=root)
-    with Nginx(readme_block(request.param), upstream=d.port) as n:
+    with Nginx(block, upstream=d.port) as n:
         yield Proxied(d, n, root)
     d.stop()
+
+
+@pytest.fixture(params=list(ROOTS), ids=["root", "sub-path"])
+def proxied(request, civitai, daemon) -> Iterator[Proxied]:
+    with behind_nginx(daemon, request.param, readme_block(request.param)) as p:
+        yield p
 
 
 def test_gui_through_nginx_logs_in_loads_bootstrap_and_shows_live_progress(
@@ -180,3 +187,45 @@ def test_through_nginx_a_foreign_origin_is_still_refused(proxied):
     assert ws_status(proxied, ours) == "open"
     ok = proxied.api("POST", "/api/download", json={}, headers={"Origin": ours})
     assert ok.status_code == 422  # past the guard, refused for its empty body
+
+
+def test_a_login_posted_from_another_site_gets_a_page_that_says_why(proxied, page):
+    login = proxied.url("/gui/login")
+    attacker = (
+        f'<form method="post" action="{login}"><input name="key" value="{proxied.daemon.token}">'
+        '<button id="go">go</button></form>'
+    )
+    page.route(
+        "http://attacker.test/", lambda r: r.fulfill(body=attacker, content_type="text/html")
+    )
+    page.goto("http://attacker.test/")
+    with page.expect_response(login) as answer:
+        page.click("#go")
+    assert answer.value.status == 403
+    assert answer.value.headers["content-type"] == "text/html; charset=utf-8"
+    expect(page.locator("h1")).to_have_text("The daemon refused this request")
+    expect(page.locator("#refusal")).to_have_text(
+        "Requests from origin 'http://attacker.test' are not allowed."
+    )
+    expect(page.get_by_role("link")).to_have_attribute("href", f"{proxied.root}/gui")
+    assert page.context.cookies() == []  # no session was made
+
+
+def test_behind_nginx_that_drops_the_port_the_refused_login_says_what_to_change(
+    civitai, daemon, page
+):
+    """The README's old `proxy_set_header Host $host;` on a port other than 443."""
+    old = readme_block("/").replace("Host $http_host;", "Host $host;")
+    with behind_nginx(daemon, "/", old) as proxied:
+        page.goto(proxied.url("/gui"))
+        page.fill("#key", proxied.daemon.token)
+        page.click("button[type=submit]")
+        expect(page.locator("#refusal")).to_have_text(
+            f"Requests from origin '{proxied.origin}' are not allowed: the page is on port "
+            f"{proxied.nginx.port}, but the request reached the daemon with Host '{SERVER_NAME}', "
+            "without it. A reverse proxy in between must pass the Host on as the browser sent "
+            "it, port included (nginx: proxy_set_header Host $http_host;)."
+        )
+        r = proxied.api("POST", "/api/download", json={}, headers={"Origin": proxied.origin})
+        assert r.status_code == 403  # a script gets the same sentence in the one error shape
+        assert r.json()["detail"].endswith("(nginx: proxy_set_header Host $http_host;)")
