@@ -133,6 +133,9 @@ class Nginx:
     def errors(self) -> str:
         return self.error_log.read_text(errors="replace") if self.error_log.exists() else ""
 
+    def access_log(self) -> str:
+        return (self.prefix / "access.log").read_text(errors="replace")
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()

@@ -139,6 +139,10 @@ def test_gui_through_nginx_logs_in_loads_bootstrap_and_shows_live_progress(
     assert_file_is(home / "data/models/lora/dreamshaper_8.safetensors", f.sha256)
     assert page.console_errors == [], page.console_errors
     assert "[error]" not in proxied.nginx.errors(), proxied.nginx.errors()
+    assert f'"GET {proxied.root}/gui HTTP/2.0" 200' in proxied.nginx.access_log()  # HTTP/2
+    page.goto("about:blank")  # nginx logs the feed's socket when it closes
+    feed = f'"GET {proxied.root}/ws/downloads HTTP/1.1" 101'
+    wait_for(lambda: feed in proxied.nginx.access_log(), 20, what="the feed in nginx's log")
 
 
 def test_api_through_nginx_needs_the_key_and_queues_a_download(proxied, civitai, home):
