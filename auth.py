@@ -7,10 +7,12 @@
   (sessions.py): an HS256 JWT that ends on Log out and when its key changes.
 - Browser-borne attacks on a local daemon: the `Host` header must name this daemon (DNS
   rebinding), and state-changing requests from another origin or in form encodings are refused.
+  A browser that opened the refused URL itself (a form post, a link) gets a page saying why.
 """
 
 from __future__ import annotations
 
+import html
 import ipaddress
 import json
 import logging
@@ -81,7 +83,9 @@ def trusted_hosts(settings: Settings) -> set[str]:
 
 
 # `name[:port]` or `[v6][:port]`, the port digits only: nothing else (no `@`, `/`, spaces).
-HOST = re.compile(r"(?:\[(?P<v6>[0-9a-f:.]+)\]|(?P<name>[a-z0-9_.-]+))(?::[0-9]{1,5})?", re.I)
+HOST = re.compile(
+    r"(?:\[(?P<v6>[0-9a-f:.]+)\]|(?P<name>[a-z0-9_.-]+))(?::(?P<port>[0-9]{1,5}))?", re.I
+)
 
 
 def host_name(host_header: str) -> str | None:
@@ -104,6 +108,26 @@ def origin_ok(origin: str, host_header: str, allowed: set[str]) -> bool:
         return False
     netloc = parts.netloc.lower()
     return netloc == host_header.strip().lower() and parts.hostname.strip("[]") in allowed
+
+
+def origin_refusal(origin: str, host_header: str) -> str:
+    """Why `origin` is refused; when only the port is missing from the Host, the likely cause:
+    a reverse proxy that drops it (nginx's `$host`) in front of a port other than 443."""
+    detail = f"Requests from origin {origin!r} are not allowed"
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        return detail
+    m = HOST.fullmatch(host_header.strip())
+    host_has_port = m is not None and m["port"] is not None
+    if port is not None and not host_has_port and parts.hostname == host_name(host_header):
+        detail += (
+            f": the page is on port {port}, but the request reached the daemon with Host "
+            f"{host_header!r}, without it. A reverse proxy in between must pass the Host on as "
+            "the browser sent it, port included (nginx: proxy_set_header Host $http_host;)"
+        )
+    return detail
 
 
 class GuardMiddleware:
@@ -130,7 +154,10 @@ class GuardMiddleware:
         if problem is None:
             return await self.app(scope, receive, send)
         log.warning("refused %s %s: %s", scope.get("method", "WS"), scope["path"], problem[1])
-        await _refuse(scope, send, *problem)
+        navigation = headers.get("sec-fetch-mode") == "navigate" or (
+            "sec-fetch-mode" not in headers and "text/html" in headers.get("accept", "")
+        )
+        await _refuse(scope, send, *problem, page=navigation)
 
     def _host_problem(self, scope: Scope) -> tuple[int, str] | None:
         """Exactly one Host, well-formed, naming this daemon (DNS rebinding)."""
@@ -153,7 +180,7 @@ class GuardMiddleware:
         method = scope.get("method", "GET")
         changing = scope["type"] == "websocket" or method not in SAFE_METHODS
         if changing and origin is not None and not origin_ok(origin, headers["host"], self.allowed):
-            return 403, f"Requests from origin {origin!r} are not allowed"
+            return 403, origin_refusal(origin, headers["host"])
         if changing and headers.get("sec-fetch-site") == "cross-site":
             return 403, "Cross-site requests are not allowed"
         if (
@@ -165,11 +192,33 @@ class GuardMiddleware:
         return None
 
 
-async def _refuse(scope: Scope, send: Send, status: int, detail: str) -> None:
-    """The one error shape; a WebSocket handshake gets it as an HTTP answer where the server
-    can send one, else a close with 4403."""
-    body = ('{"detail": ' + json.dumps(detail) + "}").encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+REFUSAL_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Refused · Civitai Daemon</title>
+<style>body {{ font: 1rem/1.5 system-ui, sans-serif; max-width: 40rem; margin: 3rem auto;
+padding: 0 1rem; }} code {{ overflow-wrap: anywhere; }}</style></head>
+<body><h1>The daemon refused this request</h1>
+<p id="refusal">{detail}.</p>
+<p><a href="{root}/gui">Back to the daemon's page</a></p></body></html>
+"""
+
+
+async def _refuse(scope: Scope, send: Send, status: int, detail: str, page: bool) -> None:
+    """The one error shape, or for a browser's own navigation (`page`) the same sentence as a
+    page; a WebSocket handshake gets it as an HTTP answer where the server can send one, else a
+    close with 4403."""
+    if page and scope["type"] == "http":
+        root = html.escape(scope.get("root_path", "").rstrip("/"))
+        body = REFUSAL_PAGE.format(detail=html.escape(detail), root=root).encode()
+        kind = b"text/html; charset=utf-8"
+    else:
+        body = ('{"detail": ' + json.dumps(detail) + "}").encode()
+        kind = b"application/json"
+    headers = [(b"content-type", kind), (b"content-length", str(len(body)).encode())]
+    if page:
+        csp = b"default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
+        headers.append((b"content-security-policy", csp))
     if scope["type"] == "http":
         prefix = "http.response"
     elif "websocket.http.response" in scope.get("extensions", {}):

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 
 from install import REPO, check_python, find_uv, say, uv_sync
 
-APT_INSTALL = ["apt-get", "install", "-y", "-qq", "chromium"]
 CHROMIUM_FIX = (
     "install it with `sudo apt-get install chromium` (python3 run_tests.py does it when run as "
     "root), or point CHROMIUM=/path/to/chromium at another Chromium-based browser"
 )
+NGINX = "/usr/sbin/nginx"
+NGINX_FIX = "install it with `sudo apt-get install nginx` (python3 run_tests.py does it as root)"
 
 
 def chromium_path() -> str | None:
@@ -33,25 +34,34 @@ def chromium_path() -> str | None:
 
 
 @dataclass(frozen=True)
-class ChromiumPlan:
+class InstallPlan:
     commands: list[list[str]]  # run in order; empty: nothing to run
     message: str
 
 
-def chromium_plan(found: bool, is_root: bool, passwordless_sudo: bool, apt: bool) -> ChromiumPlan:
-    """What run_tests.py does about Chromium, and the sentence it says about it."""
-    if found:
-        return ChromiumPlan([], "")
+def apt_plan(
+    package: str, needed_by: str, fix: str, is_root: bool, passwordless_sudo: bool, apt: bool
+) -> InstallPlan:
+    """What run_tests.py does about a missing Debian package, and the sentence it says."""
     if apt and (is_root or passwordless_sudo):
         sudo = [] if is_root else ["sudo", "-n"]
-        return ChromiumPlan(
-            [[*sudo, "apt-get", "update", "-qq"], [*sudo, *APT_INSTALL]],
-            "installing chromium for the GUI tests (apt-get install chromium)",
+        return InstallPlan(
+            [
+                [*sudo, "apt-get", "update", "-qq"],
+                [*sudo, "apt-get", "install", "-y", "-qq", package],
+            ],
+            f"installing {package} for {needed_by} (apt-get install {package})",
         )
     why = "this user may not run apt-get" if apt else "there is no apt-get here"
-    return ChromiumPlan(
-        [], f"chromium is missing and {why}: the GUI tests will fail. To fix it, {CHROMIUM_FIX}."
+    return InstallPlan(
+        [], f"{package} is missing and {why}: {needed_by} will fail. To fix it, {fix}."
     )
+
+
+def chromium_plan(found: bool, is_root: bool, passwordless_sudo: bool, apt: bool) -> InstallPlan:
+    if found:
+        return InstallPlan([], "")
+    return apt_plan("chromium", "the GUI tests", CHROMIUM_FIX, is_root, passwordless_sudo, apt)
 
 
 def has_passwordless_sudo() -> bool:
@@ -60,29 +70,32 @@ def has_passwordless_sudo() -> bool:
     return subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0
 
 
-def ensure_chromium() -> None:
-    """Install Chromium where it is missing and we may; never stop the run over it."""
-    if chromium_path():
-        return
+def ensure_system_tools() -> None:
+    """Install Chromium (the GUI tests) and nginx (tests/test_proxy.py) where they are missing
+    and we may; never stop the run over it: the tests that need them fail, naming the fix."""
     is_root = hasattr(os, "geteuid") and os.geteuid() == 0
-    plan = chromium_plan(
-        False, is_root, not is_root and has_passwordless_sudo(), bool(shutil.which("apt-get"))
-    )
-    say(plan.message)
+    apt = bool(shutil.which("apt-get"))
+    plans = []
+    if not chromium_path():
+        sudo = not is_root and has_passwordless_sudo()
+        plans.append(chromium_plan(False, is_root, sudo, apt))
+    if not os.path.exists(NGINX):
+        sudo = not is_root and has_passwordless_sudo()
+        plans.append(apt_plan("nginx", "tests/test_proxy.py", NGINX_FIX, is_root, sudo, apt))
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in plan.commands:
-        if subprocess.run(command, env=env).returncode != 0:
-            say(
-                f"`{' '.join(command)}` failed: the GUI tests will fail. To fix it, {CHROMIUM_FIX}."
-            )
-            return
+    for plan in plans:
+        say(plan.message)
+        for command in plan.commands:
+            if subprocess.run(command, env=env).returncode != 0:
+                say(f"`{' '.join(command)}` failed; the tests needing it will fail saying so.")
+                break
 
 
 def main(argv: list[str]) -> int:
     check_python()
     uv = find_uv()
     uv_sync(uv, dev=True)
-    ensure_chromium()
+    ensure_system_tools()
     for step in (["ruff", "check", "."], ["ruff", "format", "--check", "."]):
         say(" ".join(step))
         if subprocess.call([uv, "run", "--frozen", *step], cwd=REPO):
