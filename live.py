@@ -133,7 +133,10 @@ class LiveSettings:
 
     async def configured(self) -> Settings:
         """config.json as it is now (raises ConfigError when it cannot be used)."""
-        return await asyncio.to_thread(load_settings, self.current.home, self.environ)
+        home = self.current.home
+        return await asyncio.to_thread(
+            lambda: validate_config(home, read_config(home), self.environ)
+        )
 
     async def patch(self, changes: dict[str, Any]) -> Applied:
         """Validate `changes` with config.json's rules, write them into config.json keeping
@@ -141,7 +144,9 @@ class LiveSettings:
         changes = prepare_patch(changes, self.current, self.environ)
         async with self._lock:
             new = await asyncio.to_thread(self._write, changes)
-            return self.apply(new)
+            applied = self.apply(new)
+        log.info("settings changed (%s): %s", ", ".join(sorted(changes)), _said(applied))
+        return applied
 
     def _write(self, changes: dict[str, Any]) -> Settings:
         home = self.current.home
@@ -155,22 +160,19 @@ class LiveSettings:
 
     async def reload(self) -> Applied:
         """Read config.json again and apply it (raises ConfigError when it cannot be used)."""
-        async with self._lock:
-            return self.apply(await self.configured())
+        async with self._lock:  # load_settings: unknown keys are warned about, as at start
+            home = self.current.home
+            return self.apply(await asyncio.to_thread(load_settings, home, self.environ))
 
     async def reload_logged(self, why: str = "SIGHUP") -> None:
         try:
             applied = await self.reload()
         except ConfigError as exc:
-            log.error("%s: config.json not applied; still running on the settings before. %s",
-                      why, exc)  # fmt: skip
+            log.error(
+                "%s: config.json not applied; still running on the settings before. %s", why, exc
+            )
             return
-        log.info(
-            "%s: config.json read again; applied: %s; applies at next start: %s",
-            why,
-            ", ".join(applied.changed) or "nothing changed",
-            ", ".join(applied.restart_needed) or "nothing",
-        )
+        log.info("%s: config.json read again; %s", why, _said(applied))
 
     def listen_for_sighup(self) -> Callable[[], None]:
         """Read config.json again on SIGHUP (`systemctl reload`); returns how to stop."""
@@ -186,6 +188,13 @@ class LiveSettings:
         except (ValueError, RuntimeError, NotImplementedError):  # not the main thread (tests)
             return lambda: None
         return lambda: loop.remove_signal_handler(signal.SIGHUP)
+
+
+def _said(applied: Applied) -> str:
+    return (
+        f"applied: {', '.join(applied.changed) or 'nothing changed'}; "
+        f"applies at next start: {', '.join(applied.restart_needed) or 'nothing'}"
+    )
 
 
 def prepare_patch(body: Any, current: Settings, environ: Mapping[str, str]) -> dict[str, Any]:

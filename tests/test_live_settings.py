@@ -352,3 +352,22 @@ def test_every_key_is_either_live_or_says_why_it_waits_for_a_restart():
     assert json.dumps(sorted(set(CONFIG_KEYS) - LIVE_KEYS)) == json.dumps(
         ["active_port", "download_dir", "host", "root_path"]
     )
+
+
+def test_trusted_hosts_and_log_level_set_by_patch_apply_to_the_next_request(civitai, daemon, home):
+    civitai.add_simple(1, 10, os.urandom(100_000))
+    d = daemon()
+    named = {"Host": f"models.example:{d.port}"}
+    with d.client() as c:
+        refused = c.get("/api/status", headers=named)
+        assert refused.status_code == 400 and "trusted_hosts" in refused.json()["detail"]
+        r = c.patch(
+            "/api/settings", json={"trusted_hosts": ["models.example"], "log_level": "DEBUG"}
+        )
+        assert r.status_code == 200 and r.json()["changed"] == ["log_level", "trusted_hosts"]
+        assert c.get("/api/status", headers=named).status_code == 200
+    assert "HTTP Request:" not in log_text(home)  # httpx's request lines: DEBUG only
+    run_job(d, {"modelVersionId": 10, "model_type": "lora"})
+    assert "HTTP Request:" in log_text(home)
+    assert "settings changed (log_level, trusted_hosts): applied: log_level" in log_text(home)
+    d.stop()
