@@ -17,7 +17,7 @@ import ipaddress
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
@@ -134,9 +134,18 @@ class GuardMiddleware:
     """Refuse malformed or foreign Host headers everywhere, and cross-site or form-encoded
     changes; bound every request body."""
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, current: Callable[[], Settings]) -> None:
         self.app = app
-        self.allowed = trusted_hosts(settings)
+        self.current = current  # the settings in force now: trusted_hosts may change live
+        self._seen: Settings | None = None
+        self._allowed: set[str] = set()
+
+    @property
+    def allowed(self) -> set[str]:
+        settings = self.current()
+        if settings is not self._seen:
+            self._seen, self._allowed = settings, trusted_hosts(settings)
+        return self._allowed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):

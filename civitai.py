@@ -153,8 +153,12 @@ def pick_file(version: dict[str, Any], file_id: int | None, **match: str) -> dic
 
 class CivitaiClient:
     def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
-        self.settings = settings
         self.http = http
+        self.apply(settings)
+
+    def apply(self, settings: Settings) -> None:
+        """Settings changed while running: the next request uses the new token and root."""
+        self.settings = settings
         self.base_url = settings.civitai_base_url.rstrip("/")
         self.host = urlsplit(self.base_url).hostname or "civitai.com"
         self.hosts = CIVITAI_HOSTS | {self.host}

@@ -109,6 +109,14 @@ class DownloadQueue:
         """Stop taking work; running jobs save their progress and go back to the queue."""
         await self.workers.stop()
 
+    def apply(self, settings: Settings) -> None:
+        """Settings changed while running: more or fewer workers (a running job is never
+        stopped for it), and the runner's throttle, retries, connections and timeout."""
+        self.settings = settings
+        self.runner.settings = settings  # read at each use: retries, connections, timeout…
+        self.runner.throttle.set_rate(settings.throttle)  # the running transfers' too
+        self.workers.resize(settings.workers)
+
     # Submitting -------------------------------------------------------------------------
 
     async def submit(

@@ -10,7 +10,9 @@ DaemonError
 │   ├── JobNotFound               404
 │   ├── JobFinished               409: too late, e.g. cancelling a job that already completed
 │   ├── SameFileActive            409: the same file is already queued under another model_type
-│   └── SameFileElsewhere         409: Civitai's answer shows another active job has this file
+│   ├── SameFileElsewhere         409: Civitai's answer shows another active job has this file
+│   ├── InvalidSetting            422: a settings change config.json's rules refuse
+│   └── SettingOverridden         409: a setting the environment overrides (CIVITAI_TOKEN)
 ├── CivitaiError                  Civitai said no, at the one boundary: civitai.py
 │   ├── TokenRequired             401, or a redirect to the login page
 │   ├── DownloadsDisabled         401: the creator disabled downloads
@@ -128,6 +130,21 @@ class SameFileElsewhere(RequestError):
         )
 
 
+class InvalidSetting(RequestError):
+    pass
+
+
+class SettingOverridden(RequestError):
+    status_code = 409
+
+    def __init__(self, key: str, variable: str) -> None:
+        super().__init__(
+            f"{variable} is set in the daemon's environment and overrides {key} in config.json, "
+            f"so this change would have no effect. Change or remove {variable} where the daemon "
+            f"is started (e.g. Environment= in its systemd unit), then restart it."
+        )
+
+
 # Civitai ------------------------------------------------------------------------------------
 
 
@@ -142,14 +159,16 @@ class TokenRequired(CivitaiError):
         if have_token:
             message = (
                 "Civitai refused the API token: it is wrong or expired. Create a new key at "
-                "civitai.com (Account settings, API keys) and set civitai_token in config.json "
-                "or the CIVITAI_TOKEN environment variable."
+                "civitai.com (Account settings, API keys), set it as civitai_token (GUI "
+                "Settings, or config.json then reload the daemon; or the CIVITAI_TOKEN "
+                "environment variable and restart), then retry the job."
             )
         else:
             message = (
                 "This model needs a Civitai login: create an API key at civitai.com (Account "
-                "settings, API keys) and set civitai_token in config.json or the CIVITAI_TOKEN "
-                "environment variable, then retry the job."
+                "settings, API keys), set it as civitai_token (GUI Settings, or config.json "
+                "then reload the daemon; or the CIVITAI_TOKEN environment variable and "
+                "restart), then retry the job."
             )
         super().__init__(message)
 

@@ -59,6 +59,24 @@ class RedactingFormatter(logging.Formatter):
         return self.redactor(super().format(record))
 
 
+def reconfigure(level: str, secrets: Iterable[str]) -> None:
+    """Settings changed while running: the new level, and the new secrets redacted too (the old
+    ones stay redacted: they may still appear in a message being written)."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        role = getattr(handler, "_civitai", None)
+        if role is None:
+            continue
+        if role == "level":  # error.log stays at ERROR
+            handler.setLevel(level)
+        formatter = handler.formatter
+        if isinstance(formatter, RedactingFormatter):
+            old = formatter.redactor.secrets
+            formatter.redactor.secrets = Redactor([*old, *secrets]).secrets
+    root.setLevel(min(logging.getLevelName(level), logging.INFO))
+    logging.getLogger("httpx").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+
+
 def setup_logging(
     logs_dir: Path, level: str = "INFO", secrets: Iterable[str] = (), console: bool = True
 ) -> Redactor:
@@ -87,7 +105,8 @@ def setup_logging(
         handlers[-1].setLevel(level)
     for handler in handlers:
         handler.setFormatter(formatter)
-        handler._civitai = True  # type: ignore[attr-defined]
+        # Which level it follows: log_level, or always ERROR (error.log).
+        handler._civitai = "errors" if handler is handlers[1] else "level"  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(min(logging.getLevelName(level), logging.INFO))
     # uvicorn configures its own handlers; send its records to ours instead.

@@ -11,6 +11,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
+import logger
 import webhook_server
 from auth import GuardMiddleware, exposure_warning
 from civitai import USER_AGENT, CivitaiClient
@@ -18,7 +19,8 @@ from daemon import DownloadQueue
 from database import Store
 from downloader import ssl_context
 from events import EventBus
-from routes import api, gui, library, system, updates, ws
+from live import LiveSettings
+from routes import api, gui, library, settings_api, system, updates, ws
 from routes import errors as error_handlers
 from scanner import Scanner
 from sessions import Sessions, load_session_secret
@@ -31,10 +33,14 @@ log = logging.getLogger("civitai.main")
 VERSION = "0.1.0"
 
 
+def client_timeout(settings: Settings) -> httpx.Timeout:
+    return httpx.Timeout(settings.timeout, connect=min(30.0, settings.timeout))
+
+
 def http_client(settings: Settings) -> httpx.AsyncClient:
     """One pooled client for Civitai, the CDN, webhooks. `timeout` is the no-byte limit."""
     return httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.timeout, connect=min(30.0, settings.timeout)),
+        timeout=client_timeout(settings),
         limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         headers={"User-Agent": USER_AGENT},
         follow_redirects=False,
@@ -54,6 +60,9 @@ def create_app(settings: Settings) -> FastAPI:
             stack.push_async_callback(store.close)
             await app.state.sessions.open(store)
             http = await stack.enter_async_context(http_client(settings))
+            stack.callback(
+                live.subscribe(lambda new: setattr(http, "timeout", client_timeout(new)))
+            )
             bus = EventBus()
             civitai = CivitaiClient(settings, http)
             webhooks = WebhookSender(settings, bus, http)
@@ -72,6 +81,9 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.queue, app.state.webhooks = queue, webhooks
             app.state.updater, app.state.scanner = updater, scanner
             app.state.started = time.monotonic()
+            for component in (civitai, webhooks, queue, updater, scanner):
+                stack.callback(live.subscribe(component.apply))
+            stack.callback(live.listen_for_sighup())
             if warning := exposure_warning(settings):
                 log.warning(warning)
             log.info("daemon ready; home %s, %d workers", settings.home, settings.workers)
@@ -86,13 +98,18 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.live = live = LiveSettings(settings)
+    # First: whoever reads app.state.settings (keys, sessions, inbound webhooks) sees the change.
+    live.subscribe(lambda new: setattr(app.state, "settings", new))
+    live.subscribe(lambda new: logger.reconfigure(new.log_level, new.secret_values()))
     app.state.sessions = Sessions(load_session_secret(settings.home))
     error_handlers.install(app)
-    app.add_middleware(GuardMiddleware, settings=settings)
+    app.add_middleware(GuardMiddleware, current=lambda: live.current)
     app.include_router(system.router)
     app.include_router(api.router)
     app.include_router(updates.router)
     app.include_router(library.router)
+    app.include_router(settings_api.router)
     app.include_router(ws.router)
     app.include_router(webhook_server.router)
     app.include_router(gui.router)

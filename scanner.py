@@ -102,6 +102,10 @@ class Scanner:
         self.state = ScanState()
         self._task: asyncio.Task | None = None
 
+    def apply(self, settings: Settings) -> None:
+        """Settings changed while running: the next scan uses them (save_metadata)."""
+        self.settings = settings
+
     def report(self) -> dict[str, Any]:
         return asdict(self.state)
 

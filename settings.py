@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
 import re
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,7 +64,7 @@ class Settings(BaseModel):
     timeout: int | float = Field(
         60, gt=0, le=3600, description="Seconds without a byte before a connection is dead."
     )
-    throttle: int = Field(0, ge=0, description="Total rate cap in bytes/s; 0 = none.")
+    throttle: int = Field(0, ge=0, le=10**12, description="Total rate cap in bytes/s; 0 = none.")
     webhook_url: str | None = Field(None, description="Outbound webhook target.")
     webhook_secret: SecretStr | None = Field(
         None, description="HMAC key for outbound signatures and inbound verification."
@@ -231,8 +233,9 @@ def update_config(home: Path, **changes: Any) -> None:
 _UNION_MEMBER = re.compile(r"^(int|float|str|bool|none|list\[.*\]|dict\[.*\]|.*\[.*\])$", re.I)
 
 
-def describe_errors(path: Path, errors: list[dict[str, Any]]) -> str:
-    """One line per bad key: the key, its value, and what is allowed."""
+def describe_errors(path: Path | str, errors: list[dict[str, Any]]) -> str:
+    """One line per bad key: the key, its value, and what is allowed (after `path: `, when
+    `path` is not empty)."""
     lines: dict[str, tuple[Any, list[str]]] = {}
     for error in errors:
         loc = [str(p) for p in error["loc"] if not _UNION_MEMBER.match(str(p))]
@@ -246,30 +249,42 @@ def describe_errors(path: Path, errors: list[dict[str, Any]]) -> str:
         if allowed not in lines.setdefault(key, (value, []))[1]:
             lines[key][1].append(allowed)
     out = []
+    prefix = f"{path}: " if str(path) else ""
     for key, (value, allowed) in lines.items():
         field = Settings.model_fields.get(key.split(".")[0])
         hint = f" ({field.description})" if field and field.description else ""
         out.append(
-            f"{path}: key '{key}' has value {json.dumps(value, default=str)}: "
+            f"{prefix}key '{key}' has value {json.dumps(value, default=str)}: "
             f"{' or '.join(allowed)}{hint}"
         )
     return "\n".join(out)
 
 
-def load_settings(home: Path, environ: dict[str, str] | None = None) -> Settings:
+def load_settings(home: Path, environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate config.json; raise ConfigError naming the bad key and value."""
-    environ = os.environ if environ is None else environ
-    path = home / "config.json"
     data = read_config(home)
     for key in sorted(set(data) - set(CONFIG_KEYS)):
-        log.warning("%s: unknown key '%s' is ignored", path, key)
+        log.warning("%s: unknown key '%s' is ignored", home / "config.json", key)
+    return validate_config(home, data, environ)
+
+
+def validate_config(
+    home: Path,
+    data: dict[str, Any],
+    environ: Mapping[str, str] | None = None,
+    where: str | None = None,
+) -> Settings:
+    """The settings `data` (config.json's object) makes, or ConfigError naming each bad key, its
+    value and what is allowed, after `where` (default: the config.json path)."""
+    environ = os.environ if environ is None else environ
     known = {k: v for k, v in data.items() if k in CONFIG_KEYS}
     if environ.get(TOKEN_ENV):
         known["civitai_token"] = environ[TOKEN_ENV]
     try:
-        return _validate(known, home)
+        return _validate(copy.deepcopy(known), home)
     except ValidationError as exc:
-        raise ConfigError(describe_errors(path, exc.errors(include_url=False))) from None
+        label = str(home / "config.json") if where is None else where
+        raise ConfigError(describe_errors(label, exc.errors(include_url=False))) from None
 
 
 def _validate(known: dict[str, Any], home: Path) -> Settings:

@@ -138,6 +138,14 @@ class Throttle:
         self.lock = threading.Lock()
         self.streams = 0  # connections sharing the bucket now
 
+    def set_rate(self, rate: int) -> None:
+        """A new cap, for the transfers running now too."""
+        with self.lock:
+            if self.rate <= 0:
+                self.tokens, self.last = float(rate), time.monotonic()
+            self.rate = rate
+            self.tokens = min(self.tokens, float(rate))
+
     def joined(self, change: int) -> None:
         """A connection starts (+1) or ends (-1) sharing the bucket."""
         with self.lock:
@@ -153,11 +161,14 @@ class Throttle:
         if self.rate <= 0:
             return
         with self.lock:
+            rate = self.rate  # read once: set_rate may change it from another thread
+            if rate <= 0:
+                return
             now = time.monotonic()
-            self.tokens = min(self.rate, self.tokens + (now - self.last) * self.rate)
+            self.tokens = min(rate, self.tokens + (now - self.last) * rate)
             self.last = now
             self.tokens -= n
-            wait = -self.tokens / self.rate
+            wait = -self.tokens / rate
         if wait > 0:
             stop.wait(wait)
 

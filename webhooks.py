@@ -71,9 +71,14 @@ class WebhookSender:
         return bool(self.settings.webhook_url or self.settings.notify)
 
     def start(self) -> None:
-        if self.enabled:
+        if self.enabled and self._task is None:
             self._sub = self.bus.subscribe(maxsize=10_000, progress=False)
             self._task = asyncio.create_task(self._run(), name="webhooks")
+
+    def apply(self, settings: Settings) -> None:
+        """Settings changed while running: the next event goes to the new targets."""
+        self.settings = settings
+        self.start()
 
     async def stop(self) -> None:
         tasks = [t for t in [self._task, *self._deliveries] if t is not None]

@@ -44,14 +44,25 @@ class Workers:
         self.finishing = runner.finishing  # the file is being placed: too late to cancel
         self.running: dict[int, asyncio.Task] = {}
         self.paused = False
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: dict[int, asyncio.Task] = {}  # worker number → its task
+        self.wanted = 0  # how many workers there should be; those numbered above stop
         self._background: set[asyncio.Task] = set()
         self._stopping = False
 
     def start(self, count: int) -> None:
-        self._tasks = [
-            asyncio.create_task(self._worker(n), name=f"worker-{n}") for n in range(count)
-        ]
+        self.resize(count)
+
+    def resize(self, count: int) -> None:
+        """Have `count` workers. A worker beyond `count` finishes the job it runs, then stops:
+        no running download is stopped by a smaller number."""
+        self.wanted = count
+        if self._stopping:
+            return
+        for n in range(count):
+            task = self._tasks.get(n)
+            if task is None or task.done():
+                self._tasks[n] = asyncio.create_task(self._worker(n), name=f"worker-{n}")
+        self.wake.set()  # idle workers beyond `count` stop now; new ones look for work
 
     async def stop(self) -> None:
         """Stop taking work; running jobs save their progress and go back to the queue."""
@@ -61,7 +72,7 @@ class Workers:
         # next start as if nobody had asked.
         while self.cancelling:
             await asyncio.wait(set(self.cancelling.values()))
-        tasks = self._tasks + list(self._background)
+        tasks = list(self._tasks.values()) + list(self._background)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -101,7 +112,7 @@ class Workers:
         return self.states.public(await asyncio.shield(stopping))
 
     async def _worker(self, n: int) -> None:
-        while not self._stopping:
+        while not self._stopping and n < self.wanted:
             row = None if self.paused else await self._claim()
             if row is None:
                 self.wake.clear()

@@ -364,6 +364,190 @@ setInterval(() => {
   }
 }, 1000);
 
+// Settings ----------------------------------------------------------------------------------
+
+// [key, label, kind]: kind is "secret", "int", "number", "text", "url", "time", "bool", "lines",
+// or a list of choices.
+const SETTING_FIELDS = [
+  ["civitai_token", "Civitai API token", "secret"],
+  ["throttle", "Throttle, bytes/s in total (0 = none)", "int"],
+  ["workers", "Concurrent downloads", "int"],
+  ["connections", "Connections for one large file", "int"],
+  ["retries", "Attempts per job", "int"],
+  ["timeout", "Seconds without a byte before a connection is dead", "number"],
+  ["webhook_url", "Webhook URL", "url"],
+  ["webhook_secret", "Webhook secret", "secret"],
+  ["update_check", "Daily update check (local time)", "time"],
+  ["old_versions", "Old file after an update", ["keep", "delete", "archive"]],
+  ["manifest_mode", "manifest.json on an update", ["replace", "append"]],
+  ["log_level", "Log level", ["DEBUG", "INFO", "WARNING", "ERROR"]],
+  ["save_metadata", "Save .civitai.info and a preview beside each model", "bool"],
+  ["allowed_hosts", "Hosts a direct URL may come from, one a line", "lines"],
+  ["host", "Listen address", "text"],
+  ["active_port", "Port (empty: a free one in 8100–8200)", "int"],
+  ["download_dir", "Download folder", "text"],
+];
+let settingsView = null;
+let notifyRows = []; // {type, url, chat_id, api_base, token: "" (keep) or a new one, hasToken}
+let notifyDirty = false;
+
+function pad2(n) { return String(n).padStart(2, "0"); }
+
+function settingInput(key, kind, value, info) {
+  const id = `set-${key}`;
+  if (kind === "secret") {
+    const state = info.source === "environment" ? "set by the CIVITAI_TOKEN environment variable" : (value.set ? "set" : "not set");
+    return el("div", {},
+      el("div", { class: "small mb-1" }, "Now: ", el("span", { class: `badge text-bg-${value.set ? "success" : "secondary"}`, id: `${id}-state` }, state)),
+      el("div", { class: "input-group" },
+        el("input", { class: "form-control", type: "password", id, autocomplete: "new-password", placeholder: value.set ? "new value (empty: keep)" : "value", disabled: info.source === "environment" ? "disabled" : null }),
+        el("span", { class: "input-group-text" }, el("input", { class: "form-check-input mt-0 me-1", type: "checkbox", id: `${id}-clear`, disabled: value.set && info.source !== "environment" ? null : "disabled" }), el("label", { for: `${id}-clear`, class: "small" }, "clear"))));
+  }
+  if (Array.isArray(kind)) {
+    return el("select", { class: "form-select", id }, ...kind.map((c) => el("option", { value: c, selected: c === value ? "selected" : null }, c)));
+  }
+  if (kind === "bool") {
+    return el("div", { class: "form-check form-switch" }, el("input", { class: "form-check-input", type: "checkbox", id, checked: value ? "checked" : null }));
+  }
+  if (kind === "time") {
+    return el("div", { class: "d-flex gap-2 align-items-center" },
+      el("input", { class: "form-check-input mt-0", type: "checkbox", id: `${id}-enabled`, checked: value.enabled ? "checked" : null, "aria-label": "daily check on" }),
+      el("label", { class: "small", for: `${id}-enabled` }, "on, at"),
+      el("input", { class: "form-control", type: "time", id, value: `${pad2(value.hour)}:${pad2(value.minute)}` }));
+  }
+  if (kind === "lines") return el("textarea", { class: "form-control", id, rows: 3 }, (value || []).join("\n"));
+  const type = kind === "int" || kind === "number" ? "number" : "text";
+  const input = el("input", { class: "form-control", type, id, step: kind === "number" ? "any" : null });
+  input.value = value === null || value === undefined ? "" : String(value);
+  return input;
+}
+
+function renderSettings(view) {
+  settingsView = view;
+  const box = document.getElementById("settings-fields");
+  box.replaceChildren(...SETTING_FIELDS.map(([key, label, kind]) => {
+    const info = view.keys[key];
+    const note = [];
+    if (info.applies !== "live") note.push(el("span", { class: "badge text-bg-warning ms-2 applies-later", title: info.why || "" }, "applies at next start"));
+    if (info.next_start !== null && info.next_start !== undefined) note.push(el("span", { class: "small text-warning-emphasis ms-2" }, `next start: ${JSON.stringify(info.next_start)}`));
+    return el("div", { class: "mb-3", id: `set-${key}-row` },
+      el("label", { class: "form-label small fw-semibold", for: `set-${key}` }, label, ...note),
+      settingInput(key, kind, view.settings[key], info),
+      el("div", { class: "invalid-feedback d-block", id: `set-${key}-error` }));
+  }));
+  notifyRows = view.settings.notify.map((t) => ({ type: t.type, url: t.url || "", chat_id: t.chat_id === null || t.chat_id === undefined ? "" : String(t.chat_id), api_base: t.api_base, token: "", hasToken: Boolean(t.bot_token && t.bot_token.set) }));
+  notifyDirty = false;
+  renderNotify();
+  const restart = view.restart_needed.length ? ` Waiting for a restart: ${view.restart_needed.join(", ")}.` : "";
+  document.getElementById("settings-info").textContent = `Saved into ${view.config_path} and applied at once, except where it says "applies at next start".${restart}${view.problem ? " config.json on disk has a problem: " + view.problem : ""}`;
+  clearSettingErrors();
+}
+
+function renderNotify() {
+  const list = document.getElementById("settings-notify");
+  const edited = (row, field) => (event) => { row[field] = event.target.value; notifyDirty = true; };
+  list.replaceChildren(...notifyRows.map((row, i) => el("li", { class: "list-group-item d-flex gap-2 align-items-center notify-row" },
+    el("span", { class: "badge text-bg-info" }, row.type),
+    ...(row.type === "discord"
+      ? [el("input", { class: "form-control form-control-sm notify-url", placeholder: "https://discord.com/api/webhooks/…", value: row.url, oninput: edited(row, "url") })]
+      : [el("input", { class: "form-control form-control-sm notify-chat", placeholder: "chat id", value: row.chat_id, oninput: edited(row, "chat_id") }),
+        el("input", { class: "form-control form-control-sm notify-token", type: "password", autocomplete: "new-password", placeholder: row.hasToken ? "bot token set (empty: keep)" : "bot token", oninput: edited(row, "token") })]),
+    el("button", { class: "btn btn-outline-danger btn-sm notify-remove", type: "button", onclick: () => { notifyRows.splice(i, 1); notifyDirty = true; renderNotify(); } }, "Remove"))));
+  if (!notifyRows.length) list.append(el("li", { class: "list-group-item small text-body-secondary" }, "No Discord or Telegram targets."));
+}
+
+function settingValue(key, kind) {
+  const input = document.getElementById(`set-${key}`);
+  if (kind === "secret") {
+    if (document.getElementById(`set-${key}-clear`).checked) return null;
+    return input.value ? input.value : undefined; // undefined: unchanged
+  }
+  if (kind === "bool") return input.checked;
+  if (kind === "lines") return input.value.split(/[\n,]/).map((s) => s.trim()).filter(Boolean);
+  if (kind === "time") {
+    const [hour, minute] = input.value.split(":").map(Number);
+    return { ...settingsView.settings.update_check, enabled: document.getElementById(`set-${key}-enabled`).checked, hour, minute };
+  }
+  if (kind === "int" || kind === "number") {
+    const text = input.value.trim();
+    if (text === "") return key === "active_port" ? null : text; // the daemon names what is wrong
+    return Number(text);
+  }
+  if (kind === "url") return input.value.trim() || null;
+  return input.value;
+}
+
+function settingsChanges() {
+  const changes = {};
+  for (const [key, , kind] of SETTING_FIELDS) {
+    const value = settingValue(key, kind);
+    if (value === undefined) continue;
+    if (kind !== "secret" && JSON.stringify(value) === JSON.stringify(settingsView.settings[key])) continue;
+    changes[key] = value;
+  }
+  if (notifyDirty) {
+    changes.notify = notifyRows.map((row) => {
+      if (row.type === "discord") return { type: "discord", url: row.url.trim() };
+      const chat = row.chat_id.trim();
+      const target = { type: "telegram", chat_id: /^-?\d+$/.test(chat) ? Number(chat) : chat, api_base: row.api_base || "https://api.telegram.org" };
+      if (row.token) target.bot_token = row.token; // else the daemon keeps this chat's token
+      return target;
+    });
+  }
+  return changes;
+}
+
+function clearSettingErrors() {
+  for (const node of document.querySelectorAll("#tab-settings .invalid-feedback")) node.textContent = "";
+  for (const node of document.querySelectorAll("#tab-settings .is-invalid")) node.classList.remove("is-invalid");
+  document.getElementById("settings-error").classList.add("d-none");
+}
+
+// Each line of the daemon's answer goes next to the field it names ("key 'workers' has value …").
+function showSettingErrors(detail) {
+  const keys = SETTING_FIELDS.map(([key]) => key).concat(["notify"]);
+  const general = [];
+  for (const line of detail.split("\n")) {
+    const named = line.match(/key '([a-z_]+)/);
+    const key = named ? named[1] : keys.find((k) => line.includes(k));
+    const box = key && document.getElementById(`set-${key}-error`);
+    if (!box) { general.push(line); continue; }
+    box.textContent = box.textContent ? `${box.textContent} ${line}` : line;
+    const input = document.getElementById(`set-${key}`);
+    if (input) input.classList.add("is-invalid");
+  }
+  const alert = document.getElementById("settings-error");
+  alert.textContent = general.join(" ");
+  alert.classList.toggle("d-none", !general.length);
+}
+
+async function loadSettings() { renderSettings(await api("GET", "/api/settings")); }
+
+if (isAdmin) {
+  document.getElementById("nav-settings").addEventListener("shown.bs.tab", () => loadSettings().catch((e) => toast(e.message, "danger")));
+  document.getElementById("notify-add-discord").addEventListener("click", () => { notifyRows.push({ type: "discord", url: "", chat_id: "", token: "" }); notifyDirty = true; renderNotify(); });
+  document.getElementById("notify-add-telegram").addEventListener("click", () => { notifyRows.push({ type: "telegram", url: "", chat_id: "", token: "", hasToken: false }); notifyDirty = true; renderNotify(); });
+  document.getElementById("settings-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearSettingErrors();
+    const changes = settingsChanges();
+    if (!Object.keys(changes).length) { toast("Nothing changed."); return; }
+    const button = document.getElementById("settings-save");
+    button.disabled = true;
+    try {
+      const view = await api("PATCH", "/api/settings", changes);
+      renderSettings(view);
+      const later = view.restart_needed.length ? ` At next start: ${view.restart_needed.join(", ")}.` : "";
+      toast(`Saved.${view.changed.length ? " Applied now: " + view.changed.join(", ") + "." : ""}${later}`);
+    } catch (err) {
+      showSettingErrors(err.message);
+      toast("Not saved: see the fields marked in red.", "danger");
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
 // Start ---------------------------------------------------------------------------------------
 
 if (!isAdmin) for (const node of document.querySelectorAll(".admin-only")) node.classList.add("d-none");

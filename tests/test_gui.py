@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from run_tests import CHROMIUM_FIX, chromium_path
-from tests.conftest import wait_for
+from tests.conftest import read_config, wait_for
+from tests.fake_civitai import TOKEN
 
 CHROMIUM = chromium_path() or os.environ.get("CHROMIUM") or "chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -213,5 +215,65 @@ def test_viewer_sees_everything_but_no_controls(civitai, daemon, page):
     expect(page.locator("#queue-body tr .job-status")).to_have_text("failed")
     expect(page.locator(".job-retry")).to_have_count(0)
     expect(page.locator("#nav-add")).to_be_hidden()
+    expect(page.locator("#nav-settings")).to_have_count(0)
+    expect(page.locator("#tab-settings")).to_have_count(0)
     shot(page, "viewer")
+    d.stop()
+
+
+def test_settings_page_saves_throttle_and_token_and_shows_them_after_a_reload(
+    civitai, daemon, page, home
+):
+    problems: list[str] = []  # console errors (CSP violations are among them), page errors
+    page.on(
+        "console",
+        lambda m: (
+            problems.append(f"{m.text} at {m.location.get('url')}") if m.type == "error" else None
+        ),
+    )
+    page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
+    d = daemon()
+    log_in(page, d)
+    open_tab(page, "settings")
+    expect(page.locator("#set-civitai_token-state")).to_have_text("not set")
+    for key in ("host", "active_port", "download_dir"):
+        expect(page.locator(f"#set-{key}-row .applies-later")).to_have_text("applies at next start")
+    expect(page.locator("#set-throttle-row .applies-later")).to_have_count(0)
+    before = (home / "config.json").read_bytes()
+    page.fill("#set-workers", "0")
+    page.click("#settings-save")
+    expect(page.locator("#set-workers-error")).to_contain_text("greater than or equal to 1")
+    expect(page.locator("#set-workers")).to_have_class(re.compile("is-invalid"))
+    assert (home / "config.json").read_bytes() == before  # nothing written
+    # The browser logs the daemon's 422 to that bad value itself; that one is expected.
+    refused = [p for p in problems if "status of 422" in p and p.endswith("/api/settings")]
+    assert len(refused) == 1, problems
+    problems.remove(refused[0])
+    shot(page, "settings-error")
+    page.fill("#set-workers", "3")
+    page.fill("#set-throttle", "5000000")
+    page.fill("#set-civitai_token", TOKEN)
+    page.click("#notify-add-discord")
+    page.fill(".notify-url", "https://discord.example/api/webhooks/1/abc")
+    page.click("#settings-save")
+    expect(page.locator(".toast").last).to_contain_text("Applied now")
+    page.reload()
+    expect(page.locator("#live")).to_be_visible()
+    open_tab(page, "settings")
+    expect(page.locator("#set-throttle")).to_have_value("5000000")
+    expect(page.locator("#set-workers")).to_have_value("3")
+    expect(page.locator("#set-civitai_token-state")).to_have_text("set")
+    expect(page.locator("#set-civitai_token")).to_have_value("")
+    expect(page.locator(".notify-url")).to_have_value("https://discord.example/api/webhooks/1/abc")
+    shot(page, "settings")
+    assert TOKEN not in page.content()
+    config = read_config(home)
+    assert config["throttle"] == 5_000_000 and config["workers"] == 3
+    assert config["civitai_token"] == TOKEN
+    assert config["notify"] == [
+        {"type": "discord", "url": "https://discord.example/api/webhooks/1/abc"}
+    ]
+    with d.client() as c:
+        assert c.get("/api/status").json()["workers"] == 3  # applied, not only written
+    assert problems == [], problems
     d.stop()

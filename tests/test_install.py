@@ -91,6 +91,7 @@ def test_rendered_unit_is_valid_and_hardened(tmp_path):
     assert service["NoNewPrivileges"] == "yes" and service["ProtectSystem"] == "strict"
     assert service["ReadWritePaths"] == str(tmp_path / "home")
     assert int(service["TimeoutStopSec"]) > 10  # the daemon's own graceful stop takes at most 10 s
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"  # systemctl reload: live settings
     assert unit["Install"]["WantedBy"] == "multi-user.target"
     tool = shutil.which("systemd-analyze")
     if tool:  # the issue asks for this check where the tool exists

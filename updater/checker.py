@@ -275,19 +275,31 @@ class Updater:
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
-        uc = self.settings.update_check
-        if uc.enabled:
-            self.scheduler.add_job(
-                self.run_scheduled,
-                CronTrigger(hour=uc.hour, minute=uc.minute, second=uc.second),
-                id=JOB_ID,
-                name="daily update check",
-                replace_existing=True,
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=3600,
-            )
+        self._schedule()
         self.scheduler.start()
+
+    def apply(self, settings: Settings) -> None:
+        """Settings changed while running: the daily check moves to the new time."""
+        self.settings = settings
+        self.args = (settings, *self.args[1:])
+        self._schedule()
+
+    def _schedule(self) -> None:
+        uc = self.settings.update_check
+        if not uc.enabled:
+            if self.scheduler.get_job(JOB_ID):
+                self.scheduler.remove_job(JOB_ID)
+            return
+        self.scheduler.add_job(
+            self.run_scheduled,
+            CronTrigger(hour=uc.hour, minute=uc.minute, second=uc.second),
+            id=JOB_ID,
+            name="daily update check",
+            replace_existing=True,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=3600,
+        )
 
     async def stop(self) -> None:
         if self.scheduler.running:

@@ -1,0 +1,244 @@
+"""Settings that change while the daemon runs: PATCH /api/settings and SIGHUP (SPEC §3, §14).
+
+One holder per app, no global. `current` is the Settings in force. A change (a PATCH, or
+config.json read again on SIGHUP) is validated with the rules of config.json as a whole, then
+`apply` takes from it the keys that can change live (LIVE_KEYS), keeps the running value of the
+others (they apply at the next start), and tells each subscriber in the order they subscribed.
+Subscribers are plain functions run on the event loop one after the other, with no await between
+them: no request sees half the components on the old settings and half on the new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import os
+import signal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import errors
+from settings import (
+    CONFIG_KEYS,
+    TOKEN_ENV,
+    ConfigError,
+    Settings,
+    load_settings,
+    read_config,
+    validate_config,
+    write_json_atomic,
+)
+
+log = logging.getLogger("civitai.settings")
+
+# Each of these is read where it is used, or its component is told (main.py wires them).
+LIVE_KEYS = frozenset(
+    {
+        "workers",
+        "retries",
+        "timeout",
+        "throttle",
+        "webhook_url",
+        "webhook_secret",
+        "log_level",
+        "manifest_mode",
+        "civitai_base_url",
+        "civitai_token",
+        "api_token",
+        "viewer_token",
+        "trusted_hosts",
+        "update_check",
+        "old_versions",
+        "connections",
+        "save_metadata",
+        "allowed_hosts",
+        "notify",
+    }
+)
+# Why the others wait for the next start.
+AT_NEXT_START = {
+    "host": "the daemon's listening socket is bound once, at start",
+    "active_port": "the daemon's listening socket is bound once, at start",
+    "download_dir": "queued jobs hold paths under it and the folder checks are rooted at it",
+    "root_path": "the web server's URL prefix is fixed when it starts",
+}
+NOT_WIRED = "this key is not applied live"
+
+Subscriber = Callable[[Settings], None]
+
+
+def applies(key: str) -> str:
+    return "live" if key in LIVE_KEYS else "at next start"
+
+
+def why_at_next_start(key: str) -> str | None:
+    return None if key in LIVE_KEYS else AT_NEXT_START.get(key, NOT_WIRED)
+
+
+def is_secret(key: str) -> bool:
+    """A key whose value is never shown: set with a string, cleared with null."""
+    return "SecretStr" in str(Settings.model_fields[key].annotation)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What a change did: the live keys now in force, and those waiting for a restart."""
+
+    changed: list[str] = field(default_factory=list)
+    restart_needed: list[str] = field(default_factory=list)
+
+
+def restart_needed(running: Settings, configured: Settings) -> list[str]:
+    """Keys whose configured value differs from the one the daemon runs with."""
+    return [
+        k
+        for k in CONFIG_KEYS
+        if k not in LIVE_KEYS and getattr(running, k) != getattr(configured, k)
+    ]
+
+
+class LiveSettings:
+    """The settings in force now, and who to tell when they change."""
+
+    def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None) -> None:
+        self.current = settings
+        self.environ = os.environ if environ is None else environ
+        self._subscribers: list[Subscriber] = []
+        self._lock = asyncio.Lock()  # one change at a time: read, validate, write, apply
+        self._tasks: set[asyncio.Task] = set()
+
+    @property
+    def token_from_environment(self) -> bool:
+        return bool(self.environ.get(TOKEN_ENV))
+
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Call `subscriber(settings)` after each change; returns how to unsubscribe."""
+        self._subscribers.append(subscriber)
+        return lambda: self._subscribers.remove(subscriber)
+
+    def apply(self, new: Settings) -> Applied:
+        """Take the live keys of `new`; keep the running value of the others."""
+        old = self.current
+        update = {k: getattr(new, k) for k in LIVE_KEYS if getattr(new, k) != getattr(old, k)}
+        if update:
+            self.current = old.model_copy(update=update)
+            for subscriber in self._subscribers:
+                try:
+                    subscriber(self.current)
+                except Exception:  # one component's trouble must not stop the others hearing
+                    log.exception("applying settings %s failed in %r", sorted(update), subscriber)
+        return Applied(sorted(update), restart_needed(self.current, new))
+
+    async def configured(self) -> Settings:
+        """config.json as it is now (raises ConfigError when it cannot be used)."""
+        home = self.current.home
+        return await asyncio.to_thread(
+            lambda: validate_config(home, read_config(home), self.environ)
+        )
+
+    async def patch(self, changes: dict[str, Any]) -> Applied:
+        """Validate `changes` with config.json's rules, write them into config.json keeping
+        every other key, and apply config.json. Nothing is written when a value is refused."""
+        changes = prepare_patch(changes, self.current, self.environ)
+        async with self._lock:
+            new = await asyncio.to_thread(self._write, changes)
+            applied = self.apply(new)
+        log.info("settings changed (%s): %s", ", ".join(sorted(changes)), _said(applied))
+        return applied
+
+    def _write(self, changes: dict[str, Any]) -> Settings:
+        home = self.current.home
+        try:
+            data = {**read_config(home), **changes}
+            new = validate_config(home, data, self.environ, where="")
+        except ConfigError as exc:
+            raise errors.InvalidSetting(str(exc)) from None
+        write_json_atomic(home / "config.json", data, mode=0o600)
+        return new
+
+    async def reload(self) -> Applied:
+        """Read config.json again and apply it (raises ConfigError when it cannot be used)."""
+        async with self._lock:  # load_settings: unknown keys are warned about, as at start
+            home = self.current.home
+            return self.apply(await asyncio.to_thread(load_settings, home, self.environ))
+
+    async def reload_logged(self, why: str = "SIGHUP") -> None:
+        try:
+            applied = await self.reload()
+        except ConfigError as exc:
+            log.error(
+                "%s: config.json not applied; still running on the settings before. %s", why, exc
+            )
+            return
+        log.info("%s: config.json read again; %s", why, _said(applied))
+
+    def listen_for_sighup(self) -> Callable[[], None]:
+        """Read config.json again on SIGHUP (`systemctl reload`); returns how to stop."""
+        loop = asyncio.get_running_loop()
+
+        def hup() -> None:
+            task = loop.create_task(self.reload_logged())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        try:
+            loop.add_signal_handler(signal.SIGHUP, hup)
+        except (ValueError, RuntimeError, NotImplementedError):  # not the main thread (tests)
+            return lambda: None
+        return lambda: loop.remove_signal_handler(signal.SIGHUP)
+
+
+def _said(applied: Applied) -> str:
+    return (
+        f"applied: {', '.join(applied.changed) or 'nothing changed'}; "
+        f"applies at next start: {', '.join(applied.restart_needed) or 'nothing'}"
+    )
+
+
+def prepare_patch(body: Any, current: Settings, environ: Mapping[str, str]) -> dict[str, Any]:
+    """A PATCH body as config.json values: known keys only; secrets a string or null;
+    a Telegram target's token kept when the body leaves it out."""
+    if not isinstance(body, dict) or not body:
+        raise errors.InvalidSetting(
+            'Send a JSON object of the settings to change, e.g. {"throttle": 5000000}'
+        )
+    unknown = sorted(set(body) - set(CONFIG_KEYS))
+    if unknown:
+        raise errors.InvalidSetting(
+            f"Unknown setting {', '.join(repr(k) for k in unknown)}; the settings are "
+            + ", ".join(CONFIG_KEYS)
+        )
+    changes = copy.deepcopy(body)
+    for key in [k for k in changes if is_secret(k)]:
+        value = changes[key]
+        if value is not None and not isinstance(value, str):
+            raise errors.InvalidSetting(
+                f"key '{key}' is a secret: send a string to set it or null to clear it"
+            )
+        changes[key] = value or None
+        if key == "civitai_token" and environ.get(TOKEN_ENV):
+            raise errors.SettingOverridden(key, TOKEN_ENV)
+        if key == "api_token" and not value:
+            raise errors.InvalidSetting(
+                "key 'api_token' cannot be cleared: the API would have no key. "
+                "Send a new key to replace it."
+            )
+    if isinstance(changes.get("notify"), list):
+        changes["notify"] = [_keep_bot_token(t, current) for t in changes["notify"]]
+    return changes
+
+
+def _keep_bot_token(target: Any, current: Settings) -> Any:
+    """A Telegram target sent without its token (the GUI never has it) keeps the token of the
+    configured target with the same chat_id."""
+    if not isinstance(target, dict) or isinstance(target.get("bot_token"), str):
+        return target
+    if target.get("bot_token") is None and "bot_token" in target:
+        return target  # null: cleared on purpose
+    target = {k: v for k, v in target.items() if k != "bot_token"}
+    for old in current.notify:
+        if old.type == "telegram" and old.bot_token and old.chat_id == target.get("chat_id"):
+            target["bot_token"] = old.bot_token.get_secret_value()
+    return target
