@@ -29,12 +29,12 @@ import errors
 from civitai import CivitaiClient, error_for, require_http, retry_after_seconds
 from database import Store
 from progress import SavedProgress
+from throttle import Throttle
 from transfer import (
     FileWriter,
     Part,
     Stopped,
     Threads,
-    Throttle,
     pump,
     run_together,
     split,

@@ -33,7 +33,7 @@ from jobs import JobRequest, JobStatus
 from logger import safe_url
 from metadata import write_sidecars
 from settings import Settings
-from transfer import Throttle
+from throttle import Throttle
 
 log = logging.getLogger("civitai.daemon")
 

@@ -30,6 +30,7 @@ from typing import Any, Protocol, TypeVar
 
 import errors
 import safefs
+from throttle import LOW_SPEED_BYTES, Throttle
 
 log = logging.getLogger("civitai.transfer")
 
@@ -38,7 +39,6 @@ BUFFER_SIZE = 1024 * 1024  # one hand-over to the writer; a socket read fills at
 BUFFERS = 4  # per connection: one being filled, the others being written or hashed (4 MiB)
 FLUSH_SECONDS = 0.1  # on a slow link a buffer is handed over at least this often
 READ_BACK = 4 * 1024 * 1024
-LOW_SPEED_BYTES = 1024  # bytes/s: below this for `timeout` seconds a connection counts as stalled
 POLL_SECONDS = 0.25  # how often a thread waiting on another one looks at the stop flag
 # The byte path yields the CPU to the API (and to the apps beside the daemon): its threads run at
 # nice 10. bench/run.py scenario 4 (4 downloads x 4 connections on 2 cores, two runs each, other
@@ -126,55 +126,6 @@ def _pread(fd: int, size: int, offset: int) -> bytes:
         return os.pread(fd, size, offset)
     os.lseek(fd, offset, os.SEEK_SET)
     return os.read(fd, size)
-
-
-class Throttle:
-    """One token bucket shared by every transfer thread: `throttle` bytes/s in total."""
-
-    def __init__(self, rate: int) -> None:
-        self.rate = rate
-        self.tokens = float(rate)
-        self.last = time.monotonic()
-        self.lock = threading.Lock()
-        self.streams = 0  # connections sharing the bucket now
-
-    def set_rate(self, rate: int) -> None:
-        """A new cap, for the transfers running now too."""
-        with self.lock:
-            if self.rate <= 0:
-                self.tokens, self.last = float(rate), time.monotonic()
-            self.rate = rate
-            self.tokens = min(self.tokens, float(rate))
-
-    def joined(self, change: int) -> None:
-        """A connection starts (+1) or ends (-1) sharing the bucket."""
-        with self.lock:
-            self.streams += change
-
-    def starves(self) -> bool:
-        """Whether the cap, shared by the connections running now, leaves each of them below
-        the lowest speed: then a slow connection is the throttle's doing, not a stalled link."""
-        return 0 < self.rate < LOW_SPEED_BYTES * 8 * max(1, self.streams)
-
-    def take(self, n: int, stop: threading.Event) -> None:
-        """Account for `n` bytes; sleep (waking early on `stop`) while the bucket is in debt."""
-        if self.rate <= 0:
-            return
-        with self.lock:
-            rate = self.rate  # read once: set_rate may change it from another thread
-            if rate <= 0:
-                return
-            now = time.monotonic()
-            self.tokens = min(rate, self.tokens + (now - self.last) * rate)
-            self.last = now
-            self.tokens -= n
-            wait = -self.tokens / rate
-        if wait > 0:
-            stop.wait(wait)
-
-    def read_size(self) -> int:
-        """Under a throttle, smaller reads keep the flow (and the progress) smooth."""
-        return BUFFER_SIZE if self.rate <= 0 else max(4096, min(BUFFER_SIZE, self.rate // 8))
 
 
 class Body(Protocol):
@@ -469,7 +420,7 @@ def pump(
             fill, ended = 0, False
             handed = time.monotonic()
             while fill < BUFFER_SIZE:
-                want = min(BUFFER_SIZE - fill, throttle.read_size())
+                want = min(BUFFER_SIZE - fill, throttle.read_size(BUFFER_SIZE))
                 if part.end is not None:
                     want = min(want, part.end + 1 - offset - fill)
                 if want <= 0:

@@ -334,7 +334,8 @@ class _Body:
 def _pump_file(path: Path, data: bytes, start: int, parts: int = 1) -> tuple[str, int, int]:
     """Write data[start:] into `path` through the byte path: the SHA256, the bytes written past
     the page cache, and the bytes the hasher read back from the file."""
-    from transfer import FileWriter, Part, Throttle, pump
+    from throttle import Throttle
+    from transfer import FileWriter, Part, pump
 
     part = Part(0, 0, len(data) - 1, done=start, written=start)
     others = [Part(i, len(data) + i, len(data) + i) for i in range(1, parts)]
