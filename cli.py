@@ -24,6 +24,7 @@ import httpx
 
 import daemon_record
 from settings import ConfigError, local_url, read_config, resolve_home
+from sizes import human_bytes
 
 EXIT_NO_DAEMON = 3
 
@@ -40,17 +41,6 @@ class NoDaemon(CliError):
 class Daemon:
     client: httpx.Client
     stale: str = ""  # why data/daemon.json was not used, when it was left by a dead process
-
-
-def human_bytes(n: Any) -> str:
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return str(n)
 
 
 def table(rows: list[list[Any]], headers: list[str]) -> str:

@@ -23,13 +23,18 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// One rule with sizes.py (the CLI): decimal units, one decimal, halves up; tests/fixtures/sizes.json.
 function bytes(n) {
   if (n === null || n === undefined) return "–";
-  const units = ["B", "KB", "MB", "GB", "TB"];
-  let i = 0;
-  let v = Number(n);
-  while (v >= 1000 && i < units.length - 1) { v /= 1000; i += 1; }
-  return `${v.toFixed(v >= 100 || i === 0 ? 0 : 1)} ${units[i]}`;
+  const whole = Math.floor(Number(n) + 0.5);
+  if (whole < 1000) return `${whole} B`;
+  const units = ["KB", "MB", "GB", "TB"];
+  for (let p = 1; p <= units.length; p += 1) {
+    const size = 1000n ** BigInt(p); // BigInt: no binary rounding of halves, as in Python
+    const tenths = (BigInt(whole) * 10n + size / 2n) / size;
+    if (tenths < 10000n || p === units.length) return `${tenths / 10n}.${tenths % 10n} ${units[p - 1]}`;
+  }
+  return `${whole} B`;
 }
 
 function speed(bps) { return bps ? `${bytes(bps)}/s` : "–"; }
