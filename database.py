@@ -152,6 +152,14 @@ def _job_request_key(db: Database) -> None:
     )
 
 
+@migrations(name="007_update_checks")
+def _update_checks(db: Database) -> None:
+    # Each finished update check (its summary as JSON), so "last update check" survives a restart.
+    db["update_checks"].create(
+        {"id": int, "started_at": str, "finished_at": str, "summary": str}, pk="id"
+    )
+
+
 def utcnow(seconds: float | None = None) -> str:
     """Now (or `seconds` since the epoch) as ISO 8601 UTC, second precision, with a Z."""
     moment = datetime.now(UTC) if seconds is None else datetime.fromtimestamp(seconds, UTC)
@@ -425,6 +433,35 @@ class Store:
         return await self.read(
             lambda db: list(db["updates"].rows_where(order_by="id desc", limit=limit))
         )
+
+    async def add_update_check(self, summary: dict[str, Any]) -> None:
+        """Keep a finished check's summary; the last 100 are kept."""
+
+        def op(db: Database) -> None:
+            with db.atomic():
+                db["update_checks"].insert(
+                    {
+                        "started_at": summary["started_at"],
+                        "finished_at": summary["finished_at"],
+                        "summary": json.dumps(summary),
+                    }
+                )
+                db.execute(
+                    "delete from update_checks where id not in "
+                    "(select id from update_checks order by id desc limit 100)"
+                )
+
+        await self.run(op)
+
+    async def last_update_check(self) -> dict[str, Any] | None:
+        """The summary of the last finished check, or None when none has run in this home."""
+
+        def op(db: Database) -> dict[str, Any] | None:
+            query = "select summary from update_checks order by id desc limit 1"
+            row = db.execute(query).fetchone()
+            return json.loads(row[0]) if row else None
+
+        return await self.read(op)
 
     async def completed_totals(self) -> tuple[int, float]:
         """(bytes downloaded, seconds spent transferring them) over all completed jobs."""

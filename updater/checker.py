@@ -268,11 +268,18 @@ class Updater:
         manifest_lock: asyncio.Lock,
     ) -> None:
         self.settings = settings
+        self.store = store
         self.args = (settings, store, civitai, queue, bus, manifest_lock)
         self.lock = asyncio.Lock()
         self.last: CheckResult | None = None
         self.scheduler = AsyncIOScheduler()
         self._task: asyncio.Task | None = None
+
+    async def restore(self) -> None:
+        """The last check of an earlier run, so a restart does not report "never"."""
+        summary = await self.store.last_update_check()
+        if summary is not None and self.last is None:
+            self.last = CheckResult(**summary)
 
     def start(self) -> None:
         uc = self.settings.update_check
@@ -309,6 +316,10 @@ class Updater:
             started = time.monotonic()
             self.last = await check_updates(*self.args)
             log.info("update check took %.1f s", time.monotonic() - started)
+            try:
+                await self.store.add_update_check(self.last.summary())
+            except Exception:  # the check itself is done: a full disk only forgets its record
+                log.exception("update check: cannot record it")
             return self.last
 
     def next_run(self) -> str | None:
