@@ -256,7 +256,15 @@ def parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", parents=[common], help="jobs, newest first")
     ls.add_argument(
         "--status",
-        choices=["queued", "downloading", "verifying", "completed", "failed", "cancelled"],
+        choices=[
+            "queued",
+            "downloading",
+            "waiting",
+            "verifying",
+            "completed",
+            "failed",
+            "cancelled",
+        ],
     )
     ls.add_argument("--limit", type=int, default=50)
     add = sub.add_parser("add", parents=[common], help="queue a download")

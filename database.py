@@ -160,6 +160,13 @@ def _update_checks(db: Database) -> None:
     )
 
 
+@migrations(name="008_job_waiting")
+def _job_waiting(db: Database) -> None:
+    # A job waiting between attempts says when the next one starts, and how many it may make.
+    db["jobs"].add_column("next_attempt_at", str)
+    db["jobs"].add_column("max_attempts", int)
+
+
 def utcnow(seconds: float | None = None) -> str:
     """Now (or `seconds` since the epoch) as ISO 8601 UTC, second precision, with a Z."""
     moment = datetime.now(UTC) if seconds is None else datetime.fromtimestamp(seconds, UTC)

@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Container
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,7 +30,7 @@ from completed import file_state
 from database import Store, utcnow
 from downloader import Download, Link
 from events import JobEvent
-from jobs import JobRequest, JobStatus
+from jobs import ACTIVE_SQL, JobRequest, JobStatus
 from logger import safe_url
 from metadata import write_sidecars
 from settings import Settings
@@ -99,8 +100,8 @@ class JobRunner:
             if job_id in self.cancelling:
                 raise  # cancel() cleans up once this task has stopped
             current = await self.store.get_job(job_id) or row
-            if current["status"] in (JobStatus.DOWNLOADING, JobStatus.VERIFYING):
-                await self.transition(current, JobStatus.QUEUED, speed_bps=0)
+            if current["status"] in (JobStatus.DOWNLOADING, JobStatus.WAITING, JobStatus.VERIFYING):
+                await self.transition(current, JobStatus.QUEUED, speed_bps=0, next_attempt_at=None)
                 log.info("job %s: stopping; progress kept for the next start", job_id)
             raise
         except errors.DaemonError as exc:
@@ -158,23 +159,7 @@ class JobRunner:
                     raise errors.DaemonError(
                         f"Gave up after {attempts} attempts; last error: {exc}"
                     ) from None
-                wait = exc.retry_after if exc.retry_after is not None else backoff(attempts)
-                log.warning(
-                    "job %s: attempt %d failed (%s); retrying in %.1f s",
-                    job_id,
-                    attempts,
-                    exc,
-                    wait,
-                )
-                row = await self.store.update_job(
-                    job_id,
-                    attempts=attempts,
-                    speed_bps=0,
-                    error=f"Attempt {attempts} of {self.settings.retries} failed: {exc}. Retrying.",
-                )
-                self.live[job_id] = row
-                self.publish(JobEvent(self.public(row)))
-                await asyncio.sleep(wait)
+                row = await self._wait_to_retry(row, attempts, exc)
                 continue
             self.network_bytes += download.fetched
             await self._check_folder(path)  # before the .part is discarded, kept or placed
@@ -259,16 +244,13 @@ class JobRunner:
                 attempts += 1
                 if not exc.retryable or attempts >= self.settings.retries:
                     raise
-                await self.store.update_job(row["id"], attempts=attempts, error=f"{exc}. Retrying.")
-                await asyncio.sleep(
-                    exc.retry_after if exc.retry_after is not None else backoff(attempts)
-                )
+                row = await self._wait_to_retry(row, attempts, exc)
         fields = await asyncio.to_thread(self.resolved_fields, resolved, row["model_type"])
         # Another worker may have learned meanwhile that its job is this same file (asked for in
         # other words): decided under the claim lock, so only one of them downloads it.
         async with self.claim_lock:
             others = await self.store.jobs_where(
-                "dedupe_key = ? and id != ? and status in ('queued', 'downloading', 'verifying')",
+                f"dedupe_key = ? and id != ? and {ACTIVE_SQL}",
                 [fields["dedupe_key"], row["id"]],
                 order_by="id",
             )
@@ -276,6 +258,28 @@ class JobRunner:
                 other = others[0]
                 raise errors.SameFileElsewhere(other["id"], other["status"], other["model_type"])
             return await self.store.update_job(row["id"], attempts=attempts, error=None, **fields)
+
+    async def _wait_to_retry(
+        self, row: dict[str, Any], attempts: int, exc: errors.DaemonError
+    ) -> dict[str, Any]:
+        """Show the job as waiting until its next attempt (Retry-After, else backoff), then as
+        downloading again. A cancel or a stop during the wait ends it like any other moment."""
+        wait = exc.retry_after if exc.retry_after is not None else backoff(attempts)
+        retries = self.settings.retries
+        log.warning(
+            "job %s: attempt %d failed (%s); retrying in %.1f s", row["id"], attempts, exc, wait
+        )
+        row = await self.transition(
+            row,
+            JobStatus.WAITING,
+            attempts=attempts,
+            max_attempts=retries,
+            speed_bps=0,
+            next_attempt_at=utc_iso(time.time() + wait),
+            error=f"Attempt {attempts} of {retries} failed: {exc}. Retrying.",
+        )
+        await asyncio.sleep(wait)
+        return await self.transition(row, JobStatus.DOWNLOADING, next_attempt_at=None)
 
     async def _already_there(
         self, row: dict[str, Any], path: Path, expected: str | None
@@ -375,6 +379,12 @@ class SpeedMeter:
         self.last_emit = now
         t0, d0 = self.samples[0]
         return (done - d0) / (now - t0) if now > t0 else 0.0
+
+
+def utc_iso(seconds: float) -> str:
+    """A moment (seconds since the epoch) as ISO 8601 UTC with milliseconds and a Z."""
+    moment = datetime.fromtimestamp(seconds, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def check_space(path: Path, part_path: Path, total: int | None) -> None:

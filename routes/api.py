@@ -13,7 +13,7 @@ import json_body
 from auth import require_key
 from daemon import DownloadQueue
 from errors import InvalidRequest, UnsupportedMediaType
-from jobs import MAX_ID, Job, JobRequest
+from jobs import MAX_ID, Job, JobRequest, JobStatus
 from manifest import parse_entries
 
 router = APIRouter(prefix="/api", tags=["jobs"], dependencies=[Depends(require_key)])
@@ -169,14 +169,14 @@ async def status(request: Request) -> dict[str, Any]:
 async def jobs(
     request: Request,
     status: str | None = Query(
-        None, description="queued, downloading, verifying, completed, failed, cancelled"
+        None, description="queued, downloading, waiting, verifying, completed, failed, cancelled"
     ),
     limit: int = Query(50, ge=1, le=1000),
     offset: Offset = 0,
 ) -> dict[str, Any]:
     """Jobs, newest first, optionally of one status."""
     queue = queue_of(request)
-    allowed = {"queued", "downloading", "verifying", "completed", "failed", "cancelled"}
+    allowed = {s.value for s in JobStatus}
     if status is not None and status not in allowed:
         raise InvalidRequest(f"status must be one of {', '.join(sorted(allowed))}")
     where, args = ("status = ?", [status]) if status else (None, [])

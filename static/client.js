@@ -101,10 +101,17 @@ async function act(promise, success) {
 
 // Queue -----------------------------------------------------------------------------------
 
-const STATUS_STYLE = { queued: "secondary", downloading: "primary", verifying: "info", completed: "success", failed: "danger", cancelled: "dark" };
+const STATUS_STYLE = { queued: "secondary", downloading: "primary", waiting: "warning", verifying: "info", completed: "success", failed: "danger", cancelled: "dark" };
 
 function jobName(job) {
   return job.model_name ? `${job.model_name}${job.version_name ? " · " + job.version_name : ""}` : (job.filename || `job ${job.id}`);
+}
+
+// "waiting — retry in 12 s (attempt 2 of 5)": the next attempt's time counts down each second.
+function waitText(job) {
+  const left = Math.max(0, Math.ceil((Date.parse(job.next_attempt_at) - Date.now()) / 1000));
+  const of = job.max_attempts ? ` of ${job.max_attempts}` : "";
+  return `waiting — retry in ${left} s (attempt ${job.attempts + 1}${of})`;
 }
 
 function renderJob(job) {
@@ -121,6 +128,7 @@ function renderJob(job) {
     actions.append(el("button", { class: "btn btn-outline-primary btn-sm job-retry", onclick: () => act(api("POST", `/api/jobs/${job.id}/retry`), "Queued again.") }, "Retry"));
   }
   const name = el("td", {}, el("div", { class: "fw-semibold" }, jobName(job)), el("div", { class: "small text-body-secondary text-truncate text-truncate-path" }, job.filename || ""));
+  if (job.status === "waiting" && job.next_attempt_at) name.append(el("div", { class: "small job-wait" }, waitText(job)));
   if (job.error) name.append(el("div", { class: `small job-error ${job.status === "failed" ? "text-danger" : "text-warning-emphasis"}` }, job.error));
   const cells = [
     name,
@@ -364,6 +372,9 @@ setInterval(() => {
   for (const job of jobs.values()) if (job.status === "downloading") {
     const cell = document.querySelector(`#job-${job.id} .job-eta`);
     if (cell) cell.textContent = eta(job);
+  } else if (job.status === "waiting" && job.next_attempt_at) {
+    const line = document.querySelector(`#job-${job.id} .job-wait`);
+    if (line) line.textContent = waitText(job);
   }
 }, 1000);
 
