@@ -94,6 +94,10 @@ class DownloadQueue:
         """Bytes received since start (resumes make it less than sizes)."""
         return self.runner.network_bytes
 
+    def current_speed(self) -> float:
+        """Bytes/s received by all jobs over the last few seconds; 0 when idle."""
+        return round(self.runner.rate.rate(), 1)
+
     # Lifecycle --------------------------------------------------------------------------
 
     async def start(self, enqueue_manifest: bool = True) -> None:

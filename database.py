@@ -441,41 +441,14 @@ class Store:
             lambda db: list(db["updates"].rows_where(order_by="id desc", limit=limit))
         )
 
-    async def add_update_check(self, summary: dict[str, Any]) -> None:
-        """Keep a finished check's summary; the last 100 are kept."""
-
-        def op(db: Database) -> None:
-            with db.atomic():
-                db["update_checks"].insert(
-                    {
-                        "started_at": summary["started_at"],
-                        "finished_at": summary["finished_at"],
-                        "summary": json.dumps(summary),
-                    }
-                )
-                db.execute(
-                    "delete from update_checks where id not in "
-                    "(select id from update_checks order by id desc limit 100)"
-                )
-
-        await self.run(op)
-
-    async def last_update_check(self) -> dict[str, Any] | None:
-        """The summary of the last finished check, or None when none has run in this home."""
-
-        def op(db: Database) -> dict[str, Any] | None:
-            query = "select summary from update_checks order by id desc limit 1"
-            row = db.execute(query).fetchone()
-            return json.loads(row[0]) if row else None
-
-        return await self.read(op)
-
     async def completed_totals(self) -> tuple[int, float]:
-        """(bytes downloaded, seconds spent transferring them) over all completed jobs."""
+        """(bytes, seconds spent transferring them) over the completed jobs that transferred: a
+        file found in place or adopted by a scan took no transfer time, so it is not counted."""
 
         def op(db: Database) -> tuple[int, float]:
             row = db.execute(
-                "select coalesce(sum(size), 0), coalesce(sum(elapsed_s), 0) from completed"
+                "select coalesce(sum(size), 0), coalesce(sum(elapsed_s), 0) from completed "
+                "where elapsed_s > 0"
             ).fetchone()
             return int(row[0]), float(row[1])
 

@@ -33,12 +33,12 @@ from events import JobEvent
 from jobs import ACTIVE_SQL, JobRequest, JobStatus
 from logger import safe_url
 from metadata import write_sidecars
+from rates import RateMeter, SpeedMeter
 from settings import Settings
 from transfer import Throttle
 
 log = logging.getLogger("civitai.daemon")
 
-PROGRESS_INTERVAL = 0.25  # at most 4 progress events a second per job
 SPACE_MARGIN = 16 * 1024 * 1024
 
 
@@ -91,6 +91,7 @@ class JobRunner:
         self.cancelling = cancelling  # jobs whose cancel cleans up after their task (the queue's)
         self.throttle = Throttle(settings.throttle)
         self.network_bytes = 0  # bytes received since start (resumes make it less than sizes)
+        self.rate = RateMeter()  # the daemon's current rate, over every job
 
     async def run(self, row: dict[str, Any]) -> None:
         job_id = row["id"]
@@ -119,7 +120,7 @@ class JobRunner:
             row = await self._resolve_late(row)
         path = Path(row["path"])
         part_path = path.with_name(path.name + ".part")
-        await asyncio.to_thread(self._make_folder, path.parent)
+        await asyncio.to_thread(make_folder, path.parent, self.models_root)
         expected = (row.get("sha256") or "").lower() or None
 
         replaces = json.loads(row["replaces"]) if row.get("replaces") else None
@@ -139,7 +140,6 @@ class JobRunner:
 
         link = self.links.setdefault(job_id, Link(self.civitai, row["download_url"]))
         refetched = False
-        started = time.monotonic()
         while True:
             # The .part is opened (and discarded) by name: its folder is checked each time.
             await self._check_folder(path)
@@ -196,12 +196,13 @@ class JobRunner:
                 )
         await self.store.set_parts(job_id, [])
         self.links.pop(job_id, None)
-        elapsed = max(time.monotonic() - started, 1e-6)
+        # Seconds spent transferring, over every attempt and run (saved with the progress).
+        elapsed = row.get("elapsed_s") or 0.0
         return await self._complete(row, path, result.sha256, result.size, elapsed)
 
     def _make_download(self, row: dict[str, Any], link: Link, part_path: Path) -> Download:
         job_id = row["id"]
-        meter = SpeedMeter()
+        meter = SpeedMeter(self.rate)
 
         def on_progress(done: int, total: int | None) -> None:
             live = self.live.get(job_id)
@@ -230,6 +231,7 @@ class JobRunner:
             throttle=self.throttle,
             on_progress=on_progress,
             on_start=on_start,
+            active_s=row.get("elapsed_s") or 0.0,
         )
 
     async def _resolve_late(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -294,13 +296,6 @@ class JobRunner:
         size = (await asyncio.to_thread(path.stat)).st_size
         return await self._complete(row, path, actual, size, 0.0)
 
-    def _make_folder(self, folder: Path) -> None:
-        """The folder was chosen (as a real path) when the job was queued; if it has become a
-        link out of download_dir since, the job fails rather than write through it."""
-        safefs.check_unmoved(folder, self.models_root)
-        folder.mkdir(parents=True, exist_ok=True)
-        safefs.check_unmoved(folder, self.models_root)
-
     async def _check_folder(self, path: Path) -> None:
         """`path`'s folder, chosen as a real path when the job was queued, must not have become
         a link out of download_dir since: checked right before each step that names a file in
@@ -362,23 +357,12 @@ class JobRunner:
         )
 
 
-class SpeedMeter:
-    """Bytes/s over the last second or so; a value at most every PROGRESS_INTERVAL."""
-
-    def __init__(self) -> None:
-        self.samples: list[tuple[float, int]] = []
-        self.last_emit = 0.0
-
-    def update(self, done: int) -> float | None:
-        now = time.monotonic()
-        self.samples.append((now, done))
-        while len(self.samples) > 2 and now - self.samples[0][0] > 2.0:
-            self.samples.pop(0)
-        if now - self.last_emit < PROGRESS_INTERVAL:
-            return None
-        self.last_emit = now
-        t0, d0 = self.samples[0]
-        return (done - d0) / (now - t0) if now > t0 else 0.0
+def make_folder(folder: Path, models_root: Path) -> None:
+    """The folder was chosen (as a real path) when the job was queued; if it has become a link
+    out of download_dir since, the job fails rather than write through it."""
+    safefs.check_unmoved(folder, models_root)
+    folder.mkdir(parents=True, exist_ok=True)
+    safefs.check_unmoved(folder, models_root)
 
 
 def utc_iso(seconds: float) -> str:

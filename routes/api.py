@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 import json_body
 from auth import require_key
@@ -41,6 +41,13 @@ class Status(BaseModel):
     paused: bool
     uptime_s: float
     version: str
+    current_speed_bps: float = Field(
+        description="Bytes/s received by all jobs over the last 3 seconds; 0 when idle."
+    )
+    average_speed_bps: float = Field(
+        description="Bytes of the completed downloads over the seconds they spent transferring "
+        "(not queued or waiting between attempts); files found in place or adopted are left out."
+    )
 
 
 class JobList(BaseModel):
@@ -76,6 +83,7 @@ class Metrics(BaseModel):
     bytes_downloaded: int
     bytes_fetched_since_start: int
     average_speed_bps: float
+    current_speed_bps: float
     failures: int
     queue_length: int
     active: int
@@ -162,7 +170,15 @@ async def status(request: Request) -> dict[str, Any]:
         "paused": queue.paused,
         "uptime_s": round(time.monotonic() - request.app.state.started, 1),
         "version": request.app.version,
+        "current_speed_bps": queue.current_speed(),
+        "average_speed_bps": await average_speed(queue),
     }
+
+
+async def average_speed(queue: DownloadQueue) -> float:
+    """Bytes of the completed downloads over the seconds they spent transferring."""
+    total_bytes, seconds = await queue.store.completed_totals()
+    return round(total_bytes / seconds, 1) if seconds > 0 else 0.0
 
 
 @router.get("/jobs", response_model=JobList)
@@ -231,6 +247,7 @@ async def metrics(request: Request) -> dict[str, Any]:
         "bytes_downloaded": total_bytes,
         "bytes_fetched_since_start": queue.network_bytes,
         "average_speed_bps": round(total_bytes / seconds, 1) if seconds > 0 else 0.0,
+        "current_speed_bps": queue.current_speed(),
         "failures": counts.get("failed", 0),
         "queue_length": counts.get("queued", 0),
         "active": len(queue.active_jobs()),

@@ -339,6 +339,7 @@ async function loadMetrics() {
   document.getElementById("m-active").textContent = m.active;
   document.getElementById("m-bytes").textContent = bytes(m.bytes_downloaded);
   document.getElementById("m-speed").textContent = speed(m.average_speed_bps);
+  document.getElementById("m-current").textContent = `${bytes(m.current_speed_bps)}/s`;
   document.getElementById("m-failures").textContent = m.failures;
   document.getElementById("m-check").textContent = m.last_update_check ? `${when(m.last_update_check.finished_at)}: ${m.last_update_check.updates} update(s)` : "never";
 }
@@ -363,12 +364,16 @@ function drawChart() {
   ctx.fillText(`peak ${speed(max)}`, 6, 12);
 }
 
-setInterval(() => {
-  let total = 0;
-  for (const job of jobs.values()) if (job.status === "downloading") total += job.speed_bps || 0;
-  speedSamples.push(total);
+// The chart plots the daemon's current rate (the "Speed now" of the status page), once a second.
+async function sampleSpeed() {
+  const s = await api("GET", "/api/status");
+  speedSamples.push(s.current_speed_bps);
   if (speedSamples.length > 300) speedSamples.shift();
   drawChart();
+}
+
+setInterval(() => {
+  sampleSpeed().catch(() => {});
   for (const job of jobs.values()) if (job.status === "downloading") {
     const cell = document.querySelector(`#job-${job.id} .job-eta`);
     if (cell) cell.textContent = eta(job);

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import time
 from datetime import datetime
 
 from playwright.sync_api import expect
 
+from sizes import human_bytes
 from tests.conftest import assert_file_is, wait_for, wait_job
 from tests.test_gui import browser, log_in, open_tab, page  # noqa: F401 (fixtures)
 from tests.test_updates import write_manifest
@@ -107,3 +109,58 @@ def test_restart_during_the_wait_resumes_the_job(home, civitai, daemon, daemon_f
         done = wait_job(c, job["id"], timeout=40)
     assert_file_is(done["path"], hashlib.sha256(data).hexdigest())
     again.stop()
+
+
+def test_current_rate_follows_the_served_rate_and_the_average_counts_only_transfer_time(
+    home,
+    civitai,
+    daemon,
+    page,  # noqa: F811
+):
+    rate = 250_000
+    # A file adopted by a scan: completed, but never transferred (no time): left out.
+    known = os.urandom(3_000_000)
+    civitai.add_simple(9, 900, known, filename="adopted.safetensors", type="Checkpoint")
+    (home / "data/models/checkpoint").mkdir(parents=True)
+    (home / "data/models/checkpoint/adopted.safetensors").write_bytes(known)
+    big, small = os.urandom(10 * rate), os.urandom(rate // 2)
+    civitai.add_simple(1, 10, big, filename="big.safetensors")
+    civitai.add_simple(2, 20, small, filename="small.safetensors")
+    d = daemon(connections=1, workers=1)
+    with d.client() as c:
+        assert c.post("/api/scan").status_code == 202
+        wait_for(lambda: c.get("/api/scan").json()["finished_at"], what="the scan")
+        civitai.default_rate = rate
+        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
+        wait_for(
+            lambda: c.get(f"/api/jobs/{job['id']}").json()["bytes_done"] >= 4 * rate,
+            what="4 s of transfer",
+        )
+        now = c.get("/api/status").json()["current_speed_bps"]
+        assert 0.5 * rate <= now <= 1.5 * rate, f"current {now} B/s while served at {rate}"
+        wait_job(c, job["id"], timeout=60)
+        wait_for(
+            lambda: c.get("/api/status").json()["current_speed_bps"] == 0, 10, what="idle: 0 B/s"
+        )
+        # A job that waits 3 s between attempts: the wait is not transfer time.
+        civitai.fault("cdn", status=429, retry_after=3)
+        other = c.post("/api/download", json={"modelVersionId": 20, "model_type": "lora"}).json()
+        assert wait_job(c, other["id"], timeout=60)["attempts"] == 1
+        status, metrics = c.get("/api/status").json(), c.get("/api/metrics").json()
+    with sqlite3.connect(home / "data" / "completed.db") as db:
+        rows = db.execute("select filename, size, elapsed_s from completed").fetchall()
+    timing = {name: (size, seconds) for name, size, seconds in rows}
+    assert set(timing) == {"adopted.safetensors", "big.safetensors", "small.safetensors"}
+    assert not timing["adopted.safetensors"][1]
+    assert timing["small.safetensors"][1] < 2.5, "the 3 s wait was counted as transfer time"
+    assert timing["big.safetensors"][1] >= 0.8 * len(big) / rate
+    moved = [timing["big.safetensors"], timing["small.safetensors"]]
+    expected = sum(s for s, _ in moved) / sum(t for _, t in moved)
+    assert abs(status["average_speed_bps"] - expected) <= 0.1
+    assert metrics["average_speed_bps"] == status["average_speed_bps"]
+    assert 0.5 * rate <= expected <= 1.2 * rate
+    log_in(page, d)
+    open_tab(page, "status")
+    expect(page.locator("#m-current")).to_have_text("0 B/s")
+    expect(page.locator("#m-speed")).to_have_text(f"{human_bytes(status['average_speed_bps'])}/s")
+    d.stop()
