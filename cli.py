@@ -1,41 +1,46 @@
-"""Command line for a running daemon: finds its port and key in the home's config.json.
+"""Command line for a running daemon: finds it through its home (data/daemon.json, else
+active_port in config.json) and takes the key from config.json.
 
     ./civitai status
     ./civitai list [--status failed]
     ./civitai add "https://civitai.com/models/4384?modelVersionId=128713" --type checkpoint
-    ./civitai add --version 128713 --type checkpoint
+    ./civitai add --version 128713 --file-id 131226 --type checkpoint
     ./civitai cancel 12 · retry 12 · completed · updates [--check] · scan · url · key
-Every command takes --json (for scripts) and --home DIR.
+Every command takes --json (for scripts), --home DIR and --url URL (or $CIVITAI_DAEMON_URL;
+$CIVITAI_DAEMON_TOKEN overrides the key). No daemon found: exit code 3.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+import daemon_record
 from settings import ConfigError, local_url, read_config, resolve_home
+from sizes import human_bytes
 
 EXIT_NO_DAEMON = 3
 
 
 class CliError(Exception):
-    pass
+    """A sentence for the person at the terminal; exit code 1."""
 
 
-def human_bytes(n: Any) -> str:
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return str(n)
+class NoDaemon(CliError):
+    """No daemon answers where the CLI looked; exit code 3."""
+
+
+@dataclass
+class Daemon:
+    client: httpx.Client
+    stale: str = ""  # why data/daemon.json was not used, when it was left by a dead process
 
 
 def table(rows: list[list[Any]], headers: list[str]) -> str:
@@ -47,29 +52,54 @@ def table(rows: list[list[Any]], headers: list[str]) -> str:
     return "\n".join(out)
 
 
-def connect(home_arg: str | None) -> httpx.Client:
+def connect(home_arg: str | None, url_arg: str | None = None) -> Daemon:
+    """A client for the daemon: --url or $CIVITAI_DAEMON_URL, else the home's running daemon
+    (data/daemon.json, written by launch.py), else the home's active_port."""
     home = resolve_home(home_arg)
     try:
         config = read_config(home)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
-    port, token = config.get("active_port"), config.get("api_token")
-    if not port or not token:
-        raise CliError(
-            f"No daemon has run with the home {home} yet (config.json has no active_port or "
-            f"api_token). Start it, in the checkout, with: .venv/bin/python launch.py --home {home}"
+    token = os.environ.get("CIVITAI_DAEMON_TOKEN") or config.get("api_token")
+    url = url_arg or os.environ.get("CIVITAI_DAEMON_URL")
+    stale = ""
+    if not url:
+        record = daemon_record.read(home)
+        if record is not None and daemon_record.is_running(record.pid):
+            url = record.url
+        elif record is not None:
+            stale = (
+                f"{daemon_record.record_path(home)} names process {record.pid} (port "
+                f"{record.port}, started {record.started}), which is no longer running: that "
+                f"daemon stopped without a clean shutdown (killed or crashed). "
+            )
+    if not url and config.get("active_port"):
+        url = local_url(config.get("host") or "127.0.0.1", config["active_port"])
+    if not url or not token:
+        why = "no daemon.json in its data folder and no active_port in config.json"
+        if not token:
+            why = "config.json has no api_token"
+        raise NoDaemon(
+            f"{stale}No daemon is running with the home {home} ({why}). Start it with: "
+            f".venv/bin/python launch.py --home {home} in the checkout, or pass --url URL"
+            if stale
+            else f"No daemon has run with the home {home} yet ({why}). Start it with: "
+            f".venv/bin/python launch.py --home {home} in the checkout, or pass --url URL"
         )
-    base = local_url(config.get("host") or "127.0.0.1", port)
-    return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120)
+    client = httpx.Client(
+        base_url=url.rstrip("/"), headers={"Authorization": f"Bearer {token}"}, timeout=120
+    )
+    return Daemon(client, stale)
 
 
-def call(client: httpx.Client, method: str, path: str, **kw: Any) -> Any:
+def call(daemon: Daemon, method: str, path: str, **kw: Any) -> Any:
     try:
-        response = client.request(method, path, **kw)
+        response = daemon.client.request(method, path, **kw)
     except httpx.TransportError:
-        raise CliError(
-            f"The daemon is not running (nothing answers at {client.base_url}). Start it with "
-            f"`.venv/bin/python launch.py` in the checkout or `systemctl start civitai-daemon`."
+        raise NoDaemon(
+            f"{daemon.stale}The daemon is not running (nothing answers at "
+            f"{daemon.client.base_url}). Start it with `.venv/bin/python launch.py` in the "
+            f"checkout or `systemctl start civitai-daemon`."
         ) from None
     try:
         data = response.json()
@@ -105,21 +135,21 @@ def job_rows(jobs: list[dict[str, Any]]) -> str:
 
 def run(args: argparse.Namespace) -> tuple[Any, str]:
     """(data for --json, text for people)."""
-    c = connect(args.home)
+    c = connect(args.home, args.daemon_url)
     cmd = args.command
     if cmd == "status":
         s = call(c, "GET", "/api/status")
         text = (
-            f"Daemon {s['version']} at {c.base_url}, up {int(s['uptime_s'])} s, "
+            f"Daemon {s['version']} at {c.client.base_url}, up {int(s['uptime_s'])} s, "
             f"{s['workers']} workers{', paused' if s['paused'] else ''}; {s['queued']} queued, "
             f"{len(s['active'])} active."
         )
         return s, text + ("\n" + job_rows(s["active"]) if s["active"] else "")
     if cmd == "url":
-        url = str(c.base_url).rstrip("/")
+        url = str(c.client.base_url).rstrip("/")
         return {"url": url}, url
     if cmd == "key":
-        key = c.headers["Authorization"].removeprefix("Bearer ")
+        key = c.client.headers["Authorization"].removeprefix("Bearer ")
         return {"api_token": key}, key
     if cmd == "list":
         params = {"limit": args.limit} | ({"status": args.status} if args.status else {})
@@ -135,6 +165,8 @@ def run(args: argparse.Namespace) -> tuple[Any, str]:
             body["url"] = args.url
         else:
             raise CliError("Give a URL, --version ID or --model ID")
+        if args.file_id:
+            body["fileId"] = args.file_id
         if args.filename:
             body["filename"] = args.filename
         job = call(c, "POST", "/api/download", json=body)
@@ -145,9 +177,10 @@ def run(args: argparse.Namespace) -> tuple[Any, str]:
         return job, f"Job {job['id']} is {job['status']}."
     if cmd == "completed":
         data = call(c, "GET", "/api/completed", params={"limit": args.limit})
+        # The job id, which cancel and retry take (a file adopted by a scan has no job).
         rows = [
             [
-                r["id"],
+                r.get("job_id"),
                 r["model_type"],
                 r["filename"],
                 human_bytes(r["size"]),
@@ -157,7 +190,7 @@ def run(args: argparse.Namespace) -> tuple[Any, str]:
             for r in data["completed"]
         ]
         return data, table(
-            rows, ["ID", "TYPE", "FILE", "SIZE", "COMPLETED", "PATH"]
+            rows, ["JOB", "TYPE", "FILE", "SIZE", "COMPLETED", "PATH"]
         ) if rows else "Nothing completed yet."
     if cmd == "updates":
         if args.check:
@@ -214,6 +247,13 @@ def parser() -> argparse.ArgumentParser:
         "--home", help="the daemon's home (default: $CIVITAI_DAEMON_HOME or this folder)"
     )
     common.add_argument("--json", action="store_true", help="print JSON for scripts")
+    common.add_argument(
+        "--url",
+        dest="daemon_url",
+        metavar="URL",
+        help="the daemon's address, e.g. http://127.0.0.1:8137 (default: $CIVITAI_DAEMON_URL, "
+        "else the running daemon of the home)",
+    )
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common]
     )
@@ -222,7 +262,15 @@ def parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", parents=[common], help="jobs, newest first")
     ls.add_argument(
         "--status",
-        choices=["queued", "downloading", "verifying", "completed", "failed", "cancelled"],
+        choices=[
+            "queued",
+            "downloading",
+            "waiting",
+            "verifying",
+            "completed",
+            "failed",
+            "cancelled",
+        ],
     )
     ls.add_argument("--limit", type=int, default=50)
     add = sub.add_parser("add", parents=[common], help="queue a download")
@@ -230,6 +278,9 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("--version", type=int, help="a model version id")
     add.add_argument("--model", type=int, help="a model id (its newest version)")
     add.add_argument("--type", required=True, help="model_type: lora, checkpoint, vae, …")
+    add.add_argument(
+        "--file-id", type=int, help="which file of the version (default: its primary file)"
+    )
     add.add_argument("--filename")
     add.add_argument("--priority", type=int, default=5)
     for name in ("cancel", "retry"):
@@ -249,11 +300,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.home = getattr(args, "home", None)
     args.json = getattr(args, "json", False)
+    args.daemon_url = getattr(args, "daemon_url", None)
     try:
         data, text = run(args)
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
-        return EXIT_NO_DAEMON if "not running" in str(exc) or "No daemon" in str(exc) else 1
+        return EXIT_NO_DAEMON if isinstance(exc, NoDaemon) else 1
     print(json.dumps(data, indent=2) if args.json else text)  # noqa: T201
     return 0
 

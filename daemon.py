@@ -27,7 +27,7 @@ from completed import file_state as _file_state
 from database import Store
 from events import EventBus, JobEvent
 from job_rows import JobRows
-from jobs import ACTIVE, JobRequest, JobStatus
+from jobs import ACTIVE, ACTIVE_SQL, RUNNING_SQL, JobRequest, JobStatus
 from logger import safe_url
 from resolver import Resolver
 from runner import JobRunner
@@ -94,12 +94,18 @@ class DownloadQueue:
         """Bytes received since start (resumes make it less than sizes)."""
         return self.runner.network_bytes
 
+    def current_speed(self) -> float:
+        """Bytes/s received by all jobs over the last few seconds; 0 when idle."""
+        return round(self.runner.rate.rate(), 1)
+
     # Lifecycle --------------------------------------------------------------------------
 
     async def start(self, enqueue_manifest: bool = True) -> None:
         """Requeue what a stop or crash interrupted, then start the workers."""
-        for row in await self.store.jobs_where("status in ('downloading', 'verifying')"):
-            await self.store.update_job(row["id"], status=JobStatus.QUEUED, speed_bps=0)
+        for row in await self.store.jobs_where(RUNNING_SQL):
+            await self.store.update_job(
+                row["id"], status=JobStatus.QUEUED, speed_bps=0, next_attempt_at=None
+            )
             log.info("job %s: interrupted earlier; queued again to resume", row["id"])
         self.workers.start(self.settings.workers)
         if enqueue_manifest:
@@ -254,7 +260,7 @@ class DownloadQueue:
                     f"Job {job_id} is {row['status']}; only failed or cancelled jobs can be retried"
                 )
             duplicate = await self.store.jobs_where(
-                "dedupe_key = ? and id != ? and status in ('queued', 'downloading', 'verifying')",
+                f"dedupe_key = ? and id != ? and {ACTIVE_SQL}",
                 [row["dedupe_key"], job_id],
             )
             if duplicate:

@@ -152,6 +152,21 @@ def _job_request_key(db: Database) -> None:
     )
 
 
+@migrations(name="007_update_checks")
+def _update_checks(db: Database) -> None:
+    # Each finished update check (its summary as JSON), so "last update check" survives a restart.
+    db["update_checks"].create(
+        {"id": int, "started_at": str, "finished_at": str, "summary": str}, pk="id"
+    )
+
+
+@migrations(name="008_job_waiting")
+def _job_waiting(db: Database) -> None:
+    # A job waiting between attempts says when the next one starts, and how many it may make.
+    db["jobs"].add_column("next_attempt_at", str)
+    db["jobs"].add_column("max_attempts", int)
+
+
 def utcnow(seconds: float | None = None) -> str:
     """Now (or `seconds` since the epoch) as ISO 8601 UTC, second precision, with a Z."""
     moment = datetime.now(UTC) if seconds is None else datetime.fromtimestamp(seconds, UTC)
@@ -427,11 +442,13 @@ class Store:
         )
 
     async def completed_totals(self) -> tuple[int, float]:
-        """(bytes downloaded, seconds spent transferring them) over all completed jobs."""
+        """(bytes, seconds spent transferring them) over the completed jobs that transferred: a
+        file found in place or adopted by a scan took no transfer time, so it is not counted."""
 
         def op(db: Database) -> tuple[int, float]:
             row = db.execute(
-                "select coalesce(sum(size), 0), coalesce(sum(elapsed_s), 0) from completed"
+                "select coalesce(sum(size), 0), coalesce(sum(elapsed_s), 0) from completed "
+                "where elapsed_s > 0"
             ).fetchone()
             return int(row[0]), float(row[1])
 

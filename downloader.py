@@ -208,9 +208,10 @@ class Download:
         throttle: Throttle,
         on_progress: Callable[[int, int | None], None],
         on_start: Callable[[dict[str, Any]], None],
+        active_s: float = 0.0,
     ) -> None:
         self.job_id = job_id
-        self.saved = SavedProgress(job_id, store)
+        self.saved = SavedProgress(job_id, store, active_s)
         self.civitai = civitai
         self.link = link
         self.part_path = part_path
@@ -278,6 +279,7 @@ class Download:
         finished = False
         try:
             await writer.call(writer.open, truncate_to, first is not None)
+            self.saved.start_clock()
             checkpoint = asyncio.create_task(self.saved.checkpoints(writer, self.parts))
             ticker = asyncio.create_task(self._ticker())
             await run_together(

@@ -40,23 +40,34 @@ CIVITAI_TYPES = {
 
 class JobStatus(StrEnum):
     QUEUED = "queued"  # waiting for a worker
-    DOWNLOADING = "downloading"  # a worker is resolving or transferring it (or backing off)
+    DOWNLOADING = "downloading"  # a worker is resolving or transferring it
+    # An attempt failed with a retryable error; the worker waits until `next_attempt_at`.
+    WAITING = "waiting"
     VERIFYING = "verifying"  # all bytes are on disk; the SHA256 is being finished and checked
     COMPLETED = "completed"  # the verified file is at its final path
     FAILED = "failed"  # gave up; `error` says why and what to do
     CANCELLED = "cancelled"  # stopped by a person; its .part is removed
 
 
-ACTIVE = (JobStatus.QUEUED, JobStatus.DOWNLOADING, JobStatus.VERIFYING)
+ACTIVE = (JobStatus.QUEUED, JobStatus.DOWNLOADING, JobStatus.WAITING, JobStatus.VERIFYING)
+ACTIVE_SQL = "status in ({})".format(", ".join(f"'{s.value}'" for s in ACTIVE))
+RUNNING_SQL = "status in ('downloading', 'waiting', 'verifying')"  # a worker holds the job
 
 TRANSITIONS: dict[JobStatus, set[JobStatus]] = {
     JobStatus.QUEUED: {JobStatus.DOWNLOADING, JobStatus.CANCELLED, JobStatus.FAILED},
     JobStatus.DOWNLOADING: {
+        JobStatus.WAITING,  # a retryable failure: wait, then try again
         JobStatus.VERIFYING,
         JobStatus.COMPLETED,
         JobStatus.FAILED,
         JobStatus.CANCELLED,
         JobStatus.QUEUED,  # the daemon is stopping: back to the queue, progress kept
+    },
+    JobStatus.WAITING: {
+        JobStatus.DOWNLOADING,  # the next attempt starts
+        JobStatus.FAILED,
+        JobStatus.CANCELLED,
+        JobStatus.QUEUED,  # the daemon is stopping: the next start tries again
     },
     JobStatus.VERIFYING: {
         JobStatus.COMPLETED,
@@ -237,6 +248,8 @@ class Job(BaseModel):
     bytes_total: int | None = None
     speed_bps: float = 0
     attempts: int = 0
+    max_attempts: int | None = None  # while waiting: the attempts allowed (config `retries`)
+    next_attempt_at: str | None = None  # while waiting: when the next attempt starts (UTC)
     error: str | None = None
     model_name: str | None = None
     version_name: str | None = None

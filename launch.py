@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
+import daemon_record
 from settings import (
     ConfigError,
     ensure_api_token,
@@ -163,9 +164,14 @@ def main(argv: list[str] | None = None) -> int:
         ws_ping_interval=20,
     )
     server = Server(config)
-    print(f"GUI: {gui_url(settings.host, bound)}", flush=True)
-    log.info("listening on %s:%s, home %s", settings.host, bound, home)
-    server.run(sockets=[sock])
+    # Before the GUI line: whoever waits for that line can already find the daemon by its home.
+    daemon_record.write(home, settings.host, bound)
+    try:
+        print(f"GUI: {gui_url(settings.host, bound)}", flush=True)
+        log.info("listening on %s:%s, home %s", settings.host, bound, home)
+        server.run(sockets=[sock])
+    finally:
+        daemon_record.remove(home)
     return 0
 
 

@@ -73,6 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
             stack.push_async_callback(queue.stop)
             manifest_lock = asyncio.Lock()
             updater = Updater(settings, store, civitai, queue, bus, manifest_lock)
+            await updater.restore()
             updater.start()
             stack.push_async_callback(updater.stop)
             scanner = Scanner(settings, store, civitai, http, manifest_lock)

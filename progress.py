@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,20 @@ CHECKPOINT_SECONDS = 0.25
 class SavedProgress:
     """The parts of one job's file as SQLite holds them."""
 
-    def __init__(self, job_id: int, store: Store) -> None:
+    def __init__(self, job_id: int, store: Store, active_s: float = 0.0) -> None:
         self.job_id = job_id
         self.store = store
+        self.active_s = active_s  # seconds spent transferring in earlier attempts and runs
+        self._since: float | None = None
+
+    def start_clock(self) -> None:
+        """Bytes flow from now on: the job's active time (its `elapsed_s`) grows until the end."""
+        self._since = time.monotonic()
+
+    def active(self) -> float:
+        """Seconds this job has spent transferring, saved with each commit: waits between
+        attempts and time in the queue are not in it; a resume after a restart adds to it."""
+        return self.active_s + (time.monotonic() - self._since if self._since else 0.0)
 
     async def restore(self, part_path: Path) -> list[Part] | None:
         """The parts of an earlier run, never past what the .part holds; None when there is
@@ -62,7 +74,10 @@ class SavedProgress:
         synced = await writer.call(writer.sync)
         for p, s in zip(parts, synced, strict=True):
             p.done = s["done"]
-        await self.store.save_progress(self.job_id, synced, bytes_done=sum(p.done for p in parts))
+        done = sum(p.done for p in parts)
+        await self.store.save_progress(
+            self.job_id, synced, bytes_done=done, elapsed_s=self.active()
+        )
 
     async def checkpoints(self, writer: FileWriter, parts: list[Part]) -> None:
         """Commit every CHECKPOINT_SECONDS until cancelled."""

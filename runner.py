@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Container
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,15 +30,15 @@ from completed import file_state
 from database import Store, utcnow
 from downloader import Download, Link
 from events import JobEvent
-from jobs import JobRequest, JobStatus
+from jobs import ACTIVE_SQL, JobRequest, JobStatus
 from logger import safe_url
 from metadata import write_sidecars
+from rates import RateMeter, SpeedMeter
 from settings import Settings
 from throttle import Throttle
 
 log = logging.getLogger("civitai.daemon")
 
-PROGRESS_INTERVAL = 0.25  # at most 4 progress events a second per job
 SPACE_MARGIN = 16 * 1024 * 1024
 
 
@@ -90,6 +91,7 @@ class JobRunner:
         self.cancelling = cancelling  # jobs whose cancel cleans up after their task (the queue's)
         self.throttle = Throttle(settings.throttle)
         self.network_bytes = 0  # bytes received since start (resumes make it less than sizes)
+        self.rate = RateMeter()  # the daemon's current rate, over every job
 
     async def run(self, row: dict[str, Any]) -> None:
         job_id = row["id"]
@@ -99,8 +101,8 @@ class JobRunner:
             if job_id in self.cancelling:
                 raise  # cancel() cleans up once this task has stopped
             current = await self.store.get_job(job_id) or row
-            if current["status"] in (JobStatus.DOWNLOADING, JobStatus.VERIFYING):
-                await self.transition(current, JobStatus.QUEUED, speed_bps=0)
+            if current["status"] in (JobStatus.DOWNLOADING, JobStatus.WAITING, JobStatus.VERIFYING):
+                await self.transition(current, JobStatus.QUEUED, speed_bps=0, next_attempt_at=None)
                 log.info("job %s: stopping; progress kept for the next start", job_id)
             raise
         except errors.DaemonError as exc:
@@ -118,7 +120,7 @@ class JobRunner:
             row = await self._resolve_late(row)
         path = Path(row["path"])
         part_path = path.with_name(path.name + ".part")
-        await asyncio.to_thread(self._make_folder, path.parent)
+        await asyncio.to_thread(make_folder, path.parent, self.models_root)
         expected = (row.get("sha256") or "").lower() or None
 
         replaces = json.loads(row["replaces"]) if row.get("replaces") else None
@@ -138,7 +140,6 @@ class JobRunner:
 
         link = self.links.setdefault(job_id, Link(self.civitai, row["download_url"]))
         refetched = False
-        started = time.monotonic()
         while True:
             # The .part is opened (and discarded) by name: its folder is checked each time.
             await self._check_folder(path)
@@ -158,23 +159,7 @@ class JobRunner:
                     raise errors.DaemonError(
                         f"Gave up after {attempts} attempts; last error: {exc}"
                     ) from None
-                wait = exc.retry_after if exc.retry_after is not None else backoff(attempts)
-                log.warning(
-                    "job %s: attempt %d failed (%s); retrying in %.1f s",
-                    job_id,
-                    attempts,
-                    exc,
-                    wait,
-                )
-                row = await self.store.update_job(
-                    job_id,
-                    attempts=attempts,
-                    speed_bps=0,
-                    error=f"Attempt {attempts} of {self.settings.retries} failed: {exc}. Retrying.",
-                )
-                self.live[job_id] = row
-                self.publish(JobEvent(self.public(row)))
-                await asyncio.sleep(wait)
+                row = await self._wait_to_retry(row, attempts, exc)
                 continue
             self.network_bytes += download.fetched
             await self._check_folder(path)  # before the .part is discarded, kept or placed
@@ -211,12 +196,13 @@ class JobRunner:
                 )
         await self.store.set_parts(job_id, [])
         self.links.pop(job_id, None)
-        elapsed = max(time.monotonic() - started, 1e-6)
+        # Seconds spent transferring, over every attempt and run (saved with the progress).
+        elapsed = row.get("elapsed_s") or 0.0
         return await self._complete(row, path, result.sha256, result.size, elapsed)
 
     def _make_download(self, row: dict[str, Any], link: Link, part_path: Path) -> Download:
         job_id = row["id"]
-        meter = SpeedMeter()
+        meter = SpeedMeter(self.rate)
 
         def on_progress(done: int, total: int | None) -> None:
             live = self.live.get(job_id)
@@ -245,6 +231,7 @@ class JobRunner:
             throttle=self.throttle,
             on_progress=on_progress,
             on_start=on_start,
+            active_s=row.get("elapsed_s") or 0.0,
         )
 
     async def _resolve_late(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -259,16 +246,13 @@ class JobRunner:
                 attempts += 1
                 if not exc.retryable or attempts >= self.settings.retries:
                     raise
-                await self.store.update_job(row["id"], attempts=attempts, error=f"{exc}. Retrying.")
-                await asyncio.sleep(
-                    exc.retry_after if exc.retry_after is not None else backoff(attempts)
-                )
+                row = await self._wait_to_retry(row, attempts, exc)
         fields = await asyncio.to_thread(self.resolved_fields, resolved, row["model_type"])
         # Another worker may have learned meanwhile that its job is this same file (asked for in
         # other words): decided under the claim lock, so only one of them downloads it.
         async with self.claim_lock:
             others = await self.store.jobs_where(
-                "dedupe_key = ? and id != ? and status in ('queued', 'downloading', 'verifying')",
+                f"dedupe_key = ? and id != ? and {ACTIVE_SQL}",
                 [fields["dedupe_key"], row["id"]],
                 order_by="id",
             )
@@ -276,6 +260,28 @@ class JobRunner:
                 other = others[0]
                 raise errors.SameFileElsewhere(other["id"], other["status"], other["model_type"])
             return await self.store.update_job(row["id"], attempts=attempts, error=None, **fields)
+
+    async def _wait_to_retry(
+        self, row: dict[str, Any], attempts: int, exc: errors.DaemonError
+    ) -> dict[str, Any]:
+        """Show the job as waiting until its next attempt (Retry-After, else backoff), then as
+        downloading again. A cancel or a stop during the wait ends it like any other moment."""
+        wait = exc.retry_after if exc.retry_after is not None else backoff(attempts)
+        retries = self.settings.retries
+        log.warning(
+            "job %s: attempt %d failed (%s); retrying in %.1f s", row["id"], attempts, exc, wait
+        )
+        row = await self.transition(
+            row,
+            JobStatus.WAITING,
+            attempts=attempts,
+            max_attempts=retries,
+            speed_bps=0,
+            next_attempt_at=utc_iso(time.time() + wait),
+            error=f"Attempt {attempts} of {retries} failed: {exc}. Retrying.",
+        )
+        await asyncio.sleep(wait)
+        return await self.transition(row, JobStatus.DOWNLOADING, next_attempt_at=None)
 
     async def _already_there(
         self, row: dict[str, Any], path: Path, expected: str | None
@@ -289,13 +295,6 @@ class JobRunner:
         log.info("job %s: %s is already in place and verified", row["id"], path)
         size = (await asyncio.to_thread(path.stat)).st_size
         return await self._complete(row, path, actual, size, 0.0)
-
-    def _make_folder(self, folder: Path) -> None:
-        """The folder was chosen (as a real path) when the job was queued; if it has become a
-        link out of download_dir since, the job fails rather than write through it."""
-        safefs.check_unmoved(folder, self.models_root)
-        folder.mkdir(parents=True, exist_ok=True)
-        safefs.check_unmoved(folder, self.models_root)
 
     async def _check_folder(self, path: Path) -> None:
         """`path`'s folder, chosen as a real path when the job was queued, must not have become
@@ -358,23 +357,18 @@ class JobRunner:
         )
 
 
-class SpeedMeter:
-    """Bytes/s over the last second or so; a value at most every PROGRESS_INTERVAL."""
+def make_folder(folder: Path, models_root: Path) -> None:
+    """The folder was chosen (as a real path) when the job was queued; if it has become a link
+    out of download_dir since, the job fails rather than write through it."""
+    safefs.check_unmoved(folder, models_root)
+    folder.mkdir(parents=True, exist_ok=True)
+    safefs.check_unmoved(folder, models_root)
 
-    def __init__(self) -> None:
-        self.samples: list[tuple[float, int]] = []
-        self.last_emit = 0.0
 
-    def update(self, done: int) -> float | None:
-        now = time.monotonic()
-        self.samples.append((now, done))
-        while len(self.samples) > 2 and now - self.samples[0][0] > 2.0:
-            self.samples.pop(0)
-        if now - self.last_emit < PROGRESS_INTERVAL:
-            return None
-        self.last_emit = now
-        t0, d0 = self.samples[0]
-        return (done - d0) / (now - t0) if now > t0 else 0.0
+def utc_iso(seconds: float) -> str:
+    """A moment (seconds since the epoch) as ISO 8601 UTC with milliseconds and a Z."""
+    moment = datetime.fromtimestamp(seconds, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def check_space(path: Path, part_path: Path, total: int | None) -> None:

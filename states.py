@@ -89,7 +89,9 @@ class JobStates:
             await asyncio.to_thread(self._remove_part, Path(row["path"] + ".part"))
         await self.store.set_parts(row["id"], [])
         self.links.pop(row["id"], None)
-        return await self.transition(row, JobStatus.CANCELLED, speed_bps=0, bytes_done=0)
+        return await self.transition(
+            row, JobStatus.CANCELLED, speed_bps=0, bytes_done=0, elapsed_s=0
+        )
 
     def _remove_part(self, part_path: Path) -> None:
         """Remove a cancelled job's .part, never through a folder that became a link out."""

@@ -7,13 +7,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 import json_body
 from auth import require_key
 from daemon import DownloadQueue
 from errors import InvalidRequest, UnsupportedMediaType
-from jobs import MAX_ID, Job, JobRequest
+from jobs import MAX_ID, Job, JobRequest, JobStatus
 from manifest import parse_entries
 
 router = APIRouter(prefix="/api", tags=["jobs"], dependencies=[Depends(require_key)])
@@ -41,6 +41,13 @@ class Status(BaseModel):
     paused: bool
     uptime_s: float
     version: str
+    current_speed_bps: float = Field(
+        description="Bytes/s received by all jobs over the last 3 seconds; 0 when idle."
+    )
+    average_speed_bps: float = Field(
+        description="Bytes of the completed downloads over the seconds they spent transferring "
+        "(not queued or waiting between attempts); files found in place or adopted are left out."
+    )
 
 
 class JobList(BaseModel):
@@ -76,6 +83,7 @@ class Metrics(BaseModel):
     bytes_downloaded: int
     bytes_fetched_since_start: int
     average_speed_bps: float
+    current_speed_bps: float
     failures: int
     queue_length: int
     active: int
@@ -162,21 +170,29 @@ async def status(request: Request) -> dict[str, Any]:
         "paused": queue.paused,
         "uptime_s": round(time.monotonic() - request.app.state.started, 1),
         "version": request.app.version,
+        "current_speed_bps": queue.current_speed(),
+        "average_speed_bps": await average_speed(queue),
     }
+
+
+async def average_speed(queue: DownloadQueue) -> float:
+    """Bytes of the completed downloads over the seconds they spent transferring."""
+    total_bytes, seconds = await queue.store.completed_totals()
+    return round(total_bytes / seconds, 1) if seconds > 0 else 0.0
 
 
 @router.get("/jobs", response_model=JobList)
 async def jobs(
     request: Request,
     status: str | None = Query(
-        None, description="queued, downloading, verifying, completed, failed, cancelled"
+        None, description="queued, downloading, waiting, verifying, completed, failed, cancelled"
     ),
     limit: int = Query(50, ge=1, le=1000),
     offset: Offset = 0,
 ) -> dict[str, Any]:
     """Jobs, newest first, optionally of one status."""
     queue = queue_of(request)
-    allowed = {"queued", "downloading", "verifying", "completed", "failed", "cancelled"}
+    allowed = {s.value for s in JobStatus}
     if status is not None and status not in allowed:
         raise InvalidRequest(f"status must be one of {', '.join(sorted(allowed))}")
     where, args = ("status = ?", [status]) if status else (None, [])
@@ -231,6 +247,7 @@ async def metrics(request: Request) -> dict[str, Any]:
         "bytes_downloaded": total_bytes,
         "bytes_fetched_since_start": queue.network_bytes,
         "average_speed_bps": round(total_bytes / seconds, 1) if seconds > 0 else 0.0,
+        "current_speed_bps": queue.current_speed(),
         "failures": counts.get("failed", 0),
         "queue_length": counts.get("queued", 0),
         "active": len(queue.active_jobs()),

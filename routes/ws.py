@@ -13,6 +13,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from auth import COOKIE
 from events import JobEvent, Overflowed, UpdateEvent
+from jobs import ACTIVE_SQL
 from roles import role_for_key
 
 log = logging.getLogger("civitai.ws")
@@ -63,9 +64,7 @@ async def downloads(ws: WebSocket) -> None:
     # Subscribe before the snapshot, so nothing between the two is missed.
     bus = app.state.bus
     with bus.subscribe(maxsize=QUEUE_SIZE, progress=True, limit=STATUS_LIMIT) as sub:
-        rows = await queue.store.jobs_where(
-            "status in ('queued', 'downloading', 'verifying')", order_by="priority, id"
-        )
+        rows = await queue.store.jobs_where(ACTIVE_SQL, order_by="priority, id")
         await ws.send_json({"type": "snapshot", "jobs": [queue.public(r) for r in rows]})
         receiver = asyncio.create_task(_drain(ws))
         waiter: asyncio.Future[Any] | None = None

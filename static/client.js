@@ -25,13 +25,18 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// One rule with sizes.py (the CLI): decimal units, one decimal, halves up; tests/fixtures/sizes.json.
 function bytes(n) {
   if (n === null || n === undefined) return "–";
-  const units = ["B", "KB", "MB", "GB", "TB"];
-  let i = 0;
-  let v = Number(n);
-  while (v >= 1000 && i < units.length - 1) { v /= 1000; i += 1; }
-  return `${v.toFixed(v >= 100 || i === 0 ? 0 : 1)} ${units[i]}`;
+  const whole = Math.floor(Number(n) + 0.5);
+  if (whole < 1000) return `${whole} B`;
+  const units = ["KB", "MB", "GB", "TB"];
+  for (let p = 1; p <= units.length; p += 1) {
+    const size = 1000n ** BigInt(p); // BigInt: no binary rounding of halves, as in Python
+    const tenths = (BigInt(whole) * 10n + size / 2n) / size;
+    if (tenths < 10000n || p === units.length) return `${tenths / 10n}.${tenths % 10n} ${units[p - 1]}`;
+  }
+  return `${whole} B`;
 }
 
 function speed(bps) { return bps ? `${bytes(bps)}/s` : "–"; }
@@ -98,10 +103,17 @@ async function act(promise, success) {
 
 // Queue -----------------------------------------------------------------------------------
 
-const STATUS_STYLE = { queued: "secondary", downloading: "primary", verifying: "info", completed: "success", failed: "danger", cancelled: "dark" };
+const STATUS_STYLE = { queued: "secondary", downloading: "primary", waiting: "warning", verifying: "info", completed: "success", failed: "danger", cancelled: "dark" };
 
 function jobName(job) {
   return job.model_name ? `${job.model_name}${job.version_name ? " · " + job.version_name : ""}` : (job.filename || `job ${job.id}`);
+}
+
+// "waiting — retry in 12 s (attempt 2 of 5)": the next attempt's time counts down each second.
+function waitText(job) {
+  const left = Math.max(0, Math.ceil((Date.parse(job.next_attempt_at) - Date.now()) / 1000));
+  const of = job.max_attempts ? ` of ${job.max_attempts}` : "";
+  return `waiting — retry in ${left} s (attempt ${job.attempts + 1}${of})`;
 }
 
 function renderJob(job) {
@@ -118,6 +130,7 @@ function renderJob(job) {
     actions.append(el("button", { class: "btn btn-outline-primary btn-sm job-retry", onclick: () => act(api("POST", `/api/jobs/${job.id}/retry`), "Queued again.") }, "Retry"));
   }
   const name = el("td", {}, el("div", { class: "fw-semibold" }, jobName(job)), el("div", { class: "small text-body-secondary text-truncate text-truncate-path" }, job.filename || ""));
+  if (job.status === "waiting" && job.next_attempt_at) name.append(el("div", { class: "small job-wait" }, waitText(job)));
   if (job.error) name.append(el("div", { class: `small job-error ${job.status === "failed" ? "text-danger" : "text-warning-emphasis"}` }, job.error));
   const cells = [
     name,
@@ -328,6 +341,7 @@ async function loadMetrics() {
   document.getElementById("m-active").textContent = m.active;
   document.getElementById("m-bytes").textContent = bytes(m.bytes_downloaded);
   document.getElementById("m-speed").textContent = speed(m.average_speed_bps);
+  document.getElementById("m-current").textContent = `${bytes(m.current_speed_bps)}/s`;
   document.getElementById("m-failures").textContent = m.failures;
   document.getElementById("m-check").textContent = m.last_update_check ? `${when(m.last_update_check.finished_at)}: ${m.last_update_check.updates} update(s)` : "never";
 }
@@ -352,15 +366,22 @@ function drawChart() {
   ctx.fillText(`peak ${speed(max)}`, 6, 12);
 }
 
-setInterval(() => {
-  let total = 0;
-  for (const job of jobs.values()) if (job.status === "downloading") total += job.speed_bps || 0;
-  speedSamples.push(total);
+// The chart plots the daemon's current rate (the "Speed now" of the status page), once a second.
+async function sampleSpeed() {
+  const s = await api("GET", "/api/status");
+  speedSamples.push(s.current_speed_bps);
   if (speedSamples.length > 300) speedSamples.shift();
   drawChart();
+}
+
+setInterval(() => {
+  sampleSpeed().catch(() => {});
   for (const job of jobs.values()) if (job.status === "downloading") {
     const cell = document.querySelector(`#job-${job.id} .job-eta`);
     if (cell) cell.textContent = eta(job);
+  } else if (job.status === "waiting" && job.next_attempt_at) {
+    const line = document.querySelector(`#job-${job.id} .job-wait`);
+    if (line) line.textContent = waitText(job);
   }
 }, 1000);
 

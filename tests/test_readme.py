@@ -45,6 +45,9 @@ RUN: dict[str, Run] = {
     "./civitai add --version 128714 --type lora --filename detail.safetensors --priority 1": Run(
         "Job 2 queued: detail.safetensors"
     ),
+    "./civitai add --version 128713 --file-id 131226 --type checkpoint": Run(
+        "Job 3 queued: dreamshaper_8_pruned.safetensors"
+    ),
     "./civitai cancel 2": Run("Job 2 is cancelled."),
     "./civitai retry 2": Run("Job 2 is queued."),
     "./civitai completed": Run("Nothing completed yet."),
@@ -69,6 +72,9 @@ RUN: dict[str, Run] = {
 }
 
 NOT_RUN: dict[str, str] = {
+    "./civitai --url http://127.0.0.1:8137 status": "8137 stands for the other daemon's port: "
+    "test_cli.py::test_cli_url_flag_and_environment_variable_reach_a_daemon_the_home_does_not_name "
+    "runs --url (and CIVITAI_DAEMON_URL) against a daemon its home does not name",
     "python3 install.py": "installs, then serves in the foreground until Ctrl-C: "
     "test_install.py runs it with --no-start in a fresh clone (fixture `installed`)",
     "python3 run_tests.py": "runs this very suite: test_install.py::"
@@ -165,7 +171,11 @@ def checkout(tmp_path: Path) -> Path:
 
 
 def test_the_readme_commands_work_as_written_in_a_checkout(civitai, daemon_factory, checkout):
-    civitai.add_simple(4384, 128713, b"d" * 4_000_000, "dreamshaper_8.safetensors", "Checkpoint")
+    primary = civitai.file(b"d" * 4_000_000, name="dreamshaper_8.safetensors")
+    pruned = civitai.file(b"p" * 2_000_000, name="dreamshaper_8_pruned.safetensors", id=131226)
+    pruned.primary = False
+    version = civitai.version(128713, [primary, pruned])
+    civitai.add_model(4384, "DreamShaper", "Checkpoint", [version])
     civitai.add_simple(5000, 128714, b"e" * 4_000_000, "more_details.safetensors")
     civitai.default_rate = 200_000  # slow enough that job 2 is still queued behind job 1
     write_config(checkout, civitai_base_url=civitai.base_url, workers=1, timeout=10)

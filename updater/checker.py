@@ -25,6 +25,7 @@ from events import EventBus, UpdateEvent
 from jobs import JobRequest, safe_filename
 from library import versioned_name
 from settings import Settings
+from updater.history import CheckHistory
 
 log = logging.getLogger("civitai.updater")
 
@@ -268,11 +269,18 @@ class Updater:
         manifest_lock: asyncio.Lock,
     ) -> None:
         self.settings = settings
+        self.history = CheckHistory(store)
         self.args = (settings, store, civitai, queue, bus, manifest_lock)
         self.lock = asyncio.Lock()
         self.last: CheckResult | None = None
         self.scheduler = AsyncIOScheduler()
         self._task: asyncio.Task | None = None
+
+    async def restore(self) -> None:
+        """The last check of an earlier run, so a restart does not report "never"."""
+        summary = await self.history.last()
+        if summary is not None and self.last is None:
+            self.last = CheckResult(**summary)
 
     def start(self) -> None:
         self._schedule()
@@ -321,6 +329,10 @@ class Updater:
             started = time.monotonic()
             self.last = await check_updates(*self.args)
             log.info("update check took %.1f s", time.monotonic() - started)
+            try:
+                await self.history.add(self.last.summary())
+            except Exception:  # the check itself is done: a full disk only forgets its record
+                log.exception("update check: cannot record it")
             return self.last
 
     def next_run(self) -> str | None:

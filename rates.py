@@ -1,0 +1,53 @@
+"""Transfer rates: one job's speed, and the whole daemon's current rate (SPEC §5, §6).
+
+The current rate is bytes received over the last WINDOW seconds, from every job's progress: it
+falls to 0 within WINDOW seconds of the last byte. It is not the average speed, which is the
+bytes of completed jobs over the seconds they spent transferring (Store.completed_totals).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+PROGRESS_INTERVAL = 0.25  # at most 4 progress events a second per job
+WINDOW = 3.0  # seconds the current rate looks back
+
+
+class RateMeter:
+    """Bytes/s over the last WINDOW seconds, summed over every job."""
+
+    def __init__(self) -> None:
+        self.samples: deque[tuple[float, int]] = deque()
+
+    def add(self, n: int) -> None:
+        if n > 0:
+            self.samples.append((time.monotonic(), n))
+
+    def rate(self) -> float:
+        horizon = time.monotonic() - WINDOW
+        while self.samples and self.samples[0][0] < horizon:
+            self.samples.popleft()
+        return sum(n for _, n in self.samples) / WINDOW
+
+
+class SpeedMeter:
+    """Bytes/s over the last second or so; a value at most every PROGRESS_INTERVAL."""
+
+    def __init__(self, total: RateMeter) -> None:
+        self.samples: list[tuple[float, int]] = []
+        self.last_emit = 0.0
+        self.total = total  # the daemon's: every byte this job receives counts there too
+
+    def update(self, done: int) -> float | None:
+        now = time.monotonic()
+        if self.samples and done > self.samples[-1][1]:
+            self.total.add(done - self.samples[-1][1])
+        self.samples.append((now, done))
+        while len(self.samples) > 2 and now - self.samples[0][0] > 2.0:
+            self.samples.pop(0)
+        if now - self.last_emit < PROGRESS_INTERVAL:
+            return None
+        self.last_emit = now
+        t0, d0 = self.samples[0]
+        return (done - d0) / (now - t0) if now > t0 else 0.0
