@@ -24,6 +24,7 @@ from settings import (
     CONFIG_KEYS,
     TOKEN_ENV,
     ConfigError,
+    NotifyTarget,
     Settings,
     load_settings,
     read_config,
@@ -225,9 +226,34 @@ def prepare_patch(body: Any, current: Settings, environ: Mapping[str, str]) -> d
                 "key 'api_token' cannot be cleared: the API would have no key. "
                 "Send a new key to replace it."
             )
+    _check_token_destination(changes, current, environ)
     if isinstance(changes.get("notify"), list):
         changes["notify"] = [_keep_bot_token(t, current) for t in changes["notify"]]
     return changes
+
+
+def _check_token_destination(
+    changes: dict[str, Any], current: Settings, environ: Mapping[str, str]
+) -> None:
+    """The Civitai token goes to civitai_base_url: a new address must come with the token (or
+    null), so that nobody who holds the API key can read the write-only token by pointing the
+    daemon at a server of their own."""
+    base = changes.get("civitai_base_url")
+    if not isinstance(base, str) or base.rstrip("/") == current.civitai_base_url:
+        return
+    if "civitai_token" in changes or not current.civitai_token:
+        return
+    if environ.get(TOKEN_ENV):
+        raise errors.InvalidSetting(
+            f"key 'civitai_base_url': the daemon sends the Civitai token ({TOKEN_ENV}, set in "
+            "its environment) to this address, so it cannot be changed here. Change "
+            "civitai_base_url in config.json, then reload or restart the daemon."
+        )
+    raise errors.InvalidSetting(
+        "key 'civitai_base_url': the daemon sends civitai_token to this address, so a new "
+        "address needs the token again: send civitai_token (or null to clear it) in the same "
+        "change."
+    )
 
 
 def _keep_bot_token(target: Any, current: Settings) -> Any:
@@ -238,7 +264,15 @@ def _keep_bot_token(target: Any, current: Settings) -> Any:
     if target.get("bot_token") is None and "bot_token" in target:
         return target  # null: cleared on purpose
     target = {k: v for k, v in target.items() if k != "bot_token"}
+    api_base = target.get("api_base", NotifyTarget.model_fields["api_base"].default)
     for old in current.notify:
         if old.type == "telegram" and old.bot_token and old.chat_id == target.get("chat_id"):
+            if not isinstance(api_base, str) or api_base.rstrip("/") != old.api_base.rstrip("/"):
+                # The token is in the URL the daemon posts to: it goes only where it went.
+                raise errors.InvalidSetting(
+                    f"notify: the Telegram target of chat {old.chat_id} would send its bot "
+                    f"token to {api_base!r} instead of {old.api_base!r}: send bot_token again "
+                    "with the new api_base"
+                )
             target["bot_token"] = old.bot_token.get_secret_value()
     return target

@@ -371,3 +371,57 @@ def test_trusted_hosts_and_log_level_set_by_patch_apply_to_the_next_request(civi
     assert "HTTP Request:" in log_text(home)
     assert "settings changed (log_level, trusted_hosts): applied: log_level" in log_text(home)
     d.stop()
+
+
+def test_a_new_civitai_base_url_needs_the_token_again_so_a_key_holder_cannot_read_it(
+    civitai, daemon, home
+):
+    data = os.urandom(200_000)
+    civitai.add_simple(1, 10, data)
+    thief = Receiver().start()  # a server of the caller's own, to which the token would go
+    d = daemon(civitai_token="civitai-secret-0123456789")
+    before = (home / "config.json").read_bytes()
+    with d.client() as c:
+        r = c.patch("/api/settings", json={"civitai_base_url": thief.url})
+        assert r.status_code == 422, r.text
+        assert list(r.json()) == ["detail"]
+        assert "sends civitai_token to this address" in r.json()["detail"]
+        assert "send civitai_token (or null to clear it)" in r.json()["detail"]
+        assert (home / "config.json").read_bytes() == before
+        same = c.patch("/api/settings", json={"civitai_base_url": civitai.base_url + "/"})
+        assert same.status_code == 200, same.text  # the same address: nothing to protect
+        moved = c.patch(
+            "/api/settings", json={"civitai_base_url": thief.url, "civitai_token": None}
+        )
+        assert moved.status_code == 200, moved.text
+        assert moved.json()["settings"]["civitai_token"] == {"set": False}
+    assert read_config(home)["civitai_base_url"] == thief.url
+    assert read_config(home)["civitai_token"] is None
+    thief.stop()
+    d.stop()
+
+
+def test_a_telegram_target_moved_to_another_api_base_needs_its_bot_token_again(
+    civitai, daemon, home
+):
+    civitai.add_simple(1, 10, b"a" * 1000, filename="a.safetensors")
+    telegram, thief = Receiver().start(), Receiver().start()
+    target = {"type": "telegram", "chat_id": 42, "api_base": telegram.url}
+    d = daemon(notify=[{**target, "bot_token": "123:bot-secret"}])
+    before = (home / "config.json").read_bytes()
+    with d.client() as c:
+        r = c.patch("/api/settings", json={"notify": [{**target, "api_base": thief.url}]})
+        assert r.status_code == 422, r.text
+        assert "send bot_token again with the new api_base" in r.json()["detail"]
+        assert "bot-secret" not in r.text
+        assert (home / "config.json").read_bytes() == before
+        kept = c.patch("/api/settings", json={"notify": [target]})  # as the GUI saves it
+        assert kept.status_code == 200, kept.text
+        assert kept.json()["settings"]["notify"][0]["bot_token"] == {"set": True}
+    run_job(d, {"modelVersionId": 10, "model_type": "lora"})
+    wait_for(lambda: telegram.received, 10, what="the Telegram message")
+    assert telegram.received[0].path == "/bot123:bot-secret/sendMessage"
+    assert thief.received == []
+    telegram.stop()
+    thief.stop()
+    d.stop()
