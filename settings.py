@@ -233,6 +233,22 @@ def update_config(home: Path, **changes: Any) -> None:
 _UNION_MEMBER = re.compile(r"^(int|float|str|bool|none|list\[.*\]|dict\[.*\]|.*\[.*\])$", re.I)
 
 
+HIDDEN_KEYS = {*SECRET_KEYS, "bot_token"}
+
+
+def _hide_secrets(value: Any) -> Any:
+    """A value as shown in an error, each secret in it (at any depth) as <hidden>: a target
+    given as an object instead of a list still holds its bot_token."""
+    if isinstance(value, dict):
+        return {
+            k: "<hidden>" if k in HIDDEN_KEYS and v is not None else _hide_secrets(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_hide_secrets(v) for v in value]
+    return value
+
+
 def describe_errors(path: Path | str, errors: list[dict[str, Any]]) -> str:
     """One line per bad key: the key, its value, and what is allowed (after `path: `, when
     `path` is not empty)."""
@@ -244,8 +260,9 @@ def describe_errors(path: Path | str, errors: list[dict[str, Any]]) -> str:
         if error["type"] in ("literal_error", "enum"):
             allowed = "one of " + error["ctx"]["expected"]
         value = error.get("input")
-        if isinstance(value, SecretStr) or (loc and loc[0] in SECRET_KEYS):
+        if isinstance(value, SecretStr) or any(p in HIDDEN_KEYS for p in loc):
             value = "<hidden>"
+        value = _hide_secrets(value)
         if allowed not in lines.setdefault(key, (value, []))[1]:
             lines[key][1].append(allowed)
     out = []

@@ -425,3 +425,23 @@ def test_a_telegram_target_moved_to_another_api_base_needs_its_bot_token_again(
     telegram.stop()
     thief.stop()
     d.stop()
+
+
+def test_a_misshapen_notify_in_config_json_is_refused_without_showing_its_bot_token(
+    civitai, daemon, home
+):
+    d = daemon()
+    bad = {"type": "telegram", "bot_token": "123:bot-secret-0123456789", "chat_id": 42}
+    write_config(home, notify=bad)  # an object where a list belongs
+    os.kill(d.proc.pid, signal.SIGHUP)
+    wait_for(lambda: "config.json not applied" in log_text(home), what="the refusal")
+    line = log_text(home).split("config.json not applied")[1]
+    assert "key 'notify'" in line and "valid list" in line and '"<hidden>"' in line, line
+    with d.client() as c:
+        view = c.get("/api/settings")
+        assert "key 'notify'" in view.json()["problem"]
+        refused = c.patch("/api/settings", json={"notify": bad})
+        assert refused.status_code == 422 and "valid list" in refused.json()["detail"]
+    d.stop()
+    for text in [view.text, refused.text] + [f.read_text() for f in (home / "logs").iterdir()]:
+        assert "bot-secret" not in text
