@@ -36,6 +36,8 @@ class JobStates:
     ) -> dict[str, Any]:
         """The one place a job changes state: checked, stored, then announced."""
         check_transition(row["id"], row["status"], new)
+        if new is not JobStatus.WAITING:  # a next attempt is only ever announced while waiting
+            fields.setdefault("next_attempt_at", None)
         updated = await self.store.update_job(row["id"], status=new.value, **fields)
         if new in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUEUED):
             self.live.pop(row["id"], None)

@@ -164,3 +164,23 @@ def test_current_rate_follows_the_served_rate_and_the_average_counts_only_transf
     expect(page.locator("#m-current")).to_have_text("0 B/s")
     expect(page.locator("#m-speed")).to_have_text(f"{human_bytes(status['average_speed_bps'])}/s")
     d.stop()
+
+
+def test_a_job_cancelled_during_the_wait_announces_no_next_attempt(civitai, daemon):
+    civitai.add_simple(1, 10, b"w" * 50_000)
+    civitai.fault("cdn", status=429, retry_after=60)
+    d = daemon(retries=5)
+    with d.client() as c:
+        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
+        wait_for(lambda: c.get(f"/api/jobs/{job['id']}").json()["status"] == "waiting")
+        cancelled = c.post(f"/api/jobs/{job['id']}/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+        assert cancelled.json()["status"] == "cancelled"
+        assert cancelled.json()["next_attempt_at"] is None
+        stored = c.get(f"/api/jobs/{job['id']}").json()
+        assert stored["status"] == "cancelled" and stored["next_attempt_at"] is None
+        queued = c.post(f"/api/jobs/{job['id']}/retry").json()
+        assert queued["status"] in ("queued", "downloading", "waiting"), queued
+        if queued["status"] != "waiting":
+            assert queued["next_attempt_at"] is None
+    d.stop()
