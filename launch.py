@@ -114,6 +114,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # SIGHUP (`systemctl reload`) reads config.json again once the app has started (live.py);
+    # before that, and while it stops, it must not end the daemon as the default action would.
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     args = parse_args(argv)
     home = resolve_home(args.home)
     try:

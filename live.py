@@ -185,10 +185,17 @@ class LiveSettings:
             task.add_done_callback(self._tasks.discard)
 
         try:
+            before = signal.getsignal(signal.SIGHUP)
             loop.add_signal_handler(signal.SIGHUP, hup)
-        except (ValueError, RuntimeError, NotImplementedError):  # not the main thread (tests)
+        except (ValueError, RuntimeError, NotImplementedError, AttributeError):  # not main thread
             return lambda: None
-        return lambda: loop.remove_signal_handler(signal.SIGHUP)
+
+        def stop() -> None:
+            loop.remove_signal_handler(signal.SIGHUP)  # which sets the default: ending the process
+            if before is not None:
+                signal.signal(signal.SIGHUP, before)  # launch.py's: ignored while stopping
+
+        return stop
 
 
 def _said(applied: Applied) -> str:

@@ -7,6 +7,8 @@ import json
 import os
 import signal
 import stat
+import threading
+import time
 from datetime import datetime
 from urllib.parse import urlsplit
 
@@ -445,3 +447,35 @@ def test_a_misshapen_notify_in_config_json_is_refused_without_showing_its_bot_to
     d.stop()
     for text in [view.text, refused.text] + [f.read_text() for f in (home / "logs").iterdir()]:
         assert "bot-secret" not in text
+
+
+def test_a_reload_while_the_daemon_starts_or_stops_never_ends_it(civitai, home, daemon_factory):
+    # `systemctl reload` right after `systemctl start` (or during a stop) sends SIGHUP before
+    # the app listens for it (or after it stopped listening): the default action ends a process.
+    write_config(home, civitai_base_url=civitai.base_url)
+    d = daemon_factory(home)
+    d.start(wait=False)
+    first: list[str] = []
+    reader = threading.Thread(target=lambda: first.append(d.proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(30)
+    assert first and first[0].startswith("GUI: "), d.fail_text()
+    d.gui_line = first[0].strip()
+    deadline = time.monotonic() + 30
+    healthy = False
+    while not healthy and d.proc.poll() is None and time.monotonic() < deadline:
+        os.kill(d.proc.pid, signal.SIGHUP)  # from the GUI line on, until the app answers
+        try:
+            healthy = httpx.get(d.url("/api/health"), timeout=1).status_code == 200
+        except httpx.TransportError:
+            time.sleep(0.02)
+    assert d.proc.poll() is None, f"a SIGHUP during the start ended the daemon: {d.fail_text()}"
+    assert healthy
+    os.kill(d.proc.pid, signal.SIGHUP)  # once it answers, a SIGHUP reads config.json again
+    wait_for(lambda: "SIGHUP: config.json read again" in log_text(home), what="a reload")
+    d.proc.send_signal(signal.SIGTERM)
+    while d.proc.poll() is None and time.monotonic() < deadline + 30:
+        os.kill(d.proc.pid, signal.SIGHUP)  # until it has stopped
+        time.sleep(0.01)
+    assert d.proc.returncode == 0, f"a SIGHUP during the stop: {d.fail_text()}"
+    assert not (home / "data" / "daemon.json").exists()
