@@ -14,6 +14,7 @@ import asyncio
 import copy
 import logging
 import os
+import re
 import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -68,6 +69,8 @@ AT_NEXT_START = {
 NOT_WIRED = "this key is not applied live"
 
 Subscriber = Callable[[Settings], None]
+# What `Authorization: Bearer <key>` carries as is: printable ASCII, no space at either end.
+HEADER_SAFE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 
 
 def applies(key: str) -> str:
@@ -232,6 +235,12 @@ def prepare_patch(body: Any, current: Settings, environ: Mapping[str, str]) -> d
             raise errors.InvalidSetting(
                 "key 'api_token' cannot be cleared: the API would have no key. "
                 "Send a new key to replace it."
+            )
+        if key in ("api_token", "viewer_token") and value and not HEADER_SAFE.fullmatch(value):
+            raise errors.InvalidSetting(
+                f"key '{key}' must be printable ASCII with no space or line break at either "
+                "end: a client sends it in an HTTP header, where other characters are changed "
+                "or cut, and the key would no longer match. Nothing was changed."
             )
     _check_token_destination(changes, current, environ)
     if isinstance(changes.get("notify"), list):

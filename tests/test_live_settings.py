@@ -479,3 +479,29 @@ def test_a_reload_while_the_daemon_starts_or_stops_never_ends_it(civitai, home, 
         time.sleep(0.01)
     assert d.proc.returncode == 0, f"a SIGHUP during the stop: {d.fail_text()}"
     assert not (home / "data" / "daemon.json").exists()
+
+
+def test_a_key_no_http_header_can_carry_as_written_is_refused_so_nobody_is_locked_out(
+    civitai, daemon, home
+):
+    d = daemon()
+    before = (home / "config.json").read_bytes()
+    with d.client() as c:
+        for key in ("api_token", "viewer_token"):
+            for value in (
+                "new-admin-key-0123456789\n",
+                " padded-key-0123456789 ",
+                "schlüssel-01234567",
+            ):
+                r = c.patch("/api/settings", json={key: value})
+                assert r.status_code == 422, (key, value, r.text)
+                assert f"key '{key}' must be printable ASCII with no space" in r.json()["detail"]
+        assert (home / "config.json").read_bytes() == before
+        assert c.get("/api/status").status_code == 200  # the key in force still works
+        ok = c.patch("/api/settings", json={"api_token": "new-admin-key-0123456789"})
+        assert ok.status_code == 200, ok.text
+    new = httpx.get(
+        d.url("/api/status"), headers={"Authorization": "Bearer new-admin-key-0123456789"}
+    )
+    assert new.status_code == 200, new.text
+    d.stop()
