@@ -13,12 +13,15 @@ $CIVITAI_DAEMON_TOKEN overrides the key). No daemon found: exit code 3.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -43,8 +46,28 @@ class Daemon:
     stale: str = ""  # why data/daemon.json was not used, when it was left by a dead process
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_ESCAPES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # keeps newlines and tabs
+
+
+def printable(value: Any, lines: bool = False) -> str:
+    """Text from the daemon or Civitai (names, errors), with control characters, which could
+    drive the terminal (escape sequences), shown as ?."""
+    return (_ESCAPES if lines else _CONTROL).sub("?", str(value))
+
+
+def is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def table(rows: list[list[Any]], headers: list[str]) -> str:
-    cells = [[str(c if c is not None else "-") for c in row] for row in rows]
+    cells = [[printable(c if c is not None else "-") for c in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     out = [line, "  ".join("-" * w for w in widths)]
@@ -62,6 +85,11 @@ def connect(home_arg: str | None, url_arg: str | None = None) -> Daemon:
         raise CliError(str(exc)) from None
     token = os.environ.get("CIVITAI_DAEMON_TOKEN") or config.get("api_token")
     url = url_arg or os.environ.get("CIVITAI_DAEMON_URL")
+    if url and not is_loopback(url) and not os.environ.get("CIVITAI_DAEMON_TOKEN"):
+        raise CliError(
+            f"{url} is not on this machine: this home's API key is not sent there. Give that "
+            f"daemon's key in the environment variable CIVITAI_DAEMON_TOKEN."
+        )
     stale = ""
     if not url:
         record = daemon_record.read(home)
@@ -304,9 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         data, text = run(args)
     except CliError as exc:
-        print(f"error: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"error: {printable(exc, lines=True)}", file=sys.stderr)  # noqa: T201
         return EXIT_NO_DAEMON if isinstance(exc, NoDaemon) else 1
-    print(json.dumps(data, indent=2) if args.json else text)  # noqa: T201
+    print(json.dumps(data, indent=2) if args.json else printable(text, lines=True))  # noqa: T201
     return 0
 
 

@@ -96,18 +96,23 @@ def split(size: int | None, connections: int, first_end: int | None = None) -> l
         return [Part(0, 0, size - 1 if size else None)]
     if first_end is not None and first_end + 1 < size:
         rest = size - first_end - 1
-        step = -(-rest // (connections - 1))
+        step = _block_multiple(-(-rest // (connections - 1)))
         return [Part(0, 0, first_end)] + [
             Part(i + 1, first_end + 1 + i * step, min(size, first_end + 1 + (i + 1) * step) - 1)
             for i in range(connections - 1)
             if i * step < rest
         ]
-    step = -(-size // connections)
+    step = _block_multiple(-(-size // connections))
     return [
         Part(i, i * step, min(size, (i + 1) * step) - 1)
         for i in range(connections)
         if i * step < size
     ]
+
+
+def _block_multiple(n: int) -> int:
+    """`n` rounded up to whole blocks, so each part starts aligned and is written past the cache."""
+    return -(-n // DIRECT_ALIGN) * DIRECT_ALIGN
 
 
 def _pwrite(fd: int, data: memoryview, offset: int) -> None:

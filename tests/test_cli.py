@@ -158,3 +158,32 @@ def test_stale_record_from_a_dead_process_is_not_trusted(tmp_path):
     assert read is not None and read.pid == dead.pid
     assert not daemon_record.is_running(read.pid)
     assert daemon_record.is_running(os.getpid())
+
+
+def test_cli_never_sends_this_homes_key_to_a_url_on_another_machine(home, tmp_path):
+    """--url to another machine needs that daemon's key in CIVITAI_DAEMON_TOKEN; the home's own
+    admin key is not sent (a mistyped or hostile address would receive it)."""
+    from tests.conftest import write_config
+
+    write_config(home, api_token="home-admin-key-do-not-send")
+    for url in ("http://192.0.2.7:8137", "https://models.example.net"):
+        result = cli(home, "status", "--url", url)
+        assert result.returncode == 1, result.stderr
+        assert "is not on this machine" in result.stderr and "CIVITAI_DAEMON_TOKEN" in result.stderr
+    import cli as cli_module
+
+    assert cli_module.is_loopback("http://127.0.0.1:8137") and cli_module.is_loopback(
+        "http://[::1]:8137"
+    )
+    assert cli_module.is_loopback("http://localhost:8137")
+    assert not cli_module.is_loopback("http://127.0.0.1.example.net:8137")
+
+
+def test_cli_shows_control_characters_from_the_daemon_as_question_marks():
+    """A name or an error that holds a terminal escape sequence cannot drive the terminal."""
+    import cli as cli_module
+
+    shown = cli_module.table([["evil\x1b]0;owned\x07.safetensors", "a\nb"]], ["NAME", "X"])
+    assert "\x1b" not in shown and "\x07" not in shown
+    assert "evil?]0;owned?.safetensors" in shown and "a?b" in shown
+    assert cli_module.printable("line 1\nline\x1b[2J 2", lines=True) == "line 1\nline?[2J 2"

@@ -393,3 +393,20 @@ def test_one_stream_is_written_past_the_page_cache_and_hashed_from_memory(tmp_pa
     digest, direct, _ = _pump_file(path, data, 0, parts=2)
     assert direct == 3 * MB  # a file of several parts too
     assert path.read_bytes()[: len(data)] == data
+
+
+def test_the_parts_of_a_file_start_on_block_boundaries_and_cover_it_exactly():
+    """Every part starts aligned, so each can be written past the page cache (O_DIRECT)."""
+    from transfer import DIRECT_ALIGN, split
+
+    for size in (64 * MB, 64 * MB + 1, 1_000_000_007, 4 * 1024 * MB - 3):
+        for connections in (2, 3, 4, 8):
+            parts = split(size, connections)
+            assert parts[0].start == 0 and parts[-1].end == size - 1
+            assert all(a.end + 1 == b.start for a, b in zip(parts, parts[1:], strict=False))
+            assert all(p.start % DIRECT_ALIGN == 0 for p in parts), (size, connections)
+            assert len(parts) == connections
+    first = split(1_000_000_007, 4)[0]
+    parts = split(1_000_000_007, 4, first_end=first.end)
+    assert all(p.start % DIRECT_ALIGN == 0 for p in parts)
+    assert parts[-1].end == 1_000_000_006
