@@ -159,6 +159,7 @@ class FileWriter:
         self.dfd = -1  # the same file opened with O_DIRECT, or -1
         self.direct_bytes = 0  # written past the page cache
         self.read_back = 0  # hashed from the file rather than from a buffer
+        self._rbuf: mmap.mmap | None = None  # page-aligned, for reading back past the cache
         self.error: BaseException | None = None
         self.sync_error: OSError | None = None
         self.stop = stop  # a job being stopped: the hasher's catch-up ends early
@@ -184,7 +185,7 @@ class FileWriter:
             os.ftruncate(self.fd, truncate_to)
         if O_DIRECT:
             try:  # the very file of self.fd (no path look-up, so no link can come between)
-                self.dfd = os.open(f"/proc/self/fd/{self.fd}", os.O_WRONLY | O_DIRECT)
+                self.dfd = os.open(f"/proc/self/fd/{self.fd}", os.O_RDWR | O_DIRECT)
             except OSError:
                 self.dfd = -1  # no /proc, or a file system without O_DIRECT (tmpfs): the cache
         self._thread.start()
@@ -261,15 +262,29 @@ class FileWriter:
             while self.hashed < frontier:
                 if self.stop is not None and self.stop.is_set():
                     return  # stopping: the rest is hashed by the next run, from disk
-                chunk = _pread(self.fd, min(READ_BACK, frontier - self.hashed), self.hashed)
+                chunk = self._read_back(min(READ_BACK, frontier - self.hashed))
                 if not chunk:
                     return
                 self.sha.update(chunk)
                 self.hashed += len(chunk)
                 self.read_back += len(chunk)
-            if not part.complete:
-                return
+            if not part.complete or self.hashed < part.next_offset:
+                return  # the rest of this part is still to come, or on its way in a buffer
             self._hp += 1
+
+    def _read_back(self, size: int) -> bytes | memoryview:
+        """Bytes at the hash frontier from the file: past the page cache too where aligned."""
+        whole = size - size % DIRECT_ALIGN
+        if self.dfd >= 0 and whole and not self.hashed % DIRECT_ALIGN:
+            if self._rbuf is None:
+                self._rbuf = mmap.mmap(-1, READ_BACK)
+            try:
+                n = os.preadv(self.dfd, [memoryview(self._rbuf)[:whole]], self.hashed)
+                return memoryview(self._rbuf)[:n]
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+        return _pread(self.fd, size, self.hashed)
 
     def sync(self) -> list[dict[str, Any]]:
         """Note each part's written offset, then fsync: those offsets are now safe to commit.

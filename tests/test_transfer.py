@@ -410,3 +410,32 @@ def test_the_parts_of_a_file_start_on_block_boundaries_and_cover_it_exactly():
     parts = split(1_000_000_007, 4, first_end=first.end)
     assert all(p.start % DIRECT_ALIGN == 0 for p in parts)
     assert parts[-1].end == 1_000_000_006
+
+
+def test_a_file_of_two_parts_is_hashed_right_reading_the_second_back_past_the_cache(tmp_path):
+    """The second part arrives first (as when its connection is faster); the hasher takes the
+    first from memory and reads the second back from the file, then the SHA256 is the file's."""
+    import hashlib
+
+    from throttle import Throttle
+    from transfer import FileWriter, Part, pump
+
+    data = os.urandom(6 * MB + 777)
+    mid = 3 * MB
+    parts = [Part(0, 0, mid - 1), Part(1, mid, len(data) - 1)]
+    path = tmp_path / "m.part"
+    writer = FileWriter(path, parts, "test", threading.Event())
+    writer.open(len(data), fresh=True)
+    try:
+        for part in (parts[1], parts[0]):
+            body = _Body(data[part.start : part.end + 1])
+            kw = {"throttle": Throttle(0), "stop": threading.Event(), "timeout": 60}
+            pump(body, part, writer, **kw, check_first=lambda _: None)
+        digest = writer.finish()
+    finally:
+        writer.close()
+        writer.shutdown()
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert path.read_bytes() == data
+    assert writer.read_back == len(data) - mid  # the first part came from memory
+    assert writer.direct_bytes == 6 * MB  # all but the tail
