@@ -4,7 +4,7 @@ Each connection of a job has a transfer thread that reads the response body stra
 preallocated buffers and hands each full buffer to the job's writer thread, which writes it at
 its offset (pwrite) and passes it to the job's hasher thread, which hashes it when it lies at the
 hash frontier; so reading, writing and hashing overlap. Other parts' bytes are read back from the
-page cache once the frontier reaches them. fsync runs on a fourth thread. The event loop only
+file once the frontier reaches them. fsync runs on a fourth thread. The event loop only
 starts and awaits these threads and reads counters.
 
 Why http.client and a hasher thread (figures from bench/candidates.py): README, Performance.
@@ -249,7 +249,7 @@ class FileWriter:
 
     def _catch_up(self) -> None:
         """Hash what is already on disk at the hash frontier (other parts' bytes, or a resumed
-        prefix), read back once from the page cache."""
+        prefix), read back once, up to the first buffer still on its way here."""
         while self._hp < len(self.parts):
             part = self.parts[self._hp]
             frontier = part.next_offset
