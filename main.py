@@ -81,6 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.store, app.state.bus, app.state.civitai = store, bus, civitai
             app.state.queue, app.state.webhooks = queue, webhooks
             app.state.updater, app.state.scanner = updater, scanner
+            app.state.manifest_lock = manifest_lock
             app.state.started = time.monotonic()
             for component in (civitai, webhooks, queue, updater, scanner):
                 stack.callback(live.subscribe(component.apply))
