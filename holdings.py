@@ -85,6 +85,27 @@ async def totals(store: Store) -> tuple[list[TypeTotal], list[str]]:
     return await store.read(op)
 
 
+class Totals:
+    """`totals`, computed again only once the completed table has changed (a row added or
+    removed): /api/status asks every second, and a large library takes milliseconds to sum."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._seen: tuple[Any, ...] | None = None
+        self._value: tuple[list[TypeTotal], list[str]] = ([], [])
+
+    async def get(self) -> tuple[list[TypeTotal], list[str]]:
+        seen = await self.store.read(
+            lambda db: tuple(
+                db.execute("select max(id), count(*), total(size) from completed").fetchone()
+            )
+        )
+        if seen != self._seen:
+            self._value = await totals(self.store)
+            self._seen = seen
+        return self._value
+
+
 @dataclass
 class Disk:
     path: str  # download_dir as configured (absolute)

@@ -187,7 +187,7 @@ async def status(request: Request) -> dict[str, Any]:
         "current_speed_bps": queue.current_speed(),
         "average_speed_bps": await average_speed(queue),
         "disk": await holdings.disk(queue.settings.models_dir),
-        "library_bytes": sum(t.bytes for t in (await holdings.totals(queue.store))[0]),
+        "library_bytes": sum(t.bytes for t in (await request.app.state.library_totals.get())[0]),
     }
 
 

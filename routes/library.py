@@ -11,7 +11,6 @@ from fastapi import Path as FastPath
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
-import holdings
 import manifest
 import removal
 from auth import require_key
@@ -157,7 +156,7 @@ class LibrarySummary(BaseModel):
 async def library_summary(request: Request) -> dict[str, Any]:
     """Files and bytes per model_type (each path once, at its newest completed row), the base
     models the completed files are for, and the totals: what the Library's filters offer."""
-    types, bases = await holdings.totals(request.app.state.store)
+    types, bases = await request.app.state.library_totals.get()
     return {
         "types": types,
         "base_models": bases,

@@ -62,9 +62,17 @@ def test_deleting_a_model_removes_its_file_and_sidecars_and_leaves_similar_names
         path.write_bytes(data)
 
     with d.client() as c:
+        assert c.get("/api/status").json()["library_bytes"] == 300_000
         r = c.delete(f"/api/library/{_row_id(d, model)}")
         assert r.status_code == 200, r.text
         answer = r.json()
+        assert c.get("/api/status").json()["library_bytes"] == 0
+        assert c.get("/api/library").json() == {
+            "types": [],
+            "base_models": [],
+            "files": 0,
+            "bytes": 0,
+        }
         assert sorted(answer["deleted"]) == sorted(str(p) for p in [model, *sidecars])
         assert answer["rows_removed"] == 1
         assert answer["untracked"] == [] and answer["still_tracked"] == []
