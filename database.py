@@ -167,6 +167,19 @@ def _job_waiting(db: Database) -> None:
     db["jobs"].add_column("max_attempts", int)
 
 
+@migrations(name="009_completed_base_model")
+def _completed_base_model(db: Database) -> None:
+    # The base model (SD 1.5, SDXL 1.0, Flux.1 D, ...) the Library filters by: Civitai's version
+    # JSON holds it; rows completed before this came from a job whose `info` holds that JSON.
+    db["completed"].add_column("base_model", str)
+    db.execute(
+        """update completed set base_model = (
+            select json_extract(jobs.info, '$.baseModel') from jobs
+            where jobs.id = completed.job_id and json_valid(jobs.info))
+        where base_model is null and job_id is not null"""
+    )
+
+
 def utcnow(seconds: float | None = None) -> str:
     """Now (or `seconds` since the epoch) as ISO 8601 UTC, second precision, with a Z."""
     moment = datetime.now(UTC) if seconds is None else datetime.fromtimestamp(seconds, UTC)
@@ -411,13 +424,6 @@ class Store:
 
     async def add_completed(self, row: dict[str, Any]) -> None:
         await self.run(lambda db: db["completed"].insert(row))
-
-    async def list_completed(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
-        return await self.read(
-            lambda db: list(
-                db["completed"].rows_where(order_by="id desc", limit=limit, offset=offset)
-            )
-        )
 
     async def add_update(self, row: dict[str, Any]) -> dict[str, Any] | None:
         """Record a found update once; None when it was already recorded."""

@@ -12,6 +12,9 @@ DaemonError
 │   ├── SameFileActive            409: the same file is already queued under another model_type
 │   ├── SameFileElsewhere         409: Civitai's answer shows another active job has this file
 │   ├── InvalidSetting            422: a settings change config.json's rules refuse
+│   ├── CompletedNotFound         404: no such completed download in the library
+│   ├── OutsideLibrary            422: a library file to delete that lies outside download_dir
+│   ├── DeleteRefused             409: a link on the way to it, or not a regular file
 │   └── SettingOverridden         409: a setting the environment overrides (CIVITAI_TOKEN)
 ├── CivitaiError                  Civitai said no, at the one boundary: civitai.py
 │   ├── TokenRequired             401, or a redirect to the login page
@@ -132,6 +135,37 @@ class SameFileElsewhere(RequestError):
 
 class InvalidSetting(RequestError):
     pass
+
+
+class CompletedNotFound(RequestError):
+    status_code = 404
+
+    def __init__(self, completed_id: int) -> None:
+        super().__init__(f"No completed download {completed_id} in the library")
+
+
+class OutsideLibrary(RequestError):
+    def __init__(self, path: str, root: str) -> None:
+        super().__init__(
+            f"{path} is outside download_dir ({root}); the daemon deletes nothing outside it. "
+            f"Nothing was removed: delete it by hand if you mean to."
+        )
+
+
+class DeleteRefused(RequestError):
+    status_code = 409
+
+    @classmethod
+    def through_link(cls, path: str, link: str, target: str) -> DeleteRefused:
+        return cls(
+            f"{path} is reached through a symbolic link ({link} -> {target}); the daemon never "
+            f"deletes through a link. Nothing was removed: remove the link, or delete the file "
+            f"by hand."
+        )
+
+    @classmethod
+    def not_a_file(cls, path: str) -> DeleteRefused:
+        return cls(f"{path} is not a regular file; nothing was removed.")
 
 
 class SettingOverridden(RequestError):

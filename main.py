@@ -11,6 +11,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
+import holdings
 import logger
 import webhook_server
 from auth import GuardMiddleware, exposure_warning
@@ -81,6 +82,8 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.store, app.state.bus, app.state.civitai = store, bus, civitai
             app.state.queue, app.state.webhooks = queue, webhooks
             app.state.updater, app.state.scanner = updater, scanner
+            app.state.manifest_lock = manifest_lock
+            app.state.library_totals = holdings.Totals(store)
             app.state.started = time.monotonic()
             for component in (civitai, webhooks, queue, updater, scanner):
                 stack.callback(live.subscribe(component.apply))

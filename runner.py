@@ -317,8 +317,8 @@ class JobRunner:
         self, row: dict[str, Any], path: Path, sha256: str, size: int, elapsed: float
     ) -> dict[str, Any]:
         self.finishing.add(row["id"])
-        if self.settings.save_metadata and row.get("info"):
-            info = json.loads(row["info"])
+        info = json.loads(row["info"]) if row.get("info") else {}
+        if self.settings.save_metadata and info:
             await self._check_folder(path)
             await write_sidecars(path, info, self.http, self.civitai)
         now = utcnow()
@@ -336,6 +336,7 @@ class JobRunner:
                 "size": size,
                 "model_name": row.get("model_name"),
                 "version_name": row.get("version_name"),
+                "base_model": info.get("baseModel") if isinstance(info, dict) else None,
                 "completed_at": now,
                 "elapsed_s": elapsed,
                 "mtime_ns": mtime_ns,

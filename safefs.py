@@ -96,3 +96,41 @@ def check_unmoved(folder: Path, root: Path) -> None:
     """A folder chosen earlier (as a real path) must not have become a link out of `root`."""
     if os.path.realpath(folder) != str(folder):
         real_folder(folder, root)
+
+
+O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+
+
+def first_link(path: Path, root: Path) -> Path | None:
+    """The first symbolic link on `path` below `root` (`path` itself included); None if none."""
+    current = root
+    for part in path.relative_to(root).parts:
+        current = current / part
+        if os.path.islink(current):
+            return current
+    return None
+
+
+def _fd_path(fd: int) -> str | None:
+    """Where an open descriptor is now, as the kernel sees it (Linux); None where unknown."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+
+
+def open_folder_in(folder: Path, root: Path) -> int:
+    """A descriptor of `folder` (an absolute path at or below the resolved `root`) with no link
+    anywhere below `root`, checked before and once more after opening: a folder swapped for a
+    link in between is refused, and every later step goes through the descriptor (dir_fd), so
+    nothing outside `root` is reached. Raises DeleteRefused for a link, OutsideLibrary outside."""
+    if folder != root and root not in folder.parents:
+        raise errors.OutsideLibrary(str(folder), str(root))
+    if (link := first_link(folder, root)) is not None:
+        raise errors.DeleteRefused.through_link(str(folder), str(link), _link_target(link))
+    fd = os.open(folder, os.O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
+    now = _fd_path(fd) or os.path.realpath(folder)
+    if os.path.normcase(now) != os.path.normcase(str(folder)):
+        os.close(fd)
+        raise errors.DeleteRefused.through_link(str(folder), str(folder), now)
+    return fd

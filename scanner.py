@@ -209,6 +209,7 @@ class Scanner:
                 "size": (await asyncio.to_thread(path.stat)).st_size,
                 "model_name": model.get("name"),
                 "version_name": version.get("name"),
+                "base_model": version.get("baseModel"),
                 "completed_at": utcnow(),
                 "elapsed_s": 0.0,
             }

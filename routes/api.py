@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+import holdings
 import json_body
 from auth import require_key
 from daemon import DownloadQueue
@@ -44,10 +45,21 @@ class Status(BaseModel):
     current_speed_bps: float = Field(
         description="Bytes/s received by all jobs over the last 3 seconds; 0 when idle."
     )
+    disk: Disk = Field(description="The disk download_dir is on, in bytes (shutil.disk_usage).")
+    library_bytes: int = Field(
+        description="Bytes of the completed models the library lists (each path once)."
+    )
     average_speed_bps: float = Field(
         description="Bytes of the completed downloads over the seconds they spent transferring "
         "(not queued or waiting between attempts); files found in place or adopted are left out."
     )
+
+
+class Disk(BaseModel):
+    path: str
+    total: int
+    used: int
+    free: int
 
 
 class JobList(BaseModel):
@@ -69,11 +81,13 @@ class Completed(BaseModel):
     size: int
     model_name: str | None = None
     version_name: str | None = None
+    base_model: str | None = None
     completed_at: str
 
 
 class CompletedList(BaseModel):
     completed: list[Completed]
+    total: int
     limit: int
     offset: int
 
@@ -172,6 +186,8 @@ async def status(request: Request) -> dict[str, Any]:
         "version": request.app.version,
         "current_speed_bps": queue.current_speed(),
         "average_speed_bps": await average_speed(queue),
+        "disk": await holdings.disk(queue.settings.models_dir),
+        "library_bytes": sum(t.bytes for t in (await request.app.state.library_totals.get())[0]),
     }
 
 
@@ -229,10 +245,16 @@ async def completed(
     request: Request,
     limit: int = Query(50, ge=1, le=1000),
     offset: Offset = 0,
+    model_type: str | None = Query(None, max_length=64, description="Only this model_type"),
+    base_model: str | None = Query(None, max_length=200, description="e.g. SDXL 1.0"),
+    q: str | None = Query(
+        None, max_length=200, description="Words each found in the name, version or filename"
+    ),
 ) -> dict[str, Any]:
-    """Completed downloads, newest first."""
-    rows = await queue_of(request).store.list_completed(limit, offset)
-    return {"completed": rows, "limit": limit, "offset": offset}
+    """Completed downloads, newest first; `total` counts all that match the filters."""
+    store = queue_of(request).store
+    rows, total = await holdings.completed_rows(store, model_type, base_model, q, limit, offset)
+    return {"completed": rows, "total": total, "limit": limit, "offset": offset}
 
 
 @router.get("/metrics", response_model=Metrics)

@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
 import manifest
+import removal
 from auth import require_key
 from errors import InvalidRequest
 from jobs import CIVITAI_TYPES, MAX_ID
@@ -136,3 +137,71 @@ async def preview(
         if await asyncio.to_thread(candidate.is_file):
             return FileResponse(candidate, headers={"Cache-Control": "max-age=3600"})
     raise HTTPException(404, f"No preview image beside {model.name}")
+
+
+class TypeTotal(BaseModel):
+    model_type: str
+    files: int
+    bytes: int
+
+
+class LibrarySummary(BaseModel):
+    types: list[TypeTotal]
+    base_models: list[str]
+    files: int
+    bytes: int
+
+
+@router.get("/library", response_model=LibrarySummary)
+async def library_summary(request: Request) -> dict[str, Any]:
+    """Files and bytes per model_type (each path once, at its newest completed row), the base
+    models the completed files are for, and the totals: what the Library's filters offer."""
+    types, bases = await request.app.state.library_totals.get()
+    return {
+        "types": types,
+        "base_models": bases,
+        "files": sum(t.files for t in types),
+        "bytes": sum(t.bytes for t in types),
+    }
+
+
+class Kept(BaseModel):
+    path: str
+    reason: str
+
+
+class Removed(BaseModel):
+    id: int
+    path: str
+    deleted: list[str]
+    kept: list[Kept]
+    rows_removed: int
+    untracked: list[dict[str, Any]]
+    still_tracked: list[dict[str, Any]]
+
+
+@router.delete(
+    "/library/{completed_id}",
+    response_model=Removed,
+    responses={
+        403: {"description": "The viewer key may not delete"},
+        404: {"description": "No such completed download"},
+        409: {"description": "A symbolic link on the way to the file: nothing removed"},
+        422: {"description": "The file lies outside download_dir: nothing removed"},
+    },
+)
+async def delete_model(
+    completed_id: Annotated[int, FastPath(ge=1, le=MAX_ID)], request: Request
+) -> removal.Removal:
+    """Delete a completed model from disk with the sidecars the daemon wrote beside it, forget
+    its completed rows, and untrack its manifest.json entries (else the next start would fetch
+    it again). Nothing outside download_dir, and nothing through a link, is ever removed."""
+    state = request.app.state
+    return await removal.delete_model(
+        state.store,
+        completed_id,
+        state.queue.settings.models_dir,
+        state.queue.models_root,
+        state.settings.manifest_path,
+        state.manifest_lock,
+    )

@@ -280,19 +280,7 @@ document.getElementById("batch-urls-form").addEventListener("submit", (event) =>
 
 // Library -----------------------------------------------------------------------------------
 
-async function loadLibrary() {
-  const data = await api("GET", "/api/completed?limit=200");
-  document.getElementById("library-body").replaceChildren(...data.completed.map((c) => {
-    const img = el("img", { class: "preview-thumb", alt: "", loading: "lazy", src: `${ROOT}/api/completed/${c.id}/preview` });
-    img.addEventListener("error", () => { img.style.visibility = "hidden"; });
-    return el("tr", { class: "library-row" },
-      el("td", {}, img),
-      el("td", {}, el("div", { class: "fw-semibold" }, c.model_name || c.filename), el("div", { class: "small text-body-secondary" }, c.filename)),
-      el("td", {}, c.model_type), el("td", { class: "text-nowrap" }, bytes(c.size)),
-      el("td", { class: "small" }, when(c.completed_at)),
-      el("td", { class: "small text-truncate text-truncate-path", title: c.path }, c.path));
-  }));
-}
+// loadLibrary (the completed files, their filters and actions) is in static/library.js.
 
 async function loadUpdates() {
   const [updates, tracked] = await Promise.all([api("GET", "/api/updates"), api("GET", "/api/manifest")]);
