@@ -35,17 +35,18 @@ def parse_statuses(text: str | None) -> list[str]:
 
 
 def search_condition(q: str | None) -> tuple[str | None, list[Any]]:
-    """A job matches a search when its id is the number given, or its model or version name,
-    file name or model_type contains the text (case-insensitive for ASCII letters)."""
+    """A job matches a search when its id, model id or version id is the number given, or its
+    model or version name, file name, model_type or the URL asked for contains the text
+    (case-insensitive for ASCII letters): a batch job not yet resolved has only its request."""
     text = (q or "").strip()
     if not text:
         return None, []
     like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    fields = ("model_name", "version_name", "filename", "model_type")
+    fields = ("model_name", "version_name", "filename", "model_type", "url")
     where = " or ".join(f"coalesce({f}, '') like ? escape '\\'" for f in fields)
     args: list[Any] = [like] * len(fields)
     if text.isdigit() and len(text) < 19:
-        where += " or id = ?"
+        where += " or ? in (id, modelId, modelVersionId)"
         args.append(int(text))
     return f"({where})", args
 

@@ -17,6 +17,7 @@ const queueView = {
   shown: {}, // group key -> rows asked for
   collapsed: new Set(JSON.parse(localStorage.getItem("queue-collapsed") || "[]")),
   groupOf: new Map(), // job id -> the group it was last seen in
+  counts: {}, // group key -> jobs in it (the daemon's count, kept up to date between refreshes)
   timer: null,
   running: null, // the refresh in progress
   again: false, // another refresh was asked for meanwhile
@@ -32,8 +33,8 @@ function queueLimit(group) { return queueView.shown[group.key] || QUEUE_PAGE; }
 function queueMatches(job) {
   const q = queueView.q.trim().toLowerCase();
   if (!q) return true;
-  if (/^\d+$/.test(q) && String(job.id) === q) return true;
-  return [job.model_name, job.version_name, job.filename, job.model_type].some((v) => v && v.toLowerCase().includes(q));
+  if (/^\d+$/.test(q) && [job.id, job.modelId, job.modelVersionId].some((n) => String(n) === q)) return true;
+  return [job.model_name, job.version_name, job.filename, job.model_type, job.url].some((v) => v && v.toLowerCase().includes(q));
 }
 
 // The column names, for the card layout of narrow screens (CSS `attr(data-label)`).
@@ -70,12 +71,23 @@ function queueShow(job, fresh) {
   if (old && old.parentElement === body) { old.replaceWith(fresh); return; }
   if (old) old.remove();
   if (before === group.key) return; // a row beyond the page shown: nothing to redraw
+  if (before) queueCount(before, -1);
+  if (queueMatches(job)) queueCount(group.key, 1);
   if (!queueView.collapsed.has(group.key) && queueMatches(job) && body.querySelectorAll(".job-row").length < queueLimit(group)) {
     body.querySelector(".group-head").after(fresh);
     body.classList.remove("d-none");
     document.getElementById("queue-empty").classList.add("d-none");
   }
   queueSoon();
+}
+
+// Counted at once, so a group never shows a count behind its rows; the refresh confirms it.
+function queueCount(key, delta) {
+  const total = Math.max(0, (queueView.counts[key] || 0) + delta);
+  queueView.counts[key] = total;
+  const body = document.getElementById(`group-${key}`);
+  body.querySelector(".group-count").textContent = total.toLocaleString();
+  body.classList.toggle("d-none", total === 0 && !body.querySelector(".job-row"));
 }
 
 function queueSoon(delay = 300) {
@@ -111,6 +123,7 @@ async function queueFetch() {
 
 function queueRender(group, total, list) {
   const body = document.getElementById(`group-${group.key}`);
+  queueView.counts[group.key] = total;
   body.classList.toggle("d-none", total === 0);
   body.querySelector(".group-count").textContent = total.toLocaleString();
   for (const node of body.querySelectorAll(".job-row, .group-more")) node.remove();

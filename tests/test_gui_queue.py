@@ -4,6 +4,7 @@ errors and CSP violations in light and dark, a queue of 2,000 jobs, toasts, a ph
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
@@ -169,5 +170,168 @@ def test_every_page_is_free_of_console_errors_and_csp_violations(
                 what="the preview",
             )
         shot(page, f"page-{tab}-{name}")
+    assert w.problems == [], w.problems
+    d.stop()
+
+
+def test_a_queue_of_2000_jobs_shows_running_first_in_pages_and_narrows_to_a_search(
+    civitai, daemon, watched
+):
+    civitai.add_simple(1, 10, os.urandom(50_000), filename="finished_first.safetensors")
+    civitai.add_simple(2, 20, os.urandom(20_000_000), filename="running_now.safetensors")
+    for i in range(2000):
+        civitai.add_simple(100 + i, 10_000 + i, i.to_bytes(4, "big") * 8, f"file_{i:04d}.bin")
+    d = daemon(workers=1)
+    with d.client() as c:
+        first = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
+        wait_job(c, first["id"])
+        civitai.default_rate = 100_000  # the running job holds the one worker
+        running = c.post("/api/download", json={"modelVersionId": 20, "model_type": "lora"})
+        wait_job(c, running.json()["id"], ("downloading",))
+        batch = [{"modelVersionId": 10_000 + i, "model_type": "lora"} for i in range(2000)]
+        r = c.post("/api/batch", json=batch, timeout=60)
+        assert r.status_code == 202 and len(r.json()["jobs"]) == 2000, r.text[:300]
+        # The same finished file asked again is that job again, not a second row.
+        again = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"})
+        assert again.status_code == 200 and again.json()["id"] == first["id"]
+        assert again.json()["duplicate"] is True
+    w = watched()
+    page = w.page
+    started = time.monotonic()
+    log_in(page, d)
+    groups = page.locator(".queue-group:not(.d-none)")
+    expect(groups.first).to_have_attribute("data-group", "running")
+    expect(groups.first.locator(".job-row .job-status")).to_have_text("downloading")
+    shown_after = time.monotonic() - started
+    assert shown_after < 10, f"the running group took {shown_after:.1f} s"
+    expect(page.locator("#group-queued .group-count")).to_have_text("2,000")
+    expect(page.locator("#group-finished .group-count")).to_have_text("1")
+    expect(page.locator("#group-queued .job-row")).to_have_count(50)
+    assert page.locator(".job-row").count() <= 60  # 1 running, 50 queued, 1 finished
+    expect(page.locator("#group-finished .job-row", has_text="finished_first")).to_have_count(1)
+    shot(page, "queue-2000-jobs")
+    page.locator("#group-queued .show-more").click()
+    expect(page.locator("#group-queued .job-row")).to_have_count(100)
+    expect(page.locator("#group-queued .show-more")).to_contain_text("1,900 not shown")
+    # Queued in the order they will run: the batch's first entry first.
+    expect(page.locator("#group-queued .job-row").first).to_contain_text("file_0000.bin")
+    # A search by a version id finds a batch job Civitai was not asked about yet; by a name,
+    # a resolved one.
+    page.fill("#queue-search", "11234")
+    expect(page.locator(".job-row")).to_have_count(1)
+    expect(page.locator("#group-queued .group-count")).to_have_text("1")
+    expect(page.locator("#group-running")).to_be_hidden()
+    shot(page, "queue-2000-jobs-search")
+    page.fill("#queue-search", "RUNNING_now")
+    expect(page.locator(".job-row")).to_have_count(1)
+    expect(page.locator("#group-running .job-row")).to_contain_text("running_now.safetensors")
+    page.fill("#queue-search", "no such thing")
+    expect(page.locator("#queue-empty")).to_have_text("No job matches “no such thing”.")
+    page.fill("#queue-search", "")
+    expect(page.locator("#group-queued .group-count")).to_have_text("2,000")
+    # A group folds away, and stays folded after a reload.
+    page.locator("#group-queued .group-toggle").click()
+    expect(page.locator("#group-queued .job-row")).to_have_count(0)
+    page.reload()
+    expect(page.locator("#live")).to_be_visible()
+    expect(page.locator("#group-queued .group-count")).to_have_text("2,000")
+    expect(page.locator("#group-queued .group-toggle")).to_have_attribute("aria-expanded", "false")
+    expect(page.locator("#group-queued .job-row")).to_have_count(0)
+    expect(page.locator("#group-running .job-row")).to_have_count(1)
+    civitai.default_rate = None
+    assert w.problems == [], w.problems
+    d.stop()
+
+
+def test_ten_failures_at_once_make_one_counted_toast_that_covers_no_button(
+    civitai, daemon, watched
+):
+    for i in range(10):
+        civitai.add_simple(i + 1, 100 + i, b"x" * 100, f"locked_{i}.bin", login_required=True)
+    d = daemon(workers=2)
+    w = watched(height=700)
+    page = w.page
+    log_in(page, d)
+    with d.client() as c:
+        batch = [{"modelVersionId": 100 + i, "model_type": "lora"} for i in range(10)]
+        assert c.post("/api/batch", json=batch).status_code == 202
+        for job in c.get("/api/jobs?limit=10").json()["jobs"]:
+            wait_job(c, job["id"], ("failed",))
+    expect(page.locator("#group-failed .job-row")).to_have_count(10)
+    expect(page.locator("#group-failed .group-count")).to_have_text("10")
+    for gone in ("running", "queued", "finished"):
+        expect(page.locator(f"#group-{gone}")).to_be_hidden()
+    failed = page.locator(".toast", has_text="failed")
+    expect(failed).to_have_count(1)
+    expect(failed.locator(".toast-count")).to_have_text("×10")
+    expect(failed).to_contain_text("needs a Civitai login")
+    seen = page.evaluate(
+        """() => {
+          const rect = (n) => { const r = n.getBoundingClientRect();
+            return {x: r.x, y: r.y, width: r.width, height: r.height}; };
+          const shown = (n) => n.getClientRects().length > 0;
+          return {
+            toasts: [...document.querySelectorAll(".toast")].filter(shown).map(rect),
+            buttons: [...document.querySelectorAll(".job-row button")].filter(shown).map(rect),
+            main: rect(document.getElementById("app")),
+          };
+        }"""
+    )
+    assert 1 <= len(seen["toasts"]) <= 3, seen
+    assert len(seen["buttons"]) == 10, seen  # a Retry button a row
+    # The page scrolls above the dock: the buttons on screen are those in the page's box.
+    on_screen = [b for b in seen["buttons"] if overlaps(b, seen["main"])]
+    assert len(on_screen) >= 3, seen
+    for t in seen["toasts"]:
+        assert not overlaps(t, seen["main"]), (t, seen["main"])  # below the page, not over it
+        for b in on_screen:
+            assert not overlaps(t, b), (t, b)
+    assert seen["main"]["height"] >= 0.6 * 700, seen  # the dock leaves the page most of the room
+    shot(page, "toasts-ten-failures")
+    # Many distinct notes: three in view, the rest counted behind them.
+    for n in range(5):
+        page.evaluate(f"toast('note {n}', 'info')")
+    expect(page.locator(".toast:visible")).to_have_count(3)
+    expect(page.locator("#toasts-more-text")).to_have_text("3 older messages")
+    # Notes go by themselves; the error stays until closed.
+    expect(page.locator(".toast", has_text="note")).to_have_count(0, timeout=15_000)
+    expect(failed).to_be_visible()
+    failed.locator(".btn-close").click()
+    expect(page.locator(".toast")).to_have_count(0)
+    # Clear failed: the rows go, with a toast saying the files stay.
+    page.click("#clear-failed")
+    expect(page.locator(".toast", has_text="Cleared 10 jobs")).to_contain_text("the files stay")
+    expect(page.locator(".job-row")).to_have_count(0)
+    with d.client() as c:
+        assert c.get("/api/jobs").json()["total"] == 0
+    assert w.problems == [], w.problems
+    d.stop()
+
+
+def test_on_a_phone_the_status_and_cancel_are_on_screen_without_scrolling_sideways(
+    civitai, daemon, watched
+):
+    civitai.add_simple(
+        1, 10, os.urandom(8_000_000), filename="a_rather_long_checkpoint_name_v2_fp16.safetensors"
+    )
+    civitai.default_rate = 200_000
+    d = daemon()
+    w = watched(width=390, height=844)
+    page = w.page
+    log_in(page, d)
+    with d.client() as c:
+        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
+    row = page.locator(f"#job-{job['id']}")
+    expect(row.locator(".job-status")).to_have_text("downloading")
+    for part in (row.locator(".job-status"), row.locator(".job-cancel"), row.locator(".progress")):
+        b = box(part)
+        assert b["x"] >= 0 and b["x"] + b["width"] <= 390, (part, b)
+        assert b["y"] >= 0 and b["y"] + b["height"] <= 844, (part, b)
+    assert page.evaluate("document.scrollingElement.scrollWidth") <= 390
+    assert page.evaluate("document.getElementById('app').scrollWidth") <= 390
+    shot(page, "queue-phone-390")
+    row.locator(".job-cancel").click()
+    expect(row.locator(".job-status")).to_have_text("cancelled")
+    civitai.default_rate = None
     assert w.problems == [], w.problems
     d.stop()
