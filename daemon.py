@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 import errors
+import job_query
 import manifest
 from civitai import CivitaiClient
 from completed import CompletedFiles
@@ -276,7 +277,7 @@ class DownloadQueue:
         Under the claim lock, so a job being retried at the same moment is either retried or
         cleared, never both."""
         async with self._claim_lock:
-            ids = await self.store.delete_jobs(where, args)
+            ids = await job_query.delete(self.store, where, args)
         for job_id in ids:
             self.states.links.pop(job_id, None)
         if ids:

@@ -356,34 +356,14 @@ class Store:
 
         return await self.read(op)
 
-    async def count_jobs_by_status(
-        self, where: str | None = None, args: list[Any] | None = None
-    ) -> dict[str, int]:
-        """Jobs by status, of those matching `where` (all when None)."""
-
+    async def count_jobs_by_status(self, where: str = "1", args: Any = ()) -> dict[str, int]:
         def op(db: Database) -> dict[str, int]:
-            sql = "select status, count(*) as n from jobs"
-            sql += f" where {where} group by status" if where else " group by status"
-            rows = db.query(sql, args or [])
+            rows = db.query(
+                f"select status, count(*) n from jobs where {where} group by status", args
+            )
             return {r["status"]: r["n"] for r in rows}
 
         return await self.read(op)
-
-    async def delete_jobs(self, where: str, args: list[Any]) -> list[int]:
-        """Remove the rows of the jobs matching `where`, and their parts, in one transaction;
-        their ids. Files are never touched here: only the history goes."""
-
-        def op(db: Database) -> list[int]:
-            with db.atomic():
-                ids = [r[0] for r in db.execute(f"select id from jobs where {where}", args)]
-                for start in range(0, len(ids), 500):  # SQLite's limit on bound variables
-                    chunk = ids[start : start + 500]
-                    marks = ", ".join("?" for _ in chunk)
-                    db.execute(f"delete from parts where job_id in ({marks})", chunk)
-                    db.execute(f"delete from jobs where id in ({marks})", chunk)
-            return ids
-
-        return await self.run(op)
 
     # Parts --------------------------------------------------------------------------------
 

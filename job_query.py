@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlite_utils import Database
+
+from database import Store
 from errors import InvalidRequest
 from jobs import JobStatus
 
@@ -63,3 +66,20 @@ def condition(statuses: list[str], q: str | None) -> tuple[str | None, list[Any]
         parts.append(search)
         args += search_args
     return (" and ".join(parts) or None), args
+
+
+async def delete(store: Store, where: str, args: list[Any]) -> list[int]:
+    """Remove the rows of the jobs matching `where`, and their parts, in one transaction; their
+    ids. Files are never touched here: only the history goes."""
+
+    def op(db: Database) -> list[int]:
+        with db.atomic():
+            ids = [r[0] for r in db.execute(f"select id from jobs where {where}", args)]
+            for start in range(0, len(ids), 500):  # SQLite's limit on bound variables
+                chunk = ids[start : start + 500]
+                marks = ", ".join("?" for _ in chunk)
+                db.execute(f"delete from parts where job_id in ({marks})", chunk)
+                db.execute(f"delete from jobs where id in ({marks})", chunk)
+        return ids
+
+    return await store.run(op)

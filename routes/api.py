@@ -211,7 +211,7 @@ async def jobs(
         where, args, order_by=job_query.ORDERS[order], limit=limit, offset=offset
     )
     search, search_args = job_query.search_condition(q)
-    found = await queue.store.count_jobs_by_status(search, search_args)
+    found = await queue.store.count_jobs_by_status(search or "1", search_args)
     counts = {s.value: found.get(s.value, 0) for s in JobStatus} | found
     total = sum(n for s, n in counts.items() if not statuses or s in statuses)
     return {
