@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 import errors
+import job_query
 import manifest
 from civitai import CivitaiClient
 from completed import CompletedFiles
@@ -270,6 +271,18 @@ class DownloadQueue:
             )
         self._wake.set()
         return self.public(row)
+
+    async def clear(self, where: str, args: list[Any]) -> list[int]:
+        """Forget the finished jobs matching `where` (their rows and parts); never a file.
+        Under the claim lock, so a job being retried at the same moment is either retried or
+        cleared, never both."""
+        async with self._claim_lock:
+            ids = await job_query.delete(self.store, where, args)
+        for job_id in ids:
+            self.states.links.pop(job_id, None)
+        if ids:
+            log.info("cleared %d finished job(s) from the history", len(ids))
+        return ids
 
     def public(self, row: dict[str, Any]) -> dict[str, Any]:
         return self.states.public(row)

@@ -369,9 +369,11 @@ class Store:
 
         return await self.read(op)
 
-    async def count_jobs_by_status(self) -> dict[str, int]:
+    async def count_jobs_by_status(self, where: str = "1", args: Any = ()) -> dict[str, int]:
         def op(db: Database) -> dict[str, int]:
-            rows = db.query("select status, count(*) as n from jobs group by status")
+            rows = db.query(
+                f"select status, count(*) n from jobs where {where} group by status", args
+            )
             return {r["status"]: r["n"] for r in rows}
 
         return await self.read(op)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 import holdings
+import job_query
 import json_body
 from auth import require_key
 from daemon import DownloadQueue
@@ -67,6 +68,9 @@ class JobList(BaseModel):
     total: int
     limit: int
     offset: int
+    counts: dict[str, int] = Field(
+        description="Jobs of each status among those that match the search `q`"
+    )
 
 
 class Completed(BaseModel):
@@ -201,26 +205,69 @@ async def average_speed(queue: DownloadQueue) -> float:
 async def jobs(
     request: Request,
     status: str | None = Query(
-        None, description="queued, downloading, waiting, verifying, completed, failed, cancelled"
+        None,
+        description="One or more of queued, downloading, waiting, verifying, completed, failed, "
+        "cancelled, separated by commas",
+    ),
+    q: str | None = Query(
+        None, max_length=200, description="Search: a job id, or text in the name, file or type"
+    ),
+    order: Literal["newest", "queue"] = Query(
+        "newest", description="newest first, or the order workers take queued jobs in"
     ),
     limit: int = Query(50, ge=1, le=1000),
     offset: Offset = 0,
 ) -> dict[str, Any]:
-    """Jobs, newest first, optionally of one status."""
+    """Jobs of the statuses given that match the search, newest first; `total` counts them all,
+    `counts` counts every status among the jobs that match the search."""
     queue = queue_of(request)
-    allowed = {s.value for s in JobStatus}
-    if status is not None and status not in allowed:
-        raise InvalidRequest(f"status must be one of {', '.join(sorted(allowed))}")
-    where, args = ("status = ?", [status]) if status else (None, [])
-    rows = await queue.store.jobs_where(where, args, order_by="id desc", limit=limit, offset=offset)
-    counts = await queue.store.count_jobs_by_status()
-    total = counts.get(status, 0) if status else sum(counts.values())
+    statuses = job_query.parse_statuses(status)
+    where, args = job_query.condition(statuses, q)
+    rows = await queue.store.jobs_where(
+        where, args, order_by=job_query.ORDERS[order], limit=limit, offset=offset
+    )
+    search, search_args = job_query.search_condition(q)
+    found = await queue.store.count_jobs_by_status(search or "1", search_args)
+    counts = {s.value: found.get(s.value, 0) for s in JobStatus} | found
+    total = sum(n for s, n in counts.items() if not statuses or s in statuses)
     return {
         "jobs": [queue.public(r) for r in rows],
         "total": total,
         "limit": limit,
         "offset": offset,
+        "counts": counts,
     }
+
+
+class ClearRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    statuses: list[str] = Field(
+        list(job_query.FINAL), description="Which finished jobs: completed, cancelled, failed"
+    )
+    q: str | None = Field(None, max_length=200, description="Only those matching this search")
+
+
+class Cleared(BaseModel):
+    cleared: int
+    ids: list[int]
+
+
+@router.post("/jobs/clear", response_model=Cleared)
+async def clear(request: Request, body: ClearRequest | None = None) -> dict[str, Any]:
+    """Forget finished jobs (default: completed, cancelled and failed): their rows leave the
+    history; their files, the library and the download totals stay."""
+    body = body or ClearRequest()
+    active = [s for s in body.statuses if s not in job_query.FINAL]
+    if active or not body.statuses:
+        raise InvalidRequest(
+            f"Only finished jobs can be cleared ({', '.join(job_query.FINAL)})"
+            + (f", not {', '.join(active)}: cancel them first" if active else "")
+        )
+    where, args = job_query.condition(sorted(set(body.statuses)), body.q)
+    assert where is not None
+    ids = await queue_of(request).clear(where, args)
+    return {"cleared": len(ids), "ids": ids}
 
 
 @router.get("/jobs/{job_id}", response_model=Job, responses={404: {"description": "No such job"}})

@@ -66,10 +66,11 @@ async def login(request: Request, key: str = Form("")) -> Response:
     key = key.strip()
     role = role_for_key(request.app.state.settings, key)
     if role is None:
+        # 200, the form again with the sentence (as form frameworks answer): a 401 would be
+        # logged by the browser as a failed resource on the page a person is looking at.
         return _page(
             request,
             "login.html",
-            status=401,
             error="That key is not right. It is api_token in the daemon's config.json.",
         )
     response = RedirectResponse(f"{root_of(request)}/gui", status_code=303)

@@ -55,15 +55,7 @@ function when(iso) {
   return Number.isNaN(d.getTime()) ? iso : d.toLocaleString();
 }
 
-function toast(message, kind = "success") {
-  const node = el("div", { class: `toast align-items-center text-bg-${kind} border-0`, role: "alert", "aria-live": "assertive" },
-    el("div", { class: "d-flex" }, el("div", { class: "toast-body" }, message),
-      el("button", { type: "button", class: "btn-close btn-close-white me-2 m-auto", "data-bs-dismiss": "toast", "aria-label": "Close" })));
-  document.getElementById("toasts").append(node);
-  const t = new bootstrap.Toast(node, { delay: kind === "danger" ? 9000 : 4000 });
-  node.addEventListener("hidden.bs.toast", () => node.remove());
-  t.show();
-}
+// toast(message, kind, key) is in toasts.js.
 
 // Every call goes through here: a person sees a sentence, never raw JSON or a stack trace.
 async function api(method, path, body, isForm = false) {
@@ -116,9 +108,8 @@ function waitText(job) {
   return `waiting — retry in ${left} s (attempt ${job.attempts + 1}${of})`;
 }
 
-function renderJob(job) {
-  const body = document.getElementById("queue-body");
-  let row = document.getElementById(`job-${job.id}`);
+// A job's row; queue.js puts it in its group.
+function jobRow(job) {
   const pct = job.bytes_total ? Math.min(100, Math.floor((100 * job.bytes_done) / job.bytes_total)) : (job.status === "completed" ? 100 : 0);
   const bar = el("div", { class: "progress", role: "progressbar", "aria-valuenow": pct, "aria-valuemin": 0, "aria-valuemax": 100 },
     el("div", { class: `progress-bar${job.status === "downloading" ? " progress-bar-striped progress-bar-animated" : ""} bg-${STATUS_STYLE[job.status] || "secondary"}`, style: `width: ${pct}%` }, `${pct}%`));
@@ -142,36 +133,23 @@ function renderJob(job) {
     el("td", {}, el("span", { class: `badge text-bg-${STATUS_STYLE[job.status] || "secondary"} job-status` }, job.status)),
     actions,
   ];
-  const fresh = el("tr", { id: `job-${job.id}`, "data-status": job.status }, ...cells);
-  if (row) row.replaceWith(fresh); else body.prepend(fresh);
-  applyFilter();
+  return el("tr", { id: `job-${job.id}`, "data-status": job.status }, ...cells);
 }
 
-function applyFilter() {
-  const showFinished = document.getElementById("show-finished").checked;
-  let visible = 0;
-  for (const row of document.querySelectorAll("#queue-body tr")) {
-    const hide = !showFinished && FINAL.has(row.dataset.status);
-    row.classList.toggle("d-none", hide);
-    if (!hide) visible += 1;
-  }
-  document.getElementById("queue-empty").classList.toggle("d-none", visible > 0);
-}
+function renderJob(job) { queueShow(job, jobRow(job)); }
 
 function upsertJob(job) {
   const before = jobs.get(job.id);
   jobs.set(job.id, job);
   renderJob(job);
   if (before && before.status !== job.status) {
-    if (job.status === "completed") { toast(`Downloaded ${job.filename || jobName(job)}.`); loadLibrary(); }
-    if (job.status === "failed") toast(`${job.filename || jobName(job)} failed: ${job.error || "unknown error"}`, "danger");
+    // One toast each for downloads done and failed, counting (×N) and showing the latest.
+    if (job.status === "completed") { toast(`Downloaded ${job.filename || jobName(job)}.`, "success", "job-completed"); loadLibrary(); }
+    if (job.status === "failed") toast(`${job.filename || jobName(job)} failed: ${job.error || "unknown error"}`, "danger", "job-failed");
   }
 }
 
-async function loadJobs() {
-  const data = await api("GET", "/api/jobs?limit=200");
-  for (const job of data.jobs.reverse()) { jobs.set(job.id, job); renderJob(job); }
-}
+async function loadJobs() { await queueLoad(); } // queue.js: the groups, their counts and first rows
 
 // Live feed, reconnecting by itself after the daemon restarts.
 let socketDelay = 500;
@@ -560,9 +538,7 @@ if (isAdmin) {
 // Start ---------------------------------------------------------------------------------------
 
 if (!isAdmin) for (const node of document.querySelectorAll(".admin-only")) node.classList.add("d-none");
-document.getElementById("show-finished").addEventListener("change", applyFilter);
 document.getElementById("nav-library").addEventListener("shown.bs.tab", () => { loadLibrary().catch((e) => toast(e.message, "danger")); loadUpdates().catch((e) => toast(e.message, "danger")); });
 document.getElementById("nav-status").addEventListener("shown.bs.tab", () => loadMetrics().catch((e) => toast(e.message, "danger")));
 setInterval(() => { if (document.getElementById("tab-status").classList.contains("active")) loadMetrics().catch(() => {}); }, 3000);
-applyFilter();
-connect();
+document.addEventListener("DOMContentLoaded", connect); // once queue.js and the others have run

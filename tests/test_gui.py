@@ -93,7 +93,7 @@ def test_add_by_url_and_watch_it_complete_then_see_it_in_the_library(civitai, da
     expect(page.locator("#add-file")).to_contain_text("dreamshaper_8.safetensors")
     shot(page, "add")
     page.click("#add-button")
-    row = page.locator("#queue-body tr").first
+    row = page.locator(".job-row").first
     expect(row.locator(".job-status")).to_have_text("downloading")
     expect(row.locator(".progress-bar")).not_to_have_text("0%")
     shot(page, "queue-downloading")
@@ -126,7 +126,7 @@ def test_login_required_model_shows_the_token_message(civitai, daemon, page):
     page.fill("#lookup-input", "1")
     page.click("#lookup-button")
     page.click("#add-button")
-    row = page.locator("#queue-body tr").first
+    row = page.locator(".job-row").first
     expect(row.locator(".job-status")).to_have_text("failed")
     expect(row.locator(".job-error")).to_contain_text("needs a Civitai login")
     expect(page.locator(".toast").last).to_contain_text("failed")
@@ -141,7 +141,7 @@ def test_cancel_and_retry(civitai, daemon, page):
     log_in(page, d)
     with d.client() as c:
         c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"})
-    row = page.locator("#queue-body tr").first
+    row = page.locator(".job-row").first
     expect(row.locator(".job-status")).to_have_text("downloading")
     row.locator(".job-cancel").click()
     expect(row.locator(".job-status")).to_have_text("cancelled")
@@ -185,7 +185,7 @@ def test_update_flow_after_a_new_version_is_published(civitai, daemon, page, hom
     page.click("#check-updates")
     expect(page.locator(".update-row").first).to_contain_text("v2")
     open_tab(page, "queue")
-    expect(page.locator("#queue-body tr").first.locator(".job-status")).to_have_text("completed")
+    expect(page.locator(".job-row").first.locator(".job-status")).to_have_text("completed")
     shot(page, "updates")
     d.stop()
 
@@ -201,7 +201,7 @@ def test_the_page_recovers_after_the_daemon_restarts(civitai, daemon, page, home
     expect(page.locator("#live")).to_be_visible(timeout=15_000)
     with d2.client() as c:
         c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"})
-    expect(page.locator("#queue-body tr").first.locator(".job-status")).to_have_text("completed")
+    expect(page.locator(".job-row").first.locator(".job-status")).to_have_text("completed")
     d2.stop()
 
 
@@ -212,7 +212,7 @@ def test_viewer_sees_everything_but_no_controls(civitai, daemon, page):
         c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"})
     log_in(page, d, "wall-screen-key")
     expect(page.locator("#role")).to_have_text("viewer")
-    expect(page.locator("#queue-body tr .job-status")).to_have_text("failed")
+    expect(page.locator(".job-row .job-status")).to_have_text("failed")
     expect(page.locator(".job-retry")).to_have_count(0)
     expect(page.locator("#nav-add")).to_be_hidden()
     expect(page.locator("#nav-settings")).to_have_count(0)
