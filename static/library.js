@@ -44,16 +44,20 @@ async function libraryCopyPath(path, node) {
 }
 
 function libraryRow(c) {
-  const img = el("img", { class: "preview-thumb", alt: "", loading: "lazy", src: `${ROOT}/api/completed/${c.id}/preview` });
-  img.addEventListener("error", () => { img.style.visibility = "hidden"; });
+  const thumb = () => {  // lazy: only the one shown (a column, or beside the name on phones) loads
+    const img = el("img", { class: "preview-thumb", alt: "", loading: "lazy", src: `${ROOT}/api/completed/${c.id}/preview` });
+    img.addEventListener("error", () => { img.style.visibility = "hidden"; });
+    return img;
+  };
   const path = el("span", { class: "text-truncate font-monospace library-path", title: c.path }, c.path);
   const copy = el("button", { type: "button", class: "btn btn-outline-secondary btn-sm py-0 library-copy", title: "Copy the path", onclick: () => libraryCopyPath(c.path, path) }, "Copy");
   const actions = el("td", { class: "text-end" });
   if (isAdmin) actions.append(el("button", { type: "button", class: "btn btn-outline-danger btn-sm library-delete", onclick: () => libraryAskDelete(c) }, "Delete"));
   const kind = [c.model_type, c.base_model].filter(Boolean).join(" · ");
   return el("tr", { class: "library-row", "data-id": c.id },
-    el("td", { class: "d-none d-sm-table-cell" }, img),
+    el("td", { class: "d-none d-sm-table-cell" }, thumb()),
     el("td", { class: "library-file" },
+      el("div", { class: "d-sm-none float-start me-2 library-thumb-phone" }, thumb()),
       el("div", { class: "fw-semibold" }, c.model_name || c.filename),
       el("div", { class: "small text-body-secondary text-break" }, c.version_name ? `${c.version_name} · ${c.filename}` : c.filename),
       el("div", { class: "small text-body-secondary d-lg-none" }, kind),

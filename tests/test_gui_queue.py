@@ -163,7 +163,7 @@ def test_every_page_is_free_of_console_errors_and_csp_violations(
         expect(page.locator(ready[tab]).first).to_be_visible()
         if tab == "library":
             wait_for(
-                lambda: page.locator(".library-row img").first.evaluate(
+                lambda: page.locator(".library-row img:visible").first.evaluate(
                     "i => i.complete && i.naturalWidth > 0"
                 ),
                 10,
