@@ -5,7 +5,8 @@ active_port in config.json) and takes the key from config.json.
     ./civitai list [--status failed]
     ./civitai add "https://civitai.com/models/4384?modelVersionId=128713" --type checkpoint
     ./civitai add --version 128713 --file-id 131226 --type checkpoint
-    ./civitai cancel 12 · retry 12 · completed · updates [--check] · scan · url · key
+    ./civitai cancel 12 · retry 12 [--force] · pause 12 · resume 12 · priority 12 1|top
+    ./civitai completed · updates [--check] · scan · url · key
 Every command takes --json (for scripts), --home DIR and --url URL (or $CIVITAI_DAEMON_URL;
 $CIVITAI_DAEMON_TOKEN overrides the key). No daemon found: exit code 3.
 """
@@ -200,9 +201,19 @@ def run(args: argparse.Namespace) -> tuple[Any, str]:
         job = call(c, "POST", "/api/download", json=body)
         where = job.get("path") or job["model_type"]
         return job, f"Job {job['id']} {job['status']}: {job.get('filename') or ''} → {where}"
-    if cmd in ("cancel", "retry"):
-        job = call(c, "POST", f"/api/jobs/{args.id}/{cmd}")
+    if cmd in ("cancel", "retry", "pause", "resume"):
+        force = {"json": {"force": True}} if getattr(args, "force", False) else {}
+        job = call(c, "POST", f"/api/jobs/{args.id}/{cmd}", **force)
         return job, f"Job {job['id']} is {job['status']}."
+    if cmd == "priority":
+        if args.priority == "top":
+            change: dict[str, Any] = {"position": "top"}
+        elif re.fullmatch(r"-?[0-9]+", args.priority):
+            change = {"priority": int(args.priority)}
+        else:
+            raise CliError(f"The priority is a number from 0 to 100, or top; not {args.priority!r}")
+        job = call(c, "PATCH", f"/api/jobs/{args.id}", json=change)
+        return job, f"Job {job['id']} ({job['status']}) has priority {job['priority']}."
     if cmd == "completed":
         data = call(c, "GET", "/api/completed", params={"limit": args.limit})
         # The job id, which cancel and retry take (a file adopted by a scan has no job).
@@ -295,6 +306,7 @@ def parser() -> argparse.ArgumentParser:
             "downloading",
             "waiting",
             "verifying",
+            "paused",
             "completed",
             "failed",
             "cancelled",
@@ -311,9 +323,18 @@ def parser() -> argparse.ArgumentParser:
     )
     add.add_argument("--filename")
     add.add_argument("--priority", type=int, default=5)
-    for name in ("cancel", "retry"):
+    for name in ("cancel", "retry", "pause", "resume"):
         one = sub.add_parser(name, parents=[common], help=f"{name} a job")
         one.add_argument("id", type=int)
+        if name == "retry":
+            one.add_argument(
+                "--force", action="store_true", help="even a failure a retry cannot fix (404, …)"
+            )
+    prio = sub.add_parser(
+        "priority", parents=[common], help="a queued or paused job's priority (lower runs first)"
+    )
+    prio.add_argument("id", type=int)
+    prio.add_argument("priority", help="0–100, or 'top' to be the next one started")
     done = sub.add_parser("completed", parents=[common], help="completed downloads")
     done.add_argument("--limit", type=int, default=50)
     up = sub.add_parser("updates", parents=[common], help="updates found; --check runs a check now")

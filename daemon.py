@@ -25,6 +25,7 @@ import manifest
 from civitai import CivitaiClient
 from completed import CompletedFiles
 from completed import file_state as _file_state
+from controls import JobControls
 from database import Store
 from events import EventBus, JobEvent
 from job_rows import JobRows
@@ -80,6 +81,7 @@ class DownloadQueue:
         self.workers = Workers(
             store, self.states, self.runner, self._claim_lock, self._wake, self._cancelling
         )
+        self.controls = JobControls(store, self.states, self._claim_lock, self._wake)
 
     @property
     def paused(self) -> bool:
@@ -249,9 +251,24 @@ class DownloadQueue:
         """Cancel an active job; a job whose file is already being placed completes."""
         return await self.workers.cancel(job_id)
 
-    async def retry(self, job_id: int) -> dict[str, Any]:
-        """Queue a failed or cancelled job again. Read and decided under the claim lock: of two
-        retries at once, the second sees the job already queued (or running) and is refused."""
+    async def pause(self, job_id: int) -> dict[str, Any]:
+        """Pause a queued or running job; its .part and saved parts are kept."""
+        return await self.workers.pause(job_id)
+
+    async def resume(self, job_id: int) -> dict[str, Any]:
+        """Queue a paused job again; it goes on from the saved bytes."""
+        return await self.controls.resume(job_id)
+
+    async def reorder(
+        self, job_id: int, priority: int | None = None, top: bool = False
+    ) -> dict[str, Any]:
+        """A new priority for a queued, paused or waiting job, or the top of the queue."""
+        return await self.controls.reorder(job_id, priority, top)
+
+    async def retry(self, job_id: int, force: bool = False) -> dict[str, Any]:
+        """Queue a failed or cancelled job again; a failure no retry can fix (a 404, an archived
+        model) only with `force`. Read and decided under the claim lock: of two retries at once,
+        the second sees the job already queued (or running) and is refused."""
         async with self._claim_lock:
             row = await self.store.get_job(job_id)
             if row is None:
@@ -260,6 +277,9 @@ class DownloadQueue:
                 raise errors.InvalidRequest(
                     f"Job {job_id} is {row['status']}; only failed or cancelled jobs can be retried"
                 )
+            blocked = row.get("retry_blocked") if row["status"] == JobStatus.FAILED else None
+            if blocked and not force:
+                raise errors.NotRetryable(job_id, blocked)
             duplicate = await self.store.jobs_where(
                 f"dedupe_key = ? and id != ? and {ACTIVE_SQL}",
                 [row["dedupe_key"], job_id],

@@ -180,6 +180,13 @@ def _completed_base_model(db: Database) -> None:
     )
 
 
+@migrations(name="010_job_retry_blocked")
+def _job_retry_blocked(db: Database) -> None:
+    # A failed job that a retry cannot help (a 404, an archived model, a wrong published hash)
+    # says why; null: a retry can help.
+    db["jobs"].add_column("retry_blocked", str)
+
+
 def utcnow(seconds: float | None = None) -> str:
     """Now (or `seconds` since the epoch) as ISO 8601 UTC, second precision, with a Z."""
     moment = datetime.now(UTC) if seconds is None else datetime.fromtimestamp(seconds, UTC)

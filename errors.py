@@ -9,6 +9,8 @@ DaemonError
 │   ├── FolderOutside             422: a model_type folder that is a link out of download_dir
 │   ├── JobNotFound               404
 │   ├── JobFinished               409: too late, e.g. cancelling a job that already completed
+│   ├── WrongState                409: pause, resume or reorder a job in a state that refuses it
+│   ├── NotRetryable              409: a retry of a failure no retry can fix (without force)
 │   ├── SameFileActive            409: the same file is already queued under another model_type
 │   ├── SameFileElsewhere         409: Civitai's answer shows another active job has this file
 │   ├── InvalidSetting            422: a settings change config.json's rules refuse
@@ -48,7 +50,9 @@ from logger import safe_url
 
 
 class DaemonError(Exception):
-    retryable = False
+    retryable = False  # the daemon tries again by itself
+    # Why a person's retry cannot help either (the job's `why_not_retryable`); None: it can.
+    retry_blocked: str | None = None
     status_code = 500
     retry_after: float | None = None
 
@@ -110,6 +114,20 @@ class JobNotFound(RequestError):
 
 class JobFinished(RequestError):
     status_code = 409
+
+
+class WrongState(RequestError):
+    status_code = 409
+
+
+class NotRetryable(RequestError):
+    status_code = 409
+
+    def __init__(self, job_id: int, reason: str) -> None:
+        super().__init__(
+            f'Job {job_id} is not retried: {reason} To try anyway, send {{"force": true}} '
+            f"(./civitai retry {job_id} --force)."
+        )
 
 
 class SameFileActive(RequestError):
@@ -209,6 +227,9 @@ class TokenRequired(CivitaiError):
 
 class DownloadsDisabled(CivitaiError):
     status_code = 403
+    retry_blocked = (
+        "The creator disabled downloads of this model on Civitai; a retry is refused the same way."
+    )
 
     def __init__(self) -> None:
         super().__init__("The creator of this model has disabled downloads on Civitai.")
@@ -245,6 +266,7 @@ class NoAccess(CivitaiError):
 
 class NotFoundOnCivitai(CivitaiError):
     status_code = 404
+    retry_blocked = "Civitai has no such model, version or file; a retry gets the same answer."
 
 
 class ModelNotFound(NotFoundOnCivitai):
@@ -264,6 +286,7 @@ class FileNotFound(NotFoundOnCivitai):
 
 class Archived(CivitaiError):
     status_code = 410
+    retry_blocked = "The model is archived on Civitai; a retry cannot download it."
 
     def __init__(self) -> None:
         super().__init__("This model was archived on Civitai and can no longer be downloaded.")
@@ -314,6 +337,11 @@ class DownloadError(DaemonError):
 
 
 class HashMismatch(DownloadError):
+    retry_blocked = (
+        "The file was fetched twice and its SHA256 differed from the one Civitai publishes both "
+        "times; a retry fetches the same bytes."
+    )
+
     def __init__(self, expected: str, actual: str, kept: str | None = None) -> None:
         keep = f"; the bytes are kept as {kept}" if kept else ""
         super().__init__(
@@ -371,6 +399,8 @@ class RedirectRefused(DownloadError):
 
 
 class SchemeRefused(DownloadError):
+    retry_blocked = "The link redirects to a scheme other than http(s); a retry follows it again."
+
     def __init__(self, scheme: str) -> None:
         super().__init__(
             f"The download redirected to a {scheme}: URL; only http and https are followed. "

@@ -45,6 +45,7 @@ class JobEvent(_Memo):
 
     job: dict[str, Any]
     progress: bool = False
+    previous: str | None = None  # the status it left, on a status change
 
     @property
     def status(self) -> str:

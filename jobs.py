@@ -47,14 +47,32 @@ class JobStatus(StrEnum):
     COMPLETED = "completed"  # the verified file is at its final path
     FAILED = "failed"  # gave up; `error` says why and what to do
     CANCELLED = "cancelled"  # stopped by a person; its .part is removed
+    # Stopped by a person, to go on later: its .part and saved parts are kept, no worker claims
+    # it (not at a restart either) until it is resumed (back to `queued`).
+    PAUSED = "paused"
 
 
-ACTIVE = (JobStatus.QUEUED, JobStatus.DOWNLOADING, JobStatus.WAITING, JobStatus.VERIFYING)
+# Jobs that hold their file: the same file asked again returns them; a cancel stops them.
+ACTIVE = (
+    JobStatus.QUEUED,
+    JobStatus.DOWNLOADING,
+    JobStatus.WAITING,
+    JobStatus.VERIFYING,
+    JobStatus.PAUSED,
+)
+RUNNING = (JobStatus.DOWNLOADING, JobStatus.WAITING, JobStatus.VERIFYING)  # a worker holds it
+PAUSABLE = (JobStatus.QUEUED, *RUNNING)
+REORDERABLE = (JobStatus.QUEUED, JobStatus.PAUSED, JobStatus.WAITING)  # priority can change
 ACTIVE_SQL = "status in ({})".format(", ".join(f"'{s.value}'" for s in ACTIVE))
 RUNNING_SQL = "status in ('downloading', 'waiting', 'verifying')"  # a worker holds the job
 
 TRANSITIONS: dict[JobStatus, set[JobStatus]] = {
-    JobStatus.QUEUED: {JobStatus.DOWNLOADING, JobStatus.CANCELLED, JobStatus.FAILED},
+    JobStatus.QUEUED: {
+        JobStatus.DOWNLOADING,
+        JobStatus.CANCELLED,
+        JobStatus.FAILED,
+        JobStatus.PAUSED,
+    },
     JobStatus.DOWNLOADING: {
         JobStatus.WAITING,  # a retryable failure: wait, then try again
         JobStatus.VERIFYING,
@@ -62,12 +80,14 @@ TRANSITIONS: dict[JobStatus, set[JobStatus]] = {
         JobStatus.FAILED,
         JobStatus.CANCELLED,
         JobStatus.QUEUED,  # the daemon is stopping: back to the queue, progress kept
+        JobStatus.PAUSED,  # a person paused it: progress kept
     },
     JobStatus.WAITING: {
         JobStatus.DOWNLOADING,  # the next attempt starts
         JobStatus.FAILED,
         JobStatus.CANCELLED,
         JobStatus.QUEUED,  # the daemon is stopping: the next start tries again
+        JobStatus.PAUSED,
     },
     JobStatus.VERIFYING: {
         JobStatus.COMPLETED,
@@ -75,6 +95,12 @@ TRANSITIONS: dict[JobStatus, set[JobStatus]] = {
         JobStatus.FAILED,
         JobStatus.CANCELLED,
         JobStatus.QUEUED,
+        JobStatus.PAUSED,
+    },
+    JobStatus.PAUSED: {
+        JobStatus.QUEUED,  # resumed: it goes on from the saved bytes
+        JobStatus.CANCELLED,
+        JobStatus.FAILED,  # stopped, but its .part could not be kept as it was
     },
     JobStatus.COMPLETED: set(),
     JobStatus.FAILED: {JobStatus.QUEUED},  # retry
@@ -257,6 +283,8 @@ class Job(BaseModel):
     updated_at: str | None = None
     completed_at: str | None = None
     duplicate: bool = False  # true: this file was already completed; no new job was made
+    retryable: bool = False  # failed or cancelled, and a retry can help
+    why_not_retryable: str | None = None  # a failed job that a retry cannot help: why
 
 
 def public_job(row: dict[str, Any]) -> dict[str, Any]:
@@ -265,4 +293,7 @@ def public_job(row: dict[str, Any]) -> dict[str, Any]:
     job["bytes_done"] = job["bytes_done"] or 0
     job["speed_bps"] = round(job["speed_bps"] or 0)
     job["duplicate"] = bool(job["duplicate"])
+    blocked = row.get("retry_blocked") if row.get("status") == JobStatus.FAILED else None
+    job["retryable"] = row.get("status") in (JobStatus.FAILED, JobStatus.CANCELLED) and not blocked
+    job["why_not_retryable"] = blocked
     return job

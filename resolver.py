@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import errors
 from events import JobEvent
-from jobs import ACTIVE, JobRequest, JobStatus
+from jobs import RUNNING, JobRequest, JobStatus
 
 if TYPE_CHECKING:
     from daemon import DownloadQueue
@@ -94,18 +94,18 @@ class Resolver:
             by_key = await self.queue._active_by_key([f["dedupe_key"] for f in fields_of])
             for row, answer in zip(rows, answers, strict=True):
                 job = current.get(row["id"])
-                if isinstance(answer, dict) and job and job["status"] in ACTIVE[1:]:
+                if isinstance(answer, dict) and job and job["status"] in RUNNING:
                     # Claimed meanwhile: its worker resolves it to this same file.
                     by_key.setdefault(answer["dedupe_key"], []).append(job)
             changes: list[tuple[int, dict[str, Any]]] = []
-            failures: list[tuple[dict[str, Any], str]] = []
+            failures: list[tuple[dict[str, Any], errors.DaemonError]] = []
             for row, answer in zip(rows, answers, strict=True):
                 job = current.get(row["id"])
                 if job is None or job["status"] != JobStatus.QUEUED or job.get("download_url"):
                     continue  # claimed, cancelled or resolved meanwhile: the worker asks itself
                 if isinstance(answer, errors.DaemonError):
                     if not answer.retryable:
-                        failures.append((job, str(answer)))
+                        failures.append((job, answer))
                     continue
                 same = [o for o in by_key.get(answer["dedupe_key"], []) if o["id"] != job["id"]]
                 if same:
@@ -113,13 +113,15 @@ class Resolver:
                     error = errors.SameFileElsewhere(
                         other["id"], other["status"], other["model_type"]
                     )
-                    failures.append((job, str(error)))
+                    failures.append((job, error))
                     continue
                 by_key.setdefault(answer["dedupe_key"], []).append({**job, **answer})
                 changes.append((job["id"], answer))
             updated = await self.queue.store.update_jobs(changes)
-            for job, message in failures:
-                log.warning("job %s failed: %s", job["id"], message)
-                await self.queue.states.transition(job, JobStatus.FAILED, error=message)
+            for job, error in failures:
+                log.warning("job %s failed: %s", job["id"], error)
+                await self.queue.states.transition(
+                    job, JobStatus.FAILED, error=str(error), retry_blocked=error.retry_blocked
+                )
         self.queue.bus.publish_many([JobEvent(self.queue.public(job)) for job in updated])
         return reachable

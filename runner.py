@@ -52,7 +52,7 @@ class JobBook(Protocol):
         self, row: dict[str, Any], new: JobStatus, **fields: Any
     ) -> dict[str, Any]: ...
 
-    async def fail(self, job_id: int, message: str) -> None: ...
+    async def fail(self, job_id: int, message: str, retry_blocked: str | None = None) -> None: ...
 
     def public(self, row: dict[str, Any]) -> dict[str, Any]: ...
 
@@ -106,7 +106,7 @@ class JobRunner:
                 log.info("job %s: stopping; progress kept for the next start", job_id)
             raise
         except errors.DaemonError as exc:
-            await self.fail(job_id, str(exc))
+            await self.fail(job_id, str(exc), exc.retry_blocked)
         except OSError as exc:
             await self.fail(job_id, disk_error(exc, row))
         except Exception as exc:  # a bug must fail one job, not the worker

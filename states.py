@@ -16,7 +16,7 @@ import safefs
 from database import Store
 from downloader import Link
 from events import EventBus, JobEvent
-from jobs import ACTIVE, JobStatus, check_transition, public_job
+from jobs import ACTIVE, RUNNING, JobStatus, check_transition, public_job
 
 log = logging.getLogger("civitai.daemon")
 
@@ -38,12 +38,20 @@ class JobStates:
         check_transition(row["id"], row["status"], new)
         if new is not JobStatus.WAITING:  # a next attempt is only ever announced while waiting
             fields.setdefault("next_attempt_at", None)
+        if new is not JobStatus.FAILED:  # only a failure can be one a retry cannot help
+            fields.setdefault("retry_blocked", None)
         updated = await self.store.update_job(row["id"], status=new.value, **fields)
-        if new in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUEUED):
-            self.live.pop(row["id"], None)
-        else:
+        if new in RUNNING:
             self.live[row["id"]] = updated
-        self.bus.publish(JobEvent(self.public(updated)))
+        else:
+            self.live.pop(row["id"], None)
+        self.bus.publish(JobEvent(self.public(updated), previous=row["status"]))
+        return updated
+
+    async def changed(self, row: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        """Store and announce a change of a job that keeps its state (its priority)."""
+        updated = await self.store.update_job(row["id"], **fields)
+        self.bus.publish(JobEvent(self.public(updated), previous=row["status"]))
         return updated
 
     def public(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -55,21 +63,31 @@ class JobStates:
     def active_jobs(self) -> list[dict[str, Any]]:
         return [public_job(r) for r in self.live.values()]
 
-    async def fail(self, job_id: int, message: str) -> None:
+    async def fail(self, job_id: int, message: str, retry_blocked: str | None = None) -> None:
+        """Fail an active job with `message`; `retry_blocked` says why a retry cannot help."""
         current = await self.store.get_job(job_id)
         if current is None or current["status"] not in ACTIVE:
             return
         log.error("job %s failed: %s", job_id, message)
-        await self.transition(current, JobStatus.FAILED, error=message, speed_bps=0)
+        await self.transition(
+            current, JobStatus.FAILED, error=message, speed_bps=0, retry_blocked=retry_blocked
+        )
         self.links.pop(job_id, None)
 
-    async def stop_job(self, job_id: int, task: asyncio.Task) -> dict[str, Any]:
-        """Wait until a cancelled job's task has stopped writing, then remove its .part. When
-        that fails, the job fails with the reason: it never stays active with no task."""
+    async def stop_job(
+        self, job_id: int, task: asyncio.Task, then: JobStatus = JobStatus.CANCELLED
+    ) -> dict[str, Any]:
+        """Wait until a stopped job's task has stopped writing, then end it `then`: cancelled
+        (its .part removed) or paused (its .part and parts kept). When removing fails, the job
+        fails with the reason: it never stays active with no task."""
         await asyncio.wait({task})
         row = await self.store.get_job(job_id)
         assert row is not None
-        if row["status"] not in ACTIVE:
+        if row["status"] not in RUNNING:
+            return row
+        if then is JobStatus.PAUSED:
+            row = await self.paused(row)
+            log.info("job %s paused; %s bytes kept", job_id, row["bytes_done"])
             return row
         try:
             row = await self.cancelled(row)
@@ -94,6 +112,13 @@ class JobStates:
         return await self.transition(
             row, JobStatus.CANCELLED, speed_bps=0, bytes_done=0, elapsed_s=0
         )
+
+    async def paused(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Pause a job no worker runs (any more): the bytes saved in its parts are kept, and its
+        link, so a resume goes on where it stopped."""
+        parts = await self.store.get_parts(row["id"])
+        kept = sum(p["done"] for p in parts) if parts else row.get("bytes_done") or 0
+        return await self.transition(row, JobStatus.PAUSED, speed_bps=0, bytes_done=kept)
 
     def _remove_part(self, part_path: Path) -> None:
         """Remove a cancelled job's .part, never through a folder that became a link out."""

@@ -21,7 +21,12 @@ from settings import NotifyTarget, Settings
 log = logging.getLogger("civitai.webhooks")
 
 ATTEMPTS = 5
-JOB_EVENTS = {"completed": "download.completed", "failed": "download.failed"}
+JOB_EVENTS = {
+    "completed": "download.completed",
+    "failed": "download.failed",
+    "paused": "download.paused",
+}
+NOTIFY_EVENTS = {"download.completed", "download.failed", "model.update_found"}  # for people
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -100,8 +105,12 @@ class WebhookSender:
                 self.send(payload)
 
     def payload(self, event: Any) -> dict[str, Any] | None:
-        if isinstance(event, JobEvent) and event.status in JOB_EVENTS and not event.progress:
-            return {"event": JOB_EVENTS[event.status], "timestamp": utcnow(), "job": event.job}
+        if isinstance(event, JobEvent) and not event.progress:
+            name = JOB_EVENTS.get(event.status)
+            if event.status == "queued" and event.previous == "paused":
+                name = "download.resumed"
+            if name is not None and event.status != event.previous:
+                return {"event": name, "timestamp": utcnow(), "job": event.job}
         if isinstance(event, UpdateEvent):
             return {"event": "model.update_found", "timestamp": utcnow(), "update": event.update}
         return None
@@ -110,7 +119,7 @@ class WebhookSender:
         """Deliver in the background, each target on its own."""
         if self.settings.webhook_url:
             self._spawn(self._deliver_webhook(payload))
-        for target in self.settings.notify:
+        for target in self.settings.notify if payload["event"] in NOTIFY_EVENTS else []:
             self._spawn(self._deliver_notify(target, payload))
 
     def _spawn(self, coro: Any) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import errors
 from database import Store
-from jobs import ACTIVE, JobStatus
+from jobs import ACTIVE, PAUSABLE, JobStatus
 from runner import JobRunner
 from states import JobStates
 
@@ -87,6 +87,14 @@ class Workers:
     async def cancel(self, job_id: int) -> dict[str, Any]:
         """Cancel an active job. Decided under the claim lock, so a worker never starts a job
         after its cancel was answered; a job whose file is already being placed completes."""
+        return await self._stop(job_id, JobStatus.CANCELLED)
+
+    async def pause(self, job_id: int) -> dict[str, Any]:
+        """Pause a queued or running job: its transfer stops as at a cancel, but its .part and
+        saved parts are kept. Decided under the claim lock, like a cancel."""
+        return await self._stop(job_id, JobStatus.PAUSED)
+
+    async def _stop(self, job_id: int, then: JobStatus) -> dict[str, Any]:
         async with self.claim_lock:
             stopping = self.cancelling.get(job_id)
             task = self.running.get(job_id)
@@ -94,13 +102,16 @@ class Workers:
                 row = await self.store.get_job(job_id)
                 if row is None:
                     raise errors.JobNotFound(job_id)
-                if row["status"] not in ACTIVE:
-                    raise _not_cancellable(job_id, row["status"])
-                if task is None:  # queued: no worker has it, and none can claim it meanwhile
+                refusal = _refusal(job_id, row["status"], then)
+                if refusal is not None:
+                    raise refusal
+                if task is None:  # queued or paused: no worker has it, and none can claim it
+                    if then is JobStatus.PAUSED:
+                        return self.states.public(await self.states.paused(row))
                     return self.states.public(await self.states.cancelled(row))
                 if job_id not in self.finishing:
                     task.cancel()  # now, under the lock: the job cannot reach its finish
-                    stopping = self.spawn(self.states.stop_job(job_id, task))
+                    stopping = self.spawn(self.states.stop_job(job_id, task, then))
                     self.cancelling[job_id] = stopping
                     stopping.add_done_callback(lambda _: self.cancelling.pop(job_id, None))
         if stopping is None:  # finishing: wait for it, then say it completed
@@ -108,8 +119,18 @@ class Workers:
             await asyncio.wait({task})
             row = await self.store.get_job(job_id)
             assert row is not None
-            raise _not_cancellable(job_id, row["status"])
-        return self.states.public(await asyncio.shield(stopping))
+            raise _refusal(job_id, row["status"], then) or errors.WrongState(
+                f"Job {job_id} is {row['status']}"
+            )
+        row = await asyncio.shield(stopping)
+        if then is JobStatus.CANCELLED and row["status"] == JobStatus.PAUSED:
+            return await self._stop(job_id, then)  # a cancel that came during a pause
+        if then is JobStatus.PAUSED and row["status"] != JobStatus.PAUSED:
+            # A cancel was under way, or the job ended by itself meanwhile.
+            raise _refusal(job_id, row["status"], then) or errors.WrongState(
+                f"Job {job_id} is {row['status']}"
+            )
+        return self.states.public(row)
 
     async def _worker(self, n: int) -> None:
         while not self._stopping and n < self.wanted:
@@ -149,7 +170,21 @@ class Workers:
             return row
 
 
-def _not_cancellable(job_id: int, status: str) -> errors.DaemonError:
+def _refusal(job_id: int, status: str, then: JobStatus) -> errors.DaemonError | None:
+    """Why a job in `status` cannot be stopped as `then` (cancelled or paused); None: it can."""
+    if then is JobStatus.CANCELLED:
+        if status in ACTIVE:
+            return None
+        if status == JobStatus.COMPLETED:
+            return errors.JobFinished(f"Job {job_id} already completed; there is nothing to cancel")
+        return errors.InvalidRequest(f"Job {job_id} is {status}; only active jobs can be cancelled")
+    if status in PAUSABLE:
+        return None
+    if status == JobStatus.PAUSED:
+        return errors.WrongState(f"Job {job_id} is already paused; resume it to go on")
     if status == JobStatus.COMPLETED:
-        return errors.JobFinished(f"Job {job_id} already completed; there is nothing to cancel")
-    return errors.InvalidRequest(f"Job {job_id} is {status}; only active jobs can be cancelled")
+        return errors.WrongState(f"Job {job_id} already completed; there is nothing to pause")
+    return errors.WrongState(
+        f"Job {job_id} is {status}; only a queued, waiting or running job can be paused "
+        f"(retry it to download it again)"
+    )

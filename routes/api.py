@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import holdings
 import job_query
@@ -206,8 +206,8 @@ async def jobs(
     request: Request,
     status: str | None = Query(
         None,
-        description="One or more of queued, downloading, waiting, verifying, completed, failed, "
-        "cancelled, separated by commas",
+        description="One or more of queued, downloading, waiting, verifying, paused, completed, "
+        "failed, cancelled, separated by commas",
     ),
     q: str | None = Query(
         None, max_length=200, description="Search: a job id, or text in the name, file or type"
@@ -275,16 +275,74 @@ async def job(job_id: JobId, request: Request) -> dict[str, Any]:
     return await queue_of(request).get(job_id)
 
 
+class JobChange(BaseModel):
+    """PATCH /api/jobs/{id}: a new priority, or the top of the queue."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    priority: int | None = Field(
+        None, ge=0, le=100, strict=True, description="Lower runs first (0–100)."
+    )
+    position: Literal["top"] | None = Field(
+        None,
+        description='"top": a priority one below every other queued, paused or waiting job\'s, '
+        "so it is the next one claimed (it may go below 0).",
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> JobChange:
+        if (self.priority is None) == (self.position is None):
+            raise ValueError('give either "priority" (0–100) or "position": "top"')
+        return self
+
+
+class RetryOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    force: bool = Field(
+        False,
+        strict=True,
+        description="Retry even a failure no retry can fix (404, archived, wrong hash).",
+    )
+
+
+StateConflict = {409: {"description": "The job's state does not allow it; `detail` says why"}}
+
+
 @router.post("/jobs/{job_id}/cancel", response_model=Job)
 async def cancel(job_id: JobId, request: Request) -> dict[str, Any]:
-    """Cancel a queued or running job; its .part file is removed."""
+    """Cancel a queued, running or paused job; its .part file is removed."""
     return await queue_of(request).cancel(job_id)
 
 
-@router.post("/jobs/{job_id}/retry", response_model=Job)
-async def retry(job_id: JobId, request: Request) -> dict[str, Any]:
-    """Queue a failed or cancelled job again; a kept .part resumes."""
-    return await queue_of(request).retry(job_id)
+@router.post("/jobs/{job_id}/pause", response_model=Job, responses=StateConflict)
+async def pause(job_id: JobId, request: Request) -> dict[str, Any]:
+    """Pause a queued, waiting or running job: its transfer stops, its .part and saved parts are
+    kept, and no worker takes it (not after a restart either) until it is resumed."""
+    return await queue_of(request).pause(job_id)
+
+
+@router.post("/jobs/{job_id}/resume", response_model=Job, responses=StateConflict)
+async def resume(job_id: JobId, request: Request) -> dict[str, Any]:
+    """Queue a paused job again; it goes on from the bytes it kept."""
+    return await queue_of(request).resume(job_id)
+
+
+@router.patch("/jobs/{job_id}", response_model=Job, responses=StateConflict)
+async def change(job_id: JobId, body: JobChange, request: Request) -> dict[str, Any]:
+    """Change a queued, paused or waiting job's priority, or move it to the top of the queue."""
+    top = body.position == "top"
+    return await queue_of(request).reorder(job_id, body.priority, top)
+
+
+@router.post("/jobs/{job_id}/retry", response_model=Job, responses=StateConflict)
+async def retry(
+    job_id: JobId, request: Request, options: RetryOptions | None = None
+) -> dict[str, Any]:
+    """Queue a failed or cancelled job again; a kept .part resumes. A failure a retry cannot fix
+    (the job's `retryable` is false: `why_not_retryable` says why) is refused with 409 unless
+    `{"force": true}`."""
+    return await queue_of(request).retry(job_id, force=bool(options and options.force))
 
 
 @router.get("/completed", response_model=CompletedList)

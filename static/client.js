@@ -95,7 +95,7 @@ async function act(promise, success) {
 
 // Queue -----------------------------------------------------------------------------------
 
-const STATUS_STYLE = { queued: "secondary", downloading: "primary", waiting: "warning", verifying: "info", completed: "success", failed: "danger", cancelled: "dark" };
+const STATUS_STYLE = { queued: "secondary", downloading: "primary", waiting: "warning", verifying: "info", paused: "warning", completed: "success", failed: "danger", cancelled: "dark" };
 
 function jobName(job) {
   return job.model_name ? `${job.model_name}${job.version_name ? " · " + job.version_name : ""}` : (job.filename || `job ${job.id}`);
@@ -113,13 +113,7 @@ function jobRow(job) {
   const pct = job.bytes_total ? Math.min(100, Math.floor((100 * job.bytes_done) / job.bytes_total)) : (job.status === "completed" ? 100 : 0);
   const bar = el("div", { class: "progress", role: "progressbar", "aria-valuenow": pct, "aria-valuemin": 0, "aria-valuemax": 100 },
     el("div", { class: `progress-bar${job.status === "downloading" ? " progress-bar-striped progress-bar-animated" : ""} bg-${STATUS_STYLE[job.status] || "secondary"}`, style: `width: ${pct}%` }, `${pct}%`));
-  const actions = el("td", { class: "text-end text-nowrap" });
-  if (isAdmin && !FINAL.has(job.status)) {
-    actions.append(el("button", { class: "btn btn-outline-danger btn-sm job-cancel", onclick: () => act(api("POST", `/api/jobs/${job.id}/cancel`), "Cancelled.") }, "Cancel"));
-  }
-  if (isAdmin && (job.status === "failed" || job.status === "cancelled")) {
-    actions.append(el("button", { class: "btn btn-outline-primary btn-sm job-retry", onclick: () => act(api("POST", `/api/jobs/${job.id}/retry`), "Queued again.") }, "Retry"));
-  }
+  const actions = el("td", { class: "text-end text-nowrap" }, ...jobControls(job)); // controls.js
   const name = el("td", {}, el("div", { class: "fw-semibold" }, jobName(job)), el("div", { class: "small text-body-secondary text-truncate text-truncate-path" }, job.filename || ""));
   if (job.status === "waiting" && job.next_attempt_at) name.append(el("div", { class: "small job-wait" }, waitText(job)));
   if (job.error) name.append(el("div", { class: `small job-error ${job.status === "failed" ? "text-danger" : "text-warning-emphasis"}` }, job.error));

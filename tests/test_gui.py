@@ -144,6 +144,7 @@ def test_cancel_and_retry(civitai, daemon, page):
     row = page.locator(".job-row").first
     expect(row.locator(".job-status")).to_have_text("downloading")
     row.locator(".job-cancel").click()
+    page.click("#cancel-confirm")  # a cancel asks first (test_gui_controls.py)
     expect(row.locator(".job-status")).to_have_text("cancelled")
     civitai.default_rate = None
     row.locator(".job-retry").click()

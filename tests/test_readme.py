@@ -50,6 +50,9 @@ RUN: dict[str, Run] = {
     ),
     "./civitai cancel 2": Run("Job 2 is cancelled."),
     "./civitai retry 2": Run("Job 2 is queued."),
+    "./civitai pause 2": Run("Job 2 is paused."),
+    "./civitai resume 2": Run("Job 2 is queued."),
+    "./civitai priority 2 top": Run("Job 2 (queued) has priority 1."),
     "./civitai completed": Run("Nothing completed yet."),
     "./civitai updates --check": Run("Checked 0 model(s) in 0 request(s): 0 update(s)."),
     "./civitai updates": Run("No updates found yet."),
@@ -181,7 +184,7 @@ def test_the_readme_commands_work_as_written_in_a_checkout(civitai, daemon_facto
     version = civitai.version(128713, [primary, pruned])
     civitai.add_model(4384, "DreamShaper", "Checkpoint", [version])
     civitai.add_simple(5000, 128714, b"e" * 4_000_000, "more_details.safetensors")
-    civitai.default_rate = 200_000  # slow enough that job 2 is still queued behind job 1
+    civitai.default_rate = 100_000  # job 1 still downloads (40 s) through every command above
     write_config(checkout, civitai_base_url=civitai.base_url, workers=1, timeout=10)
     d = daemon_factory(checkout).start()
     ran: set[str] = set()
