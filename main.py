@@ -68,10 +68,10 @@ def create_app(settings: Settings) -> FastAPI:
             webhooks = WebhookSender(settings, bus, http)
             webhooks.start()
             stack.push_async_callback(webhooks.stop)
-            queue = DownloadQueue(settings, store, bus, civitai, http)
+            manifest_lock = asyncio.Lock()  # every write of manifest.json holds it
+            queue = DownloadQueue(settings, store, bus, civitai, http, manifest_lock)
             await queue.start()
             stack.push_async_callback(queue.stop)
-            manifest_lock = asyncio.Lock()
             updater = Updater(settings, store, civitai, queue, bus, manifest_lock)
             await updater.restore()
             updater.start()
@@ -81,6 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.store, app.state.bus, app.state.civitai = store, bus, civitai
             app.state.queue, app.state.webhooks = queue, webhooks
             app.state.updater, app.state.scanner = updater, scanner
+            app.state.manifest_lock = manifest_lock
             app.state.started = time.monotonic()
             for component in (civitai, webhooks, queue, updater, scanner):
                 stack.callback(live.subscribe(component.apply))
