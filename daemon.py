@@ -246,7 +246,7 @@ class DownloadQueue:
                 if current is None or current["status"] != JobStatus.COMPLETED:
                     continue  # its runner tracks it once verified
             if job.get("modelId") and job.get("path"):
-                await self.tracker.record(job)
+                await self.tracker.add(job)
 
     async def _active_by_key(self, keys: list[str]) -> dict[str, list[dict[str, Any]]]:
         """The active jobs whose dedupe_key or request_key is one of `keys`, oldest first."""

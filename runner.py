@@ -91,7 +91,7 @@ class JobRunner:
         self.finishing: set[int] = set()  # the file is being placed: too late to cancel
         self.claim_lock = claim_lock  # the queue's: who holds which file is decided under it
         self.cancelling = cancelling  # jobs whose cancel cleans up after their task (the queue's)
-        self.tracker = tracker  # "track": true adds the verified file's model to manifest.json
+        self.tracker = tracker
         self.throttle = Throttle(settings.throttle)
         self.network_bytes = 0  # bytes received since start (resumes make it less than sizes)
         self.rate = RateMeter()  # the daemon's current rate, over every job
@@ -345,9 +345,6 @@ class JobRunner:
             }
         )
         log.info("job %s completed: %s (%d bytes, sha256 %s)", row["id"], path, size, sha256)
-        note = None
-        if row.get("track"):  # verified and in place: now, and only now, it is tracked
-            note = await self.tracker.record({**row, "path": str(path), "sha256": sha256})
         return await self.transition(
             row,
             JobStatus.COMPLETED,
@@ -357,7 +354,7 @@ class JobRunner:
             bytes_total=size,
             speed_bps=size / elapsed if elapsed > 0 else 0,
             elapsed_s=elapsed,
-            error=note,
+            error=await self.tracker.record(row, path, sha256),  # "track": only now, verified
             completed_at=now,
             mtime_ns=mtime_ns,
         )

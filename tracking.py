@@ -22,9 +22,16 @@ class Tracker:
         self.settings = settings  # read at each use: manifest_mode may change while running
         self.lock = lock
 
-    async def record(self, job: dict[str, Any]) -> str | None:
-        """Add or update the entry of a completed job's file. None when it is tracked; else a
-        sentence saying why it is not (kept on the job: the file itself is fine)."""
+    async def record(self, row: dict[str, Any], path: Path, sha256: str) -> str | None:
+        """A job whose file is verified at `path`: if it asked to track, add or update its
+        model's entry. None when tracked (or not asked); else a sentence saying why it is not,
+        kept on the job as its note (the file itself is fine)."""
+        if not row.get("track"):
+            return None
+        return await self.add({**row, "path": str(path), "sha256": sha256})
+
+    async def add(self, job: dict[str, Any]) -> str | None:
+        """Add or update the entry of a completed job's file; None, or why it is not tracked."""
         if not job.get("modelId") or not job.get("modelVersionId"):
             return (
                 "Downloaded, but not tracked for updates: only Civitai models can be tracked, "
