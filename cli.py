@@ -5,6 +5,7 @@ active_port in config.json) and takes the key from config.json.
     ./civitai list [--status failed]
     ./civitai add "https://civitai.com/models/4384?modelVersionId=128713" --type checkpoint
     ./civitai add --version 128713 --file-id 131226 --type checkpoint
+    ./civitai add --model 4384 --track       (type from Civitai; tracked for updates once verified)
     ./civitai cancel 12 · retry 12 [--force] · pause 12 · resume 12 · priority 12 1|top
     ./civitai completed · updates [--check] · scan · url · key
 Every command takes --json (for scripts), --home DIR and --url URL (or $CIVITAI_DAEMON_URL;
@@ -185,7 +186,11 @@ def run(args: argparse.Namespace) -> tuple[Any, str]:
         data = call(c, "GET", "/api/jobs", params=params)
         return data, job_rows(data["jobs"])
     if cmd == "add":
-        body: dict[str, Any] = {"model_type": args.type, "priority": args.priority}
+        body: dict[str, Any] = {"priority": args.priority}
+        if args.type:
+            body["model_type"] = args.type
+        if args.track:
+            body["track"] = True
         if args.version:
             body["modelVersionId"] = args.version
         elif args.model:
@@ -317,7 +322,16 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("url", nargs="?", help="a civitai.com model page or download URL")
     add.add_argument("--version", type=int, help="a model version id")
     add.add_argument("--model", type=int, help="a model id (its newest version)")
-    add.add_argument("--type", required=True, help="model_type: lora, checkpoint, vae, …")
+    add.add_argument(
+        "--type",
+        help="model_type: lora, checkpoint, vae, … (default: the model's type on Civitai; "
+        "required for a direct URL)",
+    )
+    add.add_argument(
+        "--track",
+        action="store_true",
+        help="once verified, add the model to manifest.json so the update checker follows it",
+    )
     add.add_argument(
         "--file-id", type=int, help="which file of the version (default: its primary file)"
     )

@@ -35,6 +35,7 @@ from resolver import Resolver
 from runner import JobRunner
 from settings import Settings
 from states import JobStates
+from tracking import Tracker
 from workers import Workers
 
 log = logging.getLogger("civitai.daemon")
@@ -48,6 +49,7 @@ class DownloadQueue:
         bus: EventBus,
         civitai: CivitaiClient,
         http: httpx.AsyncClient,
+        manifest_lock: asyncio.Lock | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -66,6 +68,8 @@ class DownloadQueue:
         self._cancelling: dict[int, asyncio.Task] = {}  # job id → the task cancelling it
         self.states = JobStates(store, bus, self.models_root)
         self.completed = CompletedFiles(store)
+        # The manifest lock is the daemon's one (shared with the updater and the scanner).
+        self.tracker = Tracker(lambda: self.settings, manifest_lock or asyncio.Lock())
         self.runner = JobRunner(
             settings=settings,
             store=store,
@@ -77,6 +81,7 @@ class DownloadQueue:
             models_root=self.models_root,
             cancelling=self._cancelling,
             claim_lock=self._claim_lock,
+            tracker=self.tracker,
         )
         self.workers = Workers(
             store, self.states, self.runner, self._claim_lock, self._wake, self._cancelling
@@ -137,9 +142,11 @@ class DownloadQueue:
         Civitai's "no" (unknown model, bad URL, host not allowed) is raised to the caller; a
         Civitai that cannot be reached right now only delays resolution to the worker.
         """
-        [outcome] = await self._enqueue([await self.job_rows.prepare(req, source, replaces)])
+        row = await self.job_rows.prepare(req, source, replaces)
+        [outcome] = await self._enqueue([row])
         if isinstance(outcome, errors.DaemonError):
             raise outcome
+        await self._track_existing([(row, outcome)])
         return outcome
 
     async def submit_many(
@@ -150,8 +157,14 @@ class DownloadQueue:
         host; a civitai.com URL's form) and deduplicated by what it asks for; the new jobs are
         inserted in one transaction. Civitai is asked afterwards, a few at a time ahead of the
         workers (resolver.py): its "no" fails that job, with the sentence, on the feed and
-        the webhooks."""
-        prepared = await asyncio.to_thread(self.job_rows.rows_without_civitai, entries, source)
+        the webhooks. An entry without model_type is the exception: Civitai is asked first, as
+        its model's type names its folder, and its "no" is that entry's error."""
+        typed = [(i, req) for i, req in entries if req.model_type is not None]
+        typeless = [(i, req) for i, req in entries if req.model_type is None]
+        prepared = await asyncio.to_thread(self.job_rows.rows_without_civitai, typed, source)
+        if typeless:  # the folder comes from the model's type on Civitai: asked now
+            prepared += await self.job_rows.rows_asking_civitai(typeless, source)
+            prepared.sort(key=lambda p: p[0])
         rows = [(index, row) for index, row in prepared if isinstance(row, dict)]
         failed = [
             {"index": index, "detail": str(problem)}
@@ -160,11 +173,14 @@ class DownloadQueue:
         ]
         jobs = []
         outcomes = await self._enqueue([row for _, row in rows])
-        for (index, _), outcome in zip(rows, outcomes, strict=True):
+        kept = []
+        for (index, row), outcome in zip(rows, outcomes, strict=True):
             if isinstance(outcome, errors.DaemonError):
                 failed.append({"index": index, "detail": str(outcome)})
             else:
                 jobs.append(outcome[0])
+                kept.append((row, outcome))
+        await self._track_existing(kept)
         failed.sort(key=lambda f: f["index"])
         self.resolver.wake()
         return jobs, failed
@@ -221,6 +237,20 @@ class DownloadQueue:
             self._wake.set()
         return outcomes
 
+    async def _track_existing(self, outcomes: list[tuple[dict[str, Any], Any]]) -> None:
+        """A request to track whose file is already completed and in place is tracked now; one
+        whose file is already queued or running marks that job, which tracks it when done."""
+        for row, (job, created) in outcomes:
+            if not row.get("track") or created:
+                continue
+            if not job["duplicate"]:
+                await self.store.update_job(job["id"], track=1)
+                current = await self.store.get_job(job["id"])
+                if current is None or current["status"] != JobStatus.COMPLETED:
+                    continue  # its runner tracks it once verified
+            if job.get("modelId") and job.get("path"):
+                await self.tracker.add(job)
+
     async def _active_by_key(self, keys: list[str]) -> dict[str, list[dict[str, Any]]]:
         """The active jobs whose dedupe_key or request_key is one of `keys`, oldest first."""
         by_key: dict[str, list[dict[str, Any]]] = {}
@@ -234,9 +264,11 @@ class DownloadQueue:
         _, entries, problems = manifest.load(self.settings.manifest_path)
         todo = [(i, req) for i, req in entries if not await self.completed.already_done(req)]
         _, failed = await self.submit_many(todo, source="manifest")
+        model_ids = {i: req.modelId for i, req in entries}
         for f in failed:
-            log.warning("manifest.json entry %d not queued: %s", f["index"], f["detail"])
-            problems.append(manifest.Problem(f["index"], f["detail"]))
+            problem = manifest.Problem(f["index"], f["detail"], model_ids.get(f["index"]))
+            log.warning("manifest.json %s not queued: %s", problem.where(), problem.detail)
+            problems.append(problem)
         return problems
 
     # Control ----------------------------------------------------------------------------

@@ -187,6 +187,12 @@ def _job_retry_blocked(db: Database) -> None:
     db["jobs"].add_column("retry_blocked", str)
 
 
+@migrations(name="011_job_track")
+def _job_track(db: Database) -> None:
+    # A job asked with "track": true adds its model to manifest.json once its file is verified.
+    db["jobs"].add_column("track", int)
+
+
 def utcnow(seconds: float | None = None) -> str:
     """Now (or `seconds` since the epoch) as ISO 8601 UTC, second precision, with a Z."""
     moment = datetime.now(UTC) if seconds is None else datetime.fromtimestamp(seconds, UTC)

@@ -6,6 +6,8 @@ DaemonError
 │   ├── TooDeeplyNested           422: a JSON body nested past the limit
 │   ├── UnsupportedMediaType      415: a body in an encoding the route does not take
 │   ├── HostNotAllowed            422: a direct url on a host outside allowed_hosts
+│   ├── ModelTypeRequired         422: a direct url off Civitai without model_type
+│   ├── ModelTypeUnknown          422: no model_type, and Civitai cannot be asked for it now
 │   ├── FolderOutside             422: a model_type folder that is a link out of download_dir
 │   ├── JobNotFound               404
 │   ├── JobFinished               409: too late, e.g. cancelling a job that already completed
@@ -93,6 +95,22 @@ class HostNotAllowed(RequestError):
         super().__init__(
             f"Downloads from {host!r} are not allowed. Allowed hosts: {', '.join(allowed)} "
             f"(add the host to allowed_hosts in config.json to allow it)."
+        )
+
+
+class ModelTypeRequired(RequestError):
+    def __init__(self, url: str) -> None:
+        super().__init__(
+            f"model_type is required for {url}: it is not on Civitai, so the folder cannot be "
+            f"taken from Civitai. Give model_type, e.g. 'lora', 'checkpoint' or 'vae'."
+        )
+
+
+class ModelTypeUnknown(RequestError):
+    def __init__(self, why: object) -> None:
+        super().__init__(
+            f"Civitai could not be asked for this model's type ({why}). Try again later, or "
+            f"give model_type, e.g. 'lora', 'checkpoint' or 'vae'."
         )
 
 

@@ -15,7 +15,9 @@ from typing import Any
 import errors
 import safefs
 from civitai import CivitaiClient, Resolved
-from jobs import JobRequest, JobStatus
+from jobs import JobRequest, JobStatus, model_type_from_civitai
+
+TYPE_LOOKUPS = 8  # Civitai questions at once for the entries of a list that name no model_type
 
 
 def request_key(req: JobRequest) -> str:
@@ -38,6 +40,9 @@ class JobRows:
         self, req: JobRequest, source: str, replaces: dict[str, Any] | None
     ) -> dict[str, Any]:
         """The job row for a request, with what Civitai says about it."""
+        if req.model_type is None:
+            req, resolved = await self.typed(req)
+            return await asyncio.to_thread(self.row, req, source, replaces, resolved)
         note = None
         await asyncio.to_thread(self.folder, req.model_type)  # a link out: refused before Civitai
         try:
@@ -48,6 +53,40 @@ class JobRows:
         if resolved is not None:  # names a path: looked at in a thread
             return await asyncio.to_thread(self.row, req, source, replaces, resolved, note)
         return self.row(req, source, replaces, resolved, note)
+
+    async def typed(self, req: JobRequest) -> tuple[JobRequest, Resolved]:
+        """A request without model_type: Civitai's answer, and the request with the folder its
+        model's type on Civitai names (LORA → lora, TextualInversion → embedding)."""
+        if req.url and not (req.modelId or req.modelVersionId):
+            if not self.civitai.is_civitai_url(req.url):
+                raise errors.ModelTypeRequired(req.url)
+        try:
+            resolved = await self.civitai.resolve(req)
+        except errors.Retryable as exc:
+            raise errors.ModelTypeUnknown(exc) from None
+        kind = ((resolved.info or {}).get("model") or {}).get("type")
+        req = req.model_copy(update={"model_type": model_type_from_civitai(kind)})
+        assert req.model_type is not None
+        await asyncio.to_thread(self.folder, req.model_type)  # a link out is refused
+        return req, resolved
+
+    async def rows_asking_civitai(
+        self, entries: list[tuple[int, JobRequest]], source: str
+    ) -> list[tuple[int, dict[str, Any] | errors.DaemonError]]:
+        """Each entry's job row, its model_type taken from Civitai (entries that name none),
+        or why it cannot be queued; a few questions at a time."""
+        limit = asyncio.Semaphore(TYPE_LOOKUPS)
+
+        Outcome = tuple[int, dict[str, Any] | errors.DaemonError]
+
+        async def one(index: int, req: JobRequest) -> Outcome:
+            async with limit:
+                try:
+                    return index, await self.prepare(req, source, None)
+                except errors.DaemonError as exc:
+                    return index, exc
+
+        return list(await asyncio.gather(*(one(i, req) for i, req in entries)))
 
     def rows_without_civitai(
         self, entries: list[tuple[int, JobRequest]], source: str
@@ -98,6 +137,7 @@ class JobRows:
             "filename": req.filename,
             "sha256": req.sha256,
             "priority": req.priority,
+            "track": int(req.track),
             "dedupe_key": resolved.dedupe_key if resolved else request_key(req),
             "request_key": request_key(req),
             "source": source,

@@ -132,6 +132,15 @@ def canonical_model_type(value: str) -> str:
     return mapped
 
 
+def model_type_from_civitai(kind: Any) -> str:
+    """The folder for a Civitai model `type` (LORA → lora, TextualInversion → embedding); a type
+    this daemon does not know goes to `other` unless it is itself a usable folder name."""
+    try:
+        return canonical_model_type(str(kind or "other"))
+    except InvalidRequest:
+        return "other"
+
+
 WINDOWS_RESERVED = {"con", "prn", "aux", "nul"} | {
     f"{p}{i}" for p in ("com", "lpt") for i in range(1, 10)
 }
@@ -182,7 +191,11 @@ class JobRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    model_type: str = Field(description="Folder under download_dir, e.g. lora, checkpoint, vae.")
+    model_type: str | None = Field(
+        None,
+        description="Folder under download_dir, e.g. lora, checkpoint, vae. Left out: the "
+        "model's type on Civitai decides (required for a direct URL off Civitai).",
+    )
     # Strict: `true` is not version 1 and "2011" is not 2011; JSON integers only.
     modelVersionId: int | None = Field(
         None, gt=0, le=MAX_ID, strict=True, description="A Civitai model version id."
@@ -197,10 +210,18 @@ class JobRequest(BaseModel):
     sha256: str | None = Field(None, description="Expected SHA256 (hex).")
     filename: str | None = Field(None, description="File name to save as.")
     priority: int = Field(5, ge=0, le=100, strict=True, description="Lower runs first.")
+    track: bool = Field(
+        False,
+        strict=True,
+        description="Once the file is verified, add or update its model's manifest.json entry "
+        "so the update checker follows it.",
+    )
 
     @field_validator("model_type", mode="before")
     @classmethod
-    def _model_type(cls, value: Any) -> str:
+    def _model_type(cls, value: Any) -> str | None:
+        if value is None:
+            return None
         try:
             return canonical_model_type(value)
         except InvalidRequest as exc:

@@ -69,10 +69,10 @@ def create_app(settings: Settings) -> FastAPI:
             webhooks = WebhookSender(settings, bus, http)
             webhooks.start()
             stack.push_async_callback(webhooks.stop)
-            queue = DownloadQueue(settings, store, bus, civitai, http)
+            manifest_lock = asyncio.Lock()  # every write of manifest.json holds it
+            queue = DownloadQueue(settings, store, bus, civitai, http, manifest_lock)
             await queue.start()
             stack.push_async_callback(queue.stop)
-            manifest_lock = asyncio.Lock()
             updater = Updater(settings, store, civitai, queue, bus, manifest_lock)
             await updater.restore()
             updater.start()

@@ -1,4 +1,9 @@
-"""manifest.json: the tracked models (SPEC §4). Read entry by entry; written atomically."""
+"""manifest.json: the tracked models (SPEC §4). Read entry by entry; written atomically.
+
+Problems are numbered the same way everywhere (start-up log, API, GUI): `entry` is 1-based, the
+first entry of the file is entry 1, and the entry's modelId is named with it when it has one.
+Every write happens under the daemon's one manifest lock (main.py), by its caller.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +20,34 @@ from settings import write_json_atomic
 
 log = logging.getLogger("civitai.manifest")
 
+# The fields a tracked entry gets from its verified file; a person's other fields are kept.
+TRACKED_FIELDS = ("modelId", "modelVersionId", "model_type", "sha256", "filename")
+
 
 @dataclass
 class Problem:
-    index: int
+    index: int  # 0-based position in the array (a batch's error index); -1: the whole file
     detail: str
+    model_id: Any = None  # the entry's modelId as written, when it has one
+
+    @property
+    def entry(self) -> int | None:
+        """1-based: how a person counts the entries of the file."""
+        return self.index + 1 if self.index >= 0 else None
+
+    def where(self) -> str:
+        """`entry 3 (modelId 4384)`, or `file` for a problem of the whole file."""
+        if self.entry is None:
+            return "file"
+        named = f" (modelId {self.model_id})" if self.model_id is not None else ""
+        return f"entry {self.entry}{named}"
+
+    def public(self) -> dict[str, Any]:
+        return {"entry": self.entry, "modelId": self.model_id, "detail": self.detail}
+
+
+def _model_id(entry: Any) -> Any:
+    return entry.get("modelId") if isinstance(entry, dict) else None
 
 
 def parse_entries(data: Any) -> tuple[list[tuple[int, JobRequest]], list[Problem]]:
@@ -35,12 +63,14 @@ def parse_entries(data: Any) -> tuple[list[tuple[int, JobRequest]], list[Problem
         try:
             good.append((i, JobRequest.model_validate(entry)))
         except ValidationError as exc:
-            bad.append(Problem(i, describe_errors(exc.errors(include_url=False))))
+            detail = describe_errors(exc.errors(include_url=False))
+            bad.append(Problem(i, detail, entry.get("modelId")))
     return good, bad
 
 
 def load(path: Path) -> tuple[list[Any], list[tuple[int, JobRequest]], list[Problem]]:
-    """(raw entries, valid requests, problems). A broken file is one problem, never a crash."""
+    """(raw entries, valid requests, problems). A broken file is one problem, never a crash.
+    A tracked entry names its folder: model_type is required here (a batch may leave it out)."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -48,11 +78,64 @@ def load(path: Path) -> tuple[list[Any], list[tuple[int, JobRequest]], list[Prob
     except (OSError, ValueError) as exc:
         return [], [], [Problem(-1, f"{path} cannot be read as JSON: {exc}")]
     good, bad = parse_entries(raw)
+    untyped = [(i, req) for i, req in good if req.model_type is None]
+    for i, _ in untyped:
+        detail = "model_type: is required (the folder, e.g. 'lora')"
+        bad.append(Problem(i, detail, _model_id(raw[i])))
+    good = [(i, req) for i, req in good if req.model_type is not None]
+    bad.sort(key=lambda p: p.index)
     for p in bad:
-        where = f"entry {p.index}" if p.index >= 0 else "file"
-        log.warning("manifest.json %s skipped: %s", where, p.detail)
+        log.warning("manifest.json %s skipped: %s", p.where(), p.detail)
     return raw if isinstance(raw, list) else [], good, bad
 
 
 def save(path: Path, entries: list[Any]) -> None:
     write_json_atomic(path, entries)
+
+
+def track(path: Path, fields: dict[str, Any], mode: str) -> tuple[int, bool]:
+    """Add or update the entry of a verified file; (1-based entry number, added). `replace`:
+    the model's entry (one per model) now names this version; `append`: this version's entry,
+    else a new one. A person's other fields (priority, a note) are kept."""
+    raw = _readable_or_refuse(path)
+    same = [
+        i
+        for i, e in enumerate(raw)
+        if isinstance(e, dict)
+        and e.get("modelId") == fields["modelId"]
+        and (mode == "replace" or e.get("modelVersionId") == fields["modelVersionId"])
+    ]
+    new = {k: fields[k] for k in TRACKED_FIELDS if fields.get(k) is not None}
+    if same:
+        index = same[0]
+        old = raw[index]
+        raw[index] = {**{k: v for k, v in old.items() if k not in ("url", "fileId")}, **new}
+        for extra in reversed(same[1:]):  # replace: one entry per model
+            del raw[extra]
+    else:
+        index = len(raw)
+        raw.append(new)
+    save(path, raw)
+    return index + 1, not same
+
+
+def _readable_or_refuse(path: Path) -> list[Any]:
+    """A manifest that is not a JSON array is never overwritten: a person's file stays as it is."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} cannot be read as JSON ({exc}); fix it to track models") from None
+    if not isinstance(data, list):
+        raise ValueError(f"{path} is not a JSON array of entries; fix it to track models")
+    return data
+
+
+def untrack(path: Path, model_id: int) -> list[Any]:
+    """Remove every entry of a model (never its files); the removed entries."""
+    raw = _readable_or_refuse(path)
+    removed = [e for e in raw if isinstance(e, dict) and e.get("modelId") == model_id]
+    if removed:
+        save(path, [e for e in raw if not (isinstance(e, dict) and e.get("modelId") == model_id)])
+    return removed

@@ -36,6 +36,7 @@ from metadata import write_sidecars
 from rates import RateMeter, SpeedMeter
 from settings import Settings
 from throttle import Throttle
+from tracking import Tracker
 
 log = logging.getLogger("civitai.daemon")
 
@@ -73,6 +74,7 @@ class JobRunner:
         models_root: Path,
         cancelling: Container[int],
         claim_lock: asyncio.Lock,
+        tracker: Tracker,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -89,6 +91,7 @@ class JobRunner:
         self.finishing: set[int] = set()  # the file is being placed: too late to cancel
         self.claim_lock = claim_lock  # the queue's: who holds which file is decided under it
         self.cancelling = cancelling  # jobs whose cancel cleans up after their task (the queue's)
+        self.tracker = tracker
         self.throttle = Throttle(settings.throttle)
         self.network_bytes = 0  # bytes received since start (resumes make it less than sizes)
         self.rate = RateMeter()  # the daemon's current rate, over every job
@@ -352,7 +355,7 @@ class JobRunner:
             bytes_total=size,
             speed_bps=size / elapsed if elapsed > 0 else 0,
             elapsed_s=elapsed,
-            error=None,
+            error=await self.tracker.record(row, path, sha256),  # "track": only now, verified
             completed_at=now,
             mtime_ns=mtime_ns,
         )

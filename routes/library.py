@@ -113,12 +113,95 @@ async def lookup(
     }
 
 
-@router.get("/manifest")
-async def tracked(request: Request) -> dict[str, Any]:
-    """The tracked models of manifest.json, and the entries that cannot be used (by index)."""
+class TrackedModel(BaseModel):
+    entry: int  # 1-based, as every report of manifest.json numbers its entries
+    modelId: Any = None  # noqa: N815 (as written: an invalid entry may hold anything)
+    modelVersionId: Any = None  # noqa: N815
+    model_type: Any = None
+    filename: Any = None
+    name: str | None = None  # the model's name on Civitai, from its downloads
+    version_name: str | None = None
+    problem: str | None = None  # why the entry cannot be used; None when it is fine
+
+
+class ManifestProblem(BaseModel):
+    entry: int | None  # None: the whole file
+    modelId: Any = None  # noqa: N815
+    detail: str
+
+
+class Manifest(BaseModel):
+    entries: list[Any]  # the file as written
+    tracked: list[TrackedModel]
+    problems: list[ManifestProblem]
+
+
+async def _manifest_view(request: Request) -> dict[str, Any]:
     path = request.app.state.settings.manifest_path
     raw, _, problems = await asyncio.to_thread(manifest.load, path)
-    return {"entries": raw, "problems": [{"index": p.index, "detail": p.detail} for p in problems]}
+    entries = [e if isinstance(e, dict) else {} for e in raw]
+    ids = sorted({e["modelId"] for e in entries if type(e.get("modelId")) is int})
+    names = await request.app.state.store.read(_names, ids) if ids else {}
+    by_entry = {p.entry: p.detail for p in problems}
+    tracked = []
+    for i, e in enumerate(entries):
+        mine = names.get((e.get("modelId"), e.get("modelVersionId"))) or names.get(
+            (e.get("modelId"), None)
+        )
+        tracked.append(
+            {
+                "entry": i + 1,
+                **{k: e.get(k) for k in ("modelId", "modelVersionId", "model_type", "filename")},
+                "name": mine[0] if mine else None,
+                "version_name": mine[1] if mine and e.get("modelVersionId") else None,
+                "problem": by_entry.get(i + 1),
+            }
+        )
+    return {"entries": raw, "tracked": tracked, "problems": [p.public() for p in problems]}
+
+
+def _names(db: Any, ids: list[int]) -> dict[tuple[int, int | None], tuple[str, str | None]]:
+    """(modelId, versionId) and (modelId, None) → (model name, version name), from the names
+    Civitai gave the downloads already made or queued (no new Civitai call per entry)."""
+    out: dict[tuple[int, int | None], tuple[str, str | None]] = {}
+    marks = ", ".join("?" for _ in ids)
+    for table in ("completed", "jobs"):  # completed first: its names win
+        sql = (
+            f"select modelId, modelVersionId, model_name, version_name from {table} "
+            f"where modelId in ({marks}) and model_name is not null order by id desc"
+        )
+        for model_id, version_id, name, version in db.execute(sql, ids).fetchall():
+            out.setdefault((model_id, version_id), (name, version))
+            out.setdefault((model_id, None), (name, None))
+    return out
+
+
+@router.get("/manifest", response_model=Manifest)
+async def tracked(request: Request) -> dict[str, Any]:
+    """The tracked models of manifest.json by name, version and type, and the entries that
+    cannot be used, numbered from 1 with their modelId."""
+    return await _manifest_view(request)
+
+
+@router.delete(
+    "/manifest/{model_id}",
+    response_model=Manifest,
+    responses={404: {"description": "manifest.json does not track this model"}},
+)
+async def untrack(
+    model_id: Annotated[int, FastPath(ge=1, le=MAX_ID, description="A Civitai model id")],
+    request: Request,
+) -> dict[str, Any]:
+    """Stop tracking a model: its manifest.json entries are removed; its files stay on disk."""
+    path = request.app.state.settings.manifest_path
+    try:
+        async with request.app.state.manifest_lock:
+            removed = await asyncio.to_thread(manifest.untrack, path, model_id)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    if not removed:
+        raise HTTPException(404, f"manifest.json does not track model {model_id}")
+    return await _manifest_view(request)
 
 
 @router.get("/completed/{completed_id}/preview", response_class=FileResponse)

@@ -191,11 +191,35 @@ function fillFiles() {
   document.getElementById("add-details").textContent = `${version.baseModel || ""}${version.publishedAt ? " · published " + when(version.publishedAt) : ""}`;
 }
 
+// A new look-up first takes the previous model off the screen: a failed one must not leave its
+// card and a live Download button behind; it says what failed instead.
+function clearLookup() {
+  looked = null;
+  document.getElementById("lookup-result").classList.add("d-none");
+  document.getElementById("add-button").disabled = true;
+  for (const id of ["lookup-name", "lookup-type", "add-details"]) document.getElementById(id).textContent = "";
+  for (const id of ["add-version", "add-file"]) document.getElementById(id).replaceChildren();
+  document.getElementById("lookup-image").src = "data:,";
+  const error = document.getElementById("lookup-error");
+  error.classList.add("d-none");
+  error.textContent = "";
+}
+
 document.getElementById("lookup-form").addEventListener("submit", async (event) => {
   event.preventDefault();
-  const result = await act(api("GET", `/api/lookup?${lookupQuery(document.getElementById("lookup-input").value)}`));
-  if (!result) return;
+  clearLookup();
+  const text = document.getElementById("lookup-input").value;
+  let result;
+  try {
+    result = await api("GET", `/api/lookup?${lookupQuery(text)}`);
+  } catch (err) {
+    const error = document.getElementById("lookup-error");
+    error.textContent = `Look-up of ${text.trim()} failed: ${err.message}`;
+    error.classList.remove("d-none");
+    return;
+  }
   looked = result;
+  document.getElementById("add-button").disabled = false;
   document.getElementById("lookup-result").classList.remove("d-none");
   document.getElementById("lookup-name").textContent = result.name;
   document.getElementById("lookup-type").textContent = `${result.type} · ${result.versions.length} version(s)`;
@@ -209,7 +233,9 @@ document.getElementById("add-version").addEventListener("change", fillFiles);
 
 document.getElementById("add-form").addEventListener("submit", async (event) => {
   event.preventDefault();
+  if (!looked) return;
   const job = await act(api("POST", "/api/download", {
+    track: document.getElementById("add-track").checked,
     modelVersionId: Number(document.getElementById("add-version").value),
     fileId: Number(document.getElementById("add-file").value),
     model_type: document.getElementById("add-type").value.trim(),
@@ -246,8 +272,10 @@ document.getElementById("batch-file-form").addEventListener("submit", (event) =>
 document.getElementById("batch-urls-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const lines = document.getElementById("batch-urls").value.split("\n").map((l) => l.trim()).filter(Boolean);
-  const type = document.getElementById("batch-type").value.trim();
-  batch(lines.map((url) => (/^\d+$/.test(url) ? { modelId: Number(url), model_type: type } : { url, model_type: type })), false, lines);
+  // No folder chosen: each line's folder is its model's type on Civitai.
+  const type = document.getElementById("batch-type").value;
+  const track = document.getElementById("batch-track").checked;
+  batch(lines.map((url) => ({ ...(/^\d+$/.test(url) ? { modelId: Number(url) } : { url }), ...(type ? { model_type: type } : {}), track })), false, lines);
 });
 
 // Library -----------------------------------------------------------------------------------
@@ -260,9 +288,7 @@ async function loadUpdates() {
   document.getElementById("updates-list").replaceChildren(...(updates.updates.length ? updates.updates.map((u) =>
     el("li", { class: "list-group-item small update-row" }, el("b", {}, u.model_name || `model ${u.modelId}`), `: ${u.version_name || u.new_version_id} (was ${u.old_version_id}) · ${when(u.found_at)}`))
     : [el("li", { class: "list-group-item small text-body-secondary" }, "No updates found yet.")]));
-  document.getElementById("tracked-list").replaceChildren(...(tracked.entries.length ? tracked.entries.map((e) =>
-    el("li", { class: "list-group-item small" }, `${e.model_type || "?"} · model ${e.modelId || "–"}${e.modelVersionId ? ", version " + e.modelVersionId : ""}${e.filename ? " · " + e.filename : ""}`))
-    : [el("li", { class: "list-group-item small text-body-secondary" }, "manifest.json tracks nothing yet.")]));
+  renderTracked(tracked); // static/tracked.js
 }
 
 document.getElementById("check-updates").addEventListener("click", async () => {

@@ -34,7 +34,11 @@ def test_bad_input_gets_a_clear_4xx_in_one_shape(civitai, daemon):
                 422,
                 "not valid JSON",
             ),
-            (c.post("/api/download", json={"modelVersionId": 10}), 422, "model_type: is required"),
+            (
+                c.post("/api/download", json={"url": "https://example.com/a.safetensors"}),
+                422,
+                "model_type is required for https://example.com/a.safetensors",
+            ),
             (
                 c.post("/api/download", json={"model_type": "lora"}),
                 422,
@@ -119,7 +123,7 @@ def test_batch_json_array_queues_good_entries_and_reports_bad_ones_by_index(civi
             "/api/batch",
             json=[
                 {"modelVersionId": 10, "model_type": "lora"},
-                {"modelVersionId": 20},
+                {"url": "https://example.com/b.safetensors"},  # off Civitai, without model_type
                 "not an object",
                 {"modelVersionId": 404404, "model_type": "lora"},
                 {"modelId": 2, "model_type": "vae", "priority": 1},
@@ -151,7 +155,7 @@ def test_multipart_manifest_upload(civitai, daemon, home):
     civitai.add_simple(1, 10, b"a" * 1000, filename="a.safetensors")
     manifest = [
         {"modelId": 1, "model_type": "lora", "sha256": hashlib.sha256(b"a" * 1000).hexdigest()},
-        {"modelId": 1},
+        {"url": "https://huggingface.co/x/y/resolve/main/a.safetensors"},  # no model_type
     ]
     d = daemon()
     with d.client() as c:
@@ -162,7 +166,13 @@ def test_multipart_manifest_upload(civitai, daemon, home):
         assert r.status_code == 202, r.text
         body = r.json()
         assert len(body["jobs"]) == 1 and body["errors"] == [
-            {"index": 1, "detail": "model_type: is required"}
+            {
+                "index": 1,
+                "detail": "model_type is required for "
+                "https://huggingface.co/x/y/resolve/main/a.safetensors: it is not on Civitai, so "
+                "the folder cannot be taken from Civitai. Give model_type, e.g. 'lora', "
+                "'checkpoint' or 'vae'.",
+            }
         ]
         wait_job(c, body["jobs"][0]["id"])
         bad = c.post("/api/batch", files={"file": ("m.json", b"[{", "application/json")})

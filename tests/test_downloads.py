@@ -571,7 +571,9 @@ def test_restart_requeues_manifest_entries_unless_completed(civitai, daemon, hom
             wait_job(c, job["id"])
     d.stop()
     err = d.stderr_text()
-    assert "manifest.json entry 2 skipped" in err and "manifest.json entry 3 skipped" in err
+    # Numbered as a person counts them (1-based), with the entry's modelId where it has one.
+    assert "manifest.json entry 3 (modelId x) skipped" in err
+    assert "manifest.json entry 4 skipped" in err
     d2 = daemon()
     with d2.client() as c:
         time.sleep(1)

@@ -158,13 +158,15 @@ def test_manifest_upload_shows_each_rejected_entry(civitai, daemon, page, tmp_pa
     log_in(page, d)
     open_tab(page, "add")
     upload = tmp_path / "manifest.json"
-    upload.write_text(json.dumps([{"modelVersionId": 10, "model_type": "lora"}, {"modelId": 5}]))
+    direct = "https://example.com/a.safetensors"  # off Civitai: its folder must be given
+    upload.write_text(json.dumps([{"modelVersionId": 10, "model_type": "lora"}, {"url": direct}]))
     page.set_input_files("#batch-file", str(upload))
     page.click("#batch-file-button")
     expect(page.locator(".batch-error")).to_have_count(1)
-    expect(page.locator(".batch-error")).to_contain_text("Entry 2: model_type: is required")
+    rejected = page.locator(".batch-error")
+    expect(rejected).to_contain_text(f"Entry 2: model_type is required for {direct}")
     page.fill("#batch-urls", "https://civitai.com/models/1\nhttps://example.com/nope")
-    page.fill("#batch-type", "lora")
+    page.select_option("#batch-type", "lora")
     page.click("#batch-urls-button")
     expect(page.locator(".batch-error")).to_contain_text("Line 2 (https://example.com/nope)")
     shot(page, "batch")
@@ -182,7 +184,7 @@ def test_update_flow_after_a_new_version_is_published(civitai, daemon, page, hom
     )
     log_in(page, d)
     open_tab(page, "library")
-    expect(page.locator("#tracked-list")).to_contain_text("model 1")
+    expect(page.locator("#tracked-list")).to_contain_text("Model 1 · newest version")  # by name
     page.click("#check-updates")
     expect(page.locator(".update-row").first).to_contain_text("v2")
     open_tab(page, "queue")

@@ -48,6 +48,8 @@ RUN: dict[str, Run] = {
     "./civitai add --version 128713 --file-id 131226 --type checkpoint": Run(
         "Job 3 queued: dreamshaper_8_pruned.safetensors"
     ),
+    # Model 5000's newest version is job 2's file: that job, which now tracks it when done.
+    "./civitai add --model 5000 --track": Run("Job 2 queued: detail.safetensors"),
     "./civitai cancel 2": Run("Job 2 is cancelled."),
     "./civitai retry 2": Run("Job 2 is queued."),
     "./civitai pause 2": Run("Job 2 is paused."),

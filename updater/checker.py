@@ -87,7 +87,7 @@ async def check_updates(
     """Check every manifest entry with a modelId; fetch and record each newer version."""
     result = CheckResult(started_at=utcnow())
     _, entries, problems = manifest.load(settings.manifest_path)
-    result.errors += [{"index": p.index, "detail": p.detail} for p in problems]
+    result.errors += [p.public() for p in problems]  # numbered as everywhere: entry 1 first
     tracked = [(i, e) for i, e in entries if e.modelId]
     ids = sorted({e.modelId for _, e in tracked if e.modelId})
     models: dict[int, dict[str, Any]] = {}
@@ -111,7 +111,7 @@ async def check_updates(
 
     await asyncio.gather(*(fetch(ids[i : i + BATCH]) for i in range(0, len(ids), BATCH)))
 
-    failed = {e["modelId"] for e in result.errors if "modelId" in e}
+    failed = {e["modelId"] for e in result.errors if "modelId" in e and "entry" not in e}
     for index, entry in tracked:
         assert entry.modelId is not None
         if entry.modelId in failed:
@@ -120,7 +120,7 @@ async def check_updates(
         if model is None:
             result.errors.append(
                 {
-                    "index": index,
+                    "entry": index + 1,
                     "modelId": entry.modelId,
                     "detail": f"No model {entry.modelId} on Civitai (deleted or hidden)",
                 }
@@ -130,11 +130,13 @@ async def check_updates(
         try:
             update = await _compare(settings, store, queue, bus, manifest_lock, index, entry, model)
         except errors.DaemonError as exc:
-            result.errors.append({"index": index, "modelId": entry.modelId, "detail": str(exc)})
+            result.errors.append({"entry": index + 1, "modelId": entry.modelId, "detail": str(exc)})
             continue
         except Exception as exc:  # one model's surprise never stops the rest
             log.exception("update check of model %s failed", entry.modelId)
-            result.errors.append({"index": index, "modelId": entry.modelId, "detail": repr(exc)})
+            result.errors.append(
+                {"entry": index + 1, "modelId": entry.modelId, "detail": repr(exc)}
+            )
             continue
         if update is not None:
             result.updates.append(update)

@@ -1,0 +1,64 @@
+"""Track for updates: a job asked with `"track": true` adds or updates its model's manifest.json
+entry once its file is verified and in place (SPEC §4, §14) — never before, so a failed job
+adds nothing. Written under the daemon's one manifest lock, shared with the updater and the
+scanner, and atomically (manifest.save)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import manifest
+from settings import Settings
+
+log = logging.getLogger("civitai.manifest")
+
+
+class Tracker:
+    def __init__(self, settings: Callable[[], Settings], lock: asyncio.Lock) -> None:
+        self.settings = settings  # read at each use: manifest_mode may change while running
+        self.lock = lock
+
+    async def record(self, row: dict[str, Any], path: Path, sha256: str) -> str | None:
+        """A job whose file is verified at `path`: if it asked to track, add or update its
+        model's entry. None when tracked (or not asked); else a sentence saying why it is not,
+        kept on the job as its note (the file itself is fine)."""
+        if not row.get("track"):
+            return None
+        return await self.add({**row, "path": str(path), "sha256": sha256})
+
+    async def add(self, job: dict[str, Any]) -> str | None:
+        """Add or update the entry of a completed job's file; None, or why it is not tracked."""
+        if not job.get("modelId") or not job.get("modelVersionId"):
+            return (
+                "Downloaded, but not tracked for updates: only Civitai models can be tracked, "
+                "and this file came from a direct URL"
+            )
+        fields = {
+            "modelId": job["modelId"],
+            "modelVersionId": job["modelVersionId"],
+            "model_type": job["model_type"],
+            "sha256": job.get("sha256"),
+            "filename": Path(job["path"]).name if job.get("path") else job.get("filename"),
+        }
+        settings = self.settings()
+        try:
+            async with self.lock:
+                entry, added = await asyncio.to_thread(
+                    manifest.track, settings.manifest_path, fields, settings.manifest_mode
+                )
+        except (OSError, ValueError) as exc:
+            log.error("job %s: not tracked: %s", job["id"], exc)
+            return f"Downloaded, but not tracked for updates: {exc}"
+        log.info(
+            "job %s: model %s version %s tracked as manifest.json entry %d (%s)",
+            job["id"],
+            fields["modelId"],
+            fields["modelVersionId"],
+            entry,
+            "added" if added else "updated",
+        )
+        return None
