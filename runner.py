@@ -76,10 +76,8 @@ class JobRunner:
         claim_lock: asyncio.Lock,
         tracker: Tracker,
     ) -> None:
-        self.settings = settings
-        self.store = store
-        self.civitai = civitai
-        self.http = http
+        self.settings, self.store = settings, store
+        self.civitai, self.http = civitai, http
         self.publish = publish
         self.transition = states.transition  # the queue's one transition function
         self.fail = states.fail

@@ -1,0 +1,178 @@
+"""The database's schema, built by named migrations (sqlite-utils): opening an old database
+brings it up to date, opening a current one changes nothing. Add a change as a new migration at
+the end; never edit one that has shipped."""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("civitai-daemon")
+
+
+@migrations(name="001_initial")
+def _initial(db: Database) -> None:
+    db["jobs"].create(
+        {
+            "id": int,
+            "status": str,
+            "model_type": str,
+            "modelId": int,
+            "modelVersionId": int,
+            "fileId": int,
+            "url": str,  # what the user asked for (page, download or direct URL)
+            "download_url": str,  # where the bytes come from, before any redirect
+            "filename": str,
+            "path": str,
+            "sha256": str,
+            "size": int,
+            "priority": int,
+            "bytes_done": int,
+            "bytes_total": int,
+            "speed_bps": float,
+            "attempts": int,
+            "error": str,
+            "dedupe_key": str,
+            "validator": str,  # ETag or Last-Modified of the bytes being resumed
+            "info": str,  # version JSON for sidecars
+            "model_name": str,
+            "version_name": str,
+            "source": str,  # api, batch, manifest, update, webhook
+            "replaces": str,  # path of the file an update supersedes
+            "created_at": str,
+            "updated_at": str,
+            "completed_at": str,
+        },
+        pk="id",
+        not_null={"status", "model_type", "priority", "created_at"},
+        defaults={"priority": 5, "bytes_done": 0, "attempts": 0, "speed_bps": 0},
+    )
+    db["jobs"].create_index(["status", "priority", "id"])
+    db["jobs"].create_index(["dedupe_key"])
+    db["parts"].create(
+        {"job_id": int, "idx": int, "start": int, "end": int, "done": int},
+        pk=("job_id", "idx"),
+    )
+    db["completed"].create(
+        {
+            "id": int,
+            "job_id": int,
+            "model_type": str,
+            "modelId": int,
+            "modelVersionId": int,
+            "filename": str,
+            "path": str,
+            "sha256": str,
+            "size": int,
+            "model_name": str,
+            "version_name": str,
+            "completed_at": str,
+        },
+        pk="id",
+    )
+    db["completed"].create_index(["path"])
+    db["updates"].create(
+        {
+            "id": int,
+            "modelId": int,
+            "model_name": str,
+            "old_version_id": int,
+            "new_version_id": int,
+            "version_name": str,
+            "model_type": str,
+            "job_id": int,
+            "found_at": str,
+        },
+        pk="id",
+    )
+    db["updates"].create_index(["modelId", "new_version_id"], unique=True)
+    db["file_hashes"].create({"path": str, "size": int, "mtime_ns": int, "sha256": str}, pk="path")
+
+
+@migrations(name="002_job_request_and_timing")
+def _job_request_and_timing(db: Database) -> None:
+    # The request as given, so a job queued while Civitai was unreachable can be resolved later;
+    # and the seconds spent transferring, for the average speed in /api/metrics.
+    db["jobs"].add_column("request", str)
+    db["jobs"].add_column("elapsed_s", float)
+    db["completed"].add_column("elapsed_s", float)
+
+
+@migrations(name="003_webhook_deliveries")
+def _webhook_deliveries(db: Database) -> None:
+    # Inbound webhook deliveries already handled, so a replay queues nothing twice.
+    db["webhook_deliveries"].create({"id": str, "received_at": str, "result": str}, pk="id")
+
+
+@migrations(name="004_revoked_sessions")
+def _revoked_sessions(db: Database) -> None:
+    # GUI sessions ended by Log out, kept until they would have expired (Unix seconds).
+    db["revoked_sessions"].create({"jti": str, "expires_at": int}, pk="jti")
+
+
+@migrations(name="005_completed_mtime")
+def _completed_mtime(db: Database) -> None:
+    # The completed file's mtime (ns) beside its size: "still in place" means both unchanged.
+    db["jobs"].add_column("mtime_ns", int)
+    db["completed"].add_column("mtime_ns", int)
+
+
+@migrations(name="006_job_request_key")
+def _job_request_key(db: Database) -> None:
+    # What the request asked for (job_rows.request_key), kept beside dedupe_key (what Civitai said
+    # it means): a batch is accepted before Civitai is asked, so the same request is recognised
+    # by its own key while its dedupe_key is still unknown.
+    db["jobs"].add_column("request_key", str)
+    db["jobs"].create_index(["request_key"])
+    db.execute(
+        """update jobs set request_key = case
+            when json_extract(request, '$.modelVersionId') is not null then 'civitai:'
+                || json_extract(request, '$.modelVersionId') || ':'
+                || coalesce(json_extract(request, '$.fileId'), 'primary')
+            when json_extract(request, '$.modelId') is not null then 'model:'
+                || json_extract(request, '$.modelId') || ':'
+                || coalesce(json_extract(request, '$.fileId'), 'primary')
+            else 'url:' || json_extract(request, '$.url') end
+        where request is not null"""
+    )
+
+
+@migrations(name="007_update_checks")
+def _update_checks(db: Database) -> None:
+    # Each finished update check (its summary as JSON), so "last update check" survives a restart.
+    db["update_checks"].create(
+        {"id": int, "started_at": str, "finished_at": str, "summary": str}, pk="id"
+    )
+
+
+@migrations(name="008_job_waiting")
+def _job_waiting(db: Database) -> None:
+    # A job waiting between attempts says when the next one starts, and how many it may make.
+    db["jobs"].add_column("next_attempt_at", str)
+    db["jobs"].add_column("max_attempts", int)
+
+
+@migrations(name="009_completed_base_model")
+def _completed_base_model(db: Database) -> None:
+    # The base model (SD 1.5, SDXL 1.0, Flux.1 D, ...) the Library filters by: Civitai's version
+    # JSON holds it; rows completed before this came from a job whose `info` holds that JSON.
+    db["completed"].add_column("base_model", str)
+    db.execute(
+        """update completed set base_model = (
+            select json_extract(jobs.info, '$.baseModel') from jobs
+            where jobs.id = completed.job_id and json_valid(jobs.info))
+        where base_model is null and job_id is not null"""
+    )
+
+
+@migrations(name="010_job_retry_blocked")
+def _job_retry_blocked(db: Database) -> None:
+    # A failed job that a retry cannot help (a 404, an archived model, a wrong published hash)
+    # says why; null: a retry can help.
+    db["jobs"].add_column("retry_blocked", str)
+
+
+@migrations(name="011_job_track")
+def _job_track(db: Database) -> None:
+    # A job asked with "track": true adds its model to manifest.json once its file is verified.
+    db["jobs"].add_column("track", int)
