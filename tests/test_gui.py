@@ -105,7 +105,7 @@ def test_add_by_url_and_watch_it_complete_then_see_it_in_the_library(civitai, da
     expect(lib).to_contain_text("dreamshaper_8.safetensors")
     expect(lib).to_contain_text("checkpoint")
     wait_for(
-        lambda: lib.locator("img").evaluate("i => i.complete && i.naturalWidth > 0"),
+        lambda: lib.locator("img:visible").evaluate("i => i.complete && i.naturalWidth > 0"),
         10,
         what="preview",
     )

@@ -51,7 +51,7 @@ def test_a_pasted_lora_vae_embedding_and_checkpoint_each_land_in_their_own_folde
     with d.client() as c:
         wait_for(lambda: c.get("/api/jobs?status=completed").json()["total"] == 4, 30)
     open_tab(page, "queue")
-    expect(page.locator("#queue-body tr .job-status", has_text="completed")).to_have_count(4)
+    expect(page.locator("tr.job-row .job-status", has_text="completed")).to_have_count(4)
     shot(page, "add-batch-types-from-civitai-queue")
     folders = {1: "lora", 2: "vae", 3: "embedding", 4: "checkpoint"}
     for i, folder in folders.items():
@@ -110,7 +110,7 @@ def test_a_model_added_with_track_is_listed_by_name_and_untrack_keeps_its_file(
     page.click("#lookup-button")
     expect(page.locator("#add-track")).to_be_checked()  # on by default in the GUI
     page.click("#add-button")
-    row = page.locator("#queue-body tr").first
+    row = page.locator("tr.job-row").first
     expect(row.locator(".job-status")).to_have_text("completed", timeout=20_000)
     path = home / "data/models/lora/kept.safetensors"
     assert_file_is(path, f.sha256)

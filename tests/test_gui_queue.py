@@ -331,6 +331,11 @@ def test_on_a_phone_the_status_and_cancel_are_on_screen_without_scrolling_sidewa
     assert page.evaluate("document.getElementById('app').scrollWidth") <= 390
     shot(page, "queue-phone-390")
     row.locator(".job-cancel").click()
+    confirm = page.locator("#cancel-confirm")
+    expect(confirm).to_be_visible()  # it asks first, on a phone too
+    b = box(confirm)
+    assert b["x"] >= 0 and b["x"] + b["width"] <= 390, b
+    confirm.click()
     expect(row.locator(".job-status")).to_have_text("cancelled")
     civitai.default_rate = None
     assert w.problems == [], w.problems

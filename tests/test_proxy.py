@@ -124,7 +124,7 @@ def test_gui_through_nginx_logs_in_loads_bootstrap_and_shows_live_progress(
     page.click("#lookup-button")
     expect(page.locator("#lookup-name")).to_have_text("Model 4384")
     page.click("#add-button")
-    row = page.locator("#queue-body tr").first
+    row = page.locator("tr.job-row").first
     bar = row.locator(".progress")
 
     def now() -> int:

@@ -61,6 +61,7 @@ def test_jobs_are_listed_by_several_statuses_a_search_and_in_the_order_workers_t
             "downloading": 1,
             "waiting": 0,
             "verifying": 0,
+            "paused": 0,
             "completed": 2,
             "failed": 1,
             "cancelled": 1,
