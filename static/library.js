@@ -58,7 +58,7 @@ function libraryRow(c) {
     el("td", { class: "d-none d-sm-table-cell" }, thumb()),
     el("td", { class: "library-file" },
       el("div", { class: "d-sm-none float-start me-2 library-thumb-phone" }, thumb()),
-      el("div", { class: "fw-semibold" }, c.model_name || c.filename),
+      el("div", { class: "fw-semibold text-break" }, c.model_name || c.filename),
       el("div", { class: "small text-body-secondary text-break" }, c.version_name ? `${c.version_name} · ${c.filename}` : c.filename),
       el("div", { class: "small text-body-secondary d-lg-none" }, kind),
       el("div", { class: "small d-flex align-items-center gap-1" }, path, copy)),
