@@ -17,6 +17,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from database import Store
+from metadata import IMAGE_TYPES
 
 NEWEST_PER_PATH = "id in (select max(id) from completed group by path)"
 
@@ -59,6 +60,21 @@ async def completed_rows(
         return rows, int(total)
 
     return await store.read(op)
+
+
+def preview_of(model: Path) -> Path | None:
+    """The preview image saved beside a model (its `<stem>.preview.<ext>` sidecar), if any."""
+    for ext in IMAGE_TYPES.values():
+        candidate = model.with_name(f"{model.stem}.preview{ext}")
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def with_previews(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row with `has_preview`: the GUI asks for an image only where there is one (a 404
+    per model without one was a console error on the Library page)."""
+    return [{**row, "has_preview": preview_of(Path(row["path"])) is not None} for row in rows]
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Annotated, Any, Literal
 
@@ -87,6 +88,7 @@ class Completed(BaseModel):
     version_name: str | None = None
     base_model: str | None = None
     completed_at: str
+    has_preview: bool = False  # a `.preview.<ext>` image lies beside the file
 
 
 class CompletedList(BaseModel):
@@ -359,6 +361,7 @@ async def completed(
     """Completed downloads, newest first; `total` counts all that match the filters."""
     store = queue_of(request).store
     rows, total = await holdings.completed_rows(store, model_type, base_model, q, limit, offset)
+    rows = await asyncio.to_thread(holdings.with_previews, rows)
     return {"completed": rows, "total": total, "limit": limit, "offset": offset}
 
 

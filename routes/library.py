@@ -11,12 +11,12 @@ from fastapi import Path as FastPath
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
+import holdings
 import manifest
 import removal
 from auth import require_key
 from errors import InvalidRequest
 from jobs import CIVITAI_TYPES, MAX_ID
-from metadata import IMAGE_TYPES
 
 router = APIRouter(prefix="/api", tags=["library"], dependencies=[Depends(require_key)])
 
@@ -215,10 +215,9 @@ async def preview(
     if not rows:
         raise HTTPException(404, f"No completed download {completed_id}")
     model = Path(rows[0]["path"])
-    for ext in IMAGE_TYPES.values():
-        candidate = model.with_name(f"{model.stem}.preview{ext}")
-        if await asyncio.to_thread(candidate.is_file):
-            return FileResponse(candidate, headers={"Cache-Control": "max-age=3600"})
+    image = await asyncio.to_thread(holdings.preview_of, model)
+    if image is not None:
+        return FileResponse(image, headers={"Cache-Control": "max-age=3600"})
     raise HTTPException(404, f"No preview image beside {model.name}")
 
 

@@ -45,8 +45,12 @@ async function libraryCopyPath(path, node) {
 
 function libraryRow(c) {
   const thumb = () => {  // lazy: only the one shown (a column, or beside the name on phones) loads
+    if (!c.has_preview) return null; // asked for, a missing image is a 404 in the console
     const img = el("img", { class: "preview-thumb", alt: "", loading: "lazy", src: `${ROOT}/api/completed/${c.id}/preview` });
-    img.addEventListener("error", () => { img.style.visibility = "hidden"; });
+    img.addEventListener("error", () => { // no preview: the column keeps its width, a phone its room
+      if (img.parentElement && img.parentElement.classList.contains("library-thumb-phone")) img.parentElement.remove();
+      else img.style.visibility = "hidden";
+    });
     return img;
   };
   const path = el("span", { class: "text-truncate font-monospace library-path", title: c.path }, c.path);
@@ -57,7 +61,7 @@ function libraryRow(c) {
   return el("tr", { class: "library-row", "data-id": c.id },
     el("td", { class: "d-none d-sm-table-cell" }, thumb()),
     el("td", { class: "library-file" },
-      el("div", { class: "d-sm-none float-start me-2 library-thumb-phone" }, thumb()),
+      c.has_preview ? el("div", { class: "d-sm-none float-start me-2 library-thumb-phone" }, thumb()) : null,
       el("div", { class: "fw-semibold text-break" }, c.model_name || c.filename),
       el("div", { class: "small text-body-secondary text-break" }, c.version_name ? `${c.version_name} · ${c.filename}` : c.filename),
       el("div", { class: "small text-body-secondary d-lg-none" }, kind),

@@ -104,3 +104,26 @@ def test_on_a_phone_a_long_model_name_leaves_the_library_delete_button_on_screen
     assert wide <= shown, f"the Library's table scrolls sideways on a phone: {wide} > {shown}"
     assert w.problems == [], w.problems
     d.stop()
+
+
+def test_on_a_phone_a_model_without_preview_has_its_name_at_the_left_edge(
+    civitai, daemon, watched, home
+):
+    civitai.add_simple(1, 10, os.urandom(3000), filename="plain.safetensors")
+    civitai.models[1].versions[0].images = 0  # Civitai has no image for it: no preview saved
+    d = daemon()
+    with d.client() as c:
+        wait_job(c, c.post("/api/download", json={"modelVersionId": 10}).json()["id"])
+    w = watched(width=390, height=844)
+    page = w.page
+    log_in(page, d)
+    open_tab(page, "library")
+    row = page.locator(".library-row").first
+    name = row.locator(".fw-semibold")
+    expect(name).to_have_text("Model 1")
+    expect(row.locator(".library-thumb-phone")).to_have_count(0)  # nothing left holding room
+    cell = box(row.locator(".library-file"))
+    assert box(name)["x"] - cell["x"] < 12, (box(name), cell)  # no blank 40 px before the name
+    shot(page, "review-library-no-preview-390")
+    assert w.problems == [], w.problems
+    d.stop()
