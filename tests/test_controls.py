@@ -3,7 +3,6 @@ help. The real daemon against the fake Civitai, over real HTTP."""
 
 from __future__ import annotations
 
-import hashlib
 import time
 
 from sqlite_utils import Database
@@ -11,22 +10,8 @@ from websockets.sync.client import connect
 
 from tests.conftest import assert_file_is, wait_for, wait_job
 from tests.receiver import Receiver
+from tests.test_downloads import MB, blob, sha
 from tests.test_ws import messages_until, ws_url
-
-MB = 1024 * 1024
-
-
-def blob(size: int, seed: int = 1) -> bytes:
-    out = bytearray()
-    block = hashlib.sha256(str(seed).encode()).digest()
-    while len(out) < size:
-        block = hashlib.sha256(block).digest()
-        out += block * 64
-    return bytes(out[:size])
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def saved_bytes(home, job_id: int) -> int:

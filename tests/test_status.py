@@ -89,6 +89,7 @@ def test_gui_shows_the_wait_and_a_cancel_during_it_wins(civitai, daemon, page): 
         left = int(line.inner_text().split("retry in ")[1].split(" s")[0])
         assert 40 <= left <= 60
         row.locator(".job-cancel").click()
+        page.locator("#cancel-confirm").click()  # cancel asks first
         expect(row.locator(".job-status")).to_have_text("cancelled")
         assert c.get(f"/api/jobs/{job['id']}").json()["status"] == "cancelled"
     assert len(civitai.requests_to("cdn", "/file")) == 1  # no attempt after the cancel
