@@ -59,7 +59,7 @@ class DownloadQueue:
         # Resolved once: download_dir may itself be a link (to a big disk); what lies below it
         # may not lead out of it.
         self.models_root = Path(os.path.realpath(settings.models_dir))
-        self.job_rows = JobRows(civitai, self.models_root)  # a request's row, folder and path
+        self.job_rows = JobRows(civitai, self.models_root, settings.folder_layout)  # row, path
         self.folder = self.job_rows.folder
         self.final_path = self.job_rows.final_path
         self._wake = asyncio.Event()
@@ -126,8 +126,8 @@ class DownloadQueue:
     def apply(self, settings: Settings) -> None:
         """Settings changed while running: more or fewer workers (a running job is never
         stopped for it), and the runner's throttle, retries, connections and timeout."""
-        self.settings = settings
-        self.runner.settings = settings  # read at each use: retries, connections, timeout…
+        self.settings = self.runner.settings = settings  # read at each use: retries, timeout…
+        self.job_rows.layout = settings.folder_layout  # new jobs; queued ones keep their path
         self.runner.throttle.set_rate(settings.throttle)  # the running transfers' too
         self.workers.resize(settings.workers)
 

@@ -16,6 +16,7 @@ import errors
 import safefs
 from civitai import CivitaiClient, Resolved
 from jobs import JobRequest, JobStatus, model_type_from_civitai
+from layout import Layout
 
 TYPE_LOOKUPS = 8  # Civitai questions at once for the entries of a list that name no model_type
 
@@ -30,11 +31,13 @@ def request_key(req: JobRequest) -> str:
 
 
 class JobRows:
-    """Builds the job row of a request, under `models_root` (download_dir, resolved once)."""
+    """Builds the job row of a request, under `models_root` (download_dir, resolved once), in
+    the folder `layout` gives its type (a job keeps the path it was given when queued)."""
 
-    def __init__(self, civitai: CivitaiClient, models_root: Path) -> None:
+    def __init__(self, civitai: CivitaiClient, models_root: Path, layout: Layout) -> None:
         self.civitai = civitai
         self.models_root = models_root
+        self.layout = layout
 
     async def prepare(
         self, req: JobRequest, source: str, replaces: dict[str, Any] | None
@@ -172,7 +175,8 @@ class JobRows:
 
     def folder(self, model_type: str) -> Path:
         """The real folder of a model_type; one that leads out of download_dir is refused."""
-        return safefs.real_folder(self.models_root / model_type, self.models_root)
+        folder = self.models_root.joinpath(*self.layout.folder(model_type).split("/"))
+        return safefs.real_folder(folder, self.models_root)
 
     def final_path(self, model_type: str, filename: str) -> Path:
         folder = self.folder(model_type)

@@ -11,31 +11,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from errors import InvalidRequest
+from layout import model_type_of
 
 MAX_ID = (
     2**63 - 1
 )  # SQLite's largest integer: ids and offsets beyond it are refused, not crashed on
 MODEL_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
-
-# Civitai's type names → the folder names used here (compared case-insensitively).
-CIVITAI_TYPES = {
-    "checkpoint": "checkpoint",
-    "lora": "lora",
-    "locon": "locon",
-    "dora": "dora",
-    "textualinversion": "embedding",
-    "hypernetwork": "hypernetwork",
-    "vae": "vae",
-    "controlnet": "controlnet",
-    "upscaler": "upscaler",
-    "motionmodule": "motionmodule",
-    "poses": "poses",
-    "wildcards": "wildcards",
-    "workflows": "workflows",
-    "aestheticgradient": "aestheticgradient",
-    "other": "other",
-}
 
 
 class JobStatus(StrEnum):
@@ -120,14 +102,16 @@ def check_transition(job_id: int, old: str, new: JobStatus) -> None:
 
 
 def canonical_model_type(value: str) -> str:
-    """Map Civitai's names (LORA, TextualInversion, …) and check the slug."""
+    """A model type from what a person or Civitai calls it: Civitai's names (LORA,
+    TextualInversion), an app's folder (Stable-diffusion, loras, models/Lora) or a type."""
     if not isinstance(value, str):
         raise InvalidRequest("model_type must be a string such as 'lora' or 'checkpoint'")
-    mapped = CIVITAI_TYPES.get(value.strip().lower().replace(" ", ""), value.strip())
-    if not MODEL_TYPE_RE.fullmatch(mapped):
+    mapped = model_type_of(value)
+    if mapped is None or not MODEL_TYPE_RE.fullmatch(mapped):
         raise InvalidRequest(
-            f"model_type {value!r} is not allowed: use a lower-case name of letters, digits, "
-            f"'-' or '_' (at most 32), e.g. 'lora', 'checkpoint', 'vae'"
+            f"model_type {value!r} is not allowed: use a type such as 'lora', 'checkpoint' or "
+            f"'vae', an app's folder name such as 'Stable-diffusion' or 'loras', or a lower-case "
+            f"name of letters, digits, '-' or '_' (at most 32)"
         )
     return mapped
 

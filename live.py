@@ -57,6 +57,8 @@ LIVE_KEYS = frozenset(
         "save_metadata",
         "allowed_hosts",
         "notify",
+        "layout",  # new jobs; files already placed move only by POST /api/library/relayout
+        "folders",
     }
 )
 # Why the others wait for the next start.

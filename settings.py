@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 import safefs
+from layout import Layout
 
 log = logging.getLogger("civitai.settings")
 
@@ -57,7 +58,20 @@ class Settings(BaseModel):
         None, ge=1, le=65535, description="Port; null picks a free one in 8100–8200."
     )
     download_dir: str = Field(
-        "data/models", description="Models go to <download_dir>/<model_type>/<filename>."
+        "data/models",
+        description="Models go to <download_dir>/<folder of their type>/<filename>; the folder "
+        "follows `layout`.",
+    )
+    layout: Literal["default", "comfyui", "a1111", "forge"] = Field(
+        "default",
+        description="Folder names of the app that reads download_dir: default (<model_type>/), "
+        "comfyui (download_dir = ComfyUI's models/), a1111 or forge (download_dir = the webui "
+        "folder).",
+    )
+    folders: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per-type folder overrides, relative to download_dir, e.g. "
+        '{"checkpoint": "models/Stable-diffusion/sdxl"}.',
     )
     workers: int = Field(2, ge=1, le=32, description="Concurrent downloads.")
     retries: int = Field(5, ge=1, le=100, description="Attempts per job for retryable failures.")
@@ -130,6 +144,12 @@ class Settings(BaseModel):
             raise ValueError("must be empty or a path like /civitai (leading /, no trailing /)")
         return value
 
+    @field_validator("folders")
+    @classmethod
+    def _folders(cls, value: dict[str, str]) -> dict[str, str]:
+        Layout("default", value)  # raises ValueError naming the key or folder that is wrong
+        return value
+
     @field_validator("host")
     @classmethod
     def _non_empty(cls, value: str) -> str:
@@ -145,6 +165,10 @@ class Settings(BaseModel):
     @property
     def models_dir(self) -> Path:
         return self.resolve(self.download_dir)
+
+    @property
+    def folder_layout(self) -> Layout:
+        return Layout(self.layout, self.folders)
 
     @property
     def data_dir(self) -> Path:

@@ -16,7 +16,8 @@ import manifest
 import removal
 from auth import require_key
 from errors import InvalidRequest
-from jobs import CIVITAI_TYPES, MAX_ID
+from jobs import MAX_ID
+from layout import CIVITAI_TYPES
 
 router = APIRouter(prefix="/api", tags=["library"], dependencies=[Depends(require_key)])
 

@@ -1,0 +1,167 @@
+"""Folders per app (issue 16): a file of each Civitai type lands where ComfyUI, A1111 or Forge
+reads it; app folder names are model_type aliases; nothing is written outside download_dir."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from layout import LAYOUTS, Layout, model_type_of
+from tests.conftest import read_config, run_job, wait_job
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+# Civitai's `type` of a model → where each app reads it (ComfyUI: relative to its models/;
+# A1111/Forge: relative to the webui folder). Checked against the apps' code; see layout.py.
+EXPECTED = {
+    "Checkpoint": ("checkpoint", "checkpoints", "models/Stable-diffusion"),
+    "LORA": ("lora", "loras", "models/Lora"),
+    "LoCon": ("locon", "loras", "models/Lora"),
+    "DoRA": ("dora", "loras", "models/Lora"),
+    "TextualInversion": ("embedding", "embeddings", "embeddings"),
+    "Hypernetwork": ("hypernetwork", "hypernetworks", "models/hypernetworks"),
+    "VAE": ("vae", "vae", "models/VAE"),
+    "Controlnet": ("controlnet", "controlnet", "models/ControlNet"),
+    "Upscaler": ("upscaler", "upscale_models", "models/ESRGAN"),
+    "MotionModule": ("motionmodule", "animatediff_models", "extensions/sd-webui-animatediff/model"),
+    "Poses": ("poses", "poses", "models/Poses"),
+    "Wildcards": ("wildcards", "wildcards", "extensions/sd-dynamic-prompts/wildcards"),
+    "Workflows": ("workflows", "workflows", "models/Workflows"),
+    "AestheticGradient": (
+        "aestheticgradient",
+        "aestheticgradient",
+        "extensions/stable-diffusion-webui-aesthetic-gradients/aesthetic_embeddings",
+    ),
+    "Detection": ("detection", "ultralytics/bbox", "models/adetailer"),
+    "Other": ("other", "other", "models/Other"),
+}
+
+
+def expected_folder(layout: str, civitai_type: str) -> str:
+    default, comfyui, a1111 = EXPECTED[civitai_type]
+    return {"default": default, "comfyui": comfyui, "a1111": a1111, "forge": a1111}[layout]
+
+
+def tree(root: Path) -> str:
+    """The folders and files under `root`, as `tree` would list them (for the closing note)."""
+    lines = [root.name + "/"]
+    for path in sorted(root.rglob("*")):
+        depth = len(path.relative_to(root).parts)
+        lines.append("    " * depth + path.name + ("/" if path.is_dir() else ""))
+    return "\n".join(lines) + "\n"
+
+
+def test_one_download_of_each_civitai_type_lands_where_each_app_reads_it(civitai, daemon, home):
+    """One daemon; the layout changes live between batches (PATCH /api/settings), each batch
+    names no model_type (Civitai's type decides). Every file is read back and hashed."""
+    blobs: dict[tuple[str, str], bytes] = {}
+    ids = iter(range(1000, 9000, 10))
+    requests: dict[str, list[dict]] = {}
+    for layout in LAYOUTS:
+        requests[layout] = []
+        for kind in EXPECTED:
+            model_id = next(ids)
+            blob = os.urandom(2048) + f"{layout}/{kind}".encode()
+            name = f"{layout}_{kind.lower()}.safetensors"
+            civitai.add_simple(model_id, model_id + 1, blob, filename=name, type=kind)
+            blobs[(layout, kind)] = blob
+            requests[layout].append({"modelVersionId": model_id + 1})
+    d = daemon(workers=4)
+    root = Path(os.path.realpath(home / "data" / "models"))
+    with d.client() as c:
+        for layout in LAYOUTS:
+            r = c.patch("/api/settings", json={"layout": layout})
+            assert r.status_code == 200 and r.json()["restart_needed"] == [], r.text
+            batch = c.post("/api/batch", json=requests[layout])
+            assert batch.status_code == 202 and batch.json()["errors"] == [], batch.text
+            for job, kind in zip(batch.json()["jobs"], EXPECTED, strict=True):
+                done = wait_job(c, job["id"])
+                name = f"{layout}_{kind.lower()}.safetensors"
+                where = root / expected_folder(layout, kind) / name
+                assert done["path"] == str(where), (layout, kind, done["path"])
+                on_disk = hashlib.sha256(where.read_bytes()).hexdigest()
+                assert on_disk == hashlib.sha256(blobs[(layout, kind)]).hexdigest()
+        assert read_config(home)["layout"] == "forge"
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "layout-tree.txt").write_text(tree(root))
+    d.stop()
+
+
+@pytest.mark.parametrize(
+    ("layout", "model_type", "folder"),
+    [
+        ("a1111", "Stable-diffusion", "models/Stable-diffusion"),
+        ("a1111", "models/Lora", "models/Lora"),
+        ("forge", "Lora", "models/Lora"),
+        ("comfyui", "loras", "loras"),
+        ("comfyui", "upscale_models", "upscale_models"),
+        ("comfyui", "unet", "diffusion_models"),
+        ("default", "Stable-diffusion", "checkpoint"),
+    ],
+)
+def test_an_apps_folder_name_is_accepted_as_model_type(layout, model_type, folder):
+    kind = model_type_of(model_type)
+    assert kind is not None
+    assert Layout(layout).folder(kind) == folder
+
+
+def test_app_folder_names_as_model_type_and_folders_overrides_place_files_there(
+    civitai, daemon, home
+):
+    blob = os.urandom(4096)
+    civitai.add_simple(1, 11, blob, filename="sdxl.safetensors", type="Checkpoint")
+    civitai.add_simple(2, 21, blob + b"2", filename="detail.safetensors", type="LORA")
+    d = daemon(layout="a1111", folders={"checkpoint": "models/Stable-diffusion/SDXL"})
+    root = Path(os.path.realpath(home / "data" / "models"))
+    job = run_job(d, {"modelVersionId": 11, "model_type": "Stable-diffusion"})
+    assert job["model_type"] == "checkpoint"
+    assert job["path"] == str(root / "models/Stable-diffusion/SDXL/sdxl.safetensors")
+    job = run_job(d, {"modelVersionId": 21, "model_type": "Lora"})
+    assert job["model_type"] == "lora"
+    assert job["path"] == str(root / "models/Lora/detail.safetensors")
+    assert (root / "models/Lora/detail.safetensors").read_bytes() == blob + b"2"
+    d.stop()
+
+
+@pytest.mark.parametrize(
+    "folders",
+    [
+        {"lora": "../outside"},
+        {"lora": "/etc"},
+        {"lora": "models/../../x"},
+        {"Not A Type!": "x"},
+    ],
+)
+def test_a_folders_override_out_of_download_dir_is_refused_and_nothing_is_written(
+    civitai, daemon, home, folders
+):
+    d = daemon()
+    before = (home / "config.json").read_bytes()
+    with d.client() as c:
+        r = c.patch("/api/settings", json={"folders": folders})
+        assert r.status_code == 422, r.text
+        assert "folders" in r.json()["detail"], r.text
+    assert (home / "config.json").read_bytes() == before
+    assert not (home / "data" / "outside").exists()
+    d.stop()
+
+
+def test_a_folders_override_that_is_a_link_out_of_download_dir_is_refused(
+    civitai, daemon, home, tmp_path
+):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    root = home / "data" / "models"
+    (root / "models").mkdir(parents=True)
+    (root / "models" / "Lora").symlink_to(outside)
+    civitai.add_simple(1, 11, os.urandom(1000), type="LORA")
+    d = daemon(layout="a1111")
+    with d.client() as c:
+        r = c.post("/api/download", json={"modelVersionId": 11})
+        assert r.status_code == 422, r.text
+        assert "outside" in r.json()["detail"] or "leads" in r.json()["detail"], r.text
+    assert list(outside.iterdir()) == []
+    d.stop()
