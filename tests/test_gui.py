@@ -280,3 +280,30 @@ def test_settings_page_saves_throttle_and_token_and_shows_them_after_a_reload(
         assert c.get("/api/status").json()["workers"] == 3  # applied, not only written
     assert problems == [], problems
     d.stop()
+
+
+def test_an_apps_folder_name_typed_as_the_folder_queues_into_that_folder(
+    civitai, daemon, page, home
+):
+    """An A1111 user types `Stable-diffusion` (the browser once refused it by pattern); the
+    file lands in models/Stable-diffusion under the a1111 layout."""
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
+    blob = os.urandom(50_000)
+    civitai.add_simple(4384, 128713, blob, filename="dreamshaper_8.safetensors", type="Checkpoint")
+    d = daemon(layout="a1111")
+    log_in(page, d)
+    open_tab(page, "add")
+    page.fill("#lookup-input", "4384")
+    page.click("#lookup-button")
+    expect(page.locator("#add-type")).to_have_value("checkpoint")
+    page.fill("#add-type", "Stable-diffusion")
+    page.click("#add-button")
+    row = page.locator(".job-row").first
+    expect(row.locator(".job-status")).to_have_text("completed", timeout=20_000)
+    expect(row).to_contain_text("checkpoint")
+    target = home / "data/models/models/Stable-diffusion/dreamshaper_8.safetensors"
+    assert target.read_bytes() == blob
+    assert problems == [], problems
+    d.stop()
