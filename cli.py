@@ -324,7 +324,8 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("--model", type=int, help="a model id (its newest version)")
     add.add_argument(
         "--type",
-        help="model_type: lora, checkpoint, vae, … (default: the model's type on Civitai; "
+        help="model_type: lora, checkpoint, vae, … or your app's folder name (Stable-diffusion, "
+        "loras, …); the layout picks the folder (default: the model's type on Civitai; "
         "required for a direct URL)",
     )
     add.add_argument(
