@@ -43,7 +43,8 @@ DaemonError
     ├── SchemeRefused             a redirect to a scheme other than http(s) (file://, ftp://)
     ├── CertificateRefused        an https server whose certificate is not trusted
     ├── SymlinkRefused            a link where the daemon writes a file: never written through
-    └── RangeIgnored              the server answered 200 to a Range request
+    ├── RangeIgnored              the server answered 200 to a Range request
+    └── PreviewUnavailable        no preview image to save (logged; the job still completes)
 """
 
 from __future__ import annotations
@@ -450,6 +451,10 @@ class RangeIgnored(DownloadError):
 
     def __init__(self) -> None:
         super().__init__("The server ignored a Range request and sent the whole file")
+
+
+class PreviewUnavailable(DownloadError):
+    """Why a model has no `.preview.png`: only ever logged, the model is in place anyway."""
 
 
 def _size(n: int) -> str:

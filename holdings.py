@@ -17,7 +17,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from database import Store
-from metadata import IMAGE_TYPES
+from metadata import OLD_PREVIEW_SUFFIXES, PREVIEW_SUFFIX
 
 NEWEST_PER_PATH = "id in (select max(id) from completed group by path)"
 
@@ -63,9 +63,10 @@ async def completed_rows(
 
 
 def preview_of(model: Path) -> Path | None:
-    """The preview image saved beside a model (its `<stem>.preview.<ext>` sidecar), if any."""
-    for ext in IMAGE_TYPES.values():
-        candidate = model.with_name(f"{model.stem}.preview{ext}")
+    """The preview image saved beside a model, if any: its `<stem>.preview.png`, else the
+    `<stem>.preview.<ext>` an older daemon wrote (the image as Civitai served it)."""
+    for suffix in (PREVIEW_SUFFIX, *OLD_PREVIEW_SUFFIXES):
+        candidate = model.with_name(model.stem + suffix)
         if candidate.is_file():
             return candidate
     return None

@@ -10,19 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import safefs
+from metadata import OLD_PREVIEW_SUFFIXES, PREVIEW_SUFFIX
 
 log = logging.getLogger("civitai.library")
 
-SIDECAR_SUFFIXES = (
-    ".civitai.info",
-    ".preview.png",
-    ".preview.jpeg",
-    ".preview.jpg",
-    ".preview.webp",
-    ".preview.gif",
-    ".preview.mp4",
-    ".preview.webm",
-)
+# The daemon's sidecars, and the preview names older versions wrote: they move and go with it.
+SIDECAR_SUFFIXES = (".civitai.info", PREVIEW_SUFFIX, *OLD_PREVIEW_SUFFIXES)
 
 
 HASH_CHUNK = 8 * 1024 * 1024

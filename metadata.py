@@ -1,75 +1,209 @@
-"""Sidecar files beside each model, in the layout A1111/Forge extensions read (SPEC §12)."""
+"""Sidecar files beside each model, in the names and shapes the tools beside it read (SPEC §12).
+
+Checked against those tools' code:
+
+- `<stem>.preview.png` only. Civitai Helper (butaixianran/Stable-Diffusion-Webui-Civitai-Helper,
+  scripts/ch_lib/civitai.py `get_preview_image_by_model_path`; zixaphir's fork, same file) looks
+  for `base + ".preview.png"` and nothing else: any other name, it downloads the image again.
+  A1111 (modules/ui_extra_networks.py `find_preview`: `path + ".preview." + ext` for png, jpg,
+  webp...) and ComfyUI-Lora-Manager (py/utils/constants.py `PREVIEW_EXTENSIONS`) take `.png`
+  too. So whatever Civitai serves (jpeg, webp, gif: its first frame; a video: a still from its
+  CDN) is converted to PNG with Pillow.
+- `<stem>.civitai.info` with ASCII escapes: Civitai Helper reads it with `open(path, 'r')`
+  (scripts/ch_lib/model.py `load_model_info`), the locale's encoding (cp1252, GBK on Windows);
+  `\\uXXXX` escapes read the same in every one of them.
+- For a file that is not Civitai's primary one, the sidecar says which file it describes:
+  ComfyUI-Lora-Manager (py/services/model_scanner.py `_process_model_file`, then
+  py/utils/models.py `from_civitai_info`) takes the first entry of `files` with `primary` for
+  the file's size (`sizeKB`) and SHA256. See `describe_download`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import io
+import json
 import logging
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+from PIL import Image, UnidentifiedImageError
 
+import errors
 import safefs
 from civitai import CivitaiClient
-from json_body import media_type
-from settings import write_json_atomic
 
 log = logging.getLogger("civitai.metadata")
 
-IMAGE_TYPES = {
-    "image/png": ".png",
-    "image/jpeg": ".jpeg",
-    "image/webp": ".webp",
-    "image/gif": ".gif",
-    "video/mp4": ".mp4",
-    "video/webm": ".webm",
-}
-MAX_PREVIEW = 50 * 1024 * 1024
+PREVIEW_SUFFIX = ".preview.png"
+# Names older versions of the daemon wrote (the image as served): still shown, still deleted.
+OLD_PREVIEW_SUFFIXES = (
+    ".preview.jpeg",
+    ".preview.jpg",
+    ".preview.webp",
+    ".preview.gif",
+    ".preview.mp4",
+    ".preview.webm",
+)
+MAX_PREVIEW = 50 * 1024 * 1024  # bytes of one image fetched
+MAX_PREVIEW_PIXELS = 40_000_000  # a larger image is refused before it is decoded
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mov")
+NOTE_KEY = "civitai_daemon"  # what the daemon changed in Civitai's answer, and why
 
 
 def info_path(model_path: Path) -> Path:
     return model_path.with_name(model_path.stem + ".civitai.info")
 
 
-async def write_sidecars(
-    model_path: Path, info: dict[str, Any], http: httpx.AsyncClient, civitai: CivitaiClient
-) -> list[Path]:
-    """Write `<stem>.civitai.info` and `<stem>.preview.<ext>`; a failure is logged, never raised."""
-    written: list[Path] = []
+def preview_path(model_path: Path) -> Path:
+    return model_path.with_name(model_path.stem + PREVIEW_SUFFIX)
+
+
+def describe_download(
+    info: dict[str, Any], file_id: int | None, sha256: str | None
+) -> dict[str, Any]:
+    """Civitai's version JSON made to describe the file downloaded (by id, else by SHA256): it
+    comes first in `files` with `"primary": true`, every other file `"primary": false`, and the
+    note `civitai_daemon` names both when Civitai's primary file was another one. LoRA Manager
+    reads the size and SHA256 of the first primary file; without this, a pruned fp16 file would
+    be listed with the full file's hash and size."""
+    files = [f for f in info.get("files") or [] if isinstance(f, dict)]
+    sha = (sha256 or "").lower()
+    mine = next((f for f in files if file_id is not None and f.get("id") == file_id), None)
+    mine = mine or next(
+        (f for f in files if sha and str((f.get("hashes") or {}).get("SHA256", "")).lower() == sha),
+        None,
+    )
+    if mine is None:
+        return info
+    primary = next((f for f in files if f.get("primary")), None)
+    if primary is mine and files[0] is mine and sum(bool(f.get("primary")) for f in files) == 1:
+        return info  # already says so
+    described = copy.deepcopy(info)
+    others = [{**copy.deepcopy(f), "primary": False} for f in files if f is not mine]
+    described["files"] = [{**copy.deepcopy(mine), "primary": True}, *others]
+    described[NOTE_KEY] = {
+        "downloaded_file_id": mine.get("id"),
+        "primary_on_civitai": primary.get("id") if primary else None,
+        "note": "files[0] is the file downloaded, marked primary; Civitai's primary is named here",
+    }
+    return described
+
+
+def info_bytes(info: dict[str, Any]) -> bytes:
+    """The sidecar's bytes: plain ASCII, every other character as a `\\uXXXX` escape."""
+    return (json.dumps(info, indent=2, ensure_ascii=True) + "\n").encode("ascii")
+
+
+def is_video(image: dict[str, Any]) -> bool:
+    suffix = PurePosixPath(urlsplit(str(image.get("url") or "")).path).suffix.lower()
+    return image.get("type") == "video" or suffix in VIDEO_SUFFIXES
+
+
+def still_url(url: str) -> str:
+    """The first frame of a video on Civitai's image CDN, as a JPEG. The CDN takes its options in
+    the path segment before the name: `<key>/<uuid>/<options>/<name>`. Civitai's own site asks
+    for a video's poster with `anim=false,transcode=true` and the `.jpeg` name
+    (civitai/civitai src/client-utils/cf-images-utils.ts `useEdgeUrl`, edge-url `getEdgeUrl`)."""
+    parts = urlsplit(url)
+    segments = parts.path.split("/")
+    if len(segments) < 4:  # "", key, uuid, name: no room for options
+        return url
+    name = PurePosixPath(segments[-1]).stem + ".jpeg"
+    width = next((o for o in segments[-2].split(",") if o.startswith("width=")), "width=450")
+    options = f"anim=false,transcode=true,{width}"
+    if len(segments) == 4:  # no options segment yet
+        segments = [*segments[:-1], options, name]
+    else:
+        segments = [*segments[:-2], options, name]
+    return urlunsplit(parts._replace(path="/".join(segments)))
+
+
+def preview_source(images: list[Any]) -> str | None:
+    """The URL to fetch the preview from: the first still image, else a still of the first
+    video (Civitai marks them `"type": "video"`)."""
+    listed = [i for i in images if isinstance(i, dict) and i.get("url")]
+    still = next((i for i in listed if not is_video(i)), None)
+    if still is not None:
+        return str(still["url"])
+    return still_url(str(listed[0]["url"])) if listed else None
+
+
+def to_png(data: bytes) -> bytes:
+    """`data` (any image Pillow reads; of an animation, its first frame) as PNG bytes."""
     try:
-        await asyncio.to_thread(write_json_atomic, info_path(model_path), info)
-        written.append(info_path(model_path))
+        with Image.open(io.BytesIO(data)) as im:
+            if im.width * im.height > MAX_PREVIEW_PIXELS:
+                raise errors.PreviewUnavailable(
+                    f"the image has {im.width}x{im.height} pixels, over {MAX_PREVIEW_PIXELS:,}"
+                )
+            im.seek(0)
+            keep_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
+            frame = im.convert("RGBA" if keep_alpha else "RGB")
+    except Image.DecompressionBombError as exc:
+        raise errors.PreviewUnavailable(f"the image is a decompression bomb ({exc})") from None
+    except (UnidentifiedImageError, OSError, ValueError, EOFError) as exc:
+        raise errors.PreviewUnavailable(
+            f"the answer is not an image Pillow can read ({exc})"
+        ) from None
+    out = io.BytesIO()
+    frame.save(out, format="PNG")
+    return out.getvalue()
+
+
+async def write_sidecars(
+    model_path: Path,
+    info: dict[str, Any],
+    http: httpx.AsyncClient,
+    civitai: CivitaiClient,
+    file_id: int | None = None,
+    sha256: str | None = None,
+) -> list[Path]:
+    """Write `<stem>.civitai.info` (describing the file downloaded) and `<stem>.preview.png`;
+    a failure is logged, never raised: the model is in place either way."""
+    written: list[Path] = []
+    target = info_path(model_path)
+    try:
+        data = info_bytes(describe_download(info, file_id, sha256))
+        await asyncio.to_thread(safefs.write_atomic, target, data)
+        written.append(target)
     except OSError as exc:
-        log.warning("cannot write %s: %s", info_path(model_path), exc)
-    images = [i for i in info.get("images") or [] if isinstance(i, dict) and i.get("url")]
-    if images:
-        preview = await _fetch_preview(model_path, images[0]["url"], http, civitai)
-        if preview:
-            written.append(preview)
+        log.warning("cannot write %s: %s", target, exc)
+    url = preview_source(info.get("images") or [])
+    if url is None:
+        return written
+    target = preview_path(model_path)
+    try:
+        png = await asyncio.to_thread(to_png, await _fetch(url, http, civitai))
+        await asyncio.to_thread(safefs.write_atomic, target, png)
+    except errors.PreviewUnavailable as exc:
+        log.warning("no preview for %s from %s: %s", model_path.name, url, exc)
+        return written
+    except OSError as exc:
+        log.warning("cannot write %s: %s", target, exc)
+        return written
+    written.append(target)
     return written
 
 
-async def _fetch_preview(
-    model_path: Path, url: str, http: httpx.AsyncClient, civitai: CivitaiClient
-) -> Path | None:
+async def _fetch(url: str, http: httpx.AsyncClient, civitai: CivitaiClient) -> bytes:
+    """The image's bytes, read no further than MAX_PREVIEW."""
     try:
-        response = await http.get(url, headers=civitai.headers_for(url), follow_redirects=True)
+        async with http.stream(
+            "GET", url, headers=civitai.headers_for(url), follow_redirects=True
+        ) as response:
+            if response.status_code != 200:
+                raise errors.PreviewUnavailable(f"the answer was HTTP {response.status_code}")
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_PREVIEW:
+                    raise errors.PreviewUnavailable(
+                        f"the image is over {MAX_PREVIEW // (1024 * 1024)} MiB"
+                    )
+            return bytes(body)
     except httpx.HTTPError as exc:
-        log.warning("preview for %s not fetched: %s", model_path.name, exc)
-        return None
-    content_type = media_type(response.headers.get("content-type"))
-    if response.status_code != 200 or len(response.content) > MAX_PREVIEW:
-        log.warning("preview for %s not fetched: %s", model_path.name, response.status_code)
-        return None
-    ext = IMAGE_TYPES.get(content_type) or Path(urlsplit(url).path).suffix.lower()
-    if ext not in IMAGE_TYPES.values():
-        log.warning("preview for %s is not an image (%s)", model_path.name, content_type)
-        return None
-    target = model_path.with_name(f"{model_path.stem}.preview{ext}")
-    try:
-        await asyncio.to_thread(safefs.write_atomic, target, response.content)
-    except OSError as exc:
-        log.warning("cannot write %s: %s", target, exc)
-        return None
-    return target
+        raise errors.PreviewUnavailable(f"the image was not fetched ({exc})") from None

@@ -5,7 +5,8 @@ download it again.
 - Nothing outside download_dir is ever removed, and nothing through a link: the folder is opened
   once (no link below download_dir, checked again after opening) and every name is removed
   through that descriptor; a model file or sidecar that is itself a link is left alone.
-- Sidecars are the exact names the daemon writes (`<stem>.civitai.info`, `<stem>.preview.<ext>`):
+- Sidecars are the exact names the daemon writes (`<stem>.civitai.info`, `<stem>.preview.png`,
+  and the `<stem>.preview.<ext>` older versions wrote):
   a person's `<stem>.txt` or `<stem>_v2.safetensors` stays. Sidecars another completed model
   in the folder shares (same stem) stay too.
 - A manifest.json entry for this file (its version, its SHA256, or its model without a version)

@@ -321,7 +321,7 @@ class JobRunner:
         info = json.loads(row["info"]) if row.get("info") else {}
         if self.settings.save_metadata and info:
             await self._check_folder(path)
-            await write_sidecars(path, info, self.http, self.civitai)
+            await write_sidecars(path, info, self.http, self.civitai, row.get("fileId"), sha256)
         now = utcnow()
         state = await asyncio.to_thread(file_state, path)
         mtime_ns = state[1] if state else None

@@ -215,7 +215,7 @@ class Scanner:
             }
         )
         if self.settings.save_metadata:
-            await write_sidecars(path, version, self.http, self.civitai)
+            await write_sidecars(path, version, self.http, self.civitai, sha256=sha)
         log.info(
             "adopted %s as model %s version %s", path, entry["modelId"], entry["modelVersionId"]
         )

@@ -117,7 +117,7 @@ class Settings(BaseModel):
         4, ge=1, le=16, description="Parallel Range connections for one file of 64 MiB or more."
     )
     save_metadata: bool = Field(
-        True, description="Write <stem>.civitai.info and <stem>.preview.<ext> beside each model."
+        True, description="Write <stem>.civitai.info and <stem>.preview.png beside each model."
     )
     allowed_hosts: list[str] = Field(
         default_factory=lambda: ["civitai.com", "huggingface.co"],

@@ -88,7 +88,7 @@ class Completed(BaseModel):
     version_name: str | None = None
     base_model: str | None = None
     completed_at: str
-    has_preview: bool = False  # a `.preview.<ext>` image lies beside the file
+    has_preview: bool = False  # a `.preview.png` (or older `.preview.<ext>`) lies beside it
 
 
 class CompletedList(BaseModel):

@@ -209,7 +209,7 @@ async def untrack(
 async def preview(
     completed_id: Annotated[int, FastPath(ge=1, le=MAX_ID)], request: Request
 ) -> FileResponse:
-    """The preview image saved beside a completed model (its `.preview.<ext>` sidecar)."""
+    """The preview image saved beside a completed model (its `.preview.png` sidecar)."""
     rows = await request.app.state.store.read(
         lambda db: list(db["completed"].rows_where("id = ?", [completed_id]))
     )

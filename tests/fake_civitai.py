@@ -10,6 +10,11 @@ rejects any `Authorization` header, and honours Range / If-Range like R2 and B2 
     fake.fault("api", status=503, times=2)       # next two API answers are 503
     fake.fault("download", status=302, location="file:///etc/passwd")   # a hostile redirect
     fake.publish_version(100, fake.version(201, files=[b"new"]))
+    fake.version(202, files=[b"..."], media=["mp4", "webp"])   # a video first, then a webp
+
+Preview images live on the CDN under Civitai's image paths (`/<key>/<uuid>/<options>/<name>`),
+made with Pillow in the format their name says; a video answers bytes that are not an image,
+and its `anim=false` form (Civitai's still of the first frame) a JPEG.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import io
 import json
 import re
 import socket
@@ -28,6 +34,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from PIL import Image
 
 TOKEN = "fake-civitai-token-0123456789"
 SIGNING_KEY = b"fake-cdn-signing-key"
@@ -42,18 +50,36 @@ CLOUDFLARE_HTML = (
 # The download endpoint's other 403s: a plain refusal, and no access for this account.
 FORBIDDEN = {"error": "Forbidden"}
 NO_ACCESS = {"error": "Forbidden", "message": "You do not have access to download this file"}
-# 1x1 PNG, for preview images.
-PNG = bytes.fromhex(
-    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-    "1f15c4890000000d49444154789c6360000002000100e221bc330000000049454e44ae426082"
-)
+
+IMAGE_KEY = "xG1nkqKTMzGDvpLrqFT7WA"  # the first path segment of Civitai's image URLs
+IMAGE_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
+# The start of an MP4 file: what the image CDN sends for a video asked without `anim=false`.
+MP4 = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41" + b"\x00" * 64
+RED, BLUE, GREEN = (200, 30, 30), (30, 30, 200), (30, 160, 60)
+
+
+def image_bytes(
+    fmt: str, color: tuple[int, int, int] = RED, size: tuple[int, int] = (8, 6)
+) -> bytes:
+    """A real image in `fmt` (png, jpeg, webp, gif), made with Pillow; a gif is animated, its
+    first frame `color` and its second blue."""
+    out = io.BytesIO()
+    first = Image.new("RGB", size, color)
+    if fmt == "gif":
+        first.save(out, format="GIF", save_all=True, append_images=[Image.new("RGB", size, BLUE)])
+    else:
+        first.save(out, format=fmt.upper())
+    return out.getvalue()
+
+
+PNG = image_bytes("png", RED, (1, 1))  # the preview of a version without `media`
 
 
 @dataclass
 class Fault:
     """One injected misbehaviour, applied to the next `times` requests of its target."""
 
-    target: str  # "api" (JSON routes), "download" (the 307 endpoint) or "cdn" (file bytes)
+    target: str  # "api" (JSON routes), "download" (the 307 endpoint), "cdn" (file bytes), "img"
     status: int | None = None
     retry_after: float | None = None
     body: bytes | None = None
@@ -107,6 +133,9 @@ class VersionSpec:
     base_model: str = "SDXL 1.0"
     created_at: str = "2025-05-19T02:43:46.31"  # no Z, two fractional digits, as Civitai does
     images: int = 1
+    # Instead of `images` PNGs: one entry per format, "png", "jpeg", "webp", "gif" or "mp4" (a
+    # video, `"type": "video"` as Civitai marks them), in this order.
+    media: list[str] | None = None
 
 
 @dataclass
@@ -319,7 +348,18 @@ class FakeCivitai:
             "trainedWords": ["fake"],
             "description": "<p>made by the fake</p>",
             "files": [self.file_json(model, version, f) for f in version.files],
-            "images": [
+            "images": self.images_json(version),
+            "downloadUrl": f"{self.base_url}/api/download/models/{version.id}",
+        }
+        if model.early_access:
+            data["availability"] = "EarlyAccess"
+        if not nested:
+            data["model"] = {"name": model.name, "type": model.type, "nsfw": False, "poi": False}
+        return data
+
+    def images_json(self, version: VersionSpec) -> list[dict[str, Any]]:
+        if version.media is None:
+            return [
                 {
                     "url": f"{self.cdn_url}/img/{version.id}/{i}.png",
                     "nsfwLevel": 1,
@@ -328,14 +368,21 @@ class FakeCivitai:
                     "type": "image",
                 }
                 for i in range(version.images)
-            ],
-            "downloadUrl": f"{self.base_url}/api/download/models/{version.id}",
-        }
-        if model.early_access:
-            data["availability"] = "EarlyAccess"
-        if not nested:
-            data["model"] = {"name": model.name, "type": model.type, "nsfw": False, "poi": False}
-        return data
+            ]
+        return [
+            {
+                "url": self.image_url(f"{version.id:08x}-0000-4000-8000-{i:012x}", f"{i}.{fmt}"),
+                "nsfwLevel": 1,
+                "width": 8,
+                "height": 6,
+                "type": "video" if fmt == "mp4" else "image",
+            }
+            for i, fmt in enumerate(version.media)
+        ]
+
+    def image_url(self, uuid: str, name: str, options: str = "width=450") -> str:
+        """An image on the fake CDN, shaped like Civitai's: /<key>/<uuid>/<options>/<name>."""
+        return f"{self.cdn_url}/{IMAGE_KEY}/{uuid}/{options}/{name}"
 
     def model_json(self, model: ModelSpec) -> dict[str, Any]:
         return {
@@ -547,6 +594,8 @@ class _Handler(BaseHTTPRequestHandler):
         path, query = unquote(url.path), parse_qs(url.query)
         if path.startswith("/img/"):
             return self._send(200, PNG, "image/png")
+        if path.startswith(f"/{IMAGE_KEY}/"):
+            return self._image(path)
         if path == "/redirect":  # an open redirect, as some file hosts have
             return self._send(302, headers={"Location": query["to"][0]})
         if m := re.fullmatch(r"/private/(\d+)/(.+)", path, re.S):
@@ -566,6 +615,21 @@ class _Handler(BaseHTTPRequestHandler):
         if self._apply_status_fault(fault):
             return
         self._serve_bytes(f, fault)
+
+    def _image(self, path: str) -> None:
+        """Civitai's image CDN: the format the name says; a video's `anim=false` form a JPEG
+        of its first frame, its plain form video bytes; a fault ("img") answers instead."""
+        if self._apply_status_fault(self.fake.take_fault("img")):
+            return
+        options, name = path.split("/")[-2:]
+        fmt = name.rsplit(".", 1)[-1].lower()
+        if "anim=false" in options.split(","):
+            return self._send(200, image_bytes("jpeg", GREEN), "image/jpeg")
+        if fmt == "mp4":
+            return self._send(200, MP4, "video/mp4")
+        if fmt not in IMAGE_TYPES:
+            return self._send(404, b"<Error><Code>NoSuchKey</Code></Error>", "application/xml")
+        self._send(200, image_bytes(fmt), IMAGE_TYPES[fmt])
 
     def _private(self, file_id: int) -> None:
         """A file behind HTTP Basic auth, as a user's own file host serves it."""

@@ -50,6 +50,9 @@ def test_deleting_a_model_removes_its_file_and_sidecars_and_leaves_similar_names
     model = folder / "style.safetensors"
     sidecars = [folder / "style.civitai.info", folder / "style.preview.png"]
     wait_for(lambda: all(p.is_file() for p in sidecars), 10, what="the sidecars")
+    # The preview an older daemon wrote, the image as Civitai served it: it goes too.
+    sidecars.append(folder / "style.preview.jpeg")
+    sidecars[-1].write_bytes(b"an old preview")
     # A person's own files with similar names: none of them is the daemon's sidecar.
     bystanders = {
         folder / "style.txt": b"my notes",
