@@ -233,3 +233,27 @@ def test_a_move_interrupted_between_its_steps_is_finished_on_the_next_try(civita
         again = c.post("/api/download", json={"modelVersionId": 20, "model_type": "lora"})
         assert again.json()["duplicate"] is True, again.text
     d.stop()
+
+
+def test_after_a_relayout_an_update_swaps_the_file_in_its_new_folder(civitai, daemon, home):
+    old, new = b"old bytes" * 1000, b"new bytes" * 1200
+    civitai.add_simple(1, 101, old, filename="same.safetensors")
+    (home / "manifest.json").write_text('[{"modelId": 1, "model_type": "lora"}]')
+    d = daemon()
+    root = Path(os.path.realpath(home / "data" / "models"))
+    with d.client() as c:
+        wait_for(lambda: c.get("/api/jobs").json()["total"] == 1, 20, what="the manifest's job")
+        wait_job(c, c.get("/api/jobs").json()["jobs"][0]["id"])
+        done = _relayout(c, layout="a1111", confirm=True)
+        assert [m["to"] for m in done["moved"]] == [str(root / "models/Lora/same.safetensors")]
+        civitai.publish_version(
+            1, civitai.version(201, [civitai.file(new, name="same.safetensors")])
+        )
+        [update] = c.post("/api/updates/check").json()["updates"]
+        job = wait_job(c, update["job_id"])
+    folder = root / "models" / "Lora"
+    assert job["path"] == str(folder / "same.safetensors")
+    assert (folder / "same.safetensors").read_bytes() == new
+    assert (folder / "same_v101.safetensors").read_bytes() == old  # old_versions: keep
+    assert not (root / "lora").exists() or list((root / "lora").iterdir()) == []
+    d.stop()
