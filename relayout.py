@@ -13,14 +13,16 @@ outside download_dir is touched, and nothing is ever overwritten (a hard link fa
 name is taken; where hard links do not work, the name is checked just before the rename).
 
 Crash safety: each file moves in steps after which it is always found.
-1. Link the model at its target (the row still names the source, which is unchanged).
-2. Move each sidecar the same way (link, then unlink the source).
+1. Move each sidecar (link it at the target, then unlink the source).
+2. Link the model at its target too (the row still names the source, which is unchanged).
 3. Unlink the source: the file is now only at the target.
 4. Point the rows at the target, in one transaction.
-Killed after 1 or 2, the next plan finds the target to be the source's own inode; killed after
-3, it finds the source gone and the target to be the row's file (same size and mtime). Either
-way it plans the move again and finishes it: a file is always at the path its row names, or at
-its target with the row updated on the next try.
+Killed after 1 or 2, the next plan finds the model at its source (and the target, if there, to
+be the source's own inode): it moves it again, the sidecars already moved staying at the target.
+Killed after 3, it finds the source gone and the target to be the row's file (same size and
+mtime): only the rows are left to update. Where hard links do not work, step 2 renames the model
+(after the sidecars, so none is left behind) and step 3 has nothing to do. Either way a file is
+always at the path its row names, or at its target with the row updated on the next try.
 """
 
 from __future__ import annotations
@@ -253,11 +255,10 @@ def move_files(move: Move, root: Path) -> None:
         try:
             if _lstat(src) is None:
                 return  # moved before a crash; its rows are left to update
-            linked = _link(src.name, src_fd, dst_fd)  # 1
-            for name in move.sidecars:  # 2
+            for name in move.sidecars:  # 1
                 if _link(name, src_fd, dst_fd):
                     os.unlink(name, dir_fd=src_fd)
-            if linked:
+            if _link(src.name, src_fd, dst_fd):  # 2
                 os.unlink(src.name, dir_fd=src_fd)  # 3
             os.fsync(dst_fd)
             os.fsync(src_fd)
