@@ -21,7 +21,7 @@ from database import Store
 from downloader import ssl_context
 from events import EventBus
 from live import LiveSettings
-from routes import api, gui, library, settings_api, system, updates, ws
+from routes import api, gui, library, relayout, settings_api, system, updates, ws
 from routes import errors as error_handlers
 from scanner import Scanner
 from sessions import Sessions, load_session_secret
@@ -83,6 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.queue, app.state.webhooks = queue, webhooks
             app.state.updater, app.state.scanner = updater, scanner
             app.state.manifest_lock = manifest_lock
+            app.state.relayout_lock = asyncio.Lock()  # one move of the library at a time
             app.state.library_totals = holdings.Totals(store)
             app.state.started = time.monotonic()
             for component in (civitai, webhooks, queue, updater, scanner):
@@ -113,6 +114,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(api.router)
     app.include_router(updates.router)
     app.include_router(library.router)
+    app.include_router(relayout.router)
     app.include_router(settings_api.router)
     app.include_router(ws.router)
     app.include_router(webhook_server.router)

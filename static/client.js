@@ -393,6 +393,7 @@ const SETTING_FIELDS = [
   ["host", "Listen address", "text"],
   ["active_port", "Port (empty: a free one in 8100–8200)", "int"],
   ["download_dir", "Download folder", "text"],
+  ["layout", "Folder layout (the app that reads the download folder)", [["default", "default"], ["comfyui", "ComfyUI"], ["a1111", "A1111"], ["forge", "Forge"]]],
 ];
 let settingsView = null;
 let notifyRows = []; // {type, url, chat_id, api_base, token: "" (keep) or a new one, hasToken}
@@ -411,7 +412,9 @@ function settingInput(key, kind, value, info) {
         el("span", { class: "input-group-text" }, el("input", { class: "form-check-input mt-0 me-1", type: "checkbox", id: `${id}-clear`, disabled: value.set && info.source !== "environment" ? null : "disabled" }), el("label", { for: `${id}-clear`, class: "small" }, "clear"))));
   }
   if (Array.isArray(kind)) {
-    return el("select", { class: "form-select", id }, ...kind.map((c) => el("option", { value: c, selected: c === value ? "selected" : null }, c)));
+    // A choice is its value, or [value, label].
+    const pairs = kind.map((c) => (Array.isArray(c) ? c : [c, c]));
+    return el("select", { class: "form-select", id }, ...pairs.map(([c, label]) => el("option", { value: c, selected: c === value ? "selected" : null }, label)));
   }
   if (kind === "bool") {
     return el("div", { class: "form-check form-switch" }, el("input", { class: "form-check-input", type: "checkbox", id, checked: value ? "checked" : null }));
@@ -546,6 +549,8 @@ if (isAdmin) {
       renderSettings(view);
       const later = view.restart_needed.length ? ` At next start: ${view.restart_needed.join(", ")}.` : "";
       toast(`Saved.${view.changed.length ? " Applied now: " + view.changed.join(", ") + "." : ""}${later}`);
+      // relayout.js: files placed under the old layout are offered a move (never moved silently).
+      if (view.changed.includes("layout") || view.changed.includes("folders")) relayoutCheck().catch((e) => toast(e.message, "danger"));
     } catch (err) {
       showSettingErrors(err.message);
       toast("Not saved: see the fields marked in red.", "danger");

@@ -69,6 +69,13 @@ RUN: dict[str, Run] = {
     'curl -X PATCH "$URL/api/settings" -H "Authorization: Bearer $KEY" '
     "-H 'Content-Type: application/json' "
     '-d \'{"civitai_token": "my-civitai-key", "throttle": 5000000}\'': Run("5000000"),
+    # Changing the layout: the plan, then applied (nothing completed yet: nothing moves)
+    'curl -X POST "$URL/api/library/relayout" -H "Authorization: Bearer $KEY" '
+    "-H 'Content-Type: application/json' "
+    '-d \'{"layout": "comfyui"}\'': Run('"confirmed":false'),
+    'curl -X POST "$URL/api/library/relayout" -H "Authorization: Bearer $KEY" '
+    "-H 'Content-Type: application/json' "
+    '-d \'{"layout": "comfyui", "confirm": true}\'': Run('"layout_saved":true'),
     # Running it for real
     '.venv/bin/sqlite-utils data/completed.db "select filename, size, path from completed"': Run(
         "[]"
