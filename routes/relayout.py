@@ -42,6 +42,7 @@ class PlannedFile(BaseModel):
 
 class RelayoutAnswer(BaseModel):
     layout: str
+    download_dir: str  # the real download_dir: every path below starts with it
     folders: dict[str, str]
     confirmed: bool
     moves: list[PlannedFile]  # the plan: what would move (empty once confirmed)
@@ -76,6 +77,7 @@ async def relayout_library(body: RelayoutRequest, request: Request) -> dict[str,
         raise InvalidRequest(f"folders: {exc}") from None
     queue = state.queue
     answer: dict[str, Any] = {"layout": name, "folders": folders, "confirmed": body.confirm}
+    answer["download_dir"] = str(queue.models_root)  # the paths below start with it
     answer |= {"moves": [], "stays": [], "moved": [], "skipped": [], "layout_saved": False}
     async with state.relayout_lock:  # one move of the library at a time
         if not body.confirm:

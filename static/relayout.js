@@ -29,12 +29,18 @@ async function relayoutCheck() {
   return plan;
 }
 
+let relayoutRoot = "";  // download_dir: paths are shown below it, as the layout table names them
+
+function relayoutShort(path) {
+  return relayoutRoot && path.startsWith(relayoutRoot + "/") ? path.slice(relayoutRoot.length + 1) : path;
+}
+
 function relayoutRow(m) {
   const name = m.from.split(/[\\/]/).pop();
   const sidecars = m.sidecars.length ? ` · with ${relayoutPlural(m.sidecars.length, "sidecar")}` : "";
   const where = m.reason
     ? el("span", { class: "text-warning-emphasis relayout-reason" }, `Stays: ${m.reason}`)
-    : el("span", { class: "font-monospace text-break relayout-paths" }, el("span", { class: "relayout-from" }, m.from), " → ", el("span", { class: "relayout-to" }, m.to));
+    : el("span", { class: "font-monospace text-break relayout-paths" }, el("span", { class: "relayout-from", title: m.from }, relayoutShort(m.from)), " → ", el("span", { class: "relayout-to", title: m.to }, relayoutShort(m.to)));
   return el("tr", { class: m.reason ? "relayout-stay" : "relayout-move", "data-id": m.id },
     el("td", { class: "text-break" }, el("div", { class: "fw-semibold" }, name), el("div", { class: "text-body-secondary" }, `${m.model_type}${sidecars}`)),
     el("td", {}, where));
@@ -59,6 +65,7 @@ async function relayoutReview() {
   const summary = n
     ? `${relayoutPlural(n, "file")} move${n === 1 ? "s" : ""} into the ${plan.layout} layout's folders when you confirm.${stays}`
     : `Every file is in the ${plan.layout} layout's folders already.${stays}`;
+  relayoutRoot = plan.download_dir || "";
   relayoutShow(summary, [...plan.moves, ...plan.stays], n > 0);
   bootstrap.Modal.getOrCreateInstance(document.getElementById("relayout-modal")).show();
 }
@@ -69,6 +76,7 @@ async function relayoutConfirm() {
   const done = await act(api("POST", "/api/library/relayout", { confirm: true }));
   if (!done) { button.disabled = false; return; }
   const skipped = done.skipped.length ? ` ${relayoutPlural(done.skipped.length, "file")} stayed where ${done.skipped.length === 1 ? "it was" : "they were"}.` : "";
+  relayoutRoot = done.download_dir || "";
   relayoutShow(`Moved ${relayoutPlural(done.moved.length, "file")} into the ${done.layout} layout's folders.${skipped}`, [...done.moved, ...done.skipped], false);
   toast(`Moved ${relayoutPlural(done.moved.length, "file")}.${skipped}`);
   libraryReload();

@@ -55,10 +55,17 @@ def test_a_layout_change_offers_the_move_shows_the_plan_and_moves_the_files_on_c
     )
     moves = page.locator("#relayout-body tr.relayout-move")
     expect(moves).to_have_count(2)
-    expect(moves.locator(".relayout-from")).to_have_text([lora["path"], ckpt["path"]])
+    # Below download_dir, as the layout table names the folders; the full path in the title.
+    expect(moves.locator(".relayout-from")).to_have_text(
+        ["lora/detail.safetensors", "checkpoint/dream.safetensors"]
+    )
     new_lora = root / "models" / "Lora" / "detail.safetensors"
     new_ckpt = root / "models" / "Stable-diffusion" / "dream.safetensors"
-    expect(moves.locator(".relayout-to")).to_have_text([str(new_lora), str(new_ckpt)])
+    expect(moves.locator(".relayout-to")).to_have_text(
+        ["models/Lora/detail.safetensors", "models/Stable-diffusion/dream.safetensors"]
+    )
+    expect(moves.locator(".relayout-to").first).to_have_attribute("title", str(new_lora))
+    expect(moves.locator(".relayout-from").first).to_have_attribute("title", lora["path"])
     expect(moves.first).to_contain_text("lora · with 2 sidecars")
     confirm = page.locator("#relayout-confirm")
     expect(confirm).to_be_enabled()
