@@ -6,6 +6,7 @@ import hashlib
 import json
 import time
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -321,4 +322,52 @@ def test_scan_adopts_known_files_reports_unknown_and_caches_hashes(civitai, daem
         # The adopted file is known now; the unknown one comes from the hash cache.
         assert second["hashed"] == 0 and second["cached"] == 1 and second["files"] == 1
         assert len(read_manifest(home)) == 1
+    d.stop()
+
+
+SCAN_PLACES = {
+    # where a file was put by hand → (Civitai's type, the model_type it must be adopted as)
+    "models/Lora/a1111_lora.safetensors": ("LORA", "lora"),
+    "models/Stable-diffusion/sub/a1111_sd.safetensors": ("Checkpoint", "checkpoint"),
+    "models/VAE/a1111_vae.safetensors": ("VAE", "vae"),
+    "extensions/sd-webui-animatediff/model/mm.ckpt": ("MotionModule", "motionmodule"),
+    "checkpoints/comfy_ckpt.safetensors": ("Checkpoint", "checkpoint"),
+    "loras/comfy_lora.safetensors": ("LORA", "lora"),
+    "ultralytics/bbox/face.pt": ("Detection", "detection"),
+    "upscale_models/x4.pth": ("Upscaler", "upscaler"),
+    "lora/default_lora.safetensors": ("LORA", "lora"),
+    "embedding/default_ti.pt": ("TextualInversion", "embedding"),
+    "shared/LoRA/override_lora.safetensors": ("LORA", "lora"),  # a `folders` override
+}
+
+
+def test_scan_adopts_files_in_every_layouts_folders_with_their_model_type(civitai, daemon, home):
+    """Files put by hand in A1111's, ComfyUI's and the default folders (and an override) are
+    adopted with the type of the deepest folder an app reads it from, never as "models" or
+    "checkpoints"; files in A1111's container folders that no app folder names are not taken."""
+    root = home / "data/models"
+    expected = {}
+    for n, (where, (civitai_type, kind)) in enumerate(SCAN_PLACES.items(), start=1):
+        blob = f"{where} by hand".encode() * 50
+        civitai.add_simple(n, 700 + n, blob, filename=Path(where).name, type=civitai_type)
+        (root / where).parent.mkdir(parents=True, exist_ok=True)
+        (root / where).write_bytes(blob)
+        expected[str(root / where)] = (700 + n, kind)
+    (root / "models/Codeformer").mkdir(parents=True)
+    (root / "models/Codeformer/codeformer.pth").write_bytes(b"a face restorer")
+    (root / "extensions/some-extension").mkdir(parents=True)
+    (root / "extensions/some-extension/weights.bin").write_bytes(b"an extension's file")
+    d = daemon(layout="a1111", folders={"lora": "shared/LoRA"})
+    with d.client() as c:
+        assert c.post("/api/scan").status_code == 202
+        report = wait_for(lambda: (r := c.get("/api/scan").json())["finished_at"] and r, 30)
+        assert report["errors"] == [] and report["unknown"] == []
+        got = {m["path"]: (m["modelVersionId"], m["model_type"]) for m in report["matched"]}
+        assert got == expected
+        completed = c.get("/api/completed?limit=100").json()["completed"]
+        assert {r["path"]: r["model_type"] for r in completed} == {
+            p: kind for p, (_, kind) in expected.items()
+        }
+    by_version = {e["modelVersionId"]: e["model_type"] for e in read_manifest(home)}
+    assert by_version == dict(expected.values())
     d.stop()
