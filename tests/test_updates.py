@@ -371,3 +371,45 @@ def test_scan_adopts_files_in_every_layouts_folders_with_their_model_type(civita
     by_version = {e["modelVersionId"]: e["model_type"] for e in read_manifest(home)}
     assert by_version == dict(expected.values())
     d.stop()
+
+
+@pytest.mark.parametrize("policy", ["keep", "delete", "archive"])
+def test_after_a_layout_change_an_update_goes_to_the_new_folder_and_old_versions_finds_the_old(
+    civitai, daemon, home, policy
+):
+    """Tracked and downloaded in the default layout; the layout becomes comfyui; the new version
+    (same file name) lands in ComfyUI's `loras/`, and the old file in `lora/` is kept, deleted
+    or archived with its sidecars as `old_versions` says."""
+    old, new = b"old lora" * 300, b"new lora" * 400
+    d, c = tracked(civitai, daemon, home, [("same.safetensors", old)], old_versions=policy)
+    root = home / "data/models"
+    assert (root / "lora/same.safetensors").read_bytes() == old
+    assert (root / "lora/same.civitai.info").exists()
+    r = c.patch("/api/settings", json={"layout": "comfyui"})
+    assert r.status_code == 200 and r.json()["restart_needed"] == [], r.text
+    civitai.publish_version(1, civitai.version(201, [civitai.file(new, name="same.safetensors")]))
+    result = c.post("/api/updates/check").json()
+    assert result["errors"] == []
+    [update] = result["updates"]
+    job = wait_job(c, update["job_id"])
+    assert job["path"] == str(root / "loras/same.safetensors")
+    assert sha(Path(job["path"]).read_bytes()) == sha(new)
+    assert (root / "loras/same.civitai.info").exists()
+    archived = home / "data/old_versions/lora"
+    left = (root / "lora/same.safetensors").exists(), (root / "lora/same.civitai.info").exists()
+    assert left == ((True, True) if policy == "keep" else (False, False))
+    if policy == "keep":
+        assert (root / "lora/same.safetensors").read_bytes() == old
+    if policy == "archive":
+        assert (archived / "same.safetensors").read_bytes() == old
+        assert (archived / "same.civitai.info").exists()
+    else:
+        assert not archived.exists()
+    [entry] = read_manifest(home)
+    assert entry["modelVersionId"] == 201 and entry["sha256"] == sha(new)
+    assert entry["model_type"] == "lora"
+    # A second check finds nothing; the library lists the new file where it is.
+    assert c.post("/api/updates/check").json()["updates"] == []
+    paths = {row["path"] for row in c.get("/api/completed").json()["completed"]}
+    assert str(root / "loras/same.safetensors") in paths
+    d.stop()
