@@ -193,7 +193,11 @@ class JobRunner:
             if replaces and self.settings.manifest_mode == "replace":
                 archive = self.settings.data_dir / "old_versions" / row["model_type"]
                 await asyncio.to_thread(
-                    library.retire, Path(replaces["path"]), self.settings.old_versions, archive
+                    library.retire,
+                    Path(replaces["path"]),
+                    self.settings.old_versions,
+                    archive,
+                    self.models_root,
                 )
         await self.store.set_parts(job_id, [])
         self.links.pop(job_id, None)

@@ -413,3 +413,27 @@ def test_after_a_layout_change_an_update_goes_to_the_new_folder_and_old_versions
     paths = {row["path"] for row in c.get("/api/completed").json()["completed"]}
     assert str(root / "loras/same.safetensors") in paths
     d.stop()
+
+
+@pytest.mark.parametrize("policy", ["delete", "archive"])
+def test_an_old_version_behind_a_link_out_of_download_dir_is_left_alone(
+    civitai, daemon, home, tmp_path, policy
+):
+    """The old layout's folder was moved elsewhere and linked back (lora → ComfyUI's loras on
+    another disk): retiring the old file must not delete or move anything out there."""
+    old, new = b"old lora" * 300, b"new lora" * 400
+    d, c = tracked(civitai, daemon, home, [("same.safetensors", old)], old_versions=policy)
+    root = home / "data/models"
+    outside = tmp_path / "elsewhere"
+    (root / "lora").rename(outside)
+    (root / "lora").symlink_to(outside, target_is_directory=True)
+    before = {p.name: p.read_bytes() for p in outside.iterdir()}
+    assert before["same.safetensors"] == old
+    c.patch("/api/settings", json={"layout": "comfyui"}).raise_for_status()
+    civitai.publish_version(1, civitai.version(201, [civitai.file(new, name="same.safetensors")]))
+    [update] = c.post("/api/updates/check").json()["updates"]
+    job = wait_job(c, update["job_id"])
+    assert Path(job["path"]).read_bytes() == new
+    assert {p.name: p.read_bytes() for p in outside.iterdir()} == before
+    assert not (home / "data/old_versions").exists()
+    d.stop()
