@@ -84,8 +84,10 @@ def candidates(
     models_dir: Path, known: set[str], layout: Layout | None = None
 ) -> list[tuple[Path, str]]:
     """(file, model_type) of model files under `models_dir` the daemon does not know, each
-    with the type its folder gives in any layout (FolderTypes)."""
+    with the type its folder gives in any layout (FolderTypes). Paths are real, as the
+    downloads record theirs: download_dir may be a link."""
     found: list[tuple[Path, str]] = []
+    models_dir = Path(os.path.realpath(models_dir))
     if not models_dir.is_dir():
         return found
     types = FolderTypes(layout or Layout())

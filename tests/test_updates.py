@@ -437,3 +437,21 @@ def test_an_old_version_behind_a_link_out_of_download_dir_is_left_alone(
     assert {p.name: p.read_bytes() for p in outside.iterdir()} == before
     assert not (home / "data/old_versions").exists()
     d.stop()
+
+
+def test_scan_through_a_linked_download_dir_adopts_nothing_already_downloaded(
+    civitai, daemon, home, tmp_path
+):
+    """download_dir may be a link (to another disk): the files the daemon downloaded there are
+    known by their real path, and a scan must not adopt them a second time."""
+    disk = tmp_path / "big-disk"
+    disk.mkdir()
+    (home / "data").mkdir(parents=True, exist_ok=True)
+    (home / "data/models").symlink_to(disk, target_is_directory=True)
+    d, c = tracked(civitai, daemon, home, [("mine.safetensors", b"downloaded" * 200)])
+    assert (disk / "lora/mine.safetensors").exists()
+    assert c.post("/api/scan").status_code == 202
+    report = wait_for(lambda: (r := c.get("/api/scan").json())["finished_at"] and r, 20)
+    assert report["files"] == 0 and report["matched"] == [], report
+    assert c.get("/api/completed").json()["total"] == 1
+    d.stop()
