@@ -65,7 +65,9 @@ _BlockDumper.add_representer(str, _str)
 
 
 def comfyui_block(base_path: Path, folders: dict[str, list[str]]) -> str:
-    """The YAML text: one top-level key, base_path, then each ComfyUI folder name."""
+    """The YAML text: one top-level key, base_path, then each ComfyUI folder name. Dumped by
+    a yaml.SafeDumper (what yaml.safe_dump uses) that only adds the `|` style, which
+    yaml.safe_dump cannot choose per value."""
     section: dict[str, Any] = {"base_path": str(base_path)}
     for name, paths in folders.items():
         section[name] = paths[0] if len(paths) == 1 else "".join(p + "\n" for p in paths)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from integrations import COMFYUI_FOLDERS
-from layout import LAYOUTS
+from integrations import COMFYUI_FOLDERS, comfyui_folders
+from layout import LAYOUTS, Layout
 from tests.conftest import REPO, wait_job
 
 # ComfyUI's folder_paths.py: `supported_pt_extensions`, and `map_legacy`.
@@ -194,3 +194,14 @@ def test_a_folder_that_is_a_link_out_of_download_dir_is_refused_and_nothing_made
         assert "outside download_dir" in detail and str(outside) in detail, detail
     assert list(outside.iterdir()) == []
     d.stop()
+
+
+def test_a_folder_inside_another_of_the_same_comfyui_name_is_listed_once():
+    """ComfyUI searches each folder recursively: `loras` and `loras/sdxl` both listed would
+    show each SDXL LoRA twice, as `sdxl/x.safetensors` and `x.safetensors`."""
+    folders = comfyui_folders(Layout("comfyui", {"lora": "loras/sdxl", "dora": "dora"}))
+    assert folders["loras"] == ["loras", "dora"]
+    assert comfyui_folders(Layout("default", {"locon": "lora/locon"}))["loras"] == [
+        "lora",
+        "dora",
+    ]
