@@ -9,6 +9,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import errors
 import safefs
 from metadata import OLD_PREVIEW_SUFFIXES, PREVIEW_SUFFIX
 
@@ -101,9 +102,20 @@ def preserve_before_swap(
     return target
 
 
-def retire(old: Path, policy: str, archive_dir: Path) -> Path | None:
-    """The new version sits at another path: keep, delete or archive the old file and sidecars."""
+def retire(old: Path, policy: str, archive_dir: Path, root: Path) -> Path | None:
+    """The new version sits at another path (another name, or another layout's folder): keep,
+    delete or archive the old file and sidecars. Only a regular file whose folder really lies
+    inside `root` (the resolved download_dir) is touched: an old folder that has become a link
+    out of it (moved to another disk and linked back) is left alone, never reached through."""
     if policy == "keep" or not old.exists():
+        return None
+    try:
+        old = safefs.real_folder(old.parent, root) / old.name
+    except errors.FolderOutside as exc:
+        log.warning("old version %s left in place: %s", old, exc)
+        return None
+    if not safefs.is_file(old):
+        log.warning("old version %s left in place: it is a link, not the file downloaded", old)
         return None
     extra = sidecars(old)
     if policy == "delete":

@@ -21,7 +21,7 @@ from database import Store
 from downloader import ssl_context
 from events import EventBus
 from live import LiveSettings
-from routes import api, gui, library, relayout, settings_api, system, updates, ws
+from routes import api, gui, integrations, library, relayout, settings_api, system, updates, ws
 from routes import errors as error_handlers
 from scanner import Scanner
 from sessions import Sessions, load_session_secret
@@ -116,6 +116,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(library.router)
     app.include_router(relayout.router)
     app.include_router(settings_api.router)
+    app.include_router(integrations.router)
     app.include_router(ws.router)
     app.include_router(webhook_server.router)
     app.include_router(gui.router)

@@ -191,10 +191,8 @@ class JobRunner:
         else:
             await asyncio.to_thread(place, part_path, path)
             if replaces and self.settings.manifest_mode == "replace":
-                archive = self.settings.data_dir / "old_versions" / row["model_type"]
-                await asyncio.to_thread(
-                    library.retire, Path(replaces["path"]), self.settings.old_versions, archive
-                )
+                old, kind = Path(replaces["path"]), row["model_type"]
+                await asyncio.to_thread(retire_old, self.settings, self.models_root, old, kind)
         await self.store.set_parts(job_id, [])
         self.links.pop(job_id, None)
         # Seconds spent transferring, over every attempt and run (saved with the progress).
@@ -357,6 +355,12 @@ class JobRunner:
             completed_at=now,
             mtime_ns=mtime_ns,
         )
+
+
+def retire_old(settings: Settings, models_root: Path, old: Path, model_type: str) -> None:
+    """An update's new file sits at another path: `old_versions` decides the old one's fate."""
+    archive = settings.data_dir / "old_versions" / model_type
+    library.retire(old, settings.old_versions, archive, models_root)
 
 
 def make_folder(folder: Path, models_root: Path) -> None:

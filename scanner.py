@@ -8,7 +8,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import httpx
@@ -19,6 +19,7 @@ import manifest
 from civitai import CivitaiClient, with_retries
 from database import Store, utcnow
 from jobs import MODEL_TYPE_RE
+from layout import ALIASES, Layout, every_folder, known_types, model_type_of
 from library import sha256_file
 from metadata import write_sidecars
 from settings import Settings
@@ -44,13 +45,54 @@ class ScanState:
     errors: list[dict[str, str]] = field(default_factory=list)
 
 
-def candidates(models_dir: Path, known: set[str]) -> list[tuple[Path, str]]:
-    """(file, model_type) of model files in `<models_dir>/<type>/` the daemon does not know."""
-    found = []
+class FolderTypes:
+    """The model type of a file under download_dir, in any layout (issue 16): the type of the
+    deepest folder some layout (or a `folders` override) puts a type in, else of a top-level
+    folder that names a type. A folder that only holds app folders (A1111's `models/`,
+    `extensions/`) is no type itself: files in it that no app folder names are not taken."""
+
+    def __init__(self, layout: Layout) -> None:
+        kinds = list(dict.fromkeys([*known_types(), *layout.overrides]))
+        # The overrides first; a folder the apps share (models/Lora) means its first type.
+        self.known = {folder: kind for kind, folder in layout.overrides.items()}
+        for folder, kind in every_folder(kinds).items():
+            self.known.setdefault(folder, kind)
+        tops = {folder.split("/")[0] for folder in self.known if "/" in folder}
+        self.containers = {t for t in tops - set(self.known) if t.lower() not in ALIASES}
+        # An A1111/Forge download_dir is the webui itself (venv/, outputs/, repositories/…):
+        # there a top-level folder counts only when it names a type some table knows.
+        self.strict = layout.name in ("a1111", "forge")
+        self.types = set(kinds)
+
+    def of(self, relative: PurePosixPath) -> str | None:
+        """The type of the file at `relative` (to download_dir); None when it has none."""
+        folders = relative.parts[:-1]
+        for depth in range(len(folders), 1, -1):
+            prefix = "/".join(folders[:depth])
+            kind = self.known.get(prefix) or ALIASES.get(prefix.lower())
+            if kind is not None:
+                return kind
+        if not folders or folders[0] in self.containers:
+            return None
+        kind = self.known.get(folders[0]) or model_type_of(folders[0])
+        if kind is None or not MODEL_TYPE_RE.fullmatch(kind):
+            return None
+        return kind if not self.strict or kind in self.types else None
+
+
+def candidates(
+    models_dir: Path, known: set[str], layout: Layout | None = None
+) -> list[tuple[Path, str]]:
+    """(file, model_type) of model files under `models_dir` the daemon does not know, each
+    with the type its folder gives in any layout (FolderTypes). Paths are real, as the
+    downloads record theirs: download_dir may be a link."""
+    found: list[tuple[Path, str]] = []
+    models_dir = Path(os.path.realpath(models_dir))
     if not models_dir.is_dir():
         return found
+    types = FolderTypes(layout or Layout())
     for folder in sorted(models_dir.iterdir()):
-        if not folder.is_dir() or not MODEL_TYPE_RE.fullmatch(folder.name):
+        if not folder.is_dir() or folder.name.startswith("."):
             continue
         for path in sorted(folder.rglob("*")):
             if (
@@ -58,8 +100,9 @@ def candidates(models_dir: Path, known: set[str]) -> list[tuple[Path, str]]:
                 and path.suffix.lower() in MODEL_SUFFIXES
                 and not path.name.startswith(".")
                 and str(path) not in known
+                and (kind := types.of(PurePosixPath(path.relative_to(models_dir).as_posix())))
             ):
-                found.append((path, folder.name))
+                found.append((path, kind))
     return found
 
 
@@ -130,7 +173,9 @@ class Scanner:
         state = self.state
         try:
             known = set(await self.store.read(lambda db: [r["path"] for r in db["completed"].rows]))
-            files = await asyncio.to_thread(candidates, self.settings.models_dir, known)
+            files = await asyncio.to_thread(
+                candidates, self.settings.models_dir, known, self.settings.folder_layout
+            )
             state.files = len(files)
             state.bytes_total = await asyncio.to_thread(
                 lambda: sum(p.stat().st_size for p, _ in files)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import time
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -321,4 +322,136 @@ def test_scan_adopts_known_files_reports_unknown_and_caches_hashes(civitai, daem
         # The adopted file is known now; the unknown one comes from the hash cache.
         assert second["hashed"] == 0 and second["cached"] == 1 and second["files"] == 1
         assert len(read_manifest(home)) == 1
+    d.stop()
+
+
+SCAN_PLACES = {
+    # where a file was put by hand → (Civitai's type, the model_type it must be adopted as)
+    "models/Lora/a1111_lora.safetensors": ("LORA", "lora"),
+    "models/Stable-diffusion/sub/a1111_sd.safetensors": ("Checkpoint", "checkpoint"),
+    "models/VAE/a1111_vae.safetensors": ("VAE", "vae"),
+    "extensions/sd-webui-animatediff/model/mm.ckpt": ("MotionModule", "motionmodule"),
+    "checkpoints/comfy_ckpt.safetensors": ("Checkpoint", "checkpoint"),
+    "loras/comfy_lora.safetensors": ("LORA", "lora"),
+    "ultralytics/bbox/face.pt": ("Detection", "detection"),
+    "upscale_models/x4.pth": ("Upscaler", "upscaler"),
+    "lora/default_lora.safetensors": ("LORA", "lora"),
+    "embedding/default_ti.pt": ("TextualInversion", "embedding"),
+    "shared/LoRA/override_lora.safetensors": ("LORA", "lora"),  # a `folders` override
+}
+
+
+def test_scan_adopts_files_in_every_layouts_folders_with_their_model_type(civitai, daemon, home):
+    """Files put by hand in A1111's, ComfyUI's and the default folders (and an override) are
+    adopted with the type of the deepest folder an app reads it from, never as "models" or
+    "checkpoints"; files in A1111's container folders that no app folder names are not taken."""
+    root = home / "data/models"
+    expected = {}
+    for n, (where, (civitai_type, kind)) in enumerate(SCAN_PLACES.items(), start=1):
+        blob = f"{where} by hand".encode() * 50
+        civitai.add_simple(n, 700 + n, blob, filename=Path(where).name, type=civitai_type)
+        (root / where).parent.mkdir(parents=True, exist_ok=True)
+        (root / where).write_bytes(blob)
+        expected[str(root / where)] = (700 + n, kind)
+    (root / "models/Codeformer").mkdir(parents=True)
+    (root / "models/Codeformer/codeformer.pth").write_bytes(b"a face restorer")
+    (root / "extensions/some-extension").mkdir(parents=True)
+    (root / "extensions/some-extension/weights.bin").write_bytes(b"an extension's file")
+    d = daemon(layout="a1111", folders={"lora": "shared/LoRA"})
+    with d.client() as c:
+        assert c.post("/api/scan").status_code == 202
+        report = wait_for(lambda: (r := c.get("/api/scan").json())["finished_at"] and r, 30)
+        assert report["errors"] == [] and report["unknown"] == []
+        got = {m["path"]: (m["modelVersionId"], m["model_type"]) for m in report["matched"]}
+        assert got == expected
+        completed = c.get("/api/completed?limit=100").json()["completed"]
+        assert {r["path"]: r["model_type"] for r in completed} == {
+            p: kind for p, (_, kind) in expected.items()
+        }
+    by_version = {e["modelVersionId"]: e["model_type"] for e in read_manifest(home)}
+    assert by_version == dict(expected.values())
+    d.stop()
+
+
+@pytest.mark.parametrize("policy", ["keep", "delete", "archive"])
+def test_after_a_layout_change_an_update_goes_to_the_new_folder_and_old_versions_finds_the_old(
+    civitai, daemon, home, policy
+):
+    """Tracked and downloaded in the default layout; the layout becomes comfyui; the new version
+    (same file name) lands in ComfyUI's `loras/`, and the old file in `lora/` is kept, deleted
+    or archived with its sidecars as `old_versions` says."""
+    old, new = b"old lora" * 300, b"new lora" * 400
+    d, c = tracked(civitai, daemon, home, [("same.safetensors", old)], old_versions=policy)
+    root = home / "data/models"
+    assert (root / "lora/same.safetensors").read_bytes() == old
+    assert (root / "lora/same.civitai.info").exists()
+    r = c.patch("/api/settings", json={"layout": "comfyui"})
+    assert r.status_code == 200 and r.json()["restart_needed"] == [], r.text
+    civitai.publish_version(1, civitai.version(201, [civitai.file(new, name="same.safetensors")]))
+    result = c.post("/api/updates/check").json()
+    assert result["errors"] == []
+    [update] = result["updates"]
+    job = wait_job(c, update["job_id"])
+    assert job["path"] == str(root / "loras/same.safetensors")
+    assert sha(Path(job["path"]).read_bytes()) == sha(new)
+    assert (root / "loras/same.civitai.info").exists()
+    archived = home / "data/old_versions/lora"
+    left = (root / "lora/same.safetensors").exists(), (root / "lora/same.civitai.info").exists()
+    assert left == ((True, True) if policy == "keep" else (False, False))
+    if policy == "keep":
+        assert (root / "lora/same.safetensors").read_bytes() == old
+    if policy == "archive":
+        assert (archived / "same.safetensors").read_bytes() == old
+        assert (archived / "same.civitai.info").exists()
+    else:
+        assert not archived.exists()
+    [entry] = read_manifest(home)
+    assert entry["modelVersionId"] == 201 and entry["sha256"] == sha(new)
+    assert entry["model_type"] == "lora"
+    # A second check finds nothing; the library lists the new file where it is.
+    assert c.post("/api/updates/check").json()["updates"] == []
+    paths = {row["path"] for row in c.get("/api/completed").json()["completed"]}
+    assert str(root / "loras/same.safetensors") in paths
+    d.stop()
+
+
+@pytest.mark.parametrize("policy", ["delete", "archive"])
+def test_an_old_version_behind_a_link_out_of_download_dir_is_left_alone(
+    civitai, daemon, home, tmp_path, policy
+):
+    """The old layout's folder was moved elsewhere and linked back (lora → ComfyUI's loras on
+    another disk): retiring the old file must not delete or move anything out there."""
+    old, new = b"old lora" * 300, b"new lora" * 400
+    d, c = tracked(civitai, daemon, home, [("same.safetensors", old)], old_versions=policy)
+    root = home / "data/models"
+    outside = tmp_path / "elsewhere"
+    (root / "lora").rename(outside)
+    (root / "lora").symlink_to(outside, target_is_directory=True)
+    before = {p.name: p.read_bytes() for p in outside.iterdir()}
+    assert before["same.safetensors"] == old
+    c.patch("/api/settings", json={"layout": "comfyui"}).raise_for_status()
+    civitai.publish_version(1, civitai.version(201, [civitai.file(new, name="same.safetensors")]))
+    [update] = c.post("/api/updates/check").json()["updates"]
+    job = wait_job(c, update["job_id"])
+    assert Path(job["path"]).read_bytes() == new
+    assert {p.name: p.read_bytes() for p in outside.iterdir()} == before
+    assert not (home / "data/old_versions").exists()
+    d.stop()
+
+
+def test_scan_through_a_linked_download_dir_adopts_nothing_already_downloaded(
+    civitai, daemon, home, tmp_path
+):
+    """download_dir may be a link (to another disk): the files the daemon downloaded there are
+    known by their real path, and a scan must not adopt them a second time."""
+    disk = tmp_path / "big-disk"
+    disk.mkdir()
+    (home / "data").mkdir(parents=True, exist_ok=True)
+    (home / "data/models").symlink_to(disk, target_is_directory=True)
+    d, c = tracked(civitai, daemon, home, [("mine.safetensors", b"downloaded" * 200)])
+    assert (disk / "lora/mine.safetensors").exists()
+    assert c.post("/api/scan").status_code == 202
+    report = wait_for(lambda: (r := c.get("/api/scan").json())["finished_at"] and r, 20)
+    assert report["files"] == 0 and report["matched"] == [], report
+    assert c.get("/api/completed").json()["total"] == 1
     d.stop()
