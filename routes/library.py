@@ -17,6 +17,7 @@ import removal
 from auth import require_key
 from errors import InvalidRequest
 from jobs import CIVITAI_TYPES, MAX_ID
+from versions import newest_version
 
 router = APIRouter(prefix="/api", tags=["library"], dependencies=[Depends(require_key)])
 
@@ -103,6 +104,9 @@ async def lookup(
         raise InvalidRequest("Give a url, a modelId or a modelVersionId")
     model = await civitai.get_model(model_id)
     kind = str(model.get("type") or "other")
+    if version_id is None:  # what a download by model id fetches, not the first one listed
+        newest = newest_version(model)
+        version_id = newest["id"] if newest else None
     return {
         "modelId": model_id,
         "name": model.get("name"),

@@ -220,6 +220,10 @@ def test_every_recorded_response_resolves_to_the_right_file(civitai, daemon):
                 20,
                 what=f"the download of {pinned}",  # the very file, pinned by its id
             )
+        # The GUI's look-up preselects the version a download by model id fetches.
+        looked = c.get("/api/lookup", params={"url": "https://civitai.com/models/4384/dreamshaper"})
+        assert looked.json()["selectedVersionId"] == 303662
+        assert looked.json()["versions"][0]["id"] == 128713  # listed in Civitai's order
         # Every version of every recorded model: its primary model file, its size and SHA256.
         for version in all_recorded_versions(civitai).values():
             request = {"modelVersionId": version["id"], "model_type": "checkpoint"}
