@@ -17,6 +17,7 @@ import pytest
 import errors
 from civitai import pick_file
 from tests.conftest import assert_file_is, wait_for, wait_job
+from tests.test_cli import cli
 from tests.test_updates import read_manifest, tracked, write_manifest
 from versions import newest_version
 
@@ -322,6 +323,8 @@ def test_an_update_in_early_access_is_reported_with_its_date_and_queued_once_it_
     assert (update["old_version_id"], update["new_version_id"]) == (101, 201)
     assert update["early_access_until"] == deadline and update["job_id"] is None
     assert c.get("/api/updates").json()["updates"][0]["early_access_until"] == deadline
+    shown = cli(home, "updates")
+    assert shown.returncode == 0 and f"early access until {deadline}" in shown.stdout
     # Not queued, nothing asked of the download endpoint (it would answer 403), manifest as it was.
     assert c.get("/api/jobs").json()["total"] == jobs_before
     assert civitai.requests_to("api", "/api/download/models/201") == []
