@@ -17,12 +17,14 @@ import httpx
 import errors
 from jobs import JobRequest, safe_filename
 from settings import Settings
+from versions import is_model_file, newest_version, usable_files
 
 log = logging.getLogger("civitai.client")
 
 USER_AGENT = "civitai-daemon/0.1 (self-hosted model downloader; +https://github.com/)"
 CIVITAI_HOSTS = {"civitai.com", "www.civitai.com", "api.civitai.com", "civitai.green"}
 T = TypeVar("T")
+MAX_PAGES = 20  # of one batch of ids: a cursor that never ends stops here
 
 
 @dataclass
@@ -124,7 +126,9 @@ async def with_retries(
 
 def pick_file(version: dict[str, Any], file_id: int | None, **match: str) -> dict[str, Any]:
     """The file a request means: `fileId`, else one matching the download URL's query, else
-    the primary one (Civitai may leave the `primary` key out), else the first model file."""
+    the primary model file (Civitai may leave the `primary` key out), else the first model file.
+    Training data is never picked unless the request names it: a version's only "primary" file
+    can be a training-data zip."""
     files = version.get("files") or []
     if not files:
         raise errors.FileNotFound(f"version {version.get('id')} has no files")
@@ -142,13 +146,17 @@ def pick_file(version: dict[str, Any], file_id: int | None, **match: str) -> dic
             fields = {"type": f.get("type"), **{k: meta.get(k) for k in ("format", "size", "fp")}}
             if all(str(fields.get(k) or "").lower() == v.lower() for k, v in match.items()):
                 return f
-    for f in files:
-        if f.get("primary"):
-            return f
-    for f in files:
-        if f.get("type") in ("Model", "Pruned Model"):
-            return f
-    return files[0]
+    usable = usable_files(version)
+    if not usable:
+        raise errors.OnlyTrainingData(version.get("id"), files)
+    models = [f for f in usable if is_model_file(f)]
+    for group in (models, usable):
+        for f in group:
+            if f.get("primary"):
+                return f
+        if group:
+            return group[0]
+    raise AssertionError("unreachable")
 
 
 class CivitaiClient:
@@ -209,12 +217,23 @@ class CivitaiClient:
         except errors.NotFoundOnCivitai:
             raise errors.ModelNotFound(model_id) from None
 
-    async def get_models(self, ids: list[int]) -> list[dict[str, Any]]:
-        """Up to 100 models in one request."""
-        data = await self.get_json(
-            "/api/v1/models", {"ids": ",".join(map(str, ids)), "limit": 100, "nsfw": "true"}
-        )
-        return list(data.get("items") or [])
+    async def get_models(self, ids: list[int]) -> tuple[list[dict[str, Any]], int]:
+        """Up to 100 models by id, NSFW ones included (Civitai hides them without `nsfw=true`),
+        following `metadata.nextCursor` when Civitai answers over more than one page; and the
+        number of requests that took."""
+        params: dict[str, Any] = {"ids": ",".join(map(str, ids)), "limit": 100, "nsfw": "true"}
+        items: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for page in range(1, MAX_PAGES + 1):
+            data = await self.get_json("/api/v1/models", params)
+            items += [m for m in data.get("items") or [] if isinstance(m, dict)]
+            cursor = (data.get("metadata") or {}).get("nextCursor")
+            if cursor in (None, "") or str(cursor) in seen:
+                return items, page
+            seen.add(str(cursor))
+            params = {**params, "cursor": str(cursor)}
+        log.warning("models %s..%s: more than %d pages; the rest not read", ids[0], ids[-1], page)
+        return items, MAX_PAGES
 
     async def get_version(self, version_id: int) -> dict[str, Any]:
         try:
@@ -267,13 +286,10 @@ class CivitaiClient:
         else:
             assert model_id is not None
             model = await self.get_model(model_id)
-            versions = [v for v in model.get("modelVersions") or [] if v.get("files")]
-            if not versions:
-                raise errors.ModelVersionNotFound(0) from None
-            version = {
-                **versions[0],
-                "model": {"name": model.get("name"), "type": model.get("type")},
-            }
+            newest = newest_version(model)
+            if newest is None:
+                raise errors.NoDownloadableVersion(model_id)
+            version = {**newest, "model": {"name": model.get("name"), "type": model.get("type")}}
         f = pick_file(version, file_id, **match)
         sha = (f.get("hashes") or {}).get("SHA256")
         size_kb = f.get("sizeKB")

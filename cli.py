@@ -163,6 +163,18 @@ def job_rows(jobs: list[dict[str, Any]]) -> str:
     )
 
 
+def early_access_note(update: dict[str, Any]) -> str:
+    """An update not queued because its version is in early access, and until when."""
+    until = update.get("early_access_until")
+    return f"early access until {until}" if until else "early access"
+
+
+def fetched(update: dict[str, Any]) -> str:
+    if update.get("job_id") is not None:
+        return f"job {update['job_id']}"
+    return f"{early_access_note(update)}: queued by the first check after that"
+
+
 def run(args: argparse.Namespace) -> tuple[Any, str]:
     """(data for --json, text for people)."""
     c = connect(args.home, args.daemon_url)
@@ -246,7 +258,7 @@ def run(args: argparse.Namespace) -> tuple[Any, str]:
             for u in r["updates"]:
                 change = f"{u['old_version_id']} → {u['new_version_id']}"
                 lines.append(
-                    f"  model {u['modelId']} ({u.get('model_name')}): {change}, job {u['job_id']}"
+                    f"  model {u['modelId']} ({u.get('model_name')}): {change}, {fetched(u)}"
                 )
             lines += [f"  problem: {e['detail']}" for e in r["errors"]]
             return r, "\n".join(lines)
@@ -258,7 +270,7 @@ def run(args: argparse.Namespace) -> tuple[Any, str]:
                 u["old_version_id"],
                 u["new_version_id"],
                 u["found_at"],
-                u.get("job_id"),
+                u.get("job_id") or early_access_note(u),
             ]
             for u in data["updates"]
         ]

@@ -287,6 +287,17 @@ class Store:
 
         return await self.run(op)
 
+    async def waiting_update(self, model_id: int, version_id: int) -> dict[str, Any] | None:
+        """An update recorded before without a job (it was in early access then)."""
+
+        def op(db: Database) -> dict[str, Any] | None:
+            rows = db["updates"].rows_where(
+                "modelId = ? and new_version_id = ? and job_id is null", [model_id, version_id]
+            )
+            return next(iter(rows), None)
+
+        return await self.read(op)
+
     async def list_updates(self, limit: int = 100) -> list[dict[str, Any]]:
         return await self.read(
             lambda db: list(db["updates"].rows_where(order_by="id desc", limit=limit))

@@ -25,7 +25,8 @@ DaemonError
 │   ├── DownloadsDisabled         401: the creator disabled downloads
 │   ├── EarlyAccess               403 {"error": "Early Access"}
 │   ├── NoAccess                  403 Forbidden: this account may not download the file
-│   ├── NotFoundOnCivitai         404: ModelNotFound, ModelVersionNotFound, FileNotFound
+│   ├── NotFoundOnCivitai         404: ModelNotFound, ModelVersionNotFound, FileNotFound,
+│   │                             NoDownloadableVersion, OnlyTrainingData (no model file)
 │   ├── Archived                  410
 │   └── Retryable                 worth another attempt
 │       ├── RateLimited           429 (retry_after when the server sent one)
@@ -48,6 +49,8 @@ DaemonError
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from logger import safe_url
 
@@ -301,6 +304,25 @@ class ModelVersionNotFound(NotFoundOnCivitai):
 class FileNotFound(NotFoundOnCivitai):
     def __init__(self, what: str) -> None:
         super().__init__(f"File not found on Civitai: {what}")
+
+
+class NoDownloadableVersion(NotFoundOnCivitai):
+    def __init__(self, model_id: int) -> None:
+        super().__init__(
+            f"Model {model_id} has no published version that can be downloaded now (drafts, "
+            f"early access and training data only); ask for a version by its modelVersionId."
+        )
+
+
+class OnlyTrainingData(NotFoundOnCivitai):
+    retry_blocked = "The version holds only training data; ask for that file by its fileId."
+
+    def __init__(self, version_id: Any, files: list[dict[str, Any]]) -> None:
+        names = ", ".join(f"{f.get('name')} (fileId {f.get('id')})" for f in files)
+        super().__init__(
+            f"Model version {version_id} has no model file, only training data: {names}. "
+            f"Ask for that file by its fileId to download it anyway."
+        )
 
 
 class Archived(CivitaiError):

@@ -176,3 +176,10 @@ def _job_retry_blocked(db: Database) -> None:
 def _job_track(db: Database) -> None:
     # A job asked with "track": true adds its model to manifest.json once its file is verified.
     db["jobs"].add_column("track", int)
+
+
+@migrations(name="012_update_early_access")
+def _update_early_access(db: Database) -> None:
+    # An update found while its version is in early access: when it can be downloaded. Its job
+    # is queued (and this cleared) by the first check after that.
+    db["updates"].add_column("early_access_until", str)

@@ -18,6 +18,7 @@ from auth import require_key
 from errors import InvalidRequest
 from jobs import MAX_ID
 from layout import CIVITAI_TYPES
+from versions import newest_version
 
 router = APIRouter(prefix="/api", tags=["library"], dependencies=[Depends(require_key)])
 
@@ -104,6 +105,9 @@ async def lookup(
         raise InvalidRequest("Give a url, a modelId or a modelVersionId")
     model = await civitai.get_model(model_id)
     kind = str(model.get("type") or "other")
+    if version_id is None:  # what a download by model id fetches, not the first one listed
+        newest = newest_version(model)
+        version_id = newest["id"] if newest else None
     return {
         "modelId": model_id,
         "name": model.get("name"),

@@ -20,7 +20,8 @@ class Update(BaseModel):
     new_version_id: int
     version_name: str | None = None
     model_type: str | None = None
-    job_id: int | None = None
+    job_id: int | None = None  # None while early access keeps it from being downloaded
+    early_access_until: str | None = None  # when it can be downloaded; queued by the next check
     found_at: str
 
 

@@ -10,6 +10,7 @@ rejects any `Authorization` header, and honours Range / If-Range like R2 and B2 
     fake.fault("api", status=503, times=2)       # next two API answers are 503
     fake.fault("download", status=302, location="file:///etc/passwd")   # a hostile redirect
     fake.publish_version(100, fake.version(201, files=[b"new"]))
+    fake.add_recorded(json.loads(Path("tests/fixtures/model_1580878_2025-08.json").read_text()))
     fake.version(202, files=[b"..."], media=["mp4", "webp"])   # a video first, then a webp
 
 Preview images live on the CDN under Civitai's image paths (`/<key>/<uuid>/<options>/<name>`),
@@ -31,9 +32,10 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 from PIL import Image
 
@@ -136,6 +138,8 @@ class VersionSpec:
     # Instead of `images` PNGs: one entry per format, "png", "jpeg", "webp", "gif" or "mp4" (a
     # video, `"type": "video"` as Civitai marks them), in this order.
     media: list[str] | None = None
+    published_at: str | None = "2025-05-19T02:43:46.31"  # None: a draft
+    early_access_until: float | None = None  # Unix time: until then the download answers 403
 
 
 @dataclass
@@ -150,6 +154,8 @@ class ModelSpec:
     archived: bool = False
     deleted: bool = False
     forbidden: dict[str, Any] | None = None  # the download endpoint's 403 body (FORBIDDEN, …)
+    nsfw: bool = False  # left out of /api/v1/models unless the request says nsfw=true
+    listed: bool = True  # False: its own page answers, lists leave it out (as Civitai may)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -174,6 +180,11 @@ class FakeCivitai:
         self.tls_api = tls_api  # and the API too
         self.open_connections = {"api": 0, "cdn": 0}  # client connections being served now
         self.models: dict[int, ModelSpec] = {}
+        # Real recorded answers (tests/fixtures), served as they are: models by id, and the
+        # model-versions answers recorded on their own.
+        self.recorded: dict[int, dict[str, Any]] = {}
+        self.recorded_versions: dict[int, dict[str, Any]] = {}
+        self.page_limit = 100  # most items a list page holds, whatever `limit` asks
         self.faults: list[Fault] = []
         self.requests: list[Request] = []
         self.link_ttl = 3600.0
@@ -268,6 +279,39 @@ class FakeCivitai:
         with self.lock:
             self.models[model_id].versions.insert(0, version)
 
+    def end_early_access(self, version_id: int) -> None:
+        """The deadline of a version in early access has passed (as if the clock moved on)."""
+        found = self.find_version(version_id)
+        assert found is not None and found[1].early_access_until is not None
+        found[1].early_access_until = time.time() - 1
+
+    def add_recorded(self, data: dict[str, Any]) -> list[int]:
+        """Serve a recorded Civitai answer as it is: a models list (each item), one model, or one
+        model version (and a model holding just it). Returns the model ids it holds."""
+        if "items" in data:
+            models = list(data["items"])
+        elif "modelVersions" in data:
+            models = [data]
+        else:
+            self.recorded_versions[data["id"]] = data
+            nested = {k: v for k, v in data.items() if k != "model"}
+            models = [{"id": data["modelId"], **data.get("model", {}), "modelVersions": [nested]}]
+        with self.lock:
+            for model in models:
+                self.recorded[model["id"]] = model
+        return [m["id"] for m in models]
+
+    def recorded_version(self, version_id: int) -> dict[str, Any] | None:
+        """A recorded version as `/api/v1/model-versions/{id}` answers it."""
+        if version_id in self.recorded_versions:
+            return self.recorded_versions[version_id]
+        for model in self.recorded.values():
+            for v in model.get("modelVersions") or []:
+                if v.get("id") == version_id:
+                    keys = ("name", "type", "nsfw", "poi")
+                    return {**v, "model": {k: model.get(k) for k in keys}}
+        return None
+
     def find_version(self, version_id: int) -> tuple[ModelSpec, VersionSpec] | None:
         with self.lock:
             for model in self.models.values():
@@ -342,8 +386,8 @@ class FakeCivitai:
             "name": version.name,
             "createdAt": version.created_at,
             "updatedAt": version.created_at,
-            "publishedAt": version.created_at,
-            "status": "Published",
+            "publishedAt": version.published_at,
+            "status": "Published" if version.published_at else "Draft",
             "baseModel": version.base_model,
             "trainedWords": ["fake"],
             "description": "<p>made by the fake</p>",
@@ -353,8 +397,20 @@ class FakeCivitai:
         }
         if model.early_access:
             data["availability"] = "EarlyAccess"
+        if version.early_access_until is not None:  # today's API: a deadline, kept once passed
+            ends = datetime.fromtimestamp(version.early_access_until, UTC)
+            data["earlyAccessEndsAt"] = ends.isoformat(timespec="milliseconds").replace(
+                "+00:00", "Z"
+            )
+            in_early_access = version.early_access_until > time.time()
+            data["availability"] = "EarlyAccess" if in_early_access else "Public"
         if not nested:
-            data["model"] = {"name": model.name, "type": model.type, "nsfw": False, "poi": False}
+            data["model"] = {
+                "name": model.name,
+                "type": model.type,
+                "nsfw": model.nsfw,
+                "poi": False,
+            }
         return data
 
     def images_json(self, version: VersionSpec) -> list[dict[str, Any]]:
@@ -390,7 +446,7 @@ class FakeCivitai:
             "name": model.name,
             "description": "<p>fake</p>",
             "type": model.type,
-            "nsfw": False,
+            "nsfw": model.nsfw,
             "creator": {"username": "fake-creator"},
             "tags": ["fake"],
             "modelVersions": [self.version_json(model, v, nested=True) for v in model.versions],
@@ -527,15 +583,14 @@ class _Handler(BaseHTTPRequestHandler):
         if self._apply_status_fault(self.fake.take_fault("api")):
             return
         if m := re.fullmatch(r"/api/v1/models/(\d+)", path):
+            if int(m[1]) in self.fake.recorded:
+                return self._json(200, self.fake.recorded[int(m[1])])
             model = self.fake.models.get(int(m[1]))
             if model is None or model.deleted:
                 return self._json(404, {"error": f"No model with id {m[1]}"})
             return self._json(200, self.fake.model_json(model))
         if path == "/api/v1/models":
-            ids = [int(i) for raw in query.get("ids", []) for i in raw.split(",") if i.strip()]
-            models = [self.fake.models.get(i) for i in ids]
-            items = [self.fake.model_json(m) for m in models if m is not None and not m.deleted]
-            return self._json(200, {"items": items, "metadata": {"totalItems": len(items)}})
+            return self._models_list(query)
         if m := re.fullmatch(r"/api/v1/model-versions/by-hash/([0-9A-Fa-f]+)", path):
             wanted = m[1].upper()
             for model in list(self.fake.models.values()):
@@ -545,11 +600,40 @@ class _Handler(BaseHTTPRequestHandler):
                             return self._json(200, self.fake.version_json(model, v))
             return self._json(404, {"error": f"Model not found for hash {m[1]}"})
         if m := re.fullmatch(r"/api/v1/model-versions/(\d+)", path):
+            if (recorded := self.fake.recorded_version(int(m[1]))) is not None:
+                return self._json(200, recorded)
             found = self.fake.find_version(int(m[1]))
             if found is None or found[0].deleted:
                 return self._json(404, {"error": f"Model version not found {m[1]}"})
             return self._json(200, self.fake.version_json(*found))
         return self._json(404, {"error": "Not found"})
+
+    def _models_list(self, query: dict[str, list[str]]) -> None:
+        """`/api/v1/models?ids=`: NSFW models only with `nsfw=true`, unlisted ones never; at
+        most `limit` items a page (capped at `page_limit`), the rest behind `nextCursor`."""
+        ids = [int(i) for raw in query.get("ids", []) for i in raw.split(",") if i.strip()]
+        nsfw = query.get("nsfw", [""])[0].lower() == "true"
+        items = []
+        for i in ids:
+            if i in self.fake.recorded:
+                data = self.fake.recorded[i]
+                if nsfw or not data.get("nsfw"):
+                    items.append(data)
+                continue
+            model = self.fake.models.get(i)
+            if model is None or model.deleted or not model.listed or (model.nsfw and not nsfw):
+                continue
+            items.append(self.fake.model_json(model))
+        limit = min(int(query.get("limit", ["100"])[0]), self.fake.page_limit)
+        cursor = query.get("cursor", [""])[0]
+        start = int(cursor.split("|")[0]) if cursor else 0
+        metadata: dict[str, Any] = {"currentPage": 1, "pageSize": limit}
+        if start + limit < len(items):  # Civitai's cursors are opaque: "22138|364671|25494"
+            metadata["nextCursor"] = f"{start + limit}|{len(items)}|fake"
+            flat = {k: v[0] for k, v in query.items() if k != "cursor"}
+            next_query = urlencode({**flat, "page": 1, "cursor": metadata["nextCursor"]})
+            metadata["nextPage"] = f"{self.fake.base_url}/api/v1/models?{next_query}"
+        self._json(200, {"items": items[start : start + limit], "metadata": metadata})
 
     def _download(self, path: str, query: dict[str, list[str]]) -> None:
         if "Mozilla" in self.headers.get("User-Agent", ""):
@@ -575,6 +659,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(
                 403, {"error": "Early Access", "deadline": "2099-01-01T00:00:00.000Z"}
             )
+        if version.early_access_until is not None and version.early_access_until > time.time():
+            deadline = self.fake.version_json(model, version)["earlyAccessEndsAt"]
+            return self._json(403, {"error": "Early Access", "deadline": deadline})
         if model.forbidden is not None:
             return self._json(403, model.forbidden)
         if model.archived:

@@ -156,7 +156,7 @@ def test_a_deleted_model_is_recorded_and_the_others_still_checked(civitai, daemo
     civitai.publish_version(2, civitai.version(300, [civitai.file(b"b2", name="b2.safetensors")]))
     result = c.post("/api/updates/check").json()
     assert result["errors"] == [
-        {"entry": 1, "modelId": 1, "detail": "No model 1 on Civitai (deleted or hidden)"}
+        {"entry": 1, "modelId": 1, "detail": "No model 1 on Civitai (deleted)"}
     ]
     assert [u["modelId"] for u in result["updates"]] == [2]
     d.stop()

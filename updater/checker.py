@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -26,6 +26,7 @@ from jobs import JobRequest, safe_filename
 from library import versioned_name
 from settings import Settings
 from updater.history import CheckHistory
+from versions import early_access, newest_version, published_key
 
 log = logging.getLogger("civitai.updater")
 
@@ -52,16 +53,6 @@ class CheckResult:
             "updates": self.updates,
             "errors": self.errors,
         }
-
-
-def newest_version(model: dict[str, Any]) -> dict[str, Any] | None:
-    """The newest published version with files (Civitai lists versions newest first)."""
-    for version in model.get("modelVersions") or []:
-        if version.get("status", "Published") != "Published":
-            continue
-        if version.get("files"):
-            return version
-    return None
 
 
 async def current_version(store: Store, entry: JobRequest) -> tuple[int | None, dict | None]:
@@ -97,8 +88,10 @@ async def check_updates(
         async with semaphore:
 
             async def once() -> list[dict[str, Any]]:
-                result.requests += 1
-                return await civitai.get_models(batch)
+                result.requests += 1  # an attempt that fails counts too
+                items, pages = await civitai.get_models(batch)
+                result.requests += pages - 1
+                return items
 
             try:
                 for model in await with_retries(once, attempts=4, base=2.0, max_wait=300):
@@ -109,7 +102,29 @@ async def check_updates(
                 for model_id in batch:
                     result.errors.append({"modelId": model_id, "detail": str(exc)})
 
+    async def fetch_one(model_id: int) -> None:
+        """A model the batch left out: hidden from lists (NSFW, POI, ...) or deleted. Only its
+        own page says which: 404 is deleted; an answer is the model, checked like the others."""
+        async with semaphore:
+
+            async def once() -> dict[str, Any]:
+                result.requests += 1
+                return await civitai.get_model(model_id)
+
+            try:
+                model = await with_retries(once, attempts=4, base=2.0, max_wait=300)
+            except errors.NotFoundOnCivitai:
+                return  # deleted: reported below
+            except errors.DaemonError as exc:
+                result.errors.append({"modelId": model_id, "detail": str(exc)})
+                return
+            if isinstance(model, dict) and model.get("id") == model_id:
+                models[model_id] = model
+
     await asyncio.gather(*(fetch(ids[i : i + BATCH]) for i in range(0, len(ids), BATCH)))
+    listed_failed = {e["modelId"] for e in result.errors if "modelId" in e}
+    missing = [i for i in ids if i not in models and i not in listed_failed]
+    await asyncio.gather(*(fetch_one(i) for i in missing))
 
     failed = {e["modelId"] for e in result.errors if "modelId" in e and "entry" not in e}
     for index, entry in tracked:
@@ -122,13 +137,13 @@ async def check_updates(
                 {
                     "entry": index + 1,
                     "modelId": entry.modelId,
-                    "detail": f"No model {entry.modelId} on Civitai (deleted or hidden)",
+                    "detail": f"No model {entry.modelId} on Civitai (deleted)",
                 }
             )
             continue
         result.checked += 1
         try:
-            update = await _compare(settings, store, queue, bus, manifest_lock, index, entry, model)
+            found = await _compare(settings, store, queue, bus, manifest_lock, index, entry, model)
         except errors.DaemonError as exc:
             result.errors.append({"entry": index + 1, "modelId": entry.modelId, "detail": str(exc)})
             continue
@@ -138,8 +153,7 @@ async def check_updates(
                 {"entry": index + 1, "modelId": entry.modelId, "detail": repr(exc)}
             )
             continue
-        if update is not None:
-            result.updates.append(update)
+        result.updates += found
     result.finished_at = utcnow()
     log.info(
         "update check: %d checked, %d updates, %d errors, %d requests",
@@ -160,16 +174,82 @@ async def _compare(
     index: int,
     entry: JobRequest,
     model: dict[str, Any],
-) -> dict[str, Any] | None:
-    newest = newest_version(model)
-    if newest is None:
-        return None
+) -> list[dict[str, Any]]:
+    """The updates of one tracked model: its newest version if that is in early access (reported
+    with its date, not queued), and its newest downloadable version (queued)."""
     current_id, current_row = await current_version(store, entry)
     if current_id is None:
-        return None  # never downloaded yet: the start-up queue takes care of it
+        return []  # never downloaded yet: the start-up queue takes care of it
+    now = datetime.now(UTC)
+    listed = {v.get("id"): v for v in model.get("modelVersions") or [] if isinstance(v, dict)}
+    current = listed.get(current_id)
+
+    def newer(version: dict[str, Any]) -> bool:
+        if version["id"] == current_id:
+            return False
+        if current is not None:  # by publication, as Civitai's order is the creator's
+            return published_key(version) > published_key(current)
+        return version["id"] > current_id  # our version is gone from Civitai's list
+
+    found = []
+    latest = newest_version(model, now, early=True)
+    if latest is not None and newer(latest):
+        waiting, until = early_access(latest, now)
+        if waiting:
+            update = await store.add_update(
+                _update_row(entry, model, current_id, latest) | {"early_access_until": until}
+            )
+            if update is not None:
+                log.info(
+                    "update found in early access until %s: %s (model %s) %s → %s, not queued",
+                    until or "a date Civitai did not give",
+                    model.get("name"),
+                    entry.modelId,
+                    current_id,
+                    latest["id"],
+                )
+                bus.publish(UpdateEvent(update))
+                found.append(update)
+    ready = newest_version(model, now)
+    if ready is not None:
+        args = (settings, store, queue, bus, manifest_lock, index, entry, model)
+        update = await _fetch(*args, current_id, current_row, ready, newer(ready))
+        if update is not None:
+            found.append(update)
+    return found
+
+
+def _update_row(
+    entry: JobRequest, model: dict[str, Any], current_id: int, version: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "modelId": entry.modelId,
+        "model_name": model.get("name"),
+        "old_version_id": current_id,
+        "new_version_id": version["id"],
+        "version_name": version.get("name"),
+        "model_type": entry.model_type,
+    }
+
+
+async def _fetch(
+    settings: Settings,
+    store: Store,
+    queue: DownloadQueue,
+    bus: EventBus,
+    manifest_lock: asyncio.Lock,
+    index: int,
+    entry: JobRequest,
+    model: dict[str, Any],
+    current_id: int,
+    current_row: dict[str, Any] | None,
+    newest: dict[str, Any],
+    newer: bool,
+) -> dict[str, Any] | None:
+    """Record a newer (or republished) downloadable version and queue its download; an update
+    found while in early access is queued now."""
     new_file = pick_file(newest, None)
     new_sha = ((new_file.get("hashes") or {}).get("SHA256") or "").lower() or None
-    newer = newest["id"] > current_id
     republished = (
         newest["id"] == current_id and entry.sha256 and new_sha and new_sha != entry.sha256.lower()
     )
@@ -196,21 +276,16 @@ async def _compare(
         filename=name,
         priority=entry.priority,
     )
-    update = await store.add_update(
-        {
-            "modelId": entry.modelId,
-            "model_name": model.get("name"),
-            "old_version_id": current_id,
-            "new_version_id": newest["id"],
-            "version_name": newest.get("name"),
-            "model_type": model_type,
-        }
-    )
+    assert entry.modelId is not None
+    update = await store.waiting_update(entry.modelId, newest["id"])
+    if update is None:
+        update = await store.add_update(_update_row(entry, model, current_id, newest))
     if update is None:
         return None  # found before; its download was queued then
     job, _ = await queue.submit(request, source="update", replaces=replaces)
-    await store.run(lambda db: db["updates"].update(update["id"], {"job_id": job["id"]}))
-    update["job_id"] = job["id"]
+    fields = {"job_id": job["id"], "early_access_until": None}
+    await store.run(lambda db: db["updates"].update(update["id"], fields))
+    update.update(fields)
     async with manifest_lock:
         await asyncio.to_thread(
             _record_in_manifest, settings, index, entry, newest["id"], new_sha, name

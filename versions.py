@@ -1,0 +1,94 @@
+"""Which of a Civitai model's versions is "the newest", and which of its files are models.
+
+Civitai lists a model's versions in the creator's order, not by date and not by id (DreamShaper:
+128713, 252914, 131004, 303662, ...). The newest is the latest *published*, *downloadable* one by
+`publishedAt` (ties: the larger id). A draft has no `publishedAt`; a scheduled one has it in the
+future; a version in early access is published but cannot be downloaded until its deadline.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+TRAINING_DATA = "Training Data"
+MODEL_TYPES = ("Model", "Pruned Model")
+MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".sft", ".onnx")
+NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+def parse_time(value: Any) -> datetime | None:
+    """Civitai's timestamps: with or without `Z`, with 0 to 6 fractional digits; naive is UTC."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def usable_files(version: dict[str, Any]) -> list[dict[str, Any]]:
+    """The files a download of the version may mean: all but its training data."""
+    files = [f for f in version.get("files") or [] if isinstance(f, dict)]
+    return [f for f in files if f.get("type") != TRAINING_DATA]
+
+
+def is_model_file(f: dict[str, Any]) -> bool:
+    name = str(f.get("name") or "").lower()
+    return f.get("type") in MODEL_TYPES or name.endswith(MODEL_EXTENSIONS)
+
+
+def early_access(version: dict[str, Any], now: datetime) -> tuple[bool, str | None]:
+    """(in early access now, until when). The deadline is `earlyAccessEndsAt` (today's API),
+    `earlyAccessDeadline` (the model's), or `earlyAccessTimeFrame` days after publication (the
+    2022 API); `availability: "EarlyAccess"` without a deadline counts too. A deadline that has
+    passed wins over a stale `availability`."""
+    for key in ("earlyAccessEndsAt", "earlyAccessDeadline"):
+        deadline = parse_time(version.get(key))
+        if deadline is not None:
+            return deadline > now, version[key] if deadline > now else None
+    days = version.get("earlyAccessTimeFrame")
+    start = parse_time(version.get("publishedAt")) or parse_time(version.get("createdAt"))
+    if isinstance(days, int | float) and days > 0 and start is not None:
+        deadline = start + timedelta(days=days)
+        return (True, deadline.isoformat()) if deadline > now else (False, None)
+    return version.get("availability") == "EarlyAccess", None
+
+
+def is_published(version: dict[str, Any], now: datetime) -> bool:
+    """Published and visible now: not a draft (no `publishedAt`), not scheduled for later."""
+    if version.get("status", "Published") != "Published":
+        return False
+    published = parse_time(version.get("publishedAt"))
+    return published is not None and published <= now
+
+
+def is_downloadable(version: dict[str, Any]) -> bool:
+    """It has a file other than training data, and its creator allows downloads."""
+    control = version.get("usageControl")
+    return bool(usable_files(version)) and control in (None, "Download")
+
+
+def published_key(version: dict[str, Any]) -> tuple[datetime, int]:
+    """The order of "newer": `publishedAt`, then the id."""
+    vid = version.get("id")
+    return parse_time(version.get("publishedAt")) or NEVER, vid if isinstance(vid, int) else 0
+
+
+def newest_version(
+    model: dict[str, Any], now: datetime | None = None, early: bool = False
+) -> dict[str, Any] | None:
+    """The latest published, downloadable version by `publishedAt` (ties: the larger id).
+    A version in early access counts only with `early=True` (the update check reports it)."""
+    now = now or datetime.now(UTC)
+    candidates = [
+        v
+        for v in model.get("modelVersions") or []
+        if isinstance(v, dict)
+        and isinstance(v.get("id"), int)
+        and is_published(v, now)
+        and is_downloadable(v)
+        and (early or not early_access(v, now)[0])
+    ]
+    return max(candidates, key=published_key, default=None)
