@@ -4,6 +4,10 @@ Civitai lists a model's versions in the creator's order, not by date and not by 
 128713, 252914, 131004, 303662, ...). The newest is the latest *published*, *downloadable* one by
 `publishedAt` (ties: the larger id). A draft has no `publishedAt`; a scheduled one has it in the
 future; a version in early access is published but cannot be downloaded until its deadline.
+
+A version whose only model file is an archive (a Diffusers folder packed as a zip: DreamShaper's
+"8-diffusers", 303662, the latest published) is not what ComfyUI or A1111 loads from a checkpoint
+folder: it counts as the newest only for a tracked archive, or when the model has nothing else.
 """
 
 from __future__ import annotations
@@ -37,6 +41,17 @@ def usable_files(version: dict[str, Any]) -> list[dict[str, Any]]:
 def is_model_file(f: dict[str, Any]) -> bool:
     name = str(f.get("name") or "").lower()
     return f.get("type") in MODEL_TYPES or name.endswith(MODEL_EXTENSIONS)
+
+
+def is_archive(f: dict[str, Any]) -> bool:
+    """A file an app cannot load as it is: a Diffusers folder or any zip."""
+    fmt = (f.get("metadata") or {}).get("format")
+    return fmt == "Diffusers" or str(f.get("name") or "").lower().endswith(".zip")
+
+
+def loads_directly(version: dict[str, Any]) -> bool:
+    """It has a model file an app loads as it is (a .safetensors, .ckpt, .gguf, …)."""
+    return any(is_model_file(f) and not is_archive(f) for f in usable_files(version))
 
 
 def early_access(version: dict[str, Any], now: datetime) -> tuple[bool, str | None]:
@@ -77,10 +92,15 @@ def published_key(version: dict[str, Any]) -> tuple[datetime, int]:
 
 
 def newest_version(
-    model: dict[str, Any], now: datetime | None = None, early: bool = False
+    model: dict[str, Any],
+    now: datetime | None = None,
+    early: bool = False,
+    archives: bool | None = None,
 ) -> dict[str, Any] | None:
     """The latest published, downloadable version by `publishedAt` (ties: the larger id).
-    A version in early access counts only with `early=True` (the update check reports it)."""
+    A version in early access counts only with `early=True` (the update check reports it).
+    `archives`: True, a version whose model file is only an archive counts; False, it never
+    does; None (a request for "the newest"), only when no version has a file loaded as is."""
     now = now or datetime.now(UTC)
     candidates = [
         v
@@ -91,4 +111,7 @@ def newest_version(
         and is_downloadable(v)
         and (early or not early_access(v, now)[0])
     ]
-    return max(candidates, key=published_key, default=None)
+    direct = [v for v in candidates if archives or loads_directly(v)]
+    if archives is None and not direct:
+        direct = candidates
+    return max(direct, key=published_key, default=None)

@@ -52,15 +52,25 @@ def test_newest_is_the_latest_published_downloadable_version_not_the_first_liste
     listed = [v["id"] for v in model["modelVersions"]]
     assert listed[:4] == [128713, 252914, 131004, 303662]  # the creator's order
     now = datetime(2024, 6, 1, tzinfo=UTC)
+    # The latest published is 303662 "8-diffusers" (2024-01-18), whose only file is a Diffusers
+    # zip: no app loads it from a checkpoint folder, so "the newest" is the latest with a file
+    # loaded as is, 252914 "8 LCM" (2023-12-06); a tracked zip (archives=True) gets 303662.
     newest = newest_version(model, now)
     assert newest is not None
     assert (newest["id"], newest["name"], newest["publishedAt"]) == (
-        303662,
-        "8-diffusers",
-        "2024-01-18T15:57:57.151",
+        252914,
+        "8 LCM",
+        "2023-12-06T21:31:32.438",
     )
-    # Before 303662 was published, 252914 ("8 LCM", 2023-12-06) was the newest.
-    assert newest_version(model, datetime(2024, 1, 1, tzinfo=UTC))["id"] == 252914
+    diffusers = newest_version(model, now, archives=True)
+    assert (diffusers["id"], diffusers["name"]) == (303662, "8-diffusers")
+    assert newest_version(model, now, archives=False)["id"] == 252914
+    # Before 252914 was published, 131004 ("8-inpainting", 2023-08-01) was the newest.
+    assert newest_version(model, datetime(2023, 12, 1, tzinfo=UTC))["id"] == 131004
+    # A model with nothing but archives: "the newest" still names one.
+    only_zips = {"modelVersions": [v for v in model["modelVersions"] if v["id"] == 303662]}
+    assert newest_version(only_zips, now)["id"] == 303662
+    assert newest_version(only_zips, now, archives=False) is None
 
     versions = {v["id"]: v for v in model["modelVersions"]}
     draft = copy.deepcopy(versions[128713]) | {"id": 999001, "publishedAt": None}
@@ -85,7 +95,7 @@ def test_newest_is_the_latest_published_downloadable_version_not_the_first_liste
         "availability": "EarlyAccess",
     }
     model["modelVersions"] += [draft, scheduled, training_only, generation_only, early]
-    assert newest_version(model, now)["id"] == 303662  # none of those is downloadable now
+    assert newest_version(model, now)["id"] == 252914  # none of those is downloadable now
     assert newest_version(model, now, early=True)["id"] == 999005  # the update check sees it
     after = datetime(2024, 6, 10, 0, 0, 1, tzinfo=UTC)
     assert newest_version(model, after)["id"] == 999005  # its deadline passed
@@ -116,8 +126,17 @@ def test_pick_file_never_picks_training_data_unless_the_request_names_it():
 
 # (request, version, file name, file id, sizeKB, SHA256): read off the recorded answers by hand.
 EXPECTED = [
-    (  # the newest by publishedAt, listed fourth; its one file is a diffusers zip of type Model
+    (  # the newest by publishedAt with a file loaded as is, listed second (303662, published
+        # later and listed fourth, holds only a Diffusers zip)
         {"modelId": 4384},
+        252914,
+        "dreamshaper_8LCM.safetensors",
+        196006,
+        2083793.9375,
+        "A4F3E1526C5DC4FCBE342F5C410D83AE202C7A415FCEFCBB92E0F93FCD0A87C3",
+    ),
+    (  # asked for by version: the diffusers zip (type Model) is what it holds
+        {"modelVersionId": 303662},
         303662,
         "dreamshaper_8Diffusers.zip",
         239723,
@@ -223,7 +242,7 @@ def test_every_recorded_response_resolves_to_the_right_file(civitai, daemon):
             )
         # The GUI's look-up preselects the version a download by model id fetches.
         looked = c.get("/api/lookup", params={"url": "https://civitai.com/models/4384/dreamshaper"})
-        assert looked.json()["selectedVersionId"] == 303662
+        assert looked.json()["selectedVersionId"] == 252914
         assert looked.json()["versions"][0]["id"] == 128713  # listed in Civitai's order
         # Every version of every recorded model: its primary model file, its size and SHA256.
         for version in all_recorded_versions(civitai).values():
@@ -261,10 +280,12 @@ def test_update_check_on_recorded_models_finds_the_latest_published_version(civi
         result = c.post("/api/updates/check").json()
         assert result["errors"] == [] and result["checked"] == 5
         # DreamShaper's newest by publishedAt is 303662, listed fourth (not 128713, listed
-        # first); the two models from a model-versions answer hold only the tracked version.
+        # first), but it holds only a Diffusers zip: the tracked .safetensors is updated to
+        # 252914 ("8 LCM"), the latest with a .safetensors. The two models from a
+        # model-versions answer hold only the tracked version.
         found = {u["modelId"]: u for u in result["updates"]}
         assert {m: (u["old_version_id"], u["new_version_id"]) for m, u in found.items()} == {
-            4384: (109123, 303662),
+            4384: (109123, 252914),
             1580878: (1788945, 1967584),
             11821: (13966, 127062),
         }
@@ -274,9 +295,9 @@ def test_update_check_on_recorded_models_finds_the_latest_published_version(civi
             files[u["modelId"]] = (job["modelVersionId"], job["filename"], job["sha256"])
         assert files == {
             4384: (
-                303662,
-                "dreamshaper_8Diffusers.zip",
-                "36573722a60b46f45ed85d12182d5c760f1cac2bb4fbf8ae1b50d3ae63375e2e",
+                252914,
+                "dreamshaper_8LCM.safetensors",
+                "a4f3e1526c5dc4fcbe342f5c410d83ae202c7a415fcefcbb92e0f93fcd0a87c3",
             ),
             1580878: (
                 1967584,
@@ -291,7 +312,7 @@ def test_update_check_on_recorded_models_finds_the_latest_published_version(civi
         }
         entries = {e["modelId"]: e["modelVersionId"] for e in read_manifest(home)}
         assert entries == {
-            4384: 303662,
+            4384: 252914,
             1580878: 1967584,
             11821: 127062,
             1595884: 1805971,

@@ -191,8 +191,10 @@ async def _compare(
             return published_key(version) > published_key(current)
         return version["id"] > current_id  # our version is gone from Civitai's list
 
+    # A tracked .safetensors is never "updated" to a Diffusers zip (and a tracked zip only by one).
+    archives = str((current_row or {}).get("path") or "").lower().endswith(".zip")
     found = []
-    latest = newest_version(model, now, early=True)
+    latest = newest_version(model, now, early=True, archives=archives)
     if latest is not None and newer(latest):
         waiting, until = early_access(latest, now)
         if waiting:
@@ -210,7 +212,7 @@ async def _compare(
                 )
                 bus.publish(UpdateEvent(update))
                 found.append(update)
-    ready = newest_version(model, now)
+    ready = newest_version(model, now, archives=archives)
     if ready is not None:
         args = (settings, store, queue, bus, manifest_lock, index, entry, model)
         update = await _fetch(*args, current_id, current_row, ready, newer(ready))
