@@ -45,12 +45,15 @@ def expected_folder(layout: str, civitai_type: str) -> str:
     return {"default": default, "comfyui": comfyui, "a1111": a1111, "forge": a1111}[layout]
 
 
-def tree(root: Path) -> str:
-    """The folders and files under `root`, as `tree` would list them (for the closing note)."""
+def tree(root: Path, prefix: str = "") -> str:
+    """The folders and files under `root` holding a file whose name starts with `prefix`, as
+    `tree` would list them (for the closing note)."""
+    files = [p for p in sorted(root.rglob("*")) if p.is_file() and p.name.startswith(prefix)]
+    shown = {p.relative_to(root) for p in files}
+    shown |= {parent for p in list(shown) for parent in p.parents if parent != Path(".")}
     lines = [root.name + "/"]
-    for path in sorted(root.rglob("*")):
-        depth = len(path.relative_to(root).parts)
-        lines.append("    " * depth + path.name + ("/" if path.is_dir() else ""))
+    for rel in sorted(shown):
+        lines.append("    " * len(rel.parts) + rel.name + ("" if (root / rel).is_file() else "/"))
     return "\n".join(lines) + "\n"
 
 
@@ -86,7 +89,8 @@ def test_one_download_of_each_civitai_type_lands_where_each_app_reads_it(civitai
                 assert on_disk == hashlib.sha256(blobs[(layout, kind)]).hexdigest()
         assert read_config(home)["layout"] == "forge"
     ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "layout-tree.txt").write_text(tree(root))
+    for layout in LAYOUTS:
+        (ARTIFACTS / f"layout-tree-{layout}.txt").write_text(tree(root, f"{layout}_"))
     d.stop()
 
 
