@@ -27,7 +27,7 @@ import json
 import logging
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 from PIL import Image, UnidentifiedImageError
@@ -51,6 +51,11 @@ OLD_PREVIEW_SUFFIXES = (
 MAX_PREVIEW = 50 * 1024 * 1024  # bytes of one image fetched
 MAX_PREVIEW_PIXELS = 40_000_000  # a larger image is refused before it is decoded
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov")
+# Where Civitai's answers put their images (imagecache: older answers); besides these, only the
+# configured civitai_base_url's own origin. Any other host, asked directly or by a redirect, is
+# never fetched: a version answer must not make the daemon read a page inside the network.
+IMAGE_HOSTS = ("image.civitai.com", "imagecache.civitai.com")
+MAX_REDIRECTS = 5
 NOTE_KEY = "civitai_daemon"  # what the daemon changed in Civitai's answer, and why
 
 
@@ -189,21 +194,49 @@ async def write_sidecars(
     return written
 
 
+def _origin(url: str) -> tuple[str, int | None]:
+    parts = urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return (parts.hostname or "").lower(), parts.port or default
+
+
+def check_image_host(url: str, civitai: CivitaiClient) -> None:
+    """Raise PreviewUnavailable unless `url` is on Civitai's image hosts or the configured
+    civitai_base_url's origin (same host and port), over http or https."""
+    host, _ = _origin(url)
+    if urlsplit(url).scheme in ("http", "https") and (
+        host in IMAGE_HOSTS or _origin(url) == _origin(civitai.base_url)
+    ):
+        return
+    allowed = ", ".join((*IMAGE_HOSTS, urlsplit(civitai.base_url).netloc))
+    raise errors.PreviewUnavailable(
+        f"{urlsplit(url).netloc or url!r} is not one of Civitai's image hosts ({allowed}): "
+        f"not fetched"
+    )
+
+
 async def _fetch(url: str, http: httpx.AsyncClient, civitai: CivitaiClient) -> bytes:
-    """The image's bytes, read no further than MAX_PREVIEW."""
+    """The image's bytes, read no further than MAX_PREVIEW, from Civitai's image hosts only:
+    each redirect is followed by hand, after its target's host is checked."""
     try:
-        async with http.stream(
-            "GET", url, headers=civitai.headers_for(url), follow_redirects=True
-        ) as response:
-            if response.status_code != 200:
-                raise errors.PreviewUnavailable(f"the answer was HTTP {response.status_code}")
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > MAX_PREVIEW:
-                    raise errors.PreviewUnavailable(
-                        f"the image is over {MAX_PREVIEW // (1024 * 1024)} MiB"
-                    )
-            return bytes(body)
+        for _ in range(MAX_REDIRECTS + 1):
+            check_image_host(url, civitai)
+            async with http.stream("GET", url, headers=civitai.headers_for(url)) as response:
+                if response.is_redirect and "location" in response.headers:
+                    url = urljoin(url, response.headers["location"])
+                    continue
+                if response.status_code != 200:
+                    raise errors.PreviewUnavailable(f"the answer was HTTP {response.status_code}")
+                return await _read_capped(response)
+        raise errors.PreviewUnavailable(f"more than {MAX_REDIRECTS} redirects")
     except httpx.HTTPError as exc:
         raise errors.PreviewUnavailable(f"the image was not fetched ({exc})") from None
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > MAX_PREVIEW:
+            raise errors.PreviewUnavailable(f"the image is over {MAX_PREVIEW // (1024 * 1024)} MiB")
+    return bytes(body)

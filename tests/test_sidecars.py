@@ -11,7 +11,7 @@ import struct
 import zlib
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
@@ -21,7 +21,7 @@ from civitai import CivitaiClient
 from metadata import write_sidecars
 from settings import load_settings
 from tests.conftest import run_job, wait_job, write_config
-from tests.fake_civitai import GREEN, RED, FakeCivitai
+from tests.fake_civitai import GREEN, IMAGE_KEY, RED, FakeCivitai
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -108,10 +108,10 @@ def test_every_image_format_civitai_serves_becomes_a_png_preview_and_a_video_its
         color = first_pixel(folder / f"{kind}.preview.png")
         assert near(color, expected), f"{kind}: {color}"
     # A video and an image: the image is taken, the video never fetched.
-    videos = [r.path for r in civitai.requests_to("cdn") if r.path.endswith(".mp4")]
+    videos = [r.path for r in civitai.requests_to("api") if r.path.endswith(".mp4")]
     assert videos == []
     # Only a video: its still, asked for the way Civitai's site asks (anim=false).
-    stills = [r.path for r in civitai.requests_to("cdn") if "anim=false" in r.path]
+    stills = [r.path for r in civitai.requests_to("api") if "anim=false" in r.path]
     assert len(stills) == 1 and stills[0].endswith("/anim=false,transcode=true,width=450/0.jpeg")
     assert not list(folder.glob("*.preview.jpeg")) and not list(folder.glob("*.preview.webp"))
 
@@ -136,6 +136,36 @@ def test_every_image_format_civitai_serves_becomes_a_png_preview_and_a_video_its
     assert "anim=false" in line and "is not an image Pillow can read" in line, line
     [line] = previews_logged(home, "bomb.safetensors")
     assert "decompression bomb" in line, line
+
+
+def test_a_preview_is_fetched_only_from_civitais_image_hosts_never_elsewhere_nor_by_redirect(
+    civitai, daemon, home
+):
+    # A version answer naming a host inside the network (the fake's CDN stands for an admin page
+    # on another origin): it serves a real PNG, so a preview on disk would prove it was read.
+    inside = f"{civitai.cdn_url}/{IMAGE_KEY}/00000000-0000-4000-8000-000000000000/width=450/a.png"
+    hostile = {
+        "direct": inside,
+        "redirected": f"{civitai.base_url}/redirect?to={quote(inside, safe='')}",
+    }
+    for n, (name, url) in enumerate(hostile.items(), start=1):
+        f = civitai.file(b"h" * (500 + n), name=f"{name}.safetensors")
+        civitai.add_model(n, name, "LORA", [civitai.version(n * 10, [f])])
+        civitai.models[n].versions[0].image_urls = [url]
+    d = daemon()
+    jobs = [run_job(d, {"modelVersionId": n * 10, "model_type": "lora"}) for n in (1, 2)]
+    d.stop()
+    assert [job["status"] for job in jobs] == ["completed", "completed"]
+    folder = home / "data" / "models" / "lora"
+    for name in hostile:
+        assert sorted(p.name for p in folder.glob(f"{name}.*")) == [
+            f"{name}.civitai.info",
+            f"{name}.safetensors",
+        ]
+        [line] = previews_logged(home, f"{name}.safetensors")
+        assert "not one of Civitai's image hosts" in line and "127.0.0." in line, line
+    assert civitai.requests_to("cdn", f"/{IMAGE_KEY}/") == []  # never asked, not even once
+    assert len(civitai.requests_to("api", "/redirect")) == 1  # the allowed host was asked
 
 
 def test_an_image_larger_than_the_pixel_cap_is_refused_before_it_is_decoded():
@@ -219,9 +249,9 @@ def recorded_versions() -> list[tuple[str, dict[str, Any]]]:
 
 
 def on_fake_cdn(version: dict[str, Any], fake: FakeCivitai) -> dict[str, Any]:
-    """The version with its image URLs on the fake's image CDN (same paths as Civitai's)."""
+    """The version with its image URLs on the fake's image host (same paths as Civitai's)."""
     images = [
-        {**i, "url": fake.cdn_url + urlsplit(i["url"]).path} for i in version.get("images") or []
+        {**i, "url": fake.base_url + urlsplit(i["url"]).path} for i in version.get("images") or []
     ]
     return {**version, "images": images}
 
