@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 import errors
 import safefs
@@ -50,6 +50,9 @@ OLD_PREVIEW_SUFFIXES = (
 )
 MAX_PREVIEW = 50 * 1024 * 1024  # bytes of one image fetched
 MAX_PREVIEW_PIXELS = 40_000_000  # a larger image is refused before it is decoded
+# The preview's longest side: Civitai's largest listed width (an `original=true` photo would be
+# a PNG of tens of MiB beside every model; the tools show it as a card).
+MAX_PREVIEW_SIDE = 1280
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov")
 # Where Civitai's answers put their images (imagecache: older answers); besides these, only the
 # configured civitai_base_url's own origin. Any other host, asked directly or by a redirect, is
@@ -138,7 +141,8 @@ def preview_source(images: list[Any]) -> str | None:
 
 
 def to_png(data: bytes) -> bytes:
-    """`data` (any image Pillow reads; of an animation, its first frame) as PNG bytes."""
+    """`data` (any image Pillow reads; of an animation, its first frame) as PNG bytes, turned
+    upright by its EXIF orientation, 8 bits a channel, at most MAX_PREVIEW_SIDE a side."""
     try:
         with Image.open(io.BytesIO(data)) as im:
             if im.width * im.height > MAX_PREVIEW_PIXELS:
@@ -147,7 +151,9 @@ def to_png(data: bytes) -> bytes:
                 )
             im.seek(0)
             keep_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
-            frame = im.convert("RGBA" if keep_alpha else "RGB")
+            frame = _eight_bit(ImageOps.exif_transpose(im))
+            frame = frame.convert("RGBA" if keep_alpha else "RGB")
+            frame.thumbnail((MAX_PREVIEW_SIDE, MAX_PREVIEW_SIDE), Image.Resampling.LANCZOS)
     except Image.DecompressionBombError as exc:
         raise errors.PreviewUnavailable(f"the image is a decompression bomb ({exc})") from None
     except (UnidentifiedImageError, OSError, ValueError, EOFError) as exc:
@@ -157,6 +163,14 @@ def to_png(data: bytes) -> bytes:
     out = io.BytesIO()
     frame.save(out, format="PNG")
     return out.getvalue()
+
+
+def _eight_bit(im: Image.Image) -> Image.Image:
+    """A 16-bit grey image (mode I;16 or I, as Pillow reads a 16-bit PNG) scaled to 8 bits:
+    converted as it is, every value over 255 would turn white."""
+    if im.mode == "I" or im.mode.startswith("I;16"):
+        return im.convert("I").point(lambda v: v * (1 / 256)).convert("L")
+    return im
 
 
 async def write_sidecars(

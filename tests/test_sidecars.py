@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import struct
 import zlib
@@ -178,6 +179,48 @@ def test_an_image_larger_than_the_pixel_cap_is_refused_before_it_is_decoded():
         to_png(big)
     with pytest.raises(errors.PreviewUnavailable, match="not an image Pillow can read"):
         to_png(b"\x00\x00\x00\x20ftypisom")
+
+
+def encoded(im: Image.Image, fmt: str, **options: Any) -> bytes:
+    out = io.BytesIO()
+    im.save(out, format=fmt, **options)
+    return out.getvalue()
+
+
+def test_previews_of_odd_images_are_pngs_as_a_person_sees_them_and_at_most_1280_pixels_wide():
+    from metadata import MAX_PREVIEW_SIDE, to_png
+
+    def png(data: bytes) -> Image.Image:
+        im = Image.open(io.BytesIO(to_png(data)))
+        assert im.format == "PNG" and im.mode in ("RGB", "RGBA"), (im.format, im.mode)
+        return im
+
+    # A phone photo stored landscape with "rotate 90°" in its EXIF: shown upright (portrait).
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    photo = Image.new("RGB", (80, 40), RED)
+    assert png(encoded(photo, "JPEG", exif=exif.tobytes())).size == (40, 80)
+    # A 16-bit grey PNG at half brightness stays grey (a plain convert clips it to white).
+    grey = png(encoded(Image.new("I;16", (4, 3), 0x8000), "PNG")).getpixel((0, 0))
+    assert all(120 <= c <= 136 for c in grey), grey
+    # CMYK JPEG: its colours, not inverted ones; a palette PNG with a transparent index keeps it.
+    assert near(
+        png(encoded(Image.new("CMYK", (4, 3), (0, 255, 255, 0)), "JPEG")).getpixel((0, 0)),
+        (255, 0, 0),
+    )
+    palette = Image.new("P", (4, 3), 1)
+    palette.putpalette([0, 0, 0, *RED] + [0] * 762)
+    clear = png(encoded(palette, "PNG", transparency=1))
+    assert clear.mode == "RGBA" and clear.getpixel((0, 0))[3] == 0
+    # An `original=true` photo of 6000x4000: a preview of at most MAX_PREVIEW_SIDE a side.
+    big = png(encoded(Image.new("RGB", (6000, 4000), GREEN), "JPEG"))
+    assert MAX_PREVIEW_SIDE == 1280 and big.size == (1280, 853), big.size
+    # An SVG is no image Pillow reads: no preview, a sentence saying so.
+    import errors
+
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect/></svg>'
+    with pytest.raises(errors.PreviewUnavailable, match="not an image Pillow can read"):
+        to_png(svg)
 
 
 # .civitai.info ----------------------------------------------------------------------------
