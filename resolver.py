@@ -65,7 +65,10 @@ class Resolver:
                         JobRequest.model_validate_json(row["request"])
                     )
                     return await asyncio.to_thread(
-                        self.queue.job_rows.resolved_fields, answer, row["model_type"]
+                        self.queue.job_rows.resolved_fields,
+                        answer,
+                        row["model_type"],
+                        row.get("folder"),
                     )
                 except errors.DaemonError as exc:
                     return exc

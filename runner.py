@@ -70,7 +70,7 @@ class JobRunner:
         http: httpx.AsyncClient,
         publish: Callable[[JobEvent], None],
         states: JobBook,
-        resolved_fields: Callable[[Resolved, str], dict[str, Any]],
+        resolved_fields: Callable[[Resolved, str, str | None], dict[str, Any]],
         models_root: Path,
         cancelling: Container[int],
         claim_lock: asyncio.Lock,
@@ -248,7 +248,9 @@ class JobRunner:
                 if not exc.retryable or attempts >= self.settings.retries:
                     raise
                 row = await self._wait_to_retry(row, attempts, exc)
-        fields = await asyncio.to_thread(self.resolved_fields, resolved, row["model_type"])
+        fields = await asyncio.to_thread(
+            self.resolved_fields, resolved, row["model_type"], row.get("folder")
+        )
         # Another worker may have learned meanwhile that its job is this same file (asked for in
         # other words): decided under the claim lock, so only one of them downloads it.
         async with self.claim_lock:

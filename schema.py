@@ -176,3 +176,10 @@ def _job_retry_blocked(db: Database) -> None:
 def _job_track(db: Database) -> None:
     # A job asked with "track": true adds its model to manifest.json once its file is verified.
     db["jobs"].add_column("track", int)
+
+
+@migrations(name="012_job_folder")
+def _job_folder(db: Database) -> None:
+    # The folder (relative to download_dir) the layout gave the job when it was queued: a job
+    # whose file name Civitai tells later keeps it when the layout changes meanwhile.
+    db["jobs"].add_column("folder", str)

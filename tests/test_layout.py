@@ -165,3 +165,46 @@ def test_a_folders_override_that_is_a_link_out_of_download_dir_is_refused(
         assert "outside" in r.json()["detail"] or "leads" in r.json()["detail"], r.text
     assert list(outside.iterdir()) == []
     d.stop()
+
+
+def test_jobs_queued_before_a_layout_change_keep_their_folder_even_when_resolved_after_it(
+    civitai, daemon, home
+):
+    """A batch is answered before Civitai is asked: its jobs learn their file name later (the
+    resolver, or the worker). The folder is the one of the layout they were queued under."""
+    lora, ckpt, late = os.urandom(3000), os.urandom(4000), os.urandom(5000)
+    civitai.add_simple(1, 10, lora, filename="early_lora.safetensors", type="LORA")
+    civitai.add_simple(2, 20, ckpt, filename="early_ckpt.safetensors", type="Checkpoint")
+    civitai.add_simple(3, 30, late, filename="late_lora.safetensors", type="LORA")
+    civitai.fault("api", status=503, retry_after=1, times=10**6)  # Civitai cannot be asked yet
+    d = daemon(retries=50)
+    root = home / "data" / "models"
+    with d.client() as c:
+        r = c.post(
+            "/api/batch",
+            json=[
+                {"modelVersionId": 10, "model_type": "lora"},
+                {"modelVersionId": 20, "model_type": "Stable-diffusion"},
+            ],
+        )
+        assert r.status_code == 202, r.text
+        early = [job["id"] for job in r.json()["jobs"]]
+        assert [c.get(f"/api/jobs/{i}").json()["path"] for i in early] == [None, None]
+        r = c.patch("/api/settings", json={"layout": "comfyui"})
+        assert r.status_code == 200, r.text
+        civitai.faults.clear()  # Civitai answers again: the early jobs are resolved now
+        done = [wait_job(c, job_id, timeout=60) for job_id in early]
+        after = c.post("/api/download", json={"modelVersionId": 30, "model_type": "lora"})
+        assert after.status_code == 202, after.text
+        done.append(wait_job(c, after.json()["id"]))
+    d.stop()
+    expected = [
+        (root / "lora" / "early_lora.safetensors", lora),
+        (root / "checkpoint" / "early_ckpt.safetensors", ckpt),
+        (root / "loras" / "late_lora.safetensors", late),  # queued after: the new layout
+    ]
+    for job, (path, blob) in zip(done, expected, strict=True):
+        assert job["path"] == str(path), job
+        assert hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(blob).digest()
+    assert not (root / "loras" / "early_lora.safetensors").exists()
+    assert not (root / "checkpoints").exists()
