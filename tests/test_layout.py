@@ -4,6 +4,7 @@ reads it; app folder names are model_type aliases; nothing is written outside do
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -208,3 +209,53 @@ def test_jobs_queued_before_a_layout_change_keep_their_folder_even_when_resolved
         assert hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(blob).digest()
     assert not (root / "loras" / "early_lora.safetensors").exists()
     assert not (root / "checkpoints").exists()
+
+
+def test_two_files_of_one_name_for_types_sharing_a_folder_never_write_the_same_path(
+    civitai, daemon, home
+):
+    """LoRA and LoCon share `loras/` in ComfyUI: two different files of the same name must not
+    both be queued to `loras/<name>` (both wrote one .part: the LoRA's job said completed over
+    the LoCon's bytes). The second is refused, asked alone or resolved later in a batch."""
+    blobs = {n: os.urandom(3_000_000 + n) for n in (10, 20, 30, 40)}
+    civitai.add_simple(1, 10, blobs[10], filename="same.safetensors", type="LORA")
+    civitai.add_simple(2, 20, blobs[20], filename="same.safetensors", type="LoCon")
+    civitai.add_simple(3, 30, blobs[30], filename="twin.safetensors", type="LoCon")
+    civitai.add_simple(4, 40, blobs[40], filename="twin.safetensors", type="DoRA")
+    civitai.default_rate = 2_000_000  # both would be downloading at once
+    d = daemon(layout="comfyui", workers=2)
+    loras = home / "data" / "models" / "loras"
+    with d.client() as c:
+        first = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"})
+        assert first.status_code == 202, first.text
+        second = c.post("/api/download", json={"modelVersionId": 20, "model_type": "locon"})
+        assert second.status_code == 409, second.text
+        said = second.json()["detail"].replace("downloading", "queued")  # it may have started
+        assert said == (
+            f"Job {first.json()['id']} (model_type 'lora', queued) already writes "
+            f"{loras / 'same.safetensors'}; a different file of the same name cannot go there "
+            f"too. Queue this one with another filename."
+        )
+        batch = c.post(
+            "/api/batch",
+            json=[
+                {"modelVersionId": 30, "model_type": "locon"},
+                {"modelVersionId": 40, "model_type": "dora"},
+            ],
+        )
+        assert batch.status_code == 202, batch.text
+        twin, other = (job["id"] for job in batch.json()["jobs"])
+        done = [wait_job(c, first.json()["id"], timeout=60), wait_job(c, twin, timeout=60)]
+        refused = wait_job(c, other, statuses=("failed",), timeout=60)
+        assert "already writes" in refused["error"] and "twin.safetensors" in refused["error"]
+        completed = c.get("/api/completed").json()["completed"]
+    d.stop()
+    assert [job["path"] for job in done] == [
+        str(loras / "same.safetensors"),
+        str(loras / "twin.safetensors"),
+    ]
+    for name, n in (("same", 10), ("twin", 30)):
+        assert (loras / f"{name}.safetensors").read_bytes() == blobs[n], name
+        info = json.loads((loras / f"{name}.civitai.info").read_bytes())
+        assert info["id"] == n, name
+    assert sorted(row["modelVersionId"] for row in completed) == [10, 30]
