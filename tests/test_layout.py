@@ -259,3 +259,26 @@ def test_two_files_of_one_name_for_types_sharing_a_folder_never_write_the_same_p
         info = json.loads((loras / f"{name}.civitai.info").read_bytes())
         assert info["id"] == n, name
     assert sorted(row["modelVersionId"] for row in completed) == [10, 30]
+
+
+def test_the_library_filter_takes_an_apps_folder_name_or_civitais_type_as_model_type(
+    civitai, daemon
+):
+    civitai.add_simple(1, 10, os.urandom(2000), filename="ckpt.safetensors", type="Checkpoint")
+    civitai.add_simple(2, 20, os.urandom(1000), filename="style.safetensors", type="LORA")
+    d = daemon(layout="a1111")
+    run_job(d, {"modelVersionId": 10, "model_type": "Stable-diffusion"})
+    run_job(d, {"modelVersionId": 20, "model_type": "models/Lora"})
+    with d.client() as c:
+
+        def listed(model_type: str) -> list[str]:
+            r = c.get("/api/completed", params={"model_type": model_type})
+            assert r.status_code == 200, r.text
+            return [row["filename"] for row in r.json()["completed"]]
+
+        for name in ("checkpoint", "Stable-diffusion", "models/Stable-diffusion", "Checkpoint"):
+            assert listed(name) == ["ckpt.safetensors"], name
+        for name in ("lora", "Lora", "LORA", "models\\Lora", "loras"):
+            assert listed(name) == ["style.safetensors"], name
+        assert listed("vae") == []
+    d.stop()
