@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from errors import InvalidRequest
-from layout import model_type_of
+from layout import WINDOWS_RESERVED, model_type_of
 
 MAX_ID = (
     2**63 - 1
@@ -107,6 +107,10 @@ def canonical_model_type(value: str) -> str:
     if not isinstance(value, str):
         raise InvalidRequest("model_type must be a string such as 'lora' or 'checkpoint'")
     mapped = model_type_of(value)
+    if value.strip().lower() in WINDOWS_RESERVED:
+        raise InvalidRequest(
+            f"model_type {value!r} is not allowed: it is a device name on Windows, not a folder"
+        )
     if mapped is None or not MODEL_TYPE_RE.fullmatch(mapped):
         raise InvalidRequest(
             f"model_type {value!r} is not allowed: use a type such as 'lora', 'checkpoint' or "
@@ -125,9 +129,6 @@ def model_type_from_civitai(kind: Any) -> str:
         return "other"
 
 
-WINDOWS_RESERVED = {"con", "prn", "aux", "nul"} | {
-    f"{p}{i}" for p in ("com", "lpt") for i in range(1, 10)
-}
 MAX_NAME_BYTES = 200
 
 

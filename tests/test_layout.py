@@ -134,6 +134,8 @@ def test_app_folder_names_as_model_type_and_folders_overrides_place_files_there(
         {"lora": "/etc"},
         {"lora": "models/../../x"},
         {"Not A Type!": "x"},
+        {"lora": "models/CON"},  # a device on Windows, not a folder
+        {"lora": "aux.loras"},
     ],
 )
 def test_a_folders_override_out_of_download_dir_is_refused_and_nothing_is_written(
@@ -281,4 +283,16 @@ def test_the_library_filter_takes_an_apps_folder_name_or_civitais_type_as_model_
         for name in ("lora", "Lora", "LORA", "models\\Lora", "loras"):
             assert listed(name) == ["style.safetensors"], name
         assert listed("vae") == []
+    d.stop()
+
+
+@pytest.mark.parametrize("model_type", ["nul", "con", "com1", "lpt9", "aux"])
+def test_a_windows_device_name_as_model_type_is_refused(civitai, daemon, home, model_type):
+    civitai.add_simple(1, 10, os.urandom(1000), filename="x.safetensors")
+    d = daemon()
+    with d.client() as c:
+        r = c.post("/api/download", json={"modelVersionId": 10, "model_type": model_type})
+        assert r.status_code == 422, r.text
+        assert f"model_type {model_type!r} is not allowed" in r.json()["detail"], r.text
+    assert not (home / "data" / "models" / model_type).exists()
     d.stop()
