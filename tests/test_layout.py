@@ -296,3 +296,32 @@ def test_a_windows_device_name_as_model_type_is_refused(civitai, daemon, home, m
         assert f"model_type {model_type!r} is not allowed" in r.json()["detail"], r.text
     assert not (home / "data" / "models" / model_type).exists()
     d.stop()
+
+
+def test_the_readme_a1111_example_puts_a_lora_and_a_checkpoint_where_it_says(
+    civitai, daemon, tmp_path
+):
+    """The README's config.json for A1111, as a new user copies it (download_dir pointed at a
+    fresh webui folder): the files land where its text says, with their sidecars."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("### Folders per app") :]
+    example = json.loads(section.split("```json\n", 1)[1].split("```", 1)[0])
+    assert example["download_dir"] == "/home/me/stable-diffusion-webui"
+    webui = tmp_path / "stable-diffusion-webui"
+    webui.mkdir()  # a fresh webui: no models/Lora yet
+    lora, ckpt = os.urandom(3000), os.urandom(5000)
+    civitai.add_simple(1, 10, lora, filename="detail.safetensors", type="LORA")
+    civitai.add_simple(2, 20, ckpt, filename="juggernaut.safetensors", type="Checkpoint")
+    d = daemon(**{**example, "download_dir": str(webui)})
+    jobs = [run_job(d, {"modelVersionId": v}) for v in (10, 20)]  # Civitai's type decides
+    d.stop()
+    said = "/home/me/stable-diffusion-webui/models/Lora/<file>.safetensors"
+    assert said in " ".join(section.split())
+    expected = [
+        (webui / "models" / "Lora" / "detail.safetensors", lora),
+        (webui / "models" / "Stable-diffusion" / "SDXL" / "juggernaut.safetensors", ckpt),
+    ]
+    for job, (path, blob) in zip(jobs, expected, strict=True):
+        assert job["path"] == str(path) and path.read_bytes() == blob
+        assert path.with_name(path.stem + ".civitai.info").is_file()
+        assert path.with_name(path.stem + ".preview.png").is_file()
