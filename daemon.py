@@ -228,7 +228,7 @@ class DownloadQueue:
                 outcomes[i] = errors.PathTaken(_job_of(other["_holder"], inserted), other["path"])
                 continue
             job = _job_of(other, inserted)
-            if job["model_type"] != row["model_type"]:
+            if job["model_type"] != row["model_type"] and job.get("folder") != row["folder"]:
                 outcomes[i] = errors.SameFileActive(job["id"], job["status"], job["model_type"])
             else:
                 first = "_new" in other and job["id"] not in created

@@ -325,3 +325,28 @@ def test_the_readme_a1111_example_puts_a_lora_and_a_checkpoint_where_it_says(
         assert job["path"] == str(path) and path.read_bytes() == blob
         assert path.with_name(path.stem + ".civitai.info").is_file()
         assert path.with_name(path.stem + ".preview.png").is_file()
+
+
+def test_the_same_file_asked_as_another_type_of_the_same_folder_is_the_job_already_queued(
+    civitai, daemon, home
+):
+    """In ComfyUI's layout a LoRA asked again as `locon` goes to the same `loras/` file: that is
+    the job already there, not a 409 telling to cancel it. Another folder is still a 409."""
+    blob = os.urandom(4_000_000)
+    civitai.add_simple(1, 10, blob, filename="style.safetensors", type="LORA")
+    civitai.default_rate = 1_000_000
+    d = daemon(layout="comfyui")
+    with d.client() as c:
+        first = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"})
+        assert first.status_code == 202, first.text
+        again = c.post("/api/download", json={"modelVersionId": 10, "model_type": "locon"})
+        assert again.status_code == 202 and again.json()["id"] == first.json()["id"], again.text
+        elsewhere = c.post("/api/download", json={"modelVersionId": 10, "model_type": "vae"})
+        assert elsewhere.status_code == 409, elsewhere.text
+        assert "model_type 'lora'" in elsewhere.json()["detail"]
+        civitai.default_rate = None
+        done = wait_job(c, first.json()["id"])
+        assert len(c.get("/api/jobs").json()["jobs"]) == 1
+    d.stop()
+    assert Path(done["path"]) == home / "data" / "models" / "loras" / "style.safetensors"
+    assert Path(done["path"]).read_bytes() == blob
