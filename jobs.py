@@ -130,6 +130,25 @@ def model_type_from_civitai(kind: Any) -> str:
 
 
 MAX_NAME_BYTES = 200
+# Names the daemon gives files beside a model `<stem>.<ext>` (metadata.py: its sidecars, and the
+# previews older versions wrote; runner.py: `<name>.part`). A model so named would be replaced by
+# another model's preview, or removed when that model's download starts.
+SIDECAR_SUFFIXES = (
+    ".civitai.info",
+    ".preview.png",
+    ".preview.jpeg",
+    ".preview.jpg",
+    ".preview.webp",
+    ".preview.gif",
+    ".preview.mp4",
+    ".preview.webm",
+    ".part",
+)
+
+
+def _sidecar_suffix(name: str) -> str | None:
+    lowered = name.lower()  # case-insensitive disks (Windows, macOS) take M.Preview.PNG too
+    return next((s for s in SIDECAR_SUFFIXES if lowered.endswith(s)), None)
 
 
 def unsafe_filename_reason(name: str) -> str | None:
@@ -150,6 +169,8 @@ def unsafe_filename_reason(name: str) -> str | None:
         return f"it is longer than {MAX_NAME_BYTES} bytes"
     if name.split(".")[0].strip().lower() in WINDOWS_RESERVED:
         return "it is a reserved device name on Windows"
+    if suffix := _sidecar_suffix(name):
+        return f"it ends in {suffix!r}, the name of a sidecar or partial file of another model"
     return None
 
 
@@ -162,6 +183,9 @@ def safe_filename(name: str, fallback: str = "download.bin") -> str:
         return fallback
     if name.split(".")[0].strip().lower() in WINDOWS_RESERVED:
         name = "_" + name
+    if _sidecar_suffix(name):  # m.preview.png → m.preview_png: no other model's sidecar name
+        stem, _, ext = name.rpartition(".")
+        name = f"{stem}_{ext}"
     while len(name.encode("utf-8")) > MAX_NAME_BYTES:
         stem, dot, ext = name.rpartition(".")
         if dot and len(ext) < 16 and stem:

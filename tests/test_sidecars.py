@@ -351,3 +351,46 @@ def test_every_recorded_civitai_answer_gets_an_info_describing_its_file_and_a_pn
 
     asyncio.run(write_all())
     assert checked["non-primary"] >= 3 and checked["previews"] >= 30, checked
+
+
+# A model named like another model's sidecar --------------------------------------------------
+
+
+def test_a_file_name_that_is_a_sidecar_or_part_name_is_refused_so_no_model_is_overwritten(
+    civitai, daemon, home
+):
+    """`m.preview.png` as a model's name would be replaced by the preview of `m.safetensors`,
+    and `m.safetensors.part` removed when `m.safetensors` starts: refused with 422. A name
+    Civitai gives so is changed, and both models stay whole."""
+    from jobs import SIDECAR_SUFFIXES
+    from metadata import OLD_PREVIEW_SUFFIXES, PREVIEW_SUFFIX
+
+    assert {PREVIEW_SUFFIX, *OLD_PREVIEW_SUFFIXES, ".civitai.info", ".part"} <= set(
+        SIDECAR_SUFFIXES
+    )
+    main, other = b"M" * 5000, b"O" * 4000
+    civitai.add_simple(1, 10, main, filename="m.safetensors")
+    civitai.add_simple(2, 20, other, filename="m.preview.png")  # as Civitai names it
+    d = daemon()
+    with d.client() as c:
+        for name in ("m.preview.png", "m.civitai.info", "m.safetensors.part", "M.Preview.PNG"):
+            r = c.post(
+                "/api/download", json={"modelVersionId": 20, "model_type": "lora", "filename": name}
+            )
+            assert r.status_code == 422, (name, r.text)
+            assert "sidecar" in r.json()["detail"], r.text
+        renamed = wait_job(
+            c,
+            c.post("/api/download", json={"modelVersionId": 20, "model_type": "lora"}).json()["id"],
+        )
+        first = wait_job(
+            c,
+            c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()["id"],
+        )
+    d.stop()
+    folder = home / "data" / "models" / "lora"
+    assert Path(renamed["path"]) == folder / "m.preview_png"
+    assert Path(renamed["path"]).read_bytes() == other
+    assert Path(first["path"]).read_bytes() == main
+    with Image.open(folder / "m.preview.png") as im:
+        assert im.format == "PNG"
