@@ -29,7 +29,7 @@ from controls import JobControls
 from database import Store
 from events import EventBus, JobEvent
 from job_rows import JobRows
-from jobs import ACTIVE, ACTIVE_SQL, RUNNING_SQL, JobRequest, JobStatus
+from jobs import ACTIVE_SQL, RUNNING_SQL, JobRequest, JobStatus
 from logger import safe_url
 from resolver import Resolver
 from runner import JobRunner
@@ -195,7 +195,9 @@ class DownloadQueue:
         keys = [key for row in rows for key in (row["dedupe_key"], row["request_key"])]
         outcomes: list[Any] = [None] * len(rows)
         async with self._claim_lock:
-            by_key = {key: jobs[0] for key, jobs in (await self._active_by_key(keys)).items()}
+            found = await job_query.active_by_key(self.store, keys)
+            by_key = {key: jobs[0] for key, jobs in found.items()}
+            by_path = await job_query.active_by_path(self.store, [row.get("path") for row in rows])
             # Checked again under the lock, by a stat only: the file may have changed meanwhile.
             paths = [Path(d[0]["path"]) if d else None for d in done]
             states = await asyncio.to_thread(lambda: [p and _file_state(p) for p in paths])
@@ -208,9 +210,12 @@ class DownloadQueue:
                     job = done[i][0]
                     log.info("job %s: %s is already completed and in place", job["id"], job["path"])
                     outcomes[i] = ({**self.public(job), "duplicate": True}, False)
+                elif row.get("path") in by_path:  # another file will be written there
+                    outcomes[i] = {"_holder": by_path[row["path"]], "path": row["path"]}
                 else:
                     pending = {"_new": len(new), "model_type": row["model_type"]}
                     by_key[row["dedupe_key"]] = by_key[row["request_key"]] = pending
+                    by_path.update({row["path"]: pending} if row.get("path") else {})
                     new.append(row)
                     outcomes[i] = pending
             inserted = await self.store.insert_jobs(new)
@@ -219,8 +224,11 @@ class DownloadQueue:
             other = outcomes[i]
             if isinstance(other, tuple):
                 continue
-            job = inserted[other["_new"]] if "_new" in other else other
-            if job["model_type"] != row["model_type"]:
+            if "_holder" in other:
+                outcomes[i] = errors.PathTaken(_job_of(other["_holder"], inserted), other["path"])
+                continue
+            job = _job_of(other, inserted)
+            if job["model_type"] != row["model_type"] and job.get("folder") != row["folder"]:
                 outcomes[i] = errors.SameFileActive(job["id"], job["status"], job["model_type"])
             else:
                 first = "_new" in other and job["id"] not in created
@@ -250,14 +258,6 @@ class DownloadQueue:
                     continue  # its runner tracks it once verified
             if job.get("modelId") and job.get("path"):
                 await self.tracker.add(job)
-
-    async def _active_by_key(self, keys: list[str]) -> dict[str, list[dict[str, Any]]]:
-        """The active jobs whose dedupe_key or request_key is one of `keys`, oldest first."""
-        by_key: dict[str, list[dict[str, Any]]] = {}
-        for job in reversed(await self.store.jobs_with_keys(keys, list(ACTIVE))):
-            for key in {job["dedupe_key"], job.get("request_key")} - {None}:
-                by_key.setdefault(key, []).append(job)
-        return by_key
 
     async def enqueue_manifest(self) -> list[manifest.Problem]:
         """Queue each manifest entry unless its file is already completed and in place."""
@@ -341,3 +341,8 @@ class DownloadQueue:
 
     def active_jobs(self) -> list[dict[str, Any]]:
         return self.states.active_jobs()
+
+
+def _job_of(ref: dict[str, Any], inserted: list[dict[str, Any]]) -> dict[str, Any]:
+    """A job `_enqueue` refers to: an active one, or the one inserted for a `_new` index."""
+    return inserted[ref["_new"]] if "_new" in ref else ref

@@ -15,6 +15,7 @@ DaemonError
 │   ├── NotRetryable              409: a retry of a failure no retry can fix (without force)
 │   ├── SameFileActive            409: the same file is already queued under another model_type
 │   ├── SameFileElsewhere         409: Civitai's answer shows another active job has this file
+│   ├── PathTaken                 409: another active job writes a different file at the path
 │   ├── InvalidSetting            422: a settings change config.json's rules refuse
 │   ├── CompletedNotFound         404: no such completed download in the library
 │   ├── OutsideLibrary            422: a library file to delete that lies outside download_dir
@@ -170,6 +171,21 @@ class SameFileElsewhere(RequestError):
         super().__init__(
             f"This is the same file as job {job_id} (model_type {model_type!r}), which is already "
             f"{status}; it is not downloaded twice"
+        )
+
+
+class PathTaken(RequestError):
+    """Another active job will write a different file at the same path (two types sharing a
+    folder, or two models whose files have one name)."""
+
+    status_code = 409
+
+    def __init__(self, job: dict[str, Any], path: str) -> None:
+        super().__init__(
+            f"Job {job['id']} (model_type {job['model_type']!r}, {job['status']}) already writes "
+            f"{path}; a "
+            f"different file of the same name cannot go there too. Queue this one with another "
+            f"filename."
         )
 
 

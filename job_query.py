@@ -11,9 +11,10 @@ from typing import Any
 
 from sqlite_utils import Database
 
+import errors
 from database import Store
 from errors import InvalidRequest
-from jobs import JobStatus
+from jobs import ACTIVE, ACTIVE_SQL, JobStatus
 
 FINAL = ("completed", "cancelled", "failed")  # a job in one of these never changes by itself
 ORDERS = {
@@ -83,3 +84,43 @@ async def delete(store: Store, where: str, args: list[Any]) -> list[int]:
         return ids
 
     return await store.run(op)
+
+
+async def active_by_key(store: Store, keys: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The active jobs whose dedupe_key or request_key is one of `keys`, oldest first."""
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for job in reversed(await store.jobs_with_keys(keys, list(ACTIVE))):
+        for key in {job["dedupe_key"], job.get("request_key")} - {None}:
+            by_key.setdefault(key, []).append(job)
+    return by_key
+
+
+async def active_by_path(
+    store: Store, paths: list[str | None], but: int | None = None
+) -> dict[str, dict[str, Any]]:
+    """The active job (the oldest; not job `but`) that will write each of `paths` (None: not
+    known yet). Two types sharing a folder may name one path for two different files."""
+    wanted = sorted({p for p in paths if p})
+    if not wanted:
+        return {}
+    marks = ", ".join("?" for _ in wanted)
+    where = f"path in ({marks}) and {ACTIVE_SQL} and id != ?"
+    by_path: dict[str, dict[str, Any]] = {}
+    for job in await store.jobs_where(where, [*wanted, -1 if but is None else but]):
+        by_path.setdefault(job["path"], job)  # oldest first
+    return by_path
+
+
+async def taken(store: Store, fields: dict[str, Any], job_id: int) -> errors.DaemonError | None:
+    """Why job `job_id`, just resolved to `fields`, cannot go on: another active job is the same
+    file (asked in other words), or writes another file at its path; None when neither."""
+    others = await store.jobs_where(
+        f"dedupe_key = ? and id != ? and {ACTIVE_SQL}", [fields["dedupe_key"], job_id], "id"
+    )
+    if others:
+        return errors.SameFileElsewhere(
+            others[0]["id"], others[0]["status"], others[0]["model_type"]
+        )
+    path = fields.get("path") or ""
+    held = (await active_by_path(store, [path], but=job_id)).get(path)
+    return errors.PathTaken(held, path) if held else None

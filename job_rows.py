@@ -147,13 +147,17 @@ class JobRows:
             "error": note,
             "request": req.model_dump_json(exclude_none=True),
             "replaces": json.dumps(replaces) if replaces else None,
+            "folder": self.layout.folder(req.model_type),
         }
         if resolved:
-            row.update(self.resolved_fields(resolved, req.model_type))
+            row.update(self.resolved_fields(resolved, req.model_type, row["folder"]))
         return row
 
-    def resolved_fields(self, r: Resolved, model_type: str) -> dict[str, Any]:
-        """The job fields Civitai's answer sets, the final path among them."""
+    def resolved_fields(
+        self, r: Resolved, model_type: str, folder: str | None = None
+    ) -> dict[str, Any]:
+        """The job fields Civitai's answer sets, the final path among them: in `folder` (the
+        one the job was queued with, relative to download_dir), else its type's folder now."""
         fields: dict[str, Any] = {
             "modelId": r.model_id,
             "modelVersionId": r.version_id,
@@ -170,16 +174,18 @@ class JobRows:
         if r.info is not None:
             fields["info"] = json.dumps(r.info)
         if r.filename:
-            fields["path"] = str(self.final_path(model_type, r.filename))
+            fields["path"] = str(self.final_path(model_type, r.filename, folder))
         return fields
 
-    def folder(self, model_type: str) -> Path:
-        """The real folder of a model_type; one that leads out of download_dir is refused."""
-        folder = self.models_root.joinpath(*self.layout.folder(model_type).split("/"))
+    def folder(self, model_type: str, relative: str | None = None) -> Path:
+        """The real folder of a model_type (or of `relative`, a folder the layout gave it
+        earlier); one that leads out of download_dir is refused."""
+        relative = relative or self.layout.folder(model_type)
+        folder = self.models_root.joinpath(*relative.split("/"))
         return safefs.real_folder(folder, self.models_root)
 
-    def final_path(self, model_type: str, filename: str) -> Path:
-        folder = self.folder(model_type)
+    def final_path(self, model_type: str, filename: str, relative: str | None = None) -> Path:
+        folder = self.folder(model_type, relative)
         path = folder / filename
         # The last guard; names are already made safe upstream.
         if path.parent != folder or path.name in ("", ".", ".."):

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from errors import InvalidRequest
-from layout import model_type_of
+from layout import WINDOWS_RESERVED, model_type_of
 
 MAX_ID = (
     2**63 - 1
@@ -107,6 +107,10 @@ def canonical_model_type(value: str) -> str:
     if not isinstance(value, str):
         raise InvalidRequest("model_type must be a string such as 'lora' or 'checkpoint'")
     mapped = model_type_of(value)
+    if value.strip().lower() in WINDOWS_RESERVED:
+        raise InvalidRequest(
+            f"model_type {value!r} is not allowed: it is a device name on Windows, not a folder"
+        )
     if mapped is None or not MODEL_TYPE_RE.fullmatch(mapped):
         raise InvalidRequest(
             f"model_type {value!r} is not allowed: use a type such as 'lora', 'checkpoint' or "
@@ -125,10 +129,26 @@ def model_type_from_civitai(kind: Any) -> str:
         return "other"
 
 
-WINDOWS_RESERVED = {"con", "prn", "aux", "nul"} | {
-    f"{p}{i}" for p in ("com", "lpt") for i in range(1, 10)
-}
 MAX_NAME_BYTES = 200
+# Names the daemon gives files beside a model `<stem>.<ext>` (metadata.py: its sidecars, and the
+# previews older versions wrote; runner.py: `<name>.part`). A model so named would be replaced by
+# another model's preview, or removed when that model's download starts.
+SIDECAR_SUFFIXES = (
+    ".civitai.info",
+    ".preview.png",
+    ".preview.jpeg",
+    ".preview.jpg",
+    ".preview.webp",
+    ".preview.gif",
+    ".preview.mp4",
+    ".preview.webm",
+    ".part",
+)
+
+
+def _sidecar_suffix(name: str) -> str | None:
+    lowered = name.lower()  # case-insensitive disks (Windows, macOS) take M.Preview.PNG too
+    return next((s for s in SIDECAR_SUFFIXES if lowered.endswith(s)), None)
 
 
 def unsafe_filename_reason(name: str) -> str | None:
@@ -149,6 +169,8 @@ def unsafe_filename_reason(name: str) -> str | None:
         return f"it is longer than {MAX_NAME_BYTES} bytes"
     if name.split(".")[0].strip().lower() in WINDOWS_RESERVED:
         return "it is a reserved device name on Windows"
+    if suffix := _sidecar_suffix(name):
+        return f"it ends in {suffix!r}, the name of a sidecar or partial file of another model"
     return None
 
 
@@ -161,6 +183,9 @@ def safe_filename(name: str, fallback: str = "download.bin") -> str:
         return fallback
     if name.split(".")[0].strip().lower() in WINDOWS_RESERVED:
         name = "_" + name
+    if _sidecar_suffix(name):  # m.preview.png → m.preview_png: no other model's sidecar name
+        stem, _, ext = name.rpartition(".")
+        name = f"{stem}_{ext}"
     while len(name.encode("utf-8")) > MAX_NAME_BYTES:
         stem, dot, ext = name.rpartition(".")
         if dot and len(ext) < 16 and stem:

@@ -121,6 +121,10 @@ EXTRA_ALIASES = {
 }
 
 TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+# Device names on Windows: a folder or file so named (with any extension) is the device.
+WINDOWS_RESERVED = {"con", "prn", "aux", "nul"} | {
+    f"{p}{i}" for p in ("com", "lpt") for i in range(1, 10)
+}
 PART_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+-]{0,63}$")  # one folder name of a path
 
 
@@ -148,7 +152,7 @@ def model_type_of(value: str) -> str | None:
     mapped = ALIASES.get(key.lower()) or ALIASES.get(key.lower().replace(" ", ""))
     if mapped is not None:
         return mapped
-    return key if TYPE_RE.fullmatch(key) else None
+    return key if TYPE_RE.fullmatch(key) and key not in WINDOWS_RESERVED else None
 
 
 def check_relative_folder(value: str) -> str:
@@ -168,6 +172,8 @@ def check_relative_folder(value: str) -> str:
                 f"{value!r}: {part!r} is not a plain folder name (letters, digits, space, "
                 f"'.', '_', '+', '-'; no '..')"
             )
+        if part.split(".")[0].strip().lower() in WINDOWS_RESERVED:
+            raise ValueError(f"{value!r}: {part!r} is a device name on Windows, not a folder")
     return str(PurePosixPath(*parts))
 
 

@@ -27,10 +27,10 @@ import json
 import logging
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 import errors
 import safefs
@@ -50,7 +50,15 @@ OLD_PREVIEW_SUFFIXES = (
 )
 MAX_PREVIEW = 50 * 1024 * 1024  # bytes of one image fetched
 MAX_PREVIEW_PIXELS = 40_000_000  # a larger image is refused before it is decoded
+# The preview's longest side: Civitai's largest listed width (an `original=true` photo would be
+# a PNG of tens of MiB beside every model; the tools show it as a card).
+MAX_PREVIEW_SIDE = 1280
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov")
+# Where Civitai's answers put their images (imagecache: older answers); besides these, only the
+# configured civitai_base_url's own origin. Any other host, asked directly or by a redirect, is
+# never fetched: a version answer must not make the daemon read a page inside the network.
+IMAGE_HOSTS = ("image.civitai.com", "imagecache.civitai.com")
+MAX_REDIRECTS = 5
 NOTE_KEY = "civitai_daemon"  # what the daemon changed in Civitai's answer, and why
 
 
@@ -133,7 +141,8 @@ def preview_source(images: list[Any]) -> str | None:
 
 
 def to_png(data: bytes) -> bytes:
-    """`data` (any image Pillow reads; of an animation, its first frame) as PNG bytes."""
+    """`data` (any image Pillow reads; of an animation, its first frame) as PNG bytes, turned
+    upright by its EXIF orientation, 8 bits a channel, at most MAX_PREVIEW_SIDE a side."""
     try:
         with Image.open(io.BytesIO(data)) as im:
             if im.width * im.height > MAX_PREVIEW_PIXELS:
@@ -142,7 +151,9 @@ def to_png(data: bytes) -> bytes:
                 )
             im.seek(0)
             keep_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
-            frame = im.convert("RGBA" if keep_alpha else "RGB")
+            frame = _eight_bit(ImageOps.exif_transpose(im))
+            frame = frame.convert("RGBA" if keep_alpha else "RGB")
+            frame.thumbnail((MAX_PREVIEW_SIDE, MAX_PREVIEW_SIDE), Image.Resampling.LANCZOS)
     except Image.DecompressionBombError as exc:
         raise errors.PreviewUnavailable(f"the image is a decompression bomb ({exc})") from None
     except (UnidentifiedImageError, OSError, ValueError, EOFError) as exc:
@@ -152,6 +163,14 @@ def to_png(data: bytes) -> bytes:
     out = io.BytesIO()
     frame.save(out, format="PNG")
     return out.getvalue()
+
+
+def _eight_bit(im: Image.Image) -> Image.Image:
+    """A 16-bit grey image (mode I;16 or I, as Pillow reads a 16-bit PNG) scaled to 8 bits:
+    converted as it is, every value over 255 would turn white."""
+    if im.mode == "I" or im.mode.startswith("I;16"):
+        return im.convert("I").point(lambda v: v * (1 / 256)).convert("L")
+    return im
 
 
 async def write_sidecars(
@@ -189,21 +208,49 @@ async def write_sidecars(
     return written
 
 
+def _origin(url: str) -> tuple[str, int | None]:
+    parts = urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return (parts.hostname or "").lower(), parts.port or default
+
+
+def check_image_host(url: str, civitai: CivitaiClient) -> None:
+    """Raise PreviewUnavailable unless `url` is on Civitai's image hosts or the configured
+    civitai_base_url's origin (same host and port), over http or https."""
+    host, _ = _origin(url)
+    if urlsplit(url).scheme in ("http", "https") and (
+        host in IMAGE_HOSTS or _origin(url) == _origin(civitai.base_url)
+    ):
+        return
+    allowed = ", ".join((*IMAGE_HOSTS, urlsplit(civitai.base_url).netloc))
+    raise errors.PreviewUnavailable(
+        f"{urlsplit(url).netloc or url!r} is not one of Civitai's image hosts ({allowed}): "
+        f"not fetched"
+    )
+
+
 async def _fetch(url: str, http: httpx.AsyncClient, civitai: CivitaiClient) -> bytes:
-    """The image's bytes, read no further than MAX_PREVIEW."""
+    """The image's bytes, read no further than MAX_PREVIEW, from Civitai's image hosts only:
+    each redirect is followed by hand, after its target's host is checked."""
     try:
-        async with http.stream(
-            "GET", url, headers=civitai.headers_for(url), follow_redirects=True
-        ) as response:
-            if response.status_code != 200:
-                raise errors.PreviewUnavailable(f"the answer was HTTP {response.status_code}")
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > MAX_PREVIEW:
-                    raise errors.PreviewUnavailable(
-                        f"the image is over {MAX_PREVIEW // (1024 * 1024)} MiB"
-                    )
-            return bytes(body)
+        for _ in range(MAX_REDIRECTS + 1):
+            check_image_host(url, civitai)
+            async with http.stream("GET", url, headers=civitai.headers_for(url)) as response:
+                if response.is_redirect and "location" in response.headers:
+                    url = urljoin(url, response.headers["location"])
+                    continue
+                if response.status_code != 200:
+                    raise errors.PreviewUnavailable(f"the answer was HTTP {response.status_code}")
+                return await _read_capped(response)
+        raise errors.PreviewUnavailable(f"more than {MAX_REDIRECTS} redirects")
     except httpx.HTTPError as exc:
         raise errors.PreviewUnavailable(f"the image was not fetched ({exc})") from None
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > MAX_PREVIEW:
+            raise errors.PreviewUnavailable(f"the image is over {MAX_PREVIEW // (1024 * 1024)} MiB")
+    return bytes(body)

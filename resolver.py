@@ -14,6 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import errors
+import job_query
 from events import JobEvent
 from jobs import RUNNING, JobRequest, JobStatus
 
@@ -65,7 +66,10 @@ class Resolver:
                         JobRequest.model_validate_json(row["request"])
                     )
                     return await asyncio.to_thread(
-                        self.queue.job_rows.resolved_fields, answer, row["model_type"]
+                        self.queue.job_rows.resolved_fields,
+                        answer,
+                        row["model_type"],
+                        row.get("folder"),
                     )
                 except errors.DaemonError as exc:
                     return exc
@@ -91,7 +95,9 @@ class Resolver:
             current = {
                 r["id"]: r for r in await self.queue.store.jobs_where(f"id in ({marks})", ids)
             }
-            by_key = await self.queue._active_by_key([f["dedupe_key"] for f in fields_of])
+            store = self.queue.store
+            by_key = await job_query.active_by_key(store, [f["dedupe_key"] for f in fields_of])
+            by_path = await job_query.active_by_path(store, [f.get("path") for f in fields_of])
             for row, answer in zip(rows, answers, strict=True):
                 job = current.get(row["id"])
                 if isinstance(answer, dict) and job and job["status"] in RUNNING:
@@ -115,7 +121,13 @@ class Resolver:
                     )
                     failures.append((job, error))
                     continue
+                holder = by_path.get(answer.get("path") or "")
+                if holder is not None and holder["id"] != job["id"]:
+                    failures.append((job, errors.PathTaken(holder, answer["path"])))
+                    continue
                 by_key.setdefault(answer["dedupe_key"], []).append({**job, **answer})
+                if answer.get("path"):
+                    by_path[answer["path"]] = {**job, **answer}
                 changes.append((job["id"], answer))
             updated = await self.queue.store.update_jobs(changes)
             for job, error in failures:

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import httpx
 
 import errors
+import job_query
 import library
 import safefs
 from civitai import CivitaiClient, Resolved, backoff
@@ -30,7 +31,7 @@ from completed import file_state
 from database import Store, utcnow
 from downloader import Download, Link
 from events import JobEvent
-from jobs import ACTIVE_SQL, JobRequest, JobStatus
+from jobs import JobRequest, JobStatus
 from logger import safe_url
 from metadata import write_sidecars
 from rates import RateMeter, SpeedMeter
@@ -70,7 +71,7 @@ class JobRunner:
         http: httpx.AsyncClient,
         publish: Callable[[JobEvent], None],
         states: JobBook,
-        resolved_fields: Callable[[Resolved, str], dict[str, Any]],
+        resolved_fields: Callable[[Resolved, str, str | None], dict[str, Any]],
         models_root: Path,
         cancelling: Container[int],
         claim_lock: asyncio.Lock,
@@ -246,18 +247,14 @@ class JobRunner:
                 if not exc.retryable or attempts >= self.settings.retries:
                     raise
                 row = await self._wait_to_retry(row, attempts, exc)
-        fields = await asyncio.to_thread(self.resolved_fields, resolved, row["model_type"])
+        fields = await asyncio.to_thread(
+            self.resolved_fields, resolved, row["model_type"], row.get("folder")
+        )
         # Another worker may have learned meanwhile that its job is this same file (asked for in
         # other words): decided under the claim lock, so only one of them downloads it.
         async with self.claim_lock:
-            others = await self.store.jobs_where(
-                f"dedupe_key = ? and id != ? and {ACTIVE_SQL}",
-                [fields["dedupe_key"], row["id"]],
-                order_by="id",
-            )
-            if others:
-                other = others[0]
-                raise errors.SameFileElsewhere(other["id"], other["status"], other["model_type"])
+            if (problem := await job_query.taken(self.store, fields, row["id"])) is not None:
+                raise problem
             return await self.store.update_job(row["id"], attempts=attempts, error=None, **fields)
 
     async def _wait_to_retry(

@@ -183,3 +183,10 @@ def _update_early_access(db: Database) -> None:
     # An update found while its version is in early access: when it can be downloaded. Its job
     # is queued (and this cleared) by the first check after that.
     db["updates"].add_column("early_access_until", str)
+
+
+@migrations(name="013_job_folder")
+def _job_folder(db: Database) -> None:
+    # The folder (relative to download_dir) the layout gave the job when it was queued: a job
+    # whose file name Civitai tells later keeps it when the layout changes meanwhile.
+    db["jobs"].add_column("folder", str)

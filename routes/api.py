@@ -17,6 +17,7 @@ from auth import require_key
 from daemon import DownloadQueue
 from errors import InvalidRequest, UnsupportedMediaType
 from jobs import MAX_ID, Job, JobRequest, JobStatus
+from layout import model_type_of
 from manifest import parse_entries
 
 router = APIRouter(prefix="/api", tags=["jobs"], dependencies=[Depends(require_key)])
@@ -352,7 +353,12 @@ async def completed(
     request: Request,
     limit: int = Query(50, ge=1, le=1000),
     offset: Offset = 0,
-    model_type: str | None = Query(None, max_length=64, description="Only this model_type"),
+    model_type: str | None = Query(
+        None,
+        max_length=64,
+        description="Only this model_type; an app's folder name (Stable-diffusion, loras) or "
+        "Civitai's type (LORA) means its type",
+    ),
     base_model: str | None = Query(None, max_length=200, description="e.g. SDXL 1.0"),
     q: str | None = Query(
         None, max_length=200, description="Words each found in the name, version or filename"
@@ -360,6 +366,7 @@ async def completed(
 ) -> dict[str, Any]:
     """Completed downloads, newest first; `total` counts all that match the filters."""
     store = queue_of(request).store
+    model_type = (model_type_of(model_type) or model_type) if model_type else None
     rows, total = await holdings.completed_rows(store, model_type, base_model, q, limit, offset)
     rows = await asyncio.to_thread(holdings.with_previews, rows)
     return {"completed": rows, "total": total, "limit": limit, "offset": offset}

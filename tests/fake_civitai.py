@@ -13,9 +13,11 @@ rejects any `Authorization` header, and honours Range / If-Range like R2 and B2 
     fake.add_recorded(json.loads(Path("tests/fixtures/model_1580878_2025-08.json").read_text()))
     fake.version(202, files=[b"..."], media=["mp4", "webp"])   # a video first, then a webp
 
-Preview images live on the CDN under Civitai's image paths (`/<key>/<uuid>/<options>/<name>`),
-made with Pillow in the format their name says; a video answers bytes that are not an image,
-and its `anim=false` form (Civitai's still of the first frame) a JPEG.
+Preview images live under Civitai's image paths (`/<key>/<uuid>/<options>/<name>`) on the API's
+host (the daemon fetches images only from Civitai's image hosts and the configured
+civitai_base_url; the CDN serves them too, as a host it must not reach), made with Pillow in the
+format their name says; a video answers bytes that are not an image, and its `anim=false` form
+(Civitai's still of the first frame) a JPEG.
 """
 
 from __future__ import annotations
@@ -140,6 +142,7 @@ class VersionSpec:
     media: list[str] | None = None
     published_at: str | None = "2025-05-19T02:43:46.31"  # None: a draft
     early_access_until: float | None = None  # Unix time: until then the download answers 403
+    image_urls: list[str] | None = None  # instead of both: these URLs as the images (hostile)
 
 
 @dataclass
@@ -414,10 +417,12 @@ class FakeCivitai:
         return data
 
     def images_json(self, version: VersionSpec) -> list[dict[str, Any]]:
+        if version.image_urls is not None:
+            return [{"url": u, "nsfwLevel": 1, "type": "image"} for u in version.image_urls]
         if version.media is None:
             return [
                 {
-                    "url": f"{self.cdn_url}/img/{version.id}/{i}.png",
+                    "url": f"{self.base_url}/img/{version.id}/{i}.png",
                     "nsfwLevel": 1,
                     "width": 1,
                     "height": 1,
@@ -437,8 +442,8 @@ class FakeCivitai:
         ]
 
     def image_url(self, uuid: str, name: str, options: str = "width=450") -> str:
-        """An image on the fake CDN, shaped like Civitai's: /<key>/<uuid>/<options>/<name>."""
-        return f"{self.cdn_url}/{IMAGE_KEY}/{uuid}/{options}/{name}"
+        """An image on the fake's image host, like Civitai's: /<key>/<uuid>/<options>/<name>."""
+        return f"{self.base_url}/{IMAGE_KEY}/{uuid}/{options}/{name}"
 
     def model_json(self, model: ModelSpec) -> dict[str, Any]:
         return {
@@ -580,6 +585,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._download(path, query)
         if path == "/login":
             return self._send(200, b"<html><body>Log in to Civitai</body></html>", "text/html")
+        if path.startswith(("/img/", f"/{IMAGE_KEY}/", "/redirect")):
+            return self._cdn()  # the image host; an open redirect as on the CDN
         if self._apply_status_fault(self.fake.take_fault("api")):
             return
         if m := re.fullmatch(r"/api/v1/models/(\d+)", path):

@@ -437,8 +437,8 @@ def test_cancel_removes_the_part_and_retry_starts_again(civitai, daemon, home):
 
 
 def test_cancel_a_queued_job(civitai, daemon):
-    civitai.add_simple(1, 10, blob(3 * MB))
-    civitai.add_simple(2, 20, blob(1000, 2))
+    civitai.add_simple(1, 10, blob(3 * MB), filename="running.safetensors")
+    civitai.add_simple(2, 20, blob(1000, 2), filename="queued.safetensors")
     civitai.default_rate = 1 * MB
     d = daemon(workers=1)
     with d.client() as c:

@@ -237,7 +237,7 @@ def test_the_civitai_token_is_in_no_log_row_response_webhook_or_process_argument
 
     hook = Receiver().start()
     civitai.add_simple(1, 10, b"x" * 50_000, login_required=True)
-    civitai.add_simple(2, 20, b"y", login_required=True, disabled=True)
+    civitai.add_simple(2, 20, b"y", "disabled.safetensors", login_required=True, disabled=True)
     write_config(home, civitai_base_url=civitai.base_url, webhook_url=hook.url)
     d = daemon_factory(home, env={"CIVITAI_TOKEN": TOKEN}).start()
     try:

@@ -4,6 +4,7 @@ reads it; app folder names are model_type aliases; nothing is written outside do
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -137,6 +138,8 @@ def test_app_folder_names_as_model_type_and_folders_overrides_place_files_there(
         {"lora": "/etc"},
         {"lora": "models/../../x"},
         {"Not A Type!": "x"},
+        {"lora": "models/CON"},  # a device on Windows, not a folder
+        {"lora": "aux.loras"},
     ],
 )
 def test_a_folders_override_out_of_download_dir_is_refused_and_nothing_is_written(
@@ -169,3 +172,185 @@ def test_a_folders_override_that_is_a_link_out_of_download_dir_is_refused(
         assert "outside" in r.json()["detail"] or "leads" in r.json()["detail"], r.text
     assert list(outside.iterdir()) == []
     d.stop()
+
+
+def test_jobs_queued_before_a_layout_change_keep_their_folder_even_when_resolved_after_it(
+    civitai, daemon, home
+):
+    """A batch is answered before Civitai is asked: its jobs learn their file name later (the
+    resolver, or the worker). The folder is the one of the layout they were queued under."""
+    lora, ckpt, late = os.urandom(3000), os.urandom(4000), os.urandom(5000)
+    civitai.add_simple(1, 10, lora, filename="early_lora.safetensors", type="LORA")
+    civitai.add_simple(2, 20, ckpt, filename="early_ckpt.safetensors", type="Checkpoint")
+    civitai.add_simple(3, 30, late, filename="late_lora.safetensors", type="LORA")
+    civitai.fault("api", status=503, retry_after=1, times=10**6)  # Civitai cannot be asked yet
+    d = daemon(retries=50)
+    root = home / "data" / "models"
+    with d.client() as c:
+        r = c.post(
+            "/api/batch",
+            json=[
+                {"modelVersionId": 10, "model_type": "lora"},
+                {"modelVersionId": 20, "model_type": "Stable-diffusion"},
+            ],
+        )
+        assert r.status_code == 202, r.text
+        early = [job["id"] for job in r.json()["jobs"]]
+        assert [c.get(f"/api/jobs/{i}").json()["path"] for i in early] == [None, None]
+        r = c.patch("/api/settings", json={"layout": "comfyui"})
+        assert r.status_code == 200, r.text
+        civitai.faults.clear()  # Civitai answers again: the early jobs are resolved now
+        done = [wait_job(c, job_id, timeout=60) for job_id in early]
+        after = c.post("/api/download", json={"modelVersionId": 30, "model_type": "lora"})
+        assert after.status_code == 202, after.text
+        done.append(wait_job(c, after.json()["id"]))
+    d.stop()
+    expected = [
+        (root / "lora" / "early_lora.safetensors", lora),
+        (root / "checkpoint" / "early_ckpt.safetensors", ckpt),
+        (root / "loras" / "late_lora.safetensors", late),  # queued after: the new layout
+    ]
+    for job, (path, blob) in zip(done, expected, strict=True):
+        assert job["path"] == str(path), job
+        assert hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(blob).digest()
+    assert not (root / "loras" / "early_lora.safetensors").exists()
+    assert not (root / "checkpoints").exists()
+
+
+def test_two_files_of_one_name_for_types_sharing_a_folder_never_write_the_same_path(
+    civitai, daemon, home
+):
+    """LoRA and LoCon share `loras/` in ComfyUI: two different files of the same name must not
+    both be queued to `loras/<name>` (both wrote one .part: the LoRA's job said completed over
+    the LoCon's bytes). The second is refused, asked alone or resolved later in a batch."""
+    blobs = {n: os.urandom(3_000_000 + n) for n in (10, 20, 30, 40)}
+    civitai.add_simple(1, 10, blobs[10], filename="same.safetensors", type="LORA")
+    civitai.add_simple(2, 20, blobs[20], filename="same.safetensors", type="LoCon")
+    civitai.add_simple(3, 30, blobs[30], filename="twin.safetensors", type="LoCon")
+    civitai.add_simple(4, 40, blobs[40], filename="twin.safetensors", type="DoRA")
+    civitai.default_rate = 2_000_000  # both would be downloading at once
+    d = daemon(layout="comfyui", workers=2)
+    loras = home / "data" / "models" / "loras"
+    with d.client() as c:
+        first = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"})
+        assert first.status_code == 202, first.text
+        second = c.post("/api/download", json={"modelVersionId": 20, "model_type": "locon"})
+        assert second.status_code == 409, second.text
+        said = second.json()["detail"].replace("downloading", "queued")  # it may have started
+        assert said == (
+            f"Job {first.json()['id']} (model_type 'lora', queued) already writes "
+            f"{loras / 'same.safetensors'}; a different file of the same name cannot go there "
+            f"too. Queue this one with another filename."
+        )
+        batch = c.post(
+            "/api/batch",
+            json=[
+                {"modelVersionId": 30, "model_type": "locon"},
+                {"modelVersionId": 40, "model_type": "dora"},
+            ],
+        )
+        assert batch.status_code == 202, batch.text
+        twin, other = (job["id"] for job in batch.json()["jobs"])
+        done = [wait_job(c, first.json()["id"], timeout=60), wait_job(c, twin, timeout=60)]
+        refused = wait_job(c, other, statuses=("failed",), timeout=60)
+        assert "already writes" in refused["error"] and "twin.safetensors" in refused["error"]
+        completed = c.get("/api/completed").json()["completed"]
+    d.stop()
+    assert [job["path"] for job in done] == [
+        str(loras / "same.safetensors"),
+        str(loras / "twin.safetensors"),
+    ]
+    for name, n in (("same", 10), ("twin", 30)):
+        assert (loras / f"{name}.safetensors").read_bytes() == blobs[n], name
+        info = json.loads((loras / f"{name}.civitai.info").read_bytes())
+        assert info["id"] == n, name
+    assert sorted(row["modelVersionId"] for row in completed) == [10, 30]
+
+
+def test_the_library_filter_takes_an_apps_folder_name_or_civitais_type_as_model_type(
+    civitai, daemon
+):
+    civitai.add_simple(1, 10, os.urandom(2000), filename="ckpt.safetensors", type="Checkpoint")
+    civitai.add_simple(2, 20, os.urandom(1000), filename="style.safetensors", type="LORA")
+    d = daemon(layout="a1111")
+    run_job(d, {"modelVersionId": 10, "model_type": "Stable-diffusion"})
+    run_job(d, {"modelVersionId": 20, "model_type": "models/Lora"})
+    with d.client() as c:
+
+        def listed(model_type: str) -> list[str]:
+            r = c.get("/api/completed", params={"model_type": model_type})
+            assert r.status_code == 200, r.text
+            return [row["filename"] for row in r.json()["completed"]]
+
+        for name in ("checkpoint", "Stable-diffusion", "models/Stable-diffusion", "Checkpoint"):
+            assert listed(name) == ["ckpt.safetensors"], name
+        for name in ("lora", "Lora", "LORA", "models\\Lora", "loras"):
+            assert listed(name) == ["style.safetensors"], name
+        assert listed("vae") == []
+    d.stop()
+
+
+@pytest.mark.parametrize("model_type", ["nul", "con", "com1", "lpt9", "aux"])
+def test_a_windows_device_name_as_model_type_is_refused(civitai, daemon, home, model_type):
+    civitai.add_simple(1, 10, os.urandom(1000), filename="x.safetensors")
+    d = daemon()
+    with d.client() as c:
+        r = c.post("/api/download", json={"modelVersionId": 10, "model_type": model_type})
+        assert r.status_code == 422, r.text
+        assert f"model_type {model_type!r} is not allowed" in r.json()["detail"], r.text
+    assert not (home / "data" / "models" / model_type).exists()
+    d.stop()
+
+
+def test_the_readme_a1111_example_puts_a_lora_and_a_checkpoint_where_it_says(
+    civitai, daemon, tmp_path
+):
+    """The README's config.json for A1111, as a new user copies it (download_dir pointed at a
+    fresh webui folder): the files land where its text says, with their sidecars."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("### Folders per app") :]
+    example = json.loads(section.split("```json\n", 1)[1].split("```", 1)[0])
+    assert example["download_dir"] == "/home/me/stable-diffusion-webui"
+    webui = tmp_path / "stable-diffusion-webui"
+    webui.mkdir()  # a fresh webui: no models/Lora yet
+    lora, ckpt = os.urandom(3000), os.urandom(5000)
+    civitai.add_simple(1, 10, lora, filename="detail.safetensors", type="LORA")
+    civitai.add_simple(2, 20, ckpt, filename="juggernaut.safetensors", type="Checkpoint")
+    d = daemon(**{**example, "download_dir": str(webui)})
+    jobs = [run_job(d, {"modelVersionId": v}) for v in (10, 20)]  # Civitai's type decides
+    d.stop()
+    said = "/home/me/stable-diffusion-webui/models/Lora/<file>.safetensors"
+    assert said in " ".join(section.split())
+    expected = [
+        (webui / "models" / "Lora" / "detail.safetensors", lora),
+        (webui / "models" / "Stable-diffusion" / "SDXL" / "juggernaut.safetensors", ckpt),
+    ]
+    for job, (path, blob) in zip(jobs, expected, strict=True):
+        assert job["path"] == str(path) and path.read_bytes() == blob
+        assert path.with_name(path.stem + ".civitai.info").is_file()
+        assert path.with_name(path.stem + ".preview.png").is_file()
+
+
+def test_the_same_file_asked_as_another_type_of_the_same_folder_is_the_job_already_queued(
+    civitai, daemon, home
+):
+    """In ComfyUI's layout a LoRA asked again as `locon` goes to the same `loras/` file: that is
+    the job already there, not a 409 telling to cancel it. Another folder is still a 409."""
+    blob = os.urandom(4_000_000)
+    civitai.add_simple(1, 10, blob, filename="style.safetensors", type="LORA")
+    civitai.default_rate = 1_000_000
+    d = daemon(layout="comfyui")
+    with d.client() as c:
+        first = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"})
+        assert first.status_code == 202, first.text
+        again = c.post("/api/download", json={"modelVersionId": 10, "model_type": "locon"})
+        assert again.status_code == 202 and again.json()["id"] == first.json()["id"], again.text
+        elsewhere = c.post("/api/download", json={"modelVersionId": 10, "model_type": "vae"})
+        assert elsewhere.status_code == 409, elsewhere.text
+        assert "model_type 'lora'" in elsewhere.json()["detail"]
+        civitai.default_rate = None
+        done = wait_job(c, first.json()["id"])
+        assert len(c.get("/api/jobs").json()["jobs"]) == 1
+    d.stop()
+    assert Path(done["path"]) == home / "data" / "models" / "loras" / "style.safetensors"
+    assert Path(done["path"]).read_bytes() == blob

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import struct
 import zlib
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
@@ -21,7 +22,7 @@ from civitai import CivitaiClient
 from metadata import write_sidecars
 from settings import load_settings
 from tests.conftest import run_job, wait_job, write_config
-from tests.fake_civitai import GREEN, RED, FakeCivitai
+from tests.fake_civitai import GREEN, IMAGE_KEY, RED, FakeCivitai
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -108,10 +109,10 @@ def test_every_image_format_civitai_serves_becomes_a_png_preview_and_a_video_its
         color = first_pixel(folder / f"{kind}.preview.png")
         assert near(color, expected), f"{kind}: {color}"
     # A video and an image: the image is taken, the video never fetched.
-    videos = [r.path for r in civitai.requests_to("cdn") if r.path.endswith(".mp4")]
+    videos = [r.path for r in civitai.requests_to("api") if r.path.endswith(".mp4")]
     assert videos == []
     # Only a video: its still, asked for the way Civitai's site asks (anim=false).
-    stills = [r.path for r in civitai.requests_to("cdn") if "anim=false" in r.path]
+    stills = [r.path for r in civitai.requests_to("api") if "anim=false" in r.path]
     assert len(stills) == 1 and stills[0].endswith("/anim=false,transcode=true,width=450/0.jpeg")
     assert not list(folder.glob("*.preview.jpeg")) and not list(folder.glob("*.preview.webp"))
 
@@ -138,6 +139,36 @@ def test_every_image_format_civitai_serves_becomes_a_png_preview_and_a_video_its
     assert "decompression bomb" in line, line
 
 
+def test_a_preview_is_fetched_only_from_civitais_image_hosts_never_elsewhere_nor_by_redirect(
+    civitai, daemon, home
+):
+    # A version answer naming a host inside the network (the fake's CDN stands for an admin page
+    # on another origin): it serves a real PNG, so a preview on disk would prove it was read.
+    inside = f"{civitai.cdn_url}/{IMAGE_KEY}/00000000-0000-4000-8000-000000000000/width=450/a.png"
+    hostile = {
+        "direct": inside,
+        "redirected": f"{civitai.base_url}/redirect?to={quote(inside, safe='')}",
+    }
+    for n, (name, url) in enumerate(hostile.items(), start=1):
+        f = civitai.file(b"h" * (500 + n), name=f"{name}.safetensors")
+        civitai.add_model(n, name, "LORA", [civitai.version(n * 10, [f])])
+        civitai.models[n].versions[0].image_urls = [url]
+    d = daemon()
+    jobs = [run_job(d, {"modelVersionId": n * 10, "model_type": "lora"}) for n in (1, 2)]
+    d.stop()
+    assert [job["status"] for job in jobs] == ["completed", "completed"]
+    folder = home / "data" / "models" / "lora"
+    for name in hostile:
+        assert sorted(p.name for p in folder.glob(f"{name}.*")) == [
+            f"{name}.civitai.info",
+            f"{name}.safetensors",
+        ]
+        [line] = previews_logged(home, f"{name}.safetensors")
+        assert "not one of Civitai's image hosts" in line and "127.0.0." in line, line
+    assert civitai.requests_to("cdn", f"/{IMAGE_KEY}/") == []  # never asked, not even once
+    assert len(civitai.requests_to("api", "/redirect")) == 1  # the allowed host was asked
+
+
 def test_an_image_larger_than_the_pixel_cap_is_refused_before_it_is_decoded():
     import errors
     from metadata import MAX_PREVIEW_PIXELS, to_png
@@ -148,6 +179,48 @@ def test_an_image_larger_than_the_pixel_cap_is_refused_before_it_is_decoded():
         to_png(big)
     with pytest.raises(errors.PreviewUnavailable, match="not an image Pillow can read"):
         to_png(b"\x00\x00\x00\x20ftypisom")
+
+
+def encoded(im: Image.Image, fmt: str, **options: Any) -> bytes:
+    out = io.BytesIO()
+    im.save(out, format=fmt, **options)
+    return out.getvalue()
+
+
+def test_previews_of_odd_images_are_pngs_as_a_person_sees_them_and_at_most_1280_pixels_wide():
+    from metadata import MAX_PREVIEW_SIDE, to_png
+
+    def png(data: bytes) -> Image.Image:
+        im = Image.open(io.BytesIO(to_png(data)))
+        assert im.format == "PNG" and im.mode in ("RGB", "RGBA"), (im.format, im.mode)
+        return im
+
+    # A phone photo stored landscape with "rotate 90°" in its EXIF: shown upright (portrait).
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    photo = Image.new("RGB", (80, 40), RED)
+    assert png(encoded(photo, "JPEG", exif=exif.tobytes())).size == (40, 80)
+    # A 16-bit grey PNG at half brightness stays grey (a plain convert clips it to white).
+    grey = png(encoded(Image.new("I;16", (4, 3), 0x8000), "PNG")).getpixel((0, 0))
+    assert all(120 <= c <= 136 for c in grey), grey
+    # CMYK JPEG: its colours, not inverted ones; a palette PNG with a transparent index keeps it.
+    assert near(
+        png(encoded(Image.new("CMYK", (4, 3), (0, 255, 255, 0)), "JPEG")).getpixel((0, 0)),
+        (255, 0, 0),
+    )
+    palette = Image.new("P", (4, 3), 1)
+    palette.putpalette([0, 0, 0, *RED] + [0] * 762)
+    clear = png(encoded(palette, "PNG", transparency=1))
+    assert clear.mode == "RGBA" and clear.getpixel((0, 0))[3] == 0
+    # An `original=true` photo of 6000x4000: a preview of at most MAX_PREVIEW_SIDE a side.
+    big = png(encoded(Image.new("RGB", (6000, 4000), GREEN), "JPEG"))
+    assert MAX_PREVIEW_SIDE == 1280 and big.size == (1280, 853), big.size
+    # An SVG is no image Pillow reads: no preview, a sentence saying so.
+    import errors
+
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect/></svg>'
+    with pytest.raises(errors.PreviewUnavailable, match="not an image Pillow can read"):
+        to_png(svg)
 
 
 # .civitai.info ----------------------------------------------------------------------------
@@ -219,9 +292,9 @@ def recorded_versions() -> list[tuple[str, dict[str, Any]]]:
 
 
 def on_fake_cdn(version: dict[str, Any], fake: FakeCivitai) -> dict[str, Any]:
-    """The version with its image URLs on the fake's image CDN (same paths as Civitai's)."""
+    """The version with its image URLs on the fake's image host (same paths as Civitai's)."""
     images = [
-        {**i, "url": fake.cdn_url + urlsplit(i["url"]).path} for i in version.get("images") or []
+        {**i, "url": fake.base_url + urlsplit(i["url"]).path} for i in version.get("images") or []
     ]
     return {**version, "images": images}
 
@@ -278,3 +351,46 @@ def test_every_recorded_civitai_answer_gets_an_info_describing_its_file_and_a_pn
 
     asyncio.run(write_all())
     assert checked["non-primary"] >= 3 and checked["previews"] >= 30, checked
+
+
+# A model named like another model's sidecar --------------------------------------------------
+
+
+def test_a_file_name_that_is_a_sidecar_or_part_name_is_refused_so_no_model_is_overwritten(
+    civitai, daemon, home
+):
+    """`m.preview.png` as a model's name would be replaced by the preview of `m.safetensors`,
+    and `m.safetensors.part` removed when `m.safetensors` starts: refused with 422. A name
+    Civitai gives so is changed, and both models stay whole."""
+    from jobs import SIDECAR_SUFFIXES
+    from metadata import OLD_PREVIEW_SUFFIXES, PREVIEW_SUFFIX
+
+    assert {PREVIEW_SUFFIX, *OLD_PREVIEW_SUFFIXES, ".civitai.info", ".part"} <= set(
+        SIDECAR_SUFFIXES
+    )
+    main, other = b"M" * 5000, b"O" * 4000
+    civitai.add_simple(1, 10, main, filename="m.safetensors")
+    civitai.add_simple(2, 20, other, filename="m.preview.png")  # as Civitai names it
+    d = daemon()
+    with d.client() as c:
+        for name in ("m.preview.png", "m.civitai.info", "m.safetensors.part", "M.Preview.PNG"):
+            r = c.post(
+                "/api/download", json={"modelVersionId": 20, "model_type": "lora", "filename": name}
+            )
+            assert r.status_code == 422, (name, r.text)
+            assert "sidecar" in r.json()["detail"], r.text
+        renamed = wait_job(
+            c,
+            c.post("/api/download", json={"modelVersionId": 20, "model_type": "lora"}).json()["id"],
+        )
+        first = wait_job(
+            c,
+            c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()["id"],
+        )
+    d.stop()
+    folder = home / "data" / "models" / "lora"
+    assert Path(renamed["path"]) == folder / "m.preview_png"
+    assert Path(renamed["path"]).read_bytes() == other
+    assert Path(first["path"]).read_bytes() == main
+    with Image.open(folder / "m.preview.png") as im:
+        assert im.format == "PNG"
