@@ -354,3 +354,32 @@ def test_the_same_file_asked_as_another_type_of_the_same_folder_is_the_job_alrea
     d.stop()
     assert Path(done["path"]) == home / "data" / "models" / "loras" / "style.safetensors"
     assert Path(done["path"]).read_bytes() == blob
+
+
+def test_the_readme_stability_matrix_example_puts_files_in_its_shared_folders(
+    civitai, daemon, tmp_path
+):
+    """Stability Matrix's shared Data/Models, configured as the README shows it."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("**Stability Matrix**") :]
+    example = json.loads(section.split("```json\n", 1)[1].split("```", 1)[0])
+    assert example["download_dir"] == "/home/me/StabilityMatrix/Data/Models"
+    shared = tmp_path / "Data" / "Models"
+    shared.mkdir(parents=True)
+    wanted = {
+        "Checkpoint": "StableDiffusion",
+        "LORA": "Lora",
+        "LoCon": "LyCORIS",
+        "TextualInversion": "Embeddings",
+        "Upscaler": "ESRGAN",
+    }
+    blobs = {}
+    for i, kind in enumerate(wanted, start=1):
+        blobs[kind] = os.urandom(2000 + i)
+        civitai.add_simple(i, i * 10, blobs[kind], filename=f"{kind}.safetensors", type=kind)
+    d = daemon(**{**example, "download_dir": str(shared)})
+    for i, (kind, folder) in enumerate(wanted.items(), start=1):
+        job = run_job(d, {"modelVersionId": i * 10})
+        path = shared / folder / f"{kind}.safetensors"
+        assert job["path"] == str(path) and path.read_bytes() == blobs[kind]
+    d.stop()
