@@ -117,6 +117,10 @@ EXTRA_ALIASES = {
     "ultralytics": "detection",
     "adetailer": "detection",
     "esrgan": "upscaler",
+    "realesrgan": "upscaler",  # A1111 reads upscalers from models/RealESRGAN and models/SwinIR
+    "models/realesrgan": "upscaler",
+    "swinir": "upscaler",
+    "models/swinir": "upscaler",
     "checkpoints": "checkpoint",
 }
 

@@ -104,6 +104,8 @@ def test_one_download_of_each_civitai_type_lands_where_each_app_reads_it(civitai
         ("comfyui", "loras", "loras"),
         ("comfyui", "upscale_models", "upscale_models"),
         ("comfyui", "unet", "diffusion_models"),
+        ("a1111", "models/RealESRGAN", "models/ESRGAN"),
+        ("a1111", "models/LyCORIS", "models/Lora"),
         ("default", "Stable-diffusion", "checkpoint"),
     ],
 )

@@ -338,6 +338,8 @@ SCAN_PLACES = {
     "lora/default_lora.safetensors": ("LORA", "lora"),
     "embedding/default_ti.pt": ("TextualInversion", "embedding"),
     "shared/LoRA/override_lora.safetensors": ("LORA", "lora"),  # a `folders` override
+    "models/RealESRGAN/x4plus.pth": ("Upscaler", "upscaler"),  # A1111 reads upscalers there too
+    "models/LyCORIS/old_locon.safetensors": ("LoCon", "locon"),  # A1111 before 1.5
 }
 
 
