@@ -297,3 +297,26 @@ def test_a_hash_in_the_workflow_is_enforced_and_a_subfolder_name_lands_in_its_su
     assert Path(done["path"]).read_bytes() == data
     wait_for(lambda: not list((home / "data/models/loras").glob("**/*.part")), what="no .part")
     d.stop()
+
+
+def test_cli_workflow_prints_the_table_and_dry_run_queues_nothing(civitai, daemon, home):
+    from tests.test_cli import cli
+
+    d = daemon(layout="comfyui")
+    (home / "data/models/checkpoints").mkdir(parents=True)
+    (home / "data/models/checkpoints/v1-5-pruned-emaonly.safetensors").write_bytes(b"ckpt")
+    api = cli(home, "workflow", str(FIXTURES / "api_basic_example.json"))
+    assert api.returncode == 0, api.stderr
+    lines = api.stdout.splitlines()
+    assert lines[0].split() == ["STATUS", "FOLDER", "NAME", "JOB", "/", "PATH", "/", "WHY"]
+    assert lines[2].split()[:3] == ["present", "checkpoints", "v1-5-pruned-emaonly.safetensors"]
+    assert lines[-1] == "1 model(s): 1 present; 0 new job(s)."
+    dry = cli(home, "workflow", "--dry-run", str(FIXTURES / "01_get_started_text_to_image.json"))
+    assert dry.returncode == 0, dry.stderr
+    assert "to_queue  diffusion_models  z_image_turbo_bf16.safetensors" in dry.stdout
+    assert dry.stdout.splitlines()[-1] == "3 model(s): 3 to_queue; 0 new job(s)."
+    with d.client() as c:
+        assert c.get("/api/jobs").json()["total"] == 0
+    missing = cli(home, "workflow", str(home / "nope.json"))
+    assert missing.returncode == 1 and "cannot read" in missing.stderr
+    d.stop()
