@@ -38,6 +38,7 @@ SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
 MAX_BODY = 1024 * 1024  # a JSON request
 MAX_UPLOAD = 10 * 1024 * 1024  # /api/batch: a manifest of thousands of entries
+UPLOADS = ("/api/batch", "/api/workflow")  # uploads: a manifest, a ComfyUI workflow
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
@@ -153,7 +154,7 @@ class GuardMiddleware:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         problem = self._host_problem(scope) or self._origin_problem(scope, headers)
         if problem is None and scope["type"] == "http":
-            limit = MAX_UPLOAD if scope["path"].endswith("/api/batch") else MAX_BODY
+            limit = MAX_UPLOAD if scope["path"].endswith(UPLOADS) else MAX_BODY
             length = headers.get("content-length", "")
             if length.isdigit() and int(length) > limit:
                 problem = (413, f"The request body is too large (at most {limit} bytes)")
@@ -270,7 +271,7 @@ def _form_on_json_route(path: str, content_type: str) -> bool:
     ct = json_body.media_type(content_type)
     if ct not in FORM_TYPES:
         return False
-    if path.endswith(("/api/batch", "/gui/login", "/gui/logout")):  # they take uploads or forms
+    if path.endswith((*UPLOADS, "/gui/login", "/gui/logout")):  # they take uploads or forms
         return ct == "text/plain"
     return "/api/" in path or path.endswith("/webhook")
 

@@ -22,6 +22,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -293,7 +294,34 @@ def run(args: argparse.Namespace) -> tuple[Any, str]:
         ]
         lines += [f"  unknown {p}" for p in report["unknown"]]
         return report, "\n".join(lines)
+    if cmd == "workflow":
+        return workflow(c, args.file, args.dry_run)
     raise CliError(f"unknown command {cmd}")
+
+
+def workflow(c: Daemon, file: str, dry_run: bool) -> tuple[Any, str]:
+    """A ComfyUI workflow's models: present, queued (unless dry_run), or with no source."""
+    try:
+        content = Path(file).read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {file}: {exc.strerror or exc}") from None
+    data = call(
+        c,
+        "POST",
+        "/api/workflow",
+        params={"dry_run": "true"} if dry_run else None,
+        files={"file": (Path(file).name, content, "application/json")},
+    )
+    rows = [
+        [m["status"], m["folder"], m["name"], m["job"] or m["path"] or m["detail"] or ""]
+        for m in data["models"]
+    ]
+    n = data["summary"]
+    text = table(rows, ["STATUS", "FOLDER", "NAME", "JOB / PATH / WHY"]) if rows else "No models."
+    counts = ", ".join(
+        f"{n[k]} {k}" for k in ("present", "queued", "to_queue", "no_source", "refused") if n[k]
+    )
+    return data, f"{text}\n{n['models']} model(s): {counts or 'none'}; {n['new_jobs']} new job(s)."
 
 
 def parser() -> argparse.ArgumentParser:
@@ -369,6 +397,13 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("scan", parents=[common], help="adopt existing files under download_dir")
     sub.add_parser("url", parents=[common], help="the daemon's address, for scripts and curl")
     sub.add_parser("key", parents=[common], help="the API key (api_token), for scripts and curl")
+    flow = sub.add_parser(
+        "workflow",
+        parents=[common],
+        help="a ComfyUI workflow's models: what is here, queue the rest",
+    )
+    flow.add_argument("file", help="the workflow's .json (as ComfyUI saves it, or the API format)")
+    flow.add_argument("--dry-run", action="store_true", help="show the table, queue nothing")
     return p
 
 

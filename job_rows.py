@@ -149,6 +149,8 @@ class JobRows:
             "replaces": json.dumps(replaces) if replaces else None,
             "folder": self.layout.folder(req.model_type),
         }
+        if req._subfolder:  # a workflow's `SD1.5/x.safetensors`: inside the type's folder
+            row["folder"] = f"{row['folder']}/{req._subfolder}"
         if resolved:
             row.update(self.resolved_fields(resolved, req.model_type, row["folder"]))
         return row

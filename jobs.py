@@ -8,7 +8,7 @@ import unicodedata
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from errors import InvalidRequest
 from layout import WINDOWS_RESERVED, model_type_of
@@ -225,6 +225,9 @@ class JobRequest(BaseModel):
         description="Once the file is verified, add or update its model's manifest.json entry "
         "so the update checker follows it.",
     )
+    # A folder under the type's folder (a ComfyUI workflow's `SD1.5/x.safetensors`), set only by
+    # the daemon itself (sources/workflow_jobs.py), checked there: not a field of the API.
+    _subfolder: str | None = PrivateAttr(None)
 
     @field_validator("model_type", mode="before")
     @classmethod

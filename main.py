@@ -23,6 +23,7 @@ from events import EventBus
 from live import LiveSettings
 from routes import api, gui, integrations, library, relayout, settings_api, system, updates, ws
 from routes import errors as error_handlers
+from routes import workflow as workflow_routes
 from scanner import Scanner
 from sessions import Sessions, load_session_secret
 from settings import Settings
@@ -117,6 +118,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(relayout.router)
     app.include_router(settings_api.router)
     app.include_router(integrations.router)
+    app.include_router(workflow_routes.router)
     app.include_router(ws.router)
     app.include_router(webhook_server.router)
     app.include_router(gui.router)

@@ -88,6 +88,18 @@ RUN: dict[str, Run] = {
 }
 
 NOT_RUN: dict[str, str] = {
+    **dict.fromkeys(
+        [
+            'curl -X POST "$URL/api/workflow?dry_run=true" -H "Authorization: Bearer $KEY" '
+            "-F file=@my_workflow.json",
+            "./civitai workflow my_workflow.json --dry-run",
+            "./civitai workflow my_workflow.json",
+        ],
+        "my_workflow.json stands for the reader's workflow: test_workflow.py::"
+        "test_cli_workflow_prints_the_table_and_dry_run_queues_nothing runs the CLI (and "
+        "--dry-run) on real templates, test_bad_json_and_non_workflows_are_refused_with_why "
+        "uploads one as multipart",
+    ),
     "./civitai --url http://127.0.0.1:8137 status": "8137 stands for the other daemon's port: "
     "test_cli.py::test_cli_url_flag_and_environment_variable_reach_a_daemon_the_home_does_not_name "
     "runs --url (and CIVITAI_DAEMON_URL) against a daemon its home does not name",

@@ -1,0 +1,232 @@
+"""The models a ComfyUI workflow needs, read from its JSON (the UI format or the API format).
+
+What is read, as the ComfyUI frontend writes it (Comfy-Org/ComfyUI_frontend):
+
+- `src/schemas/comfyWorkflowSchema.ts`, `zModelFile`: a model is `{name, url, directory}` with
+  optional `hash` and `hash_type`; a workflow may list them at the top (`models`) and each node
+  in `properties.models`. Subgraphs keep their own nodes in `definitions.subgraphs[].nodes[]`
+  (Comfy-Org/workflow_templates `templates/01_get_started_text_to_image.json`: every loader of
+  that template is inside its subgraph).
+- `src/platform/workflow/core/utils/modelRequirements.ts`: two entries are the same model when
+  `[name, directory]` are the same (`getModelFileKey`).
+- The loader nodes of ComfyUI's `nodes.py` name their file in a widget (UI format:
+  `widgets_values[i]`; API format `{"<id>": {"class_type", "inputs"}}`: `inputs[<name>]`), in
+  the folder their `folder_paths.get_filename_list(...)` names: LOADERS below.
+
+Names are kept as ComfyUI shows them, subfolder included (`SD1.5/x.safetensors`, `\\` read as
+`/`); a name or directory that leads out of its folder is refused for that entry, with why.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobs import SHA256_RE, unsafe_filename_reason
+from layout import check_relative_folder, model_type_of
+
+# class_type → (folder, the inputs naming a file, in widget order: they come first in each).
+LOADERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "CheckpointLoaderSimple": ("checkpoints", ("ckpt_name",)),
+    "unCLIPCheckpointLoader": ("checkpoints", ("ckpt_name",)),
+    "ImageOnlyCheckpointLoader": ("checkpoints", ("ckpt_name",)),
+    "LoraLoader": ("loras", ("lora_name",)),
+    "LoraLoaderModelOnly": ("loras", ("lora_name",)),
+    "VAELoader": ("vae", ("vae_name",)),
+    "UNETLoader": ("diffusion_models", ("unet_name",)),
+    "CLIPLoader": ("text_encoders", ("clip_name",)),
+    "DualCLIPLoader": ("text_encoders", ("clip_name1", "clip_name2")),
+    "TripleCLIPLoader": ("text_encoders", ("clip_name1", "clip_name2", "clip_name3")),
+    "QuadrupleCLIPLoader": (
+        "text_encoders",
+        ("clip_name1", "clip_name2", "clip_name3", "clip_name4"),
+    ),
+    "ControlNetLoader": ("controlnet", ("control_net_name",)),
+    "DiffControlNetLoader": ("controlnet", ("control_net_name",)),
+    "UpscaleModelLoader": ("upscale_models", ("model_name",)),
+    "CLIPVisionLoader": ("clip_vision", ("clip_name",)),
+    "StyleModelLoader": ("style_models", ("style_model_name",)),
+    "HypernetworkLoader": ("hypernetworks", ("hypernetwork_name",)),
+    "GLIGENLoader": ("gligen", ("gligen_name",)),
+}
+# ComfyUI's `supported_pt_extensions` (folder_paths.py) and GGUF: a widget value naming a file.
+MODEL_FILE = re.compile(r"\.(ckpt|pt|pt2|bin|pth|safetensors|pkl|sft|gguf|onnx)$", re.I)
+MAX_NODES = 20_000
+MAX_DEPTH = 8  # subgraphs inside subgraphs
+
+
+class NotAWorkflow(ValueError):
+    """The JSON is not a ComfyUI workflow in either format."""
+
+
+@dataclass
+class Model:
+    """One model file a workflow needs."""
+
+    name: str  # as ComfyUI shows it, `/` between a subfolder and the file
+    directory: str  # ComfyUI's folder name: checkpoints, loras, text_encoders, …
+    url: str | None = None
+    sha256: str | None = None
+    nodes: list[dict[str, Any]] = field(default_factory=list)  # {id, type, title}
+    problem: str | None = None  # why it cannot be fetched as named
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.name, model_type_of(self.directory) or self.directory)
+
+    @property
+    def filename(self) -> str:
+        return self.name.rsplit("/", 1)[-1]
+
+    @property
+    def subfolder(self) -> str | None:
+        return self.name.rsplit("/", 1)[0] if "/" in self.name else None
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "directory": self.directory,
+            "url": self.url,
+            "sha256": self.sha256,
+            "nodes": self.nodes,
+        }
+
+
+def name_problem(name: str) -> str | None:
+    """Why a model name cannot be a file under its folder; None when it can."""
+    text = name.replace("\\", "/")
+    if text.startswith("/") or re.match(r"^[A-Za-z]:", text):
+        return f"{name!r} is an absolute path; a model is named relative to its folder"
+    if ".." in text.split("/"):
+        return f"{name!r} leads out of its folder ('..')"
+    folder, _, base = text.rpartition("/")
+    if reason := unsafe_filename_reason(base):
+        return f"{name!r} cannot be a file name: {reason}"
+    if folder:
+        try:
+            check_relative_folder(folder)
+        except ValueError as exc:
+            return f"{name!r}: {exc}"
+    return None
+
+
+def _node_ref(node: dict[str, Any], subgraph: str | None) -> dict[str, Any]:
+    ref = {"id": node.get("id"), "type": node.get("type") or node.get("class_type")}
+    title = node.get("title") or (node.get("_meta") or {}).get("title")
+    ref["title"] = title if isinstance(title, str) else None
+    if subgraph:
+        ref["subgraph"] = subgraph
+    return ref
+
+
+class Collector:
+    """Gathers the models of one workflow, each (name, directory) once."""
+
+    def __init__(self) -> None:
+        self.models: dict[tuple[str, str], Model] = {}
+        self.nodes_seen = 0
+
+    def add(
+        self,
+        name: Any,
+        directory: Any,
+        node: dict[str, Any] | None,
+        url: Any = None,
+        hash_value: Any = None,
+        hash_type: Any = None,
+    ) -> None:
+        if not isinstance(name, str) or not name.strip() or not isinstance(directory, str):
+            return
+        model = Model(name=name.strip().replace("\\", "/"), directory=directory.strip())
+        model.problem = name_problem(model.name)
+        if model.problem is None and model_type_of(model.directory) is None:
+            model.problem = f"directory {directory!r} is not a ComfyUI model folder name"
+        existing = self.models.setdefault(model.key, model)
+        if isinstance(url, str) and re.match(r"^https?://", url.strip()) and not existing.url:
+            existing.url = url.strip()
+        if isinstance(hash_type, str) and hash_type.lower() == "sha256" and hash_value:
+            if isinstance(hash_value, str) and SHA256_RE.fullmatch(hash_value.strip()):
+                existing.sha256 = existing.sha256 or hash_value.strip().lower()
+            elif existing.problem is None:
+                existing.problem = f"its SHA256 {str(hash_value)[:80]!r} is not 64 hex digits"
+        if node is not None and node not in existing.nodes:
+            existing.nodes.append(node)
+
+    def declared(self, entries: Any, node: dict[str, Any] | None) -> None:
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, dict):
+                self.add(
+                    entry.get("name"),
+                    entry.get("directory"),
+                    node,
+                    entry.get("url"),
+                    entry.get("hash"),
+                    entry.get("hash_type"),
+                )
+
+    def loader(self, class_type: Any, values: dict[str, Any], ref: dict[str, Any]) -> None:
+        folder, inputs = LOADERS.get(class_type if isinstance(class_type, str) else "", ("", ()))
+        for input_name in inputs:
+            value = values.get(input_name)
+            if isinstance(value, str) and MODEL_FILE.search(value.strip()):
+                self.add(value, folder, ref)
+
+    def ui_graph(self, graph: dict[str, Any], subgraph: str | None, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            return
+        for node in graph.get("nodes") or []:
+            if not isinstance(node, dict):
+                continue
+            self.nodes_seen += 1
+            if self.nodes_seen > MAX_NODES:
+                raise NotAWorkflow(f"it has more than {MAX_NODES} nodes")
+            ref = _node_ref(node, subgraph)
+            properties = node.get("properties")
+            if isinstance(properties, dict):
+                self.declared(properties.get("models"), ref)
+            widgets = node.get("widgets_values")
+            class_type = node.get("type")
+            if isinstance(widgets, list) and class_type in LOADERS:
+                names = LOADERS[class_type][1]
+                self.loader(class_type, dict(zip(names, widgets, strict=False)), ref)
+            elif isinstance(widgets, dict):
+                self.loader(class_type, widgets, ref)
+        definitions = graph.get("definitions")
+        if isinstance(definitions, dict):
+            for sub in definitions.get("subgraphs") or []:
+                if isinstance(sub, dict):
+                    label = sub.get("name") if isinstance(sub.get("name"), str) else sub.get("id")
+                    self.ui_graph(sub, str(label) if label else None, depth + 1)
+
+
+def is_api_format(data: dict[str, Any]) -> bool:
+    """`{"<id>": {"class_type": ..., "inputs": {...}}}`: what ComfyUI's /prompt takes."""
+    nodes = [v for k, v in data.items() if k not in ("models", "extra")]
+    return bool(nodes) and all(isinstance(v, dict) and "class_type" in v for v in nodes)
+
+
+def models_of(data: Any) -> list[Model]:
+    """The models a workflow needs, in the order first named; raises NotAWorkflow."""
+    if not isinstance(data, dict):
+        raise NotAWorkflow("it is not a JSON object")
+    collector = Collector()
+    collector.declared(data.get("models"), None)
+    if isinstance(data.get("nodes"), list):
+        collector.ui_graph(data, None, 0)
+    elif is_api_format(data):
+        for node_id, node in data.items():
+            if node_id in ("models", "extra"):
+                continue
+            collector.nodes_seen += 1
+            if collector.nodes_seen > MAX_NODES:
+                raise NotAWorkflow(f"it has more than {MAX_NODES} nodes")
+            inputs = node.get("inputs") if isinstance(node.get("inputs"), dict) else {}
+            ref = _node_ref({**node, "id": node_id}, None)
+            collector.loader(node.get("class_type"), inputs, ref)
+    else:
+        raise NotAWorkflow(
+            "it has no `nodes` list (the format ComfyUI saves) and is not the API format "
+            '(`{"<id>": {"class_type": ..., "inputs": {...}}}`)'
+        )
+    return list(collector.models.values())

@@ -1,0 +1,148 @@
+"""A workflow's models against this machine: present, queued, or with no source to fetch from.
+
+Each model's folder is ComfyUI's `directory` mapped to a model type (`layout.model_type_of`) and
+that type's folder under the configured layout. A model with a URL is queued as any job of that
+URL (a civitai.com URL as a Civitai job, any other host by allowed_hosts), so the queue's
+duplicate rules hold: the same URL returns the job already active, and a completed file in place
+is answered as present.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import job_query
+from jobs import JobRequest, describe_errors
+from layout import model_type_of
+from sources.workflow import Model
+
+if TYPE_CHECKING:
+    from daemon import DownloadQueue
+
+STATUSES = ("present", "queued", "to_queue", "no_source", "refused")
+
+
+def _regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+class WorkflowJobs:
+    """Answers a workflow's models for one queue (and queues the missing ones)."""
+
+    def __init__(self, queue: DownloadQueue) -> None:
+        self.queue = queue
+        self.layout = queue.job_rows.layout
+        self.root = queue.job_rows.models_root
+
+    def row_of(self, model: Model) -> dict[str, Any]:
+        model_type = model_type_of(model.directory) or ""
+        folder = self.layout.folder(model_type) if model_type else None
+        return {
+            **model.public(),
+            "model_type": model_type or None,
+            "folder": folder,
+            "status": "refused" if model.problem else None,
+            "detail": model.problem,
+            "path": None,
+            "job": None,
+        }
+
+    def where(self, row: dict[str, Any]) -> Path:
+        return self.root.joinpath(*row["folder"].split("/"), *row["name"].split("/"))
+
+    async def present(self, rows: list[dict[str, Any]]) -> None:
+        """Marks the rows whose file is in their folder, or is a completed job still in place."""
+        for row in rows:
+            if row["status"] is not None:
+                continue
+            path = self.where(row)
+            if await asyncio.to_thread(_regular_file, path):
+                row["status"], row["path"] = "present", str(path)
+                continue
+            args: list[Any] = [row["model_type"], row["name"].rsplit("/", 1)[-1]]
+            where = "status = 'completed' and model_type = ? and (filename = ?"
+            if row["sha256"]:
+                where += " or lower(sha256) = ?"
+                args.append(row["sha256"])
+            jobs = await self.queue.store.jobs_where(where + ")", args, order_by="id desc")
+            for job in jobs:
+                if job.get("path") and await asyncio.to_thread(_regular_file, Path(job["path"])):
+                    row["status"], row["path"], row["job"] = "present", job["path"], job["id"]
+                    break
+
+    def request_of(self, row: dict[str, Any]) -> JobRequest:
+        req = JobRequest(
+            url=row["url"],
+            model_type=row["model_type"],
+            filename=row["name"].rsplit("/", 1)[-1],
+            sha256=row["sha256"],
+        )
+        if "/" in row["name"]:
+            req._subfolder = row["name"].rsplit("/", 1)[0]
+        return req
+
+    async def answer(self, models: list[Model], dry_run: bool) -> list[dict[str, Any]]:
+        rows = [self.row_of(m) for m in models]
+        await self.present(rows)
+        for row in rows:
+            if row["status"] is None and not row["url"]:
+                row["status"] = "no_source"
+                row["detail"] = "The workflow names no URL for it: paste one to queue it"
+        wanted = [(i, row) for i, row in enumerate(rows) if row["status"] is None]
+        entries = []
+        for index, row in wanted:
+            try:
+                entries.append((index, self.request_of(row)))
+            except ValueError as exc:  # pydantic: an unusable URL or name
+                row["status"], row["detail"] = "refused", _first_error(exc)
+        active = await job_query.active_by_key(
+            self.queue.store, [f"url:{req.url}" for _, req in entries]
+        )
+        if dry_run:
+            checked = await asyncio.to_thread(
+                self.queue.job_rows.rows_without_civitai, entries, "workflow"
+            )
+            for index, outcome in checked:
+                row = rows[index]
+                if isinstance(outcome, Exception):
+                    row["status"], row["detail"] = "refused", str(outcome)
+                elif found := active.get(f"url:{row['url']}"):
+                    row["status"], row["job"] = "queued", found[0]["id"]
+                    row["path"] = found[0].get("path")
+                else:
+                    row["status"], row["path"] = "to_queue", outcome.get("path")
+            return rows
+        jobs, failed = await self.queue.submit_many(entries, source="workflow")
+        refused = {f["index"]: f["detail"] for f in failed}
+        queued = iter(jobs)
+        for index, req in entries:
+            row = rows[index]
+            if index in refused:
+                row["status"], row["detail"] = "refused", refused[index]
+                continue
+            job = next(queued)
+            row["job"], row["path"] = job["id"], job.get("path")
+            row["status"] = "present" if job.get("duplicate") else "queued"
+            row["new"] = not job.get("duplicate") and f"url:{req.url}" not in active
+        return rows
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, int]:
+    counts = {status: 0 for status in STATUSES}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    counts["new_jobs"] = sum(1 for row in rows if row.get("new"))
+    counts["models"] = len(rows)
+    return counts
+
+
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    return describe_errors(errors()) if callable(errors) else str(exc)

@@ -1,0 +1,322 @@
+"""A ComfyUI workflow's models in one drop: the parser on real templates, POST /api/workflow."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from sources.workflow import models_of
+from tests.conftest import wait_for, wait_job
+
+FIXTURES = Path(__file__).parent / "fixtures" / "workflows"
+MB = 1024 * 1024
+
+
+def load(name: str) -> dict:
+    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def by_name(rows: list) -> dict:
+    return {row["name"]: row for row in rows}
+
+
+# The parser -------------------------------------------------------------------------------------
+
+
+def test_the_subgraph_template_names_the_three_models_inside_its_subgraph():
+    models = models_of(load("01_get_started_text_to_image.json"))
+    found = {(m.name, m.directory, m.url) for m in models}
+    base = "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files"
+    assert found == {
+        ("qwen_3_4b.safetensors", "text_encoders", f"{base}/text_encoders/qwen_3_4b.safetensors"),
+        (
+            "z_image_turbo_bf16.safetensors",
+            "diffusion_models",
+            f"{base}/diffusion_models/z_image_turbo_bf16.safetensors",
+        ),
+        ("ae.safetensors", "vae", f"{base}/vae/ae.safetensors"),
+    }
+    unet = next(m for m in models if m.directory == "diffusion_models")
+    # properties.models and the widget value name the same file: one entry, one node.
+    assert unet.nodes == [
+        {"id": 28, "type": "UNETLoader", "title": None, "subgraph": "Z-Image-Turbo Text to Image"}
+    ]
+    assert all(m.problem is None and m.sha256 is None for m in models)
+
+
+def test_the_default_template_and_the_api_format_name_their_checkpoint():
+    [ui] = models_of(load("default.json"))
+    assert (ui.name, ui.directory, ui.nodes[0]["type"]) == (
+        "v1-5-pruned-emaonly-fp16.safetensors",
+        "checkpoints",
+        "CheckpointLoaderSimple",
+    )
+    assert ui.url.startswith("https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/")
+    [api] = models_of(load("api_basic_example.json"))
+    assert (api.name, api.directory, api.url, api.nodes[0]["id"]) == (
+        "v1-5-pruned-emaonly.safetensors",
+        "checkpoints",
+        None,
+        "4",
+    )
+
+
+def test_duplicates_merge_hashes_are_kept_and_paths_out_of_the_folder_are_refused():
+    digest = "AB" * 32
+    workflow = {
+        "models": [
+            {
+                "name": "x.safetensors",
+                "url": "https://example.com/x.safetensors",
+                "directory": "loras",
+                "hash": digest,
+                "hash_type": "SHA256",
+            }
+        ],
+        "nodes": [
+            {"id": 1, "type": "LoraLoader", "title": "Style", "widgets_values": ["x.safetensors"]},
+            {"id": 2, "type": "LoraLoaderModelOnly", "widgets_values": ["x.safetensors", 1.0]},
+            {"id": 3, "type": "LoraLoader", "widgets_values": ["SD1.5\\sub.safetensors", 1, 1]},
+            {"id": 4, "type": "VAELoader", "widgets_values": ["../../evil.safetensors"]},
+            {"id": 5, "type": "CheckpointLoaderSimple", "widgets_values": ["/etc/abs.ckpt"]},
+            {"id": 6, "type": "DualCLIPLoader", "widgets_values": ["a.safetensors", "b.gguf"]},
+            {"id": 7, "type": "VAELoader", "widgets_values": ["pixel_space"]},  # not a file
+            {
+                "id": 8,
+                "type": "X",
+                "properties": {"models": [{"name": "y.pt", "directory": "../up"}]},
+            },
+        ],
+    }
+    models = {m.name: m for m in models_of(workflow)}
+    x = models["x.safetensors"]
+    assert (x.sha256, x.url, [n["id"] for n in x.nodes]) == (
+        digest.lower(),
+        "https://example.com/x.safetensors",
+        [1, 2],
+    )
+    assert x.nodes[0]["title"] == "Style"
+    assert models["SD1.5/sub.safetensors"].problem is None
+    assert models["SD1.5/sub.safetensors"].directory == "loras"
+    assert "leads out of its folder" in models["../../evil.safetensors"].problem
+    assert "absolute path" in models["/etc/abs.ckpt"].problem
+    assert models["y.pt"].problem == "directory '../up' is not a ComfyUI model folder name"
+    assert {models["a.safetensors"].directory, models["b.gguf"].directory} == {"text_encoders"}
+    assert "pixel_space" not in models
+    assert len(models) == 7
+
+
+# The endpoint -----------------------------------------------------------------------------------
+
+
+def test_bad_json_and_non_workflows_are_refused_with_why(civitai, daemon):
+    d = daemon()
+    with d.client() as c:
+        bad = c.post(
+            "/api/workflow", content=b'{"nodes": [', headers={"content-type": "application/json"}
+        )
+        assert bad.status_code == 422
+        assert bad.json()["detail"].startswith("The request body is not valid JSON")
+        odd = c.post("/api/workflow", json={"hello": 1})
+        assert odd.status_code == 422
+        assert "is not a ComfyUI workflow: it has no `nodes` list" in odd.json()["detail"]
+        upload = c.post(
+            "/api/workflow?dry_run=true",
+            files={"file": ("default.json", (FIXTURES / "default.json").read_bytes())},
+        )
+        assert upload.status_code == 200, upload.text
+        assert upload.json()["models"][0]["status"] == "to_queue"
+    d.stop()
+
+
+def test_the_real_template_queues_hub_urls_into_comfyui_folders_and_a_dry_run_queues_nothing(
+    civitai, daemon, home
+):
+    civitai.add_simple(1, 10, os.urandom(2 * MB), filename="blocker.safetensors")
+    civitai.default_rate = 128 * 1024  # holds the one worker while the table is read
+    d = daemon(layout="comfyui", workers=1)
+    models = home / "data" / "models"
+    template = load("01_get_started_text_to_image.json")
+    with d.client() as c:
+        dry = c.post("/api/workflow?dry_run=true", json=template).json()
+        assert dry["summary"]["to_queue"] == 3 and dry["summary"]["new_jobs"] == 0
+        assert {r["folder"] for r in dry["models"]} == {
+            "text_encoders",
+            "diffusion_models",
+            "vae",
+        }
+        assert c.get("/api/jobs").json()["total"] == 0
+        first = c.post("/api/download", json={"modelVersionId": 10, "model_type": "other"})
+        assert first.status_code == 202, first.text
+        r = c.post("/api/workflow", json=template)
+        assert r.status_code == 200, r.text
+        rows = by_name(r.json()["models"])
+        assert r.json()["summary"]["queued"] == 3 and r.json()["summary"]["new_jobs"] == 3
+        unet = rows["z_image_turbo_bf16.safetensors"]
+        assert unet["path"] == str(models / "diffusion_models" / "z_image_turbo_bf16.safetensors")
+        job = c.get(f"/api/jobs/{unet['job']}").json()
+        assert (job["status"], job["model_type"], job["path"]) == (
+            "queued",
+            "diffusion_models",
+            unet["path"],
+        )
+        clip = c.get(f"/api/jobs/{rows['qwen_3_4b.safetensors']['job']}").json()
+        assert clip["path"] == str(models / "text_encoders" / "qwen_3_4b.safetensors")
+        again = c.post("/api/workflow", json=template).json()
+        assert again["summary"]["new_jobs"] == 0
+        assert {row["job"] for row in again["models"]} == {row["job"] for row in rows.values()}
+        assert c.get("/api/jobs").json()["total"] == 4
+        for row in rows.values():
+            assert c.post(f"/api/jobs/{row['job']}/cancel").status_code == 200
+        c.post(f"/api/jobs/{first.json()['id']}/cancel")
+    d.stop()
+
+
+def a_workflow(direct: str, civitai_url: str, digest: str) -> dict:
+    return {
+        "nodes": [
+            {
+                "id": 1,
+                "type": "LoraLoader",
+                "properties": {
+                    "models": [
+                        {
+                            "name": "style.safetensors",
+                            "url": direct,
+                            "directory": "loras",
+                            "hash": digest,
+                            "hash_type": "SHA256",
+                        }
+                    ]
+                },
+                "widgets_values": ["style.safetensors", 1, 1],
+            },
+            {
+                "id": 2,
+                "type": "CheckpointLoaderSimple",
+                "properties": {
+                    "models": [
+                        {"name": "base.safetensors", "url": civitai_url, "directory": "checkpoints"}
+                    ]
+                },
+                "widgets_values": ["base.safetensors"],
+            },
+            {
+                "id": 3,
+                "type": "VAELoader",
+                "title": "My VAE",
+                "widgets_values": ["have.safetensors"],
+            },
+            {"id": 4, "type": "UpscaleModelLoader", "widgets_values": ["4x.pth"]},
+            {"id": 5, "type": "LoraLoader", "widgets_values": ["../escape.safetensors", 1, 1]},
+        ]
+    }
+
+
+def test_a_workflow_is_fetched_into_its_folders_verified_and_a_repost_queues_nothing(
+    civitai, daemon, home
+):
+    lora, base = os.urandom(300_000), os.urandom(200_000)
+    f = civitai.add_simple(7, 70, lora, filename="upstream-name.safetensors")
+    civitai.add_simple(8, 80, base, filename="base.safetensors", type="Checkpoint")
+    d = daemon(layout="comfyui", allowed_hosts=["127.0.0.2"])
+    models = home / "data" / "models"
+    (models / "vae").mkdir(parents=True)
+    (models / "vae" / "have.safetensors").write_bytes(b"already here")
+    workflow = a_workflow(
+        civitai.signed_url(f), f"{civitai.base_url}/models/8?modelVersionId=80", sha(lora)
+    )
+    with d.client() as c:
+        r = c.post("/api/workflow", json=workflow)
+        assert r.status_code == 200, r.text
+        rows = by_name(r.json()["models"])
+        assert r.json()["summary"] | {"models": 5} == {
+            "present": 1,
+            "queued": 2,
+            "to_queue": 0,
+            "no_source": 1,
+            "refused": 1,
+            "new_jobs": 2,
+            "models": 5,
+        }
+        assert rows["have.safetensors"]["path"] == str(models / "vae" / "have.safetensors")
+        no_source = rows["4x.pth"]
+        assert (no_source["status"], no_source["folder"], no_source["nodes"][0]["type"]) == (
+            "no_source",
+            "upscale_models",
+            "UpscaleModelLoader",
+        )
+        assert "leads out of its folder" in rows["../escape.safetensors"]["detail"]
+        style = wait_job(c, rows["style.safetensors"]["job"])
+        checkpoint = wait_job(c, rows["base.safetensors"]["job"])
+        assert style["sha256"] == sha(lora)
+        assert Path(style["path"]) == models / "loras" / "style.safetensors"
+        assert (models / "loras" / "style.safetensors").read_bytes() == lora
+        assert Path(checkpoint["path"]).parent == models / "checkpoints"
+        assert Path(checkpoint["path"]).read_bytes() == base
+        total = c.get("/api/jobs").json()["total"]
+        again = c.post("/api/workflow", json=workflow).json()
+        assert again["summary"]["present"] == 3 and again["summary"]["new_jobs"] == 0
+        assert c.get("/api/jobs").json()["total"] == total
+    assert (
+        not (home / "escape.safetensors").exists() and not (models / "escape.safetensors").exists()
+    )
+    d.stop()
+
+
+def test_a_hash_in_the_workflow_is_enforced_and_a_subfolder_name_lands_in_its_subfolder(
+    civitai, daemon, home
+):
+    data = os.urandom(100_000)
+    f = civitai.add_simple(7, 70, data, filename="x.safetensors")
+    d = daemon(layout="comfyui", allowed_hosts=["127.0.0.2"], retries=1)
+    wrong = bytearray(data)
+    wrong[500] ^= 1  # what the workflow says differs by one byte from what is served
+    workflow = a_workflow(civitai.signed_url(f), f"{civitai.base_url}/models/8", sha(bytes(wrong)))
+    workflow["nodes"] = workflow["nodes"][:1]
+    fine = copy.deepcopy(workflow)
+    fine["nodes"][0]["properties"]["models"][0].update(
+        name="SD1.5/x.safetensors", hash=sha(data), url=civitai.signed_url(f) + "&again=1"
+    )
+    fine["nodes"][0]["widgets_values"] = ["SD1.5/x.safetensors", 1, 1]
+    with d.client() as c:
+        [row] = c.post("/api/workflow", json=workflow).json()["models"]
+        failed = wait_job(c, row["job"], ("failed",))
+        assert "SHA256" in failed["error"], failed["error"]
+        assert not (home / "data/models/loras/style.safetensors").exists()
+        [sub] = c.post("/api/workflow", json=fine).json()["models"]
+        assert sub["path"] == str(home / "data/models/loras/SD1.5/x.safetensors")
+        done = wait_job(c, sub["job"])
+    assert Path(done["path"]).read_bytes() == data
+    wait_for(lambda: not list((home / "data/models/loras").glob("**/*.part")), what="no .part")
+    d.stop()
+
+
+def test_cli_workflow_prints_the_table_and_dry_run_queues_nothing(civitai, daemon, home):
+    from tests.test_cli import cli
+
+    d = daemon(layout="comfyui")
+    (home / "data/models/checkpoints").mkdir(parents=True)
+    (home / "data/models/checkpoints/v1-5-pruned-emaonly.safetensors").write_bytes(b"ckpt")
+    api = cli(home, "workflow", str(FIXTURES / "api_basic_example.json"))
+    assert api.returncode == 0, api.stderr
+    lines = api.stdout.splitlines()
+    assert lines[0].split() == ["STATUS", "FOLDER", "NAME", "JOB", "/", "PATH", "/", "WHY"]
+    assert lines[2].split()[:3] == ["present", "checkpoints", "v1-5-pruned-emaonly.safetensors"]
+    assert lines[-1] == "1 model(s): 1 present; 0 new job(s)."
+    dry = cli(home, "workflow", "--dry-run", str(FIXTURES / "01_get_started_text_to_image.json"))
+    assert dry.returncode == 0, dry.stderr
+    assert "to_queue  diffusion_models  z_image_turbo_bf16.safetensors" in dry.stdout
+    assert dry.stdout.splitlines()[-1] == "3 model(s): 3 to_queue; 0 new job(s)."
+    with d.client() as c:
+        assert c.get("/api/jobs").json()["total"] == 0
+    missing = cli(home, "workflow", str(home / "nope.json"))
+    assert missing.returncode == 1 and "cannot read" in missing.stderr
+    d.stop()
