@@ -8,7 +8,10 @@ What is read, as the ComfyUI frontend writes it (Comfy-Org/ComfyUI_frontend):
   (Comfy-Org/workflow_templates `templates/01_get_started_text_to_image.json`: every loader of
   that template is inside its subgraph).
 - `src/platform/workflow/core/utils/modelRequirements.ts`: two entries are the same model when
-  `[name, directory]` are the same (`getModelFileKey`).
+  `[name, directory]` are the same (`getModelFileKey`); of a node's `properties.models` only the
+  ones its widgets have selected count (`getSelectedModelsMetadata`: the names among its
+  `widgets_values`; none without widget values), and a muted or bypassed node (`mode` 2 or 4,
+  `isInactiveWorkflowNodeMode`), or one inside a subgraph whose node is, needs nothing.
 - The loader nodes of ComfyUI's `nodes.py` name their file in a widget (UI format:
   `widgets_values[i]`; API format `{"<id>": {"class_type", "inputs"}}`: `inputs[<name>]`), in
   the folder their `folder_paths.get_filename_list(...)` names: LOADERS below.
@@ -54,6 +57,7 @@ LOADERS: dict[str, tuple[str, tuple[str, ...]]] = {
 MODEL_FILE = re.compile(r"\.(ckpt|pt|pt2|bin|pth|safetensors|pkl|sft|gguf|onnx)$", re.I)
 MAX_NODES = 20_000
 MAX_DEPTH = 8  # subgraphs inside subgraphs
+INACTIVE_MODES = (2, 4)  # litegraph's LGraphEventMode NEVER (muted) and BYPASS
 
 
 class NotAWorkflow(ValueError):
@@ -126,6 +130,7 @@ class Collector:
     def __init__(self) -> None:
         self.models: dict[tuple[str, str], Model] = {}
         self.nodes_seen = 0
+        self.entered: set[int] = set()  # the subgraph definitions read
 
     def add(
         self,
@@ -172,32 +177,57 @@ class Collector:
             if isinstance(value, str) and MODEL_FILE.search(value.strip()):
                 self.add(value, folder, ref)
 
-    def ui_graph(self, graph: dict[str, Any], subgraph: str | None, depth: int) -> None:
+    def ui_graph(
+        self,
+        graph: dict[str, Any],
+        subgraph: str | None,
+        depth: int,
+        subgraphs: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         if depth > MAX_DEPTH:
             return
+        if subgraphs is None:  # the definitions live at the top; instances name them by id
+            definitions = graph.get("definitions")
+            listed = definitions.get("subgraphs") if isinstance(definitions, dict) else None
+            subgraphs = {
+                str(sub["id"]): sub
+                for sub in listed or []
+                if isinstance(sub, dict) and sub.get("id") is not None
+            }
         for node in graph.get("nodes") or []:
             if not isinstance(node, dict):
                 continue
             self.nodes_seen += 1
             if self.nodes_seen > MAX_NODES:
                 raise NotAWorkflow(f"it has more than {MAX_NODES} nodes")
+            if node.get("mode") in INACTIVE_MODES:
+                continue  # muted or bypassed: ComfyUI runs nothing of it, nor of its subgraph
             ref = _node_ref(node, subgraph)
+            widgets = node.get("widgets_values")
             properties = node.get("properties")
             if isinstance(properties, dict):
-                self.declared(properties.get("models"), ref)
-            widgets = node.get("widgets_values")
+                self.declared(selected_models(properties.get("models"), widgets), ref)
+            inner = subgraphs.get(str(node.get("type")))
+            if inner is not None and id(inner) not in self.entered:
+                self.entered.add(id(inner))  # a subgraph used twice is read once
+                label = inner.get("name") if isinstance(inner.get("name"), str) else inner["id"]
+                self.ui_graph(inner, str(label), depth + 1, subgraphs)
             class_type = node.get("type")
             if isinstance(widgets, list) and class_type in LOADERS:
                 names = LOADERS[class_type][1]
                 self.loader(class_type, dict(zip(names, widgets, strict=False)), ref)
             elif isinstance(widgets, dict):
                 self.loader(class_type, widgets, ref)
-        definitions = graph.get("definitions")
-        if isinstance(definitions, dict):
-            for sub in definitions.get("subgraphs") or []:
-                if isinstance(sub, dict):
-                    label = sub.get("name") if isinstance(sub.get("name"), str) else sub.get("id")
-                    self.ui_graph(sub, str(label) if label else None, depth + 1)
+
+
+def selected_models(models: Any, widgets: Any) -> list[Any]:
+    """The declared models a node has selected in its widgets (the frontend's
+    `getSelectedModelsMetadata`): none when it has no widget values to select them with."""
+    if not isinstance(models, list) or not models or not widgets:
+        return []
+    values = widgets if isinstance(widgets, list) else list(widgets.values())
+    names = {v for v in values if isinstance(v, str) and v.strip()}
+    return [m for m in models if isinstance(m, dict) and m.get("name") in names]
 
 
 def is_api_format(data: dict[str, Any]) -> bool:

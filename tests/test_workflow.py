@@ -92,6 +92,7 @@ def test_duplicates_merge_hashes_are_kept_and_paths_out_of_the_folder_are_refuse
                 "id": 8,
                 "type": "X",
                 "properties": {"models": [{"name": "y.pt", "directory": "../up"}]},
+                "widgets_values": ["y.pt"],
             },
         ],
     }
@@ -111,6 +112,51 @@ def test_duplicates_merge_hashes_are_kept_and_paths_out_of_the_folder_are_refuse
     assert {models["a.safetensors"].directory, models["b.gguf"].directory} == {"text_encoders"}
     assert "pixel_space" not in models
     assert len(models) == 7
+
+
+def test_only_the_models_a_node_selects_count_and_muted_or_bypassed_nodes_need_nothing():
+    """As ComfyUI's frontend (modelRequirements.ts): of a node's `properties.models` only the
+    ones its widgets select; nothing from a muted (mode 2) or bypassed (mode 4) node, nor from
+    the subgraph a bypassed node stands for."""
+
+    def declared(*names: str) -> list[dict]:
+        return [{"name": n, "url": f"https://example.com/{n}", "directory": "loras"} for n in names]
+
+    workflow = {
+        "nodes": [
+            {
+                "id": 1,
+                "type": "LoraLoader",
+                "properties": {"models": declared("chosen.safetensors", "other.safetensors")},
+                "widgets_values": ["chosen.safetensors", 1, 1],
+            },
+            {"id": 2, "type": "X", "properties": {"models": declared("no_widgets.safetensors")}},
+            {"id": 3, "type": "LoraLoader", "mode": 2, "widgets_values": ["muted.safetensors"]},
+            {"id": 4, "type": "LoraLoader", "mode": 4, "widgets_values": ["bypassed.safetensors"]},
+            {"id": 5, "type": "sub-a", "mode": 4},  # a bypassed subgraph
+            {"id": 6, "type": "sub-b"},
+        ],
+        "definitions": {
+            "subgraphs": [
+                {
+                    "id": "sub-a",
+                    "nodes": [{"id": 1, "type": "VAELoader", "widgets_values": ["a.vae"]}],
+                },
+                {
+                    "id": "sub-b",
+                    "name": "Used",
+                    "nodes": [{"id": 1, "type": "VAELoader", "widgets_values": ["b.safetensors"]}],
+                },
+                {
+                    "id": "sub-unused",
+                    "nodes": [{"id": 1, "type": "VAELoader", "widgets_values": ["c.pt"]}],
+                },
+            ]
+        },
+    }
+    names = {m.name: m for m in models_of(workflow)}
+    assert sorted(names) == ["b.safetensors", "chosen.safetensors"]
+    assert names["b.safetensors"].nodes[0]["subgraph"] == "Used"
 
 
 # The endpoint -----------------------------------------------------------------------------------
