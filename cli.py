@@ -331,7 +331,9 @@ def parser() -> argparse.ArgumentParser:
     )
     ls.add_argument("--limit", type=int, default=50)
     add = sub.add_parser("add", parents=[common], help="queue a download")
-    add.add_argument("url", nargs="?", help="a civitai.com model page or download URL")
+    add.add_argument(
+        "url", nargs="?", help="a civitai.com model page or download URL, or a Civitai AIR"
+    )
     add.add_argument("--version", type=int, help="a model version id")
     add.add_argument("--model", type=int, help="a model id (its newest version)")
     add.add_argument(
