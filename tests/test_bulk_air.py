@@ -7,14 +7,18 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from errors import InvalidRequest
 from sources.air import Air, parse_air
-from tests.conftest import assert_file_is, wait_job
+from tests.conftest import assert_file_is, wait_for, wait_job
+from tests.fake_civitai import FakeCivitai
+from tests.test_downloads import sha
 
 REPO = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 # AIR ----------------------------------------------------------------------------------------
@@ -124,3 +128,158 @@ def test_a_model_downloaded_by_its_air_lands_in_the_folder_its_type_names(civita
     assert cli.returncode == 0, cli.stderr
     assert json.loads(cli.stdout)["duplicate"] is True
     d.stop()
+
+
+# Bulk ---------------------------------------------------------------------------------------
+
+
+def creator_catalogue(civitai: FakeCivitai) -> dict[int, bytes]:
+    """alice: three SFW models (two pages at two a page), one NSFW, one with training data
+    only; bob: one."""
+    contents = {}
+    for model_id, kind, base in [(11, "LORA", "SDXL 1.0"), (12, "Checkpoint", "SD 1.5"),
+                                 (13, "LORA", "SD 1.5"), (14, "LORA", "SDXL 1.0")]:  # fmt: skip
+        contents[model_id] = f"model {model_id} ".encode() * 2000
+        new = civitai.file(contents[model_id], name=f"m{model_id}.safetensors")
+        old = civitai.file(b"old", name=f"m{model_id}_old.safetensors")
+        civitai.add_model(
+            model_id, f"Alice {model_id}", kind,
+            # listed older first: the newest is chosen by publishedAt, not by order
+            [civitai.version(model_id * 10, [old], base_model=base,
+                             published_at="2025-01-01T00:00:00Z"),
+             civitai.version(model_id * 10 + 1, [new], base_model=base,
+                             published_at="2025-03-01T00:00:00Z")],
+            creator="alice", nsfw=model_id == 14,
+        )  # fmt: skip
+    zip_only = civitai.file(b"zip", name="data.zip", type="Training Data")
+    civitai.add_model(15, "Alice 15", "LORA", [civitai.version(150, [zip_only])], creator="alice")
+    civitai.add_simple(21, 210, b"bob" * 100, creator="bob")
+    civitai.page_limit = 2
+    return contents
+
+
+def list_requests(civitai: FakeCivitai) -> list[dict[str, list[str]]]:
+    return [parse_qs(urlsplit(r.path).query) for r in civitai.requests_to("api", "/api/v1/models?")]
+
+
+def test_a_creators_models_are_previewed_over_civitais_pages_with_their_newest_files(
+    civitai, daemon
+):
+    creator_catalogue(civitai)
+    civitai.add_recorded(json.loads((FIXTURES / "models_list_page_based_2025-10.json").read_text()))
+    d = daemon()
+    with d.client() as c:
+        r = c.post("/api/bulk/preview", json={"username": "alice"})
+        assert r.status_code == 200, r.text
+        preview = r.json()
+        asked = list_requests(civitai)
+        # Two pages of two: the cursor was followed, the filters kept on each page.
+        assert len(asked) == preview["pages"] == 2, asked
+        assert "cursor" not in asked[0] and asked[1]["cursor"] == ["2|4|fake"]
+        assert all(q["username"] == ["alice"] and q["nsfw"] == ["false"] for q in asked)
+        items = {i["modelId"]: i for i in preview["items"]}
+        assert sorted(items) == [11, 12, 13, 15]  # no NSFW model, none of bob's
+        assert items[11]["modelVersionId"] == 111 and items[11]["filename"] == "m11.safetensors"
+        assert items[11]["size"] == len(b"model 11 ") * 2000
+        assert items[11]["model_type"] == "lora" and items[12]["model_type"] == "checkpoint"
+        assert items[15]["state"] == "unavailable"
+        assert "training data" in items[15]["problem"]
+        assert {items[i]["state"] for i in (11, 12, 13)} == {"new"}
+        sizes = sum(items[i]["size"] for i in (11, 12, 13))
+        assert preview["totals"] == {
+            "models": 3, "bytes": sizes, "new": 3, "new_bytes": sizes,
+            "queued": 0, "downloaded": 0, "unavailable": 1,
+        }  # fmt: skip
+        assert preview["limit"]["hit"] is None
+
+        # NSFW only when asked; types and base models passed on to Civitai as it takes them.
+        civitai.requests.clear()
+        body = {"username": "alice", "types": ["lora"], "baseModels": ["SDXL 1.0"], "nsfw": True}
+        preview = c.post("/api/bulk/preview", json=body).json()
+        assert [i["modelId"] for i in preview["items"]] == [11, 14, 15]  # 15: SDXL, no file
+        assert preview["items"][1]["nsfw"] is True
+        asked = list_requests(civitai)
+        assert len(asked) == 2  # three models, two a page
+        for q in asked:
+            assert (q["types"], q["baseModels"], q["nsfw"]) == (["LORA"], ["SDXL 1.0"], ["true"])
+
+        # A real recorded answer: its creator's model with the size Civitai gave.
+        [real] = c.post("/api/bulk/preview", json={"username": "LeonDoesntDraw"}).json()["items"]
+        assert (real["modelId"], real["filename"], real["baseModel"]) == (
+            11821,
+            "VSK.safetensors",
+            "SD 1.5",
+        )
+        assert real["size"] == round(73888.6953125 * 1024)
+
+        # Refusals, each in the one error shape.
+        r = c.post("/api/bulk/preview", json={"username": "nobody-here"})
+        assert r.status_code == 404
+        assert r.json() == {
+            "detail": "Civitai has no creator named 'nobody-here': check the name as it appears "
+            "in their profile's address, civitai.com/user/<name>"
+        }
+        r = c.post("/api/bulk/preview", json={"username": "alice", "types": ["Lollipop"]})
+        assert r.status_code == 422 and "'Lollipop' is not a Civitai type" in r.json()["detail"]
+        civitai.fault("api", status=503)
+        r = c.post("/api/bulk/preview", json={"username": "alice"})
+        assert r.status_code == 503 and set(r.json()) == {"detail"}, r.text
+        assert "503" in r.json()["detail"]
+    d.stop()
+
+
+def test_a_preview_stops_at_its_page_bound_and_says_so(civitai, daemon):
+    for i in range(12):
+        civitai.add_simple(100 + i, 1000 + i, b"x" * 10, creator="prolific")
+    civitai.page_limit = 1
+    d = daemon()
+    with d.client() as c:
+        preview = c.post("/api/bulk/preview", json={"username": "prolific"}).json()
+    assert preview["pages"] == 10 and len(preview["items"]) == 10
+    assert preview["limit"]["hit"] == "pages"
+    assert "stopped after 10 pages" in preview["limit"]["detail"]
+    assert len(list_requests(civitai)) == 10
+    d.stop()
+
+
+def test_the_confirmed_models_are_queued_once_and_tracked(civitai, daemon, home):
+    contents = creator_catalogue(civitai)
+    d = daemon(viewer_token="viewer-key-0123456789abcdef")
+    with d.client() as c:
+        items = c.post("/api/bulk/preview", json={"username": "alice"}).json()["items"]
+        chosen = [i for i in items if i["state"] == "new" and i["modelId"] != 13]
+        r = c.post("/api/bulk", json={"items": chosen, "track": True})
+        assert r.status_code == 202, r.text
+        jobs = r.json()["jobs"]
+        assert r.json()["errors"] == []
+        for job in jobs:
+            wait_job(c, job["id"])
+        assert_file_is(home / "data/models/lora/m11.safetensors", sha(contents[11]))
+        assert_file_is(home / "data/models/checkpoint/m12.safetensors", sha(contents[12]))
+        assert not (home / "data/models/lora/m13.safetensors").exists()
+        wait_for(lambda: tracked(home) == {11, 12}, 10, what="both tracked in manifest.json")
+        # Asked again: the same jobs, completed and in place; nothing downloaded twice.
+        sent = civitai.requests_to("cdn", "/file/")
+        again = c.post("/api/bulk", json={"items": chosen, "track": True})
+        assert again.status_code == 202
+        assert [j["id"] for j in again.json()["jobs"]] == [j["id"] for j in jobs]
+        assert all(j["duplicate"] for j in again.json()["jobs"])
+        assert civitai.requests_to("cdn", "/file/") == sent
+        states = {
+            i["modelId"]: i["state"]
+            for i in c.post("/api/bulk/preview", json={"username": "alice"}).json()["items"]
+        }
+        assert states == {11: "downloaded", 12: "downloaded", 13: "new", 15: "unavailable"}
+        # Bad items are reported by index; nothing to queue is a 422; a viewer may not.
+        r = c.post("/api/bulk", json={"items": [{"modelVersionId": 999_999}]})
+        assert r.status_code == 422 and r.json()["errors"][0]["index"] == 0
+        assert "999999" in r.json()["errors"][0]["detail"]
+        viewer = {"Authorization": "Bearer viewer-key-0123456789abcdef"}
+        r = c.post("/api/bulk/preview", json={"username": "alice"}, headers=viewer)
+        assert r.status_code == 403
+    d.stop()
+
+
+def tracked(home: Path) -> set[int]:
+    path = home / "manifest.json"
+    return {e["modelId"] for e in json.loads(path.read_text())} if path.exists() else set()
