@@ -10,15 +10,21 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from playwright.sync_api import expect
 
 from errors import InvalidRequest
 from sources.air import Air, parse_air
+from tests import test_gui
 from tests.conftest import assert_file_is, wait_for, wait_job
 from tests.fake_civitai import FakeCivitai
 from tests.test_downloads import sha
+from tests.test_gui import log_in, open_tab, shot
+from tests.test_gui_add import watch
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+browser = test_gui.browser  # the fixtures of test_gui.py: one Chromium per module
+page = test_gui.page
 
 
 # AIR ----------------------------------------------------------------------------------------
@@ -283,3 +289,67 @@ def test_the_confirmed_models_are_queued_once_and_tracked(civitai, daemon, home)
 def tracked(home: Path) -> set[int]:
     path = home / "manifest.json"
     return {e["modelId"] for e in json.loads(path.read_text())} if path.exists() else set()
+
+
+# GUI ----------------------------------------------------------------------------------------
+
+
+def test_the_add_tab_previews_a_creators_models_and_downloads_the_selected_ones(
+    civitai, daemon, home, page
+):
+    contents = creator_catalogue(civitai)
+    problems = watch(page)
+    d = daemon()
+    log_in(page, d)
+    open_tab(page, "add")
+    page.fill("#bulk-username", "alice")
+    page.select_option("#bulk-type", "LORA")
+    page.click("#bulk-preview-button")
+    expect(page.locator(".bulk-row")).to_have_count(3)  # 11, 13 and 15 are LoRAs
+    page.select_option("#bulk-type", "")
+    page.click("#bulk-preview-button")
+    rows = page.locator(".bulk-row")
+    expect(rows).to_have_count(4)
+    expect(page.locator("#bulk-summary")).to_contain_text("3 to fetch")
+    unavailable = page.locator(".bulk-row[data-model-id='15']")
+    expect(unavailable.locator(".badge")).to_have_text("unavailable")
+    expect(unavailable.locator(".bulk-pick")).to_be_disabled()
+    expect(unavailable.locator(".bulk-why")).to_contain_text("training data")
+    # Every new model starts picked; leave model 13 out.
+    page.locator(".bulk-row[data-model-id='13'] .bulk-pick").uncheck()
+    size = len(contents[11]) + len(contents[12])
+    expect(page.locator("#bulk-selected")).to_have_text(f"2 selected · {size / 1000:.1f} KB")
+    table = page.locator("#bulk-table").bounding_box()
+    assert table is not None and table["width"] > 500 and table["height"] > 100, table
+    button = page.locator("#bulk-download")
+    expect(button).to_be_enabled()
+    button.scroll_into_view_if_needed()
+    box = button.bounding_box()
+    assert box is not None and box["width"] > 50 and box["height"] > 20, box
+    shot(page, "bulk-preview")
+    button.click()
+    expect(page.locator(".bulk-row[data-model-id='11'] .badge")).to_have_text("queued")
+    expect(page.locator(".bulk-row[data-model-id='13'] .badge")).to_have_text("new")
+    expect(button).to_be_disabled()
+    with d.client() as c:
+        wait_for(lambda: c.get("/api/jobs?status=completed").json()["total"] == 2, 30)
+    assert_file_is(home / "data/models/lora/m11.safetensors", sha(contents[11]))
+    assert_file_is(home / "data/models/checkpoint/m12.safetensors", sha(contents[12]))
+    wait_for(lambda: tracked(home) == {11, 12}, 10, what="both tracked in manifest.json")
+    page.click("#bulk-preview-button")
+    expect(page.locator(".bulk-row[data-model-id='12'] .badge")).to_have_text("downloaded")
+    shot(page, "bulk-preview-after-download")
+    page.fill("#bulk-username", "nobody-here")
+    page.click("#bulk-preview-button")
+    expect(page.locator("#bulk-error")).to_have_text(
+        "Preview of nobody-here failed: Civitai has no creator named 'nobody-here': check the "
+        "name as it appears in their profile's address, civitai.com/user/<name>"
+    )
+    expect(page.locator("#bulk-result")).to_be_hidden()
+    shot(page, "bulk-unknown-creator")
+    # The one console line is the browser's own note of the 404 the preview got; nothing else.
+    missing = [p for p in problems if "status of 404" in p and "/api/bulk/preview" in p]
+    assert len(missing) == 1, problems
+    problems.remove(missing[0])
+    assert problems == [], problems
+    d.stop()
