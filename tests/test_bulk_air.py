@@ -291,6 +291,43 @@ def tracked(home: Path) -> set[int]:
     return {e["modelId"] for e in json.loads(path.read_text())} if path.exists() else set()
 
 
+def bulk_cli(home: Path, *args: str, answer: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "cli.py"), "--home", str(home), "bulk", *args],
+        input=answer, capture_output=True, text=True, timeout=60, cwd=REPO,
+    )  # fmt: skip
+
+
+def test_the_cli_previews_a_creators_models_and_queues_them_only_when_told(civitai, daemon, home):
+    contents = creator_catalogue(civitai)
+    d = daemon()
+    said_no = bulk_cli(home, "alice", "--type", "LORA", answer="n\n")
+    assert said_no.returncode == 0, said_no.stderr
+    assert "Alice 11" in said_no.stdout and "Alice 13" in said_no.stdout
+    assert "Alice 12" not in said_no.stdout  # a checkpoint
+    assert "Queue 2 model(s), 36.0 KB? [y/N]" in said_no.stdout
+    assert "Nothing queued" in said_no.stdout
+    with d.client() as c:
+        assert c.get("/api/jobs").json()["total"] == 0
+        said_yes = bulk_cli(home, "alice", "--type", "LORA", "--track", answer="y\n")
+        assert said_yes.returncode == 0, said_yes.stderr
+        assert "Queued 2 model(s) (tracked)." in said_yes.stdout
+        wait_for(lambda: c.get("/api/jobs?status=completed").json()["total"] == 2, 30)
+        for i in (11, 13):
+            assert_file_is(home / f"data/models/lora/m{i}.safetensors", sha(contents[i]))
+        wait_for(lambda: tracked(home) == {11, 13}, 10, what="both tracked in manifest.json")
+        # --yes: no question; only what is new (the checkpoint) is queued.
+        yes = bulk_cli(home, "alice", "--yes")
+        assert yes.returncode == 0, yes.stderr
+        assert "[y/N]" not in yes.stdout and "Queued 1 model(s)." in yes.stdout
+        wait_for(lambda: c.get("/api/jobs?status=completed").json()["total"] == 3, 30)
+        assert_file_is(home / "data/models/checkpoint/m12.safetensors", sha(contents[12]))
+    unknown = bulk_cli(home, "nobody-here", "--yes")
+    assert unknown.returncode == 1
+    assert "Civitai has no creator named 'nobody-here'" in unknown.stderr
+    d.stop()
+
+
 # GUI ----------------------------------------------------------------------------------------
 
 
