@@ -278,7 +278,7 @@ class JobRequest(BaseModel):
     def _one_source(self) -> JobRequest:
         self._apply_air()
         if not (self.modelVersionId or self.modelId or self.url):
-            raise ValueError("give one of modelVersionId, modelId, url or air")
+            raise ValueError("give one of modelVersionId, modelId or url (or a Civitai AIR in air)")
         return self
 
     def _apply_air(self) -> None:
