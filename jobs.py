@@ -303,8 +303,8 @@ class JobRequest(BaseModel):
             given = getattr(self, field)
             if value is not None and given is not None and given != value:
                 raise ValueError(f"{field} {given} disagrees with the AIR's {value}: give one")
-            if value is not None:
-                setattr(self, field, value)
+            if value is not None and not (field == "modelId" and air.version_id):
+                setattr(self, field, value)  # a version names its model: Civitai's says which
         if self.model_type is None and air.model_type is not None:
             try:
                 self.model_type = canonical_model_type(air.model_type)

@@ -90,6 +90,7 @@ def test_a_model_downloaded_by_its_air_lands_in_the_folder_its_type_names(civita
         [civitai.version(9, [newer], published_at="2025-06-01T00:00:00Z"),
          civitai.version(8, [older], published_at="2025-05-01T00:00:00Z")],
     )  # fmt: skip
+    civitai.add_simple(500, 501, b"five" * 100, filename="five.safetensors")
     d = daemon()
     with d.client() as c:
         # In `url`, as a person pastes it; no model_type: the AIR's type (lora) names the folder.
@@ -112,6 +113,10 @@ def test_a_model_downloaded_by_its_air_lands_in_the_folder_its_type_names(civita
         again = c.post("/api/download", json={"air": "urn:air:sdxl:lora:civitai:328553@368189"})
         assert again.status_code == 200 and again.json()["duplicate"] is True
         assert again.json()["path"] == str(home / "data/models/lora/style.safetensors")
+        # A version names its model: an AIR naming another model for it gets Civitai's.
+        other = c.post("/api/download", json={"air": "urn:air:sdxl:lora:civitai:999@501"})
+        assert other.status_code == 202, other.text
+        assert wait_job(c, other.json()["id"])["modelId"] == 500
         # A foreign source, a malformed one, and ids that disagree: 422 with the reason.
         for body, why in [
             ({"url": "urn:air:sdxl:lora:huggingface:org/repo"}, "only Civitai AIRs"),
