@@ -276,11 +276,17 @@ def test_the_confirmed_models_are_queued_once_and_tracked(civitai, daemon, home)
         assert [j["id"] for j in again.json()["jobs"]] == [j["id"] for j in jobs]
         assert all(j["duplicate"] for j in again.json()["jobs"])
         assert civitai.requests_to("cdn", "/file/") == sent
-        states = {
-            i["modelId"]: i["state"]
+        # Model 13 queued (and paused, so it stays so) by hand: the preview shows its job.
+        held = c.post("/api/download", json={"modelVersionId": 131, "model_type": "lora"}).json()
+        assert c.post(f"/api/jobs/{held['id']}/pause").status_code == 200
+        items = {
+            i["modelId"]: i
             for i in c.post("/api/bulk/preview", json={"username": "alice"}).json()["items"]
         }
-        assert states == {11: "downloaded", 12: "downloaded", 13: "new", 15: "unavailable"}
+        states = {model_id: i["state"] for model_id, i in items.items()}
+        assert states == {11: "downloaded", 12: "downloaded", 13: "queued", 15: "unavailable"}
+        assert (items[13]["job_id"], items[13]["job_status"]) == (held["id"], "paused")
+        assert items[11]["path"] == str(home / "data/models/lora/m11.safetensors")
         # Bad items are reported by index; nothing to queue is a 422; a viewer may not.
         r = c.post("/api/bulk", json={"items": [{"modelVersionId": 999_999}]})
         assert r.status_code == 422 and r.json()["errors"][0]["index"] == 0
