@@ -7,6 +7,8 @@ active_port in config.json) and takes the key from config.json.
     ./civitai add --version 128713 --file-id 131226 --type checkpoint
     ./civitai add --model 4384 --track       (type from Civitai; tracked for updates once verified)
     ./civitai cancel 12 · retry 12 [--force] · pause 12 · resume 12 · priority 12 1|top
+    ./civitai add urn:air:sdxl:lora:civitai:328553@368189     (a Civitai AIR)
+    ./civitai bulk USERNAME [--type LORA] [--yes] [--track]   (a creator's models: preview, ask)
     ./civitai completed · updates [--check] · scan · url · key
 Every command takes --json (for scripts), --home DIR and --url URL (or $CIVITAI_DAEMON_URL;
 $CIVITAI_DAEMON_TOKEN overrides the key). No daemon found: exit code 3.
@@ -281,6 +283,8 @@ def run(args: argparse.Namespace) -> tuple[Any, str]:
             else "No updates found yet."
         )
         return data, text + f"\nNext check: {data['next_check'] or 'off'}"
+    if cmd == "bulk":
+        return bulk(c, args)
     if cmd == "scan":
         report = call(c, "POST", "/api/scan")
         while report["running"]:
@@ -324,6 +328,45 @@ def workflow(c: Daemon, file: str, dry_run: bool) -> tuple[Any, str]:
     return data, f"{text}\n{n['models']} model(s): {counts or 'none'}; {n['new_jobs']} new job(s)."
 
 
+def bulk(c: Daemon, args: argparse.Namespace) -> tuple[Any, str]:
+    """A creator's models: the preview, then (with --yes, or a "y" to the question) queued."""
+    body = {"username": args.username, "types": args.type or [], "nsfw": args.nsfw}
+    preview = call(c, "POST", "/api/bulk/preview", json=body)
+    new = [i for i in preview["items"] if i["state"] == "new"]
+    rows = [
+        [i["modelId"], i.get("name"), i.get("versionName") or "", i.get("baseModel") or "",
+         human_bytes(i["size"]) if i.get("size") is not None else "", i["state"]]
+        for i in preview["items"]
+    ]  # fmt: skip
+    t = preview["totals"]
+    text = (
+        (table(rows, ["MODEL", "NAME", "VERSION", "BASE", "SIZE", "STATE"]) + "\n" if rows else "")
+        + f"{preview['username']}: {t['new']} new model(s), {human_bytes(t['new_bytes'])}; "
+        f"{t['downloaded']} downloaded, {t['queued']} queued, {t['unavailable']} unavailable."
+        + (f"\n{preview['limit']['detail']}" if preview["limit"]["detail"] else "")
+    )
+    if not new:
+        return preview, text + "\nNothing new to queue."
+    if not args.yes:
+        if args.json:
+            return preview, ""  # scripts read the preview, then queue with --yes
+        print(printable(text, lines=True))  # noqa: T201
+        try:
+            answer = input(f"Queue {len(new)} model(s), {human_bytes(t['new_bytes'])}? [y/N] ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            return preview, "Nothing queued (--yes queues without asking)."
+        text = ""
+    items = [{"modelVersionId": i["modelVersionId"], "fileId": i["fileId"]} for i in new]
+    result = call(c, "POST", "/api/bulk", json={"items": items, "track": args.track})
+    lines = [f"Queued {len(result['jobs'])} model(s)" + (" (tracked)." if args.track else ".")]
+    lines += [
+        f"  refused {items[e['index']]['modelVersionId']}: {e['detail']}" for e in result["errors"]
+    ]
+    return result, (text + "\n" if text else "") + "\n".join(lines)
+
+
 def parser() -> argparse.ArgumentParser:
     # SUPPRESS: an option given before the command is not reset by the command's parser.
     common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
@@ -359,7 +402,9 @@ def parser() -> argparse.ArgumentParser:
     )
     ls.add_argument("--limit", type=int, default=50)
     add = sub.add_parser("add", parents=[common], help="queue a download")
-    add.add_argument("url", nargs="?", help="a civitai.com model page or download URL")
+    add.add_argument(
+        "url", nargs="?", help="a civitai.com model page or download URL, or a Civitai AIR"
+    )
     add.add_argument("--version", type=int, help="a model version id")
     add.add_argument("--model", type=int, help="a model id (its newest version)")
     add.add_argument(
@@ -394,6 +439,16 @@ def parser() -> argparse.ArgumentParser:
     done.add_argument("--limit", type=int, default=50)
     up = sub.add_parser("updates", parents=[common], help="updates found; --check runs a check now")
     up.add_argument("--check", action="store_true")
+    bulk_cmd = sub.add_parser(
+        "bulk", parents=[common], help="a Civitai creator's models: preview, then queue"
+    )
+    bulk_cmd.add_argument("username", help="the creator's name, as in civitai.com/user/<name>")
+    bulk_cmd.add_argument(
+        "--type", action="append", help="only this Civitai type (LORA, Checkpoint, …); repeatable"
+    )
+    bulk_cmd.add_argument("--nsfw", action="store_true", help="list NSFW models too")
+    bulk_cmd.add_argument("--yes", action="store_true", help="queue without asking")
+    bulk_cmd.add_argument("--track", action="store_true", help="track each for updates")
     sub.add_parser("scan", parents=[common], help="adopt existing files under download_dir")
     sub.add_parser("url", parents=[common], help="the daemon's address, for scripts and curl")
     sub.add_parser("key", parents=[common], help="the API key (api_token), for scripts and curl")

@@ -28,6 +28,7 @@ DaemonError
 │   ├── NoAccess                  403 Forbidden: this account may not download the file
 │   ├── NotFoundOnCivitai         404: ModelNotFound, ModelVersionNotFound, FileNotFound,
 │   │                             NoDownloadableVersion, OnlyTrainingData (no model file)
+│   │                             CreatorNotFound (no such username)
 │   ├── Archived                  410
 │   └── Retryable                 worth another attempt
 │       ├── RateLimited           429 (retry_after when the server sent one)
@@ -327,6 +328,14 @@ class NoDownloadableVersion(NotFoundOnCivitai):
         super().__init__(
             f"Model {model_id} has no published version that can be downloaded now (drafts, "
             f"early access and training data only); ask for a version by its modelVersionId."
+        )
+
+
+class CreatorNotFound(NotFoundOnCivitai):
+    def __init__(self, username: str) -> None:
+        super().__init__(
+            f"Civitai has no creator named {username!r}: check the name as it appears in their "
+            f"profile's address, civitai.com/user/<name>"
         )
 
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 
 from errors import InvalidRequest
 from layout import WINDOWS_RESERVED, model_type_of
+from sources.air import is_air, parse_air
 
 MAX_ID = (
     2**63 - 1
@@ -212,7 +213,16 @@ class JobRequest(BaseModel):
     modelId: int | None = Field(
         None, gt=0, le=MAX_ID, strict=True, description="A Civitai model id: its newest version."
     )  # noqa: N815
-    url: str | None = Field(None, description="A civitai.com page/download URL or a direct URL.")
+    url: str | None = Field(
+        None,
+        description="A civitai.com page/download URL, a direct URL, or a Civitai AIR (urn:air:…).",
+    )
+    air: str | None = Field(
+        None,
+        description="A Civitai AIR, urn:air:<ecosystem>:<type>:civitai:<modelId>@<versionId> "
+        "(without @<versionId>: the newest version); its type gives model_type when none is "
+        "given.",
+    )
     fileId: int | None = Field(  # noqa: N815
         None, gt=0, le=MAX_ID, strict=True, description="Which file of the version."
     )
@@ -261,15 +271,48 @@ class JobRequest(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
+        if is_air(value):
+            return value.strip() if value else value  # an AIR: read by _apply_air
         if value is not None and not re.match(r"^https?://[^/\s]+", value.strip()):
             raise ValueError("must be an http:// or https:// URL")
         return value.strip() if value else value
 
     @model_validator(mode="after")
     def _one_source(self) -> JobRequest:
+        self._apply_air()
         if not (self.modelVersionId or self.modelId or self.url):
-            raise ValueError("give one of modelVersionId, modelId or url")
+            raise ValueError("give one of modelVersionId, modelId or url (or a Civitai AIR in air)")
         return self
+
+    def _apply_air(self) -> None:
+        """An AIR (in `air`, or as the `url`) names the model, version and file, and the
+        folder when none is given; ids given beside it must agree with it."""
+        if self.url and is_air(self.url):
+            if self.air and self.air.strip() != self.url:
+                raise ValueError("url and air name two different AIRs: give one")
+            self.air, self.url = self.url, None
+        if self.air is None:
+            return
+        try:
+            air = parse_air(self.air)
+        except InvalidRequest as exc:
+            raise ValueError(f"air: {exc}") from None
+        self.air = self.air.strip()
+        for field, value in (
+            ("modelId", air.model_id),
+            ("modelVersionId", air.version_id),
+            ("fileId", air.file_id),
+        ):
+            given = getattr(self, field)
+            if value is not None and given is not None and given != value:
+                raise ValueError(f"{field} {given} disagrees with the AIR's {value}: give one")
+            if value is not None and not (field == "modelId" and air.version_id):
+                setattr(self, field, value)  # a version names its model: Civitai's says which
+        if self.model_type is None and air.model_type is not None:
+            try:
+                self.model_type = canonical_model_type(air.model_type)
+            except InvalidRequest:
+                pass  # a type naming no usable folder: Civitai's type decides
 
 
 def describe_errors(errors: list[dict[str, Any]]) -> str:

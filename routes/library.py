@@ -18,6 +18,7 @@ from auth import require_key
 from errors import InvalidRequest
 from jobs import MAX_ID
 from layout import CIVITAI_TYPES
+from sources.air import is_air, parse_air
 from versions import newest_version
 
 router = APIRouter(prefix="/api", tags=["library"], dependencies=[Depends(require_key)])
@@ -87,7 +88,9 @@ def _versions(model: dict[str, Any]) -> list[dict[str, Any]]:
 @router.get("/lookup", response_model=Lookup)
 async def lookup(
     request: Request,
-    url: str | None = Query(None, description="A civitai.com model page or download URL"),
+    url: str | None = Query(
+        None, description="A civitai.com model page or download URL, or a Civitai AIR"
+    ),
     modelId: int | None = Query(None, gt=0, le=MAX_ID),  # noqa: N803
     modelVersionId: int | None = Query(None, gt=0, le=MAX_ID),  # noqa: N803
 ) -> dict[str, Any]:
@@ -95,7 +98,10 @@ async def lookup(
     civitai = request.app.state.civitai
     version_id = modelVersionId
     model_id = modelId
-    if url:
+    if url and is_air(url):  # a Civitai AIR: urn:air:<ecosystem>:<type>:civitai:<id>@<version>
+        air = parse_air(url)
+        model_id, version_id = air.model_id, air.version_id
+    elif url:
         if not civitai.is_civitai_url(url):
             raise InvalidRequest("Paste a civitai.com model page or download URL, or a model id")
         model_id, version_id, _, _ = civitai.parse_url(url)

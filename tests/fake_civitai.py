@@ -159,6 +159,7 @@ class ModelSpec:
     forbidden: dict[str, Any] | None = None  # the download endpoint's 403 body (FORBIDDEN, …)
     nsfw: bool = False  # left out of /api/v1/models unless the request says nsfw=true
     listed: bool = True  # False: its own page answers, lists leave it out (as Civitai may)
+    creator: str = "fake-creator"  # its `creator.username`; `/api/v1/models?username=` lists it
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -452,7 +453,7 @@ class FakeCivitai:
             "description": "<p>fake</p>",
             "type": model.type,
             "nsfw": model.nsfw,
-            "creator": {"username": "fake-creator"},
+            "creator": {"username": model.creator},
             "tags": ["fake"],
             "modelVersions": [self.version_json(model, v, nested=True) for v in model.versions],
             **model.extra,
@@ -488,6 +489,42 @@ class FakeCivitai:
                         if f.id == file_id:
                             return f
         return None
+
+
+# Civitai's model types, as `/api/v1/models?types=` takes them (another name is a 400).
+CIVITAI_TYPES = (
+    "Checkpoint",
+    "TextualInversion",
+    "Hypernetwork",
+    "AestheticGradient",
+    "LORA",
+    "LoCon",
+    "DoRA",
+    "Controlnet",
+    "Upscaler",
+    "MotionModule",
+    "VAE",
+    "Poses",
+    "Wildcards",
+    "Workflows",
+    "Detection",
+    "Other",
+)
+
+
+def filtered(
+    items: list[dict[str, Any]], types: list[str], base_models: list[str]
+) -> list[dict[str, Any]]:
+    """The models of one of `types` with a version of one of `base_models` (either empty: any)."""
+    return [
+        m
+        for m in items
+        if (not types or m.get("type") in types)
+        and (
+            not base_models
+            or any(v.get("baseModel") in base_models for v in m.get("modelVersions") or [])
+        )
+    ]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -598,6 +635,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, self.fake.model_json(model))
         if path == "/api/v1/models":
             return self._models_list(query)
+        if path == "/api/v1/creators":
+            return self._creators(query)
         if m := re.fullmatch(r"/api/v1/model-versions/by-hash/([0-9A-Fa-f]+)", path):
             wanted = m[1].upper()
             for model in list(self.fake.models.values()):
@@ -631,6 +670,12 @@ class _Handler(BaseHTTPRequestHandler):
             if model is None or model.deleted or not model.listed or (model.nsfw and not nsfw):
                 continue
             items.append(self.fake.model_json(model))
+        if query.get("username"):
+            items = self._by_creator(query["username"][0], nsfw)
+        bad = [t for t in query.get("types", []) if t not in CIVITAI_TYPES]
+        if bad:  # Civitai's zod check of the enum: 400 with the error
+            return self._json(400, {"error": {"issues": [{"message": f"Invalid type {bad[0]}"}]}})
+        items = filtered(items, query.get("types", []), query.get("baseModels", []))
         limit = min(int(query.get("limit", ["100"])[0]), self.fake.page_limit)
         cursor = query.get("cursor", [""])[0]
         start = int(cursor.split("|")[0]) if cursor else 0
@@ -641,6 +686,43 @@ class _Handler(BaseHTTPRequestHandler):
             next_query = urlencode({**flat, "page": 1, "cursor": metadata["nextCursor"]})
             metadata["nextPage"] = f"{self.fake.base_url}/api/v1/models?{next_query}"
         self._json(200, {"items": items[start : start + limit], "metadata": metadata})
+
+    def _by_creator(self, username: str, nsfw: bool) -> list[dict[str, Any]]:
+        """`/api/v1/models?username=`: the creator's listed models (recorded ones by their
+        `creator.username`), NSFW ones only with `nsfw=true`; an unknown name lists nothing."""
+        name = username.lower()
+        recorded = [
+            m
+            for m in self.fake.recorded.values()
+            if str((m.get("creator") or {}).get("username", "")).lower() == name
+        ]
+        made = [
+            self.fake.model_json(m)
+            for m in list(self.fake.models.values())
+            if m.creator.lower() == name and m.listed and not m.deleted
+        ]
+        return [m for m in recorded + made if nsfw or not m.get("nsfw")]
+
+    def _creators(self, query: dict[str, list[str]]) -> None:
+        """`/api/v1/creators?query=`: the creators whose name holds the query, with their
+        model counts and the models link, as Civitai answers."""
+        wanted = query.get("query", [""])[0].lower()
+        counts: dict[str, int] = {}
+        for m in self.fake.recorded.values():
+            name = str((m.get("creator") or {}).get("username", ""))
+            counts[name] = counts.get(name, 0) + 1
+        for model in list(self.fake.models.values()):
+            counts[model.creator] = counts.get(model.creator, 0) + 1
+        items = [
+            {
+                "username": name,
+                "modelCount": n,
+                "link": f"{self.fake.base_url}/api/v1/models?username={quote(name)}",
+            }
+            for name, n in counts.items()
+            if name and wanted in name.lower()
+        ]
+        self._json(200, {"items": items, "metadata": {"totalItems": len(items)}})
 
     def _download(self, path: str, query: dict[str, list[str]]) -> None:
         if "Mozilla" in self.headers.get("User-Agent", ""):

@@ -126,6 +126,24 @@ NOT_RUN: dict[str, str] = {
         "the webhook sender, run against a daemon on its own port by test_security_auth.py::"
         "test_the_readme_sender_examples_are_accepted_once[sh]",
     ),
+    # By AIR and a creator's models: real Civitai ids and a creator name, which this test's fake
+    # does not hold (its jobs are counted above).
+    "./civitai add urn:air:sdxl:lora:civitai:328553@368189": "a real model's AIR: "
+    "test_bulk_air.py::test_a_model_downloaded_by_its_air_lands_in_the_folder_its_type_names "
+    "runs this very command (and the request in `url` and `air`) against the fake's model 328553",
+    'curl -X POST "$URL/api/download" -H "Authorization: Bearer $KEY" '
+    "-H 'Content-Type: application/json' "
+    '-d \'{"air": "urn:air:sdxl:lora:civitai:328553@368189"}\'': "a real model's AIR: "
+    "test_bulk_air.py::test_a_model_downloaded_by_its_air_lands_in_the_folder_its_type_names "
+    "posts this body to /api/download against the fake's model 328553",
+    "./civitai bulk SomeCreator --type LORA --track": "a creator's name stands for yours: "
+    "test_bulk_air.py::test_the_cli_previews_a_creators_models_and_queues_them_only_when_told "
+    "runs bulk --type LORA --track (asked, answered n then y) and --yes against the fake's creator",
+    'curl -X POST "$URL/api/bulk/preview" -H "Authorization: Bearer $KEY" '
+    "-H 'Content-Type: application/json' "
+    '-d \'{"username": "SomeCreator", "types": ["LORA"]}\'': "a creator's name stands for "
+    "yours: test_bulk_air.py::test_a_creators_models_are_previewed_over_civitais_pages_with_their"
+    "_newest_files posts such bodies (types, base models, NSFW) against the fake's creator",
 }
 
 

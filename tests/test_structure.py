@@ -10,7 +10,7 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("routes", "updater")
+PACKAGES = ("routes", "updater", "sources")
 MAX_MODULE_LINES = 550
 MAX_CLASS_LINES = 300
 
