@@ -190,3 +190,10 @@ def _job_folder(db: Database) -> None:
     # The folder (relative to download_dir) the layout gave the job when it was queued: a job
     # whose file name Civitai tells later keeps it when the layout changes meanwhile.
     db["jobs"].add_column("folder", str)
+
+
+@migrations(name="014_job_verified_by")
+def _job_verified_by(db: Database) -> None:
+    # What a job's bytes are checked against: "sha256", or "size" for a Hugging Face file kept
+    # in git (no published hash); null: nothing known.
+    db["jobs"].add_column("verified_by", str)

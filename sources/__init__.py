@@ -1,0 +1,1 @@
+"""Where a model comes from, besides Civitai itself (civitai.py): one module per source."""
