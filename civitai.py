@@ -176,8 +176,9 @@ class CivitaiClient:
         self.apply(settings)
 
     def source_for(self, url: str | None) -> Any | None:
-        """The source (sources/) a URL off Civitai belongs to, or None."""
-        if not url or self.is_civitai_url(url):
+        """The source (sources/) a URL belongs to, or None: Civitai's or a direct one. Asked
+        first: a source's own address (origin and port) is never Civitai's."""
+        if not url:
             return None
         return next((s for s in self.sources if s.owns(url)), None)
 
@@ -196,10 +197,10 @@ class CivitaiClient:
     def headers_for(self, url: str) -> dict[str, str]:
         """Our User-Agent everywhere; the token only to the Civitai host itself."""
         headers = {"User-Agent": USER_AGENT}
-        if self.token and urlsplit(url).hostname == self.host:
-            headers["Authorization"] = f"Bearer {self.token}"
-        elif (source := self.source_for(url)) is not None:
+        if (source := self.source_for(url)) is not None:
             headers.update(source.headers_for(url))  # its token to its own host only
+        elif self.token and urlsplit(url).hostname == self.host:
+            headers["Authorization"] = f"Bearer {self.token}"
         return headers
 
     def is_civitai_url(self, url: str) -> bool:

@@ -149,10 +149,10 @@ class Link:
     def __init__(self, civitai: CivitaiClient, download_url: str) -> None:
         self.civitai = civitai
         self.download_url = download_url
-        self.via_civitai = civitai.is_civitai_url(download_url) or download_url.startswith(
-            civitai.base_url
+        self.source = civitai.source_for(download_url)
+        self.via_civitai = self.source is None and (
+            civitai.is_civitai_url(download_url) or download_url.startswith(civitai.base_url)
         )
-        self.source = None if self.via_civitai else civitai.source_for(download_url)
         self.renewable = self.via_civitai or self.source is not None
         self.url: str | None = None
         self.generation = 0
@@ -386,10 +386,9 @@ class Download:
                 if status in (404, 410):  # a fresh link that is gone too: the file is gone
                     raise errors.FileNotFound(f"the CDN answered {status} for a fresh link")
                 raise errors.LinkRefused(status)
-            source = self.link.source
-            if source is not None and source.at_hub(url):
-                hub_error = source.error_for(response, source.file_of(url))
-                raise hub_error or _direct_error(status, response, _host(url))
+            if (source := self.link.source) is not None and source.at_hub(url):
+                error = source.error_for(response, source.file_of(url))
+                raise error or _direct_error(status, response, _host(url))
             if not self.link.via_civitai:
                 raise _direct_error(status, response, _host(url))
             error = error_for(response, self.civitai.token is not None)

@@ -61,7 +61,7 @@ class JobRows:
         """A request without model_type: Civitai's answer, and the request with the folder its
         model's type on Civitai names (LORA → lora, TextualInversion → embedding)."""
         if req.url and not (req.modelId or req.modelVersionId):
-            if not self.civitai.is_civitai_url(req.url):
+            if not self.civitai.is_civitai_url(req.url) or self.civitai.source_for(req.url):
                 raise errors.ModelTypeRequired(req.url)
         try:
             resolved = await self.civitai.resolve(req)

@@ -192,8 +192,10 @@ def _job_folder(db: Database) -> None:
     db["jobs"].add_column("folder", str)
 
 
-@migrations(name="014_job_verified_by")
-def _job_verified_by(db: Database) -> None:
+@migrations(name="014_huggingface")
+def _huggingface(db: Database) -> None:
     # What a job's bytes are checked against: "sha256", or "size" for a Hugging Face file kept
-    # in git (no published hash); null: nothing known.
+    # in git (no published hash); null: nothing known. An update of a tracked Hugging Face file
+    # names its URL (its new_version_id is the commit).
     db["jobs"].add_column("verified_by", str)
+    db["updates"].add_column("url", str)

@@ -20,6 +20,7 @@ import ipaddress
 import logging
 import re
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import httpx
@@ -68,6 +69,13 @@ def parse_hub_path(path: str) -> HubFile | None:
                 return None
             return HubFile(prefix, "/".join(repo), unquote(rev), "/".join(map(unquote, rest)))
     return None
+
+
+def is_hub_file(job: dict[str, Any], hf_base_url: str) -> bool:
+    """A job whose bytes come from the Hub: its download URL is a pinned Hub file URL."""
+    download = str(job.get("download_url") or "")
+    base = hf_base_url.rstrip("/") + "/"
+    return bool(job.get("url")) and download.startswith(base) and "/resolve/" in download
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ import os
 from pathlib import Path
 
 from sources.huggingface import HubFile, parse_hub_path
-from tests.conftest import assert_file_is, run_job, wait_for, wait_job
+from tests.conftest import assert_file_is, run_job, wait_for, wait_job, write_config
+from tests.fake_civitai import TOKEN as CIVITAI_TOKEN
+from tests.fake_civitai import FakeCivitai
 from tests.fake_hf import NO_ACCESS_TOKEN, TOKEN, FakeHub, hub_url
 
 HF = "https://huggingface.co"
@@ -122,17 +124,18 @@ def test_a_file_kept_in_git_is_verified_by_size_and_the_job_says_so(daemon, hf: 
     assert any(r.path.startswith(f"/acme/vae/resolve/{commit}/") for r in hf.requests_to("hub"))
 
 
-def test_the_token_goes_to_the_hub_and_never_to_the_cdn_logs_db_or_api(
-    daemon, hf: FakeHub, home: Path, daemon_factory
+def test_the_token_goes_to_the_hub_and_never_to_the_cdn_civitai_logs_db_or_api(
+    hf: FakeHub, civitai: FakeCivitai, home: Path, daemon_factory
 ):
     data = content(150_000)
     hf.add_repo("acme/gated", {"model.safetensors": data}, gated=True)
-    from tests.conftest import write_config
-
-    # The config's token has no access; HF_TOKEN in the environment overrides it.
+    civitai.add_simple(100, 200, content(70_000, b"civitai"))
+    # The config's token has no access; HF_TOKEN in the environment overrides it. Civitai and
+    # the Hub share a host here (127.0.0.1, other ports): each token still goes only to its own.
     write_config(
         home,
-        civitai_base_url="http://127.0.0.9:9",
+        civitai_base_url=civitai.base_url,
+        civitai_token=CIVITAI_TOKEN,
         hf_base_url=hf.base_url,
         hf_token=NO_ACCESS_TOKEN,
         retries=3,
@@ -142,11 +145,14 @@ def test_the_token_goes_to_the_hub_and_never_to_the_cdn_logs_db_or_api(
     url = f"{HF}/acme/gated/resolve/main/model.safetensors"
     job = run_job(d, {"url": url, "model_type": "checkpoint"})
     assert_file_is(job["path"], sha(data))
+    run_job(d, {"modelVersionId": 200})
 
     hub = hf.requests_to("hub")
     assert hub and all(r.headers.get("authorization") == f"Bearer {TOKEN}" for r in hub)
     cdn = hf.requests_to("cdn")
     assert cdn and all("authorization" not in r.headers for r in cdn)
+    to_civitai = civitai.requests_to("api")
+    assert to_civitai and all(TOKEN not in str(r.headers) for r in to_civitai)
     with d.client() as c:
         shown = c.get(f"/api/jobs/{job['id']}").text + c.get("/api/settings").text
         source = c.get("/api/settings").json()["keys"]["hf_token"]["source"]
@@ -245,7 +251,7 @@ def test_the_update_check_downloads_a_tracked_file_that_changed_on_main(daemon, 
         assert c.post("/api/updates/check").json()["updates"] == []  # nothing changed yet
         commit = hf.upload("acme/vae", "vae.safetensors", new)
         result = c.post("/api/updates/check").json()
-        assert [u["new_version_id"] for u in result["updates"]] == [commit], result
+        assert [u["new_version_id"] for u in result["updates"]] == [commit], result["errors"]
         update = result["updates"][0]
         assert update["url"] == url and update["model_type"] == "vae"
         done = wait_job(c, update["job_id"])
