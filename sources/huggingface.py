@@ -33,6 +33,7 @@ from settings import Settings
 log = logging.getLogger("civitai.huggingface")
 
 HUB_HOSTS = {"huggingface.co", "www.huggingface.co", "hf.co"}
+CDN_DOMAINS = (".huggingface.co", ".hf.co")
 KINDS = {"datasets": "datasets/", "spaces": "spaces/"}
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_HOPS = 5  # redirects on the Hub itself (a renamed repo, a branch name) before giving up
@@ -238,6 +239,12 @@ class HubClient:
         f = self.file_of(request.url)
         meta = await self.metadata(f)
         pinned = self.base_url + f.resolve_path(meta.commit)
+        if request.sha256 and meta.sha256 and request.sha256 != meta.sha256:
+            raise errors.InvalidRequest(
+                f"{f.path} at {f.revision} is another file now (SHA256 {meta.sha256}), not the "
+                f"sha256 asked ({request.sha256}): leave sha256 out to take it, or ask for the "
+                f"commit that had it"
+            )
         sha = request.sha256 or meta.sha256
         name = request.filename or safe_filename(f.path.rsplit("/", 1)[-1])
         log.info(
@@ -275,7 +282,9 @@ class HubClient:
         require_http(url)
         if self.local:
             return
+        host = (urlsplit(url).hostname or "").lower()
         if urlsplit(url).scheme != "https":
-            host = urlsplit(url).hostname
             raise errors.HubError(f"The Hub sent the download to {host} over plain http; refused")
+        if host.endswith(CDN_DOMAINS):
+            return  # the Hub's own CDNs (cdn-lfs.huggingface.co, cas-bridge.xethub.hf.co)
         await self.civitai.check_redirect(url)

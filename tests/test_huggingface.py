@@ -3,12 +3,19 @@ to the Hub only, gated repos named with what to do (issue 17). Against tests/fak
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
 from pathlib import Path
 
-from sources.huggingface import HubFile, parse_hub_path
+import httpx
+import pytest
+
+import errors
+from civitai import CivitaiClient
+from settings import Settings
+from sources.huggingface import HubClient, HubFile, parse_hub_path
 from tests.conftest import assert_file_is, run_job, wait_for, wait_job, write_config
 from tests.fake_civitai import TOKEN as CIVITAI_TOKEN
 from tests.fake_civitai import FakeCivitai
@@ -44,6 +51,23 @@ def test_parse_hub_path_takes_every_url_form():
     assert parse_hub_path("/acme/vae") is None
     assert parse_hub_path("/acme/vae/tree/main/x") is None
     assert parse_hub_path("/acme/vae/resolve/main/../x") is None
+
+
+def test_the_cdn_must_be_https_and_public_unless_hf_base_url_is_local(tmp_path: Path):
+    async def check(base: str, cdn: str) -> None:
+        settings = Settings(home=tmp_path, hf_base_url=base)
+        async with httpx.AsyncClient() as http:
+            hub = HubClient(settings, http, CivitaiClient(settings, http))
+            await hub.check_cdn(cdn)
+
+    asyncio.run(check(HF, "https://cas-bridge.xethub.hf.co/x?sig=1"))  # allowed_hosts: hf.co
+    asyncio.run(check("http://127.0.0.1:9", "http://127.0.0.3:7/blobs/x"))  # a local fake Hub
+    with pytest.raises(errors.HubError, match="over plain http"):
+        asyncio.run(check(HF, "http://cdn-lfs.huggingface.co/x"))
+    with pytest.raises(errors.RedirectRefused):
+        asyncio.run(check(HF, "https://10.0.0.8/x"))
+    with pytest.raises(errors.SchemeRefused):
+        asyncio.run(check(HF, "file:///etc/passwd"))
 
 
 def test_an_lfs_file_comes_from_the_cdn_verified_by_the_hub_sha256_and_pinned_to_the_commit(
@@ -206,6 +230,12 @@ def test_a_gated_repo_without_access_fails_at_once_with_what_to_do(daemon, hf: F
         assert r.status_code == 404 and "has no revision 'v9'" in r.json()["detail"]
         r = c.post("/api/download", json={"url": f"{HF}/acme/open/resolve/main/model.safetensors"})
         assert r.status_code == 422 and "model_type is required" in r.json()["detail"]
+        r = c.post("/api/download", json={"url": f"{HF}/acme/open", "model_type": "vae"})
+        assert r.status_code == 422
+        assert r.json()["detail"].startswith(f"{HF}/acme/open is not a Hugging Face file URL")
+        url, wrong = f"{HF}/acme/open/resolve/main/model.safetensors", "ab" * 32
+        r = c.post("/api/download", json={"url": url, "model_type": "vae", "sha256": wrong})
+        assert r.status_code == 422 and f"not the sha256 asked ({wrong})" in r.json()["detail"]
 
     # A job queued without asking (a batch) fails when it is asked, not after its retries.
     with d.client() as c:
