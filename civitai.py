@@ -41,6 +41,14 @@ class Resolved:
     model_name: str | None = None
     version_name: str | None = None
     info: dict[str, Any] | None = field(default=None, repr=False)
+    exact_size: bool = False  # `size` is the file's size in bytes (not Civitai's rounded KB)
+
+    @property
+    def verified_by(self) -> str | None:
+        """What the bytes are checked against: "sha256", "size" (exact, no hash), or None."""
+        if self.sha256:
+            return "sha256"
+        return "size" if self.exact_size and self.size else None
 
     @property
     def dedupe_key(self) -> str:
@@ -162,7 +170,17 @@ def pick_file(version: dict[str, Any], file_id: int | None, **match: str) -> dic
 class CivitaiClient:
     def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
         self.http = http
+        # Other sources of job URLs (sources/): each `owns(url)`, `resolve(request)`, and
+        # gives `headers_for(url)` its own token for its own host.
+        self.sources: list[Any] = []
         self.apply(settings)
+
+    def source_for(self, url: str | None) -> Any | None:
+        """The source (sources/) a URL belongs to, or None: Civitai's or a direct one. Asked
+        first: a source's own address (origin and port) is never Civitai's."""
+        if not url:
+            return None
+        return next((s for s in self.sources if s.owns(url)), None)
 
     def apply(self, settings: Settings) -> None:
         """Settings changed while running: the next request uses the new token and root."""
@@ -179,7 +197,9 @@ class CivitaiClient:
     def headers_for(self, url: str) -> dict[str, str]:
         """Our User-Agent everywhere; the token only to the Civitai host itself."""
         headers = {"User-Agent": USER_AGENT}
-        if self.token and urlsplit(url).hostname == self.host:
+        if (source := self.source_for(url)) is not None:
+            headers.update(source.headers_for(url))  # its token to its own host only
+        elif self.token and urlsplit(url).hostname == self.host:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
 
@@ -275,6 +295,8 @@ class CivitaiClient:
             {},
         )
         if request.url and not (model_id or version_id):
+            if (source := self.source_for(request.url)) is not None:
+                return await source.resolve(request)
             if not self.is_civitai_url(request.url):
                 return self.resolve_direct(request)
             model_id, version_id, url_file, match = self.parse_url(request.url)

@@ -143,31 +143,42 @@ class Connection:
 
 class Link:
     """Where a job's bytes come from. For Civitai: the signed CDN URL, resolved once and shared
-    by the parts and retries of one file, and resolved afresh only when the CDN refuses it."""
+    by the parts and retries of one file, and resolved afresh only when the CDN refuses it. For
+    another source (sources/, e.g. the Hugging Face Hub): the same, asked of that source."""
 
     def __init__(self, civitai: CivitaiClient, download_url: str) -> None:
         self.civitai = civitai
         self.download_url = download_url
-        self.via_civitai = civitai.is_civitai_url(download_url) or download_url.startswith(
-            civitai.base_url
+        self.source = civitai.source_for(download_url)
+        self.via_civitai = self.source is None and (
+            civitai.is_civitai_url(download_url) or download_url.startswith(civitai.base_url)
         )
+        self.renewable = self.via_civitai or self.source is not None
         self.url: str | None = None
         self.generation = 0
         self.lock = asyncio.Lock()
+
+    def at_origin(self, url: str) -> bool:
+        """`url` is the source's own host (Civitai, the Hub), not the CDN it sends bytes from."""
+        if self.source is not None:
+            return self.source.at_hub(url)
+        return _host(url) == self.civitai.host
 
     async def get(self) -> tuple[str, int]:
         async with self.lock:
             if self.url is None:
                 if self.via_civitai:
                     self.url = await self.civitai.signed_link(self.download_url)
+                elif self.source is not None:
+                    self.url = await self.source.cdn_link(self.download_url)
                 else:
                     self.url = self.download_url
             return self.url, self.generation
 
     async def refused(self, generation: int) -> bool:
-        """Forget a refused link; False when it cannot be renewed (not a Civitai link)."""
+        """Forget a refused link; False when it cannot be renewed (a direct link)."""
         async with self.lock:
-            if not self.via_civitai:
+            if not self.renewable:
                 return False
             if generation == self.generation:
                 self.url = None
@@ -364,7 +375,7 @@ class Download:
                 conn.close()
             if status == 416:
                 return conn
-            if status in REFUSED and self.link.via_civitai and _host(url) != self.civitai.host:
+            if status in REFUSED and self.link.renewable and not self.link.at_origin(url):
                 if attempt == 0 and await self.link.refused(generation):
                     log.info(
                         "job %s: download link refused (%s); asking Civitai again",
@@ -375,6 +386,9 @@ class Download:
                 if status in (404, 410):  # a fresh link that is gone too: the file is gone
                     raise errors.FileNotFound(f"the CDN answered {status} for a fresh link")
                 raise errors.LinkRefused(status)
+            if (source := self.link.source) is not None and source.at_hub(url):
+                error = source.error_for(response, source.file_of(url))
+                raise error or _direct_error(status, response, _host(url))
             if not self.link.via_civitai:
                 raise _direct_error(status, response, _host(url))
             error = error_for(response, self.civitai.token is not None)
@@ -392,11 +406,12 @@ class Download:
             conn.close()
             url = str(conn.response.url.join(conn.response.headers["location"]))
             require_http(url)
-            if not self.link.via_civitai:
+            if self.link.source is not None:
+                await self.link.source.check_cdn(url)
+            elif not self.link.via_civitai:
                 await self.civitai.check_redirect(url)
             headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
-            if self.civitai.host == _host(url):
-                headers.update(self.civitai.headers_for(url))
+            headers.update(self.civitai.headers_for(url))  # a token only to its own host
         raise errors.NetworkError(f"too many redirects from {_host(url)}")
 
     async def _connect(self, url: str, headers: dict[str, str]) -> Connection:

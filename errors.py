@@ -36,6 +36,9 @@ DaemonError
 │       ├── NotJSON               an HTML page (Cloudflare) where JSON was expected
 │       ├── CloudflareChallenge   403 with a Cloudflare "Just a moment…" check
 │       └── NetworkError          connection refused, reset, timed out, stalled
+├── HubError                      the Hugging Face Hub said no (another 4xx): sources/huggingface.py
+│   ├── HubGated                  401/403 GatedRepo, or 401 without a token: a licence to accept
+│   └── HubNotFound               404 RepoNotFound, RevisionNotFound, EntryNotFound
 └── DownloadError                 the bytes themselves
     ├── HashMismatch
     ├── FileConflict              a different file is at the final path
@@ -47,6 +50,7 @@ DaemonError
     ├── CertificateRefused        an https server whose certificate is not trusted
     ├── SymlinkRefused            a link where the daemon writes a file: never written through
     ├── RangeIgnored              the server answered 200 to a Range request
+    ├── SizeMismatch              a file verified by size only came in another size
     └── PreviewUnavailable        no preview image to save (logged; the job still completes)
 """
 
@@ -364,9 +368,9 @@ class Retryable(CivitaiError):
 
 
 class RateLimited(Retryable):
-    def __init__(self, retry_after: float | None) -> None:
+    def __init__(self, retry_after: float | None, where: str = "Civitai") -> None:
         wait = f"; it asked to wait {retry_after:g} s" if retry_after else ""
-        super().__init__(f"Civitai is rate limiting requests (429){wait}")
+        super().__init__(f"{where} is rate limiting requests (429){wait}")
         self.retry_after = retry_after
 
 
@@ -393,6 +397,32 @@ class CloudflareChallenge(Retryable):
 
 class NetworkError(Retryable):
     pass
+
+
+# Hugging Face -------------------------------------------------------------------------------
+
+
+class HubError(DaemonError):
+    status_code = 502
+
+
+class HubGated(HubError):
+    status_code = 403  # a retry helps once the licence is accepted and the token set
+
+    def __init__(self, page: str, have_token: bool) -> None:
+        why = "hf_token (or HF_TOKEN) has no access" if have_token else "no token is set"
+        super().__init__(
+            f"{page} is a gated or private repository and {why}: accept the licence on {page} "
+            f"and set hf_token (or HF_TOKEN) to a token of that account, then retry the job."
+        )
+
+
+class HubNotFound(HubError):
+    status_code = 404
+    retry_blocked = "The Hugging Face Hub has no such repository, revision or file."
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"Not found on the Hugging Face Hub: {what}")
 
 
 # Downloads ----------------------------------------------------------------------------------
@@ -490,6 +520,16 @@ class SymlinkRefused(DownloadError):
         super().__init__(
             f"{path} is a symbolic link (to {target}); the daemon never writes through a link. "
             f"Remove the link and retry the job."
+        )
+
+
+class SizeMismatch(DownloadError):
+    retry_blocked = "The file was fetched twice and came in another size than announced both times."
+
+    def __init__(self, expected: int, actual: int, kept: str) -> None:
+        super().__init__(
+            f"The file came twice with {actual} bytes, not the {expected} announced (it has no "
+            f"published SHA256: its size is what is checked); the bytes are kept at {kept}."
         )
 
 

@@ -61,7 +61,7 @@ class JobRows:
         """A request without model_type: Civitai's answer, and the request with the folder its
         model's type on Civitai names (LORA → lora, TextualInversion → embedding)."""
         if req.url and not (req.modelId or req.modelVersionId):
-            if not self.civitai.is_civitai_url(req.url):
+            if not self.civitai.is_civitai_url(req.url) or self.civitai.source_for(req.url):
                 raise errors.ModelTypeRequired(req.url)
         try:
             resolved = await self.civitai.resolve(req)
@@ -117,6 +117,8 @@ class JobRows:
         """A direct URL is resolved here (its host must be allowed: no network is needed to
         say so), and a civitai.com URL must name a model or a version; None: ask Civitai."""
         if req.url and not (req.modelId or req.modelVersionId):
+            if self.civitai.source_for(req.url) is not None:
+                return None  # another source (sources/): asked over the network later
             if not self.civitai.is_civitai_url(req.url):
                 return self.civitai.resolve_direct(req)
             self.civitai.parse_url(req.url)
@@ -172,6 +174,7 @@ class JobRows:
             "model_name": r.model_name,
             "version_name": r.version_name,
             "dedupe_key": r.dedupe_key,
+            "verified_by": r.verified_by,
         }
         if r.info is not None:
             fields["info"] = json.dumps(r.info)

@@ -345,6 +345,9 @@ class Job(BaseModel):
     filename: str | None = None
     path: str | None = None
     sha256: str | None = None
+    # What the bytes are checked against: "sha256", or "size" for a file with no published
+    # hash (a Hugging Face file kept in git, not LFS); null: nothing is known to check.
+    verified_by: str | None = None
     priority: int
     bytes_done: int = 0
     bytes_total: int | None = None

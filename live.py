@@ -23,6 +23,7 @@ from typing import Any
 import errors
 from settings import (
     CONFIG_KEYS,
+    HF_TOKEN_ENV,
     TOKEN_ENV,
     ConfigError,
     NotifyTarget,
@@ -48,6 +49,8 @@ LIVE_KEYS = frozenset(
         "manifest_mode",
         "civitai_base_url",
         "civitai_token",
+        "hf_base_url",
+        "hf_token",
         "api_token",
         "viewer_token",
         "trusted_hosts",
@@ -233,6 +236,8 @@ def prepare_patch(body: Any, current: Settings, environ: Mapping[str, str]) -> d
         changes[key] = value or None
         if key == "civitai_token" and environ.get(TOKEN_ENV):
             raise errors.SettingOverridden(key, TOKEN_ENV)
+        if key == "hf_token" and environ.get(HF_TOKEN_ENV):
+            raise errors.SettingOverridden(key, HF_TOKEN_ENV)
         if key == "api_token" and not value:
             raise errors.InvalidSetting(
                 "key 'api_token' cannot be cleared: the API would have no key. "
@@ -245,6 +250,7 @@ def prepare_patch(body: Any, current: Settings, environ: Mapping[str, str]) -> d
                 "or cut, and the key would no longer match. Nothing was changed."
             )
     _check_token_destination(changes, current, environ)
+    _check_hf_token_destination(changes, current, environ)
     if isinstance(changes.get("notify"), list):
         changes["notify"] = [_keep_bot_token(t, current) for t in changes["notify"]]
     return changes
@@ -271,6 +277,27 @@ def _check_token_destination(
         "key 'civitai_base_url': the daemon sends civitai_token to this address, so a new "
         "address needs the token again: send civitai_token (or null to clear it) in the same "
         "change."
+    )
+
+
+def _check_hf_token_destination(
+    changes: dict[str, Any], current: Settings, environ: Mapping[str, str]
+) -> None:
+    """The Hugging Face token goes to hf_base_url: the same rule as civitai_base_url's."""
+    base = changes.get("hf_base_url")
+    if not isinstance(base, str) or base.rstrip("/") == current.hf_base_url:
+        return
+    if "hf_token" in changes or not current.hf_token:
+        return
+    if environ.get(HF_TOKEN_ENV):
+        raise errors.InvalidSetting(
+            f"key 'hf_base_url': the daemon sends the Hugging Face token ({HF_TOKEN_ENV}, set in "
+            "its environment) to this address, so it cannot be changed here. Change "
+            "hf_base_url in config.json, then reload or restart the daemon."
+        )
+    raise errors.InvalidSetting(
+        "key 'hf_base_url': the daemon sends hf_token to this address, so a new address needs "
+        "the token again: send hf_token (or null to clear it) in the same change."
     )
 
 

@@ -28,6 +28,7 @@ from routes.bulk import router as bulk_router
 from scanner import Scanner
 from sessions import Sessions, load_session_secret
 from settings import Settings
+from sources.huggingface import HubClient
 from updater.checker import Updater
 from webhooks import WebhookSender
 
@@ -68,6 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
             )
             bus = EventBus()
             civitai = CivitaiClient(settings, http)
+            hub = HubClient(settings, http, civitai)  # one of civitai.sources
             webhooks = WebhookSender(settings, bus, http)
             webhooks.start()
             stack.push_async_callback(webhooks.stop)
@@ -88,7 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.relayout_lock = asyncio.Lock()  # one move of the library at a time
             app.state.library_totals = holdings.Totals(store)
             app.state.started = time.monotonic()
-            for component in (civitai, webhooks, queue, updater, scanner):
+            for component in (civitai, hub, webhooks, queue, updater, scanner):
                 stack.callback(live.subscribe(component.apply))
             stack.callback(live.listen_for_sighup())
             if warning := exposure_warning(settings):

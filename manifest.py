@@ -139,3 +139,24 @@ def untrack(path: Path, model_id: int) -> list[Any]:
     if removed:
         save(path, [e for e in raw if not (isinstance(e, dict) and e.get("modelId") == model_id)])
     return removed
+
+
+def track_url(path: Path, fields: dict[str, Any], mode: str) -> tuple[int, bool]:
+    """`track` for a file known by its URL (a Hugging Face file): its entry is the one with the
+    same `url` (`append`: and the same sha256)."""
+    raw = _readable_or_refuse(path)
+    same = [
+        i
+        for i, e in enumerate(raw)
+        if isinstance(e, dict)
+        and e.get("url") == fields["url"]
+        and not e.get("modelId")
+        and (mode == "replace" or e.get("sha256") == fields["sha256"])
+    ]
+    new = {k: fields[k] for k in ("url", *TRACKED_FIELDS) if fields.get(k) is not None}
+    if same:
+        raw[same[0]] = {**raw[same[0]], **new}
+    else:
+        raw.append(new)
+    save(path, raw)
+    return (same[0] if same else len(raw) - 1) + 1, not same

@@ -168,11 +168,11 @@ class JobRunner:
             row = await self.transition(
                 row, JobStatus.VERIFYING, bytes_done=result.size, bytes_total=result.size
             )
-            if expected and result.sha256 != expected:
+            wrong_size = size_mismatch(row, result.size)
+            if (expected and result.sha256 != expected) or wrong_size:
                 if not refetched:
-                    log.warning(
-                        "job %s: SHA256 mismatch (%s); fetching once more", job_id, result.sha256
-                    )
+                    got = result.size if wrong_size else result.sha256
+                    log.warning("job %s: mismatch (%s); fetching once more", job_id, got)
                     await download.discard()
                     refetched = True
                     row = await self.transition(row, JobStatus.DOWNLOADING, bytes_done=0)
@@ -182,6 +182,8 @@ class JobRunner:
                 await asyncio.to_thread(safefs.refuse_link, part_path)
                 await asyncio.to_thread(os.replace, part_path, kept)
                 await self.store.set_parts(job_id, [])
+                if wrong_size:
+                    raise errors.SizeMismatch(row["size"], result.size, str(kept))
                 raise errors.HashMismatch(expected, result.sha256, str(kept))
             break
 
@@ -352,6 +354,12 @@ class JobRunner:
             completed_at=now,
             mtime_ns=mtime_ns,
         )
+
+
+def size_mismatch(row: dict[str, Any], size: int) -> bool:
+    """A file with no published SHA256 that its source sized exactly (a Hugging Face file kept
+    in git) is checked by its size."""
+    return row.get("verified_by") == "size" and row.get("size") not in (None, size)
 
 
 def retire_old(settings: Settings, models_root: Path, old: Path, model_type: str) -> None:

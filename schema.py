@@ -190,3 +190,12 @@ def _job_folder(db: Database) -> None:
     # The folder (relative to download_dir) the layout gave the job when it was queued: a job
     # whose file name Civitai tells later keeps it when the layout changes meanwhile.
     db["jobs"].add_column("folder", str)
+
+
+@migrations(name="014_huggingface")
+def _huggingface(db: Database) -> None:
+    # What a job's bytes are checked against: "sha256", or "size" for a Hugging Face file kept
+    # in git (no published hash); null: nothing known. An update of a tracked Hugging Face file
+    # names its URL (its new_version_id is the commit).
+    db["jobs"].add_column("verified_by", str)
+    db["updates"].add_column("url", str)

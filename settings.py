@@ -22,7 +22,8 @@ log = logging.getLogger("civitai.settings")
 REPO_DIR = Path(__file__).resolve().parent
 HOME_ENV = "CIVITAI_DAEMON_HOME"
 TOKEN_ENV = "CIVITAI_TOKEN"
-SECRET_KEYS = ("civitai_token", "api_token", "viewer_token", "webhook_secret")
+HF_TOKEN_ENV = "HF_TOKEN"  # as huggingface_hub reads it
+SECRET_KEYS = ("civitai_token", "api_token", "viewer_token", "webhook_secret", "hf_token")
 
 
 class ConfigError(Exception):
@@ -93,6 +94,15 @@ class Settings(BaseModel):
     civitai_token: SecretStr | None = Field(
         None, description="Civitai API key; the CIVITAI_TOKEN environment variable overrides."
     )
+    hf_base_url: str = Field(
+        "https://huggingface.co",
+        description="Hugging Face Hub root: a job url on huggingface.co is asked of this address.",
+    )
+    hf_token: SecretStr | None = Field(
+        None,
+        description="Hugging Face token (gated and private repos), sent only to hf_base_url's "
+        "host; the HF_TOKEN environment variable overrides.",
+    )
     api_token: SecretStr | None = Field(
         None, description="Key for this daemon's own API; generated on first start."
     )
@@ -130,7 +140,7 @@ class Settings(BaseModel):
     # Not a config key: where this config came from.
     home: Path = Field(default=REPO_DIR, exclude=True)
 
-    @field_validator("civitai_base_url", "webhook_url")
+    @field_validator("civitai_base_url", "webhook_url", "hf_base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
@@ -189,6 +199,7 @@ class Settings(BaseModel):
     def secret_values(self) -> list[str]:
         """Every configured secret, for the log redactor."""
         values = [self.civitai_token, self.api_token, self.viewer_token, self.webhook_secret]
+        values += [self.hf_token]
         values += [t.bot_token for t in self.notify]
         return [v.get_secret_value() for v in values if v and v.get_secret_value()]
 
@@ -321,6 +332,8 @@ def validate_config(
     known = {k: v for k, v in data.items() if k in CONFIG_KEYS}
     if environ.get(TOKEN_ENV):
         known["civitai_token"] = environ[TOKEN_ENV]
+    if environ.get(HF_TOKEN_ENV):
+        known["hf_token"] = environ[HF_TOKEN_ENV]
     try:
         return _validate(copy.deepcopy(known), home)
     except ValidationError as exc:

@@ -13,6 +13,7 @@ from typing import Any
 
 import manifest
 from settings import Settings
+from sources.huggingface import is_hub_file
 
 log = logging.getLogger("civitai.manifest")
 
@@ -32,10 +33,12 @@ class Tracker:
 
     async def add(self, job: dict[str, Any]) -> str | None:
         """Add or update the entry of a completed job's file; None, or why it is not tracked."""
+        if not job.get("modelId") and is_hub_file(job, self.settings().hf_base_url):
+            return await self._add_url(job)
         if not job.get("modelId") or not job.get("modelVersionId"):
             return (
-                "Downloaded, but not tracked for updates: only Civitai models can be tracked, "
-                "and this file came from a direct URL"
+                "Downloaded, but not tracked for updates: only Civitai models and Hugging Face "
+                "files can be tracked, and this file came from a direct URL"
             )
         fields = {
             "modelId": job["modelId"],
@@ -61,4 +64,25 @@ class Tracker:
             entry,
             "added" if added else "updated",
         )
+        return None
+
+    async def _add_url(self, job: dict[str, Any]) -> str | None:
+        """A Hugging Face file: its entry names the URL asked (e.g. at `main`) and its SHA256,
+        which the update check compares with the file's at that revision."""
+        fields = {
+            "url": job["url"],
+            "model_type": job["model_type"],
+            "sha256": job.get("sha256"),
+            "filename": Path(job["path"]).name if job.get("path") else job.get("filename"),
+        }
+        settings = self.settings()
+        try:
+            async with self.lock:
+                entry, added = await asyncio.to_thread(
+                    manifest.track_url, settings.manifest_path, fields, settings.manifest_mode
+                )
+        except (OSError, ValueError) as exc:
+            log.error("job %s: not tracked: %s", job["id"], exc)
+            return f"Downloaded, but not tracked for updates: {exc}"
+        log.info("job %s: %s tracked as manifest.json entry %d", job["id"], job["url"], entry)
         return None

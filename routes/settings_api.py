@@ -13,7 +13,7 @@ from pydantic import BaseModel
 import json_body
 from auth import Role, require_key
 from live import Applied, LiveSettings, applies, is_secret, why_at_next_start
-from settings import CONFIG_KEYS, ConfigError, Settings
+from settings import CONFIG_KEYS, HF_TOKEN_ENV, ConfigError, Settings
 
 router = APIRouter(prefix="/api", tags=["settings"], dependencies=[Depends(require_key)])
 
@@ -76,7 +76,8 @@ async def view(live: LiveSettings, applied: Applied | None = None) -> dict[str, 
             applies=applies(key),
             why=why_at_next_start(key),
             source="environment"
-            if key == "civitai_token" and live.token_from_environment
+            if (key == "civitai_token" and live.token_from_environment)
+            or (key == "hf_token" and live.environ.get(HF_TOKEN_ENV))
             else "config",
             secret=is_secret(key),
             description=Settings.model_fields[key].description,

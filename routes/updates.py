@@ -14,10 +14,11 @@ router = APIRouter(prefix="/api", tags=["updates"], dependencies=[Depends(requir
 
 class Update(BaseModel):
     id: int
-    modelId: int  # noqa: N815
+    modelId: int | None = None  # noqa: N815  (None: a Hugging Face file, named by `url`)
+    url: str | None = None
     model_name: str | None = None
-    old_version_id: int | None = None
-    new_version_id: int
+    old_version_id: int | str | None = None  # a Hugging Face file's: a commit
+    new_version_id: int | str
     version_name: str | None = None
     model_type: str | None = None
     job_id: int | None = None  # None while early access keeps it from being downloaded

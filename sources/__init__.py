@@ -1,1 +1,2 @@
-"""Where a model comes from: Civitai AIR ids, a Civitai creator's models, other hosts."""
+"""Where a model comes from, besides Civitai itself (civitai.py): one module per source
+(Hugging Face files, ComfyUI workflows, Civitai AIR ids, a Civitai creator's models)."""

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.fake_civitai import FakeCivitai
+from tests.fake_hf import FakeHub
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -25,6 +26,13 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def civitai() -> Iterator[FakeCivitai]:
     with FakeCivitai() as fake:
+        yield fake
+
+
+@pytest.fixture
+def hf() -> Iterator[FakeHub]:
+    """A fake Hugging Face Hub and its CDN (tests/fake_hf.py) over real HTTP."""
+    with FakeHub() as fake:
         yield fake
 
 

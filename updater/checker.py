@@ -26,6 +26,7 @@ from jobs import JobRequest, safe_filename
 from library import versioned_name
 from settings import Settings
 from updater.history import CheckHistory
+from updater.hub import check_hub_entries
 from versions import early_access, newest_version, published_key
 
 log = logging.getLogger("civitai.updater")
@@ -154,6 +155,7 @@ async def check_updates(
             )
             continue
         result.updates += found
+    await check_hub_entries(settings, store, civitai, queue, bus, manifest_lock, result)
     result.finished_at = utcnow()
     log.info(
         "update check: %d checked, %d updates, %d errors, %d requests",

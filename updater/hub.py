@@ -1,0 +1,147 @@
+"""The update check of tracked Hugging Face files (issue 17): the file's SHA256 at the tracked
+revision (e.g. `main`) changed since it was downloaded → an update, recorded, announced and
+downloaded with Civitai's rules (`manifest_mode`, `old_versions`). What stands for a version is
+the commit: the update's `new_version_id`, and the download is pinned to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import errors
+import manifest
+from civitai import CivitaiClient, with_retries
+from database import Store
+from events import EventBus, UpdateEvent
+from jobs import JobRequest
+from library import versioned_name
+from settings import Settings
+from sources.huggingface import HubClient
+
+if TYPE_CHECKING:
+    from daemon import DownloadQueue
+    from updater.checker import CheckResult
+
+log = logging.getLogger("civitai.updater")
+
+
+def hub_of(civitai: CivitaiClient) -> HubClient | None:
+    return next((s for s in civitai.sources if isinstance(s, HubClient)), None)
+
+
+async def check_hub_entries(
+    settings: Settings,
+    store: Store,
+    civitai: CivitaiClient,
+    queue: DownloadQueue,
+    bus: EventBus,
+    manifest_lock: asyncio.Lock,
+    result: CheckResult,
+) -> None:
+    """Compare each tracked Hub file (a manifest entry with a Hub `url` and its `sha256`)."""
+    hub = hub_of(civitai)
+    if hub is None:
+        return
+    _, entries, _ = manifest.load(settings.manifest_path)
+    for index, entry in entries:
+        if entry.modelId or entry.modelVersionId or not entry.url or not hub.owns(entry.url):
+            continue
+        try:
+            update = await _check(settings, store, hub, queue, manifest_lock, index, entry, result)
+        except errors.DaemonError as exc:
+            result.errors.append({"entry": index + 1, "url": entry.url, "detail": str(exc)})
+            continue
+        result.checked += 1
+        if update is not None:
+            bus.publish(UpdateEvent(update))
+            result.updates.append(update)
+
+
+async def _check(
+    settings: Settings,
+    store: Store,
+    hub: HubClient,
+    queue: DownloadQueue,
+    manifest_lock: asyncio.Lock,
+    index: int,
+    entry: JobRequest,
+    result: CheckResult,
+) -> dict[str, Any] | None:
+    assert entry.url
+    if not entry.sha256:
+        return None  # not downloaded through tracking yet: the start-up queue fetches it
+    rows = await store.find_completed(None, None, entry.sha256)
+    if not rows:
+        return None
+    current = rows[0]
+    f = hub.file_of(entry.url)
+
+    async def once() -> Any:
+        result.requests += 1
+        return await hub.metadata(f)
+
+    meta = await with_retries(once, attempts=4, base=2.0, max_wait=300)
+    if meta.sha256 is None or meta.sha256 == entry.sha256.lower():
+        return None  # a file kept in git has no SHA256 to compare; or nothing changed
+    if await store.read(lambda db: _found_before(db, entry.url, meta.commit)):
+        return None
+    name = current["filename"]
+    if settings.manifest_mode == "append":
+        name = versioned_name(name, meta.commit[:12])
+    old_commit = str(current.get("version_name") or "").rpartition("@")[2] or None
+    replaces = {"path": current["path"], "sha256": current["sha256"], "version_id": old_commit}
+    request = JobRequest(
+        model_type=entry.model_type,
+        url=hub.base_url + f.resolve_path(meta.commit),  # pinned: main may move again
+        filename=name,
+        sha256=meta.sha256,
+        priority=entry.priority,
+    )
+    job, _ = await queue.submit(request, source="update", replaces=replaces)
+    row = {
+        "modelId": None,
+        "url": entry.url,
+        "model_name": f"{f.prefix}{f.repo}",
+        "old_version_id": old_commit,
+        "new_version_id": meta.commit,
+        "version_name": f"{f.revision}@{meta.commit[:12]}",
+        "model_type": entry.model_type,
+        "job_id": job["id"],
+    }
+    update = await store.add_update(row)
+    async with manifest_lock:
+        await asyncio.to_thread(_record, settings, index, entry.url, meta.sha256, name)
+    log.info(
+        "update found: %s %s at %s → commit %s, job %s",
+        f.repo,
+        f.path,
+        f.revision,
+        meta.commit,
+        job["id"],
+    )
+    return update
+
+
+def _found_before(db: Any, url: str, commit: str) -> bool:
+    sql = "select 1 from updates where url = ? and new_version_id = ?"
+    return db.execute(sql, [url, commit]).fetchone() is not None
+
+
+def _record(settings: Settings, index: int, url: str, sha: str, name: str) -> None:
+    """replace: the entry now names the new file; append: a new entry beside it."""
+    raw, _, _ = manifest.load(settings.manifest_path)
+    if not (0 <= index < len(raw)) or raw[index].get("url") != url:
+        matches = [i for i, e in enumerate(raw) if isinstance(e, dict) and e.get("url") == url]
+        if not matches:
+            return
+        index = matches[-1]
+    new = {**raw[index], "sha256": sha}
+    if "filename" in raw[index] or settings.manifest_mode == "append":
+        new["filename"] = name
+    if settings.manifest_mode == "replace":
+        raw[index] = new
+    else:
+        raw.append(new)
+    manifest.save(settings.manifest_path, raw)
