@@ -36,7 +36,8 @@ DaemonError
 │       ├── NotJSON               an HTML page (Cloudflare) where JSON was expected
 │       ├── CloudflareChallenge   403 with a Cloudflare "Just a moment…" check
 │       └── NetworkError          connection refused, reset, timed out, stalled
-├── HubError                      the Hugging Face Hub said no (another 4xx): sources/huggingface.py
+├── HubError                      the Hugging Face Hub said no (another 4xx): defined, with its
+│   │                             two below, in sources/huggingface.py, the Hub's one boundary
 │   ├── HubGated                  401/403 GatedRepo, or 401 without a token: a licence to accept
 │   └── HubNotFound               404 RepoNotFound, RevisionNotFound, EntryNotFound
 └── DownloadError                 the bytes themselves
@@ -402,29 +403,6 @@ class NetworkError(Retryable):
 # Hugging Face -------------------------------------------------------------------------------
 
 
-class HubError(DaemonError):
-    status_code = 502
-
-
-class HubGated(HubError):
-    status_code = 403  # a retry helps once the licence is accepted and the token set
-
-    def __init__(self, page: str, have_token: bool) -> None:
-        why = "hf_token (or HF_TOKEN) has no access" if have_token else "no token is set"
-        super().__init__(
-            f"{page} is a gated or private repository and {why}: accept the licence on {page} "
-            f"and set hf_token (or HF_TOKEN) to a token of that account, then retry the job."
-        )
-
-
-class HubNotFound(HubError):
-    status_code = 404
-    retry_blocked = "The Hugging Face Hub has no such repository, revision or file."
-
-    def __init__(self, what: str) -> None:
-        super().__init__(f"Not found on the Hugging Face Hub: {what}")
-
-
 # Downloads ----------------------------------------------------------------------------------
 
 
@@ -434,15 +412,15 @@ class DownloadError(DaemonError):
 
 class HashMismatch(DownloadError):
     retry_blocked = (
-        "The file was fetched twice and its SHA256 differed from the one Civitai publishes both "
-        "times; a retry fetches the same bytes."
+        "The file was fetched twice and its SHA256 differed from the one its source publishes "
+        "both times; a retry fetches the same bytes."
     )
 
     def __init__(self, expected: str, actual: str, kept: str | None = None) -> None:
         keep = f"; the bytes are kept as {kept}" if kept else ""
         super().__init__(
-            f"SHA256 mismatch: expected {expected}, got {actual}{keep}. Civitai sometimes "
-            f"publishes a wrong hash; check the file before using it."
+            f"SHA256 mismatch: expected {expected}, got {actual}{keep}. A source sometimes "
+            f"publishes a wrong hash (Civitai does); check the file before using it."
         )
         self.expected = expected
         self.actual = actual

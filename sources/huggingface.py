@@ -32,6 +32,30 @@ from settings import Settings
 
 log = logging.getLogger("civitai.huggingface")
 
+
+class HubError(errors.DaemonError):
+    status_code = 502
+
+
+class HubGated(HubError):
+    status_code = 403  # a retry helps once the licence is accepted and the token set
+
+    def __init__(self, page: str, have_token: bool) -> None:
+        why = "hf_token (or HF_TOKEN) has no access" if have_token else "no token is set"
+        super().__init__(
+            f"{page} is a gated or private repository and {why}: accept the licence on {page} "
+            f"and set hf_token (or HF_TOKEN) to a token of that account, then retry the job."
+        )
+
+
+class HubNotFound(HubError):
+    status_code = 404
+    retry_blocked = "The Hugging Face Hub has no such repository, revision or file."
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"Not found on the Hugging Face Hub: {what}")
+
+
 HUB_HOSTS = {"huggingface.co", "www.huggingface.co", "hf.co"}
 CDN_DOMAINS = (".huggingface.co", ".hf.co")
 KINDS = {"datasets": "datasets/", "spaces": "spaces/"}
@@ -189,7 +213,7 @@ class HubClient:
                 raise error
             commit = response.headers.get("x-repo-commit")
             if not commit or not re.fullmatch(r"[0-9a-f]{40}", commit):
-                raise errors.HubError(
+                raise HubError(
                     f"{url} did not answer with the commit (X-Repo-Commit) the Hub sends; "
                     f"check that hf_base_url is the Hugging Face Hub"
                 )
@@ -210,25 +234,25 @@ class HubClient:
         code = response.headers.get("x-error-code", "")
         page = f.page(self.base_url)
         if code == "GatedRepo" or (status == 401 and not self.token and code != "RepoNotFound"):
-            return errors.HubGated(page, self.token is not None)
+            return HubGated(page, self.token is not None)
         if code == "RepoNotFound" or (status == 401 and code != "EntryNotFound"):
             why = (
                 "or it is private and hf_token has no access"
                 if self.token
                 else ("or it is private: set hf_token (or HF_TOKEN)")
             )
-            return errors.HubNotFound(f"no repository {f.prefix}{f.repo} ({why})")
+            return HubNotFound(f"no repository {f.prefix}{f.repo} ({why})")
         if code == "RevisionNotFound":
-            return errors.HubNotFound(f"{f.prefix}{f.repo} has no revision {f.revision!r}")
+            return HubNotFound(f"{f.prefix}{f.repo} has no revision {f.revision!r}")
         if code == "EntryNotFound" or status == 404:
-            return errors.HubNotFound(f"{f.prefix}{f.repo} has no file {f.path!r} at {f.revision}")
+            return HubNotFound(f"{f.prefix}{f.repo} has no file {f.path!r} at {f.revision}")
         if status == 403:
-            return errors.HubGated(page, self.token is not None)
+            return HubGated(page, self.token is not None)
         if status == 429:
             return errors.RateLimited(retry_after_seconds(response), "The Hugging Face Hub")
         if status >= 500:
             return errors.ServerError(status, where="The Hugging Face Hub")
-        return errors.HubError(f"The Hugging Face Hub answered {status} for {f.path}")
+        return HubError(f"The Hugging Face Hub answered {status} for {f.path}")
 
     async def resolve(self, request: JobRequest) -> Resolved:
         """The file a Hub URL means, pinned to the commit its revision names now."""
@@ -284,7 +308,7 @@ class HubClient:
             return
         host = (urlsplit(url).hostname or "").lower()
         if urlsplit(url).scheme != "https":
-            raise errors.HubError(f"The Hub sent the download to {host} over plain http; refused")
+            raise HubError(f"The Hub sent the download to {host} over plain http; refused")
         if host.endswith(CDN_DOMAINS):
             return  # the Hub's own CDNs (cdn-lfs.huggingface.co, cas-bridge.xethub.hf.co)
         await self.civitai.check_redirect(url)

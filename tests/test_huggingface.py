@@ -15,7 +15,7 @@ import pytest
 import errors
 from civitai import CivitaiClient
 from settings import Settings
-from sources.huggingface import HubClient, HubFile, parse_hub_path
+from sources.huggingface import HubClient, HubError, HubFile, parse_hub_path
 from tests.conftest import assert_file_is, run_job, wait_for, wait_job, write_config
 from tests.fake_civitai import TOKEN as CIVITAI_TOKEN
 from tests.fake_civitai import FakeCivitai
@@ -62,7 +62,7 @@ def test_the_cdn_must_be_https_and_public_unless_hf_base_url_is_local(tmp_path: 
 
     asyncio.run(check(HF, "https://cas-bridge.xethub.hf.co/x?sig=1"))  # allowed_hosts: hf.co
     asyncio.run(check("http://127.0.0.1:9", "http://127.0.0.3:7/blobs/x"))  # a local fake Hub
-    with pytest.raises(errors.HubError, match="over plain http"):
+    with pytest.raises(HubError, match="over plain http"):
         asyncio.run(check(HF, "http://cdn-lfs.huggingface.co/x"))
     with pytest.raises(errors.RedirectRefused):
         asyncio.run(check(HF, "https://10.0.0.8/x"))
