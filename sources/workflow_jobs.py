@@ -115,9 +115,10 @@ class WorkflowJobs:
                     row["status"], row["detail"] = "refused", str(outcome)
                 elif found := active.get(f"url:{row['url']}"):
                     row["status"], row["job"] = "queued", found[0]["id"]
-                    row["path"] = found[0].get("path")
+                    row["path"] = found[0].get("path") or str(self.where(row))
                 else:
-                    row["status"], row["path"] = "to_queue", outcome.get("path")
+                    row["status"] = "to_queue"
+                    row["path"] = outcome.get("path") or str(self.where(row))
             return rows
         jobs, failed = await self.queue.submit_many(entries, source="workflow")
         refused = {f["index"]: f["detail"] for f in failed}
@@ -128,7 +129,9 @@ class WorkflowJobs:
                 row["status"], row["detail"] = "refused", refused[index]
                 continue
             job = next(queued)
-            row["job"], row["path"] = job["id"], job.get("path")
+            # A URL job learns its file from its source later (a Hub answer); the name is the
+            # workflow's and the folder the layout's, so this is where it lands.
+            row["job"], row["path"] = job["id"], job.get("path") or str(self.where(row))
             row["status"] = "present" if job.get("duplicate") else "queued"
             row["new"] = not job.get("duplicate") and f"url:{req.url}" not in active
         return rows

@@ -15,6 +15,9 @@ FIXTURES = Path(__file__).parent / "fixtures" / "workflows"
 MB = 1024 * 1024
 
 
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+
 def load(name: str) -> dict:
     return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
 
@@ -182,46 +185,46 @@ def test_bad_json_and_non_workflows_are_refused_with_why(civitai, daemon):
     d.stop()
 
 
-def test_the_real_template_queues_hub_urls_into_comfyui_folders_and_a_dry_run_queues_nothing(
-    civitai, daemon, home
-):
-    civitai.add_simple(1, 10, os.urandom(2 * MB), filename="blocker.safetensors")
-    civitai.default_rate = 128 * 1024  # holds the one worker while the table is read
-    d = daemon(layout="comfyui", workers=1)
-    models = home / "data" / "models"
+def test_the_real_template_goes_from_drop_to_verified_files_from_the_hub(civitai, hf, daemon, home):
+    """ComfyUI's own template (its models inside a subgraph, on Hugging Face): a dry run queues
+    nothing; the post queues each into the folder ComfyUI reads under the comfyui layout; each
+    comes from the fake Hub, pinned and verified by the Hub's SHA256; a repost finds them all
+    present. The answers are kept in tests/artifacts for the closing note."""
     template = load("01_get_started_text_to_image.json")
+    blobs, files = {}, {}
+    for model in models_of(template):
+        blobs[model.name] = os.urandom(300_000) + model.name.encode()
+        files[model.url.split("/resolve/main/", 1)[1]] = blobs[model.name]
+    hf.add_repo("Comfy-Org/z_image_turbo", files)
+    d = daemon(layout="comfyui", hf_base_url=hf.base_url)
+    models = home / "data" / "models"
     with d.client() as c:
         dry = c.post("/api/workflow?dry_run=true", json=template).json()
         assert dry["summary"]["to_queue"] == 3 and dry["summary"]["new_jobs"] == 0
-        assert {r["folder"] for r in dry["models"]} == {
-            "text_encoders",
-            "diffusion_models",
-            "vae",
-        }
+        assert {r["folder"] for r in dry["models"]} == {"text_encoders", "diffusion_models", "vae"}
         assert c.get("/api/jobs").json()["total"] == 0
-        first = c.post("/api/download", json={"modelVersionId": 10, "model_type": "other"})
-        assert first.status_code == 202, first.text
         r = c.post("/api/workflow", json=template)
         assert r.status_code == 200, r.text
-        rows = by_name(r.json()["models"])
-        assert r.json()["summary"]["queued"] == 3 and r.json()["summary"]["new_jobs"] == 3
-        unet = rows["z_image_turbo_bf16.safetensors"]
-        assert unet["path"] == str(models / "diffusion_models" / "z_image_turbo_bf16.safetensors")
-        job = c.get(f"/api/jobs/{unet['job']}").json()
-        assert (job["status"], job["model_type"], job["path"]) == (
-            "queued",
-            "diffusion_models",
-            unet["path"],
-        )
-        clip = c.get(f"/api/jobs/{rows['qwen_3_4b.safetensors']['job']}").json()
-        assert clip["path"] == str(models / "text_encoders" / "qwen_3_4b.safetensors")
+        queued = r.json()
+        assert queued["summary"]["queued"] == 3 and queued["summary"]["new_jobs"] == 3
+        rows = by_name(queued["models"])
+        for name, row in rows.items():
+            job = wait_job(c, row["job"])
+            folder = {"qwen_3_4b.safetensors": "text_encoders", "ae.safetensors": "vae"}.get(
+                name, "diffusion_models"
+            )
+            assert job["path"] == row["path"] == str(models / folder / name)
+            assert job["sha256"] == sha(blobs[name])  # the Hub's X-Linked-Etag, checked
+            assert hashlib.sha256(Path(job["path"]).read_bytes()).hexdigest() == sha(blobs[name])
+        pinned = f"/resolve/{hf.commit_of('Comfy-Org/z_image_turbo')}/split_files/"
+        assert len({r.path for r in hf.requests_to("hub", pinned)}) == 3  # each pinned to the commit
         again = c.post("/api/workflow", json=template).json()
-        assert again["summary"]["new_jobs"] == 0
-        assert {row["job"] for row in again["models"]} == {row["job"] for row in rows.values()}
-        assert c.get("/api/jobs").json()["total"] == 4
-        for row in rows.values():
-            assert c.post(f"/api/jobs/{row['job']}/cancel").status_code == 200
-        c.post(f"/api/jobs/{first.json()['id']}/cancel")
+        assert again["summary"]["present"] == 3 and again["summary"]["new_jobs"] == 0
+        assert c.get("/api/jobs").json()["total"] == 3
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "workflow-e2e.json").write_text(
+        json.dumps({"dry_run": dry, "posted": queued, "reposted": again}, indent=2)
+    )
     d.stop()
 
 
