@@ -217,7 +217,7 @@ def test_the_real_template_goes_from_drop_to_verified_files_from_the_hub(civitai
             assert job["sha256"] == sha(blobs[name])  # the Hub's X-Linked-Etag, checked
             assert hashlib.sha256(Path(job["path"]).read_bytes()).hexdigest() == sha(blobs[name])
         pinned = f"/resolve/{hf.commit_of('Comfy-Org/z_image_turbo')}/split_files/"
-        assert len({r.path for r in hf.requests_to("hub", pinned)}) == 3  # each pinned to the commit
+        assert len({r.path for r in hf.requests_to("hub", pinned)}) == 3  # each one pinned
         again = c.post("/api/workflow", json=template).json()
         assert again["summary"]["present"] == 3 and again["summary"]["new_jobs"] == 0
         assert c.get("/api/jobs").json()["total"] == 3
