@@ -116,6 +116,7 @@ function jobRow(job) {
   const actions = el("td", { class: "text-end text-nowrap" }, ...jobControls(job)); // controls.js
   const name = el("td", {}, el("div", { class: "fw-semibold" }, jobName(job)), el("div", { class: "small text-body-secondary text-truncate text-truncate-path" }, job.filename || ""));
   if (job.status === "waiting" && job.next_attempt_at) name.append(el("div", { class: "small job-wait" }, waitText(job)));
+  if (job.verified_by === "size") name.append(el("div", { class: "small text-body-secondary job-verified-by", title: "The Hugging Face Hub publishes a SHA256 only for files kept in LFS/Xet" }, "checked by size only: its source publishes no SHA256"));
   if (job.error) name.append(el("div", { class: `small job-error ${job.status === "failed" ? "text-danger" : "text-warning-emphasis"}` }, job.error));
   const cells = [
     name,

@@ -307,3 +307,26 @@ def test_an_apps_folder_name_typed_as_the_folder_queues_into_that_folder(
     assert target.read_bytes() == blob
     assert problems == [], problems
     d.stop()
+
+
+def test_a_file_checked_by_size_only_says_so_in_the_queue(civitai, hf, daemon, page, home):
+    """A Hugging Face file kept in git has no published SHA256: its row says it was checked by
+    size only, so nobody takes it for hash-verified."""
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
+    hf.add_repo("acme/cfg", {"config.yaml": b"model: tiny\n" * 50})
+    d = daemon(hf_base_url=hf.base_url)
+    url = "https://huggingface.co/acme/cfg/resolve/main/config.yaml"
+    with d.client() as c:
+        job = c.post("/api/download", json={"url": url, "model_type": "other"}).json()
+        wait_for(lambda: c.get(f"/api/jobs/{job['id']}").json()["status"] == "completed", 20)
+    log_in(page, d)
+    row = page.locator(".job-row").first
+    expect(row.locator(".job-status")).to_have_text("completed")
+    expect(row.locator(".job-verified-by")).to_have_text(
+        "checked by size only: its source publishes no SHA256"
+    )
+    assert (home / "data/models/other/config.yaml").read_bytes() == b"model: tiny\n" * 50
+    assert problems == [], problems
+    d.stop()
