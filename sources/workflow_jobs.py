@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import job_query
 from jobs import JobRequest, describe_errors
 from layout import model_type_of
+from scanner import file_sha256
 from sources.workflow import Model
 
 if TYPE_CHECKING:
@@ -27,10 +28,15 @@ STATUSES = ("present", "queued", "to_queue", "no_source", "refused")
 
 
 def _regular_file(path: Path) -> bool:
+    return _regular_stat(path) is not None
+
+
+def _regular_stat(path: Path) -> os.stat_result | None:
     try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
+        st = os.lstat(path)
     except OSError:
-        return False
+        return None
+    return st if stat.S_ISREG(st.st_mode) else None
 
 
 class WorkflowJobs:
@@ -58,20 +64,34 @@ class WorkflowJobs:
         return self.root.joinpath(*row["folder"].split("/"), *row["name"].split("/"))
 
     async def present(self, rows: list[dict[str, Any]]) -> None:
-        """Marks the rows whose file is in their folder, or is a completed job still in place."""
+        """Marks the rows whose file is in their folder, or is a completed job still in place.
+        Where the workflow gives a SHA256, only a file of that SHA256 is it (hashed once, then
+        cached by size and mtime): a file of the same name with another hash is refused."""
         for row in rows:
             if row["status"] is not None:
                 continue
             path = self.where(row)
-            if await asyncio.to_thread(_regular_file, path):
-                row["status"], row["path"] = "present", str(path)
+            if st := await asyncio.to_thread(_regular_stat, path):
+                row["path"] = str(path)
+                digest = row["sha256"] and (await file_sha256(self.queue.store, path, st))[0]
+                if digest and digest != row["sha256"]:
+                    row["status"], row["detail"] = (
+                        "refused",
+                        (
+                            f"{path} is here, but its SHA256 is {digest}, not the workflow's "
+                            f"{row['sha256']}: another file of that name. Move or rename it, then "
+                            "post the workflow again to fetch its file"
+                        ),
+                    )
+                else:
+                    row["status"] = "present"
                 continue
-            args: list[Any] = [row["model_type"], row["name"].rsplit("/", 1)[-1]]
-            where = "status = 'completed' and model_type = ? and (filename = ?"
-            if row["sha256"]:
-                where += " or lower(sha256) = ?"
-                args.append(row["sha256"])
-            jobs = await self.queue.store.jobs_where(where + ")", args, order_by="id desc")
+            where = "status = 'completed' and model_type = ? and "
+            if row["sha256"]:  # the same bytes, whatever their name
+                where, args = where + "lower(sha256) = ?", [row["model_type"], row["sha256"]]
+            else:
+                where, args = where + "filename = ?", [row["model_type"], path.name]
+            jobs = await self.queue.store.jobs_where(where, args, order_by="id desc")
             for job in jobs:
                 if job.get("path") and await asyncio.to_thread(_regular_file, Path(job["path"])):
                     row["status"], row["path"], row["job"] = "present", job["path"], job["id"]
