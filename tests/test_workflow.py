@@ -486,3 +486,28 @@ def test_a_file_in_place_with_another_sha256_than_the_workflow_says_is_not_prese
         assert (row["status"], row["path"]) == ("to_queue", str(loras / "SD1.5" / "x.safetensors"))
     assert (loras / "same-name.safetensors").read_bytes() == b"another file of that name"
     d.stop()
+
+
+def test_a_workflows_subfolder_survives_a_relayout_to_the_same_and_to_another_layout(
+    civitai, daemon, home
+):
+    data = os.urandom(30_000)
+    f = civitai.add_simple(7, 70, data, filename="x.safetensors")
+    d = daemon(layout="comfyui", allowed_hosts=["127.0.0.2"])
+    workflow = {"nodes": [], "models": [entry("SD1.5/x.safetensors", civitai.signed_url(f))]}
+    with d.client() as c:
+        [row] = c.post("/api/workflow", json=workflow).json()["models"]
+        done = wait_job(c, row["job"])
+        models = home / "data" / "models"
+        assert done["path"] == str(models / "loras" / "SD1.5" / "x.safetensors")
+        same = c.post("/api/library/relayout", json={"layout": "comfyui"})
+        assert same.status_code == 200, same.text
+        assert (same.json()["moves"], same.json()["stays"]) == ([], [])
+        moved = c.post("/api/library/relayout", json={"layout": "a1111", "confirm": True})
+        assert moved.status_code == 200, moved.text
+        target = Path(moved.json()["download_dir"]) / "models" / "Lora" / "SD1.5" / "x.safetensors"
+        assert [m["to"] for m in moved.json()["moved"]] == [str(target)]
+        assert target.read_bytes() == data
+        [row] = c.post("/api/workflow?dry_run=true", json=workflow).json()["models"]
+        assert (row["status"], row["path"]) == ("present", str(target))
+    d.stop()
