@@ -125,6 +125,7 @@ class WorkflowJobs:
         active = await job_query.active_by_key(
             self.queue.store, [f"url:{req.url}" for _, req in entries]
         )
+        entries = await self.after_failures(rows, entries, active)
         if dry_run:
             checked = await asyncio.to_thread(
                 self.queue.job_rows.rows_without_civitai, entries, "workflow"
@@ -138,6 +139,8 @@ class WorkflowJobs:
                     row["path"] = found[0].get("path")
                 else:
                     row["status"], row["path"] = "to_queue", outcome.get("path")
+                    if row["detail"]:
+                        row["detail"] += "; it would be queued again"
             return rows
         jobs, failed = await self.queue.submit_many(entries, source="workflow")
         refused = {f["index"]: f["detail"] for f in failed}
@@ -150,8 +153,41 @@ class WorkflowJobs:
             job = next(queued)
             row["job"], row["path"] = job["id"], job.get("path")
             row["status"] = "present" if job.get("duplicate") else "queued"
+            if row["detail"] and row["status"] == "queued":
+                row["detail"] += f"; queued again as job {job['id']}"
             row["new"] = not job.get("duplicate") and f"url:{req.url}" not in active
         return rows
+
+    async def after_failures(
+        self,
+        rows: list[dict[str, Any]],
+        entries: list[tuple[int, JobRequest]],
+        active: dict[str, list[dict[str, Any]]],
+    ) -> list[tuple[int, JobRequest]]:
+        """A model whose last job failed (and none runs now) is queued again, its row saying
+        how the last one failed; unless that failure is one a retry cannot help (the job's
+        `why_not_retryable`) and the workflow asks the same (a SHA256 it has since corrected
+        is a new ask): then it is refused with why, and nothing is fetched again."""
+        keys = [f"url:{req.url}" for _, req in entries if f"url:{req.url}" not in active]
+        last: dict[str, dict[str, Any]] = {}
+        for job in await self.queue.store.jobs_with_keys(keys, ["failed"]):  # newest first
+            for key in {job["dedupe_key"], job.get("request_key")} & set(keys):
+                last.setdefault(key, job)
+        kept = []
+        for index, req in entries:
+            row, job = rows[index], last.get(f"url:{req.url}")
+            if job is None:
+                kept.append((index, req))
+            elif (blocked := job.get("retry_blocked")) and _same_ask(job, req):
+                row["status"], row["job"] = "refused", job["id"]
+                row["detail"] = (
+                    f"job {job['id']} failed and a retry cannot help: {blocked}. Fix the "
+                    "workflow, or retry that job with force from the queue"
+                )
+            else:
+                row["detail"] = f"job {job['id']} failed: {job.get('error') or 'no reason kept'}"
+                kept.append((index, req))
+        return kept
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -161,6 +197,10 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, int]:
     counts["new_jobs"] = sum(1 for row in rows if row.get("new"))
     counts["models"] = len(rows)
     return counts
+
+
+def _same_ask(job: dict[str, Any], req: JobRequest) -> bool:
+    return (job.get("sha256") or "").lower() == (req.sha256 or "")
 
 
 def _first_error(exc: ValueError) -> str:

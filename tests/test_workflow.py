@@ -511,3 +511,42 @@ def test_a_workflows_subfolder_survives_a_relayout_to_the_same_and_to_another_la
         [row] = c.post("/api/workflow?dry_run=true", json=workflow).json()["models"]
         assert (row["status"], row["path"]) == ("present", str(target))
     d.stop()
+
+
+def test_a_repost_after_a_failed_job_says_how_it_failed_and_fetches_again_only_a_new_ask(
+    civitai, daemon, home
+):
+    data = os.urandom(40_000)
+    f = civitai.add_simple(7, 70, data, filename="x.safetensors")
+    d = daemon(layout="comfyui", allowed_hosts=["127.0.0.2"], retries=1)
+    url = civitai.signed_url(f)
+    wrong = {"nodes": [], "models": [entry("x.safetensors", url, "d" * 64)]}
+    with d.client() as c:
+        [first] = c.post("/api/workflow", json=wrong).json()["models"]
+        failed = wait_job(c, first["job"], ("failed",))
+        assert failed["why_not_retryable"], failed
+        # The same ask again: the same bytes would fail the same way; it says why, fetches nothing.
+        r = c.post("/api/workflow", json=wrong)
+        [again] = r.json()["models"]
+        assert (again["status"], again["job"]) == ("refused", first["job"])
+        assert again["detail"] == (
+            f"job {first['job']} failed and a retry cannot help: {failed['why_not_retryable']}. "
+            "Fix the workflow, or retry that job with force from the queue"
+        )
+        assert r.json()["summary"]["new_jobs"] == 0
+        assert c.get("/api/jobs").json()["total"] == 1
+        # The workflow's SHA256 corrected: a new ask, queued again, saying how the last failed.
+        fixed = {"nodes": [], "models": [entry("x.safetensors", url, sha(data))]}
+        [dry] = c.post("/api/workflow?dry_run=true", json=fixed).json()["models"]
+        assert dry["status"] == "to_queue"
+        assert dry["detail"] == (
+            f"job {first['job']} failed: {failed['error']}; it would be queued again"
+        )
+        [row] = c.post("/api/workflow", json=fixed).json()["models"]
+        assert row["status"] == "queued" and row["job"] != first["job"]
+        assert row["detail"] == (
+            f"job {first['job']} failed: {failed['error']}; queued again as job {row['job']}"
+        )
+        done = wait_job(c, row["job"])
+    assert Path(done["path"]).read_bytes() == data
+    d.stop()
