@@ -42,7 +42,7 @@ import errors
 import safefs
 from database import Store
 from jobs import ACTIVE_SQL
-from layout import Layout
+from layout import LAYOUTS, Layout
 from removal import library_path, sidecar_names
 
 log = logging.getLogger("civitai.library")
@@ -176,6 +176,7 @@ def plan(
     targets: set[str] = set()
     for src, row in sorted(newest.items(), key=lambda item: item[1]["id"]):
         folder = root.joinpath(*layout.folder(row["model_type"]).split("/"))
+        folder = folder / _subfolder(src, row["model_type"], layout, root)
         if src.parent == folder:
             continue
         move = Move(row["id"], row["model_type"], str(src), str(folder / src.name))
@@ -193,6 +194,18 @@ def plan(
             targets.add(move.target)
         moves.append(move)
     return moves
+
+
+def _subfolder(src: Path, model_type: str, layout: Layout, root: Path) -> Path:
+    """The folders between a file and its type's folder under the target or any stock layout
+    (a ComfyUI workflow's `loras/SD1.5/x.safetensors`): they move with it, as every app reads
+    its model folders' subfolders too. Empty for a file right in a type's folder, or elsewhere."""
+    best: Path | None = None
+    for known in (layout, *(Layout(name) for name in LAYOUTS)):
+        base = root.joinpath(*known.folder(model_type).split("/"))
+        if base in src.parents and base != src.parent and (best is None or best in base.parents):
+            best = base
+    return src.parent.relative_to(best) if best is not None else Path()
 
 
 def _inside(raw: str, models_dir: Path, root: Path) -> Path | None:

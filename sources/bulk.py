@@ -127,11 +127,11 @@ async def creator_models(civitai: CivitaiClient, f: BulkFilter) -> Listing:
     models: list[dict[str, Any]] = []
     seen: set[str] = set()
     for page in range(1, MAX_PAGES + 1):
-        data = await civitai.get_json("/api/v1/models", params)
-        models += [m for m in (data.get("items") or []) if isinstance(m, dict)]
+        items, metadata = _listed(await civitai.get_json("/api/v1/models", params))
+        models += [m for m in items if isinstance(m, dict)]
         if len(models) > MAX_MODELS:
             return Listing(models[:MAX_MODELS], page, "models")
-        cursor = (data.get("metadata") or {}).get("nextCursor")
+        cursor = metadata.get("nextCursor")
         if cursor in (None, "") or str(cursor) in seen:
             return Listing(models, page, None)
         seen.add(str(cursor))
@@ -139,10 +139,23 @@ async def creator_models(civitai: CivitaiClient, f: BulkFilter) -> Listing:
     return Listing(models, MAX_PAGES, "pages")
 
 
+def _listed(data: Any) -> tuple[list[Any], dict[str, Any]]:
+    """A list answer's `items` and `metadata`; NotJSON when it is not of that shape (a JSON
+    array, a string, `items` that is not a list), never a crash."""
+    items = data.get("items") if isinstance(data, dict) else None
+    metadata = data.get("metadata") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or not isinstance(items, list | None):
+        raise errors.NotJSON("an answer that is not a list of items")
+    if not isinstance(metadata, dict | None):
+        raise errors.NotJSON("an answer whose metadata is not an object")
+    return items or [], metadata or {}
+
+
 async def creator_exists(civitai: CivitaiClient, username: str) -> bool:
     """Whether Civitai's creators search knows this exact name (any case)."""
     data = await civitai.get_json("/api/v1/creators", {"query": username, "limit": 100})
-    names = {str(c.get("username", "")).lower() for c in data.get("items") or []}
+    items, _ = _listed(data)
+    names = {str(c.get("username", "")).lower() for c in items if isinstance(c, dict)}
     return username.lower() in names
 
 
@@ -174,7 +187,8 @@ def preview_item(model: dict[str, Any], base_models: list[str]) -> dict[str, Any
         item.update(state="unavailable", problem=str(exc), modelVersionId=version.get("id"))
         return item
     size_kb = f.get("sizeKB")
-    sha = (f.get("hashes") or {}).get("SHA256")
+    hashes = f.get("hashes")
+    sha = hashes.get("SHA256") if isinstance(hashes, dict) else None
     item.update(
         modelVersionId=version.get("id"),
         versionName=version.get("name"),

@@ -56,6 +56,7 @@ LOADERS: dict[str, tuple[str, tuple[str, ...]]] = {
 # ComfyUI's `supported_pt_extensions` (folder_paths.py) and GGUF: a widget value naming a file.
 MODEL_FILE = re.compile(r"\.(ckpt|pt|pt2|bin|pth|safetensors|pkl|sft|gguf|onnx)$", re.I)
 MAX_NODES = 20_000
+MAX_MODELS = 1_000  # distinct models one workflow may name: each may become a job
 MAX_DEPTH = 8  # subgraphs inside subgraphs
 INACTIVE_MODES = (2, 4)  # litegraph's LGraphEventMode NEVER (muted) and BYPASS
 
@@ -74,6 +75,28 @@ class Model:
     sha256: str | None = None
     nodes: list[dict[str, Any]] = field(default_factory=list)  # {id, type, title}
     problem: str | None = None  # why it cannot be fetched as named
+    urls: list[str] = field(default_factory=list)  # every URL given for it, first first
+    hashes: list[str] = field(default_factory=list)  # every SHA256 given for it
+
+    def settle(self) -> None:
+        """One URL and one SHA256 from all its entries gave, or the problem why not: two
+        different SHA256 are two different files; two URLs and no SHA256 to tell which one
+        serves the right file is a guess the daemon does not make."""
+        self.url = self.urls[0] if self.urls else None
+        self.sha256 = self.hashes[0] if self.hashes else None
+        if self.problem is not None:
+            return
+        if len(self.hashes) > 1:
+            self.problem = (
+                f"the workflow gives it {len(self.hashes)} different SHA256 "
+                f"({', '.join(self.hashes)}): fix the workflow, one file has one hash"
+            )
+        elif len(self.urls) > 1 and not self.hashes:
+            self.problem = (
+                f"the workflow gives it {len(self.urls)} different URLs "
+                f"({', '.join(self.urls)}) and no SHA256 to tell which serves the right file: "
+                "fix the workflow, or queue the one you trust yourself"
+            )
 
     @property
     def key(self) -> tuple[str, str]:
@@ -148,11 +171,18 @@ class Collector:
         if model.problem is None and model_type_of(model.directory) is None:
             model.problem = f"directory {directory!r} is not a ComfyUI model folder name"
         existing = self.models.setdefault(model.key, model)
-        if isinstance(url, str) and re.match(r"^https?://", url.strip()) and not existing.url:
-            existing.url = url.strip()
+        if len(self.models) > MAX_MODELS:
+            raise NotAWorkflow(f"it names more than {MAX_MODELS} models")
+        if isinstance(url, str) and url.strip():
+            text = url.strip()
+            if re.match(r"^https?://", text, re.I):
+                existing.urls += [text] if text not in existing.urls else []
+            elif existing.problem is None:
+                existing.problem = f"its URL {text[:80]!r} is not an http:// or https:// URL"
         if isinstance(hash_type, str) and hash_type.lower() == "sha256" and hash_value:
             if isinstance(hash_value, str) and SHA256_RE.fullmatch(hash_value.strip()):
-                existing.sha256 = existing.sha256 or hash_value.strip().lower()
+                digest = hash_value.strip().lower()
+                existing.hashes += [digest] if digest not in existing.hashes else []
             elif existing.problem is None:
                 existing.problem = f"its SHA256 {str(hash_value)[:80]!r} is not 64 hex digits"
         if node is not None and node not in existing.nodes:
@@ -259,4 +289,6 @@ def models_of(data: Any) -> list[Model]:
             "it has no `nodes` list (the format ComfyUI saves) and is not the API format "
             '(`{"<id>": {"class_type": ..., "inputs": {...}}}`)'
         )
+    for model in collector.models.values():
+        model.settle()
     return list(collector.models.values())

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import job_query
 from jobs import JobRequest, describe_errors
 from layout import model_type_of
+from scanner import file_sha256
 from sources.workflow import Model
 
 if TYPE_CHECKING:
@@ -27,10 +28,15 @@ STATUSES = ("present", "queued", "to_queue", "no_source", "refused")
 
 
 def _regular_file(path: Path) -> bool:
+    return _regular_stat(path) is not None
+
+
+def _regular_stat(path: Path) -> os.stat_result | None:
     try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
+        st = os.lstat(path)
     except OSError:
-        return False
+        return None
+    return st if stat.S_ISREG(st.st_mode) else None
 
 
 class WorkflowJobs:
@@ -58,20 +64,34 @@ class WorkflowJobs:
         return self.root.joinpath(*row["folder"].split("/"), *row["name"].split("/"))
 
     async def present(self, rows: list[dict[str, Any]]) -> None:
-        """Marks the rows whose file is in their folder, or is a completed job still in place."""
+        """Marks the rows whose file is in their folder, or is a completed job still in place.
+        Where the workflow gives a SHA256, only a file of that SHA256 is it (hashed once, then
+        cached by size and mtime): a file of the same name with another hash is refused."""
         for row in rows:
             if row["status"] is not None:
                 continue
             path = self.where(row)
-            if await asyncio.to_thread(_regular_file, path):
-                row["status"], row["path"] = "present", str(path)
+            if st := await asyncio.to_thread(_regular_stat, path):
+                row["path"] = str(path)
+                digest = row["sha256"] and (await file_sha256(self.queue.store, path, st))[0]
+                if digest and digest != row["sha256"]:
+                    row["status"], row["detail"] = (
+                        "refused",
+                        (
+                            f"{path} is here, but its SHA256 is {digest}, not the workflow's "
+                            f"{row['sha256']}: another file of that name. Move or rename it, then "
+                            "post the workflow again to fetch its file"
+                        ),
+                    )
+                else:
+                    row["status"] = "present"
                 continue
-            args: list[Any] = [row["model_type"], row["name"].rsplit("/", 1)[-1]]
-            where = "status = 'completed' and model_type = ? and (filename = ?"
-            if row["sha256"]:
-                where += " or lower(sha256) = ?"
-                args.append(row["sha256"])
-            jobs = await self.queue.store.jobs_where(where + ")", args, order_by="id desc")
+            where = "status = 'completed' and model_type = ? and "
+            if row["sha256"]:  # the same bytes, whatever their name
+                where, args = where + "lower(sha256) = ?", [row["model_type"], row["sha256"]]
+            else:
+                where, args = where + "filename = ?", [row["model_type"], path.name]
+            jobs = await self.queue.store.jobs_where(where, args, order_by="id desc")
             for job in jobs:
                 if job.get("path") and await asyncio.to_thread(_regular_file, Path(job["path"])):
                     row["status"], row["path"], row["job"] = "present", job["path"], job["id"]
@@ -105,6 +125,7 @@ class WorkflowJobs:
         active = await job_query.active_by_key(
             self.queue.store, [f"url:{req.url}" for _, req in entries]
         )
+        entries = await self.after_failures(rows, entries, active)
         if dry_run:
             checked = await asyncio.to_thread(
                 self.queue.job_rows.rows_without_civitai, entries, "workflow"
@@ -119,6 +140,8 @@ class WorkflowJobs:
                 else:
                     row["status"] = "to_queue"
                     row["path"] = outcome.get("path") or str(self.where(row))
+                    if row["detail"]:
+                        row["detail"] += "; it would be queued again"
             return rows
         jobs, failed = await self.queue.submit_many(entries, source="workflow")
         refused = {f["index"]: f["detail"] for f in failed}
@@ -133,8 +156,41 @@ class WorkflowJobs:
             # workflow's and the folder the layout's, so this is where it lands.
             row["job"], row["path"] = job["id"], job.get("path") or str(self.where(row))
             row["status"] = "present" if job.get("duplicate") else "queued"
+            if row["detail"] and row["status"] == "queued":
+                row["detail"] += f"; queued again as job {job['id']}"
             row["new"] = not job.get("duplicate") and f"url:{req.url}" not in active
         return rows
+
+    async def after_failures(
+        self,
+        rows: list[dict[str, Any]],
+        entries: list[tuple[int, JobRequest]],
+        active: dict[str, list[dict[str, Any]]],
+    ) -> list[tuple[int, JobRequest]]:
+        """A model whose last job failed (and none runs now) is queued again, its row saying
+        how the last one failed; unless that failure is one a retry cannot help (the job's
+        `why_not_retryable`) and the workflow asks the same (a SHA256 it has since corrected
+        is a new ask): then it is refused with why, and nothing is fetched again."""
+        keys = [f"url:{req.url}" for _, req in entries if f"url:{req.url}" not in active]
+        last: dict[str, dict[str, Any]] = {}
+        for job in await self.queue.store.jobs_with_keys(keys, ["failed"]):  # newest first
+            for key in {job["dedupe_key"], job.get("request_key")} & set(keys):
+                last.setdefault(key, job)
+        kept = []
+        for index, req in entries:
+            row, job = rows[index], last.get(f"url:{req.url}")
+            if job is None:
+                kept.append((index, req))
+            elif (blocked := job.get("retry_blocked")) and _same_ask(job, req):
+                row["status"], row["job"] = "refused", job["id"]
+                row["detail"] = (
+                    f"job {job['id']} failed and a retry cannot help: {blocked}. Fix the "
+                    "workflow, or retry that job with force from the queue"
+                )
+            else:
+                row["detail"] = f"job {job['id']} failed: {job.get('error') or 'no reason kept'}"
+                kept.append((index, req))
+        return kept
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -144,6 +200,10 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, int]:
     counts["new_jobs"] = sum(1 for row in rows if row.get("new"))
     counts["models"] = len(rows)
     return counts
+
+
+def _same_ask(job: dict[str, Any], req: JobRequest) -> bool:
+    return (job.get("sha256") or "").lower() == (req.sha256 or "")
 
 
 def _first_error(exc: ValueError) -> str:

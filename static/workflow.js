@@ -14,7 +14,9 @@ function workflowNode(m) {
   return m.nodes.map((n) => `${n.title || n.type} #${n.id}${n.subgraph ? ` (in ${n.subgraph})` : ""}`).join(", ") || "top-level models";
 }
 
-// For a model with no source: paste a URL, queue it into the model's folder.
+// For a model with no source: paste a URL, queue it into the model's folder. It goes back to
+// POST /api/workflow as that one model (its name with any subfolder, its directory, the
+// workflow's SHA256), so the job lands where the workflow names it and is verified like the rest.
 function workflowPasteForm(m) {
   const input = el("input", { class: "form-control form-control-sm", type: "url", placeholder: "Paste a URL to queue it", "aria-label": `URL for ${m.name}`, required: "" });
   const form = el("form", { class: "d-flex gap-1 workflow-paste" }, input,
@@ -22,8 +24,13 @@ function workflowPasteForm(m) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     try {
-      const job = await api("POST", "/api/download", { url: input.value.trim(), model_type: m.model_type, filename: m.name.split("/").pop() });
-      form.replaceWith(el("span", {}, `queued as job ${job.id} → ${job.path || m.folder}`));
+      const model = { name: m.name, directory: m.directory, url: input.value.trim() };
+      if (m.sha256) Object.assign(model, { hash: m.sha256, hash_type: "SHA256" });
+      const answer = await api("POST", "/api/workflow", { nodes: [], models: [model] });
+      const row = answer.models[0];
+      if (!row || (!row.job && row.status !== "present")) throw new Error((row && row.detail) || `${m.name} was not queued.`);
+      const how = row.job ? `${row.status} as job ${row.job}` : row.status;
+      form.replaceWith(el("span", {}, `${how} → ${row.path || m.folder}`));
       toast(`Queued ${m.name}`);
     } catch (err) { toast(err.message, "danger"); }
   });

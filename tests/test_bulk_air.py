@@ -401,3 +401,18 @@ def test_the_add_tab_previews_a_creators_models_and_downloads_the_selected_ones(
     problems.remove(missing[0])
     assert problems == [], problems
     d.stop()
+
+
+def test_a_listing_answer_of_another_shape_is_a_clear_503_not_an_internal_error(civitai, daemon):
+    civitai.add_simple(100, 1000, b"x" * 10, creator="alice")
+    d = daemon()
+    with d.client() as c:
+        for body in (b"[1, 2]", b'"items"', b'{"items": "x"}', b'{"items": [], "metadata": []}'):
+            civitai.fault("api", status=200, body=body)
+            r = c.post("/api/bulk/preview", json={"username": "alice"})
+            assert r.status_code == 503, (body, r.text)
+            assert r.json()["detail"].startswith("Civitai sent an answer "), r.text
+        fine = c.post("/api/bulk/preview", json={"username": "alice"})
+        assert fine.status_code == 200
+        assert [i["modelId"] for i in fine.json()["items"]] == [100]
+    d.stop()

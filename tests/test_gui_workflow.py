@@ -5,6 +5,7 @@ watched for console errors, page errors and CSP violations: there must be none."
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -76,4 +77,64 @@ def test_a_picked_and_a_dropped_workflow_show_their_models_and_a_pasted_url_is_f
     assert hashlib.sha256(target.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
     w.assert_clean()
     w.page.context.close()
+    d.stop()
+
+
+def test_a_url_pasted_for_a_subfolder_model_keeps_its_subfolder_and_hash_and_a_bad_one_is_refused(
+    civitai,
+    daemon,
+    home,
+    browser,  # noqa: F811
+):
+    data = os.urandom(30_000)
+    digest = hashlib.sha256(data).hexdigest()
+    f = civitai.add_simple(1, 10, data, filename="upstream.safetensors")
+    d = daemon(layout="comfyui", allowed_hosts=["127.0.0.2"])
+    models = Path(os.path.realpath(home / "data" / "models"))
+    name = "SD1.5/pasted.safetensors"
+    node = {
+        "id": 9,
+        "type": "LoraLoader",
+        "properties": {
+            "models": [{"name": name, "directory": "loras", "hash": digest, "hash_type": "SHA256"}]
+        },
+        "widgets_values": [name, 1, 1],
+    }
+    many = [
+        {"id": 100 + i, "type": "LoraLoader", "widgets_values": [f"SDXL/lora-{i:03}.safetensors"]}
+        for i in range(199)
+    ]
+    w = _page(browser)
+    page = w.page
+    log_in(page, d)
+    open_tab(page, "workflow")
+    page.evaluate(DROP, ["wf.json", json.dumps({"nodes": [node, *many]})])
+    rows = page.locator("#workflow-table tbody tr")
+    expect(rows).to_have_count(200)
+    expect(page.locator("#workflow-summary")).to_have_text(
+        "200 model(s): 200 no source; 0 new job(s)."
+    )
+    page.set_viewport_size({"width": 390, "height": 844})
+    scroll = "n => [n.scrollWidth, n.clientWidth]"
+    wide, shown = page.locator("html").evaluate(scroll)
+    assert wide <= shown, f"the page scrolls sideways at 390 px: {wide} > {shown}"
+    row = rows.first
+    paste = row.locator(".workflow-paste input")
+    paste.fill("file:///etc/passwd")
+    row.locator(".workflow-paste button").click()
+    expect(page.locator("#toasts")).to_contain_text("http:// or https:// URL")
+    expect(paste).to_be_visible()
+    paste.fill(civitai.signed_url(f))
+    row.locator(".workflow-paste button").click()
+    target = models / "loras" / "SD1.5" / "pasted.safetensors"
+    expect(row).to_contain_text(f"→ {target}")
+    shot(page, "workflow-pasted-subfolder-390px")
+    with d.client() as c:
+        [job] = c.get("/api/jobs").json()["jobs"]
+        assert job["sha256"] == digest
+        done = wait_job(c, job["id"])
+    assert done["path"] == str(target)
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == digest
+    w.assert_clean()
+    page.context.close()
     d.stop()

@@ -369,3 +369,187 @@ def test_cli_workflow_prints_the_table_and_dry_run_queues_nothing(civitai, daemo
     missing = cli(home, "workflow", str(home / "nope.json"))
     assert missing.returncode == 1 and "cannot read" in missing.stderr
     d.stop()
+
+
+# Hostile and contradictory workflows (review of issue 17) --------------------------------------
+
+
+def entry(name: str, url: str | None = None, digest: str | None = None, **kw: str) -> dict:
+    out = {"name": name, "directory": kw.get("directory", "loras")}
+    if url is not None:
+        out["url"] = url
+    if digest is not None:
+        out |= {"hash": digest, "hash_type": "SHA256"}
+    return out
+
+
+def test_one_name_given_two_hashes_or_two_urls_without_a_hash_is_refused_saying_which():
+    a, b = "a" * 64, "b" * 64
+    models = {
+        m.name: m
+        for m in models_of(
+            {
+                "nodes": [],
+                "models": [
+                    entry("two-hashes.safetensors", "https://h.example/1", a),
+                    entry("two-hashes.safetensors", "https://h.example/1", b.upper()),
+                    entry("two-urls.safetensors", "https://one.example/m"),
+                    entry("two-urls.safetensors", "https://two.example/m"),
+                    entry("mirrors.safetensors", "https://one.example/m", a),
+                    entry("mirrors.safetensors", "https://two.example/m"),
+                    entry("same.safetensors", "https://one.example/s", a),
+                    entry("same.safetensors", "https://one.example/s", a.upper()),
+                    entry("file.safetensors", "file:///etc/passwd"),
+                ],
+            }
+        )
+    }
+    assert models["two-hashes.safetensors"].problem == (
+        f"the workflow gives it 2 different SHA256 ({a}, {b}): fix the workflow, one file has "
+        "one hash"
+    )
+    assert models["two-urls.safetensors"].problem == (
+        "the workflow gives it 2 different URLs (https://one.example/m, https://two.example/m) "
+        "and no SHA256 to tell which serves the right file: fix the workflow, or queue the one "
+        "you trust yourself"
+    )
+    # Two URLs and one SHA256: whichever serves it, the bytes are checked; the first is used.
+    mirrors = models["mirrors.safetensors"]
+    assert (mirrors.problem, mirrors.url, mirrors.sha256) == (None, "https://one.example/m", a)
+    same = models["same.safetensors"]
+    assert (same.problem, same.url, same.sha256) == (None, "https://one.example/s", a)
+    assert models["file.safetensors"].problem == (
+        "its URL 'file:///etc/passwd' is not an http:// or https:// URL"
+    )
+    assert models["file.safetensors"].url is None
+
+
+def test_a_workflow_naming_more_models_than_the_bound_is_refused_whole_at_once(civitai, daemon):
+    many = {
+        "nodes": [],
+        "models": [entry(f"m{i}.safetensors", f"https://x.example/{i}") for i in range(1001)],
+    }
+    d = daemon(layout="comfyui")
+    with d.client() as c:
+        r = c.post("/api/workflow", json=many)
+        assert r.status_code == 422, r.text[:300]
+        assert r.json() == {
+            "detail": "The request body is not a ComfyUI workflow: it names more than 1000 models"
+        }
+        assert c.get("/api/jobs").json()["total"] == 0
+        many["models"] = many["models"][:1000]
+        fine = c.post("/api/workflow?dry_run=true", json=many)
+        assert fine.status_code == 200 and fine.json()["summary"]["models"] == 1000
+    d.stop()
+
+
+def test_a_file_in_place_with_another_sha256_than_the_workflow_says_is_not_present(
+    civitai, daemon, home
+):
+    data = os.urandom(60_000)
+    f = civitai.add_simple(7, 70, data, filename="x.safetensors")
+    d = daemon(layout="comfyui", allowed_hosts=["127.0.0.2"])
+    loras = home / "data" / "models" / "loras"
+    loras.mkdir(parents=True)
+    (loras / "same-name.safetensors").write_bytes(b"another file of that name")
+    (loras / "right.safetensors").write_bytes(data)
+    workflow = {
+        "nodes": [],
+        "models": [
+            entry("same-name.safetensors", civitai.signed_url(f), sha(data)),
+            entry("right.safetensors", civitai.signed_url(f) + "&b=1", sha(data)),
+        ],
+    }
+    with d.client() as c:
+        r = c.post("/api/workflow", json=workflow)
+        assert r.status_code == 200, r.text
+        rows = by_name(r.json()["models"])
+        assert rows["right.safetensors"]["status"] == "present"
+        wrong = rows["same-name.safetensors"]
+        assert (wrong["status"], wrong["job"], wrong["path"]) == (
+            "refused",
+            None,
+            str(loras / "same-name.safetensors"),
+        )
+        assert wrong["detail"] == (
+            f"{loras / 'same-name.safetensors'} is here, but its SHA256 is "
+            f"{sha(b'another file of that name')}, not the workflow's {sha(data)}: another file "
+            "of that name. Move or rename it, then post the workflow again to fetch its file"
+        )
+        assert c.get("/api/jobs").json()["total"] == 0
+        # A completed job of the same file name (another file) does not stand for it either.
+        job = c.post("/api/download", json={"url": civitai.signed_url(f), "model_type": "lora"})
+        done = wait_job(c, job.json()["id"])
+        assert done["path"] == str(loras / "x.safetensors")
+        other = {
+            "nodes": [],
+            "models": [entry("SD1.5/x.safetensors", civitai.signed_url(f) + "&c=1", "c" * 64)],
+        }
+        [row] = c.post("/api/workflow?dry_run=true", json=other).json()["models"]
+        assert (row["status"], row["path"]) == ("to_queue", str(loras / "SD1.5" / "x.safetensors"))
+    assert (loras / "same-name.safetensors").read_bytes() == b"another file of that name"
+    d.stop()
+
+
+def test_a_workflows_subfolder_survives_a_relayout_to_the_same_and_to_another_layout(
+    civitai, daemon, home
+):
+    data = os.urandom(30_000)
+    f = civitai.add_simple(7, 70, data, filename="x.safetensors")
+    d = daemon(layout="comfyui", allowed_hosts=["127.0.0.2"])
+    workflow = {"nodes": [], "models": [entry("SD1.5/x.safetensors", civitai.signed_url(f))]}
+    with d.client() as c:
+        [row] = c.post("/api/workflow", json=workflow).json()["models"]
+        done = wait_job(c, row["job"])
+        models = home / "data" / "models"
+        assert done["path"] == str(models / "loras" / "SD1.5" / "x.safetensors")
+        same = c.post("/api/library/relayout", json={"layout": "comfyui"})
+        assert same.status_code == 200, same.text
+        assert (same.json()["moves"], same.json()["stays"]) == ([], [])
+        moved = c.post("/api/library/relayout", json={"layout": "a1111", "confirm": True})
+        assert moved.status_code == 200, moved.text
+        target = Path(moved.json()["download_dir"]) / "models" / "Lora" / "SD1.5" / "x.safetensors"
+        assert [m["to"] for m in moved.json()["moved"]] == [str(target)]
+        assert target.read_bytes() == data
+        [row] = c.post("/api/workflow?dry_run=true", json=workflow).json()["models"]
+        assert (row["status"], row["path"]) == ("present", str(target))
+    d.stop()
+
+
+def test_a_repost_after_a_failed_job_says_how_it_failed_and_fetches_again_only_a_new_ask(
+    civitai, daemon, home
+):
+    data = os.urandom(40_000)
+    f = civitai.add_simple(7, 70, data, filename="x.safetensors")
+    d = daemon(layout="comfyui", allowed_hosts=["127.0.0.2"], retries=1)
+    url = civitai.signed_url(f)
+    wrong = {"nodes": [], "models": [entry("x.safetensors", url, "d" * 64)]}
+    with d.client() as c:
+        [first] = c.post("/api/workflow", json=wrong).json()["models"]
+        failed = wait_job(c, first["job"], ("failed",))
+        assert failed["why_not_retryable"], failed
+        # The same ask again: the same bytes would fail the same way; it says why, fetches nothing.
+        r = c.post("/api/workflow", json=wrong)
+        [again] = r.json()["models"]
+        assert (again["status"], again["job"]) == ("refused", first["job"])
+        assert again["detail"] == (
+            f"job {first['job']} failed and a retry cannot help: {failed['why_not_retryable']}. "
+            "Fix the workflow, or retry that job with force from the queue"
+        )
+        assert r.json()["summary"]["new_jobs"] == 0
+        assert c.get("/api/jobs").json()["total"] == 1
+        # The workflow's SHA256 corrected: a new ask, queued again, saying how the last failed.
+        fixed = {"nodes": [], "models": [entry("x.safetensors", url, sha(data))]}
+        [dry] = c.post("/api/workflow?dry_run=true", json=fixed).json()["models"]
+        assert dry["status"] == "to_queue"
+        assert dry["detail"] == (
+            f"job {first['job']} failed: {failed['error']}; it would be queued again"
+        )
+        [row] = c.post("/api/workflow", json=fixed).json()["models"]
+        assert row["status"] == "queued" and row["job"] != first["job"]
+        assert row["detail"] == (
+            f"job {first['job']} failed: {failed['error']}; queued again as job {row['job']}"
+        )
+        done = wait_job(c, row["job"])
+    assert Path(done["path"]).read_bytes() == data
+    d.stop()
