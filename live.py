@@ -250,54 +250,40 @@ def prepare_patch(body: Any, current: Settings, environ: Mapping[str, str]) -> d
                 "or cut, and the key would no longer match. Nothing was changed."
             )
     _check_token_destination(changes, current, environ)
-    _check_hf_token_destination(changes, current, environ)
+    _check_token_destination(
+        changes, current, environ, "hf_base_url", "hf_token", HF_TOKEN_ENV, "Hugging Face"
+    )
     if isinstance(changes.get("notify"), list):
         changes["notify"] = [_keep_bot_token(t, current) for t in changes["notify"]]
     return changes
 
 
 def _check_token_destination(
-    changes: dict[str, Any], current: Settings, environ: Mapping[str, str]
+    changes: dict[str, Any],
+    current: Settings,
+    environ: Mapping[str, str],
+    base_key: str = "civitai_base_url",
+    token_key: str = "civitai_token",
+    env_name: str = TOKEN_ENV,
+    who: str = "Civitai",
 ) -> None:
-    """The Civitai token goes to civitai_base_url: a new address must come with the token (or
-    null), so that nobody who holds the API key can read the write-only token by pointing the
-    daemon at a server of their own."""
-    base = changes.get("civitai_base_url")
-    if not isinstance(base, str) or base.rstrip("/") == current.civitai_base_url:
+    """A token goes to its base URL (civitai_token to civitai_base_url, hf_token to
+    hf_base_url): a new address must come with the token (or null), so that nobody who holds
+    the API key can read the write-only token by pointing the daemon at a server of their own."""
+    base = changes.get(base_key)
+    if not isinstance(base, str) or base.rstrip("/") == getattr(current, base_key):
         return
-    if "civitai_token" in changes or not current.civitai_token:
+    if token_key in changes or not getattr(current, token_key):
         return
-    if environ.get(TOKEN_ENV):
+    if environ.get(env_name):
         raise errors.InvalidSetting(
-            f"key 'civitai_base_url': the daemon sends the Civitai token ({TOKEN_ENV}, set in "
-            "its environment) to this address, so it cannot be changed here. Change "
-            "civitai_base_url in config.json, then reload or restart the daemon."
+            f"key '{base_key}': the daemon sends the {who} token ({env_name}, set in its "
+            f"environment) to this address, so it cannot be changed here. Change {base_key} in "
+            "config.json, then reload or restart the daemon."
         )
     raise errors.InvalidSetting(
-        "key 'civitai_base_url': the daemon sends civitai_token to this address, so a new "
-        "address needs the token again: send civitai_token (or null to clear it) in the same "
-        "change."
-    )
-
-
-def _check_hf_token_destination(
-    changes: dict[str, Any], current: Settings, environ: Mapping[str, str]
-) -> None:
-    """The Hugging Face token goes to hf_base_url: the same rule as civitai_base_url's."""
-    base = changes.get("hf_base_url")
-    if not isinstance(base, str) or base.rstrip("/") == current.hf_base_url:
-        return
-    if "hf_token" in changes or not current.hf_token:
-        return
-    if environ.get(HF_TOKEN_ENV):
-        raise errors.InvalidSetting(
-            f"key 'hf_base_url': the daemon sends the Hugging Face token ({HF_TOKEN_ENV}, set in "
-            "its environment) to this address, so it cannot be changed here. Change "
-            "hf_base_url in config.json, then reload or restart the daemon."
-        )
-    raise errors.InvalidSetting(
-        "key 'hf_base_url': the daemon sends hf_token to this address, so a new address needs "
-        "the token again: send hf_token (or null to clear it) in the same change."
+        f"key '{base_key}': the daemon sends {token_key} to this address, so a new address "
+        f"needs the token again: send {token_key} (or null to clear it) in the same change."
     )
 
 

@@ -47,24 +47,8 @@ class Tracker:
             "sha256": job.get("sha256"),
             "filename": Path(job["path"]).name if job.get("path") else job.get("filename"),
         }
-        settings = self.settings()
-        try:
-            async with self.lock:
-                entry, added = await asyncio.to_thread(
-                    manifest.track, settings.manifest_path, fields, settings.manifest_mode
-                )
-        except (OSError, ValueError) as exc:
-            log.error("job %s: not tracked: %s", job["id"], exc)
-            return f"Downloaded, but not tracked for updates: {exc}"
-        log.info(
-            "job %s: model %s version %s tracked as manifest.json entry %d (%s)",
-            job["id"],
-            fields["modelId"],
-            fields["modelVersionId"],
-            entry,
-            "added" if added else "updated",
-        )
-        return None
+        what = f"model {fields['modelId']} version {fields['modelVersionId']}"
+        return await self._write(job, fields, manifest.track, what)
 
     async def _add_url(self, job: dict[str, Any]) -> str | None:
         """A Hugging Face file: its entry names the URL asked (e.g. at `main`) and its SHA256,
@@ -75,14 +59,25 @@ class Tracker:
             "sha256": job.get("sha256"),
             "filename": Path(job["path"]).name if job.get("path") else job.get("filename"),
         }
+        return await self._write(job, fields, manifest.track_url, job["url"])
+
+    async def _write(
+        self, job: dict[str, Any], fields: dict[str, Any], track: Callable, what: str
+    ) -> str | None:
         settings = self.settings()
         try:
             async with self.lock:
                 entry, added = await asyncio.to_thread(
-                    manifest.track_url, settings.manifest_path, fields, settings.manifest_mode
+                    track, settings.manifest_path, fields, settings.manifest_mode
                 )
         except (OSError, ValueError) as exc:
             log.error("job %s: not tracked: %s", job["id"], exc)
             return f"Downloaded, but not tracked for updates: {exc}"
-        log.info("job %s: %s tracked as manifest.json entry %d", job["id"], job["url"], entry)
+        log.info(
+            "job %s: %s tracked as manifest.json entry %d (%s)",
+            job["id"],
+            what,
+            entry,
+            "added" if added else "updated",
+        )
         return None
