@@ -30,6 +30,8 @@ DaemonError
 │   │                             NoDownloadableVersion, OnlyTrainingData (no model file)
 │   │                             CreatorNotFound (no such username)
 │   ├── Archived                  410
+│   ├── SearchRefused             502: Civitai refused a search of the Browse tab (browse.py)
+│   ├── SearchRateLimited         429: Civitai rate limits searches (Retry-After passed on)
 │   └── Retryable                 worth another attempt
 │       ├── RateLimited           429 (retry_after when the server sent one)
 │       ├── ServerError           5xx
@@ -361,6 +363,22 @@ class Archived(CivitaiError):
 
     def __init__(self) -> None:
         super().__init__("This model was archived on Civitai and can no longer be downloaded.")
+
+
+class SearchRefused(CivitaiError):
+    def __init__(self, said: str) -> None:
+        super().__init__(f"Civitai refused the search: {said}")
+
+
+class SearchRateLimited(CivitaiError):
+    """Not retried: the person searching waits, as Civitai asks, and searches again."""
+
+    status_code = 429
+
+    def __init__(self, retry_after: float | None) -> None:
+        wait = f"in {retry_after:g} s" if retry_after else "in a while"
+        super().__init__(f"Civitai is rate limiting searches (429); search again {wait}.")
+        self.retry_after = retry_after
 
 
 class Retryable(CivitaiError):

@@ -24,6 +24,7 @@ from live import LiveSettings
 from routes import api, gui, integrations, library, relayout, settings_api, system, updates, ws
 from routes import errors as error_handlers
 from routes import workflow as workflow_routes
+from routes.browse import router as browse_router
 from routes.bulk import router as bulk_router
 from scanner import Scanner
 from sessions import Sessions, load_session_secret
@@ -117,6 +118,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(system.router)
     app.include_router(api.router)
     app.include_router(bulk_router)
+    app.include_router(browse_router)
     app.include_router(updates.router)
     app.include_router(library.router)
     app.include_router(relayout.router)

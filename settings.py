@@ -129,6 +129,11 @@ class Settings(BaseModel):
     save_metadata: bool = Field(
         True, description="Write <stem>.civitai.info and <stem>.preview.png beside each model."
     )
+    show_nsfw: bool = Field(
+        False,
+        description="Browse tab: show models Civitai marks NSFW (off: Civitai is asked without "
+        "them and any it sends anyway are dropped).",
+    )
     allowed_hosts: list[str] = Field(
         default_factory=lambda: ["civitai.com", "huggingface.co"],
         description="Hosts a direct url job may start from.",
