@@ -48,7 +48,7 @@ def cached_files(home: Path) -> dict[str, int]:
     return {p.name: p.stat().st_size for p in folder.iterdir() if p.suffix == ".webp"}
 
 
-def test_every_image_format_is_shrunk_to_the_width_asked_a_video_shows_its_still_and_a_hit_is_served_from_disk(  # noqa: E501
+def test_images_shrink_to_the_width_asked_videos_show_their_still_and_hits_come_from_disk(
     civitai, daemon, home
 ):
     civitai.image_size = PHOTO
@@ -126,7 +126,7 @@ def test_an_image_off_civitais_image_hosts_is_refused_and_that_host_never_asked(
             assert (
                 detail.startswith("No thumbnail of ")
                 and "not one of Civitai's image hosts (https://image.civitai.com" in detail
-            ), (what, detail)  # noqa: E501
+            ), (what, detail)
         assert civitai.requests_to("cdn") == []  # never asked, not even once
         assert len(civitai.requests_to("api", "/redirect")) == 1  # the allowed host was asked
 
