@@ -225,8 +225,13 @@ def check_image_host(url: str, civitai: CivitaiClient) -> None:
     """Raise ImageHostRefused unless `url` is on Civitai's image hosts over https, or on the
     configured civitai_base_url's origin (same scheme, host and port: a local test server may
     speak plain http)."""
-    scheme, host, _ = _origin(url)
-    if (scheme == "https" and host in IMAGE_HOSTS) or _origin(url) == _origin(civitai.base_url):
+    try:
+        scheme, host, port = _origin(url)
+    except ValueError as exc:  # a bad port, an unclosed [IPv6 address
+        raise errors.ImageHostRefused(f"{url!r} is not a URL ({exc}): not fetched") from None
+    if scheme == "https" and host in IMAGE_HOSTS:
+        return
+    if (scheme, host, port) == _origin(civitai.base_url):
         return
     allowed = ", ".join((*(f"https://{h}" for h in IMAGE_HOSTS), civitai.base_url))
     raise errors.ImageHostRefused(
@@ -253,7 +258,7 @@ async def fetch_image(
                     raise errors.PreviewUnavailable(f"the answer was HTTP {response.status_code}")
                 return await _read_capped(response, limit)
         raise errors.PreviewUnavailable(f"more than {MAX_REDIRECTS} redirects")
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise errors.PreviewUnavailable(f"the image was not fetched ({exc})") from None
 
 

@@ -127,6 +127,8 @@ def test_an_image_off_civitais_image_hosts_is_refused_and_that_host_never_asked(
                 detail.startswith("No thumbnail of ")
                 and "not one of Civitai's image hosts (https://image.civitai.com" in detail
             ), (what, detail)
+        malformed = thumbnail(c, "http://[::1/a.png", 320)
+        assert malformed.status_code == 422 and "is not a URL" in malformed.json()["detail"]
         assert civitai.requests_to("cdn") == []  # never asked, not even once
         assert len(civitai.requests_to("api", "/redirect")) == 1  # the allowed host was asked
 
