@@ -33,6 +33,7 @@ MAX_SOURCE = 25 * 1024 * 1024  # bytes of one image fetched to make a thumbnail
 MAX_ASPECT = 3  # a thumbnail is at most this many times as tall as it is wide
 MEDIA_TYPE = "image/webp"
 SUFFIX = ".webp"
+MAX_AT_ONCE = 4  # thumbnails fetched and drawn at once (a page of cards asks for 20)
 STALE_TEMP = 600.0  # seconds after which a temp file left by a crash is removed
 
 
@@ -109,6 +110,7 @@ class Thumbnails:
         self.civitai = civitai
         self.cap = cap  # bytes the cache may hold
         self._making: dict[str, asyncio.Task[bytes]] = {}
+        self._slots = asyncio.Semaphore(MAX_AT_ONCE)  # bounds the memory and CPU they take
 
     def check(self, url: str) -> None:
         """Raise ImageHostRefused (422) for a URL off Civitai's image hosts."""
@@ -140,8 +142,10 @@ class Thumbnails:
 
     async def _make(self, url: str, width: int, path: Path) -> bytes:
         try:
-            data = await metadata.fetch_image(source_url(url), self.http, self.civitai, MAX_SOURCE)
-            thumbnail = await asyncio.to_thread(render, data, width)
+            async with self._slots:
+                source = source_url(url)
+                data = await metadata.fetch_image(source, self.http, self.civitai, MAX_SOURCE)
+                thumbnail = await asyncio.to_thread(render, data, width)
         except errors.PreviewUnavailable as exc:
             raise _for_thumbnail(url, exc) from None
         await asyncio.to_thread(self._store, path, thumbnail)

@@ -150,32 +150,40 @@ def test_an_image_off_civitais_image_hosts_is_refused_and_that_host_never_asked(
     assert sorted(cached_files(home)) == [f"{cache_key(photo(civitai, 2, '2.png'), 320)}.webp"]
 
 
-def test_requests_for_one_thumbnail_at_once_fetch_it_once(civitai, daemon):
+def test_requests_for_one_thumbnail_at_once_fetch_it_once_and_at_most_four_are_fetched_at_once(
+    civitai, daemon
+):
     d = daemon()
     civitai.image_size = PHOTO
-    url = photo(civitai, 1, "1.webp")
-    answers: list[httpx.Response] = []
-    civitai.images_open.clear()  # the image host holds its answer until all have asked
+    same = photo(civitai, 1, "1.webp")
+    others = [photo(civitai, n, f"{n}.png") for n in range(2, 8)]
+    answers: dict[str, list[httpx.Response]] = {url: [] for url in [same, *others]}
+    civitai.images_open.clear()  # the image host holds its answers until released
+    images = f"/{IMAGE_KEY}/"
     with d.client() as c:
         asking = [
-            threading.Thread(target=lambda: answers.append(thumbnail(c, url, 320)))
-            for _ in range(6)
+            threading.Thread(target=lambda u=url: answers[u].append(thumbnail(c, u, 320)))
+            for url in [same] * 6 + others
         ]
         try:
             for t in asking:
                 t.start()
-            path = f"/{IMAGE_KEY}/00000000-0000-4000-8000-000000000001/"
-            wait_for(lambda: civitai.requests_to("api", path), what="the first fetch")
-            # Proving a second fetch does not come takes a wait: a generous moment while all
-            # six requests are in the daemon.
+            wait_for(lambda: len(civitai.requests_to("api", images)) >= 4, what="four fetches")
+            # Proving no fifth fetch comes takes a wait: a generous moment while all twelve
+            # requests are in the daemon.
             time.sleep(1.0)
+            held = [r.path for r in civitai.requests_to("api", images)]
         finally:
             civitai.images_open.set()
             for t in asking:
                 t.join(30)
-    assert [r.status_code for r in answers] == [200] * 6
-    assert len({r.content for r in answers}) == 1
-    assert len(civitai.requests_to("api", path)) == 1
+    assert len(held) == 4, held
+    assert [r.status_code for r in answers[same]] == [200] * 6
+    assert len({r.content for r in answers[same]}) == 1
+    assert all([r.status_code for r in answers[url]] == [200] for url in others)
+    same_path = f"{images}00000000-0000-4000-8000-000000000001/"
+    assert len(civitai.requests_to("api", same_path)) == 1
+    assert len(civitai.requests_to("api", images)) == 7  # each image once
 
 
 def test_the_cache_stays_under_its_cap_dropping_the_least_recently_used_first(
