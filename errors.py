@@ -55,6 +55,8 @@ DaemonError
     ├── RangeIgnored              the server answered 200 to a Range request
     ├── SizeMismatch              a file verified by size only came in another size
     └── PreviewUnavailable        no preview image to save (logged; the job still completes)
+        ├── ImageHostRefused      422: an image URL off Civitai's image hosts (or not https)
+        └── ImageNotFound         404: Civitai's image host has no such image
 """
 
 from __future__ import annotations
@@ -538,6 +540,16 @@ class RangeIgnored(DownloadError):
 
 class PreviewUnavailable(DownloadError):
     """Why a model has no `.preview.png`: only ever logged, the model is in place anyway."""
+
+    status_code = 502  # as GET /api/civitai/image answers it: what was served is no image
+
+
+class ImageHostRefused(PreviewUnavailable):
+    status_code = 422
+
+
+class ImageNotFound(PreviewUnavailable):
+    status_code = 404
 
 
 def _size(n: int) -> str:

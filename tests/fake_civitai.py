@@ -199,6 +199,9 @@ class FakeCivitai:
         self.default_rate: int | None = None  # per-connection cap on CDN bytes/s
         self.bytes_sent = 0  # file bytes the CDN has written to sockets
         self.lock = threading.Lock()
+        self.images_open = threading.Event()  # cleared: image answers wait until it is set
+        self.images_open.set()
+        self.image_size = (8, 6)  # of every image and still the image host serves
         self.stopping = threading.Event()
         self._servers: list[_Server] = []
         self._next_id = 900_000
@@ -854,15 +857,17 @@ class _Handler(BaseHTTPRequestHandler):
         of its first frame, its plain form video bytes; a fault ("img") answers instead."""
         if self._apply_status_fault(self.fake.take_fault("img")):
             return
+        self.fake.images_open.wait(30)  # a test holds image answers to make requests overlap
         options, name = path.split("/")[-2:]
         fmt = name.rsplit(".", 1)[-1].lower()
+        size = self.fake.image_size
         if "anim=false" in options.split(","):
-            return self._send(200, image_bytes("jpeg", GREEN), "image/jpeg")
+            return self._send(200, image_bytes("jpeg", GREEN, size), "image/jpeg")
         if fmt == "mp4":
             return self._send(200, MP4, "video/mp4")
         if fmt not in IMAGE_TYPES:
             return self._send(404, b"<Error><Code>NoSuchKey</Code></Error>", "application/xml")
-        self._send(200, image_bytes(fmt), IMAGE_TYPES[fmt])
+        self._send(200, image_bytes(fmt, RED, size), IMAGE_TYPES[fmt])
 
     def _private(self, file_id: int) -> None:
         """A file behind HTTP Basic auth, as a user's own file host serves it."""
