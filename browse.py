@@ -48,6 +48,22 @@ STATS = ("downloadCount", "rating", "ratingCount", "thumbsUpCount", "favoriteCou
 SAFE_IMAGE_LEVEL = 2  # Civitai's nsfwLevel: 1 PG, 2 PG-13, 4 R, 8 X, 16 XXX
 
 
+class SearchRefused(errors.CivitaiError):
+    def __init__(self, said: str) -> None:
+        super().__init__(f"Civitai refused the search: {said}")
+
+
+class SearchRateLimited(errors.CivitaiError):
+    """Not retried: the person searching waits, as Civitai asks, and searches again."""
+
+    status_code = 429
+
+    def __init__(self, retry_after: float | None) -> None:
+        wait = f"in {retry_after:g} s" if retry_after else "in a while"
+        super().__init__(f"Civitai is rate limiting searches (429); search again {wait}.")
+        self.retry_after = retry_after
+
+
 @dataclass(frozen=True)
 class Search:
     """One search, its values checked and put in one order (the cache key)."""
@@ -295,13 +311,13 @@ class Browser:
         rate limit is passed on (the person waits, not the request)."""
         try:
             return await with_retries(lambda: self._get(params), attempts=2, base=0.5, max_wait=1.0)
-        except (errors.SearchRateLimited, errors.Retryable):
+        except (SearchRateLimited, errors.Retryable):
             raise
         except errors.CivitaiError as exc:
-            raise errors.SearchRefused(str(exc)) from None
+            raise SearchRefused(str(exc)) from None
 
     async def _get(self, params: dict[str, Any]) -> Any:
         try:
             return await self.civitai.get_json("/api/v1/models", params)
         except errors.RateLimited as exc:
-            raise errors.SearchRateLimited(exc.retry_after) from None
+            raise SearchRateLimited(exc.retry_after) from None

@@ -38,6 +38,15 @@ from civitai import CivitaiClient
 
 log = logging.getLogger("civitai.metadata")
 
+
+class ImageHostRefused(errors.PreviewUnavailable):
+    status_code = 422
+
+
+class ImageNotFound(errors.PreviewUnavailable):
+    status_code = 404
+
+
 PREVIEW_SUFFIX = ".preview.png"
 # Names older versions of the daemon wrote (the image as served): still shown, still deleted.
 OLD_PREVIEW_SUFFIXES = (
@@ -228,13 +237,13 @@ def check_image_host(url: str, civitai: CivitaiClient) -> None:
     try:
         scheme, host, port = _origin(url)
     except ValueError as exc:  # a bad port, an unclosed [IPv6 address
-        raise errors.ImageHostRefused(f"{url!r} is not a URL ({exc}): not fetched") from None
+        raise ImageHostRefused(f"{url!r} is not a URL ({exc}): not fetched") from None
     if scheme == "https" and host in IMAGE_HOSTS:
         return
     if (scheme, host, port) == _origin(civitai.base_url):
         return
     allowed = ", ".join((*(f"https://{h}" for h in IMAGE_HOSTS), civitai.base_url))
-    raise errors.ImageHostRefused(
+    raise ImageHostRefused(
         f"{urlsplit(url).netloc or url!r} is not one of Civitai's image hosts ({allowed}): "
         f"not fetched"
     )
@@ -253,7 +262,7 @@ async def fetch_image(
                     url = urljoin(url, response.headers["location"])
                     continue
                 if response.status_code == 404:
-                    raise errors.ImageNotFound("Civitai's image host answered 404 Not Found")
+                    raise ImageNotFound("Civitai's image host answered 404 Not Found")
                 if response.status_code != 200:
                     raise errors.PreviewUnavailable(f"the answer was HTTP {response.status_code}")
                 return await _read_capped(response, limit)
