@@ -76,7 +76,11 @@ def error_for(response: httpx.Response, have_token: bool) -> errors.DaemonError 
     try:
         body = response.json()
         if isinstance(body, dict):
-            message = str(body.get("message") or body.get("error") or "")
+            said = body.get("message") or body.get("error") or ""
+            if isinstance(said, dict):  # zod's check of a query: {"issues": [{"message": …}]}
+                issues = [i for i in said.get("issues") or [] if isinstance(i, dict)]
+                said = "; ".join(str(i.get("message")) for i in issues) or said
+            message = str(said)
     except ValueError:
         body = None
     if status == 401:

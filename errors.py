@@ -30,6 +30,8 @@ DaemonError
 │   │                             NoDownloadableVersion, OnlyTrainingData (no model file)
 │   │                             CreatorNotFound (no such username)
 │   ├── Archived                  410
+│   ├── SearchRefused             502: Civitai refused a search of the Browse tab (browse.py)
+│   ├── SearchRateLimited         429: Civitai rate limits searches (Retry-After passed on)
 │   └── Retryable                 worth another attempt
 │       ├── RateLimited           429 (retry_after when the server sent one)
 │       ├── ServerError           5xx
@@ -53,6 +55,8 @@ DaemonError
     ├── RangeIgnored              the server answered 200 to a Range request
     ├── SizeMismatch              a file verified by size only came in another size
     └── PreviewUnavailable        no preview image to save (logged; the job still completes)
+        ├── ImageHostRefused      422: an image URL off Civitai's image hosts (or not https)
+        └── ImageNotFound         404: Civitai's image host has no such image
 """
 
 from __future__ import annotations
@@ -363,6 +367,22 @@ class Archived(CivitaiError):
         super().__init__("This model was archived on Civitai and can no longer be downloaded.")
 
 
+class SearchRefused(CivitaiError):
+    def __init__(self, said: str) -> None:
+        super().__init__(f"Civitai refused the search: {said}")
+
+
+class SearchRateLimited(CivitaiError):
+    """Not retried: the person searching waits, as Civitai asks, and searches again."""
+
+    status_code = 429
+
+    def __init__(self, retry_after: float | None) -> None:
+        wait = f"in {retry_after:g} s" if retry_after else "in a while"
+        super().__init__(f"Civitai is rate limiting searches (429); search again {wait}.")
+        self.retry_after = retry_after
+
+
 class Retryable(CivitaiError):
     retryable = True
     status_code = 503
@@ -520,6 +540,16 @@ class RangeIgnored(DownloadError):
 
 class PreviewUnavailable(DownloadError):
     """Why a model has no `.preview.png`: only ever logged, the model is in place anyway."""
+
+    status_code = 502  # as GET /api/civitai/image answers it: what was served is no image
+
+
+class ImageHostRefused(PreviewUnavailable):
+    status_code = 422
+
+
+class ImageNotFound(PreviewUnavailable):
+    status_code = 404
 
 
 def _size(n: int) -> str:

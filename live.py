@@ -58,6 +58,7 @@ LIVE_KEYS = frozenset(
         "old_versions",
         "connections",
         "save_metadata",
+        "show_nsfw",  # read at each search (browse.py)
         "allowed_hosts",
         "notify",
         "layout",  # new jobs; files already placed move only by POST /api/library/relayout

@@ -23,12 +23,15 @@ from events import EventBus
 from live import LiveSettings
 from routes import api, gui, integrations, library, relayout, settings_api, system, updates, ws
 from routes import errors as error_handlers
+from routes import images as image_routes
 from routes import workflow as workflow_routes
+from routes.browse import router as browse_router
 from routes.bulk import router as bulk_router
 from scanner import Scanner
 from sessions import Sessions, load_session_secret
 from settings import Settings
 from sources.huggingface import HubClient
+from thumbnails import Thumbnails
 from updater.checker import Updater
 from webhooks import WebhookSender
 
@@ -83,6 +86,13 @@ def create_app(settings: Settings) -> FastAPI:
             stack.push_async_callback(updater.stop)
             scanner = Scanner(settings, store, civitai, http, manifest_lock)
             stack.push_async_callback(scanner.stop)
+            app.state.thumbnails = thumbs = Thumbnails(
+                settings.data_dir / "thumbnails",
+                http,
+                civitai,
+                settings.thumbnail_cache_bytes,
+            )
+            stack.push_async_callback(thumbs.close)
             app.state.store, app.state.bus, app.state.civitai = store, bus, civitai
             app.state.queue, app.state.webhooks = queue, webhooks
             app.state.updater, app.state.scanner = updater, scanner
@@ -117,12 +127,14 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(system.router)
     app.include_router(api.router)
     app.include_router(bulk_router)
+    app.include_router(browse_router)
     app.include_router(updates.router)
     app.include_router(library.router)
     app.include_router(relayout.router)
     app.include_router(settings_api.router)
     app.include_router(integrations.router)
     app.include_router(workflow_routes.router)
+    app.include_router(image_routes.router)
     app.include_router(ws.router)
     app.include_router(webhook_server.router)
     app.include_router(gui.router)

@@ -143,6 +143,15 @@ def preview_source(images: list[Any]) -> str | None:
 def to_png(data: bytes) -> bytes:
     """`data` (any image Pillow reads; of an animation, its first frame) as PNG bytes, turned
     upright by its EXIF orientation, 8 bits a channel, at most MAX_PREVIEW_SIDE a side."""
+    out = io.BytesIO()
+    first_frame(data, (MAX_PREVIEW_SIDE, MAX_PREVIEW_SIDE)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def first_frame(data: bytes, box: tuple[int, int]) -> Image.Image:
+    """The first frame of the image in `data`, upright by its EXIF orientation, RGB (RGBA when
+    it has transparency) at 8 bits a channel, shrunk to fit `box`. An image of more than
+    MAX_PREVIEW_PIXELS is refused before it is decoded; so is what Pillow cannot read."""
     try:
         with Image.open(io.BytesIO(data)) as im:
             if im.width * im.height > MAX_PREVIEW_PIXELS:
@@ -153,16 +162,14 @@ def to_png(data: bytes) -> bytes:
             keep_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
             frame = _eight_bit(ImageOps.exif_transpose(im))
             frame = frame.convert("RGBA" if keep_alpha else "RGB")
-            frame.thumbnail((MAX_PREVIEW_SIDE, MAX_PREVIEW_SIDE), Image.Resampling.LANCZOS)
+            frame.thumbnail(box, Image.Resampling.LANCZOS)
+            return frame
     except Image.DecompressionBombError as exc:
         raise errors.PreviewUnavailable(f"the image is a decompression bomb ({exc})") from None
     except (UnidentifiedImageError, OSError, ValueError, EOFError) as exc:
         raise errors.PreviewUnavailable(
             f"the answer is not an image Pillow can read ({exc})"
         ) from None
-    out = io.BytesIO()
-    frame.save(out, format="PNG")
-    return out.getvalue()
 
 
 def _eight_bit(im: Image.Image) -> Image.Image:
@@ -196,7 +203,7 @@ async def write_sidecars(
         return written
     target = preview_path(model_path)
     try:
-        png = await asyncio.to_thread(to_png, await _fetch(url, http, civitai))
+        png = await asyncio.to_thread(to_png, await fetch_image(url, http, civitai))
         await asyncio.to_thread(safefs.write_atomic, target, png)
     except errors.PreviewUnavailable as exc:
         log.warning("no preview for %s from %s: %s", model_path.name, url, exc)
@@ -208,30 +215,31 @@ async def write_sidecars(
     return written
 
 
-def _origin(url: str) -> tuple[str, int | None]:
+def _origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
     default = {"http": 80, "https": 443}.get(parts.scheme)
-    return (parts.hostname or "").lower(), parts.port or default
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or default
 
 
 def check_image_host(url: str, civitai: CivitaiClient) -> None:
-    """Raise PreviewUnavailable unless `url` is on Civitai's image hosts or the configured
-    civitai_base_url's origin (same host and port), over http or https."""
-    host, _ = _origin(url)
-    if urlsplit(url).scheme in ("http", "https") and (
-        host in IMAGE_HOSTS or _origin(url) == _origin(civitai.base_url)
-    ):
+    """Raise ImageHostRefused unless `url` is on Civitai's image hosts over https, or on the
+    configured civitai_base_url's origin (same scheme, host and port: a local test server may
+    speak plain http)."""
+    scheme, host, _ = _origin(url)
+    if (scheme == "https" and host in IMAGE_HOSTS) or _origin(url) == _origin(civitai.base_url):
         return
-    allowed = ", ".join((*IMAGE_HOSTS, urlsplit(civitai.base_url).netloc))
-    raise errors.PreviewUnavailable(
+    allowed = ", ".join((*(f"https://{h}" for h in IMAGE_HOSTS), civitai.base_url))
+    raise errors.ImageHostRefused(
         f"{urlsplit(url).netloc or url!r} is not one of Civitai's image hosts ({allowed}): "
         f"not fetched"
     )
 
 
-async def _fetch(url: str, http: httpx.AsyncClient, civitai: CivitaiClient) -> bytes:
-    """The image's bytes, read no further than MAX_PREVIEW, from Civitai's image hosts only:
-    each redirect is followed by hand, after its target's host is checked."""
+async def fetch_image(
+    url: str, http: httpx.AsyncClient, civitai: CivitaiClient, limit: int = MAX_PREVIEW
+) -> bytes:
+    """The image's bytes, read no further than `limit`, from Civitai's image hosts only: each
+    redirect is followed by hand, after its target's host is checked."""
     try:
         for _ in range(MAX_REDIRECTS + 1):
             check_image_host(url, civitai)
@@ -239,18 +247,24 @@ async def _fetch(url: str, http: httpx.AsyncClient, civitai: CivitaiClient) -> b
                 if response.is_redirect and "location" in response.headers:
                     url = urljoin(url, response.headers["location"])
                     continue
+                if response.status_code == 404:
+                    raise errors.ImageNotFound("Civitai's image host answered 404 Not Found")
                 if response.status_code != 200:
                     raise errors.PreviewUnavailable(f"the answer was HTTP {response.status_code}")
-                return await _read_capped(response)
+                return await _read_capped(response, limit)
         raise errors.PreviewUnavailable(f"more than {MAX_REDIRECTS} redirects")
     except httpx.HTTPError as exc:
         raise errors.PreviewUnavailable(f"the image was not fetched ({exc})") from None
 
 
-async def _read_capped(response: httpx.Response) -> bytes:
+async def _read_capped(response: httpx.Response, limit: int) -> bytes:
+    too_big = errors.PreviewUnavailable(f"the image is over {limit / (1024 * 1024):g} MiB")
+    length = response.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise too_big
     body = bytearray()
     async for chunk in response.aiter_bytes():
         body += chunk
-        if len(body) > MAX_PREVIEW:
-            raise errors.PreviewUnavailable(f"the image is over {MAX_PREVIEW // (1024 * 1024)} MiB")
+        if len(body) > limit:
+            raise too_big
     return bytes(body)

@@ -129,6 +129,11 @@ class Settings(BaseModel):
     save_metadata: bool = Field(
         True, description="Write <stem>.civitai.info and <stem>.preview.png beside each model."
     )
+    show_nsfw: bool = Field(
+        False,
+        description="Browse tab: show models Civitai marks NSFW (off: Civitai is asked without "
+        "them and any it sends anyway are dropped).",
+    )
     allowed_hosts: list[str] = Field(
         default_factory=lambda: ["civitai.com", "huggingface.co"],
         description="Hosts a direct url job may start from.",
@@ -139,6 +144,15 @@ class Settings(BaseModel):
 
     # Not a config key: where this config came from.
     home: Path = Field(default=REPO_DIR, exclude=True)
+    # Hidden keys (HIDDEN_CONFIG_KEYS): read from config.json when there, never written into
+    # it nor shown on the settings page.
+    thumbnail_cache_bytes: int = Field(
+        200 * 1024 * 1024,
+        ge=0,
+        le=2**40,
+        exclude=True,
+        description="Most bytes of Browse thumbnails kept under data/thumbnails/.",
+    )
 
     @field_validator("civitai_base_url", "webhook_url", "hf_base_url")
     @classmethod
@@ -204,7 +218,8 @@ class Settings(BaseModel):
         return [v.get_secret_value() for v in values if v and v.get_secret_value()]
 
 
-CONFIG_KEYS = [name for name in Settings.model_fields if name != "home"]
+HIDDEN_CONFIG_KEYS = ("thumbnail_cache_bytes",)
+CONFIG_KEYS = [n for n in Settings.model_fields if n != "home" and n not in HIDDEN_CONFIG_KEYS]
 
 
 def default_config() -> dict[str, Any]:
@@ -315,7 +330,7 @@ def describe_errors(path: Path | str, errors: list[dict[str, Any]]) -> str:
 def load_settings(home: Path, environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate config.json; raise ConfigError naming the bad key and value."""
     data = read_config(home)
-    for key in sorted(set(data) - set(CONFIG_KEYS)):
+    for key in sorted(set(data) - set(CONFIG_KEYS) - set(HIDDEN_CONFIG_KEYS)):
         log.warning("%s: unknown key '%s' is ignored", home / "config.json", key)
     return validate_config(home, data, environ)
 
@@ -329,7 +344,7 @@ def validate_config(
     """The settings `data` (config.json's object) makes, or ConfigError naming each bad key, its
     value and what is allowed, after `where` (default: the config.json path)."""
     environ = os.environ if environ is None else environ
-    known = {k: v for k, v in data.items() if k in CONFIG_KEYS}
+    known = {k: v for k, v in data.items() if k in CONFIG_KEYS or k in HIDDEN_CONFIG_KEYS}
     if environ.get(TOKEN_ENV):
         known["civitai_token"] = environ[TOKEN_ENV]
     if environ.get(HF_TOKEN_ENV):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,7 +20,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DaemonError)
     async def daemon_error(request: Request, exc: DaemonError) -> JSONResponse:
         status = exc.status_code if 400 <= exc.status_code < 600 else 500
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+        headers = {}
+        if status == 429 and exc.retry_after is not None:  # passed on as the server asked
+            headers["Retry-After"] = str(math.ceil(exc.retry_after))
+        return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

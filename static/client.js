@@ -390,6 +390,7 @@ const SETTING_FIELDS = [
   ["manifest_mode", "manifest.json on an update", ["replace", "append"]],
   ["log_level", "Log level", ["DEBUG", "INFO", "WARNING", "ERROR"]],
   ["save_metadata", "Save .civitai.info and a preview beside each model", "bool"],
+  ["show_nsfw", "Browse: show NSFW models", "bool"],
   ["allowed_hosts", "Hosts a direct URL may come from, one a line", "lines"],
   ["host", "Listen address", "text"],
   ["active_port", "Port (empty: a free one in 8100–8200)", "int"],

@@ -34,7 +34,7 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
@@ -189,6 +189,9 @@ class FakeCivitai:
         self.recorded: dict[int, dict[str, Any]] = {}
         self.recorded_versions: dict[int, dict[str, Any]] = {}
         self.page_limit = 100  # most items a list page holds, whatever `limit` asks
+        # Civitai's `nsfw=false` goes by the images' levels, not the model's flag: True sends
+        # NSFW models to a list that asked without them (the daemon must drop them itself).
+        self.leak_nsfw = False
         self.faults: list[Fault] = []
         self.requests: list[Request] = []
         self.link_ttl = 3600.0
@@ -196,6 +199,9 @@ class FakeCivitai:
         self.default_rate: int | None = None  # per-connection cap on CDN bytes/s
         self.bytes_sent = 0  # file bytes the CDN has written to sockets
         self.lock = threading.Lock()
+        self.images_open = threading.Event()  # cleared: image answers wait until it is set
+        self.images_open.set()
+        self.image_size = (8, 6)  # of every image and still the image host serves
         self.stopping = threading.Event()
         self._servers: list[_Server] = []
         self._next_id = 900_000
@@ -527,6 +533,40 @@ def filtered(
     ]
 
 
+def _stat(name: str) -> Any:
+    return lambda m: (m.get("stats") or {}).get(name) or 0
+
+
+def _newest(m: dict[str, Any]) -> tuple[str, int]:
+    published = [str(v.get("publishedAt") or "") for v in m.get("modelVersions") or []]
+    return max(published, default=""), m.get("id") or 0
+
+
+# `sort=` as Civitai takes it → the key of its order, largest first (Civitai rates by thumbs up
+# since 2024: `rating` is 0 in its answers).
+SORTS: dict[str, Any] = {
+    "Highest Rated": _stat("thumbsUpCount"),
+    "Most Downloaded": _stat("downloadCount"),
+    "Newest": _newest,
+}
+PERIOD_DAYS = {"AllTime": None, "Year": 365, "Month": 30, "Week": 7, "Day": 1}
+PERIODS = tuple(PERIOD_DAYS)
+
+
+def searched(items: list[dict[str, Any]], words: str, period: str) -> list[dict[str, Any]]:
+    """The models whose name holds every word of `words` (any case) and, for a `period` other
+    than AllTime, with a version published within it."""
+    wanted = words.lower().split()
+    days = PERIOD_DAYS[period]
+    since = "" if days is None else (datetime.now(UTC) - timedelta(days=days)).isoformat()
+    return [
+        m
+        for m in items
+        if all(w in str(m.get("name") or "").lower() for w in wanted)
+        and (not since or _newest(m)[0] >= since[:19])
+    ]
+
+
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeCivitai
     role: str
@@ -655,10 +695,13 @@ class _Handler(BaseHTTPRequestHandler):
         return self._json(404, {"error": "Not found"})
 
     def _models_list(self, query: dict[str, list[str]]) -> None:
-        """`/api/v1/models?ids=`: NSFW models only with `nsfw=true`, unlisted ones never; at
-        most `limit` items a page (capped at `page_limit`), the rest behind `nextCursor`."""
+        """`/api/v1/models`: by `ids`, by `username`, else every listed model (a search);
+        filtered by `query` (words of the name), `types`, `baseModels`, `period`; in the order
+        of `sort`. NSFW models only with `nsfw=true` (unless `leak_nsfw`), unlisted ones never;
+        at most `limit` items a page (capped at `page_limit`), the rest behind `nextCursor` and
+        `nextPage` as Civitai gives them."""
         ids = [int(i) for raw in query.get("ids", []) for i in raw.split(",") if i.strip()]
-        nsfw = query.get("nsfw", [""])[0].lower() == "true"
+        nsfw = query.get("nsfw", [""])[0].lower() == "true" or self.fake.leak_nsfw
         items = []
         for i in ids:
             if i in self.fake.recorded:
@@ -672,20 +715,37 @@ class _Handler(BaseHTTPRequestHandler):
             items.append(self.fake.model_json(model))
         if query.get("username"):
             items = self._by_creator(query["username"][0], nsfw)
+        elif not ids:
+            items = self._everything(nsfw)
         bad = [t for t in query.get("types", []) if t not in CIVITAI_TYPES]
-        if bad:  # Civitai's zod check of the enum: 400 with the error
-            return self._json(400, {"error": {"issues": [{"message": f"Invalid type {bad[0]}"}]}})
+        sort = query.get("sort", ["Highest Rated"])[0]
+        period = query.get("period", ["AllTime"])[0]
+        if bad or sort not in SORTS or period not in PERIODS:  # Civitai's zod check: a 400
+            what = f"type {bad[0]}" if bad else f"sort {sort}" if sort not in SORTS else period
+            return self._json(400, {"error": {"issues": [{"message": f"Invalid {what}"}]}})
         items = filtered(items, query.get("types", []), query.get("baseModels", []))
+        items = searched(items, query.get("query", [""])[0], period)
+        if "sort" in query:  # else in the order the catalogue holds them, as before
+            items = sorted(items, key=SORTS[sort], reverse=True)
         limit = min(int(query.get("limit", ["100"])[0]), self.fake.page_limit)
         cursor = query.get("cursor", [""])[0]
         start = int(cursor.split("|")[0]) if cursor else 0
         metadata: dict[str, Any] = {"currentPage": 1, "pageSize": limit}
         if start + limit < len(items):  # Civitai's cursors are opaque: "22138|364671|25494"
             metadata["nextCursor"] = f"{start + limit}|{len(items)}|fake"
-            flat = {k: v[0] for k, v in query.items() if k != "cursor"}
-            next_query = urlencode({**flat, "page": 1, "cursor": metadata["nextCursor"]})
+            kept = [(k, v) for k, values in query.items() if k != "cursor" for v in values]
+            next_query = urlencode([*kept, ("page", 1), ("cursor", metadata["nextCursor"])])
             metadata["nextPage"] = f"{self.fake.base_url}/api/v1/models?{next_query}"
         self._json(200, {"items": items[start : start + limit], "metadata": metadata})
+
+    def _everything(self, nsfw: bool) -> list[dict[str, Any]]:
+        """Every listed model, recorded ones first; NSFW ones only with `nsfw`."""
+        made = [
+            self.fake.model_json(m)
+            for m in list(self.fake.models.values())
+            if m.listed and not m.deleted
+        ]
+        return [m for m in [*self.fake.recorded.values(), *made] if nsfw or not m.get("nsfw")]
 
     def _by_creator(self, username: str, nsfw: bool) -> list[dict[str, Any]]:
         """`/api/v1/models?username=`: the creator's listed models (recorded ones by their
@@ -797,15 +857,17 @@ class _Handler(BaseHTTPRequestHandler):
         of its first frame, its plain form video bytes; a fault ("img") answers instead."""
         if self._apply_status_fault(self.fake.take_fault("img")):
             return
+        self.fake.images_open.wait(30)  # a test holds image answers to make requests overlap
         options, name = path.split("/")[-2:]
         fmt = name.rsplit(".", 1)[-1].lower()
+        size = self.fake.image_size
         if "anim=false" in options.split(","):
-            return self._send(200, image_bytes("jpeg", GREEN), "image/jpeg")
+            return self._send(200, image_bytes("jpeg", GREEN, size), "image/jpeg")
         if fmt == "mp4":
             return self._send(200, MP4, "video/mp4")
         if fmt not in IMAGE_TYPES:
             return self._send(404, b"<Error><Code>NoSuchKey</Code></Error>", "application/xml")
-        self._send(200, image_bytes(fmt), IMAGE_TYPES[fmt])
+        self._send(200, image_bytes(fmt, RED, size), IMAGE_TYPES[fmt])
 
     def _private(self, file_id: int) -> None:
         """A file behind HTTP Basic auth, as a user's own file host serves it."""

@@ -1,0 +1,199 @@
+"""GET /api/civitai/image: the Browse tab's previews through the daemon (issue 18). Only from
+Civitai's image hosts, resized to the width asked, a video as its still, kept on disk under
+data/thumbnails/ within a size cap, and served with cache headers."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+from PIL import Image
+
+from tests.conftest import wait_for
+from tests.fake_civitai import GREEN, IMAGE_KEY, RED, image_bytes
+from tests.test_sidecars import png_claiming
+from thumbnails import MAX_SOURCE, cache_key, render
+
+VIEWER = "viewer-key-for-the-browse-tab"
+PHOTO = (1200, 900)  # the size the fake's image host serves here
+
+
+def near(color: tuple[int, ...], expected: tuple[int, int, int]) -> bool:
+    return all(abs(a - b) <= 10 for a, b in zip(color[:3], expected, strict=True))  # lossy
+
+
+def photo(civitai, n: int, name: str, options: str = "width=450") -> str:
+    """An image URL on the fake's image host (the configured civitai_base_url's origin)."""
+    return civitai.image_url(f"00000000-0000-4000-8000-{n:012x}", name, options)
+
+
+def thumbnail(client: httpx.Client, url: str, width: int, **headers: str) -> httpx.Response:
+    return client.get("/api/civitai/image", params={"url": url, "width": width}, headers=headers)
+
+
+def decoded(response: httpx.Response) -> Image.Image:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/webp"
+    im = Image.open(io.BytesIO(response.content))
+    assert im.format == "WEBP"
+    return im
+
+
+def cached_files(home: Path) -> dict[str, int]:
+    folder = home / "data" / "thumbnails"
+    return {p.name: p.stat().st_size for p in folder.iterdir() if p.suffix == ".webp"}
+
+
+def test_every_image_format_is_shrunk_to_the_width_asked_a_video_shows_its_still_and_a_hit_is_served_from_disk(  # noqa: E501
+    civitai, daemon, home
+):
+    civitai.image_size = PHOTO
+    d = daemon(viewer_token=VIEWER)
+    viewer = httpx.Client(
+        base_url=d.base_url, headers={"Authorization": f"Bearer {VIEWER}"}, timeout=20
+    )
+    with viewer, d.client() as admin:
+        for n, fmt in enumerate(("png", "jpeg", "webp", "gif"), start=1):
+            r = thumbnail(viewer, photo(civitai, n, f"{n}.{fmt}"), 300)
+            im = decoded(r)
+            # 300 is rounded down to the served 256; the 1200x900 photo keeps its shape.
+            assert im.size == (256, 192), (fmt, im.size)
+            assert near(im.convert("RGB").getpixel((5, 5)), RED), fmt  # a gif: its first frame
+            assert r.headers["cache-control"] == "private, max-age=86400"
+        # Widths outside 64..1024 are clamped; an image smaller than asked is not enlarged.
+        assert decoded(thumbnail(admin, photo(civitai, 1, "1.png"), 5000)).size == (1024, 768)
+        assert decoded(thumbnail(admin, photo(civitai, 1, "1.png"), 1)).size == (64, 48)
+        civitai.image_size = (8, 6)
+        small = photo(civitai, 9, "9.png")
+        assert decoded(thumbnail(admin, small, 320)).size == (8, 6)
+
+        # A video: Civitai's still of its first frame (anim=false), the video never fetched.
+        video = photo(civitai, 5, "5.mp4")
+        still = decoded(thumbnail(viewer, video, 320))
+        assert still.size == (8, 6) and near(still.convert("RGB").getpixel((0, 0)), GREEN)
+        asked = [r.path for r in civitai.requests_to("api", f"/{IMAGE_KEY}/")]
+        assert not [p for p in asked if p.endswith(".mp4")]
+        assert [p for p in asked if "anim=false" in p] == [
+            f"/{IMAGE_KEY}/00000000-0000-4000-8000-000000000005/anim=false,transcode=true,width=450/5.jpeg"
+        ]
+
+        # Asked again: from data/thumbnails/, Civitai not asked; with its ETag: 304, no body.
+        url = photo(civitai, 2, "2.jpeg")
+        before = len(civitai.requests_to("api", f"/{IMAGE_KEY}/"))
+        first = thumbnail(admin, url, 320)
+        again = thumbnail(viewer, url, 320)
+        assert again.status_code == 200 and again.content == first.content
+        etag = first.headers["etag"]
+        assert etag == f'"{cache_key(url, 320)}"'
+        unchanged = thumbnail(viewer, url, 320, **{"If-None-Match": etag})
+        assert unchanged.status_code == 304 and unchanged.content == b""
+        assert unchanged.headers["etag"] == etag
+        assert len(civitai.requests_to("api", f"/{IMAGE_KEY}/")) == before + 1
+        on_disk = home / "data" / "thumbnails" / f"{cache_key(url, 320)}.webp"
+        assert on_disk.read_bytes() == first.content
+
+        # No key: 401 in the one error shape; nothing fetched for it.
+        anonymous = httpx.get(
+            d.url("/api/civitai/image"), params={"url": photo(civitai, 7, "7.png")}, timeout=20
+        )
+        assert anonymous.status_code == 401 and "API key" in anonymous.json()["detail"]
+    assert not civitai.requests_to("api", f"/{IMAGE_KEY}/00000000-0000-4000-8000-000000000007")
+
+
+def test_an_image_off_civitais_image_hosts_is_refused_and_that_host_never_asked(
+    civitai, daemon, home
+):
+    # The fake's CDN stands for a page inside the network: a real PNG, on another origin.
+    inside = f"{civitai.cdn_url}/{IMAGE_KEY}/00000000-0000-4000-8000-000000000000/width=450/a.png"
+    refused = {
+        "another host": inside,
+        "a redirect to another host": f"{civitai.base_url}/redirect?to={quote(inside, safe='')}",
+        "Civitai's image host over http": inside.replace(
+            civitai.cdn_url, "http://image.civitai.com"
+        ),
+        "a file URL": "file:///etc/passwd",
+    }
+    d = daemon()
+    with d.client() as c:
+        for what, url in refused.items():
+            r = thumbnail(c, url, 320)
+            assert r.status_code == 422, (what, r.text)
+            detail = r.json()["detail"]
+            assert (
+                detail.startswith("No thumbnail of ")
+                and "not one of Civitai's image hosts (https://image.civitai.com" in detail
+            ), (what, detail)  # noqa: E501
+        assert civitai.requests_to("cdn") == []  # never asked, not even once
+        assert len(civitai.requests_to("api", "/redirect")) == 1  # the allowed host was asked
+
+        # What Civitai's host answers that is no image: 404, a web page, a bomb, too big.
+        missing = thumbnail(c, photo(civitai, 1, "1.bmp"), 320)
+        assert missing.status_code == 404, missing.text
+        assert "answered 404 Not Found" in missing.json()["detail"]
+        civitai.fault("img", html=True)
+        page = thumbnail(c, photo(civitai, 2, "2.png"), 320)
+        assert page.status_code == 502 and "not an image Pillow can read" in page.json()["detail"]
+        civitai.fault("img", status=200, body=png_claiming(20_000, 20_000))
+        bomb = thumbnail(c, photo(civitai, 3, "3.png"), 320)
+        assert bomb.status_code == 502 and "decompression bomb" in bomb.json()["detail"]
+        civitai.fault("img", status=200, body=b"\0" * (MAX_SOURCE + 1))
+        big = thumbnail(c, photo(civitai, 4, "4.png"), 320)
+        assert big.status_code == 502 and "the image is over 25 MiB" in big.json()["detail"]
+        # A refusal is not cached: the same URL, answered well now, is served.
+        assert decoded(thumbnail(c, photo(civitai, 2, "2.png"), 320)).size == (8, 6)
+    assert sorted(cached_files(home)) == [f"{cache_key(photo(civitai, 2, '2.png'), 320)}.webp"]
+
+
+def test_requests_for_one_thumbnail_at_once_fetch_it_once(civitai, daemon):
+    d = daemon()
+    civitai.image_size = PHOTO
+    url = photo(civitai, 1, "1.webp")
+    answers: list[httpx.Response] = []
+    civitai.images_open.clear()  # the image host holds its answer until all have asked
+    with d.client() as c:
+        asking = [
+            threading.Thread(target=lambda: answers.append(thumbnail(c, url, 320)))
+            for _ in range(6)
+        ]
+        try:
+            for t in asking:
+                t.start()
+            path = f"/{IMAGE_KEY}/00000000-0000-4000-8000-000000000001/"
+            wait_for(lambda: civitai.requests_to("api", path), what="the first fetch")
+            # Proving a second fetch does not come takes a wait: a generous moment while all
+            # six requests are in the daemon.
+            time.sleep(1.0)
+        finally:
+            civitai.images_open.set()
+            for t in asking:
+                t.join(30)
+    assert [r.status_code for r in answers] == [200] * 6
+    assert len({r.content for r in answers}) == 1
+    assert len(civitai.requests_to("api", path)) == 1
+
+
+def test_the_cache_stays_under_its_cap_dropping_the_least_recently_used_first(
+    civitai, daemon, home
+):
+    # Every thumbnail here is the same red 1200x900 PNG shrunk to 320: `size` bytes each.
+    civitai.image_size = PHOTO
+    size = len(render(image_bytes("png", RED, PHOTO), 320))
+    d = daemon(thumbnail_cache_bytes=3 * size + size // 2)  # room for three
+    urls = {name: photo(civitai, n, f"{name}.png") for n, name in enumerate("abcd", start=1)}
+    files = {name: f"{cache_key(url, 320)}.webp" for name, url in urls.items()}
+    with d.client() as c:
+        for name in "abc":
+            assert decoded(thumbnail(c, urls[name], 320)).width == 320
+        assert sorted(cached_files(home)) == sorted(files[n] for n in "abc")
+        assert decoded(thumbnail(c, urls["a"], 320)).width == 320  # a hit: `a` used last
+        assert decoded(thumbnail(c, urls["d"], 320)).width == 320  # over the cap: `b` goes
+        left = cached_files(home)
+        assert sorted(left) == sorted(files[n] for n in "acd"), left
+        assert sum(left.values()) <= 3 * size + size // 2
+        before = len(civitai.requests_to("api", f"/{IMAGE_KEY}/"))
+        assert decoded(thumbnail(c, urls["b"], 320)).width == 320  # fetched again
+        assert len(civitai.requests_to("api", f"/{IMAGE_KEY}/")) == before + 1
