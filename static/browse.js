@@ -57,6 +57,12 @@
     return String(n);
   }
 
+  // The rating where Civitai still gives one, else its thumbs up (what it rates by since 2024).
+  function score(stats) {
+    if (stats.rating) return `★ ${Number(stats.rating).toFixed(1)}${stats.ratingCount ? ` (${count(stats.ratingCount)})` : ""}`;
+    return `▲ ${count(stats.thumbsUpCount || 0)}`;
+  }
+
   function stateBadge(state, extra = "") {
     if (!state) return null;
     return el("span", { class: `badge text-bg-${STATE_STYLE[state] || "secondary"} browse-state ${extra}` }, state);
@@ -66,7 +72,7 @@
     const newest = (item.versions || [])[0];
     const file = primaryFile(newest);
     const stats = item.stats || {};
-    const rating = stats.rating ? `★ ${Number(stats.rating).toFixed(1)}${stats.ratingCount ? ` (${count(stats.ratingCount)})` : ""}` : "★ –";
+    const rating = score(stats);
     const open = el("button", { type: "button", class: "btn btn-link stretched-link p-0 text-start text-body fw-semibold text-decoration-none browse-name", onclick: () => openModel(item.id) }, item.name);
     return el("div", { class: "col" },
       el("div", { class: "card h-100 browse-card", "data-model-id": item.id },
@@ -84,7 +90,7 @@
             el("span", { class: "browse-size text-nowrap" }, file ? bytes(file.size) : "–")),
           el("div", { class: "small text-body-secondary d-flex gap-3" },
             el("span", { class: "browse-downloads text-nowrap", title: `${stats.downloadCount || 0} downloads` }, `↓ ${count(stats.downloadCount)}`),
-            el("span", { class: "browse-rating text-nowrap", title: "rating" }, rating)))));
+            el("span", { class: "browse-rating text-nowrap", title: stats.rating ? "rating" : "thumbs up" }, rating)))));
   }
 
   function render(items, replace) {
@@ -158,15 +164,15 @@
     }
   }
 
+  // A file: its name (the primary one marked) and size, then its buttons (beneath on a phone).
   function fileRow(version, f) {
-    const buttons = isAdmin ? el("td", { class: "text-end text-nowrap" },
-      el("div", { class: "d-flex flex-wrap gap-1 justify-content-end" },
-        el("button", { type: "button", class: "btn btn-success btn-sm browse-download", onclick: (e) => queue(version, f, false, e.currentTarget) }, "Download"),
-        el("button", { type: "button", class: "btn btn-outline-success btn-sm browse-track", onclick: (e) => queue(version, f, true, e.currentTarget) }, "Download and track"))) : null;
-    return el("tr", { class: "browse-file", "data-file-id": f.id },
-      el("td", { class: "text-break" }, f.name, f.primary ? el("span", { class: "badge text-bg-primary ms-1 browse-primary" }, "primary") : null,
+    const buttons = isAdmin ? el("div", { class: "d-flex gap-1 ms-auto" },
+      el("button", { type: "button", class: "btn btn-success btn-sm text-nowrap browse-download", onclick: (e) => queue(version, f, false, e.currentTarget) }, "Download"),
+      el("button", { type: "button", class: "btn btn-outline-success btn-sm text-nowrap browse-track", onclick: (e) => queue(version, f, true, e.currentTarget) }, "Download and track")) : null;
+    return el("div", { class: "d-flex flex-wrap align-items-center gap-2 py-1 border-top small browse-file", "data-file-id": f.id },
+      el("div", { class: "browse-file-name" }, f.name, f.primary ? el("span", { class: "badge text-bg-primary ms-1 browse-primary" }, "primary") : null,
         f.type && f.type !== "Model" ? el("span", { class: "text-body-secondary" }, ` · ${f.type}`) : null),
-      el("td", { class: "text-nowrap browse-file-size" }, bytes(f.size)),
+      el("span", { class: "text-nowrap browse-file-size" }, bytes(f.size)),
       buttons);
   }
 
@@ -181,8 +187,7 @@
         el("span", { class: "browse-version-state" }, stateBadge(version.state)),
         version.publishedAt ? el("span", { class: "small text-body-secondary ms-auto" }, `published ${when(version.publishedAt)}`) : null),
       early,
-      el("div", { class: "table-responsive" }, el("table", { class: "table table-sm align-middle small mb-0" },
-        el("tbody", {}, ...(version.files || []).map((f) => fileRow(version, f))))));
+      ...(version.files || []).map((f) => fileRow(version, f)));
   }
 
   function openModel(id) {
@@ -192,7 +197,7 @@
     $("browse-modal-title").textContent = item.name;
     const stats = item.stats || {};
     $("browse-modal-meta").textContent = [item.type, item.creator ? `by ${item.creator}` : "", `${count(stats.downloadCount)} downloads`,
-      stats.rating ? `★ ${Number(stats.rating).toFixed(1)}` : ""].filter(Boolean).join(" · ");
+      score(stats)].filter(Boolean).join(" · ");
     $("browse-modal-image").replaceChildren(preview(item.image, 640));
     if (isAdmin) {
       $("browse-model-type").value = item.model_type || "";

@@ -25,7 +25,13 @@ def _catalogue(civitai) -> dict[str, object]:
         f = civitai.file(bytes([i]) * 1_000, name=f"filler{i}.safetensors")
         version = civitai.version(1_000 + i, [f], images=0 if i == 0 else 1)
         civitai.add_model(100 + i, f"Filler {i:02}", "LORA", [version])
-    lora = civitai.add_simple(5000, 5001, b"l" * 2_000, filename="dream_lora.safetensors")
+    lora = civitai.add_simple(
+        5000,
+        5001,
+        b"l" * 2_000,
+        filename="dream_lora.safetensors",
+        extra={"stats": {"downloadCount": 50_000, "thumbsUpCount": 1}},
+    )
     civitai.models[5000].name = "Dream Lora"
     model = civitai.file(b"d" * 40_000, name="dreamshaper_8.safetensors")
     config = civitai.file(b"c" * 1_500, name="dreamshaper_8.yaml", primary=False, type="Config")
@@ -87,6 +93,7 @@ def test_search_filter_load_more_open_a_card_and_download_and_track_a_version(
     without = page.locator(".browse-card", has_text="Filler 00")
     expect(without.locator(".browse-noimg")).to_have_text("No preview")
     expect(without.locator("img")).to_have_count(0)
+    page.locator("#app").evaluate("n => n.scrollTo(0, 0)")
     shot(page, "browse")
 
     page.fill("#browse-query", "dream")
@@ -107,6 +114,12 @@ def test_search_filter_load_more_open_a_card_and_download_and_track_a_version(
     assert "width=320" in thumb.get_attribute("src")
     wait_for(lambda: thumb.evaluate("i => i.complete && i.naturalWidth > 0"), 10, what="preview")
 
+    names = cards.locator(".browse-name")
+    expect(names).to_have_text(["DreamShaper", "Dream Lora"])  # the most thumbs up first
+    page.select_option("#browse-sort", "Most Downloaded")
+    expect(names).to_have_text(["Dream Lora", "DreamShaper"])
+    assert _asked(civitai, "sort")[-1] == "Most Downloaded"
+
     page.select_option("#browse-type", "Checkpoint")
     expect(cards).to_have_count(1)
     page.select_option("#browse-base", "Pony")
@@ -114,9 +127,6 @@ def test_search_filter_load_more_open_a_card_and_download_and_track_a_version(
     expect(page.locator("#browse-summary")).to_have_text("No model matches this search.")
     page.select_option("#browse-base", "SD 1.5")
     expect(cards).to_have_count(1)
-    page.select_option("#browse-sort", "Most Downloaded")
-    expect(cards).to_have_count(1)
-    assert _asked(civitai, "sort")[-1] == "Most Downloaded"
     assert _asked(civitai, "types")[-1] == "Checkpoint"
     assert _asked(civitai, "baseModels")[-1] == "SD 1.5"
 
@@ -152,7 +162,7 @@ def test_search_filter_load_more_open_a_card_and_download_and_track_a_version(
     assert [(e["modelVersionId"], e["model_type"]) for e in read_manifest(home)] == [
         (128713, "checkpoint")
     ]
-    page.keyboard.press("Escape")
+    modal.get_by_role("button", name="Close").click()
     expect(modal).to_be_hidden()
     open_tab(page, "queue")
     expect(page.locator("tr.job-row", has_text="dreamshaper_8.safetensors")).to_have_count(1)
