@@ -139,24 +139,36 @@
         : `Goes to the folder the layout gives ${type}.`;
   }
 
-  function markQueued(version, job) {
-    const state = job.duplicate ? "downloaded" : "queued";
+  // A version's state changed here: its badge in the dialog and its model's card follow.
+  function mark(item, version, state) {
     version.state = state;
-    if (opened.state !== "downloaded") opened.state = state;
-    const badges = document.querySelector(`.browse-version[data-version-id="${version.id}"] .browse-version-state`);
-    if (badges) badges.replaceChildren(stateBadge(state));
-    const old = document.querySelector(`.browse-card[data-model-id="${opened.id}"]`);
-    if (old) old.parentElement.replaceWith(card(opened));
+    const states = (item.versions || []).map((v) => v.state);
+    item.state = item.state === "downloaded" || states.includes("downloaded") ? "downloaded" : states.includes("queued") ? "queued" : null;
+    const badge = opened === item && document.querySelector(`.browse-version[data-version-id="${version.id}"] .browse-version-state`);
+    if (badge) badge.replaceChildren(stateBadge(state));
+    const old = document.querySelector(`.browse-card[data-model-id="${item.id}"]`);
+    if (old) old.parentElement.replaceWith(card(item));
   }
 
+  // Each job's news (client.js's "job" event): a version queued here is downloaded once it completes.
+  document.addEventListener("job", (event) => {
+    const job = event.detail;
+    const state = job.status === "completed" ? "downloaded" : ["failed", "cancelled"].includes(job.status) ? null : "queued";
+    for (const item of shown.values()) {
+      const version = (item.versions || []).find((v) => v.id === job.modelVersionId);
+      if (version && version.state !== "downloaded" && version.state !== state) mark(item, version, state);
+    }
+  });
+
   async function queue(version, f, track, button) {
+    const item = opened;
     const type = $("browse-model-type").value.trim();
     button.disabled = true;
     try {
       const job = await api("POST", "/api/download", { modelVersionId: version.id, fileId: f.id, model_type: type || undefined, track });
       upsertJob(job);
       toast(job.duplicate ? `${job.filename} is already downloaded.` : `Queued ${job.filename}${track ? " (tracked for updates)" : ""}.`);
-      markQueued(version, job);
+      if (version.state !== "downloaded") mark(item, version, job.duplicate ? "downloaded" : "queued"); // the feed may be first
     } catch (err) {
       toast(err.message, "danger");
     } finally {

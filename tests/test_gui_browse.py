@@ -149,6 +149,7 @@ def test_search_filter_load_more_open_a_card_and_download_and_track_a_version(
     expect(v8.locator(".browse-early")).to_have_count(0)
     shot(page, "browse-card")
 
+    civitai.default_rate = 40_000  # about a second: the "queued" mark is seen before "downloaded"
     primary = v8.locator(".browse-file", has_text="dreamshaper_8.safetensors")
     primary.get_by_role("button", name="Download and track").click()
     expect(page.locator(".toast").last).to_contain_text("Queued dreamshaper_8.safetensors")
@@ -159,6 +160,9 @@ def test_search_filter_load_more_open_a_card_and_download_and_track_a_version(
     with d.client() as c:
         wait_for(lambda: c.get("/api/jobs?status=completed").json()["total"] == 2, 20)
     assert_file_is(path, files["model"].sha256)  # type: ignore[attr-defined]
+    # Once verified, the version and its card say so (the live feed's news of the job).
+    expect(v8.locator(".browse-version-state .badge")).to_have_text("downloaded")
+    expect(dream.locator(".browse-state")).to_have_text("downloaded")
     assert [(e["modelVersionId"], e["model_type"]) for e in read_manifest(home)] == [
         (128713, "checkpoint")
     ]
