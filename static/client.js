@@ -137,6 +137,7 @@ function upsertJob(job) {
   const before = jobs.get(job.id);
   jobs.set(job.id, job);
   renderJob(job);
+  document.dispatchEvent(new CustomEvent("job", { detail: job })); // browse.js marks its cards
   if (before && before.status !== job.status) {
     // One toast each for downloads done and failed, counting (×N) and showing the latest.
     if (job.status === "completed") { toast(`Downloaded ${job.filename || jobName(job)}.`, "success", "job-completed"); loadLibrary(); }
