@@ -227,7 +227,11 @@ async def write_sidecars(
 def _origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
     default = {"http": 80, "https": 443}.get(parts.scheme)
-    return parts.scheme, (parts.hostname or "").lower(), parts.port or default
+    return (
+        parts.scheme,
+        (parts.hostname or "").lower(),
+        default if parts.port is None else parts.port,
+    )
 
 
 def check_image_host(url: str, civitai: CivitaiClient) -> None:
@@ -238,9 +242,12 @@ def check_image_host(url: str, civitai: CivitaiClient) -> None:
         scheme, host, port = _origin(url)
     except ValueError as exc:  # a bad port, an unclosed [IPv6 address
         raise ImageHostRefused(f"{url!r} is not a URL ({exc}): not fetched") from None
-    if scheme == "https" and host in IMAGE_HOSTS:
+    # A user name (`https://image.civitai.com@elsewhere/`, `https://x\@image.civitai.com/`:
+    # one host to Python, another to a browser) is never in Civitai's image URLs; nor a port.
+    plain = "@" not in urlsplit(url).netloc
+    if plain and scheme == "https" and host in IMAGE_HOSTS and port == 443:
         return
-    if (scheme, host, port) == _origin(civitai.base_url):
+    if plain and (scheme, host, port) == _origin(civitai.base_url):
         return
     allowed = ", ".join((*(f"https://{h}" for h in IMAGE_HOSTS), civitai.base_url))
     raise ImageHostRefused(

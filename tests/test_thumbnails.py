@@ -8,7 +8,7 @@ import io
 import threading
 import time
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 from PIL import Image
@@ -207,3 +207,51 @@ def test_the_cache_stays_under_its_cap_dropping_the_least_recently_used_first(
         before = len(civitai.requests_to("api", f"/{IMAGE_KEY}/"))
         assert decoded(thumbnail(c, urls["b"], 320)).width == 320  # fetched again
         assert len(civitai.requests_to("api", f"/{IMAGE_KEY}/")) == before + 1
+
+
+def test_look_alike_hosts_userinfo_other_ports_and_double_redirects_are_refused_unfetched(
+    civitai, daemon
+):
+    # The fake's CDN stands for a page inside the network; its host and port are on record.
+    inside = f"{civitai.cdn_url}/{IMAGE_KEY}/00000000-0000-4000-8000-000000000000/width=450/a.png"
+    api_port = urlsplit(civitai.base_url).port
+    cdn = urlsplit(civitai.cdn_url).netloc
+    path = "/00000000-0000-4000-8000-000000000001/width=450/1.png"
+    refused = [
+        f"https://image.civitai.com@{cdn}{path}",  # userinfo: the host is the one after @
+        f"http://image.civitai.com@{cdn}{path}",
+        f"https://image.civitai.com:443@{cdn}{path}",
+        f"https://image.civitai.com.{cdn}{path}",
+        f"https://image.civitai.com.evil.com{path}",
+        f"https://evil.com#@image.civitai.com{path}",
+        f"https://evil.com\\@image.civitai.com{path}",
+        f"https://іmage.civitai.com{path}",  # a Cyrillic і
+        f"https://xn--mage-y0d.civitai.com{path}",  # its punycode
+        f"https://image.civitai.com\u3002evil.com{path}",  # an ideographic full stop
+        f"https://image%2Ecivitai.com{path}",
+        f"https://image.civitai.com:8443{path}",  # Civitai's host, but another port
+        f"https://image.civitai.com:0{path}",
+        f"https://IMAGE.CIVITAI.COM:22{path}",
+        f"http://[::1]:{api_port}{path}",  # the configured host's port, another address
+        f"http://[::ffff:127.0.0.1]:{api_port}{path}",
+        f"http://2130706433:{api_port}{path}",  # 127.0.0.1 as one number
+        f"http://localhost:{api_port}{path}",
+        f"{civitai.base_url}/redirect?to="  # a redirect to a redirect to another host
+        + quote(f"{civitai.base_url}/redirect?to={quote(inside, safe='')}", safe=""),
+        f"{civitai.base_url}/redirect?to=" + quote(f"https://image.civitai.com@{cdn}/", safe=""),
+    ]
+    d = daemon()
+    with d.client() as c:
+        for url in refused:
+            r = thumbnail(c, url, 320)
+            assert r.status_code == 422, (url, r.status_code, r.text)
+            assert "not one of Civitai's image hosts" in r.json()["detail"], (url, r.text)
+        # Widths that are not whole numbers from 1: 422 in the one error shape, none fetched.
+        allowed = photo(civitai, 1, "1.png")
+        for width in ("0", "-1", "NaN", "1e3", "", "100001", "9" * 40):
+            r = c.get("/api/civitai/image", params={"url": allowed, "width": width})
+            assert r.status_code == 422 and isinstance(r.json()["detail"], str), (width, r.text)
+            assert "width" in r.json()["detail"], (width, r.text)
+    assert civitai.requests_to("cdn") == []
+    assert civitai.requests_to("api", f"/{IMAGE_KEY}/") == []
+    assert len(civitai.requests_to("api", "/redirect")) == 3  # the two hops, and the last one
