@@ -152,7 +152,8 @@ class Thumbnails:
         return thumbnail
 
     def _read(self, path: Path) -> bytes | None:
-        if not safefs.is_file(path):  # never read through a link planted in the cache
+        # Never read (nor touch) through a link planted in the cache or at the cache itself.
+        if self.folder.is_symlink() or not safefs.is_file(path):
             return None
         try:
             data = path.read_bytes()

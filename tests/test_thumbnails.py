@@ -5,6 +5,7 @@ data/thumbnails/ within a size cap, and served with cache headers."""
 from __future__ import annotations
 
 import io
+import os
 import threading
 import time
 from pathlib import Path
@@ -255,3 +256,26 @@ def test_look_alike_hosts_userinfo_other_ports_and_double_redirects_are_refused_
     assert civitai.requests_to("cdn") == []
     assert civitai.requests_to("api", f"/{IMAGE_KEY}/") == []
     assert len(civitai.requests_to("api", "/redirect")) == 3  # the two hops, and the last one
+
+
+def test_a_link_planted_at_data_thumbnails_is_neither_read_nor_written_through(
+    civitai, daemon, home, tmp_path
+):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    url = photo(civitai, 1, "1.png")
+    planted = elsewhere / f"{cache_key(url, 320)}.webp"
+    planted.write_bytes(b"a file outside data/, not a thumbnail")
+    os.utime(planted, (1_000_000, 1_000_000))
+    (home / "data").mkdir(exist_ok=True)
+    (home / "data" / "thumbnails").symlink_to(elsewhere, target_is_directory=True)
+    d = daemon()
+    with d.client() as c:
+        for other in (url, photo(civitai, 2, "2.png")):
+            served = thumbnail(c, other, 320)
+            assert decoded(served).size == (8, 6)  # made afresh from Civitai's image
+    assert os.readlink(home / "data" / "thumbnails") == str(elsewhere)  # the link left as it is
+    assert sorted(p.name for p in elsewhere.iterdir()) == [planted.name]  # nothing written there
+    assert planted.read_bytes() == b"a file outside data/, not a thumbnail"
+    assert planted.stat().st_mtime == 1_000_000  # not even touched
+    assert len(civitai.requests_to("api", f"/{IMAGE_KEY}/")) == 2
