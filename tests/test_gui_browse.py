@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 from playwright.sync_api import Page, expect
 
 from tests.conftest import assert_file_is, wait_for, wait_job
@@ -240,5 +241,72 @@ def test_civitai_rate_limiting_a_search_shows_the_daemons_sentence(
     _clean(w)
     page.click("#browse-button")  # Civitai answers again: the search works
     expect(page.locator(".browse-card")).to_have_count(20)
+    _clean(w)
+    d.stop()
+
+
+HOSTILE = {  # what Civitai could send in names: shown as text, never run
+    "model": '<img src=x onerror="window.__xss=1">Evil & "Co"',
+    "creator": "<script>window.__xss=2</script>",
+    "version": '"><svg onload="window.__xss=3">',
+    "base": "<b>SD</b>",
+    "file": "<iframe src=javascript:window.__xss=4>.safetensors",
+}
+
+
+def test_names_with_html_from_civitai_show_as_text_and_a_viewer_cannot_download_one(
+    civitai,
+    daemon,
+    watched,  # noqa: F811
+):
+    f = civitai.file(b"x" * 3_000, name=HOSTILE["file"])
+    version = civitai.version(
+        7001, [f], name=HOSTILE["version"], base_model=HOSTILE["base"], images=0
+    )
+    civitai.add_model(7000, HOSTILE["model"], "LORA", [version], creator=HOSTILE["creator"])
+    d = daemon(viewer_token="wall-screen-key")
+    w: Watched = watched()
+    page = w.page
+    log_in(page, d, "wall-screen-key")
+    spelled = "script, svg, iframe, b, img"
+    before = page.locator(spelled).count()  # the page's own, before any name is shown
+    open_tab(page, "browse")
+    card = page.locator(".browse-card")
+    expect(card).to_have_count(1)
+    expect(card.locator(".browse-name")).to_have_text(HOSTILE["model"])
+    expect(card).to_contain_text(f"by {HOSTILE['creator']}")
+    expect(card.locator(".browse-base")).to_have_text(HOSTILE["base"])
+    card.locator(".browse-name").click()
+    modal = page.locator("#browse-modal")
+    expect(modal).to_have_css("opacity", "1")
+    expect(page.locator("#browse-modal-title")).to_have_text(HOSTILE["model"])
+    expect(modal.locator(".browse-version .fw-semibold")).to_have_text(HOSTILE["version"])
+    expect(modal.locator(".browse-file-name")).to_contain_text(HOSTILE["file"])
+    # No element the names spell was made anywhere (the one version has no preview), no script ran.
+    assert page.locator(".browse-noimg").count() == 2  # the card's and the dialog's placeholder
+    assert page.locator(spelled).count() == before
+    assert page.evaluate("window.__xss") is None
+    # A viewer sees no Download, and the daemon refuses the viewer's download all the same.
+    expect(page.get_by_role("button", name="Download")).to_have_count(0)
+    refused = httpx.post(
+        d.url("/api/download"),
+        json={"modelVersionId": 7001, "fileId": f.id},
+        headers={"Authorization": "Bearer wall-screen-key"},
+        timeout=20,
+    )
+    assert refused.status_code == 403, refused.text
+    assert isinstance(refused.json()["detail"], str) and refused.json()["detail"]
+    modal.get_by_role("button", name="Close").click()
+    expect(modal).to_be_hidden()
+
+    # The search box with odd input: sent to Civitai as the words typed, nothing more.
+    odd = '"><svg onload=alert(1)>&types=VAE#x %00 ✓'
+    page.fill("#browse-query", odd)
+    page.press("#browse-query", "Enter")
+    expect(page.locator("#browse-summary")).to_have_text("No model matches this search.")
+    expect(card).to_have_count(0)
+    assert _asked(civitai, "query")[-1] == odd.strip()
+    assert _asked(civitai, "types") == []
+    assert page.evaluate("window.__xss") is None
     _clean(w)
     d.stop()
