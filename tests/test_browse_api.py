@@ -298,3 +298,29 @@ def test_downloaded_and_queued_versions_are_marked_and_a_viewer_may_browse(civit
     assert during["cached"] is True  # the marks are fresh on a cached answer
     assert states(during) == {61: ("queued", ["downloaded", "queued"]), 62: (None, [None])}
     assert viewer.status_code == 200 and states(viewer.json())[62] == (None, [None])
+
+
+def test_a_search_naming_a_hundred_types_asks_civitai_each_type_once_and_is_cached_in_any_order(
+    civitai, daemon
+):
+    from browse import TYPES
+
+    add_lora(civitai, 11, "Alpha Style", downloads=10)
+    hundred = [TYPES[i % len(TYPES)] for i in range(100)]
+    mixed = [t.lower() if i % 2 else f" {t.upper()} " for i, t in enumerate(hundred)]
+    d = daemon()
+    with d.client() as c:
+        first = c.get("/api/civitai/models", params={"types": hundred, "baseModels": ["SDXL 1.0"]})
+        again = c.get(
+            "/api/civitai/models",
+            params={"types": list(reversed(mixed)), "baseModels": [" SDXL 1.0", "SDXL 1.0 "] * 50},
+        )
+        bad = c.get("/api/civitai/models", params={"types": [*hundred, "Nope"] * 3})
+    assert first.status_code == 200, first.text
+    assert [m["id"] for m in first.json()["items"]] == [11] and not first.json()["cached"]
+    assert (again.status_code, again.json()["cached"]) == (200, True)  # the same search
+    assert again.json()["items"] == first.json()["items"]
+    (asked,) = searches(civitai)
+    assert sorted(asked["types"]) == sorted(TYPES) and asked["baseModels"] == ["SDXL 1.0"]
+    assert bad.status_code == 422
+    assert bad.json()["detail"].startswith("types: 'Nope' is not a Civitai model type")
