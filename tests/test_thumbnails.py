@@ -14,8 +14,8 @@ from urllib.parse import quote, urlsplit
 import httpx
 from PIL import Image
 
-from tests.conftest import wait_for
-from tests.fake_civitai import GREEN, IMAGE_KEY, RED, image_bytes
+from tests.conftest import wait_for, write_config
+from tests.fake_civitai import GREEN, IMAGE_KEY, RED, FakeCivitai, image_bytes
 from tests.test_sidecars import png_claiming
 from thumbnails import MAX_SOURCE, cache_key, render
 
@@ -279,3 +279,31 @@ def test_a_link_planted_at_data_thumbnails_is_neither_read_nor_written_through(
     assert planted.read_bytes() == b"a file outside data/, not a thumbnail"
     assert planted.stat().st_mtime == 1_000_000  # not even touched
     assert len(civitai.requests_to("api", f"/{IMAGE_KEY}/")) == 2
+
+
+def test_two_daemons_on_two_civitais_answer_each_their_own_searches_and_thumbnails(
+    civitai, daemon, daemon_factory, tmp_path
+):
+    civitai.image_size = PHOTO
+    civitai.add_simple(1, 10, b"first", type="LORA")
+    first = daemon()
+    with FakeCivitai() as other:
+        other.image_size = (8, 6)
+        other.add_simple(2, 20, b"second", type="LORA")
+        home2 = tmp_path / "home2"
+        write_config(home2, civitai_base_url=other.base_url, retries=5, timeout=10)
+        second = daemon_factory(home2).start()
+        # The same image path, on each one's Civitai: each daemon's own size, in its own cache.
+        path = f"/{IMAGE_KEY}/00000000-0000-4000-8000-000000000001/width=450/1.png"
+        with first.client() as a, second.client() as b:
+            assert [m["id"] for m in a.get("/api/civitai/models").json()["items"]] == [1]
+            assert [m["id"] for m in b.get("/api/civitai/models").json()["items"]] == [2]
+            for _ in range(2):  # the second time from each one's cache
+                assert decoded(thumbnail(a, civitai.base_url + path, 320)).size == (320, 240)
+                assert decoded(thumbnail(b, other.base_url + path, 320)).size == (8, 6)
+            refused = thumbnail(b, civitai.base_url + path, 320)  # not its Civitai
+            assert refused.status_code == 422, refused.text
+        assert len(other.requests_to("api", f"/{IMAGE_KEY}/")) == 1
+        second.stop()
+    assert len(civitai.requests_to("api", f"/{IMAGE_KEY}/")) == 1
+    assert len(list((tmp_path / "home2" / "data" / "thumbnails").glob("*.webp"))) == 1
