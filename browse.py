@@ -49,6 +49,10 @@ SAFE_IMAGE_LEVEL = 2  # Civitai's nsfwLevel: 1 PG, 2 PG-13, 4 R, 8 X, 16 XXX
 
 
 class SearchRefused(errors.CivitaiError):
+    """Civitai's 400: the search as asked (a filter value, a cursor) is not one it takes."""
+
+    status_code = 422
+
     def __init__(self, said: str) -> None:
         super().__init__(f"Civitai refused the search: {said}")
 

@@ -30,7 +30,7 @@ DaemonError
 │   │                             NoDownloadableVersion, OnlyTrainingData (no model file)
 │   │                             CreatorNotFound (no such username)
 │   ├── Archived                  410
-│   ├── SearchRefused             502: Civitai refused a search of the Browse tab (in browse.py)
+│   ├── SearchRefused             422: Civitai refused a search of the Browse tab (in browse.py)
 │   ├── SearchRateLimited         429: Civitai rate limits searches (in browse.py)
 │   └── Retryable                 worth another attempt
 │       ├── RateLimited           429 (retry_after when the server sent one)

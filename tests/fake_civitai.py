@@ -727,9 +727,12 @@ class _Handler(BaseHTTPRequestHandler):
         items = searched(items, query.get("query", [""])[0], period)
         if "sort" in query:  # else in the order the catalogue holds them, as before
             items = sorted(items, key=SORTS[sort], reverse=True)
-        limit = min(int(query.get("limit", ["100"])[0]), self.fake.page_limit)
-        cursor = query.get("cursor", [""])[0]
-        start = int(cursor.split("|")[0]) if cursor else 0
+        try:  # Civitai answers a limit or cursor it cannot read with its zod 400
+            limit = min(int(query.get("limit", ["100"])[0]), self.fake.page_limit)
+            cursor = query.get("cursor", [""])[0]
+            start = int(cursor.split("|")[0]) if cursor else 0
+        except ValueError:
+            return self._json(400, {"error": {"issues": [{"message": "Invalid cursor"}]}})
         metadata: dict[str, Any] = {"currentPage": 1, "pageSize": limit}
         if start + limit < len(items):  # Civitai's cursors are opaque: "22138|364671|25494"
             metadata["nextCursor"] = f"{start + limit}|{len(items)}|fake"

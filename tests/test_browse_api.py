@@ -247,7 +247,7 @@ ERRORS = [  # Civitai's answer (a fault of the fake) → the daemon's status and
     ),
     (
         {"status": 400, "body": b'{"error": {"issues": [{"message": "Invalid baseModels"}]}}'},
-        502,
+        422,
         "Civitai refused the search: Civitai answered 400: Invalid baseModels",
     ),
 ]
@@ -263,6 +263,13 @@ def test_civitais_errors_become_the_daemons_one_error_shape(civitai, daemon):
             assert (r.status_code, r.json()) == (status, {"detail": said}), fault
             assert r.headers.get("retry-after") == ("7" if status == 429 else None)
             assert (after.status_code, after.json()["cached"]) == (200, False)  # not cached
+        # A cursor Civitai cannot read (schemathesis sent control characters): Civitai's 400 is
+        # the search's fault, a 422, not a server error.
+        r = c.get("/api/civitai/models", params={"cursor": "\x0cBb\x1d"})
+        assert (r.status_code, r.json()) == (
+            422,
+            {"detail": "Civitai refused the search: Civitai answered 400: Invalid cursor"},
+        )
 
 
 def test_downloaded_and_queued_versions_are_marked_and_a_viewer_may_browse(civitai, daemon):
