@@ -11,13 +11,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from errors import InvalidRequest
+from layout import TYPE_RE as MODEL_TYPE_RE  # a model type: one plain folder name
 from layout import WINDOWS_RESERVED, model_type_of
 from sources.air import is_air, parse_air
 
 MAX_ID = (
     2**63 - 1
 )  # SQLite's largest integer: ids and offsets beyond it are refused, not crashed on
-MODEL_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 
 

@@ -92,19 +92,6 @@ def _lstat(path: Path) -> os.stat_result | None:
         return None
 
 
-def _link_on_way(folder: Path, root: Path) -> Path | None:
-    """The first symbolic link on the existing part of `folder` below `root`."""
-    current = root
-    for part in folder.relative_to(root).parts:
-        current = current / part
-        st = _lstat(current)
-        if st is None:
-            return None
-        if stat.S_ISLNK(st.st_mode):
-            return current
-    return None
-
-
 def _same_file(a: os.stat_result, b: os.stat_result | None) -> bool:
     return b is not None and stat.S_ISREG(b.st_mode) and os.path.samestat(a, b)
 
@@ -121,7 +108,7 @@ def _why_not(
                 "has finished"
             )
     for folder in (src.parent, dst.parent):
-        if (link := _link_on_way(folder, root)) is not None:
+        if (link := safefs.first_link(folder, root)) is not None:
             return f"a symbolic link on the way ({link}): the daemon never moves through a link"
     here, there = _lstat(src), _lstat(dst)
     if here is None:

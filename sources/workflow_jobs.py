@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import job_query
+import safefs
 from jobs import JobRequest, describe_errors
 from layout import model_type_of
 from scanner import file_sha256
@@ -25,10 +26,6 @@ if TYPE_CHECKING:
     from daemon import DownloadQueue
 
 STATUSES = ("present", "queued", "to_queue", "no_source", "refused")
-
-
-def _regular_file(path: Path) -> bool:
-    return _regular_stat(path) is not None
 
 
 def _regular_stat(path: Path) -> os.stat_result | None:
@@ -93,7 +90,7 @@ class WorkflowJobs:
                 where, args = where + "filename = ?", [row["model_type"], path.name]
             jobs = await self.queue.store.jobs_where(where, args, order_by="id desc")
             for job in jobs:
-                if job.get("path") and await asyncio.to_thread(_regular_file, Path(job["path"])):
+                if job.get("path") and await asyncio.to_thread(safefs.is_file, Path(job["path"])):
                     row["status"], row["path"], row["job"] = "present", job["path"], job["id"]
                     break
 
