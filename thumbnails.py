@@ -15,6 +15,7 @@ import hashlib
 import io
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -111,6 +112,10 @@ class Thumbnails:
         self.cap = cap  # bytes the cache may hold
         self._making: dict[str, asyncio.Task[bytes]] = {}
         self._slots = asyncio.Semaphore(MAX_AT_ONCE)  # bounds the memory and CPU they take
+        # Bytes in the cache as last counted, plus what was stored since: the folder is scanned
+        # (evict) on the first store and when this passes the cap, not on every store.
+        self._total: int | None = None
+        self._count_lock = threading.Lock()  # stores run in worker threads
 
     def check(self, url: str) -> None:
         """Raise ImageHostRefused (422) for a URL off Civitai's image hosts."""
@@ -168,6 +173,10 @@ class Thumbnails:
             if self.folder.is_symlink():
                 raise OSError(f"{self.folder} is a link; the cache stays inside data/")
             safefs.write_atomic(path, data)
-            evict(self.folder, self.cap)
+            with self._count_lock:
+                if self._total is None or self._total + len(data) > self.cap:
+                    self._total = evict(self.folder, self.cap)
+                else:
+                    self._total += len(data)
         except OSError as exc:
             log.warning("thumbnail not cached: %s", exc)
