@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import errors
-from civitai import CivitaiClient, with_retries
+from civitai import LIST_TYPES, CivitaiClient, with_retries
 from database import Store
 from jobs import ACTIVE_SQL, model_type_from_civitai
 from layout import Layout
@@ -25,25 +25,7 @@ CACHE_TTL = 300.0  # seconds an answer is reused; read at each call (a test may 
 CACHE_ENTRIES = 128  # most queries kept; the least recently used goes first
 SORTS = ("Highest Rated", "Most Downloaded", "Newest")
 PERIODS = ("AllTime", "Year", "Month", "Week", "Day")
-# Civitai's model types as `/api/v1/models?types=` takes them (another name is Civitai's 400).
-TYPES = (
-    "Checkpoint",
-    "TextualInversion",
-    "Hypernetwork",
-    "AestheticGradient",
-    "LORA",
-    "LoCon",
-    "DoRA",
-    "Controlnet",
-    "Upscaler",
-    "MotionModule",
-    "VAE",
-    "Poses",
-    "Wildcards",
-    "Workflows",
-    "Detection",
-    "Other",
-)
+TYPES = LIST_TYPES  # Civitai's model types, as its list takes them
 STATS = ("downloadCount", "rating", "ratingCount", "thumbsUpCount", "favoriteCount")
 SAFE_IMAGE_LEVEL = 2  # Civitai's nsfwLevel: 1 PG, 2 PG-13, 4 R, 8 X, 16 XXX
 

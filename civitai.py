@@ -21,6 +21,26 @@ from versions import is_model_file, newest_version, usable_files
 
 log = logging.getLogger("civitai.client")
 
+# Civitai's model types as `/api/v1/models?types=` takes them (another name is Civitai's 400).
+LIST_TYPES = (
+    "Checkpoint",
+    "TextualInversion",
+    "Hypernetwork",
+    "AestheticGradient",
+    "LORA",
+    "LoCon",
+    "DoRA",
+    "Controlnet",
+    "Upscaler",
+    "MotionModule",
+    "VAE",
+    "Poses",
+    "Wildcards",
+    "Workflows",
+    "Detection",
+    "Other",
+)
+
 USER_AGENT = "civitai-daemon/0.1 (self-hosted model downloader; +https://github.com/)"
 CIVITAI_HOSTS = {"civitai.com", "www.civitai.com", "api.civitai.com", "civitai.green"}
 T = TypeVar("T")

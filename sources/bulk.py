@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 import errors
 import job_query
-from civitai import CivitaiClient, pick_file
+from civitai import LIST_TYPES, CivitaiClient, pick_file
 from completed import CompletedFiles
 from database import Store
 from jobs import model_type_from_civitai
@@ -36,24 +36,7 @@ MAX_MODELS = 500  # models one preview lists (and one bulk queues)
 PAGE_SIZE = 100  # Civitai's largest page
 
 # Civitai's model types as its list takes them (`types=`); the names a person may give for each.
-CIVITAI_TYPES = (
-    "Checkpoint",
-    "TextualInversion",
-    "Hypernetwork",
-    "AestheticGradient",
-    "LORA",
-    "LoCon",
-    "DoRA",
-    "Controlnet",
-    "Upscaler",
-    "MotionModule",
-    "VAE",
-    "Poses",
-    "Wildcards",
-    "Workflows",
-    "Detection",
-    "Other",
-)
+CIVITAI_TYPES = LIST_TYPES
 TYPE_NAMES = {t.lower(): t for t in CIVITAI_TYPES} | {
     "embedding": "TextualInversion",
     "lycoris": "LoCon",
