@@ -25,16 +25,17 @@ import copy
 import io
 import json
 import logging
+import posixpath
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import httpx
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 import errors
 import safefs
-from civitai import CivitaiClient
+from civitai import USER_AGENT, CivitaiClient
 
 log = logging.getLogger("civitai.metadata")
 
@@ -68,6 +69,7 @@ VIDEO_SUFFIXES = (".mp4", ".webm", ".mov")
 # never fetched: a version answer must not make the daemon read a page inside the network.
 IMAGE_HOSTS = ("image.civitai.com", "imagecache.civitai.com")
 MAX_REDIRECTS = 5
+IMAGE_HEADERS = {"User-Agent": USER_AGENT}  # no Authorization: images are public
 NOTE_KEY = "civitai_daemon"  # what the daemon changed in Civitai's answer, and why
 
 
@@ -248,6 +250,10 @@ def check_image_host(url: str, civitai: CivitaiClient) -> None:
     if plain and scheme == "https" and host in IMAGE_HOSTS and port == 443:
         return
     if plain and (scheme, host, port) == _origin(civitai.base_url):
+        if _is_api_path(urlsplit(url).path):
+            raise ImageHostRefused(
+                f"{url!r} is on Civitai's API or download paths, not an image: not fetched"
+            )
         return
     allowed = ", ".join((*(f"https://{h}" for h in IMAGE_HOSTS), civitai.base_url))
     raise ImageHostRefused(
@@ -256,15 +262,24 @@ def check_image_host(url: str, civitai: CivitaiClient) -> None:
     )
 
 
+def _is_api_path(path: str) -> bool:
+    """A path the server may read as under /api/ (Civitai's API and its downloads): checked
+    as decoded and with its dot segments resolved, in any case, `\\` taken for `/`."""
+    plain = posixpath.normpath("/" + unquote(path).replace("\\", "/"))
+    first = plain.lstrip("/").split("/", 1)[0]
+    return first.lower() == "api"
+
+
 async def fetch_image(
     url: str, http: httpx.AsyncClient, civitai: CivitaiClient, limit: int = MAX_PREVIEW
 ) -> bytes:
     """The image's bytes, read no further than `limit`, from Civitai's image hosts only: each
-    redirect is followed by hand, after its target's host is checked."""
+    redirect is followed by hand, after its target's host is checked. Never with the Civitai
+    token: an image needs none, and the token must not go where a caller's URL points."""
     try:
         for _ in range(MAX_REDIRECTS + 1):
             check_image_host(url, civitai)
-            async with http.stream("GET", url, headers=civitai.headers_for(url)) as response:
+            async with http.stream("GET", url, headers=IMAGE_HEADERS) as response:
                 if response.is_redirect and "location" in response.headers:
                     url = urljoin(url, response.headers["location"])
                     continue

@@ -307,3 +307,41 @@ def test_two_daemons_on_two_civitais_answer_each_their_own_searches_and_thumbnai
         second.stop()
     assert len(civitai.requests_to("api", f"/{IMAGE_KEY}/")) == 1
     assert len(list((tmp_path / "home2" / "data" / "thumbnails").glob("*.webp"))) == 1
+
+
+def test_the_image_proxy_never_reaches_civitais_api_nor_carries_the_civitai_token(civitai, daemon):
+    token = "civitai-token-never-sent-to-images"
+    civitai.add_simple(1, 2041, b"weights")
+    d = daemon(viewer_token=VIEWER, civitai_token=token)
+    base = civitai.base_url
+    api_paths = [
+        f"{base}/api/download/models/2041",  # the request: a download with the token
+        f"{base}/api/v1/models/1",
+        f"{base}/API/download/models/2041",
+        f"{base}/%61pi/download/models/2041",
+        f"{base}/{IMAGE_KEY}/../api/download/models/2041",
+        f"{base}//api/download/models/2041",
+        f"{base}/api",
+    ]
+    viewer = httpx.Client(
+        base_url=d.base_url, headers={"Authorization": f"Bearer {VIEWER}"}, timeout=20
+    )
+    with viewer:
+        for url in api_paths:
+            r = thumbnail(viewer, url, 320)
+            assert r.status_code == 422, (url, r.status_code, r.text)
+            assert "not an image" in r.json()["detail"], (url, r.text)
+        # An image path that redirects to the API: the hop is refused, not followed.
+        civitai.fault("img", status=302, location=f"{base}/api/download/models/2041")
+        r = thumbnail(viewer, photo(civitai, 1, "1.png"), 320)
+        assert r.status_code == 422 and "not an image" in r.json()["detail"], r.text
+        assert [r.path for r in civitai.requests if "/api/" in r.path.lower()] == []
+        assert civitai.requests_to("download") == [] and civitai.requests_to("cdn") == []
+
+        # A thumbnail asked as it should be reaches the image host, without the token.
+        assert decoded(thumbnail(viewer, photo(civitai, 2, "2.png"), 320)).size == (8, 6)
+    asked = civitai.requests_to("api", f"/{IMAGE_KEY}/")
+    assert len(asked) == 2, [r.path for r in asked]  # the redirecting one and this one
+    for request in asked:
+        assert "authorization" not in request.headers, request.headers
+        assert token not in " ".join(request.headers.values())
