@@ -21,16 +21,27 @@ from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import json_body
+from auth_limits import FailedAuths, too_many
 from errors import RequestError
 from roles import Role, role_for_key
 from settings import Settings
 
 log = logging.getLogger("civitai.auth")
 
-__all__ = ["COOKIE", "GuardMiddleware", "Role", "exposure_warning", "require_key", "role_of"]
+__all__ = [
+    "COOKIE",
+    "GuardMiddleware",
+    "Role",
+    "TooManyFailures",
+    "exposure_warning",
+    "key_role",
+    "require_key",
+    "role_of",
+]
 
 COOKIE = "civitai_session"
 LOOPBACK_NAMES = ["localhost", "127.0.0.1", "::1"]
@@ -49,12 +60,38 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
     return headers.get("x-api-key")
 
 
+def client_address(conn: HTTPConnection) -> str:
+    """The caller's address as uvicorn reports it (behind nginx: from X-Forwarded-For)."""
+    return conn.client.host if conn.client else "an unknown address"
+
+
+def key_role(conn: HTTPConnection, key: str) -> Role | None:
+    """The role of a key presented by `conn`'s address, counting a wrong one; raises
+    TooManyFailures, unchecked, while that address is limited (auth_limits)."""
+    failures: FailedAuths = conn.app.state.failed_auths
+    address = client_address(conn)
+    if (seconds := failures.retry_after(address)) is not None:
+        raise TooManyFailures(address, seconds)
+    role = role_for_key(conn.app.state.settings, key)
+    if role is None:
+        failures.failed(address)
+    return role
+
+
+class TooManyFailures(HTTPException):
+    """429: the caller's address has presented too many wrong keys."""
+
+    def __init__(self, address: str, seconds: int) -> None:
+        super().__init__(429, too_many(address, seconds), {"Retry-After": str(seconds)})
+        self.seconds = seconds
+
+
 def role_of(request: Request) -> Role | None:
-    """The caller's role from a key header, else from the session cookie."""
+    """The caller's role from a key header (limited per address), else the session cookie."""
     settings: Settings = request.app.state.settings
     key = presented_key(request.headers)
     if key is not None:
-        return role_for_key(settings, key)
+        return key_role(request, key)
     return request.app.state.sessions.role(settings, request.cookies.get(COOKIE))
 
 

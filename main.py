@@ -15,6 +15,7 @@ import holdings
 import logger
 import webhook_server
 from auth import GuardMiddleware, exposure_warning
+from auth_limits import FailedAuths
 from civitai import USER_AGENT, CivitaiClient
 from daemon import DownloadQueue
 from database import Store
@@ -122,6 +123,7 @@ def create_app(settings: Settings) -> FastAPI:
     live.subscribe(lambda new: setattr(app.state, "settings", new))
     live.subscribe(lambda new: logger.reconfigure(new.log_level, new.secret_values()))
     app.state.sessions = Sessions(load_session_secret(settings.home))
+    app.state.failed_auths = FailedAuths()  # wrong keys per client address (auth_limits.py)
     error_handlers.install(app)
     app.add_middleware(GuardMiddleware, current=lambda: live.current)
     app.include_router(system.router)

@@ -11,8 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from auth import COOKIE
-from roles import role_for_key
+from auth import COOKIE, TooManyFailures, key_role
 from sessions import SESSION_SECONDS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +63,12 @@ async def gui(request: Request) -> Response:
 async def login(request: Request, key: str = Form("")) -> Response:
     """Takes the API key (or the viewer key) and sets the session cookie."""
     key = key.strip()
-    role = role_for_key(request.app.state.settings, key)
+    try:
+        role = key_role(request, key)
+    except TooManyFailures as exc:
+        page = _page(request, "login.html", status=429, error=f"{exc.detail}.")
+        page.headers["Retry-After"] = str(exc.seconds)
+        return page
     if role is None:
         # 200, the form again with the sentence (as form frameworks answer): a 401 would be
         # logged by the browser as a failed resource on the page a person is looking at.

@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from auth import COOKIE
+from auth import COOKIE, TooManyFailures, key_role
 from events import JobEvent, Overflowed, UpdateEvent
 from jobs import ACTIVE_SQL
 from roles import role_for_key
@@ -20,6 +20,7 @@ log = logging.getLogger("civitai.ws")
 router = APIRouter()
 
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_TOO_MANY = 4429  # too many wrong keys from this address; the GUI waits, then reconnects
 CLOSE_TOO_SLOW = 1013  # "try again later": reconnect and start from a fresh snapshot
 QUEUE_SIZE = 256  # per client; past it the oldest progress messages are dropped
 # Per client; past it the socket is closed rather than lose a status change. Room for a whole
@@ -57,7 +58,14 @@ async def downloads(ws: WebSocket) -> None:
         ) is not None
 
     await ws.accept()  # accepted first, so the client sees the close code, not a bare 403
-    if not allowed():
+    try:
+        # The token is counted (and refused while its address is limited) once, at connect.
+        good = token is not None and key_role(ws, token) is not None
+    except TooManyFailures as exc:
+        reason = f"Too many wrong keys; try again in {exc.seconds} s"
+        await ws.close(code=CLOSE_TOO_MANY, reason=reason)
+        return
+    if not (good or allowed()):
         await ws.close(code=CLOSE_UNAUTHORIZED, reason="API key or login needed")
         return
     queue = app.state.queue

@@ -169,6 +169,9 @@ function connect() {
   ws.onclose = (event) => {
     badge.replaceChildren(el("span", { class: "badge text-bg-warning", id: "offline" }, "reconnecting…"));
     if (event.code === 4401) { window.location.assign(ROOT + "/gui"); return; }
+    // 4429: too many wrong keys from this address; the reason says for how long.
+    const wait = event.code === 4429 ? Number((/(\d+) s/.exec(event.reason) || [0, 60])[1]) * 1000 : 0;
+    if (wait) { setTimeout(connect, wait); return; }
     setTimeout(connect, socketDelay);
     socketDelay = Math.min(5000, socketDelay * 2);
   };
