@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
+import permissions
 from schema import migrations
 
 T = TypeVar("T")
@@ -33,8 +34,11 @@ def open_database(path: Path | str) -> Database:
     """Open (creating) the database in WAL mode and apply pending migrations."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    permissions.create_private(path)  # it holds the jobs' URLs: the owner's only
     db = Database(path)
     db.enable_wal()
+    for extra in permissions.database_files(path)[1:]:
+        permissions.make_private(extra)  # made by an older daemon with the umask's mode
     # FULL: a committed offset survives power loss, not only a killed process.
     db.execute("PRAGMA synchronous=FULL")
     db.execute("PRAGMA busy_timeout=5000")

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import uvicorn
 
 import daemon_record
+import permissions
 from settings import (
     ConfigError,
     ensure_api_token,
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ensure_home(home)
         settings = load_settings(home)
+        permissions.mend_home(home, settings.models_dir)  # a home of an older daemon too
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from collections.abc import Iterable
@@ -77,11 +78,22 @@ def reconfigure(level: str, secrets: Iterable[str]) -> None:
     logging.getLogger("httpx").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
 
 
+class PrivateRotatingFileHandler(RotatingFileHandler):
+    """A log file, and each one after a rollover, created 0600 (a log names URLs and hosts);
+    rotated backups keep that mode when renamed."""
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o600)  # one an older daemon made 0644
+        return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
+
+
 def setup_logging(
     logs_dir: Path, level: str = "INFO", secrets: Iterable[str] = (), console: bool = True
 ) -> Redactor:
     """Route every logger to download.log, error.log and (optionally) stderr."""
-    logs_dir.mkdir(parents=True, exist_ok=True)
+    logs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     redactor = Redactor(secrets)
     formatter = RedactingFormatter(redactor)
     root = logging.getLogger()
@@ -91,10 +103,10 @@ def setup_logging(
             handler.close()
 
     handlers: list[logging.Handler] = [
-        RotatingFileHandler(
+        PrivateRotatingFileHandler(
             logs_dir / "download.log", maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
         ),
-        RotatingFileHandler(
+        PrivateRotatingFileHandler(
             logs_dir / "error.log", maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
         ),
     ]
