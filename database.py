@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from sqlite_utils import Database
 
 import permissions
+import url_secrets
 from schema import migrations
 
 T = TypeVar("T")
@@ -44,6 +45,15 @@ def open_database(path: Path | str) -> Database:
     db.execute("PRAGMA busy_timeout=5000")
     migrations.apply(db)
     return db
+
+
+def _update_job(db: Database, job_id: int, fields: dict[str, Any], now: str) -> None:
+    """Set a job's fields; a URL among them is stored without its credentials."""
+    if url_secrets.touches(fields):
+        held = db.execute(f"select {url_secrets.COLUMN} from jobs where id = ?", [job_id])
+        found = held.fetchone()
+        fields = url_secrets.kept_apart(fields, found[0] if found else None)
+    db["jobs"].update(job_id, {"updated_at": now, **fields})
 
 
 class Store:
@@ -116,13 +126,15 @@ class Store:
             now = utcnow()
             with db.atomic():
                 table = db["jobs"]
-                table.insert({"created_at": now, "updated_at": now, **row})
+                table.insert({"created_at": now, "updated_at": now, **url_secrets.kept_apart(row)})
                 return table.get(table.last_pk)
 
         return await self.run(op)
 
     async def insert_jobs(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Insert many jobs in ONE transaction (one commit, one fsync); the rows, in order."""
+
+        rows = [url_secrets.kept_apart(row) for row in rows]
 
         def op(db: Database) -> list[dict[str, Any]]:
             now = utcnow()
@@ -154,7 +166,7 @@ class Store:
             now = utcnow()
             with db.atomic():
                 for job_id, fields in changes:
-                    db["jobs"].update(job_id, {"updated_at": now, **fields})
+                    _update_job(db, job_id, fields, now)
             return [db["jobs"].get(job_id) for job_id, _ in changes]
 
         if not changes:
@@ -167,7 +179,8 @@ class Store:
 
         def op(db: Database) -> list[dict[str, Any]]:
             found: dict[int, dict[str, Any]] = {}
-            wanted = sorted(set(keys))
+            # Stored without a URL's credentials; answered with them, as the caller's keys are.
+            wanted = sorted({url_secrets.public_key(k) for k in keys})
             status_marks = ", ".join("?" for _ in statuses)
             for start in range(0, len(wanted), 400):
                 chunk = wanted[start : start + 400]
@@ -177,6 +190,8 @@ class Store:
                     f"(dedupe_key in ({marks}) or request_key in ({marks}))"
                 )
                 for row in db["jobs"].rows_where(where, [*statuses, *chunk, *chunk]):
+                    for key in ("dedupe_key", "request_key"):
+                        row[key] = url_secrets.revealed(row, key)
                     found[row["id"]] = row
             return sorted(found.values(), key=lambda r: -r["id"])
 
@@ -187,7 +202,7 @@ class Store:
     async def update_job(self, job_id: int, **fields: Any) -> dict[str, Any]:
         def op(db: Database) -> dict[str, Any]:
             with db.atomic():
-                db["jobs"].update(job_id, {"updated_at": utcnow(), **fields})
+                _update_job(db, job_id, fields, utcnow())
                 return db["jobs"].get(job_id)
 
         return await self.run(op)
@@ -243,7 +258,7 @@ class Store:
                 if parts:
                     db["parts"].insert_all([{**p, "job_id": job_id} for p in parts])
                 if fields:
-                    db["jobs"].update(job_id, {"updated_at": utcnow(), **fields})
+                    _update_job(db, job_id, fields, utcnow())
                     return db["jobs"].get(job_id)
             return None
 
@@ -263,7 +278,7 @@ class Store:
                             "update parts set done = ? where job_id = ? and idx = ?",
                             [p["done"], job_id, p["idx"]],
                         )
-                    db["jobs"].update(job_id, {"updated_at": utcnow(), **fields})
+                    _update_job(db, job_id, fields, utcnow())
             finally:
                 db.execute("PRAGMA synchronous=FULL")
 

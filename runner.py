@@ -26,6 +26,7 @@ import errors
 import job_query
 import library
 import safefs
+import url_secrets
 from civitai import CivitaiClient, Resolved, backoff
 from completed import file_state
 from database import Store, utcnow
@@ -140,7 +141,8 @@ class JobRunner:
             check_space, path, part_path, row.get("bytes_total") or row.get("size")
         )
 
-        link = self.links.setdefault(job_id, Link(self.civitai, row["download_url"]))
+        url = url_secrets.revealed(row, "download_url")  # with its credentials, if it has any
+        link = self.links.setdefault(job_id, Link(self.civitai, url))
         refetched = False
         while True:
             # The .part is opened (and discarded) by name: its folder is checked each time.
@@ -238,7 +240,7 @@ class JobRunner:
 
     async def _resolve_late(self, row: dict[str, Any]) -> dict[str, Any]:
         """A job queued while Civitai was unreachable: ask now, with the job's retries."""
-        req = JobRequest.model_validate_json(row["request"])
+        req = JobRequest.model_validate_json(url_secrets.revealed(row, "request"))
         attempts = row["attempts"] or 0
         while True:
             try:

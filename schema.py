@@ -7,6 +7,8 @@ from __future__ import annotations
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+import url_secrets
+
 migrations = Migrations("civitai-daemon")
 
 
@@ -199,3 +201,15 @@ def _huggingface(db: Database) -> None:
     # names its URL (its new_version_id is the commit).
     db["jobs"].add_column("verified_by", str)
     db["updates"].add_column("url", str)
+
+
+@migrations(name="015_url_secrets")
+def _url_secrets(db: Database) -> None:
+    # A job URL's credentials (user:password@, ?token=, a signature) move to url_secrets: the
+    # other columns keep the URL with *** in their place (url_secrets.py).
+    db["jobs"].add_column(url_secrets.COLUMN, str)
+    fields = ", ".join(url_secrets.URL_FIELDS)
+    for row in list(db.query(f"select id, {fields} from jobs")):
+        kept = url_secrets.kept_apart({k: row[k] for k in url_secrets.URL_FIELDS})
+        if url_secrets.COLUMN in kept:
+            db["jobs"].update(row["id"], kept)
