@@ -72,3 +72,31 @@ def test_a_urls_password_token_and_signature_download_but_are_shown_and_stored_n
         assert secret not in json.dumps(others), secret
     # Kept apart, for the download: in the url_secrets column only.
     assert TOKEN in rows[0]["url_secrets"] and signature in rows[1]["url_secrets"]
+
+
+def test_jobs_stored_by_an_older_version_have_their_credentials_moved_apart(tmp_path):
+    from database import open_database
+    from url_secrets import revealed
+
+    path = tmp_path / "completed.db"
+    db = open_database(path)
+    url = f"https://user:{PRIVATE_PASSWORD}@files.example.com/m.safetensors?token={TOKEN}&v=2"
+    # As today's main left it: the URL in clear in every column, no url_secrets column.
+    db.execute("alter table jobs drop column url_secrets")
+    db.execute("delete from _sqlite_migrations where name = '015_url_secrets'")
+    request = json.dumps({"url": url, "model_type": "other"})
+    db.execute(
+        "insert into jobs (status, model_type, priority, created_at, url, download_url, request, "
+        "request_key, dedupe_key) values ('failed', 'other', 5, '2026-01-01T00:00:00Z', "
+        "?, ?, ?, ?, ?)",
+        [url, url, request, f"url:{url}", f"url:{url}"],
+    )
+    db.conn.commit()
+    db.close()
+    row = next(open_database(path).query("select * from jobs"))
+    shown = {k: v for k, v in row.items() if k != "url_secrets"}
+    assert TOKEN not in json.dumps(shown) and PRIVATE_PASSWORD not in json.dumps(shown)
+    assert row["url"] == "https://***@files.example.com/m.safetensors?token=***&v=2"
+    assert (
+        revealed(row, "download_url") == url and json.loads(revealed(row, "request"))["url"] == url
+    )
