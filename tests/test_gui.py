@@ -78,6 +78,22 @@ def test_login_rejects_a_wrong_key_and_accepts_the_right_one(civitai, daemon, pa
     d.stop()
 
 
+def test_after_ten_wrong_keys_the_login_says_for_how_long_keys_are_refused(civitai, daemon, page):
+    d = daemon()
+    page.goto(d.url("/gui"))
+    for i in range(10):
+        page.fill("#key", f"wrong-{i}")
+        page.click("button[type=submit]")
+        expect(page.locator("#login-error")).to_contain_text("not right")
+    page.fill("#key", d.token)  # the right key too, until the minute ends
+    page.click("button[type=submit]")
+    expect(page.locator("#login-error")).to_contain_text(
+        re.compile(r"Too many wrong keys from 127\.0\.0\.1: .* refused for \d+ s more\.")
+    )
+    expect(page.locator("#key")).to_be_visible()
+    d.stop()
+
+
 def test_add_by_url_and_watch_it_complete_then_see_it_in_the_library(civitai, daemon, page, home):
     civitai.add_simple(
         4384, 128713, os.urandom(6_000_000), filename="dreamshaper_8.safetensors", type="Checkpoint"
