@@ -274,7 +274,7 @@ def test_the_civitai_token_is_in_no_log_row_response_webhook_or_process_argument
 
 
 def test_credentials_in_a_direct_url_reach_no_log_response_or_webhook(civitai, daemon, home):
-    """The user's own user:password@ and ?token= stay in the jobs table (to resume) only."""
+    """The user's own user:password@ and ?token= stay in jobs.url_secrets (to resume) only."""
     import sqlite3
 
     from tests.fake_civitai import PRIVATE_PASSWORD, PRIVATE_USER
@@ -311,7 +311,8 @@ def test_credentials_in_a_direct_url_reach_no_log_response_or_webhook(civitai, d
     for secret in (PRIVATE_PASSWORD, query_token):
         leaks = [t for t in texts if secret in t]
         assert not leaks, leaks[0][:2000]
-    # SPEC §5 lets the jobs table keep a direct url as given, to resume; nowhere else in the db.
+    # SPEC §5 lets the jobs table keep a direct url as given, to resume: its credentials are
+    # kept apart in url_secrets (issue 23), nowhere else in the db.
     db = sqlite3.connect(home / "data/completed.db")  # reads the WAL too
     kept = set()
     for (table,) in db.execute("select name from sqlite_master where type = 'table'"):
@@ -322,9 +323,7 @@ def test_credentials_in_a_direct_url_reach_no_log_response_or_webhook(civitai, d
                 if PRIVATE_PASSWORD in str(value) or query_token in str(value):
                     kept.add(f"{table}.{name}")
     db.close()
-    allowed = {"jobs.url", "jobs.download_url", "jobs.request", "jobs.dedupe_key"}
-    assert kept <= allowed | {"jobs.request_key"}, kept  # the request's own dedupe key
-    assert "jobs.url" in kept  # kept to resume, as the README says
+    assert kept == {"jobs.url_secrets"}, kept  # kept to resume, as the README says
 
 
 def test_schemathesis_fuzz_of_every_route_finds_no_server_error(civitai, daemon, home, tmp_path):
