@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
+import job_secrets
 import permissions
-import url_secrets
 from schema import migrations
 
 T = TypeVar("T")
@@ -49,10 +49,10 @@ def open_database(path: Path | str) -> Database:
 
 def _update_job(db: Database, job_id: int, fields: dict[str, Any], now: str) -> None:
     """Set a job's fields; a URL among them is stored without its credentials."""
-    if url_secrets.touches(fields):
-        held = db.execute(f"select {url_secrets.COLUMN} from jobs where id = ?", [job_id])
+    if job_secrets.touches(fields):
+        held = db.execute(f"select {job_secrets.COLUMN} from jobs where id = ?", [job_id])
         found = held.fetchone()
-        fields = url_secrets.kept_apart(fields, found[0] if found else None)
+        fields = job_secrets.kept_apart(fields, found[0] if found else None)
     db["jobs"].update(job_id, {"updated_at": now, **fields})
 
 
@@ -126,7 +126,7 @@ class Store:
             now = utcnow()
             with db.atomic():
                 table = db["jobs"]
-                table.insert({"created_at": now, "updated_at": now, **url_secrets.kept_apart(row)})
+                table.insert({"created_at": now, "updated_at": now, **job_secrets.kept_apart(row)})
                 return table.get(table.last_pk)
 
         return await self.run(op)
@@ -134,7 +134,7 @@ class Store:
     async def insert_jobs(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Insert many jobs in ONE transaction (one commit, one fsync); the rows, in order."""
 
-        rows = [url_secrets.kept_apart(row) for row in rows]
+        rows = [job_secrets.kept_apart(row) for row in rows]
 
         def op(db: Database) -> list[dict[str, Any]]:
             now = utcnow()
@@ -180,7 +180,7 @@ class Store:
         def op(db: Database) -> list[dict[str, Any]]:
             found: dict[int, dict[str, Any]] = {}
             # Stored without a URL's credentials; answered with them, as the caller's keys are.
-            wanted = sorted({url_secrets.public_key(k) for k in keys})
+            wanted = sorted({job_secrets.public_key(k) for k in keys})
             status_marks = ", ".join("?" for _ in statuses)
             for start in range(0, len(wanted), 400):
                 chunk = wanted[start : start + 400]
@@ -191,7 +191,7 @@ class Store:
                 )
                 for row in db["jobs"].rows_where(where, [*statuses, *chunk, *chunk]):
                     for key in ("dedupe_key", "request_key"):
-                        row[key] = url_secrets.revealed(row, key)
+                        row[key] = job_secrets.revealed(row, key)
                     found[row["id"]] = row
             return sorted(found.values(), key=lambda r: -r["id"])
 

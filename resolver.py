@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import errors
 import job_query
-import url_secrets
+import job_secrets
 from events import JobEvent
 from jobs import RUNNING, JobRequest, JobStatus
 
@@ -64,7 +64,7 @@ class Resolver:
             async with limit:
                 try:
                     answer = await self.queue.civitai.resolve(
-                        JobRequest.model_validate_json(url_secrets.revealed(row, "request"))
+                        JobRequest.model_validate_json(job_secrets.revealed(row, "request"))
                     )
                     return await asyncio.to_thread(
                         self.queue.job_rows.resolved_fields,

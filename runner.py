@@ -24,9 +24,9 @@ import httpx
 
 import errors
 import job_query
+import job_secrets
 import library
 import safefs
-import url_secrets
 from civitai import CivitaiClient, Resolved, backoff
 from completed import file_state
 from database import Store, utcnow
@@ -141,7 +141,7 @@ class JobRunner:
             check_space, path, part_path, row.get("bytes_total") or row.get("size")
         )
 
-        url = url_secrets.revealed(row, "download_url")  # with its credentials, if it has any
+        url = job_secrets.revealed(row, "download_url")  # with its credentials, if it has any
         link = self.links.setdefault(job_id, Link(self.civitai, url))
         refetched = False
         while True:
@@ -240,7 +240,7 @@ class JobRunner:
 
     async def _resolve_late(self, row: dict[str, Any]) -> dict[str, Any]:
         """A job queued while Civitai was unreachable: ask now, with the job's retries."""
-        req = JobRequest.model_validate_json(url_secrets.revealed(row, "request"))
+        req = JobRequest.model_validate_json(job_secrets.revealed(row, "request"))
         attempts = row["attempts"] or 0
         while True:
             try:

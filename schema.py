@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-import url_secrets
+import job_secrets
 
 migrations = Migrations("civitai-daemon")
 
@@ -206,10 +206,10 @@ def _huggingface(db: Database) -> None:
 @migrations(name="015_url_secrets")
 def _url_secrets(db: Database) -> None:
     # A job URL's credentials (user:password@, ?token=, a signature) move to url_secrets: the
-    # other columns keep the URL with *** in their place (url_secrets.py).
-    db["jobs"].add_column(url_secrets.COLUMN, str)
-    fields = ", ".join(url_secrets.URL_FIELDS)
+    # other columns keep the URL with *** in their place (job_secrets.py).
+    db["jobs"].add_column(job_secrets.COLUMN, str)
+    fields = ", ".join(job_secrets.URL_FIELDS)
     for row in list(db.query(f"select id, {fields} from jobs")):
-        kept = url_secrets.kept_apart({k: row[k] for k in url_secrets.URL_FIELDS})
-        if url_secrets.COLUMN in kept:
+        kept = job_secrets.kept_apart({k: row[k] for k in job_secrets.URL_FIELDS})
+        if job_secrets.COLUMN in kept:
             db["jobs"].update(row["id"], kept)

@@ -76,7 +76,7 @@ def test_a_urls_password_token_and_signature_download_but_are_shown_and_stored_n
 
 def test_jobs_stored_by_an_older_version_have_their_credentials_moved_apart(tmp_path):
     from database import open_database
-    from url_secrets import revealed
+    from job_secrets import revealed
 
     path = tmp_path / "completed.db"
     db = open_database(path)
