@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.conftest import wait_for, wait_job
-from tests.test_gui import browser, log_in, open_tab, shot  # noqa: F401 (browser: a fixture)
+from tests.test_gui import log_in, open_tab, shot
 
 # Every CSP violation reaches the test, whatever page it happens on (console text aside).
 CSP_LISTENER = """
@@ -46,7 +46,7 @@ class Watched:
 
 
 @pytest.fixture
-def watched(browser):  # noqa: F811
+def watched(browser):
     made: list[Watched] = []
 
     def make(**kw) -> Watched:
