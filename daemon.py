@@ -263,12 +263,18 @@ class DownloadQueue:
         """Queue each manifest entry unless its file is already completed and in place."""
         _, entries, problems = manifest.load(self.settings.manifest_path)
         todo = [(i, req) for i, req in entries if not await self.completed.already_done(req)]
-        _, failed = await self.submit_many(todo, source="manifest")
+        queued, failed = await self.submit_many(todo, source="manifest")
         model_ids = {i: req.modelId for i, req in entries}
         for f in failed:
             problem = manifest.Problem(f["index"], f["detail"], model_ids.get(f["index"]))
             log.warning("manifest.json %s not queued: %s", problem.where(), problem.detail)
             problems.append(problem)
+        log.info(
+            "manifest.json read: %d entries, %d already in place, %d in the queue",
+            len(entries),
+            len(entries) - len(todo),
+            len(queued),
+        )
         return problems
 
     # Control ----------------------------------------------------------------------------
