@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 import errors
 import job_query
 from civitai import LIST_TYPES, CivitaiClient, list_page, pick_file
-from completed import CompletedFiles
+from completed import CompletedFiles, completed_by_sha256
 from database import Store
 from jobs import model_type_from_civitai
 from versions import newest_version
@@ -175,15 +175,14 @@ async def mark_holdings(store: Store, items: list[dict[str, Any]]) -> None:
     wanted = [i for i in items if i["state"] == "new"]
     keys = [f"civitai:{i['modelVersionId']}:{i['fileId']}" for i in wanted]
     active = await job_query.active_by_key(store, keys)
-    done = await store.jobs_with_keys(keys, ["completed"])
+    done = await job_query.jobs_by_key(store, keys, ["completed"])
+    by_sha = await completed_by_sha256(store, [i["sha256"] for i in wanted if i.get("sha256")])
     completed = CompletedFiles(store)
     for item, key in zip(wanted, keys, strict=True):
         if jobs := active.get(key):
             item.update(state="queued", job_id=jobs[0]["id"], job_status=jobs[0]["status"])
             continue
-        records = [j for j in done if key in (j["dedupe_key"], j.get("request_key"))]
-        if item.get("sha256"):
-            records += await store.find_completed(None, None, item["sha256"])
+        records = done.get(key, []) + by_sha.get(item.get("sha256") or "", [])
         for record in records:
             if await completed.still_in_place(record):
                 item.update(state="downloaded", path=record["path"])
