@@ -15,6 +15,7 @@ its key, compares in constant time, and only then sends the key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -36,6 +37,7 @@ def new_salt() -> str:
     return secrets.token_hex(16)
 
 
+@functools.lru_cache(maxsize=4)  # the CLI proves the daemon before each request: one scrypt
 def stretch(key: str, salt: str) -> bytes:
     """scrypt(key, salt): what one guess at the key costs someone who asked the route."""
     return hashlib.scrypt(
