@@ -13,6 +13,8 @@ from roles import Role, key_for_role
 router = APIRouter(tags=["system"])
 # One per process: its salt is drawn at each start (daemon_proof.py says why).
 PROVER = daemon_proof.Prover()
+# One scrypt (16 MiB) at a time: a burst of first challenges does not take 16 MiB each.
+STRETCHING = asyncio.Lock()
 
 
 class Health(BaseModel):
@@ -40,6 +42,7 @@ async def challenge(request: Request, nonce: str = "") -> Challenge:
     keys = [k for k in (key_for_role(settings, r) for r in Role) if k]
     port = settings.active_port or 0  # the bound port: launch.py sets it, a reload keeps it
     if not all(PROVER.knows(k) for k in keys):
-        # scrypt once per key, in a thread: the event loop keeps serving meanwhile.
-        await asyncio.to_thread(lambda: [PROVER.stretched(k) for k in keys])
+        async with STRETCHING:
+            # scrypt once per key, in a thread: the event loop keeps serving meanwhile.
+            await asyncio.to_thread(lambda: [PROVER.stretched(k) for k in keys])
     return Challenge(**PROVER.answer(keys, nonce, port))

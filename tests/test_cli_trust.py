@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 import daemon_proof
-from tests.conftest import write_config
+from tests.conftest import skip_unless_ci, write_config
 from tests.standin import CLOSE, CUT, RESET, StandIn, reply
 from tests.test_cli import cli, start_on_port
 
@@ -143,9 +143,14 @@ def test_a_daemon_json_others_could_have_written_is_not_used(home, tmp_path):
         result = cli(home, "status")
         assert_refused(result, stranger, contacted=False)
         assert "symbolic link" in result.stderr, result.stderr
-        path.unlink()
-        record(home, url)
-        assert os.getuid() == 0, "chown to another user needs root; the unit check below too"
+
+
+def test_a_daemon_json_owned_by_another_user_is_not_used(home):
+    if os.getuid() != 0:
+        skip_unless_ci("chown to another user needs root (the unit test below checks the rule)")
+    with StandIn(answers_like_a_daemon) as stranger:
+        home_naming(home, None)
+        path = record(home, f"http://127.0.0.1:{stranger.port}")
         os.chown(path, 4242, 4242)
         result = cli(home, "status")
         assert_refused(result, stranger, contacted=False)
