@@ -144,6 +144,30 @@ def _upsert(
     return index + 1, not picked
 
 
+def record_update(
+    path: Path,
+    index: int,
+    same: Callable[[dict[str, Any]], bool],
+    change: Callable[[dict[str, Any]], dict[str, Any]],
+    mode: str,
+) -> None:
+    """An update found for entry `index` (found again by `same` if the file changed since the
+    check began): `replace` puts `change(entry)` in its place, `append` adds it beside it.
+    Every other field a person put in the entry is kept by `change`."""
+    raw, _, _ = load(path)
+    if not (0 <= index < len(raw)) or not (isinstance(raw[index], dict) and same(raw[index])):
+        matches = [i for i, e in enumerate(raw) if isinstance(e, dict) and same(e)]
+        if not matches:
+            return
+        index = matches[-1]
+    new = change(raw[index])
+    if mode == "replace":
+        raw[index] = new
+    else:
+        raw.append(new)
+    save(path, raw)
+
+
 def _readable_or_refuse(path: Path) -> list[Any]:
     """A manifest that is not a JSON array is never overwritten: a person's file stays as it is."""
     try:
