@@ -111,7 +111,24 @@ def main(argv: list[str]) -> int:
     compile_own = ["python", "-m", "compileall", "-q", "-x", r"/\.", "."]  # not .venv & co.
     subprocess.call([uv, "run", "--frozen", *compile_own], cwd=REPO, stdout=subprocess.DEVNULL)
     say("pytest")
-    return subprocess.call([uv, "run", "--frozen", "pytest", *argv], cwd=REPO)
+    return subprocess.call([uv, "run", "--frozen", "pytest", *parallel(argv), *argv], cwd=REPO)
+
+
+def parallel(argv: list[str]) -> list[str]:
+    """pytest-xdist on every core, tests handed out as workers free up (each worker starts one
+    Chromium for its GUI tests); unless the arguments choose otherwise (-n 0 runs in-process)."""
+    chosen = any(
+        a in ("-n", "--numprocesses") or a.startswith(("-n", "--numprocesses=")) for a in argv
+    )
+    if chosen or "no:xdist" in argv:
+        return []
+    return ["-n", str(workers()), "--dist", "worksteal"]
+
+
+def workers() -> int:
+    """One pytest worker per core, at least two: most of a test's time is spent waiting on a
+    daemon or a browser, so even one core keeps two busy."""
+    return max(2, os.cpu_count() or 1)
 
 
 if __name__ == "__main__":
