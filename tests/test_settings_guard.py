@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import config_rules
 from tests.conftest import REPO, read_config, wait_for, write_config
 
 SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])  # the venv's: the daemon runs this Python
@@ -67,9 +68,7 @@ def test_a_download_dir_over_the_code_or_the_state_stops_the_start(
     assert "GUI:" not in result.stdout
 
 
-def test_the_default_download_dir_in_a_home_that_is_the_checkout_starts(tmp_path):
-    import config_rules
-
+def test_the_default_data_models_is_allowed_also_in_a_home_that_is_the_checkout(tmp_path):
     assert config_rules.download_dir_problem(REPO / "data" / "models", REPO) is None
     assert (
         config_rules.download_dir_problem(tmp_path / "home" / "data" / "models", tmp_path / "home")
@@ -124,8 +123,6 @@ def test_a_weak_key_in_config_json_is_warned_about_at_start_and_on_sighup(civita
     assert said in d.stderr_text() and "warning:" in d.stderr_text()
     wait_for(lambda: said in log_text(home), what="the warning in the log")
     generated = read_config(home)["api_token"]  # made by the first start
-    import config_rules
-
     assert config_rules.key_bits(generated) >= 128 and config_rules.weak_key("k", generated) is None
     os.kill(d.proc.pid, signal.SIGHUP)
     wait_for(lambda: f"SIGHUP: {said}" in log_text(home), what="the warning on SIGHUP")
