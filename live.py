@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import logging
 import os
 import re
@@ -288,8 +289,8 @@ def _unmask_urls(changes: dict[str, Any], current: Settings) -> None:
             return url_secrets.unmask(value, candidates, always)
         except KeyError:
             raise errors.InvalidSetting(
-                f"key '{label}': {value} is how a URL holding a credential is shown, and no "
-                "configured URL shows so; send the whole URL to change it"
+                f"key '{label}': {json.dumps(value)} is how a URL holding a credential is "
+                "shown, and no configured URL shows so; send the whole URL to change it"
             ) from None
 
     for key in url_secrets.ALWAYS_MASKED:

@@ -90,7 +90,7 @@ async def view(live: LiveSettings, applied: Applied | None = None) -> dict[str, 
             if (key == "civitai_token" and live.token_from_environment)
             or (key == "hf_token" and live.environ.get(HF_TOKEN_ENV))
             else "config",
-            secret=is_secret(key),
+            secret=is_secret(key) or key in url_secrets.ALWAYS_MASKED,
             description=Settings.model_fields[key].description,
             next_start=later[key] if key in pending else None,
         )

@@ -142,6 +142,7 @@ def test_urls_holding_credentials_are_shown_only_as_set_with_a_hint(civitai, dae
         for secret in ("hook-pass", "hook-user", "query-secret", "discord-token", "tg-pass"):
             assert secret not in r.text, secret
         shown = r.json()["settings"]
+        assert r.json()["keys"]["webhook_url"]["secret"]
         assert shown["webhook_url"] == {"set": True, "hint": "https://hooks.example:8443/…"}
         assert shown["notify"][0]["url"] == {
             "set": True,
