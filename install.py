@@ -116,12 +116,17 @@ def resolve_home(arg: str | None, service: bool = False) -> Path:
 def service_home_problem(home: Path, chosen: bool) -> str:
     """Why the service cannot use `home`, or "": it may not be or hold the checkout (the unit
     would let the daemon write its code), and an old home in the checkout is moved first."""
+    old = [n for n in HOME_FILES if (REPO / n).exists()]
+    move = (
+        f" The checkout holds a home ({', '.join(old)}): move it first (README, Moving the "
+        "service's home):\n" + "\n".join(f"  {line}" for line in move_commands(SERVICE_HOME))
+    )
     if home == REPO or REPO.is_relative_to(home):
         return (
             f"the service's home {home} would hold the checkout {REPO}, and the service may not "
-            f"write its own code: use a home outside it (--home {SERVICE_HOME}, the default)"
+            f"write its own code: use a home outside it (--home {SERVICE_HOME}, the default)."
+            + (move if old else "")
         )
-    old = [n for n in HOME_FILES if (REPO / n).exists()]
     if not chosen and old and not (home / "config.json").exists():
         return (
             f"the checkout {REPO} holds a home ({', '.join(old)}) from before the service's "

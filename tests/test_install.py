@@ -147,6 +147,9 @@ def test_the_service_refuses_a_home_that_holds_its_code(tmp_path, monkeypatch):
     assert f"holds a home (config.json) from before the service's home moved to {new}" in said
     assert f"sudo mv config.json manifest.json {new}/" in said
     assert install.service_home_problem(new, chosen=True) == ""  # --home given: as asked
+    said = install.service_home_problem(checkout, chosen=True)  # --home the old home itself
+    assert "may not write its own code" in said and "move it first" in said
+    assert f"sudo mv config.json manifest.json {install.SERVICE_HOME}/" in said
 
 
 def test_a_download_dir_outside_the_home_is_writable_too(tmp_path):
