@@ -23,6 +23,7 @@ CHROMIUM_FIX = (
 )
 NGINX = "/usr/sbin/nginx"
 NGINX_FIX = "install it with `sudo apt-get install nginx` (python3 run_tests.py does it as root)"
+STRACE_FIX = "install it with `sudo apt-get install strace` (python3 run_tests.py does it as root)"
 SYSTEMD_ANALYZE_FIX = (
     "install it with `sudo apt-get install systemd` (python3 run_tests.py does it as root)"
 )
@@ -74,9 +75,10 @@ def has_passwordless_sudo() -> bool:
 
 
 def ensure_system_tools() -> None:
-    """Install Chromium (the GUI tests), nginx (tests/test_proxy.py) and systemd-analyze (the
-    unit's check) where they are missing and we may; never stop the run over it: the tests that
-    need them fail, naming the fix."""
+    """Install Chromium (the GUI tests), nginx (tests/test_proxy.py), strace
+    (tests/test_fsync.py) and systemd-analyze (the unit's check in tests/test_install.py) where
+    they are missing and we may; never stop the run over it: the tests that need them fail,
+    naming the fix."""
     is_root = hasattr(os, "geteuid") and os.geteuid() == 0
     apt = bool(shutil.which("apt-get"))
     plans = []
@@ -86,6 +88,9 @@ def ensure_system_tools() -> None:
     if not os.path.exists(NGINX):
         sudo = not is_root and has_passwordless_sudo()
         plans.append(apt_plan("nginx", "tests/test_proxy.py", NGINX_FIX, is_root, sudo, apt))
+    if not shutil.which("strace"):
+        sudo = not is_root and has_passwordless_sudo()
+        plans.append(apt_plan("strace", "tests/test_fsync.py", STRACE_FIX, is_root, sudo, apt))
     if not shutil.which("systemd-analyze"):
         sudo = not is_root and has_passwordless_sudo()
         why = "tests/test_install.py (systemd-analyze verify)"
@@ -108,6 +113,11 @@ def main(argv: list[str]) -> int:
         say(" ".join(step))
         if subprocess.call([uv, "run", "--frozen", *step], cwd=REPO):
             return 1
+    # The project's own modules as bytecode too (the venv's are, by uv sync): each of the
+    # suite's hundreds of daemon starts would otherwise compile them again where
+    # PYTHONDONTWRITEBYTECODE is set.
+    compile_own = ["python", "-m", "compileall", "-q", "-x", r"/\.", "."]  # not .venv & co.
+    subprocess.call([uv, "run", "--frozen", *compile_own], cwd=REPO, stdout=subprocess.DEVNULL)
     say("pytest")
     return subprocess.call([uv, "run", "--frozen", "pytest", *argv], cwd=REPO)
 

@@ -7,44 +7,12 @@ import os
 import re
 from pathlib import Path
 
-import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from run_tests import CHROMIUM_FIX, chromium_path
 from tests.conftest import read_config, wait_for
 from tests.fake_civitai import TOKEN
 
-CHROMIUM = chromium_path() or os.environ.get("CHROMIUM") or "chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    # Never a skip: a GUI left untested must show as a failure, with the fix.
-    assert Path(CHROMIUM).exists(), (
-        f"The GUI tests need Chromium; {CHROMIUM} is missing: {CHROMIUM_FIX}."
-    )
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 860})
-    pg = context.new_page()
-    pg.set_default_timeout(15_000)
-    yield pg
-    context.close()
 
 
 def shot(page: Page, name: str) -> None:

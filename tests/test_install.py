@@ -70,7 +70,7 @@ def test_dry_run_prints_every_step_and_the_unit_and_changes_nothing(tmp_path):
     result = run_install("--dry-run", "--service", "--home", str(home), "--user", "civitai")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "would run:" in out and "sync --frozen --no-dev" in out
+    assert "would run:" in out and "sync --frozen --compile-bytecode --no-dev" in out
     assert f"would create the home {home}" in out
     assert f"would write /etc/systemd/system/{install.UNIT_NAME}" in out
     assert f"ExecStart={REPO}/.venv/bin/python {REPO}/launch.py --home {home}" in out
