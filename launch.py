@@ -190,6 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     from main import create_app
 
     setup_logging(settings.logs_dir, settings.log_level, settings.secret_values())
+    # A weak key in config.json was put there on this machine: said at each start, not refused,
+    # so that a home keeps starting; PATCH /api/settings refuses one (live.prepare_patch).
+    for weak in settings.weak_keys():
+        print(f"warning: {settings.config_path}: {weak}", file=sys.stderr, flush=True)
+        log.warning("%s: %s", settings.config_path, weak)
     # No sys.setswitchinterval: since transfers left the event loop (transfer.py), a 0.5 ms GIL
     # switch interval no longer pays. 1 GiB, one connection, 4 interleaved rounds (medians):
     # 0.5 ms 2.80 s wall / 2.13 s CPU, Python's default 5 ms 2.50 s / 1.84 s (curl 1.94 s).

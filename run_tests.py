@@ -24,6 +24,9 @@ CHROMIUM_FIX = (
 NGINX = "/usr/sbin/nginx"
 NGINX_FIX = "install it with `sudo apt-get install nginx` (python3 run_tests.py does it as root)"
 STRACE_FIX = "install it with `sudo apt-get install strace` (python3 run_tests.py does it as root)"
+SYSTEMD_ANALYZE_FIX = (
+    "install it with `sudo apt-get install systemd` (python3 run_tests.py does it as root)"
+)
 
 
 def chromium_path() -> str | None:
@@ -72,9 +75,10 @@ def has_passwordless_sudo() -> bool:
 
 
 def ensure_system_tools() -> None:
-    """Install Chromium (the GUI tests), nginx (tests/test_proxy.py) and strace
-    (tests/test_fsync.py) where they are missing and we may; never stop the run over it: the
-    tests that need them fail, naming the fix."""
+    """Install Chromium (the GUI tests), nginx (tests/test_proxy.py), strace
+    (tests/test_fsync.py) and systemd-analyze (the unit's check in tests/test_install.py) where
+    they are missing and we may; never stop the run over it: the tests that need them fail,
+    naming the fix."""
     is_root = hasattr(os, "geteuid") and os.geteuid() == 0
     apt = bool(shutil.which("apt-get"))
     plans = []
@@ -87,6 +91,10 @@ def ensure_system_tools() -> None:
     if not shutil.which("strace"):
         sudo = not is_root and has_passwordless_sudo()
         plans.append(apt_plan("strace", "tests/test_fsync.py", STRACE_FIX, is_root, sudo, apt))
+    if not shutil.which("systemd-analyze"):
+        sudo = not is_root and has_passwordless_sudo()
+        why = "tests/test_install.py (systemd-analyze verify)"
+        plans.append(apt_plan("systemd", why, SYSTEMD_ANALYZE_FIX, is_root, sudo, apt))
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for plan in plans:
         say(plan.message)

@@ -110,6 +110,24 @@ NOT_RUN: dict[str, str] = {
     "(with --version for pytest)",
     "sudo ./setup.sh": "installs a system service: test_install.py runs setup.sh --no-start, and "
     "install.py --dry-run --service prints the unit it would install",
+    **dict.fromkeys(
+        [
+            "sudo systemctl stop civitai-daemon",
+            "sudo mkdir -p /var/lib/civitai-daemon/data /var/lib/civitai-daemon/logs",
+            "cd /opt/civitai-daemon && sudo mv config.json manifest.json /var/lib/civitai-daemon/",
+            "sudo mv data/* /var/lib/civitai-daemon/data/ && sudo mv logs/* "
+            "/var/lib/civitai-daemon/logs/",
+            "for t in completed jobs file_hashes; do sudo .venv/bin/sqlite-utils "
+            '/var/lib/civitai-daemon/data/completed.db "update $t set path = '
+            "'/var/lib/civitai-daemon/data/' || substr(path, 26) where path like "
+            "'/opt/civitai-daemon/data/%'\"; done",
+            "sudo python3 install.py --user civitai",
+        ],
+        "moves an installed service's home as root: test_install.py::"
+        "test_the_service_refuses_a_home_that_holds_its_code checks that install.py stops and "
+        "prints these commands for its checkout, and test_the_moved_home_keeps_its_library runs "
+        "them (without sudo and systemctl) on a home in a clone",
+    ),
     # The webhook sender in sh is run, with its daemon's port and secret, by
     # test_security_auth.py::test_the_readme_sender_examples_are_accepted_once[sh].
     **dict.fromkeys(
