@@ -12,10 +12,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import errors
-from civitai import LIST_TYPES, CivitaiClient, with_retries
+from civitai import LIST_TYPES, CivitaiClient, list_page, with_retries
 from database import Store
 from jobs import ACTIVE_SQL, model_type_from_civitai
 from layout import Layout
@@ -123,21 +122,6 @@ class Search:
         return params
 
 
-def next_cursor(metadata: Any) -> str | None:
-    """Civitai's `metadata.nextCursor`, else the `cursor` of its `metadata.nextPage` URL."""
-    if not isinstance(metadata, dict):
-        return None
-    cursor = metadata.get("nextCursor")
-    if cursor not in (None, ""):
-        return str(cursor)
-    page = metadata.get("nextPage")
-    if isinstance(page, str) and page:
-        found = parse_qs(urlsplit(page).query).get("cursor")
-        if found and found[0]:
-            return found[0]
-    return None
-
-
 def is_nsfw_image(image: dict[str, Any]) -> bool:
     """An image above PG-13 (`nsfwLevel`), or marked NSFW the 2022 way (`nsfw`: true, "Soft"…)."""
     level = image.get("nsfwLevel")
@@ -215,13 +199,10 @@ def shape(data: Any, nsfw: bool) -> tuple[list[dict[str, Any]], str | None]:
     """(items, nextCursor) of a list answer; NSFW models dropped here too unless `nsfw`."""
     if not isinstance(data, dict) or not isinstance(data.get("items"), list):
         raise errors.NotJSON("data without a list of models")
+    models, cursor = list_page(data)
     now = datetime.now(UTC)
-    items = [
-        shape_model(m, nsfw, now)
-        for m in data["items"]
-        if isinstance(m, dict) and (nsfw or not m.get("nsfw"))
-    ]
-    return items, next_cursor(data.get("metadata"))
+    items = [shape_model(m, nsfw, now) for m in models if nsfw or not m.get("nsfw")]
+    return items, cursor
 
 
 async def mark_states(store: Store, items: list[dict[str, Any]]) -> None:

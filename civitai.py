@@ -7,7 +7,7 @@ import ipaddress
 import logging
 import random
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -191,6 +191,33 @@ def pick_file(version: dict[str, Any], file_id: int | None, **match: str) -> dic
     raise AssertionError("unreachable")
 
 
+def next_cursor(metadata: Any) -> str | None:
+    """Civitai's `metadata.nextCursor`, else the `cursor` of its `metadata.nextPage` URL."""
+    if not isinstance(metadata, dict):
+        return None
+    cursor = metadata.get("nextCursor")
+    if cursor not in (None, ""):
+        return str(cursor)
+    page = metadata.get("nextPage")
+    if isinstance(page, str) and page:
+        found = parse_qs(urlsplit(page).query).get("cursor")
+        if found and found[0]:
+            return found[0]
+    return None
+
+
+def list_page(data: Any) -> tuple[list[dict[str, Any]], str | None]:
+    """A list answer's items (the objects among them) and its next cursor; NotJSON when it is
+    not of that shape (a JSON array, a string, `items` or `metadata` of the wrong type)."""
+    items = data.get("items") if isinstance(data, dict) else None
+    metadata = data.get("metadata") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or not isinstance(items, list | None):
+        raise errors.NotJSON("an answer that is not a list of items")
+    if not isinstance(metadata, dict | None):
+        raise errors.NotJSON("an answer whose metadata is not an object")
+    return [i for i in items or [] if isinstance(i, dict)], next_cursor(metadata)
+
+
 class CivitaiClient:
     def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
         self.http = http
@@ -263,21 +290,32 @@ class CivitaiClient:
 
     async def get_models(self, ids: list[int]) -> tuple[list[dict[str, Any]], int]:
         """Up to 100 models by id, NSFW ones included (Civitai hides them without `nsfw=true`),
-        following `metadata.nextCursor` when Civitai answers over more than one page; and the
-        number of requests that took."""
+        following the cursor when Civitai answers over more than one page; and the number of
+        requests that took."""
         params: dict[str, Any] = {"ids": ",".join(map(str, ids)), "limit": 100, "nsfw": "true"}
         items: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        for page in range(1, MAX_PAGES + 1):
-            data = await self.get_json("/api/v1/models", params)
-            items += [m for m in data.get("items") or [] if isinstance(m, dict)]
-            cursor = (data.get("metadata") or {}).get("nextCursor")
-            if cursor in (None, "") or str(cursor) in seen:
+        async for page, found, more in self.model_pages(params, MAX_PAGES):
+            items += found
+            if not more:
                 return items, page
-            seen.add(str(cursor))
-            params = {**params, "cursor": str(cursor)}
         log.warning("models %s..%s: more than %d pages; the rest not read", ids[0], ids[-1], page)
         return items, MAX_PAGES
+
+    async def model_pages(
+        self, params: dict[str, Any], max_pages: int, path: str = "/api/v1/models"
+    ) -> AsyncIterator[tuple[int, list[dict[str, Any]], bool]]:
+        """Each page of a Civitai list, following its cursor, at most `max_pages` of them:
+        (page number from 1, its items, whether Civitai offers another). A cursor seen before
+        ends the walk, as one that never ends would loop."""
+        seen: set[str] = set()
+        for page in range(1, max_pages + 1):
+            items, cursor = list_page(await self.get_json(path, params))
+            more = cursor is not None and cursor not in seen
+            yield page, items, more
+            if not more:
+                return
+            seen.add(cursor)
+            params = {**params, "cursor": cursor}
 
     async def get_version(self, version_id: int) -> dict[str, Any]:
         try:

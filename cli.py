@@ -11,44 +11,25 @@ active_port in config.json) and takes the key from config.json.
     ./civitai bulk USERNAME [--type LORA] [--yes] [--track]   (a creator's models: preview, ask)
     ./civitai completed · updates [--check] · scan · url · key
 Every command takes --json (for scripts), --home DIR and --url URL (or $CIVITAI_DAEMON_URL;
-$CIVITAI_DAEMON_TOKEN overrides the key). No daemon found: exit code 3.
+$CIVITAI_DAEMON_TOKEN overrides the key). The key goes only to a daemon that first proves it
+holds it (daemon_client.py). No daemon found, or none that proves it: exit code 3.
 """
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
-import os
 import re
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-import httpx
-
-import daemon_record
-from settings import ConfigError, local_url, read_config, resolve_home
+from daemon_client import CliError, Daemon, NoDaemon, call, connect, one_line
+from daemon_record import is_loopback as is_loopback  # tests and scripts import it from here
 from sizes import human_bytes
 
 EXIT_NO_DAEMON = 3
-
-
-class CliError(Exception):
-    """A sentence for the person at the terminal; exit code 1."""
-
-
-class NoDaemon(CliError):
-    """No daemon answers where the CLI looked; exit code 3."""
-
-
-@dataclass
-class Daemon:
-    client: httpx.Client
-    stale: str = ""  # why data/daemon.json was not used, when it was left by a dead process
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -61,16 +42,6 @@ def printable(value: Any, lines: bool = False) -> str:
     return (_ESCAPES if lines else _CONTROL).sub("?", str(value))
 
 
-def is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def table(rows: list[list[Any]], headers: list[str]) -> str:
     cells = [[printable(c if c is not None else "-") for c in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
@@ -78,70 +49,6 @@ def table(rows: list[list[Any]], headers: list[str]) -> str:
     out = [line, "  ".join("-" * w for w in widths)]
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
     return "\n".join(out)
-
-
-def connect(home_arg: str | None, url_arg: str | None = None) -> Daemon:
-    """A client for the daemon: --url or $CIVITAI_DAEMON_URL, else the home's running daemon
-    (data/daemon.json, written by launch.py), else the home's active_port."""
-    home = resolve_home(home_arg)
-    try:
-        config = read_config(home)
-    except ConfigError as exc:
-        raise CliError(str(exc)) from None
-    token = os.environ.get("CIVITAI_DAEMON_TOKEN") or config.get("api_token")
-    url = url_arg or os.environ.get("CIVITAI_DAEMON_URL")
-    if url and not is_loopback(url) and not os.environ.get("CIVITAI_DAEMON_TOKEN"):
-        raise CliError(
-            f"{url} is not on this machine: this home's API key is not sent there. Give that "
-            f"daemon's key in the environment variable CIVITAI_DAEMON_TOKEN."
-        )
-    stale = ""
-    if not url:
-        record = daemon_record.read(home)
-        if record is not None and daemon_record.is_running(record.pid):
-            url = record.url
-        elif record is not None:
-            stale = (
-                f"{daemon_record.record_path(home)} names process {record.pid} (port "
-                f"{record.port}, started {record.started}), which is no longer running: that "
-                f"daemon stopped without a clean shutdown (killed or crashed). "
-            )
-    if not url and config.get("active_port"):
-        url = local_url(config.get("host") or "127.0.0.1", config["active_port"])
-    if not url or not token:
-        why = "no daemon.json in its data folder and no active_port in config.json"
-        if not token:
-            why = "config.json has no api_token"
-        raise NoDaemon(
-            f"{stale}No daemon is running with the home {home} ({why}). Start it with: "
-            f".venv/bin/python launch.py --home {home} in the checkout, or pass --url URL"
-            if stale
-            else f"No daemon has run with the home {home} yet ({why}). Start it with: "
-            f".venv/bin/python launch.py --home {home} in the checkout, or pass --url URL"
-        )
-    client = httpx.Client(
-        base_url=url.rstrip("/"), headers={"Authorization": f"Bearer {token}"}, timeout=120
-    )
-    return Daemon(client, stale)
-
-
-def call(daemon: Daemon, method: str, path: str, **kw: Any) -> Any:
-    try:
-        response = daemon.client.request(method, path, **kw)
-    except httpx.TransportError:
-        raise NoDaemon(
-            f"{daemon.stale}The daemon is not running (nothing answers at "
-            f"{daemon.client.base_url}). Start it with `.venv/bin/python launch.py` in the "
-            f"checkout or `systemctl start civitai-daemon`."
-        ) from None
-    try:
-        data = response.json()
-    except ValueError:
-        data = None
-    if response.status_code >= 400:
-        detail = data.get("detail") if isinstance(data, dict) else response.text
-        raise CliError(f"{detail} ({response.status_code})")
-    return data
 
 
 def job_rows(jobs: list[dict[str, Any]]) -> str:
@@ -191,11 +98,11 @@ def run(args: argparse.Namespace) -> tuple[Any, str]:
         )
         return s, text + ("\n" + job_rows(s["active"]) if s["active"] else "")
     if cmd == "url":
+        call(c, "GET", "/api/health")  # scripts send the key there: only to a proven daemon
         url = str(c.client.base_url).rstrip("/")
         return {"url": url}, url
     if cmd == "key":
-        key = c.client.headers["Authorization"].removeprefix("Bearer ")
-        return {"api_token": key}, key
+        return {"api_token": c.token}, c.token
     if cmd == "list":
         params = {"limit": args.limit} | ({"status": args.status} if args.status else {})
         data = call(c, "GET", "/api/jobs", params=params)
@@ -470,8 +377,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         data, text = run(args)
     except CliError as exc:
-        print(f"error: {printable(exc, lines=True)}", file=sys.stderr)  # noqa: T201
+        print(f"error: {printable(one_line(exc))}", file=sys.stderr)  # noqa: T201
         return EXIT_NO_DAEMON if isinstance(exc, NoDaemon) else 1
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        # An answer of another shape than this CLI reads (a daemon of another version, or not
+        # a daemon at all): one sentence, never a traceback.
+        what = "a field of the wrong type"
+        if isinstance(exc, KeyError):
+            what = f"no field {printable(exc.args[0] if exc.args else '')!r}"
+        print(  # noqa: T201
+            f"error: the daemon's answer to {args.command} is not what this CLI reads ({what}), so "
+            f"the daemon may be of another version than the CLI.",
+            file=sys.stderr,
+        )
+        return 1
     print(json.dumps(data, indent=2) if args.json else printable(text, lines=True))  # noqa: T201
     return 0
 

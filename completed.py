@@ -12,6 +12,9 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from sqlite_utils import Database
+
+import job_query
 from database import Store
 from jobs import JobRequest
 from scanner import file_sha256
@@ -26,6 +29,22 @@ def file_state(path: Path) -> FileState | None:
     except OSError:
         return None
     return (st.st_size, st.st_mtime_ns, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+
+
+async def completed_by_sha256(store: Store, hashes: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """`completed` records by lower-case SHA256, newest first; one query (400 hashes at a time)."""
+    wanted = sorted({h.lower() for h in hashes})
+
+    def op(db: Database) -> dict[str, list[dict[str, Any]]]:
+        found: dict[str, list[dict[str, Any]]] = {}
+        for start in range(0, len(wanted), 400):
+            chunk = wanted[start : start + 400]
+            where = f"lower(sha256) in ({', '.join('?' for _ in chunk)})"
+            for row in db["completed"].rows_where(where, chunk, order_by="id desc"):
+                found.setdefault(row["sha256"].lower(), []).append(row)
+        return found
+
+    return await store.read(op) if wanted else {}
 
 
 class CompletedFiles:
@@ -44,10 +63,7 @@ class CompletedFiles:
         keys = {row["dedupe_key"] for row in rows} | {
             row["request_key"] for row in rows if row["request_key"].startswith("civitai:")
         }
-        by_key: dict[str, list[dict[str, Any]]] = {}
-        for job in await self.store.jobs_with_keys(sorted(keys), ["completed"]):  # newest first
-            for key in {job["dedupe_key"], job.get("request_key")} & keys:
-                by_key.setdefault(key, []).append(job)
+        by_key = await job_query.jobs_by_key(self.store, keys, ["completed"])  # newest first
         found: list[tuple[dict[str, Any], FileState] | None] = []
         for row in rows:
             candidates = by_key.get(row["dedupe_key"], [])

@@ -263,12 +263,9 @@ class DownloadQueue:
         """Queue each manifest entry unless its file is already completed and in place."""
         _, entries, problems = manifest.load(self.settings.manifest_path)
         todo = [(i, req) for i, req in entries if not await self.completed.already_done(req)]
-        _, failed = await self.submit_many(todo, source="manifest")
-        model_ids = {i: req.modelId for i, req in entries}
-        for f in failed:
-            problem = manifest.Problem(f["index"], f["detail"], model_ids.get(f["index"]))
-            log.warning("manifest.json %s not queued: %s", problem.where(), problem.detail)
-            problems.append(problem)
+        queued, failed = await self.submit_many(todo, source="manifest")
+        problems += not_queued(entries, failed)
+        log_manifest_read(len(entries), len(entries) - len(todo), len(queued))
         return problems
 
     # Control ----------------------------------------------------------------------------
@@ -346,3 +343,26 @@ class DownloadQueue:
 def _job_of(ref: dict[str, Any], inserted: list[dict[str, Any]]) -> dict[str, Any]:
     """A job `_enqueue` refers to: an active one, or the one inserted for a `_new` index."""
     return inserted[ref["_new"]] if "_new" in ref else ref
+
+
+def not_queued(
+    entries: list[tuple[int, JobRequest]], failed: list[dict[str, Any]]
+) -> list[manifest.Problem]:
+    """The manifest entries the queue refused, each logged."""
+    model_ids = {i: req.modelId for i, req in entries}
+    problems = []
+    for f in failed:
+        problem = manifest.Problem(f["index"], f["detail"], model_ids.get(f["index"]))
+        log.warning("manifest.json %s not queued: %s", problem.where(), problem.detail)
+        problems.append(problem)
+    return problems
+
+
+def log_manifest_read(entries: int, in_place: int, queued: int) -> None:
+    """What a start made of manifest.json: the line to wait for before counting its jobs."""
+    log.info(
+        "manifest.json read: %d entries, %d already in place, %d in the queue",
+        entries,
+        in_place,
+        queued,
+    )

@@ -3,8 +3,9 @@
     python3 install.py             # uv, the runtime, the home; as root a service, else start
     python3 install.py --dry-run   # print every step and the rendered unit, change nothing
     python3 install.py --uninstall # stop and remove the service; keep the home and its data
-Options: --home DIR, --user NAME (the service's user), --service (insist on the service),
---no-service, --no-start. Running it again is safe: each step checks what is already there.
+Options: --home DIR (default: /var/lib/civitai-daemon for the service, else this folder),
+--user NAME (the service's user), --service (insist on the service), --no-service, --no-start.
+Running it again is safe: each step checks what is already there.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ EXIT_USAGE = 2
 UNIT_NAME = "civitai-daemon.service"
 UNIT_DIR = Path("/etc/systemd/system")
 TEMPLATE = REPO / "systemd" / UNIT_NAME
+# The service's home: outside the checkout, so that the unit can let the daemon write its home
+# and never its own code or venv (ProtectSystem=strict keeps everything else read-only).
+SERVICE_HOME = Path("/var/lib/civitai-daemon")
+HOME_FILES = ("config.json", "manifest.json")
 
 
 def say(message: str) -> None:
@@ -88,7 +93,9 @@ def find_uv(dry_run: bool = False) -> str:
 def sync_command(uv: str, dev: bool) -> list[str]:
     """`uv sync`: the runtime only for a user's install; with the dev group for run_tests.py."""
     frozen = ["--frozen"] if (REPO / "uv.lock").exists() else []
-    return [uv, "sync", *frozen, *([] if dev else ["--no-dev"])]
+    # Bytecode compiled once here, not by every start: where PYTHONDONTWRITEBYTECODE is set (or
+    # the venv is read-only to the service) Python would compile FastAPI & co. at each start.
+    return [uv, "sync", *frozen, "--compile-bytecode", *([] if dev else ["--no-dev"])]
 
 
 def uv_sync(uv: str, dev: bool = False) -> None:
@@ -102,9 +109,48 @@ def venv_python() -> Path:
     return REPO / ".venv" / "bin" / "python"
 
 
-def resolve_home(arg: str | None) -> Path:
-    chosen = arg or os.environ.get("CIVITAI_DAEMON_HOME") or REPO
+def resolve_home(arg: str | None, service: bool = False) -> Path:
+    """--home, else $CIVITAI_DAEMON_HOME, else SERVICE_HOME for the service, else the checkout."""
+    chosen = arg or os.environ.get("CIVITAI_DAEMON_HOME") or (SERVICE_HOME if service else REPO)
     return Path(chosen).expanduser().resolve()
+
+
+def service_home_problem(home: Path, chosen: bool) -> str:
+    """Why the service cannot use `home`, or "": it may not be or hold the checkout (the unit
+    would let the daemon write its code), and an old home in the checkout is moved first."""
+    old = [n for n in HOME_FILES if (REPO / n).exists()]
+    move = (
+        f" The checkout holds a home ({', '.join(old)}): move it first (README, Moving the "
+        "service's home):\n" + "\n".join(f"  {line}" for line in move_commands(SERVICE_HOME))
+    )
+    if home == REPO or REPO.is_relative_to(home):
+        return (
+            f"the service's home {home} would hold the checkout {REPO}, and the service may not "
+            f"write its own code: use a home outside it (--home {SERVICE_HOME}, the default)."
+            + (move if old else "")
+        )
+    if not chosen and old and not (home / "config.json").exists():
+        return (
+            f"the checkout {REPO} holds a home ({', '.join(old)}) from before the service's "
+            f"home moved to {home}. Move it first (README, Moving the service's home):\n"
+            + "\n".join(f"  {line}" for line in move_commands(home))
+        )
+    return ""
+
+
+def move_commands(home: Path) -> list[str]:
+    """The commands that move the checkout's home to `home` (stop the service first)."""
+    old = f"{REPO}/data/"
+    return [
+        "sudo systemctl stop civitai-daemon",
+        f"sudo mkdir -p {home}/data {home}/logs",
+        f"cd {REPO} && sudo mv config.json manifest.json {home}/",
+        f"sudo mv data/* {home}/data/ && sudo mv logs/* {home}/logs/",
+        "for t in completed jobs file_hashes; do sudo .venv/bin/sqlite-utils "
+        f"{home}/data/completed.db \"update $t set path = '{home}/data/' || "
+        f"substr(path, {len(old) + 1}) where path like '{old}%'\"; done",
+        "sudo python3 install.py --user civitai",
+    ]
 
 
 def create_home(home: Path, dry_run: bool) -> None:
@@ -297,7 +343,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--home", help="folder for config, manifest, data and logs (default: this folder)"
+        "--home",
+        help=f"folder for config, manifest, data and logs (default: {SERVICE_HOME} for the "
+        "service, else this folder)",
     )
     parser.add_argument("--user", help="run the service as this (non-root) user")
     parser.add_argument(
@@ -319,14 +367,6 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit("Removing the service needs root: run `sudo python3 install.py --uninstall`.")
         return uninstall_service(args.dry_run)
 
-    home = resolve_home(args.home)
-    uv = find_uv(args.dry_run)
-    if args.dry_run:
-        say(f"would run: {' '.join(sync_command(uv, dev=False))} (in {REPO})")
-    else:
-        uv_sync(uv)
-    create_home(home, args.dry_run)
-
     plan = service_plan(args, is_root, has_systemd(), sys.platform.startswith("linux"))
     if args.service and not plan.service:
         if args.dry_run:
@@ -334,6 +374,22 @@ def main(argv: list[str] | None = None) -> int:
             plan = Plan(True, "--service with --dry-run: showing the plan")
         else:
             sys.exit(f"Cannot install the service: {plan.reason}.")
+    home = resolve_home(args.home, service=plan.service)
+    if plan.service:
+        chosen = bool(args.home or os.environ.get("CIVITAI_DAEMON_HOME"))
+        problem = service_home_problem(home, chosen)
+        if problem and args.dry_run:
+            say(f"(a real run would stop here: {problem})")
+        elif problem:
+            print(f"error: cannot install the service: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+    uv = find_uv(args.dry_run)
+    if args.dry_run:
+        say(f"would run: {' '.join(sync_command(uv, dev=False))} (in {REPO})")
+    else:
+        uv_sync(uv)
+    create_home(home, args.dry_run)
+
     if plan.service:
         problem = check_service_user(args.user, venv_python(), home) if args.user else ""
         if problem and args.dry_run:

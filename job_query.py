@@ -7,6 +7,7 @@ cleared is exactly what was listed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from sqlite_utils import Database
@@ -86,13 +87,23 @@ async def delete(store: Store, where: str, args: list[Any]) -> list[int]:
     return await store.run(op)
 
 
-async def active_by_key(store: Store, keys: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """The active jobs whose dedupe_key or request_key is one of `keys`, oldest first."""
+async def jobs_by_key(
+    store: Store, keys: Iterable[str], statuses: Iterable[str], oldest_first: bool = False
+) -> dict[str, list[dict[str, Any]]]:
+    """The jobs of these statuses whose dedupe_key or request_key is one of `keys`, grouped by
+    each of those keys it has; one query however many keys. Newest first, or oldest first."""
+    wanted = set(keys)
+    jobs = await store.jobs_with_keys(sorted(wanted), list(statuses))  # newest first
     by_key: dict[str, list[dict[str, Any]]] = {}
-    for job in reversed(await store.jobs_with_keys(keys, list(ACTIVE))):
-        for key in {job["dedupe_key"], job.get("request_key")} - {None}:
+    for job in reversed(jobs) if oldest_first else jobs:
+        for key in {job["dedupe_key"], job.get("request_key")} & wanted:
             by_key.setdefault(key, []).append(job)
     return by_key
+
+
+async def active_by_key(store: Store, keys: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The active jobs whose dedupe_key or request_key is one of `keys`, oldest first."""
+    return await jobs_by_key(store, keys, ACTIVE, oldest_first=True)
 
 
 async def active_by_path(

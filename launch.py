@@ -12,6 +12,7 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import uvicorn
 
@@ -31,6 +32,9 @@ PORT_RANGE = range(8100, 8201)
 # ComfyUI's default port; the daemon runs beside it, so never take it by chance.
 AVOID_PORTS = {8188}
 EXIT_USAGE = 2
+# The port the daemon picked for itself: when it is busy at a later start, the daemon may pick
+# again (saying so); a port a person set in config.json or --port is never changed.
+PICKED_PORT_FILE = "picked_port"
 
 log = logging.getLogger("civitai.launch")
 
@@ -80,6 +84,21 @@ def open_port(host: str, port: int | None, source: str) -> socket.socket:
         f"No free port in {PORT_RANGE.start}-{PORT_RANGE.stop - 1} on {host}. Free one, or set "
         f"active_port in config.json (or pass --port N) to a free port outside that range."
     )
+
+
+def picked_port(data_dir: Path) -> int | None:
+    """The port this daemon last picked for itself (not one a person set), if any."""
+    try:
+        return int((data_dir / PICKED_PORT_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def remember_picked_port(data_dir: Path, port: int) -> None:
+    try:
+        (data_dir / PICKED_PORT_FILE).write_text(f"{port}\n")
+    except OSError as exc:  # only a later start's convenience is lost
+        log.warning("cannot note the picked port in %s: %s", data_dir, exc.strerror)
 
 
 def gui_url(host: str, port: int) -> str:
@@ -146,17 +165,38 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sock = open_port(settings.host, port, source)
     except PortError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        if args.port is not None or port is None or port != picked_port(settings.data_dir):
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        # A port the daemon once picked for itself is no promise to anyone: pick another, aloud.
+        try:
+            sock = open_port(settings.host, None, "")
+        except PortError as again:
+            print(f"error: {again}", file=sys.stderr)
+            return EXIT_USAGE
+        print(
+            f"note: port {port}, which this daemon picked at an earlier start, is now in use by "
+            f"another program; listening on {sock.getsockname()[1]} instead (active_port in "
+            f"{settings.config_path} updated)",
+            file=sys.stderr,
+            flush=True,
+        )
+        port = None
     bound = sock.getsockname()[1]
     if port is None:
         update_config(home, active_port=bound)
+        remember_picked_port(settings.data_dir, bound)
     settings = ensure_api_token(settings.model_copy(update={"active_port": bound}))
 
     from logger import setup_logging
     from main import create_app
 
     setup_logging(settings.logs_dir, settings.log_level, settings.secret_values())
+    # A weak key in config.json was put there on this machine: said at each start, not refused,
+    # so that a home keeps starting; PATCH /api/settings refuses one (live.prepare_patch).
+    for weak in settings.weak_keys():
+        print(f"warning: {settings.config_path}: {weak}", file=sys.stderr, flush=True)
+        log.warning("%s: %s", settings.config_path, weak)
     # No sys.setswitchinterval: since transfers left the event loop (transfer.py), a 0.5 ms GIL
     # switch interval no longer pays. 1 GiB, one connection, 4 interleaved rounds (medians):
     # 0.5 ms 2.80 s wall / 2.13 s CPU, Python's default 5 ms 2.50 s / 1.84 s (curl 1.94 s).

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import logging
 import os
 import re
@@ -20,7 +21,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import config_rules
 import errors
+import url_secrets
 from settings import (
     CONFIG_KEYS,
     HF_TOKEN_ENV,
@@ -73,6 +76,10 @@ AT_NEXT_START = {
     "root_path": "the web server's URL prefix is fixed when it starts",
 }
 NOT_WIRED = "this key is not applied live"
+# Filesystem paths the daemon writes to: set on the machine only. With the API key alone,
+# download_dir could point downloads at the venv's site-packages (a .pth file runs at start).
+# `folders` stays: its values are relative folders under download_dir that cannot leave it.
+MACHINE_ONLY = ("download_dir",)
 
 Subscriber = Callable[[Settings], None]
 # What `Authorization: Bearer <key>` carries as is: printable ASCII, no space at either end.
@@ -183,6 +190,8 @@ class LiveSettings:
             )
             return
         log.info("%s: config.json read again; %s", why, _said(applied))
+        for weak in self.current.weak_keys():
+            log.warning("%s: %s (config.json keeps it; change it there)", why, weak)
 
     def listen_for_sighup(self) -> Callable[[], None]:
         """Read config.json again on SIGHUP (`systemctl reload`); returns how to stop."""
@@ -227,7 +236,15 @@ def prepare_patch(body: Any, current: Settings, environ: Mapping[str, str]) -> d
             f"Unknown setting {', '.join(repr(k) for k in unknown)}; the settings are "
             + ", ".join(CONFIG_KEYS)
         )
+    machine_only = sorted(set(body) & set(MACHINE_ONLY))
+    if machine_only:
+        raise errors.InvalidSetting(
+            f"key '{machine_only[0]}' is a filesystem path, set on the machine only: edit it in "
+            f"{current.config_path}, then restart the daemon (systemctl restart civitai-daemon). "
+            "Nothing was changed."
+        )
     changes = copy.deepcopy(body)
+    _unmask_urls(changes, current)
     for key in [k for k in changes if is_secret(k)]:
         value = changes[key]
         if value is not None and not isinstance(value, str):
@@ -250,6 +267,9 @@ def prepare_patch(body: Any, current: Settings, environ: Mapping[str, str]) -> d
                 "end: a client sends it in an HTTP header, where other characters are changed "
                 "or cut, and the key would no longer match. Nothing was changed."
             )
+        weak = key in config_rules.CHECKED_KEYS and value and config_rules.weak_key(key, value)
+        if weak:
+            raise errors.InvalidSetting(f"key '{key}': {weak}. Nothing was changed.")
     _check_token_destination(changes, current, environ)
     _check_token_destination(
         changes, current, environ, "hf_base_url", "hf_token", HF_TOKEN_ENV, "Hugging Face"
@@ -257,6 +277,40 @@ def prepare_patch(body: Any, current: Settings, environ: Mapping[str, str]) -> d
     if isinstance(changes.get("notify"), list):
         changes["notify"] = [_keep_bot_token(t, current) for t in changes["notify"]]
     return changes
+
+
+def _unmask_urls(changes: dict[str, Any], current: Settings) -> None:
+    """A URL sent back as it was shown ({"set": true, "hint": …}) is the configured one."""
+
+    def restore(label: str, value: Any, candidates: list[str | None], always: bool) -> Any:
+        if not url_secrets.is_masked(value):
+            return value
+        try:
+            return url_secrets.unmask(value, candidates, always)
+        except KeyError:
+            raise errors.InvalidSetting(
+                f"key '{label}': {json.dumps(value)} is how a URL holding a credential is "
+                "shown, and no configured URL shows so; send the whole URL to change it"
+            ) from None
+
+    for key in url_secrets.ALWAYS_MASKED:
+        if key in changes:
+            changes[key] = restore(key, changes[key], [getattr(current, key)], True)
+    for key in url_secrets.MASKED_WITH_CREDENTIALS:
+        if key in changes:
+            changes[key] = restore(key, changes[key], [getattr(current, key)], False)
+    targets = changes.get("notify")
+    for i, target in enumerate(targets if isinstance(targets, list) else []):
+        if isinstance(target, dict):
+            urls = [t.url for t in current.notify if t.type == target.get("type")]
+            bases = [t.api_base for t in current.notify if t.type == target.get("type")]
+            is_discord = target.get("type") == "discord"
+            if "url" in target:
+                target["url"] = restore(f"notify.{i}.url", target["url"], urls, is_discord)
+            if "api_base" in target:
+                target["api_base"] = restore(
+                    f"notify.{i}.api_base", target["api_base"], bases, False
+                )
 
 
 def _check_token_destination(

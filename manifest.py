@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,26 +98,74 @@ def track(path: Path, fields: dict[str, Any], mode: str) -> tuple[int, bool]:
     """Add or update the entry of a verified file; (1-based entry number, added). `replace`:
     the model's entry (one per model) now names this version; `append`: this version's entry,
     else a new one. A person's other fields (priority, a note) are kept."""
+
+    def same(e: dict[str, Any]) -> bool:
+        return e.get("modelId") == fields["modelId"] and (
+            mode == "replace" or e.get("modelVersionId") == fields["modelVersionId"]
+        )
+
+    return _upsert(path, same, _present(fields, TRACKED_FIELDS), forget=("url", "fileId"))
+
+
+def track_url(path: Path, fields: dict[str, Any], mode: str) -> tuple[int, bool]:
+    """`track` for a file known by its URL (a Hugging Face file): its entry is the one with the
+    same `url` (`append`: and the same sha256)."""
+
+    def same(e: dict[str, Any]) -> bool:
+        return (
+            e.get("url") == fields["url"]
+            and not e.get("modelId")
+            and (mode == "replace" or e.get("sha256") == fields["sha256"])
+        )
+
+    return _upsert(path, same, _present(fields, ("url", *TRACKED_FIELDS)), forget=())
+
+
+def _present(fields: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: fields[k] for k in keys if fields.get(k) is not None}
+
+
+def _upsert(
+    path: Path, same: Callable[[dict[str, Any]], bool], new: dict[str, Any], forget: tuple
+) -> tuple[int, bool]:
+    """Update the first entry `same` picks (dropping the others it picks, and its `forget`
+    fields), else append `new`; (1-based entry number, added). Other fields are kept."""
     raw = _readable_or_refuse(path)
-    same = [
-        i
-        for i, e in enumerate(raw)
-        if isinstance(e, dict)
-        and e.get("modelId") == fields["modelId"]
-        and (mode == "replace" or e.get("modelVersionId") == fields["modelVersionId"])
-    ]
-    new = {k: fields[k] for k in TRACKED_FIELDS if fields.get(k) is not None}
-    if same:
-        index = same[0]
-        old = raw[index]
-        raw[index] = {**{k: v for k, v in old.items() if k not in ("url", "fileId")}, **new}
-        for extra in reversed(same[1:]):  # replace: one entry per model
+    picked = [i for i, e in enumerate(raw) if isinstance(e, dict) and same(e)]
+    if picked:
+        index = picked[0]
+        raw[index] = {**{k: v for k, v in raw[index].items() if k not in forget}, **new}
+        for extra in reversed(picked[1:]):  # one entry per model (or file)
             del raw[extra]
     else:
         index = len(raw)
         raw.append(new)
     save(path, raw)
-    return index + 1, not same
+    return index + 1, not picked
+
+
+def record_update(
+    path: Path,
+    index: int,
+    same: Callable[[dict[str, Any]], bool],
+    change: Callable[[dict[str, Any]], dict[str, Any]],
+    mode: str,
+) -> None:
+    """An update found for entry `index` (found again by `same` if the file changed since the
+    check began): `replace` puts `change(entry)` in its place, `append` adds it beside it.
+    Every other field a person put in the entry is kept by `change`."""
+    raw, _, _ = load(path)
+    if not (0 <= index < len(raw)) or not (isinstance(raw[index], dict) and same(raw[index])):
+        matches = [i for i, e in enumerate(raw) if isinstance(e, dict) and same(e)]
+        if not matches:
+            return
+        index = matches[-1]
+    new = change(raw[index])
+    if mode == "replace":
+        raw[index] = new
+    else:
+        raw.append(new)
+    save(path, raw)
 
 
 def _readable_or_refuse(path: Path) -> list[Any]:
@@ -139,24 +188,3 @@ def untrack(path: Path, model_id: int) -> list[Any]:
     if removed:
         save(path, [e for e in raw if not (isinstance(e, dict) and e.get("modelId") == model_id)])
     return removed
-
-
-def track_url(path: Path, fields: dict[str, Any], mode: str) -> tuple[int, bool]:
-    """`track` for a file known by its URL (a Hugging Face file): its entry is the one with the
-    same `url` (`append`: and the same sha256)."""
-    raw = _readable_or_refuse(path)
-    same = [
-        i
-        for i, e in enumerate(raw)
-        if isinstance(e, dict)
-        and e.get("url") == fields["url"]
-        and not e.get("modelId")
-        and (mode == "replace" or e.get("sha256") == fields["sha256"])
-    ]
-    new = {k: fields[k] for k in ("url", *TRACKED_FIELDS) if fields.get(k) is not None}
-    if same:
-        raw[same[0]] = {**raw[same[0]], **new}
-    else:
-        raw.append(new)
-    save(path, raw)
-    return (same[0] if same else len(raw) - 1) + 1, not same

@@ -23,6 +23,10 @@ CHROMIUM_FIX = (
 )
 NGINX = "/usr/sbin/nginx"
 NGINX_FIX = "install it with `sudo apt-get install nginx` (python3 run_tests.py does it as root)"
+STRACE_FIX = "install it with `sudo apt-get install strace` (python3 run_tests.py does it as root)"
+SYSTEMD_ANALYZE_FIX = (
+    "install it with `sudo apt-get install systemd` (python3 run_tests.py does it as root)"
+)
 
 
 def chromium_path() -> str | None:
@@ -71,8 +75,10 @@ def has_passwordless_sudo() -> bool:
 
 
 def ensure_system_tools() -> None:
-    """Install Chromium (the GUI tests) and nginx (tests/test_proxy.py) where they are missing
-    and we may; never stop the run over it: the tests that need them fail, naming the fix."""
+    """Install Chromium (the GUI tests), nginx (tests/test_proxy.py), strace
+    (tests/test_fsync.py) and systemd-analyze (the unit's check in tests/test_install.py) where
+    they are missing and we may; never stop the run over it: the tests that need them fail,
+    naming the fix."""
     is_root = hasattr(os, "geteuid") and os.geteuid() == 0
     apt = bool(shutil.which("apt-get"))
     plans = []
@@ -82,6 +88,13 @@ def ensure_system_tools() -> None:
     if not os.path.exists(NGINX):
         sudo = not is_root and has_passwordless_sudo()
         plans.append(apt_plan("nginx", "tests/test_proxy.py", NGINX_FIX, is_root, sudo, apt))
+    if not shutil.which("strace"):
+        sudo = not is_root and has_passwordless_sudo()
+        plans.append(apt_plan("strace", "tests/test_fsync.py", STRACE_FIX, is_root, sudo, apt))
+    if not shutil.which("systemd-analyze"):
+        sudo = not is_root and has_passwordless_sudo()
+        why = "tests/test_install.py (systemd-analyze verify)"
+        plans.append(apt_plan("systemd", why, SYSTEMD_ANALYZE_FIX, is_root, sudo, apt))
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for plan in plans:
         say(plan.message)
@@ -100,8 +113,30 @@ def main(argv: list[str]) -> int:
         say(" ".join(step))
         if subprocess.call([uv, "run", "--frozen", *step], cwd=REPO):
             return 1
+    # The project's own modules as bytecode too (the venv's are, by uv sync): each of the
+    # suite's hundreds of daemon starts would otherwise compile them again where
+    # PYTHONDONTWRITEBYTECODE is set.
+    compile_own = ["python", "-m", "compileall", "-q", "-x", r"/\.", "."]  # not .venv & co.
+    subprocess.call([uv, "run", "--frozen", *compile_own], cwd=REPO, stdout=subprocess.DEVNULL)
     say("pytest")
-    return subprocess.call([uv, "run", "--frozen", "pytest", *argv], cwd=REPO)
+    return subprocess.call([uv, "run", "--frozen", "pytest", *parallel(argv), *argv], cwd=REPO)
+
+
+def parallel(argv: list[str]) -> list[str]:
+    """pytest-xdist on every core, tests handed out as workers free up (each worker starts one
+    Chromium for its GUI tests); unless the arguments choose otherwise (-n 0 runs in-process)."""
+    chosen = any(
+        a in ("-n", "--numprocesses") or a.startswith(("-n", "--numprocesses=")) for a in argv
+    )
+    if chosen or "no:xdist" in argv:
+        return []
+    return ["-n", str(workers()), "--dist", "worksteal"]
+
+
+def workers() -> int:
+    """One pytest worker per core, at least two: most of a test's time is spent waiting on a
+    daemon or a browser, so even one core keeps two busy."""
+    return max(2, os.cpu_count() or 1)
 
 
 if __name__ == "__main__":

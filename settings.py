@@ -14,7 +14,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+import config_rules
 import safefs
+import url_secrets
 from layout import Layout
 
 log = logging.getLogger("civitai.settings")
@@ -210,12 +212,28 @@ class Settings(BaseModel):
     def manifest_path(self) -> Path:
         return self.home / "manifest.json"
 
+    def weak_keys(self) -> list[str]:
+        """A sentence for each key the daemon checks that is too easy to guess."""
+        said = []
+        for key in config_rules.CHECKED_KEYS:
+            value = getattr(self, key)
+            problem = value and config_rules.weak_key(key, value.get_secret_value())
+            if problem:
+                said.append(problem)
+        return said
+
     def secret_values(self) -> list[str]:
         """Every configured secret, for the log redactor."""
         values = [self.civitai_token, self.api_token, self.viewer_token, self.webhook_secret]
         values += [self.hf_token]
         values += [t.bot_token for t in self.notify]
-        return [v.get_secret_value() for v in values if v and v.get_secret_value()]
+        found = [v.get_secret_value() for v in values if v and v.get_secret_value()]
+        found += url_secrets.secret_parts(self.webhook_url)
+        for target in self.notify:
+            found += url_secrets.secret_parts(target.url) + url_secrets.secret_parts(
+                target.api_base
+            )
+        return found
 
 
 HIDDEN_CONFIG_KEYS = ("thumbnail_cache_bytes",)
@@ -313,6 +331,8 @@ def describe_errors(path: Path | str, errors: list[dict[str, Any]]) -> str:
         if isinstance(value, SecretStr) or any(p in HIDDEN_KEYS for p in loc):
             value = "<hidden>"
         value = _hide_secrets(value)
+        if isinstance(value, str) and "://" in value and url_secrets.has_credentials(value):
+            value = f"<a URL with a credential: {url_secrets.hint(value)}>"
         if allowed not in lines.setdefault(key, (value, []))[1]:
             lines[key][1].append(allowed)
     out = []
@@ -349,11 +369,19 @@ def validate_config(
         known["civitai_token"] = environ[TOKEN_ENV]
     if environ.get(HF_TOKEN_ENV):
         known["hf_token"] = environ[HF_TOKEN_ENV]
+    label = str(home / "config.json") if where is None else where
     try:
-        return _validate(copy.deepcopy(known), home)
+        settings = _validate(copy.deepcopy(known), home)
     except ValidationError as exc:
-        label = str(home / "config.json") if where is None else where
         raise ConfigError(describe_errors(label, exc.errors(include_url=False))) from None
+    problem = config_rules.download_dir_problem(settings.models_dir, home)
+    if problem:
+        prefix = f"{label}: " if label else ""
+        raise ConfigError(
+            f"{prefix}key 'download_dir' has value {json.dumps(settings.download_dir)}: it "
+            f"{problem}. Give it a folder of its own (e.g. /srv/models) in {home / 'config.json'}."
+        )
+    return settings
 
 
 def _validate(known: dict[str, Any], home: Path) -> Settings:

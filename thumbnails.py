@@ -147,6 +147,8 @@ class Thumbnails:
 
     async def _make(self, url: str, width: int, path: Path) -> bytes:
         try:
+            if self._slots.locked():  # said, so that a wait can be seen (and tested) as one
+                log.debug("thumbnail %s waits: %d are being made", path.stem, MAX_AT_ONCE)
             async with self._slots:
                 source = source_url(url)
                 data = await metadata.fetch_image(source, self.http, self.civitai, MAX_SOURCE)

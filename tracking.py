@@ -32,38 +32,30 @@ class Tracker:
         return await self.add({**row, "path": str(path), "sha256": sha256})
 
     async def add(self, job: dict[str, Any]) -> str | None:
-        """Add or update the entry of a completed job's file; None, or why it is not tracked."""
+        """Add or update the entry of a completed job's file; None, or why it is not tracked.
+        A Hugging Face file's entry names the URL asked (e.g. at `main`) and its SHA256, which
+        the update check compares with the file's at that revision."""
+        fields = {
+            "model_type": job["model_type"],
+            "sha256": job.get("sha256"),
+            "filename": Path(job["path"]).name if job.get("path") else job.get("filename"),
+        }
         if not job.get("modelId") and is_hub_file(job, self.settings().hf_base_url):
-            return await self._add_url(job)
+            return await self._write(job, {"url": job["url"], **fields}, manifest.track_url)
         if not job.get("modelId") or not job.get("modelVersionId"):
             return (
                 "Downloaded, but not tracked for updates: only Civitai models and Hugging Face "
                 "files can be tracked, and this file came from a direct URL"
             )
-        fields = {
-            "modelId": job["modelId"],
-            "modelVersionId": job["modelVersionId"],
-            "model_type": job["model_type"],
-            "sha256": job.get("sha256"),
-            "filename": Path(job["path"]).name if job.get("path") else job.get("filename"),
-        }
-        what = f"model {fields['modelId']} version {fields['modelVersionId']}"
-        return await self._write(job, fields, manifest.track, what)
-
-    async def _add_url(self, job: dict[str, Any]) -> str | None:
-        """A Hugging Face file: its entry names the URL asked (e.g. at `main`) and its SHA256,
-        which the update check compares with the file's at that revision."""
-        fields = {
-            "url": job["url"],
-            "model_type": job["model_type"],
-            "sha256": job.get("sha256"),
-            "filename": Path(job["path"]).name if job.get("path") else job.get("filename"),
-        }
-        return await self._write(job, fields, manifest.track_url, job["url"])
+        ids = {"modelId": job["modelId"], "modelVersionId": job["modelVersionId"]}
+        return await self._write(job, {**ids, **fields}, manifest.track)
 
     async def _write(
-        self, job: dict[str, Any], fields: dict[str, Any], track: Callable, what: str
+        self, job: dict[str, Any], fields: dict[str, Any], track: Callable
     ) -> str | None:
+        what = fields.get("url") or (
+            f"model {fields['modelId']} version {fields['modelVersionId']}"
+        )
         settings = self.settings()
         try:
             async with self.lock:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel
 
 import json_body
+import url_secrets
 from auth import Role, require_key
 from live import Applied, LiveSettings, applies, is_secret, why_at_next_start
 from settings import CONFIG_KEYS, HF_TOKEN_ENV, ConfigError, Settings
@@ -49,14 +50,24 @@ def live_of(request: Request) -> LiveSettings:
 
 
 def public(settings: Settings) -> dict[str, Any]:
-    """Every key's value as JSON; a secret as {"set": true/false}, never its value."""
+    """Every key's value as JSON; a secret, and a URL holding one, as {"set": true/false, …},
+    never its value."""
     out = settings.model_dump(mode="json", exclude={"home"})
     for key in CONFIG_KEYS:
         if is_secret(key):
             value = getattr(settings, key)
             out[key] = {"set": bool(value and value.get_secret_value())}
+    for key in url_secrets.ALWAYS_MASKED:
+        out[key] = url_secrets.shown(getattr(settings, key))
+    for key in url_secrets.MASKED_WITH_CREDENTIALS:
+        out[key] = url_secrets.shown(getattr(settings, key), always=False)
     out["notify"] = [
-        {**t.model_dump(mode="json"), "bot_token": {"set": bool(t.bot_token)}}
+        {
+            **t.model_dump(mode="json"),
+            "bot_token": {"set": bool(t.bot_token)},
+            "url": url_secrets.shown(t.url, always=t.type == "discord"),
+            "api_base": url_secrets.shown(t.api_base, always=False),
+        }
         for t in settings.notify
     ]
     return out
@@ -79,7 +90,7 @@ async def view(live: LiveSettings, applied: Applied | None = None) -> dict[str, 
             if (key == "civitai_token" and live.token_from_environment)
             or (key == "hf_token" and live.environ.get(HF_TOKEN_ENV))
             else "config",
-            secret=is_secret(key),
+            secret=is_secret(key) or key in url_secrets.ALWAYS_MASKED,
             description=Settings.model_fields[key].description,
             next_start=later[key] if key in pending else None,
         )

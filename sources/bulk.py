@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 import errors
 import job_query
-from civitai import LIST_TYPES, CivitaiClient, pick_file
-from completed import CompletedFiles
+from civitai import LIST_TYPES, CivitaiClient, list_page, pick_file
+from completed import CompletedFiles, completed_by_sha256
 from database import Store
 from jobs import model_type_from_civitai
 from versions import newest_version
@@ -108,37 +108,20 @@ async def creator_models(civitai: CivitaiClient, f: BulkFilter) -> Listing:
     if f.baseModels:
         params["baseModels"] = f.baseModels
     models: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for page in range(1, MAX_PAGES + 1):
-        items, metadata = _listed(await civitai.get_json("/api/v1/models", params))
-        models += [m for m in items if isinstance(m, dict)]
+    async for page, items, more in civitai.model_pages(params, MAX_PAGES):
+        models += items
         if len(models) > MAX_MODELS:
             return Listing(models[:MAX_MODELS], page, "models")
-        cursor = metadata.get("nextCursor")
-        if cursor in (None, "") or str(cursor) in seen:
+        if not more:
             return Listing(models, page, None)
-        seen.add(str(cursor))
-        params = {**params, "cursor": str(cursor)}
     return Listing(models, MAX_PAGES, "pages")
-
-
-def _listed(data: Any) -> tuple[list[Any], dict[str, Any]]:
-    """A list answer's `items` and `metadata`; NotJSON when it is not of that shape (a JSON
-    array, a string, `items` that is not a list), never a crash."""
-    items = data.get("items") if isinstance(data, dict) else None
-    metadata = data.get("metadata") if isinstance(data, dict) else None
-    if not isinstance(data, dict) or not isinstance(items, list | None):
-        raise errors.NotJSON("an answer that is not a list of items")
-    if not isinstance(metadata, dict | None):
-        raise errors.NotJSON("an answer whose metadata is not an object")
-    return items or [], metadata or {}
 
 
 async def creator_exists(civitai: CivitaiClient, username: str) -> bool:
     """Whether Civitai's creators search knows this exact name (any case)."""
     data = await civitai.get_json("/api/v1/creators", {"query": username, "limit": 100})
-    items, _ = _listed(data)
-    names = {str(c.get("username", "")).lower() for c in items if isinstance(c, dict)}
+    items, _ = list_page(data)
+    names = {str(c.get("username", "")).lower() for c in items}
     return username.lower() in names
 
 
@@ -192,15 +175,14 @@ async def mark_holdings(store: Store, items: list[dict[str, Any]]) -> None:
     wanted = [i for i in items if i["state"] == "new"]
     keys = [f"civitai:{i['modelVersionId']}:{i['fileId']}" for i in wanted]
     active = await job_query.active_by_key(store, keys)
-    done = await store.jobs_with_keys(keys, ["completed"])
+    done = await job_query.jobs_by_key(store, keys, ["completed"])
+    by_sha = await completed_by_sha256(store, [i["sha256"] for i in wanted if i.get("sha256")])
     completed = CompletedFiles(store)
     for item, key in zip(wanted, keys, strict=True):
         if jobs := active.get(key):
             item.update(state="queued", job_id=jobs[0]["id"], job_status=jobs[0]["status"])
             continue
-        records = [j for j in done if key in (j["dedupe_key"], j.get("request_key"))]
-        if item.get("sha256"):
-            records += await store.find_completed(None, None, item["sha256"])
+        records = done.get(key, []) + by_sha.get(item.get("sha256") or "", [])
         for record in records:
             if await completed.still_in_place(record):
                 item.update(state="downloaded", path=record["path"])

@@ -387,7 +387,7 @@ const SETTING_FIELDS = [
   ["connections", "Connections for one large file", "int"],
   ["retries", "Attempts per job", "int"],
   ["timeout", "Seconds without a byte before a connection is dead", "number"],
-  ["webhook_url", "Webhook URL", "url"],
+  ["webhook_url", "Webhook URL", "secreturl"],
   ["webhook_secret", "Webhook secret", "secret"],
   ["update_check", "Daily update check (local time)", "time"],
   ["old_versions", "Old file after an update", ["keep", "delete", "archive"]],
@@ -398,11 +398,11 @@ const SETTING_FIELDS = [
   ["allowed_hosts", "Hosts a direct URL may come from, one a line", "lines"],
   ["host", "Listen address", "text"],
   ["active_port", "Port (empty: a free one in 8100–8200)", "int"],
-  ["download_dir", "Download folder", "text"],
+  ["download_dir", "Download folder (set in config.json on the machine)", "machine"],
   ["layout", "Folder layout (the app that reads the download folder)", [["default", "default"], ["comfyui", "ComfyUI"], ["a1111", "A1111"], ["forge", "Forge"]]],
 ];
 let settingsView = null;
-let notifyRows = []; // {type, url, chat_id, api_base, token: "" (keep) or a new one, hasToken}
+let notifyRows = []; // {type, url, masked, chat_id, api_base, token: "" (keep) or a new one, hasToken}
 let notifyDirty = false;
 
 function pad2(n) { return String(n).padStart(2, "0"); }
@@ -416,6 +416,22 @@ function settingInput(key, kind, value, info) {
       el("div", { class: "input-group" },
         el("input", { class: "form-control", type: "password", id, autocomplete: "new-password", placeholder: value.set ? "new value (empty: keep)" : "value", disabled: info.source === "environment" ? "disabled" : null }),
         el("span", { class: "input-group-text" }, el("input", { class: "form-check-input mt-0 me-1", type: "checkbox", id: `${id}-clear`, disabled: value.set && info.source !== "environment" ? null : "disabled" }), el("label", { for: `${id}-clear`, class: "small" }, "clear"))));
+  }
+  if (kind === "secreturl") {
+    // Shown as {set, hint}: the URL may hold a password or a token, so the page never has it.
+    const state = value.set ? `set: ${value.hint}` : "not set";
+    return el("div", {},
+      el("div", { class: "small mb-1" }, "Now: ", el("span", { class: `badge text-bg-${value.set ? "success" : "secondary"} text-wrap`, id: `${id}-state` }, state)),
+      el("div", { class: "input-group" },
+        el("input", { class: "form-control", type: "url", id, autocomplete: "off", placeholder: value.set ? "new URL (empty: keep)" : "https://…" }),
+        el("span", { class: "input-group-text" }, el("input", { class: "form-check-input mt-0 me-1", type: "checkbox", id: `${id}-clear`, disabled: value.set ? null : "disabled" }), el("label", { for: `${id}-clear`, class: "small" }, "clear"))));
+  }
+  if (kind === "machine") {
+    // A filesystem path: the API key may not change it (a folder Python imports from would run
+    // a download); a person on the machine edits config.json and restarts the daemon.
+    const input = el("input", { class: "form-control", type: "text", id, readonly: "readonly", title: "Edit config.json on the machine, then restart the daemon" });
+    input.value = value === null || value === undefined ? "" : String(value);
+    return input;
   }
   if (Array.isArray(kind)) {
     // A choice is its value, or [value, label].
@@ -451,7 +467,7 @@ function renderSettings(view) {
       settingInput(key, kind, view.settings[key], info),
       el("div", { class: "invalid-feedback d-block", id: `set-${key}-error` }));
   }));
-  notifyRows = view.settings.notify.map((t) => ({ type: t.type, url: t.url || "", chat_id: t.chat_id === null || t.chat_id === undefined ? "" : String(t.chat_id), api_base: t.api_base, token: "", hasToken: Boolean(t.bot_token && t.bot_token.set) }));
+  notifyRows = view.settings.notify.map((t) => ({ type: t.type, url: t.url && typeof t.url === "object" ? "" : t.url || "", masked: t.url && typeof t.url === "object" && t.url.set ? t.url : null, chat_id: t.chat_id === null || t.chat_id === undefined ? "" : String(t.chat_id), api_base: t.api_base, token: "", hasToken: Boolean(t.bot_token && t.bot_token.set) }));
   notifyDirty = false;
   renderNotify();
   const restart = view.restart_needed.length ? ` Waiting for a restart: ${view.restart_needed.join(", ")}.` : "";
@@ -465,7 +481,7 @@ function renderNotify() {
   list.replaceChildren(...notifyRows.map((row, i) => el("li", { class: "list-group-item d-flex gap-2 align-items-center notify-row" },
     el("span", { class: "badge text-bg-info" }, row.type),
     ...(row.type === "discord"
-      ? [el("input", { class: "form-control form-control-sm notify-url", placeholder: "https://discord.com/api/webhooks/…", value: row.url, oninput: edited(row, "url") })]
+      ? [el("input", { class: "form-control form-control-sm notify-url", placeholder: row.masked ? `set: ${row.masked.hint} (empty: keep)` : "https://discord.com/api/webhooks/…", value: row.url, oninput: edited(row, "url") })]
       : [el("input", { class: "form-control form-control-sm notify-chat", placeholder: "chat id", value: row.chat_id, oninput: edited(row, "chat_id") }),
         el("input", { class: "form-control form-control-sm notify-token", type: "password", autocomplete: "new-password", placeholder: row.hasToken ? "bot token set (empty: keep)" : "bot token", oninput: edited(row, "token") })]),
     el("button", { class: "btn btn-outline-danger btn-sm notify-remove", type: "button", onclick: () => { notifyRows.splice(i, 1); notifyDirty = true; renderNotify(); } }, "Remove"))));
@@ -478,6 +494,11 @@ function settingValue(key, kind) {
     if (document.getElementById(`set-${key}-clear`).checked) return null;
     return input.value ? input.value : undefined; // undefined: unchanged
   }
+  if (kind === "secreturl") {
+    if (document.getElementById(`set-${key}-clear`).checked) return null;
+    return input.value.trim() ? input.value.trim() : undefined; // undefined: unchanged
+  }
+  if (kind === "machine") return undefined; // never sent
   if (kind === "bool") return input.checked;
   if (kind === "lines") return input.value.split(/[\n,]/).map((s) => s.trim()).filter(Boolean);
   if (kind === "time") {
@@ -498,12 +519,13 @@ function settingsChanges() {
   for (const [key, , kind] of SETTING_FIELDS) {
     const value = settingValue(key, kind);
     if (value === undefined) continue;
-    if (kind !== "secret" && JSON.stringify(value) === JSON.stringify(settingsView.settings[key])) continue;
+    if (kind !== "secret" && kind !== "secreturl" && JSON.stringify(value) === JSON.stringify(settingsView.settings[key])) continue;
     changes[key] = value;
   }
   if (notifyDirty) {
     changes.notify = notifyRows.map((row) => {
-      if (row.type === "discord") return { type: "discord", url: row.url.trim() };
+      // A URL left empty keeps the configured one: sent back as it was shown ({set, hint}).
+      if (row.type === "discord") return { type: "discord", url: row.url.trim() || row.masked || "" };
       const chat = row.chat_id.trim();
       const target = { type: "telegram", chat_id: /^-?\d+$/.test(chat) ? Number(chat) : chat, api_base: row.api_base || "https://api.telegram.org" };
       if (row.token) target.bot_token = row.token; // else the daemon keeps this chat's token

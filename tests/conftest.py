@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.browser import launch
 from tests.fake_civitai import FakeCivitai
 from tests.fake_hf import FakeHub
 
@@ -34,6 +35,27 @@ def hf() -> Iterator[FakeHub]:
     """A fake Hugging Face Hub and its CDN (tests/fake_hf.py) over real HTTP."""
     with FakeHub() as fake:
         yield fake
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One Chromium per test process (each xdist worker launches it once), for every GUI test."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = launch(p)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser context (no cookies, no storage) and a page in it, 1280×860."""
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    pg = context.new_page()
+    pg.set_default_timeout(15_000)
+    yield pg
+    context.close()
 
 
 def write_config(home: Path, **values: object) -> None:

@@ -167,7 +167,7 @@ def test_pages_follow_the_cursor_until_there_is_none(civitai, daemon):
 
 
 def test_the_cursor_is_taken_from_next_page_when_civitai_gives_only_that():
-    from browse import next_cursor  # the pure function under test
+    from civitai import next_cursor  # the pure function under test
 
     page = (
         "https://api.civitai.com/api/v1/models?limit=10&page=1&sort=Highest%20Rated"

@@ -14,7 +14,6 @@ from playwright.sync_api import expect
 
 from errors import InvalidRequest
 from sources.air import Air, parse_air
-from tests import test_gui
 from tests.conftest import assert_file_is, wait_for, wait_job
 from tests.fake_civitai import FakeCivitai
 from tests.test_downloads import sha
@@ -23,8 +22,6 @@ from tests.test_gui_add import watch
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-browser = test_gui.browser  # the fixtures of test_gui.py: one Chromium per module
-page = test_gui.page
 
 
 # AIR ----------------------------------------------------------------------------------------

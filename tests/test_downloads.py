@@ -574,9 +574,15 @@ def test_restart_requeues_manifest_entries_unless_completed(civitai, daemon, hom
     # Numbered as a person counts them (1-based), with the entry's modelId where it has one.
     assert "manifest.json entry 3 (modelId x) skipped" in err
     assert "manifest.json entry 4 skipped" in err
+    log = home / "logs" / "download.log"
+    reads = log.read_text().count("manifest.json read:")
     d2 = daemon()
     with d2.client() as c:
-        time.sleep(1)
+        # The second start has read the manifest through: what it queued is in by now.
+        wait_for(lambda: log.read_text().count("manifest.json read:") > reads)
+        assert (
+            "manifest.json read: 2 entries, 2 already in place, 0 in the queue" in log.read_text()
+        )
         assert c.get("/api/jobs").json()["total"] == 2  # nothing queued again
     d2.stop()
 

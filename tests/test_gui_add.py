@@ -7,13 +7,9 @@ import json
 
 from playwright.sync_api import Page, expect
 
-from tests import test_gui
 from tests.conftest import assert_file_is, wait_for
 from tests.test_gui import log_in, open_tab, shot
 from tests.test_updates import read_manifest, write_manifest
-
-browser = test_gui.browser  # the fixtures of test_gui.py: one Chromium per module
-page = test_gui.page
 
 
 def watch(pg: Page) -> list[str]:

@@ -12,7 +12,7 @@ import httpx
 from playwright.sync_api import Page, expect
 
 from tests.conftest import assert_file_is, wait_for, wait_job
-from tests.test_gui import browser, log_in, open_tab, shot  # noqa: F401 (browser: a fixture)
+from tests.test_gui import log_in, open_tab, shot
 from tests.test_gui_queue import Watched, watched  # noqa: F401 (watched: a fixture)
 from tests.test_updates import read_manifest
 

@@ -8,13 +8,9 @@ import hashlib
 
 from playwright.sync_api import Page, expect
 
-from tests import test_gui
 from tests.conftest import assert_file_is, wait_for, wait_job
 from tests.test_controls import MB, blob, saved_bytes
 from tests.test_gui import log_in, shot
-
-browser = test_gui.browser  # the fixtures, by their names
-page = test_gui.page
 
 
 def watch(page: Page) -> list[str]:

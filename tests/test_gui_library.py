@@ -8,12 +8,11 @@ import os
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from run_tests import CHROMIUM_FIX
 from sizes import human_bytes
 from tests.conftest import run_job, wait_for
-from tests.test_gui import ARGS, CHROMIUM, log_in, open_tab, shot
+from tests.test_gui import log_in, open_tab, shot
 
 # Every securitypolicyviolation event on the page, kept where the test can read it.
 CSP_WATCH = """
@@ -21,17 +20,6 @@ window.__csp = [];
 document.addEventListener("securitypolicyviolation",
   (e) => window.__csp.push(`${e.violatedDirective} blocked ${e.blockedURI || "inline"}`));
 """
-
-
-@pytest.fixture(scope="module")
-def browser():
-    assert Path(CHROMIUM).exists(), (
-        f"The GUI tests need Chromium; {CHROMIUM} is missing: {CHROMIUM_FIX}."
-    )
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 class Watched:

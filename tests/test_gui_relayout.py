@@ -11,14 +11,14 @@ from playwright.sync_api import expect
 
 from tests.conftest import read_config, run_job, sha256_file
 from tests.test_gui import log_in, open_tab, shot
-from tests.test_gui_library import _page, browser  # noqa: F401 (the fixture)
+from tests.test_gui_library import _page
 
 
 def test_a_layout_change_offers_the_move_shows_the_plan_and_moves_the_files_on_confirm(
     civitai,
     daemon,
     home,
-    browser,  # noqa: F811
+    browser,
 ):
     civitai.add_simple(1, 10, os.urandom(30_000), filename="detail.safetensors", type="LORA")
     civitai.add_simple(2, 20, os.urandom(50_000), filename="dream.safetensors", type="Checkpoint")

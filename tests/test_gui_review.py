@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 
 from tests import test_gui_queue
 from tests.conftest import wait_job
-from tests.test_gui import browser, log_in, open_tab, shot  # noqa: F401 (browser: a fixture)
+from tests.test_gui import log_in, open_tab, shot
 from tests.test_gui_queue import box
 
 watched = test_gui_queue.watched  # the fixture, by its name

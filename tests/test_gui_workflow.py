@@ -13,7 +13,7 @@ from playwright.sync_api import expect
 
 from tests.conftest import wait_job
 from tests.test_gui import log_in, open_tab, shot
-from tests.test_gui_library import _page, browser  # noqa: F401 (the fixture)
+from tests.test_gui_library import _page
 
 FIXTURES = Path(__file__).parent / "fixtures" / "workflows"
 
@@ -31,7 +31,7 @@ def test_a_picked_and_a_dropped_workflow_show_their_models_and_a_pasted_url_is_f
     civitai,
     daemon,
     home,
-    browser,  # noqa: F811
+    browser,
 ):
     data = os.urandom(40_000)
     f = civitai.add_simple(1, 10, data, filename="upstream.safetensors")
@@ -84,7 +84,7 @@ def test_a_url_pasted_for_a_subfolder_model_keeps_its_subfolder_and_hash_and_a_b
     civitai,
     daemon,
     home,
-    browser,  # noqa: F811
+    browser,
 ):
     data = os.urandom(30_000)
     digest = hashlib.sha256(data).hexdigest()

@@ -62,6 +62,42 @@ def test_busy_configured_port_is_a_clear_error_with_exit_2(home, daemon_factory)
     assert read_config(home)["active_port"] == busy  # never silently changed
 
 
+def test_a_port_the_daemon_picked_and_finds_taken_is_picked_again_aloud(home, daemon_factory):
+    first = daemon_factory(home).start()
+    picked = first.port
+    assert first.stop() == 0
+    blocker = socket.socket()
+    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    blocker.bind(("127.0.0.1", picked))
+    blocker.listen()
+    try:
+        second = daemon_factory(home).start()
+        assert second.port != picked and 8100 <= second.port <= 8200
+        assert read_config(home)["active_port"] == second.port
+        said = second.stderr_text()
+        assert f"port {picked}, which this daemon picked" in said
+        assert f"listening on {second.port} instead" in said
+        second.stop()
+    finally:
+        blocker.close()
+
+
+def test_a_port_a_person_set_is_never_picked_again_even_after_a_pick(home, daemon_factory):
+    first = daemon_factory(home).start()
+    assert first.stop() == 0
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    busy = blocker.getsockname()[1]
+    try:
+        write_config(home, active_port=busy)  # by hand, after the daemon had picked one
+        result = daemon_factory(home).run_to_exit()
+    finally:
+        blocker.close()
+    assert result.returncode == 2 and f"Port {busy}" in result.stderr
+    assert read_config(home)["active_port"] == busy
+
+
 def test_port_flag_overrides_config_and_is_not_written_back(home, daemon_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -17,9 +17,9 @@ from playwright.sync_api import Page, expect, sync_playwright
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from tests.browser import launch
 from tests.conftest import assert_file_is, wait_for, wait_job
 from tests.nginx import SERVER_NAME, Nginx, readme_block
-from tests.test_gui import ARGS, CHROMIUM
 
 # The README's two blocks: at the root of the domain, and under a sub-path.
 ROOTS = {"/": "", "/civitai/": "/civitai"}
@@ -27,21 +27,19 @@ BOOTSTRAP_PRIMARY = "rgb(13, 110, 253)"  # .btn-primary's background in Bootstra
 
 
 @pytest.fixture(scope="module")
-def browser():
-    assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: apt-get install chromium"
+def proxy_browser():
+    """Chromium that resolves the TLS site's name to this machine (a launch flag: its own)."""
     with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[*ARGS, f"--host-resolver-rules=MAP {SERVER_NAME} 127.0.0.1"],
-            headless=True,
-        )
+        b = launch(p, f"--host-resolver-rules=MAP {SERVER_NAME} 127.0.0.1")
         yield b
         b.close()
 
 
 @pytest.fixture
-def page(browser) -> Iterator[Page]:
-    context = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 860})
+def page(proxy_browser) -> Iterator[Page]:
+    context = proxy_browser.new_context(
+        ignore_https_errors=True, viewport={"width": 1280, "height": 860}
+    )
     pg = context.new_page()
     pg.set_default_timeout(20_000)
     pg.console_errors = []  # type: ignore[attr-defined]

@@ -110,6 +110,24 @@ NOT_RUN: dict[str, str] = {
     "(with --version for pytest)",
     "sudo ./setup.sh": "installs a system service: test_install.py runs setup.sh --no-start, and "
     "install.py --dry-run --service prints the unit it would install",
+    **dict.fromkeys(
+        [
+            "sudo systemctl stop civitai-daemon",
+            "sudo mkdir -p /var/lib/civitai-daemon/data /var/lib/civitai-daemon/logs",
+            "cd /opt/civitai-daemon && sudo mv config.json manifest.json /var/lib/civitai-daemon/",
+            "sudo mv data/* /var/lib/civitai-daemon/data/ && sudo mv logs/* "
+            "/var/lib/civitai-daemon/logs/",
+            "for t in completed jobs file_hashes; do sudo .venv/bin/sqlite-utils "
+            '/var/lib/civitai-daemon/data/completed.db "update $t set path = '
+            "'/var/lib/civitai-daemon/data/' || substr(path, 26) where path like "
+            "'/opt/civitai-daemon/data/%'\"; done",
+            "sudo python3 install.py --user civitai",
+        ],
+        "moves an installed service's home as root: test_install.py::"
+        "test_the_service_refuses_a_home_that_holds_its_code checks that install.py stops and "
+        "prints these commands for its checkout, and test_the_moved_home_keeps_its_library runs "
+        "them (without sudo and systemctl) on a home in a clone",
+    ),
     # The webhook sender in sh is run, with its daemon's port and secret, by
     # test_security_auth.py::test_the_readme_sender_examples_are_accepted_once[sh].
     **dict.fromkeys(
@@ -223,7 +241,7 @@ def test_the_readme_commands_work_as_written_in_a_checkout(civitai, daemon_facto
     version = civitai.version(128713, [primary, pruned])
     civitai.add_model(4384, "DreamShaper", "Checkpoint", [version])
     civitai.add_simple(5000, 128714, b"e" * 4_000_000, "more_details.safetensors")
-    civitai.default_rate = 100_000  # job 1 still downloads (40 s) through every command above
+    civitai.default_rate = 25_000  # job 1 still downloads (160 s) through every command above
     write_config(checkout, civitai_base_url=civitai.base_url, workers=1, timeout=10)
     d = daemon_factory(checkout).start()
     ran: set[str] = set()

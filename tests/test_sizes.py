@@ -10,7 +10,7 @@ import pytest
 from sizes import human_bytes
 from tests.conftest import wait_job
 from tests.test_cli import cli
-from tests.test_gui import browser, log_in, page  # noqa: F401 (fixtures)
+from tests.test_gui import log_in
 
 CASES = json.loads((Path(__file__).parent / "fixtures" / "sizes.json").read_text())["cases"]
 
@@ -20,7 +20,7 @@ def test_python_size_rule_prints_each_size_of_the_shared_table(n, text):
     assert human_bytes(n) == text
 
 
-def test_gui_size_rule_prints_each_size_of_the_shared_table_in_the_browser(daemon, page):  # noqa: F811
+def test_gui_size_rule_prints_each_size_of_the_shared_table_in_the_browser(daemon, page):
     d = daemon()
     log_in(page, d)
     shown = page.evaluate("(cases) => cases.map(([n]) => bytes(n))", CASES)

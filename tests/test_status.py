@@ -13,11 +13,11 @@ from playwright.sync_api import expect
 
 from sizes import human_bytes
 from tests.conftest import assert_file_is, wait_for, wait_job
-from tests.test_gui import browser, log_in, open_tab, page  # noqa: F401 (fixtures)
+from tests.test_gui import log_in, open_tab
 from tests.test_updates import write_manifest
 
 
-def test_last_update_check_is_still_reported_after_a_restart(home, civitai, daemon, page):  # noqa: F811
+def test_last_update_check_is_still_reported_after_a_restart(home, civitai, daemon, page):
     civitai.add_simple(1, 101, b"tracked" * 100, filename="a.safetensors")
     write_manifest(home, [{"modelId": 1, "model_type": "lora"}])
     d = daemon(update_check={"enabled": False})
@@ -74,7 +74,7 @@ def test_job_between_attempts_is_waiting_until_retry_after_then_completes(civita
     d.stop()
 
 
-def test_gui_shows_the_wait_and_a_cancel_during_it_wins(civitai, daemon, page):  # noqa: F811
+def test_gui_shows_the_wait_and_a_cancel_during_it_wins(civitai, daemon, page):
     civitai.add_simple(1, 10, b"w" * 50_000)
     civitai.fault("cdn", status=429, retry_after=60)
     d = daemon(retries=5)
@@ -116,7 +116,7 @@ def test_current_rate_follows_the_served_rate_and_the_average_counts_only_transf
     home,
     civitai,
     daemon,
-    page,  # noqa: F811
+    page,
 ):
     rate = 250_000
     # A file adopted by a scan: completed, but never transferred (no time): left out.

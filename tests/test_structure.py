@@ -1,27 +1,34 @@
 """The shape of the house: no import cycle, no module over 550 lines, no class over 300 lines.
 
-Read from the source with `ast` (nothing is imported or run): every top-level module and the
-`routes` and `updater` packages. tests/ and bench/ are outside the size rule.
+Read from the source with `ast` (nothing is imported or run): every Python file of the checkout,
+in every folder at any depth (the virtual environments, data and logs aside). tests/ and bench/
+are in the import graph but outside the size rule.
 """
 
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("routes", "updater", "sources")
+# Not the project's code: environments, tools, runtime output, and folders git ignores.
+NOT_CODE = {".venv", ".tools", ".git", "data", "logs", "node_modules", "__pycache__", "artifacts"}
+OUTSIDE_SIZE_RULE = ("tests", "bench")
 MAX_MODULE_LINES = 550
 MAX_CLASS_LINES = 300
 
 
-def project_modules() -> dict[str, Path]:
-    """Module name → file, for the top-level modules and the packages."""
-    modules = {p.stem: p for p in REPO.glob("*.py")}
-    for package in PACKAGES:
-        for p in (REPO / package).glob("*.py"):
-            name = package if p.stem == "__init__" else f"{package}.{p.stem}"
-            modules[name] = p
+def project_modules(root: Path = REPO) -> dict[str, Path]:
+    """Module name → file, for every Python file under `root` at any depth."""
+    modules: dict[str, Path] = {}
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if d not in NOT_CODE and not d.startswith("."))
+        for file in sorted(f for f in files if f.endswith(".py")):
+            parts = (Path(folder) / file).relative_to(root).parts
+            stem = file.removesuffix(".py")
+            names = [*parts[:-1], stem] if stem != "__init__" else list(parts[:-1])
+            modules[".".join(names)] = Path(folder) / file
     return modules
 
 
@@ -89,11 +96,13 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def oversized(modules: dict[str, Path]) -> list[str]:
+def oversized(modules: dict[str, Path], root: Path = REPO) -> list[str]:
     """Each module over MAX_MODULE_LINES and class over MAX_CLASS_LINES, as a sentence."""
     found = []
     for path in sorted(modules.values()):
-        where = path.relative_to(REPO).as_posix()
+        where = path.relative_to(root).as_posix()
+        if where.startswith(tuple(f"{folder}/" for folder in OUTSIDE_SIZE_RULE)):
+            continue
         text = path.read_text(encoding="utf-8")
         lines = len(text.splitlines())
         if lines > MAX_MODULE_LINES:
@@ -120,6 +129,26 @@ def test_the_import_graph_sees_the_project_modules_and_their_imports():
     assert "httpx" not in graph["downloader"]  # only the project's own modules
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_a_new_package_at_any_depth_with_a_cycle_or_an_oversized_module_fails(tmp_path):
+    """The walk reaches a package nobody listed: a cycle and a long module in it are found."""
+    deep = tmp_path / "wing" / "room"
+    deep.mkdir(parents=True)
+    for folder in (tmp_path / "wing", deep):
+        (folder / "__init__.py").write_text('"""A package."""\n')
+    (deep / "a.py").write_text("from wing.room import b\n")
+    (deep / "b.py").write_text("from . import a\n")
+    (tmp_path / "wing" / "long.py").write_text("x = 1\n" * (MAX_MODULE_LINES + 1))
+    (tmp_path / ".venv" / "lib").mkdir(parents=True)
+    (tmp_path / ".venv" / "lib" / "huge.py").write_text("x = 1\n" * (MAX_MODULE_LINES + 1))
+    modules = project_modules(tmp_path)
+    assert {"wing", "wing.room", "wing.room.a", "wing.room.b", "wing.long"} == set(modules)
+    graph = {name: imports_of(name, path, modules) for name, path in modules.items()}
+    assert find_cycle(graph) == ["wing.room.a", "wing.room.b", "wing.room.a"]
+    assert oversized(modules, tmp_path) == [
+        f"wing/long.py has {MAX_MODULE_LINES + 1} lines (at most {MAX_MODULE_LINES})"
+    ]
 
 
 def test_no_import_cycle_among_the_project_modules():

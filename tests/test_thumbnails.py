@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import os
 import threading
-import time
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -154,7 +153,8 @@ def test_an_image_off_civitais_image_hosts_is_refused_and_that_host_never_asked(
 def test_requests_for_one_thumbnail_at_once_fetch_it_once_and_at_most_four_are_fetched_at_once(
     civitai, daemon
 ):
-    d = daemon()
+    d = daemon(log_level="DEBUG")
+    log = d.home / "logs" / "download.log"
     civitai.image_size = PHOTO
     same = photo(civitai, 1, "1.webp")
     others = [photo(civitai, n, f"{n}.png") for n in range(2, 8)]
@@ -170,9 +170,9 @@ def test_requests_for_one_thumbnail_at_once_fetch_it_once_and_at_most_four_are_f
             for t in asking:
                 t.start()
             wait_for(lambda: len(civitai.requests_to("api", images)) >= 4, what="four fetches")
-            # Proving no fifth fetch comes takes a wait: a generous moment while all twelve
-            # requests are in the daemon.
-            time.sleep(1.0)
+            # Seven thumbnails asked for: four are being fetched, the other three wait their turn
+            # (the daemon says so); only then is the count of fetches final while held.
+            wait_for(lambda: log.read_text().count(" waits: 4 are being made") == 3, 20)
             held = [r.path for r in civitai.requests_to("api", images)]
         finally:
             civitai.images_open.set()

@@ -233,11 +233,15 @@ async def failing_part() -> None:
     raise errors.NetworkError("the connection broke")
 
 
-async def part_slow_to_stop(stopped: list[str], delay: float) -> None:
+async def part_slow_to_stop(
+    stopped: list[str], delay: float, stopping: asyncio.Event | None = None
+) -> None:
     """A part that takes `delay` seconds to stop once cancelled (a transfer thread ending)."""
     try:
         await asyncio.sleep(10)
     except asyncio.CancelledError:
+        if stopping is not None:
+            stopping.set()
         await asyncio.sleep(delay)
         stopped.append("slow")
         raise
@@ -249,9 +253,10 @@ def test_a_cancel_while_the_parts_stop_after_an_error_still_cancels():
     stopped: list[str] = []
 
     async def scenario() -> str:
-        parts = [failing_part(), part_slow_to_stop(stopped, 0.2)]
+        stopping = asyncio.Event()
+        parts = [failing_part(), part_slow_to_stop(stopped, 0.2, stopping)]
         task = asyncio.create_task(run_together(parts))
-        await asyncio.sleep(0.05)  # the failure is in; the other part is stopping
+        await stopping.wait()  # the failure is in; the other part is stopping
         task.cancel()
         try:
             await task

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,13 +17,14 @@ from apscheduler.triggers.cron import CronTrigger
 
 import errors
 import manifest
-from civitai import CivitaiClient, pick_file, with_retries
+from civitai import CivitaiClient, pick_file
 from daemon import DownloadQueue
 from database import Store, utcnow
 from events import EventBus, UpdateEvent
 from jobs import JobRequest, safe_filename
 from library import versioned_name
 from settings import Settings
+from updater.context import CheckContext, CheckResult
 from updater.history import CheckHistory
 from updater.hub import check_hub_entries
 from versions import early_access, newest_version, published_key
@@ -34,26 +34,6 @@ log = logging.getLogger("civitai.updater")
 BATCH = 100  # ids per /api/v1/models request, Civitai's page limit
 CONCURRENCY = 3  # batches in flight at once
 JOB_ID = "update-check"
-
-
-@dataclass
-class CheckResult:
-    started_at: str
-    finished_at: str | None = None
-    checked: int = 0  # manifest entries compared
-    requests: int = 0  # requests made to Civitai
-    updates: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[dict[str, Any]] = field(default_factory=list)
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "checked": self.checked,
-            "requests": self.requests,
-            "updates": self.updates,
-            "errors": self.errors,
-        }
 
 
 async def current_version(store: Store, entry: JobRequest) -> tuple[int | None, dict | None]:
@@ -68,17 +48,10 @@ async def current_version(store: Store, entry: JobRequest) -> tuple[int | None, 
     return None, None
 
 
-async def check_updates(
-    settings: Settings,
-    store: Store,
-    civitai: CivitaiClient,
-    queue: DownloadQueue,
-    bus: EventBus,
-    manifest_lock: asyncio.Lock,
-) -> CheckResult:
+async def check_updates(ctx: CheckContext) -> CheckResult:
     """Check every manifest entry with a modelId; fetch and record each newer version."""
-    result = CheckResult(started_at=utcnow())
-    _, entries, problems = manifest.load(settings.manifest_path)
+    result, civitai = ctx.result, ctx.civitai
+    _, entries, problems = manifest.load(ctx.settings.manifest_path)
     result.errors += [p.public() for p in problems]  # numbered as everywhere: entry 1 first
     tracked = [(i, e) for i, e in entries if e.modelId]
     ids = sorted({e.modelId for _, e in tracked if e.modelId})
@@ -88,14 +61,13 @@ async def check_updates(
     async def fetch(batch: list[int]) -> None:
         async with semaphore:
 
-            async def once() -> list[dict[str, Any]]:
-                result.requests += 1  # an attempt that fails counts too
+            async def listed() -> list[dict[str, Any]]:
                 items, pages = await civitai.get_models(batch)
-                result.requests += pages - 1
+                result.requests += pages - 1  # the first is counted by ask()
                 return items
 
             try:
-                for model in await with_retries(once, attempts=4, base=2.0, max_wait=300):
+                for model in await ctx.ask(listed):
                     if isinstance(model, dict) and isinstance(model.get("id"), int):
                         models[model["id"]] = model
             except errors.DaemonError as exc:
@@ -107,13 +79,8 @@ async def check_updates(
         """A model the batch left out: hidden from lists (NSFW, POI, ...) or deleted. Only its
         own page says which: 404 is deleted; an answer is the model, checked like the others."""
         async with semaphore:
-
-            async def once() -> dict[str, Any]:
-                result.requests += 1
-                return await civitai.get_model(model_id)
-
             try:
-                model = await with_retries(once, attempts=4, base=2.0, max_wait=300)
+                model = await ctx.ask(lambda: civitai.get_model(model_id))
             except errors.NotFoundOnCivitai:
                 return  # deleted: reported below
             except errors.DaemonError as exc:
@@ -144,7 +111,7 @@ async def check_updates(
             continue
         result.checked += 1
         try:
-            found = await _compare(settings, store, queue, bus, manifest_lock, index, entry, model)
+            found = await _compare(ctx, index, entry, model)
         except errors.DaemonError as exc:
             result.errors.append({"entry": index + 1, "modelId": entry.modelId, "detail": str(exc)})
             continue
@@ -155,7 +122,7 @@ async def check_updates(
             )
             continue
         result.updates += found
-    await check_hub_entries(settings, store, civitai, queue, bus, manifest_lock, result)
+    await check_hub_entries(ctx)
     result.finished_at = utcnow()
     log.info(
         "update check: %d checked, %d updates, %d errors, %d requests",
@@ -168,18 +135,11 @@ async def check_updates(
 
 
 async def _compare(
-    settings: Settings,
-    store: Store,
-    queue: DownloadQueue,
-    bus: EventBus,
-    manifest_lock: asyncio.Lock,
-    index: int,
-    entry: JobRequest,
-    model: dict[str, Any],
+    ctx: CheckContext, index: int, entry: JobRequest, model: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """The updates of one tracked model: its newest version if that is in early access (reported
     with its date, not queued), and its newest downloadable version (queued)."""
-    current_id, current_row = await current_version(store, entry)
+    current_id, current_row = await current_version(ctx.store, entry)
     if current_id is None:
         return []  # never downloaded yet: the start-up queue takes care of it
     now = datetime.now(UTC)
@@ -200,7 +160,7 @@ async def _compare(
     if latest is not None and newer(latest):
         waiting, until = early_access(latest, now)
         if waiting:
-            update = await store.add_update(
+            update = await ctx.store.add_update(
                 _update_row(entry, model, current_id, latest) | {"early_access_until": until}
             )
             if update is not None:
@@ -212,12 +172,12 @@ async def _compare(
                     current_id,
                     latest["id"],
                 )
-                bus.publish(UpdateEvent(update))
+                ctx.bus.publish(UpdateEvent(update))
                 found.append(update)
     ready = newest_version(model, now, archives=archives)
     if ready is not None:
-        args = (settings, store, queue, bus, manifest_lock, index, entry, model)
-        update = await _fetch(*args, current_id, current_row, ready, newer(ready))
+        known = (current_id, current_row)
+        update = await _fetch(ctx, index, entry, model, known, ready, newer(ready))
         if update is not None:
             found.append(update)
     return found
@@ -237,21 +197,18 @@ def _update_row(
 
 
 async def _fetch(
-    settings: Settings,
-    store: Store,
-    queue: DownloadQueue,
-    bus: EventBus,
-    manifest_lock: asyncio.Lock,
+    ctx: CheckContext,
     index: int,
     entry: JobRequest,
     model: dict[str, Any],
-    current_id: int,
-    current_row: dict[str, Any] | None,
+    known: tuple[int, dict[str, Any] | None],
     newest: dict[str, Any],
     newer: bool,
 ) -> dict[str, Any] | None:
     """Record a newer (or republished) downloadable version and queue its download; an update
-    found while in early access is queued now."""
+    found while in early access is queued now. `known`: the version on disk and its record."""
+    current_id, current_row = known
+    settings, store = ctx.settings, ctx.store
     new_file = pick_file(newest, None)
     new_sha = ((new_file.get("hashes") or {}).get("SHA256") or "").lower() or None
     republished = (
@@ -286,14 +243,22 @@ async def _fetch(
         update = await store.add_update(_update_row(entry, model, current_id, newest))
     if update is None:
         return None  # found before; its download was queued then
-    job, _ = await queue.submit(request, source="update", replaces=replaces)
+    job, _ = await ctx.queue.submit(request, source="update", replaces=replaces)
     fields = {"job_id": job["id"], "early_access_until": None}
     await store.run(lambda db: db["updates"].update(update["id"], fields))
     update.update(fields)
-    async with manifest_lock:
-        await asyncio.to_thread(
-            _record_in_manifest, settings, index, entry, newest["id"], new_sha, name
-        )
+
+    def change(old: dict[str, Any]) -> dict[str, Any]:
+        """The entry now names the new version; `url` and `fileId` named the old one."""
+        new = {k: v for k, v in old.items() if k not in ("url", "fileId")}
+        new["modelVersionId"] = newest["id"]
+        if new_sha:
+            new["sha256"] = new_sha
+        if "filename" in old or settings.manifest_mode == "append":
+            new["filename"] = name
+        return new
+
+    await ctx.record(index, lambda e: e.get("modelId") == entry.modelId, change)
     log.info(
         "update found: %s (model %s) %s → %s, job %s",
         model.get("name"),
@@ -302,39 +267,8 @@ async def _fetch(
         newest["id"],
         job["id"],
     )
-    bus.publish(UpdateEvent(update))
+    ctx.bus.publish(UpdateEvent(update))
     return update
-
-
-def _record_in_manifest(
-    settings: Settings, index: int, entry: JobRequest, version_id: int, sha: str | None, name: str
-) -> None:
-    """replace: the entry now names the new version; append: a new entry beside it.
-    Every other field a person put in the entry is kept."""
-    raw, _, _ = manifest.load(settings.manifest_path)
-    if not (0 <= index < len(raw)) or raw[index].get("modelId") != entry.modelId:
-        # The file changed since the check began: find the entry again by model.
-        matches = [
-            i
-            for i, e in enumerate(raw)
-            if isinstance(e, dict) and e.get("modelId") == entry.modelId
-        ]
-        if not matches:
-            return
-        index = matches[-1]
-    old = raw[index]
-    new = {**old, "modelVersionId": version_id}
-    if sha:
-        new["sha256"] = sha
-    if "filename" in old or settings.manifest_mode == "append":
-        new["filename"] = name
-    new.pop("url", None)
-    new.pop("fileId", None)
-    if settings.manifest_mode == "replace":
-        raw[index] = new
-    else:
-        raw.append(new)
-    manifest.save(settings.manifest_path, raw)
 
 
 class Updater:
@@ -351,7 +285,7 @@ class Updater:
     ) -> None:
         self.settings = settings
         self.history = CheckHistory(store)
-        self.args = (settings, store, civitai, queue, bus, manifest_lock)
+        self.parts = (store, civitai, queue, bus, manifest_lock)
         self.lock = asyncio.Lock()
         self.last: CheckResult | None = None
         self.scheduler = AsyncIOScheduler()
@@ -370,7 +304,6 @@ class Updater:
     def apply(self, settings: Settings) -> None:
         """Settings changed while running: the daily check moves to the new time."""
         self.settings = settings
-        self.args = (settings, *self.args[1:])
         self._schedule()
 
     def _schedule(self) -> None:
@@ -408,7 +341,8 @@ class Updater:
         """Run a check now; a second caller waits for the first, then runs its own."""
         async with self.lock:
             started = time.monotonic()
-            self.last = await check_updates(*self.args)
+            ctx = CheckContext(self.settings, *self.parts, CheckResult(started_at=utcnow()))
+            self.last = await check_updates(ctx)
             log.info("update check took %.1f s", time.monotonic() - started)
             try:
                 await self.history.add(self.last.summary())

@@ -6,23 +6,17 @@ the commit: the update's `new_version_id`, and the download is pinned to it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import errors
 import manifest
-from civitai import CivitaiClient, with_retries
-from database import Store
-from events import EventBus, UpdateEvent
+from civitai import CivitaiClient
+from events import UpdateEvent
 from jobs import JobRequest
 from library import versioned_name
-from settings import Settings
 from sources.huggingface import HubClient
-
-if TYPE_CHECKING:
-    from daemon import DownloadQueue
-    from updater.checker import CheckResult
+from updater.context import CheckContext
 
 log = logging.getLogger("civitai.updater")
 
@@ -31,45 +25,31 @@ def hub_of(civitai: CivitaiClient) -> HubClient | None:
     return next((s for s in civitai.sources if isinstance(s, HubClient)), None)
 
 
-async def check_hub_entries(
-    settings: Settings,
-    store: Store,
-    civitai: CivitaiClient,
-    queue: DownloadQueue,
-    bus: EventBus,
-    manifest_lock: asyncio.Lock,
-    result: CheckResult,
-) -> None:
+async def check_hub_entries(ctx: CheckContext) -> None:
     """Compare each tracked Hub file (a manifest entry with a Hub `url` and its `sha256`)."""
-    hub = hub_of(civitai)
+    hub, result = hub_of(ctx.civitai), ctx.result
     if hub is None:
         return
-    _, entries, _ = manifest.load(settings.manifest_path)
+    _, entries, _ = manifest.load(ctx.settings.manifest_path)
     for index, entry in entries:
         if entry.modelId or entry.modelVersionId or not entry.url or not hub.owns(entry.url):
             continue
         try:
-            update = await _check(settings, store, hub, queue, manifest_lock, index, entry, result)
+            update = await _check(ctx, hub, index, entry)
         except errors.DaemonError as exc:
             result.errors.append({"entry": index + 1, "url": entry.url, "detail": str(exc)})
             continue
         result.checked += 1
         if update is not None:
-            bus.publish(UpdateEvent(update))
+            ctx.bus.publish(UpdateEvent(update))
             result.updates.append(update)
 
 
 async def _check(
-    settings: Settings,
-    store: Store,
-    hub: HubClient,
-    queue: DownloadQueue,
-    manifest_lock: asyncio.Lock,
-    index: int,
-    entry: JobRequest,
-    result: CheckResult,
+    ctx: CheckContext, hub: HubClient, index: int, entry: JobRequest
 ) -> dict[str, Any] | None:
     assert entry.url
+    settings, store = ctx.settings, ctx.store
     if not entry.sha256:
         return None  # not downloaded through tracking yet: the start-up queue fetches it
     rows = await store.find_completed(None, None, entry.sha256)
@@ -78,11 +58,7 @@ async def _check(
     current = rows[0]
     f = hub.file_of(entry.url)
 
-    async def once() -> Any:
-        result.requests += 1
-        return await hub.metadata(f)
-
-    meta = await with_retries(once, attempts=4, base=2.0, max_wait=300)
+    meta = await ctx.ask(lambda: hub.metadata(f))
     if meta.sha256 is None or meta.sha256 == entry.sha256.lower():
         return None  # a file kept in git has no SHA256 to compare; or nothing changed
     if await store.read(lambda db: _found_before(db, entry.url, meta.commit)):
@@ -99,7 +75,7 @@ async def _check(
         sha256=meta.sha256,
         priority=entry.priority,
     )
-    job, _ = await queue.submit(request, source="update", replaces=replaces)
+    job, _ = await ctx.queue.submit(request, source="update", replaces=replaces)
     row = {
         "modelId": None,
         "url": entry.url,
@@ -111,8 +87,13 @@ async def _check(
         "job_id": job["id"],
     }
     update = await store.add_update(row)
-    async with manifest_lock:
-        await asyncio.to_thread(_record, settings, index, entry.url, meta.sha256, name)
+    sha = meta.sha256
+
+    def change(old: dict[str, Any]) -> dict[str, Any]:
+        named = "filename" in old or settings.manifest_mode == "append"
+        return {**old, "sha256": sha, **({"filename": name} if named else {})}
+
+    await ctx.record(index, lambda e: e.get("url") == entry.url, change)
     log.info(
         "update found: %s %s at %s → commit %s, job %s",
         f.repo,
@@ -127,21 +108,3 @@ async def _check(
 def _found_before(db: Any, url: str, commit: str) -> bool:
     sql = "select 1 from updates where url = ? and new_version_id = ?"
     return db.execute(sql, [url, commit]).fetchone() is not None
-
-
-def _record(settings: Settings, index: int, url: str, sha: str, name: str) -> None:
-    """replace: the entry now names the new file; append: a new entry beside it."""
-    raw, _, _ = manifest.load(settings.manifest_path)
-    if not (0 <= index < len(raw)) or raw[index].get("url") != url:
-        matches = [i for i, e in enumerate(raw) if isinstance(e, dict) and e.get("url") == url]
-        if not matches:
-            return
-        index = matches[-1]
-    new = {**raw[index], "sha256": sha}
-    if "filename" in raw[index] or settings.manifest_mode == "append":
-        new["filename"] = name
-    if settings.manifest_mode == "replace":
-        raw[index] = new
-    else:
-        raw.append(new)
-    manifest.save(settings.manifest_path, raw)
