@@ -73,26 +73,46 @@ class HubFile:
     path: str  # inside the repo, folders included
 
     def resolve_path(self, revision: str | None = None) -> str:
+        """Built from the decoded parts, each segment quoted: what was judged is what is sent."""
         rev = quote(revision or self.revision, safe="")
-        return f"/{self.prefix}{self.repo}/resolve/{rev}/{quote(self.path)}"
+        repo = "/".join(quote(part, safe="") for part in self.repo.split("/"))
+        path = "/".join(quote(part, safe="") for part in self.path.split("/"))
+        return f"/{self.prefix}{repo}/resolve/{rev}/{path}"
 
     def page(self, base: str) -> str:
         """The repository's page, where a gated repo's licence is accepted."""
         return f"{base}/{self.prefix}{self.repo}"
 
 
+def _segment_problem(decoded: str, slash_allowed: bool = False) -> str | None:
+    """Why a decoded segment cannot stand in a Hub path: a server (or a proxy before it) that
+    decodes it would walk up the path, to another file or another API with the token."""
+    if "/" in decoded and not slash_allowed:
+        return f"{decoded!r} has an encoded slash (%2F)"
+    for part in decoded.split("/") if slash_allowed else [decoded]:
+        if part in (".", ".."):
+            return f"it has a {part!r} segment"
+        if not part:
+            return "it has an empty segment"
+    return None
+
+
 def parse_hub_path(path: str) -> HubFile | None:
-    """A Hub file from a URL's (still quoted) path, or None when it names no file."""
-    parts = [p for p in path.split("/") if p]
+    """A Hub file from a URL's (still quoted) path, or None when it names no file. Each segment
+    is decoded before it is judged: ValueError for `.`, `..` or empty segments, or an encoded
+    slash (`%2F`) anywhere but in the revision (huggingface_hub quotes `refs/pr/1` so)."""
+    parts = path.split("/")[1:] if path.startswith("/") else path.split("/")
     prefix = ""
     if parts and parts[0] in KINDS:
         prefix, parts = KINDS[parts[0]], parts[1:]
     for size in (2, 1):  # owner/name first, then an old repo's bare name
         if len(parts) > size + 2 and parts[size] in ("resolve", "blob"):
-            repo, rev, rest = parts[:size], parts[size + 1], parts[size + 2 :]
-            if any(p in (".", "..") for p in [*repo, *rest]):
-                return None
-            return HubFile(prefix, "/".join(repo), unquote(rev), "/".join(map(unquote, rest)))
+            repo, rev, rest = parts[:size], unquote(parts[size + 1]), parts[size + 2 :]
+            decoded = [unquote(p) for p in [*repo, *rest]]
+            problems = [_segment_problem(p) for p in decoded] + [_segment_problem(rev, True)]
+            if problem := next((p for p in problems if p), None):
+                raise ValueError(problem)
+            return HubFile(prefix, "/".join(decoded[:size]), rev, "/".join(decoded[size:]))
     return None
 
 
@@ -173,7 +193,13 @@ class HubClient:
         return {}
 
     def file_of(self, url: str) -> HubFile:
-        found = parse_hub_path(urlsplit(url).path)
+        try:
+            found = parse_hub_path(urlsplit(url).path)
+        except ValueError as exc:
+            raise errors.InvalidRequest(
+                f"{url} is not a Hugging Face file URL: {exc}; name the file itself, as "
+                "https://huggingface.co/<owner>/<repo>/resolve/<revision>/<path>"
+            ) from None
         if found is None:
             raise errors.InvalidRequest(
                 f"{url} is not a Hugging Face file URL: use "

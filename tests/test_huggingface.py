@@ -50,7 +50,8 @@ def test_parse_hub_path_takes_every_url_form():
     assert parse_hub_path("/spaces/acme/s/blob/v1/app.py").prefix == "spaces/"
     assert parse_hub_path("/acme/vae") is None
     assert parse_hub_path("/acme/vae/tree/main/x") is None
-    assert parse_hub_path("/acme/vae/resolve/main/../x") is None
+    with pytest.raises(ValueError, match="it has a '..' segment"):
+        parse_hub_path("/acme/vae/resolve/main/../x")
 
 
 def test_the_cdn_must_be_https_and_public_unless_hf_base_url_is_local(tmp_path: Path):
