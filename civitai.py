@@ -62,12 +62,16 @@ class Resolved:
     version_name: str | None = None
     info: dict[str, Any] | None = field(default=None, repr=False)
     exact_size: bool = False  # `size` is the file's size in bytes (not Civitai's rounded KB)
+    git_sha1: str | None = None  # a Hugging Face file kept in git: its git blob SHA-1 (ETag)
 
     @property
     def verified_by(self) -> str | None:
-        """What the bytes are checked against: "sha256", "size" (exact, no hash), or None."""
+        """What the bytes are checked against: "sha256", "git-sha1" (the git blob SHA-1 and the
+        exact size), "size" (exact, no hash), or None."""
         if self.sha256:
             return "sha256"
+        if self.git_sha1:
+            return "git-sha1"
         return "size" if self.exact_size and self.size else None
 
     @property

@@ -199,3 +199,10 @@ def _huggingface(db: Database) -> None:
     # names its URL (its new_version_id is the commit).
     db["jobs"].add_column("verified_by", str)
     db["updates"].add_column("url", str)
+
+
+@migrations(name="015_git_sha1")
+def _git_sha1(db: Database) -> None:
+    # A Hugging Face file kept in git is verified by its git blob SHA-1 (the Hub's ETag), kept
+    # here; its verified_by is "git-sha1".
+    db["jobs"].add_column("git_sha1", str)

@@ -135,14 +135,14 @@ def test_a_wrong_byte_is_fetched_again_and_twice_wrong_fails_as_for_civitai(daem
     assert Path(failed["path"] + ".unverified").exists()
 
 
-def test_a_file_kept_in_git_is_verified_by_size_and_the_job_says_so(daemon, hf: FakeHub):
+def test_a_file_kept_in_git_is_verified_by_its_git_sha1_and_the_job_says_so(daemon, hf: FakeHub):
     data = b'{"_class_name": "AutoencoderKL", "latent_channels": 4}\n'
     commit = hf.add_repo("acme/vae", {"vae/config.json": data})
     d = start(daemon, hf)
     url = f"{HF}/acme/vae/resolve/main/vae/config.json"
     job = run_job(d, {"url": url, "model_type": "vae", "filename": "sdxl-vae.json"})
 
-    assert job["verified_by"] == "size" and job["bytes_total"] == len(data)
+    assert job["verified_by"] == "git-sha1" and job["bytes_total"] == len(data)
     assert Path(job["path"]).name == "sdxl-vae.json"
     assert Path(job["path"]).read_bytes() == data
     assert not hf.requests_to("cdn")  # the Hub itself served it
