@@ -21,7 +21,9 @@ from versions import is_model_file, newest_version, usable_files
 
 log = logging.getLogger("civitai.client")
 
-# Civitai's model types as `/api/v1/models?types=` takes them (another name is Civitai's 400).
+# Civitai's model types as `/api/v1/models?types=` takes them (another name is Civitai's 400):
+# its `ModelType` enum (civitai/civitai packages/civitai-db-schema/src/enums.ts), in its order;
+# tests/test_civitai_types.py checks this against the copy in tests/fixtures.
 LIST_TYPES = (
     "Checkpoint",
     "TextualInversion",
@@ -34,10 +36,17 @@ LIST_TYPES = (
     "Upscaler",
     "MotionModule",
     "VAE",
+    "TextEncoder",
+    "UNet",
+    "CLIPVision",
     "Poses",
     "Wildcards",
     "Workflows",
+    "ComfyWorkflows",
     "Detection",
+    "VisionLanguage",
+    "CLIP",
+    "LLM",
     "Other",
 )
 

@@ -58,6 +58,16 @@ CIVITAI_TYPES = {
     "aestheticgradient": "aestheticgradient",
     "detection": "detection",
     "other": "other",
+    # Component types Civitai added in 2026: each goes where ComfyUI reads that kind of file
+    # (`clip` is ComfyUI's old name for text_encoders); a vision-language model or an LLM has no
+    # folder of its own in these apps.
+    "textencoder": "text_encoders",
+    "clip": "text_encoders",
+    "unet": "diffusion_models",
+    "clipvision": "clip_vision",
+    "comfyworkflows": "workflows",
+    "visionlanguage": "other",
+    "llm": "other",
 }
 
 COMFYUI = {
