@@ -74,7 +74,11 @@ async def read_models(raw: bytes, source: str) -> list[Model]:
 
 def _main() -> None:
     """The child: the workflow on stdin, {"models"} or {"status", "detail"} on stdout."""
-    os.nice(10)  # background work: the daemon's own process comes first for the CPU
+    # Background work: the daemon's own process comes first for the CPU, whatever else runs.
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(19)
     answer: dict[str, Any]
     try:
         models = parse(sys.stdin.buffer.read(), sys.argv[1])
