@@ -21,7 +21,9 @@ from versions import is_model_file, newest_version, usable_files
 
 log = logging.getLogger("civitai.client")
 
-# Civitai's model types as `/api/v1/models?types=` takes them (another name is Civitai's 400).
+# Civitai's model types as `/api/v1/models?types=` takes them (another name is Civitai's 400):
+# its `ModelType` enum (civitai/civitai packages/civitai-db-schema/src/enums.ts), in its order;
+# tests/test_civitai_types.py checks this against the copy in tests/fixtures.
 LIST_TYPES = (
     "Checkpoint",
     "TextualInversion",
@@ -34,10 +36,17 @@ LIST_TYPES = (
     "Upscaler",
     "MotionModule",
     "VAE",
+    "TextEncoder",
+    "UNet",
+    "CLIPVision",
     "Poses",
     "Wildcards",
     "Workflows",
+    "ComfyWorkflows",
     "Detection",
+    "VisionLanguage",
+    "CLIP",
+    "LLM",
     "Other",
 )
 
@@ -62,12 +71,16 @@ class Resolved:
     version_name: str | None = None
     info: dict[str, Any] | None = field(default=None, repr=False)
     exact_size: bool = False  # `size` is the file's size in bytes (not Civitai's rounded KB)
+    git_sha1: str | None = None  # a Hugging Face file kept in git: its git blob SHA-1 (ETag)
 
     @property
     def verified_by(self) -> str | None:
-        """What the bytes are checked against: "sha256", "size" (exact, no hash), or None."""
+        """What the bytes are checked against: "sha256", "git-sha1" (the git blob SHA-1 and the
+        exact size), "size" (exact, no hash), or None."""
         if self.sha256:
             return "sha256"
+        if self.git_sha1:
+            return "git-sha1"
         return "size" if self.exact_size and self.size else None
 
     @property

@@ -44,6 +44,7 @@ DaemonError
 │   └── HubNotFound               404 RepoNotFound, RevisionNotFound, EntryNotFound
 └── DownloadError                 the bytes themselves
     ├── HashMismatch
+    ├── GitBlobMismatch           a Hub file kept in git, not its ETag's SHA-1 (in huggingface.py)
     ├── FileConflict              a different file is at the final path
     ├── NotEnoughSpace
     ├── UnexpectedContent         a web page where a model file was expected (retryable)

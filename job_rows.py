@@ -175,6 +175,7 @@ class JobRows:
             "version_name": r.version_name,
             "dedupe_key": r.dedupe_key,
             "verified_by": r.verified_by,
+            "git_sha1": r.git_sha1,
         }
         if r.info is not None:
             fields["info"] = json.dumps(r.info)

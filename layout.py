@@ -22,7 +22,8 @@
   in `models/Poses`, `models/Workflows`, `models/Other`.
 - `forge`: as A1111 (Forge keeps its folders; lllyasviel/stable-diffusion-webui-forge
   modules_forge/shared.py: `controlnet_dir = os.path.join(models_path, 'ControlNet')`), plus
-  `models/text_encoder` (Forge's `--text-encoder-dir`).
+  `models/text_encoder` (Forge's `--text-encoder-dir`), and UNet-only `diffusion_models` in
+  `models/Stable-diffusion`, the one folder Forge lists them from (see FORGE below).
 
 `folders` in config.json overrides any type's folder (a relative path under download_dir).
 A type no table names keeps its own name as its folder (`models/<type>` in a1111/forge).
@@ -57,6 +58,16 @@ CIVITAI_TYPES = {
     "aestheticgradient": "aestheticgradient",
     "detection": "detection",
     "other": "other",
+    # Component types Civitai added in 2026: each goes where ComfyUI reads that kind of file
+    # (`clip` is ComfyUI's old name for text_encoders); a vision-language model or an LLM has no
+    # folder of its own in these apps.
+    "textencoder": "text_encoders",
+    "clip": "text_encoders",
+    "unet": "diffusion_models",
+    "clipvision": "clip_vision",
+    "comfyworkflows": "workflows",
+    "visionlanguage": "other",
+    "llm": "other",
 }
 
 COMFYUI = {
@@ -98,7 +109,17 @@ A1111 = {
     "other": "models/Other",
 }
 
-FORGE = {**A1111, "text_encoders": "models/text_encoder"}
+# Forge picks a diffusion model only from its checkpoint list: in
+# lllyasviel/stable-diffusion-webui-forge, modules_forge/main_entry.py `refresh_models()` lists
+# the checkpoints through `shared_items.refresh_checkpoints()` (modules/sd_models.py
+# `list_models()`: models/Stable-diffusion) and the extra modules from models/VAE and
+# models/text_encoder only; no UNet folder is read. So a UNet-only file (Flux or SD3 weights
+# without their encoders) goes with the checkpoints.
+FORGE = {
+    **A1111,
+    "text_encoders": "models/text_encoder",
+    "diffusion_models": "models/Stable-diffusion",
+}
 
 TABLES: dict[str, dict[str, str]] = {
     "default": {},

@@ -37,6 +37,7 @@ from logger import safe_url
 from metadata import write_sidecars
 from rates import RateMeter, SpeedMeter
 from settings import Settings
+from sources.huggingface import GitBlobMismatch, blob_sha1
 from throttle import Throttle
 from tracking import Tracker
 
@@ -171,9 +172,10 @@ class JobRunner:
                 row, JobStatus.VERIFYING, bytes_done=result.size, bytes_total=result.size
             )
             wrong_size = size_mismatch(row, result.size)
-            if (expected and result.sha256 != expected) or wrong_size:
+            wrong_blob = not wrong_size and await blob_mismatch(row, part_path)
+            if (expected and result.sha256 != expected) or wrong_size or wrong_blob:
                 if not refetched:
-                    got = result.size if wrong_size else result.sha256
+                    got = result.size if wrong_size else (wrong_blob or result.sha256)
                     log.warning("job %s: mismatch (%s); fetching once more", job_id, got)
                     await download.discard()
                     refetched = True
@@ -186,6 +188,8 @@ class JobRunner:
                 await self.store.set_parts(job_id, [])
                 if wrong_size:
                     raise errors.SizeMismatch(row["size"], result.size, str(kept))
+                if wrong_blob:
+                    raise GitBlobMismatch(row["git_sha1"], wrong_blob, str(kept))
                 raise errors.HashMismatch(expected, result.sha256, str(kept))
             break
 
@@ -361,7 +365,16 @@ class JobRunner:
 def size_mismatch(row: dict[str, Any], size: int) -> bool:
     """A file with no published SHA256 that its source sized exactly (a Hugging Face file kept
     in git) is checked by its size."""
-    return row.get("verified_by") == "size" and row.get("size") not in (None, size)
+    exact = row.get("verified_by") in ("size", "git-sha1")
+    return exact and row.get("size") not in (None, size)
+
+
+async def blob_mismatch(row: dict[str, Any], part_path: Path) -> str | None:
+    """A Hugging Face file kept in git: its git blob SHA-1 when it is not the Hub's ETag."""
+    if row.get("verified_by") != "git-sha1" or not row.get("git_sha1"):
+        return None
+    actual = await asyncio.to_thread(blob_sha1, part_path)
+    return actual if actual != row["git_sha1"] else None
 
 
 def retire_old(settings: Settings, models_root: Path, old: Path, model_type: str) -> None:

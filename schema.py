@@ -213,3 +213,10 @@ def _url_secrets(db: Database) -> None:
         kept = job_secrets.kept_apart({k: row[k] for k in job_secrets.URL_FIELDS})
         if job_secrets.COLUMN in kept:
             db["jobs"].update(row["id"], kept)
+
+
+@migrations(name="016_git_sha1")
+def _git_sha1(db: Database) -> None:
+    # A Hugging Face file kept in git is verified by its git blob SHA-1 (the Hub's ETag), kept
+    # here; its verified_by is "git-sha1".
+    db["jobs"].add_column("git_sha1", str)

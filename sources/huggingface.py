@@ -6,9 +6,15 @@ does (file_download.py): a HEAD with `Accept-Encoding: identity` that follows on
 the Hub itself (a renamed repo, a revision name), never the one to the CDN; `X-Repo-Commit` pins
 the download to `<hf_base_url>/<repo>/resolve/<commit>/<path>`, so the file cannot change
 between attempts; `X-Linked-Size` (else Content-Length) is the size; `X-Linked-Etag` of an
-LFS/Xet file is its SHA256. A file in git itself has no linked etag (its ETag is a git blob
-SHA-1): it is verified by its size only. HTTP answers become errors here (utils/_http.py's
-`hf_raise_for_status`: `X-Error-Code` GatedRepo, RepoNotFound, RevisionNotFound, EntryNotFound).
+LFS/Xet file is its SHA256. A file in git itself has no linked etag: its `ETag` is its git blob
+SHA-1, `sha1("blob <size>" NUL content)` (huggingface_hub's file_download.py: `hf_hub_url`'s
+docstring, "An object's ETag is: its git-sha1 if stored in git, or its sha256 if stored in
+git-lfs"; `get_hf_file_metadata` takes `X-Linked-Etag` else `ETag`, and
+`_get_metadata_or_catch_error` refuses a file without one, as it could not "reliably ensure
+reproducibility"), so such a file is verified by that SHA-1 (`verified_by: "git-sha1"`) and its
+size; by its size only when the Hub sends no SHA-1 ETag. HTTP answers become errors here
+(utils/_http.py's `hf_raise_for_status`: `X-Error-Code` GatedRepo, RepoNotFound,
+RevisionNotFound, EntryNotFound).
 
 The token (hf_token, or HF_TOKEN) goes only to hf_base_url's origin: the CDN the Hub redirects
 to gets none, as huggingface_hub drops `authorization` when the location's netloc differs.
@@ -16,8 +22,10 @@ to gets none, as huggingface_hub drops `authorization` when the location's netlo
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -56,10 +64,23 @@ class HubNotFound(HubError):
         super().__init__(f"Not found on the Hugging Face Hub: {what}")
 
 
+class GitBlobMismatch(errors.DownloadError):
+    retry_blocked = (
+        "The file was fetched twice and its git blob SHA-1 differed from the Hub's both times."
+    )
+
+    def __init__(self, expected: str, actual: str, kept: str) -> None:
+        super().__init__(
+            f"Git blob SHA-1 mismatch: expected {expected}, got {actual} (the Hub's ETag of a file "
+            f"kept in git); the bytes are kept as {kept}."
+        )
+
+
 HUB_HOSTS = {"huggingface.co", "www.huggingface.co", "hf.co"}
 CDN_DOMAINS = (".huggingface.co", ".hf.co")
 KINDS = {"datasets": "datasets/", "spaces": "spaces/"}
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+GIT_SHA1 = re.compile(r"^[0-9a-f]{40}$")
 MAX_HOPS = 5  # redirects on the Hub itself (a renamed repo, a branch name) before giving up
 
 
@@ -73,26 +94,46 @@ class HubFile:
     path: str  # inside the repo, folders included
 
     def resolve_path(self, revision: str | None = None) -> str:
+        """Built from the decoded parts, each segment quoted: what was judged is what is sent."""
         rev = quote(revision or self.revision, safe="")
-        return f"/{self.prefix}{self.repo}/resolve/{rev}/{quote(self.path)}"
+        repo = "/".join(quote(part, safe="") for part in self.repo.split("/"))
+        path = "/".join(quote(part, safe="") for part in self.path.split("/"))
+        return f"/{self.prefix}{repo}/resolve/{rev}/{path}"
 
     def page(self, base: str) -> str:
         """The repository's page, where a gated repo's licence is accepted."""
         return f"{base}/{self.prefix}{self.repo}"
 
 
+def _segment_problem(decoded: str, slash_allowed: bool = False) -> str | None:
+    """Why a decoded segment cannot stand in a Hub path: a server (or a proxy before it) that
+    decodes it would walk up the path, to another file or another API with the token."""
+    if "/" in decoded and not slash_allowed:
+        return f"{decoded!r} has an encoded slash (%2F)"
+    for part in decoded.split("/") if slash_allowed else [decoded]:
+        if part in (".", ".."):
+            return f"it has a {part!r} segment"
+        if not part:
+            return "it has an empty segment"
+    return None
+
+
 def parse_hub_path(path: str) -> HubFile | None:
-    """A Hub file from a URL's (still quoted) path, or None when it names no file."""
-    parts = [p for p in path.split("/") if p]
+    """A Hub file from a URL's (still quoted) path, or None when it names no file. Each segment
+    is decoded before it is judged: ValueError for `.`, `..` or empty segments, or an encoded
+    slash (`%2F`) anywhere but in the revision (huggingface_hub quotes `refs/pr/1` so)."""
+    parts = path.split("/")[1:] if path.startswith("/") else path.split("/")
     prefix = ""
     if parts and parts[0] in KINDS:
         prefix, parts = KINDS[parts[0]], parts[1:]
     for size in (2, 1):  # owner/name first, then an old repo's bare name
         if len(parts) > size + 2 and parts[size] in ("resolve", "blob"):
-            repo, rev, rest = parts[:size], parts[size + 1], parts[size + 2 :]
-            if any(p in (".", "..") for p in [*repo, *rest]):
-                return None
-            return HubFile(prefix, "/".join(repo), unquote(rev), "/".join(map(unquote, rest)))
+            repo, rev, rest = parts[:size], unquote(parts[size + 1]), parts[size + 2 :]
+            decoded = [unquote(p) for p in [*repo, *rest]]
+            problems = [_segment_problem(p) for p in decoded] + [_segment_problem(rev, True)]
+            if problem := next((p for p in problems if p), None):
+                raise ValueError(problem)
+            return HubFile(prefix, "/".join(decoded[:size]), rev, "/".join(decoded[size:]))
     return None
 
 
@@ -108,9 +149,10 @@ class HubMeta:
     """What the Hub says of a file (huggingface_hub's HfFileMetadata)."""
 
     commit: str
-    sha256: str | None  # an LFS/Xet file's X-Linked-Etag; None: a file in git, size only
+    sha256: str | None  # an LFS/Xet file's X-Linked-Etag; None: a file in git
     size: int | None
     location: str  # the CDN URL of an LFS file, else the Hub URL that serves it
+    git_sha1: str | None = None  # a file in git: its ETag, the git blob SHA-1
 
 
 def normalize_etag(value: str | None) -> str | None:
@@ -173,7 +215,13 @@ class HubClient:
         return {}
 
     def file_of(self, url: str) -> HubFile:
-        found = parse_hub_path(urlsplit(url).path)
+        try:
+            found = parse_hub_path(urlsplit(url).path)
+        except ValueError as exc:
+            raise errors.InvalidRequest(
+                f"{url} is not a Hugging Face file URL: {exc}; name the file itself, as "
+                "https://huggingface.co/<owner>/<repo>/resolve/<revision>/<path>"
+            ) from None
         if found is None:
             raise errors.InvalidRequest(
                 f"{url} is not a Hugging Face file URL: use "
@@ -223,7 +271,9 @@ class HubClient:
             )
             target = str(response.url.join(location)) if response.is_redirect and location else url
             sha = linked if linked and SHA256.match(linked) else None
-            return HubMeta(commit, sha, size, target)
+            etag = normalize_etag(response.headers.get("etag"))
+            blob = etag if sha is None and etag and GIT_SHA1.match(etag) else None
+            return HubMeta(commit, sha, size, target, blob)
         raise errors.NetworkError(f"The Hugging Face Hub redirected {url} too many times")
 
     def error_for(self, response: httpx.Response, f: HubFile) -> errors.DaemonError | None:
@@ -279,7 +329,7 @@ class HubClient:
             f.revision,
             meta.commit,
             meta.size,
-            f"sha256 {sha}" if sha else "no SHA256 (verified by size)",
+            f"sha256 {sha}" if sha else f"git blob SHA-1 {meta.git_sha1 or 'not sent (size only)'}",
         )
         return Resolved(
             download_url=pinned,
@@ -289,6 +339,7 @@ class HubClient:
             model_name=f"{f.prefix}{f.repo}",
             version_name=f"{f.revision}@{meta.commit[:12]}",
             exact_size=True,
+            git_sha1=None if sha else meta.git_sha1,
         )
 
     async def cdn_link(self, pinned_url: str) -> str:
@@ -312,3 +363,14 @@ class HubClient:
         if host.endswith(CDN_DOMAINS):
             return  # the Hub's own CDNs (cdn-lfs.huggingface.co, cas-bridge.xethub.hf.co)
         await self.civitai.check_redirect(url)
+
+
+def blob_sha1(path: os.PathLike[str] | str) -> str:
+    """A file's git blob id, as the Hub's ETag of a file kept in git: sha1("blob <size>\\0" +
+    content). Never read through a link."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as f:
+        digest = hashlib.sha1(b"blob %d\0" % os.fstat(fd).st_size)
+        while chunk := f.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -55,14 +55,21 @@ LOADERS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 # ComfyUI's `supported_pt_extensions` (folder_paths.py) and GGUF: a widget value naming a file.
 MODEL_FILE = re.compile(r"\.(ckpt|pt|pt2|bin|pth|safetensors|pkl|sft|gguf|onnx)$", re.I)
-MAX_NODES = 20_000
-MAX_MODELS = 1_000  # distinct models one workflow may name: each may become a job
+# Bounds far above any real workflow (ComfyUI's templates have tens of nodes and a few models),
+# checked on a count of the JSON as written before anything else is read: each model may become
+# a job, and a 9.7 MB workflow of 20,000 nodes naming 12 models each held the daemon 51 s.
+MAX_NODES = 10_000  # every node of the graph and of each subgraph definition
+MAX_MODELS = 2_000  # every model entry: declared (`models`, `properties.models`) or in a loader
 MAX_DEPTH = 8  # subgraphs inside subgraphs
 INACTIVE_MODES = (2, 4)  # litegraph's LGraphEventMode NEVER (muted) and BYPASS
 
 
 class NotAWorkflow(ValueError):
     """The JSON is not a ComfyUI workflow in either format."""
+
+
+class TooLarge(NotAWorkflow):
+    """A workflow past MAX_NODES or MAX_MODELS: the message names the bound and its count."""
 
 
 @dataclass
@@ -152,8 +159,10 @@ class Collector:
 
     def __init__(self) -> None:
         self.models: dict[tuple[str, str], Model] = {}
-        self.nodes_seen = 0
         self.entered: set[int] = set()  # the subgraph definitions read
+        # What each model already has, so a name given by every node is kept once in constant
+        # time (a list's `in` made 20,000 nodes naming one model quadratic).
+        self.seen: set[tuple[Any, ...]] = set()
 
     def add(
         self,
@@ -171,22 +180,29 @@ class Collector:
         if model.problem is None and model_type_of(model.directory) is None:
             model.problem = f"directory {directory!r} is not a ComfyUI model folder name"
         existing = self.models.setdefault(model.key, model)
-        if len(self.models) > MAX_MODELS:
-            raise NotAWorkflow(f"it names more than {MAX_MODELS} models")
         if isinstance(url, str) and url.strip():
             text = url.strip()
             if re.match(r"^https?://", text, re.I):
-                existing.urls += [text] if text not in existing.urls else []
+                if self.first(model.key, "url", text):
+                    existing.urls.append(text)
             elif existing.problem is None:
                 existing.problem = f"its URL {text[:80]!r} is not an http:// or https:// URL"
         if isinstance(hash_type, str) and hash_type.lower() == "sha256" and hash_value:
             if isinstance(hash_value, str) and SHA256_RE.fullmatch(hash_value.strip()):
                 digest = hash_value.strip().lower()
-                existing.hashes += [digest] if digest not in existing.hashes else []
+                if self.first(model.key, "sha256", digest):
+                    existing.hashes.append(digest)
             elif existing.problem is None:
                 existing.problem = f"its SHA256 {str(hash_value)[:80]!r} is not 64 hex digits"
-        if node is not None and node not in existing.nodes:
+        if node is not None and self.first(model.key, "node", *map(repr, node.items())):
             existing.nodes.append(node)
+
+    def first(self, *key: Any) -> bool:
+        """True the first time `key` is seen."""
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
 
     def declared(self, entries: Any, node: dict[str, Any] | None) -> None:
         for entry in entries if isinstance(entries, list) else []:
@@ -217,19 +233,12 @@ class Collector:
         if depth > MAX_DEPTH:
             return
         if subgraphs is None:  # the definitions live at the top; instances name them by id
-            definitions = graph.get("definitions")
-            listed = definitions.get("subgraphs") if isinstance(definitions, dict) else None
             subgraphs = {
-                str(sub["id"]): sub
-                for sub in listed or []
-                if isinstance(sub, dict) and sub.get("id") is not None
+                str(sub["id"]): sub for sub in _subgraphs(graph) if sub.get("id") is not None
             }
         for node in graph.get("nodes") or []:
             if not isinstance(node, dict):
                 continue
-            self.nodes_seen += 1
-            if self.nodes_seen > MAX_NODES:
-                raise NotAWorkflow(f"it has more than {MAX_NODES} nodes")
             if node.get("mode") in INACTIVE_MODES:
                 continue  # muted or bypassed: ComfyUI runs nothing of it, nor of its subgraph
             ref = _node_ref(node, subgraph)
@@ -266,29 +275,75 @@ def is_api_format(data: dict[str, Any]) -> bool:
     return bool(nodes) and all(isinstance(v, dict) and "class_type" in v for v in nodes)
 
 
+def _subgraphs(data: dict[str, Any]) -> list[dict[str, Any]]:
+    definitions = data.get("definitions")
+    listed = definitions.get("subgraphs") if isinstance(definitions, dict) else None
+    return [sub for sub in listed if isinstance(sub, dict)] if isinstance(listed, list) else []
+
+
+def _loader_inputs(class_type: Any, values: Any) -> int:
+    if not isinstance(values, (list, dict)) or not isinstance(class_type, str):
+        return 0
+    return len(LOADERS.get(class_type, ("", ()))[1])
+
+
+def size_of(data: dict[str, Any], ui: bool) -> tuple[int, int]:
+    """(nodes, model entries) as written, in one pass: what the bounds are checked on."""
+    top = data.get("models")
+    nodes, models = 0, len(top) if isinstance(top, list) else 0
+    if not ui:
+        for node_id, node in data.items():
+            if node_id not in ("models", "extra"):
+                nodes += 1
+                models += _loader_inputs(node.get("class_type"), node.get("inputs"))
+        return nodes, models
+    for graph in [data, *_subgraphs(data)]:
+        listed = graph.get("nodes")
+        for node in listed if isinstance(listed, list) else []:
+            nodes += 1
+            if not isinstance(node, dict):
+                continue
+            properties = node.get("properties")
+            declared = properties.get("models") if isinstance(properties, dict) else None
+            models += len(declared) if isinstance(declared, list) else 0
+            models += _loader_inputs(node.get("type"), node.get("widgets_values"))
+    return nodes, models
+
+
+def check_size(data: dict[str, Any], ui: bool) -> None:
+    """Raises TooLarge naming the bound a workflow is past, and how far."""
+    nodes, models = size_of(data, ui)
+    if nodes > MAX_NODES:
+        raise TooLarge(f"a workflow may have at most {MAX_NODES:,} nodes; this one has {nodes:,}")
+    if models > MAX_MODELS:
+        raise TooLarge(
+            f"a workflow may name at most {MAX_MODELS:,} models; this one names {models:,}"
+        )
+
+
 def models_of(data: Any) -> list[Model]:
-    """The models a workflow needs, in the order first named; raises NotAWorkflow."""
+    """The models a workflow needs, in the order first named; raises NotAWorkflow (TooLarge
+    past a bound). Linear in the workflow's size."""
     if not isinstance(data, dict):
         raise NotAWorkflow("it is not a JSON object")
-    collector = Collector()
-    collector.declared(data.get("models"), None)
-    if isinstance(data.get("nodes"), list):
-        collector.ui_graph(data, None, 0)
-    elif is_api_format(data):
-        for node_id, node in data.items():
-            if node_id in ("models", "extra"):
-                continue
-            collector.nodes_seen += 1
-            if collector.nodes_seen > MAX_NODES:
-                raise NotAWorkflow(f"it has more than {MAX_NODES} nodes")
-            inputs = node.get("inputs") if isinstance(node.get("inputs"), dict) else {}
-            ref = _node_ref({**node, "id": node_id}, None)
-            collector.loader(node.get("class_type"), inputs, ref)
-    else:
+    ui = isinstance(data.get("nodes"), list)
+    if not ui and not is_api_format(data):
         raise NotAWorkflow(
             "it has no `nodes` list (the format ComfyUI saves) and is not the API format "
             '(`{"<id>": {"class_type": ..., "inputs": {...}}}`)'
         )
+    check_size(data, ui)
+    collector = Collector()
+    collector.declared(data.get("models"), None)
+    if ui:
+        collector.ui_graph(data, None, 0)
+    else:
+        for node_id, node in data.items():
+            if node_id in ("models", "extra"):
+                continue
+            inputs = node.get("inputs") if isinstance(node.get("inputs"), dict) else {}
+            ref = _node_ref({**node, "id": node_id}, None)
+            collector.loader(node.get("class_type"), inputs, ref)
     for model in collector.models.values():
         model.settle()
     return list(collector.models.values())

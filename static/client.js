@@ -117,6 +117,7 @@ function jobRow(job) {
   const name = el("td", {}, el("div", { class: "fw-semibold" }, jobName(job)), el("div", { class: "small text-body-secondary text-truncate text-truncate-path" }, job.filename || ""));
   if (job.status === "waiting" && job.next_attempt_at) name.append(el("div", { class: "small job-wait" }, waitText(job)));
   if (job.verified_by === "size") name.append(el("div", { class: "small text-body-secondary job-verified-by", title: "The Hugging Face Hub publishes a SHA256 only for files kept in LFS/Xet" }, "checked by size only: its source publishes no SHA256"));
+  if (job.verified_by === "git-sha1") name.append(el("div", { class: "small text-body-secondary job-verified-by", title: "A file kept in git: the Hub's ETag is its git blob SHA-1, sha1(\"blob <size>\\0\" + bytes)" }, "checked by its git blob SHA-1: its source publishes no SHA256"));
   if (job.error) name.append(el("div", { class: `small job-error ${job.status === "failed" ? "text-danger" : "text-warning-emphasis"}` }, job.error));
   const cells = [
     name,

@@ -510,10 +510,17 @@ CIVITAI_TYPES = (
     "Upscaler",
     "MotionModule",
     "VAE",
+    "TextEncoder",
+    "UNet",
+    "CLIPVision",
     "Poses",
     "Wildcards",
     "Workflows",
+    "ComfyWorkflows",
     "Detection",
+    "VisionLanguage",
+    "CLIP",
+    "LLM",
     "Other",
 )
 

@@ -18,6 +18,7 @@ test can move `main` while a download runs; old commits keep their files.
     hub = FakeHub().start()
     hub.add_repo("acme/vae", {"vae.safetensors": b"..."})
     hub.fault("cdn", drop_after=1000)         # the next CDN answer dies after 1000 bytes
+    hub.fault("hub", serve=b"other", get_only=True)  # the next GET of a git file, other bytes
     hub.upload("acme/vae", "vae.safetensors", b"new")   # main moves to a new commit
 """
 
@@ -52,6 +53,8 @@ class Fault:
     error_code: str | None = None
     drop_after: int | None = None  # close the connection after this many body bytes
     corrupt: bool = False  # flip the first bytes of the body
+    serve: bytes | None = None  # send these bytes instead of the file's (headers still its own)
+    get_only: bool = False  # leave HEAD answers alone: the size and ETag the Hub announces hold
     rate: int | None = None  # bytes/s of this answer
     times: int = 1
 
@@ -91,6 +94,7 @@ class FakeHub:
         self.requests: list[Request] = []
         self.rate: int | None = None  # CDN bytes/s per answer, for every answer
         self.link_ttl = 3600.0
+        self.git_etags = True  # False: a file kept in git is served with no ETag at all
         self.link_generation = 0
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -172,9 +176,11 @@ class FakeHub:
             self.faults.append(f)
         return f
 
-    def take_fault(self, target: str) -> Fault | None:
+    def take_fault(self, target: str, method: str = "GET") -> Fault | None:
         with self.lock:
             for f in self.faults:
+                if f.get_only and method != "GET":
+                    continue
                 if f.target == target and f.times > 0:
                     f.times -= 1
                     if f.times == 0:
@@ -256,7 +262,7 @@ class _Handler(BaseHTTPRequestHandler):
         at = parts.index("resolve")
         repo_id, rev = "/".join(parts[:at]), unquote(parts[at + 1])
         path = "/".join(unquote(p) for p in parts[at + 2 :])
-        fault = self.fake.take_fault("hub")
+        fault = self.fake.take_fault("hub", self.command)
         if fault is not None and fault.status:
             return self._error(fault.status, fault.error_code or "", "injected")
         if repo_id in self.fake.renamed:
@@ -287,8 +293,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "Location": self.fake.sign(sha),
             }
             return self._send(302, b"", headers)
-        headers["ETag"] = f'"{git_blob_sha1(content)}"'
-        self._bytes(content, headers["ETag"], headers, fault)
+        etag = f'"{git_blob_sha1(content)}"' if self.fake.git_etags else ""
+        self._bytes(content, etag, headers, fault)
 
     def _cdn(self) -> None:
         parts = urlsplit(self.path)
@@ -299,13 +305,17 @@ class _Handler(BaseHTTPRequestHandler):
         content = self.fake.blobs.get(sha)
         if content is None or not self.fake.link_valid(sha, query):
             return self._send(403, b"<Error><Code>AccessDenied</Code></Error>")
-        fault = self.fake.take_fault("cdn")
+        fault = self.fake.take_fault("cdn", self.command)
         if fault is not None and fault.status:
             return self._send(fault.status, b"injected")
         self._bytes(content, f'"{sha[:32]}"', {"Accept-Ranges": "bytes"}, fault)
 
     def _bytes(self, data: bytes, etag: str, headers: dict[str, str], fault: Fault | None) -> None:
-        headers = {**headers, "ETag": etag, "Content-Type": "application/octet-stream"}
+        headers = {**headers, "Content-Type": "application/octet-stream"}
+        if etag:
+            headers["ETag"] = etag
+        if fault is not None and fault.serve is not None:
+            data = fault.serve  # what the announced size and ETag do not describe
         size, start, end, status = len(data), 0, len(data) - 1, 200
         rng, if_range = self.headers.get("Range"), self.headers.get("If-Range")
         m = re.fullmatch(r"bytes=(\d+)-(\d*)", (rng or "").strip())

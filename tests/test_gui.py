@@ -7,6 +7,7 @@ import os
 import re
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import Page, expect
 
 from tests.conftest import read_config, wait_for
@@ -297,12 +298,24 @@ def test_an_apps_folder_name_typed_as_the_folder_queues_into_that_folder(
     d.stop()
 
 
-def test_a_file_checked_by_size_only_says_so_in_the_queue(civitai, hf, daemon, page, home):
+@pytest.mark.parametrize(
+    ("etag", "shown"),
+    [
+        (True, "checked by its git blob SHA-1: its source publishes no SHA256"),
+        (False, "checked by size only: its source publishes no SHA256"),
+    ],
+    ids=["git-sha1", "size-only"],
+)
+def test_a_file_checked_without_a_sha256_says_how_in_the_queue(
+    civitai, hf, daemon, page, home, etag, shown
+):
     """A Hugging Face file kept in git has no published SHA256: its row says it was checked by
-    size only, so nobody takes it for hash-verified."""
+    its git blob SHA-1 (the Hub's ETag), or by size only when no ETag came, so nobody takes it
+    for SHA256-verified."""
     problems: list[str] = []
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
+    hf.git_etags = etag
     hf.add_repo("acme/cfg", {"config.yaml": b"model: tiny\n" * 50})
     d = daemon(hf_base_url=hf.base_url)
     url = "https://huggingface.co/acme/cfg/resolve/main/config.yaml"
@@ -312,9 +325,7 @@ def test_a_file_checked_by_size_only_says_so_in_the_queue(civitai, hf, daemon, p
     log_in(page, d)
     row = page.locator(".job-row").first
     expect(row.locator(".job-status")).to_have_text("completed")
-    expect(row.locator(".job-verified-by")).to_have_text(
-        "checked by size only: its source publishes no SHA256"
-    )
+    expect(row.locator(".job-verified-by")).to_have_text(shown)
     assert (home / "data/models/other/config.yaml").read_bytes() == b"model: tiny\n" * 50
     assert problems == [], problems
     d.stop()

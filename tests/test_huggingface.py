@@ -50,7 +50,8 @@ def test_parse_hub_path_takes_every_url_form():
     assert parse_hub_path("/spaces/acme/s/blob/v1/app.py").prefix == "spaces/"
     assert parse_hub_path("/acme/vae") is None
     assert parse_hub_path("/acme/vae/tree/main/x") is None
-    assert parse_hub_path("/acme/vae/resolve/main/../x") is None
+    with pytest.raises(ValueError, match="it has a '..' segment"):
+        parse_hub_path("/acme/vae/resolve/main/../x")
 
 
 def test_the_cdn_must_be_https_and_public_unless_hf_base_url_is_local(tmp_path: Path):
@@ -134,14 +135,14 @@ def test_a_wrong_byte_is_fetched_again_and_twice_wrong_fails_as_for_civitai(daem
     assert Path(failed["path"] + ".unverified").exists()
 
 
-def test_a_file_kept_in_git_is_verified_by_size_and_the_job_says_so(daemon, hf: FakeHub):
+def test_a_file_kept_in_git_is_verified_by_its_git_sha1_and_the_job_says_so(daemon, hf: FakeHub):
     data = b'{"_class_name": "AutoencoderKL", "latent_channels": 4}\n'
     commit = hf.add_repo("acme/vae", {"vae/config.json": data})
     d = start(daemon, hf)
     url = f"{HF}/acme/vae/resolve/main/vae/config.json"
     job = run_job(d, {"url": url, "model_type": "vae", "filename": "sdxl-vae.json"})
 
-    assert job["verified_by"] == "size" and job["bytes_total"] == len(data)
+    assert job["verified_by"] == "git-sha1" and job["bytes_total"] == len(data)
     assert Path(job["path"]).name == "sdxl-vae.json"
     assert Path(job["path"]).read_bytes() == data
     assert not hf.requests_to("cdn")  # the Hub itself served it

@@ -392,3 +392,19 @@ def test_the_readme_stability_matrix_example_puts_files_in_its_shared_folders(
         path = shared / folder / f"{kind}.safetensors"
         assert job["path"] == str(path) and path.read_bytes() == blobs[kind]
     d.stop()
+
+
+def test_forge_lists_unet_only_models_from_its_checkpoint_folder(civitai, daemon, home):
+    # Forge's checkpoint list (modules_forge/main_entry.py, refresh_models) is the one place it
+    # picks a diffusion model from: a UNet-only file must sit in models/Stable-diffusion.
+    assert Layout("forge").folder("diffusion_models") == "models/Stable-diffusion"
+    assert Layout("forge").folder(model_type_of("unet")) == "models/Stable-diffusion"
+    assert Layout("comfyui").folder("diffusion_models") == "diffusion_models"
+    blob = os.urandom(4096)
+    f = civitai.add_simple(3, 31, blob, filename="flux-unet.safetensors", type="Checkpoint")
+    d = daemon(layout="forge", allowed_hosts=["127.0.0.2"])
+    job = run_job(d, {"url": civitai.signed_url(f), "model_type": "diffusion_models"})
+    root = Path(os.path.realpath(home / "data" / "models"))
+    assert job["path"] == str(root / "models/Stable-diffusion/flux-unet.safetensors")
+    assert Path(job["path"]).read_bytes() == blob
+    d.stop()

@@ -427,19 +427,20 @@ def test_one_name_given_two_hashes_or_two_urls_without_a_hash_is_refused_saying_
 def test_a_workflow_naming_more_models_than_the_bound_is_refused_whole_at_once(civitai, daemon):
     many = {
         "nodes": [],
-        "models": [entry(f"m{i}.safetensors", f"https://x.example/{i}") for i in range(1001)],
+        "models": [entry(f"m{i}.safetensors", f"https://x.example/{i}") for i in range(2001)],
     }
     d = daemon(layout="comfyui")
     with d.client() as c:
         r = c.post("/api/workflow", json=many)
         assert r.status_code == 422, r.text[:300]
         assert r.json() == {
-            "detail": "The request body is not a ComfyUI workflow: it names more than 1000 models"
+            "detail": "The request body is refused: a workflow may name at most 2,000 models; "
+            "this one names 2,001"
         }
         assert c.get("/api/jobs").json()["total"] == 0
-        many["models"] = many["models"][:1000]
+        many["models"] = many["models"][:2000]
         fine = c.post("/api/workflow?dry_run=true", json=many)
-        assert fine.status_code == 200 and fine.json()["summary"]["models"] == 1000
+        assert fine.status_code == 200 and fine.json()["summary"]["models"] == 2000
     d.stop()
 
 
