@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from daemon_client import CliError, Daemon, NoDaemon, call, connect, one_line
-from daemon_record import is_loopback as is_loopback  # tests and scripts import it from here
-from sizes import human_bytes
+from config.daemon_record import is_loopback as is_loopback  # tests and scripts import it from here
+from config.sizes import human_bytes
+from web.client import CliError, Daemon, NoDaemon, call, connect, one_line
 
 EXIT_NO_DAEMON = 3
 

@@ -20,23 +20,23 @@ from typing import Any
 import httpx
 
 import errors
-import job_query
-import manifest
-from civitai import CivitaiClient
-from completed import CompletedFiles
-from completed import file_state as _file_state
-from controls import JobControls
+from config.settings import Settings
 from database import Store
+from engine import job_query
+from engine.completed import CompletedFiles
+from engine.completed import file_state as _file_state
+from engine.controls import JobControls
+from engine.job_rows import JobRows
+from engine.jobs import ACTIVE_SQL, RUNNING_SQL, JobRequest, JobStatus
+from engine.resolver import Resolver
+from engine.runner import JobRunner
+from engine.states import JobStates
+from engine.workers import Workers
 from events import EventBus, JobEvent
-from job_rows import JobRows
-from jobs import ACTIVE_SQL, RUNNING_SQL, JobRequest, JobStatus
+from library import manifest
+from library.tracking import Tracker
 from logger import safe_url
-from resolver import Resolver
-from runner import JobRunner
-from settings import Settings
-from states import JobStates
-from tracking import Tracker
-from workers import Workers
+from sources.civitai import CivitaiClient
 
 log = logging.getLogger("civitai.daemon")
 

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from sqlite_utils import Database
 
 import job_secrets
-import permissions
+from config import permissions
 from schema import migrations
 
 T = TypeVar("T")

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import uvicorn
 
-import daemon_record
-import permissions
-from settings import (
+from config import daemon_record, permissions
+from config.settings import (
     ConfigError,
     ensure_api_token,
     ensure_home,

@@ -11,30 +11,30 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
-import holdings
 import logger
 import webhook_server
-from auth import GuardMiddleware, exposure_warning
-from auth_limits import FailedAuths
-from civitai import USER_AGENT, CivitaiClient
+from config.live import LiveSettings
+from config.settings import Settings
 from daemon import DownloadQueue
 from database import Store
-from downloader import ssl_context
+from engine.downloader import ssl_context
 from events import EventBus
-from live import LiveSettings
-from routes import api, gui, integrations, library, relayout, settings_api, system, updates, ws
-from routes import errors as error_handlers
-from routes import images as image_routes
-from routes import workflow as workflow_routes
-from routes.browse import router as browse_router
-from routes.bulk import router as bulk_router
-from scanner import Scanner
-from sessions import Sessions, load_session_secret
-from settings import Settings
+from library import holdings
+from library.scanner import Scanner
+from notify.webhooks import WebhookSender
+from sources.civitai import USER_AGENT, CivitaiClient
 from sources.huggingface import HubClient
-from thumbnails import Thumbnails
+from sources.thumbnails import Thumbnails
 from updater.checker import Updater
-from webhooks import WebhookSender
+from web.auth import GuardMiddleware, exposure_warning
+from web.auth_limits import FailedAuths
+from web.routes import api, gui, integrations, library, relayout, settings_api, system, updates, ws
+from web.routes import errors as error_handlers
+from web.routes import images as image_routes
+from web.routes import workflow as workflow_routes
+from web.routes.browse import router as browse_router
+from web.routes.bulk import router as bulk_router
+from web.sessions import Sessions, load_session_secret
 
 log = logging.getLogger("civitai.main")
 

@@ -12,11 +12,11 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
 
-import json_body
-from auth import Role, role_of
 from database import utcnow
-from manifest import parse_entries
-from webhooks import signature
+from library.manifest import parse_entries
+from notify.webhooks import signature
+from web import json_body
+from web.auth import Role, role_of
 
 log = logging.getLogger("civitai.webhook")
 router = APIRouter(tags=["webhook"])

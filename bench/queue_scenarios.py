@@ -76,11 +76,11 @@ def scenario_batch(count: int, clients: int, report: Report) -> list[responsiven
 
 
 def scenario_updates(count: int, report: Report) -> int:
-    from civitai import CivitaiClient
+    from config.settings import Settings
     from daemon import DownloadQueue
     from database import Store
     from events import EventBus
-    from settings import Settings
+    from sources.civitai import CivitaiClient
     from updater.checker import check_updates
 
     with FakeCivitai() as fake:

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 
 from errors import InvalidRequest
-from layout import model_type_of
+from library.layout import model_type_of
 
 PREFIX = "urn:air:"
 SOURCE = "civitai"

@@ -24,12 +24,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 import errors
-import job_query
-from civitai import LIST_TYPES, CivitaiClient, list_page, pick_file
-from completed import CompletedFiles, completed_by_sha256
 from database import Store
-from jobs import model_type_from_civitai
-from versions import newest_version
+from engine import job_query
+from engine.completed import CompletedFiles, completed_by_sha256
+from engine.jobs import model_type_from_civitai
+from sources.civitai import LIST_TYPES, CivitaiClient, list_page, pick_file
+from sources.versions import newest_version
 
 MAX_PAGES = 10  # requests of one preview: at 100 models a page, 1000 models
 MAX_MODELS = 500  # models one preview lists (and one bulk queues)

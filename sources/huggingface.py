@@ -34,9 +34,9 @@ from urllib.parse import quote, unquote, urlsplit
 import httpx
 
 import errors
-from civitai import USER_AGENT, CivitaiClient, Resolved, require_http, retry_after_seconds
-from jobs import JobRequest, safe_filename
-from settings import Settings
+from config.settings import Settings
+from engine.jobs import JobRequest, safe_filename
+from sources.civitai import USER_AGENT, CivitaiClient, Resolved, require_http, retry_after_seconds
 
 log = logging.getLogger("civitai.huggingface")
 

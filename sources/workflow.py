@@ -26,8 +26,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobs import SHA256_RE, unsafe_filename_reason
-from layout import check_relative_folder, model_type_of
+from engine.jobs import SHA256_RE, unsafe_filename_reason
+from library.layout import check_relative_folder, model_type_of
 
 # class_type → (folder, the inputs naming a file, in widget order: they come first in each).
 LOADERS: dict[str, tuple[str, tuple[str, ...]]] = {

@@ -15,11 +15,11 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import job_query
 import safefs
-from jobs import JobRequest, describe_errors
-from layout import model_type_of
-from scanner import file_sha256
+from engine import job_query
+from engine.jobs import JobRequest, describe_errors
+from library.layout import model_type_of
+from library.scanner import file_sha256
 from sources.workflow import Model
 
 if TYPE_CHECKING:

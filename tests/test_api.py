@@ -347,7 +347,7 @@ def test_ids_and_priority_must_be_json_integers_not_booleans_or_strings(civitai,
 
 
 def test_the_manifest_loader_refuses_the_same_entries_by_index():
-    from manifest import parse_entries
+    from library.manifest import parse_entries
 
     good, bad = parse_entries(
         [body for body, _, _ in STRICT_CASES] + [{"modelId": 1, "model_type": "lora"}]

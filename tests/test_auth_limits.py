@@ -11,8 +11,8 @@ import httpx
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from auth_limits import LIMIT, MAX_ADDRESSES, OTHERS, WINDOW, FailedAuths
 from tests.conftest import wait_for
+from web.auth_limits import LIMIT, MAX_ADDRESSES, OTHERS, WINDOW, FailedAuths
 
 VIEWER = "viewer-key-that-is-right"
 COOKIE = "civitai_session"

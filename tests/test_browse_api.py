@@ -167,7 +167,7 @@ def test_pages_follow_the_cursor_until_there_is_none(civitai, daemon):
 
 
 def test_the_cursor_is_taken_from_next_page_when_civitai_gives_only_that():
-    from civitai import next_cursor  # the pure function under test
+    from sources.civitai import next_cursor  # the pure function under test
 
     page = (
         "https://api.civitai.com/api/v1/models?limit=10&page=1&sort=Highest%20Rated"
@@ -310,7 +310,7 @@ def test_downloaded_and_queued_versions_are_marked_and_a_viewer_may_browse(civit
 def test_a_search_naming_a_hundred_types_asks_civitai_each_type_once_and_is_cached_in_any_order(
     civitai, daemon
 ):
-    from browse import TYPES
+    from sources.browse import TYPES
 
     add_lora(civitai, 11, "Alpha Style", downloads=10)
     hundred = [TYPES[i % len(TYPES)] for i in range(100)]

@@ -15,11 +15,11 @@ import httpx
 import pytest
 
 import errors
-from civitai import pick_file
+from sources.civitai import pick_file
+from sources.versions import newest_version
 from tests.conftest import assert_file_is, wait_for, wait_job
 from tests.test_cli import cli
 from tests.test_updates import read_manifest, tracked, write_manifest
-from versions import newest_version
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 DREAMSHAPER = "models_list_cursor_based_2024-05_dreamshaper_trimmed.json"

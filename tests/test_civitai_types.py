@@ -7,10 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import browse
-from civitai import LIST_TYPES
-from layout import CIVITAI_TYPES, Layout
-from sources import bulk
+from library.layout import CIVITAI_TYPES, Layout
+from sources import browse, bulk
+from sources.civitai import LIST_TYPES
 from tests import fake_civitai
 
 FIXTURE = Path(__file__).parent / "fixtures" / "civitai_model_types_2026-08.json"

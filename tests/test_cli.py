@@ -149,7 +149,7 @@ def test_cli_completed_prints_the_job_id_that_retry_takes(home, civitai, daemon)
 
 def test_stale_record_from_a_dead_process_is_not_trusted(tmp_path):
     """Unit: a record whose pid has ended is read but reported as not running."""
-    import daemon_record
+    from config import daemon_record
 
     home = tmp_path / "h"
     (home / "data").mkdir(parents=True)

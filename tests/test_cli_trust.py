@@ -11,10 +11,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-import daemon_proof
 from tests.conftest import skip_unless_ci, write_config
 from tests.standin import CLOSE, CUT, RESET, StandIn, reply
 from tests.test_cli import cli, start_on_port
+from web import proof
 
 KEY = "home-key-" + "k" * 40
 NOT_HERE = "No daemon answers for this home"
@@ -80,13 +80,13 @@ def test_the_daemons_proof_names_its_port_so_a_stranger_relaying_it_never_receiv
     d = start_on_port(home, civitai, daemon_factory)
     (home / "data" / "daemon.json").unlink()
     # The route itself: no key needed, a proof for each key, bound to the daemon's port.
-    nonce = daemon_proof.new_nonce()
+    nonce = proof.new_nonce()
     answer = httpx.get(d.url("/api/challenge"), params={"nonce": nonce}).json()
-    assert daemon_proof.holds_key(answer, d.token, nonce, d.port)
-    assert daemon_proof.holds_key(answer, "viewer-key-" + "v" * 30, nonce, d.port)
-    assert not daemon_proof.holds_key(answer, d.token, nonce, d.port + 1)
-    assert not daemon_proof.holds_key(answer, d.token, daemon_proof.new_nonce(), d.port)
-    assert not daemon_proof.holds_key(answer, d.token + "x", nonce, d.port)
+    assert proof.holds_key(answer, d.token, nonce, d.port)
+    assert proof.holds_key(answer, "viewer-key-" + "v" * 30, nonce, d.port)
+    assert not proof.holds_key(answer, d.token, nonce, d.port + 1)
+    assert not proof.holds_key(answer, d.token, proof.new_nonce(), d.port)
+    assert not proof.holds_key(answer, d.token + "x", nonce, d.port)
     assert d.token not in json.dumps(answer)
     bad = httpx.get(d.url("/api/challenge"), params={"nonce": "not hex"})
     assert bad.status_code == 422 and "hexadecimal" in bad.json()["detail"]
@@ -159,7 +159,7 @@ def test_a_daemon_json_owned_by_another_user_is_not_used(home):
 
 def test_a_daemon_json_owned_by_someone_else_is_refused_by_the_reader(tmp_path):
     """Unit, for machines where the suite does not run as root: the owner check itself."""
-    import daemon_record
+    from config import daemon_record
 
     home = tmp_path / "h"
     record(home, "http://127.0.0.1:8123")
@@ -177,7 +177,7 @@ class KnowsTheKey:
 
     def __init__(self, bad: bytes) -> None:
         self.bad = bad
-        self.prover = daemon_proof.Prover()
+        self.prover = proof.Prover()
         self.port = 0
 
     def __call__(self, method: str, target: str, request: bytes) -> bytes:

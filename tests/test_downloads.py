@@ -17,9 +17,9 @@ import httpx
 import pytest
 from sqlite_utils import Database
 
-from jobs import JobRequest
+from config.settings import load_settings
+from engine.jobs import JobRequest
 from main import create_app
-from settings import load_settings
 from tests.conftest import assert_file_is, run_job, wait_for, wait_job, write_config
 from tests.fake_civitai import TOKEN
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import library
+from library import files
 from tests.conftest import assert_file_is, run_job, sha256_file, wait_for, wait_job
 
 MB = 1024 * 1024
@@ -209,7 +209,7 @@ def test_a_copy_into_the_archive_never_follows_a_link_planted_at_its_name(tmp_pa
     planted.parent.mkdir()
     planted.symlink_to(victim)  # appears after the free name was chosen
     with pytest.raises(FileExistsError):
-        library._link_or_copy(old, planted)
+        files._link_or_copy(old, planted)
     assert victim.read_bytes() == PRECIOUS and planted.is_symlink()
 
 
@@ -222,7 +222,7 @@ def test_an_archive_name_held_by_a_dangling_link_is_skipped_not_written_through(
     outside = tmp_path / "outside" / "created-through-link"
     outside.parent.mkdir()
     (archive / "m.safetensors").symlink_to(outside)
-    kept = library.preserve_before_swap(old, "archive", 1, archive)
+    kept = files.preserve_before_swap(old, "archive", 1, archive)
     assert not outside.exists()
     assert kept == archive / "m.1.safetensors" and kept.read_bytes() == b"old version"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from sizes import human_bytes
+from config.sizes import human_bytes
 from tests.conftest import run_job, wait_for
 from tests.test_gui import log_in, open_tab, shot
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 import errors
-from civitai import CivitaiClient
-from settings import Settings
+from config.settings import Settings
+from sources.civitai import CivitaiClient
 from sources.huggingface import HubClient, HubError, HubFile, parse_hub_path
 from tests.conftest import assert_file_is, run_job, wait_for, wait_job, write_config
 from tests.fake_civitai import TOKEN as CIVITAI_TOKEN

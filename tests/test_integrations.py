@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from integrations import COMFYUI_FOLDERS, comfyui_folders
-from layout import LAYOUTS, Layout
+from library.integrations import COMFYUI_FOLDERS, comfyui_folders
+from library.layout import LAYOUTS, Layout
 from tests.conftest import REPO, wait_job
 
 # ComfyUI's folder_paths.py: `supported_pt_extensions`, and `map_legacy`.

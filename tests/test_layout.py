@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from layout import LAYOUTS, Layout, model_type_of
+from library.layout import LAYOUTS, Layout, model_type_of
 from tests.conftest import read_config, run_job, wait_job
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"

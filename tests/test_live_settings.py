@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from settings import CONFIG_KEYS
+from config.settings import CONFIG_KEYS
 from tests.conftest import (
     assert_file_is,
     read_config,
@@ -346,7 +346,7 @@ def test_sighup_with_a_bad_value_logs_the_key_and_keeps_running_on_the_settings_
 
 
 def test_every_key_is_either_live_or_says_why_it_waits_for_a_restart():
-    from live import LIVE_KEYS, why_at_next_start
+    from config.live import LIVE_KEYS, why_at_next_start
 
     assert LIVE_KEYS <= set(CONFIG_KEYS)
     for key in sorted(set(CONFIG_KEYS) - LIVE_KEYS):

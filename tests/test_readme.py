@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from settings import default_config
+from config.settings import default_config
 from tests.conftest import REPO, git, snapshot_checkout, wait_job, write_config
 
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from settings import (
+from config.settings import (
     CONFIG_KEYS,
     ConfigError,
     default_config,

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-import config_rules
+from config import rules
 from tests.conftest import REPO, read_config, wait_for, write_config
 
 SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])  # the venv's: the daemon runs this Python
@@ -69,12 +69,11 @@ def test_a_download_dir_over_the_code_or_the_state_stops_the_start(
 
 
 def test_the_default_data_models_is_allowed_also_in_a_home_that_is_the_checkout(tmp_path):
-    assert config_rules.download_dir_problem(REPO / "data" / "models", REPO) is None
+    assert rules.download_dir_problem(REPO / "data" / "models", REPO) is None
     assert (
-        config_rules.download_dir_problem(tmp_path / "home" / "data" / "models", tmp_path / "home")
-        is None
+        rules.download_dir_problem(tmp_path / "home" / "data" / "models", tmp_path / "home") is None
     )
-    assert "lies inside" in config_rules.download_dir_problem(REPO / "data" / "models", tmp_path)
+    assert "lies inside" in rules.download_dir_problem(REPO / "data" / "models", tmp_path)
 
 
 def test_sighup_keeps_the_old_download_dir_when_the_new_one_is_in_site_packages(
@@ -123,7 +122,7 @@ def test_a_weak_key_in_config_json_is_warned_about_at_start_and_on_sighup(civita
     assert said in d.stderr_text() and "warning:" in d.stderr_text()
     wait_for(lambda: said in log_text(home), what="the warning in the log")
     generated = read_config(home)["api_token"]  # made by the first start
-    assert config_rules.key_bits(generated) >= 128 and config_rules.weak_key("k", generated) is None
+    assert rules.key_bits(generated) >= 128 and rules.weak_key("k", generated) is None
     os.kill(d.proc.pid, signal.SIGHUP)
     wait_for(lambda: f"SIGHUP: {said}" in log_text(home), what="the warning on SIGHUP")
     assert "wall-screen-key" not in log_text(home) + d.stderr_text()

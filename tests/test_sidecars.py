@@ -18,9 +18,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from civitai import CivitaiClient
-from metadata import write_sidecars
-from settings import load_settings
+from config.settings import load_settings
+from library.sidecars import write_sidecars
+from sources.civitai import CivitaiClient
 from tests.conftest import run_job, wait_job, write_config
 from tests.fake_civitai import GREEN, IMAGE_KEY, RED, FakeCivitai
 
@@ -171,7 +171,7 @@ def test_a_preview_is_fetched_only_from_civitais_image_hosts_never_elsewhere_nor
 
 def test_an_image_larger_than_the_pixel_cap_is_refused_before_it_is_decoded():
     import errors
-    from metadata import MAX_PREVIEW_PIXELS, to_png
+    from library.sidecars import MAX_PREVIEW_PIXELS, to_png
 
     big = png_claiming(8000, 6000)  # 48 MP: under Pillow's own bomb limit, over ours
     assert 8000 * 6000 > MAX_PREVIEW_PIXELS
@@ -188,7 +188,7 @@ def encoded(im: Image.Image, fmt: str, **options: Any) -> bytes:
 
 
 def test_previews_of_odd_images_are_pngs_as_a_person_sees_them_and_at_most_1280_pixels_wide():
-    from metadata import MAX_PREVIEW_SIDE, to_png
+    from library.sidecars import MAX_PREVIEW_SIDE, to_png
 
     def png(data: bytes) -> Image.Image:
         im = Image.open(io.BytesIO(to_png(data)))
@@ -362,8 +362,8 @@ def test_a_file_name_that_is_a_sidecar_or_part_name_is_refused_so_no_model_is_ov
     """`m.preview.png` as a model's name would be replaced by the preview of `m.safetensors`,
     and `m.safetensors.part` removed when `m.safetensors` starts: refused with 422. A name
     Civitai gives so is changed, and both models stay whole."""
-    from jobs import SIDECAR_SUFFIXES
-    from metadata import OLD_PREVIEW_SUFFIXES, PREVIEW_SUFFIX
+    from engine.jobs import SIDECAR_SUFFIXES
+    from library.sidecars import OLD_PREVIEW_SUFFIXES, PREVIEW_SUFFIX
 
     assert {PREVIEW_SUFFIX, *OLD_PREVIEW_SUFFIXES, ".civitai.info", ".part"} <= set(
         SIDECAR_SUFFIXES

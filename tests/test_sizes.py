@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sizes import human_bytes
+from config.sizes import human_bytes
 from tests.conftest import wait_job
 from tests.test_cli import cli
 from tests.test_gui import log_in

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from playwright.sync_api import expect
 
-from sizes import human_bytes
+from config.sizes import human_bytes
 from tests.conftest import assert_file_is, wait_for, wait_job
 from tests.test_gui import log_in, open_tab
 from tests.test_updates import write_manifest

@@ -13,10 +13,10 @@ from urllib.parse import quote, urlsplit
 import httpx
 from PIL import Image
 
+from sources.thumbnails import MAX_SOURCE, cache_key, render
 from tests.conftest import wait_for, write_config
 from tests.fake_civitai import GREEN, IMAGE_KEY, RED, FakeCivitai, image_bytes
 from tests.test_sidecars import png_claiming
-from thumbnails import MAX_SOURCE, cache_key, render
 
 VIEWER = "viewer-key-for-the-browse-tab"
 PHOTO = (1200, 900)  # the size the fake's image host serves here

@@ -16,10 +16,10 @@ import pytest
 from websockets.sync.client import connect
 
 import errors
+from engine.transfer import run_together
 from tests.conftest import assert_file_is, wait_for, wait_job
 from tests.fake_civitai import FakeCivitai
 from tests.test_downloads import MB, blob, sha
-from transfer import run_together
 
 
 def test_cancel_stops_every_connection_of_the_job_within_a_second(civitai, daemon, home):
@@ -286,7 +286,7 @@ def test_a_part_error_is_raised_once_the_other_parts_have_stopped():
 
 def test_a_stop_ends_the_hashers_catch_up_of_a_resumed_prefix_at_once(tmp_path):
     """A resume hashes what is already on disk; a cancel or stop must not wait for that."""
-    from transfer import FileWriter, Part
+    from engine.transfer import FileWriter, Part
 
     path = tmp_path / "m.part"
     path.write_bytes(b"x" * (32 * MB))
@@ -339,8 +339,8 @@ class _Body:
 def _pump_file(path: Path, data: bytes, start: int, parts: int = 1) -> tuple[str, int, int]:
     """Write data[start:] into `path` through the byte path: the SHA256, the bytes written past
     the page cache, and the bytes the hasher read back from the file."""
-    from throttle import Throttle
-    from transfer import FileWriter, Part, pump
+    from engine.throttle import Throttle
+    from engine.transfer import FileWriter, Part, pump
 
     part = Part(0, 0, len(data) - 1, done=start, written=start)
     others = [Part(i, len(data) + i, len(data) + i) for i in range(1, parts)]
@@ -371,7 +371,7 @@ def test_one_stream_is_written_past_the_page_cache_and_hashed_from_memory(tmp_pa
     A resume from an unaligned offset goes through the cache."""
     import hashlib
 
-    import transfer
+    from engine import transfer
 
     probe = tmp_path / "probe"
     probe.write_bytes(b"")
@@ -402,7 +402,7 @@ def test_one_stream_is_written_past_the_page_cache_and_hashed_from_memory(tmp_pa
 
 def test_the_parts_of_a_file_start_on_block_boundaries_and_cover_it_exactly():
     """Every part starts aligned, so each can be written past the page cache (O_DIRECT)."""
-    from transfer import DIRECT_ALIGN, split
+    from engine.transfer import DIRECT_ALIGN, split
 
     for size in (64 * MB, 64 * MB + 1, 1_000_000_007, 4 * 1024 * MB - 3):
         for connections in (2, 3, 4, 8):
@@ -422,8 +422,8 @@ def test_a_file_of_two_parts_is_hashed_right_reading_the_second_back_past_the_ca
     first from memory and reads the second back from the file, then the SHA256 is the file's."""
     import hashlib
 
-    from throttle import Throttle
-    from transfer import FileWriter, Part, pump
+    from engine.throttle import Throttle
+    from engine.transfer import FileWriter, Part, pump
 
     data = os.urandom(6 * MB + 777)
     mid = 3 * MB

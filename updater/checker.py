@@ -16,18 +16,18 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 import errors
-import manifest
-from civitai import CivitaiClient, pick_file
+from config.settings import Settings
 from daemon import DownloadQueue
 from database import Store, utcnow
+from engine.jobs import JobRequest, safe_filename
 from events import EventBus, UpdateEvent
-from jobs import JobRequest, safe_filename
-from library import versioned_name
-from settings import Settings
+from library import manifest
+from library.files import versioned_name
+from sources.civitai import CivitaiClient, pick_file
+from sources.versions import early_access, newest_version, published_key
 from updater.context import CheckContext, CheckResult
 from updater.history import CheckHistory
 from updater.hub import check_hub_entries
-from versions import early_access, newest_version, published_key
 
 log = logging.getLogger("civitai.updater")
 

@@ -8,11 +8,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import manifest
-from civitai import CivitaiClient, with_retries
+from config.settings import Settings
 from database import Store
 from events import EventBus
-from settings import Settings
+from library import manifest
+from sources.civitai import CivitaiClient, with_retries
 
 if TYPE_CHECKING:
     from daemon import DownloadQueue

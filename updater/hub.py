@@ -10,11 +10,11 @@ import logging
 from typing import Any
 
 import errors
-import manifest
-from civitai import CivitaiClient
+from engine.jobs import JobRequest
 from events import UpdateEvent
-from jobs import JobRequest
-from library import versioned_name
+from library import manifest
+from library.files import versioned_name
+from sources.civitai import CivitaiClient
 from sources.huggingface import HubClient
 from updater.context import CheckContext
 

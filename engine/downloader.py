@@ -1,0 +1,550 @@
+"""The HTTP side of one file: Range parts, resume, If-Range, the signed link, content checks.
+
+The bytes of a job go to `<filename>.part`. Large files are split into `connections` parts, each
+fetched with its own Range request and written at its offset. Requests are made and bodies read
+on transfer threads (transfer.py), never on the API's event loop, which only starts them, sees
+the progress counters 4 times a second and awaits the result. What is saved of the parts, and
+read back at a resume, is progress.py's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import http.client
+import logging
+import re
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import httpx
+
+import errors
+from database import Store
+from engine.progress import SavedProgress
+from engine.throttle import Throttle
+from engine.transfer import (
+    FileWriter,
+    Part,
+    Stopped,
+    Threads,
+    pump,
+    run_together,
+    split,
+)
+from sources.civitai import CivitaiClient, error_for, require_http, retry_after_seconds
+
+log = logging.getLogger("civitai.downloader")
+
+
+PROGRESS_SECONDS = 0.25  # the API loop reads the counters (at most 4 progress events a second)
+ERROR_BODY_MAX = 64 * 1024  # of an error answer, enough to read its message
+REFUSED = {400, 401, 403, 404, 410}
+
+
+@functools.cache
+def ssl_context() -> ssl.SSLContext:
+    """Certificates are verified against certifi's bundle, as httpx does; `SSL_CERT_FILE` (or
+    `SSL_CERT_DIR`) names another set of trusted certificates, e.g. a private CA."""
+    return httpx.create_ssl_context(trust_env=True)
+
+
+class Connection:
+    """One GET on a blocking socket of its own (http.client), made and read on a transfer
+    thread. Its status and headers are kept as an httpx.Response, so one error mapping
+    (`error_for`, `_direct_error`) serves this and the API client alike."""
+
+    def __init__(self, url: str, headers: dict[str, str], timeout: float, threads: Threads):
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+        if parts.scheme == "https":
+            self.conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                host, port, timeout=timeout, context=ssl_context()
+            )
+        else:
+            self.conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        self.url = url
+        self.threads = threads
+        threads.watch(id(self), self.abort)
+        headers = dict(headers)
+        if parts.username or parts.password:  # user:pass@host, for this host only (as httpx)
+            pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        try:
+            self.conn.connect()
+            if threads.stop.is_set():  # stopped while connecting: send nothing
+                raise Stopped()
+            self.conn.putrequest("GET", target, skip_accept_encoding=True)
+            for k, v in headers.items():
+                self.conn.putheader(k, v)
+            self.conn.endheaders()
+            self.raw = self.conn.getresponse()
+        except BaseException:
+            threads.unwatch(id(self))
+            self.conn.close()
+            raise
+        self.remaining = self.raw.length  # None: chunked, or until the server closes
+        self.response = self._response(b"")
+
+    def _response(self, content: bytes) -> httpx.Response:
+        raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.raw.getheaders()]
+        headers = [(k, v) for k, v in raw_headers if k.lower() != b"content-encoding"]
+        return httpx.Response(
+            self.raw.status,
+            headers=headers,
+            content=content,
+            request=httpx.Request("GET", self.url),
+        )
+
+    @property
+    def status(self) -> int:
+        return self.raw.status
+
+    def read_error(self) -> httpx.Response:
+        """The answer with (the start of) its body, for an error's message."""
+        body = self.raw.read(ERROR_BODY_MAX) if self.raw.status != 416 else b""
+        self.response = self._response(body)
+        return self.response
+
+    def readinto(self, view: memoryview) -> int:
+        """At most one socket read into `view`; 0 at the end of the body."""
+        if self.raw.chunked:
+            data = self.raw.read1(len(view))
+            view[: len(data)] = data
+            return len(data)
+        if self.remaining is not None:
+            if self.remaining <= 0:
+                return 0
+            view = view[: self.remaining]
+        assert self.raw.fp is not None
+        n = self.raw.fp.readinto1(view)
+        if self.remaining is not None:
+            self.remaining -= n
+        return n
+
+    def abort(self) -> None:
+        """Shut the socket down (from any thread): a read blocked on it returns at once."""
+        sock = self.conn.sock
+        if sock is not None:
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.threads.unwatch(id(self))
+        self.raw.close()
+        self.conn.close()
+
+
+class Link:
+    """Where a job's bytes come from. For Civitai: the signed CDN URL, resolved once and shared
+    by the parts and retries of one file, and resolved afresh only when the CDN refuses it. For
+    another source (sources/, e.g. the Hugging Face Hub): the same, asked of that source."""
+
+    def __init__(self, civitai: CivitaiClient, download_url: str) -> None:
+        self.civitai = civitai
+        self.download_url = download_url
+        self.source = civitai.source_for(download_url)
+        self.via_civitai = self.source is None and (
+            civitai.is_civitai_url(download_url) or download_url.startswith(civitai.base_url)
+        )
+        self.renewable = self.via_civitai or self.source is not None
+        self.url: str | None = None
+        self.generation = 0
+        self.lock = asyncio.Lock()
+
+    def at_origin(self, url: str) -> bool:
+        """`url` is the source's own host (Civitai, the Hub), not the CDN it sends bytes from."""
+        if self.source is not None:
+            return self.source.at_hub(url)
+        return _host(url) == self.civitai.host
+
+    async def get(self) -> tuple[str, int]:
+        async with self.lock:
+            if self.url is None:
+                if self.via_civitai:
+                    self.url = await self.civitai.signed_link(self.download_url)
+                elif self.source is not None:
+                    self.url = await self.source.cdn_link(self.download_url)
+                else:
+                    self.url = self.download_url
+            return self.url, self.generation
+
+    async def refused(self, generation: int) -> bool:
+        """Forget a refused link; False when it cannot be renewed (a direct link)."""
+        async with self.lock:
+            if not self.renewable:
+                return False
+            if generation == self.generation:
+                self.url = None
+                self.generation += 1
+            return True
+
+
+@dataclass
+class Result:
+    sha256: str
+    size: int
+
+
+def looks_like_a_page(content_type: str, first: bytes) -> bool:
+    """A web page or an error document, by its type or by its first bytes: never a model."""
+    ct = content_type.lower()
+    if "text/html" in ct or "application/json" in ct or "text/xml" in ct:
+        return True
+    head = first[:64].lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html", b'{"error"'))
+
+
+class Download:
+    """Fetch one job's file into its .part; every call to `run` resumes from what is on disk."""
+
+    def __init__(
+        self,
+        *,
+        job_id: int,
+        store: Store,
+        civitai: CivitaiClient,
+        link: Link,
+        part_path: Path,
+        validator: str | None,
+        expected_size: int | None,
+        connections: int,
+        timeout: float,
+        throttle: Throttle,
+        on_progress: Callable[[int, int | None], None],
+        on_start: Callable[[dict[str, Any]], None],
+        active_s: float = 0.0,
+    ) -> None:
+        self.job_id = job_id
+        self.saved = SavedProgress(job_id, store, active_s)
+        self.civitai = civitai
+        self.link = link
+        self.part_path = part_path
+        self.validator = validator
+        self.expected_size = expected_size
+        self.connections = connections
+        self.timeout = timeout
+        self.throttle = throttle
+        self.on_progress = on_progress
+        self.on_start = on_start
+        self.parts: list[Part] = []
+        self.total: int | None = None
+        self._received = 0  # bytes of earlier runs' parts
+        self.threads = Threads(f"job{job_id}")
+
+    @property
+    def fetched(self) -> int:
+        """Bytes received over the network by this object."""
+        return self._received + sum(p.received for p in self.parts)
+
+    # Public -----------------------------------------------------------------------------
+
+    async def run(self) -> Result:
+        self._received = self.fetched
+        self.threads = Threads(f"job{self.job_id}")
+        parts = await self.saved.restore(self.part_path)
+        if parts is not None:
+            self.parts = parts
+            last = self.parts[-1]
+            self.total = last.end + 1 if last.end is not None else None
+            have = sum(p.done for p in self.parts)
+            log.info("job %s: resuming with %d of %s bytes on disk", self.job_id, have, self.total)
+            return await self._transfer(first=None)
+        # A fresh start: the first answer tells the size and whether Range works. When Civitai
+        # said how big the file is, ask for just the first part, so the server does not push
+        # bytes past it that the other parts fetch anyway.
+        first_end = split(self.expected_size, self.connections)[0].end
+        self.parts = [Part(0, 0, first_end if first_end != (self.expected_size or 0) - 1 else None)]
+        response = await self._open(self.parts[0], fresh=True)
+        return await self._transfer(first=response)
+
+    async def discard(self) -> None:
+        """Forget all progress: the next run starts from byte 0."""
+        await self.saved.forget()
+        await asyncio.to_thread(self.part_path.unlink, missing_ok=True)  # GBs: not on the loop
+
+    # Internals --------------------------------------------------------------------------
+
+    async def _transfer(self, first: Connection | None) -> Result:
+        try:
+            if first is not None:
+                await self._plan(first)
+            writer = FileWriter(self.part_path, self.parts, self.threads.name, self.threads.stop)
+        except BaseException:
+            if first is not None:
+                first.close()
+            raise
+        # One stream: cut the file back to the committed offset. Parts: a fresh start begins
+        # with an empty file; a resume keeps it (each part rewrites from its own offset).
+        if len(self.parts) == 1:
+            truncate_to: int | None = self.parts[0].done
+        else:
+            truncate_to = 0 if first is not None else None
+        checkpoint = ticker = None
+        finished = False
+        try:
+            await writer.call(writer.open, truncate_to, first is not None)
+            self.saved.start_clock()
+            checkpoint = asyncio.create_task(self.saved.checkpoints(writer, self.parts))
+            ticker = asyncio.create_task(self._ticker())
+            await run_together(
+                self._fetch(writer, part, first if (first is not None and part.idx == 0) else None)
+                for part in self.parts
+                if not part.complete
+            )
+            if self.total is None:  # a stream of unknown length ended: that was all of it
+                self.total = self.parts[-1].next_offset
+                self.parts[-1].end = self.total - 1
+            checkpoint.cancel()
+            digest = await writer.call(writer.finish)
+            await self.saved.commit(writer, self.parts)
+            finished = True
+            return Result(sha256=digest, size=self.total)
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+        finally:
+            if first is not None:
+                first.close()
+            for task in (checkpoint, ticker):
+                if task is not None:
+                    task.cancel()
+            try:
+                if not finished:  # stopped early: make what arrived durable for the resume
+                    try:
+                        await self.saved.commit(writer, self.parts)
+                    except Exception as exc:  # a full disk fails SQLite too: keep what is known
+                        log.warning("job %s: cannot save progress: %s", self.job_id, exc)
+            finally:
+                try:
+                    await writer.call(writer.close)
+                finally:
+                    writer.shutdown()
+                    self._report()
+
+    async def _plan(self, first: Connection) -> None:
+        """Decide the parts from the first answer, and persist them before any byte lands."""
+        response = first.response
+        total = _total_size(response)
+        ranged = response.status_code == 206 or response.headers.get("accept-ranges") == "bytes"
+        self.total = total
+        self.validator = response.headers.get("etag") or response.headers.get("last-modified")
+        if self.validator and self.validator.startswith("W/"):
+            self.validator = None  # a weak ETag cannot validate a Range
+        asked_end = self.parts[0].end if response.status_code == 206 else None
+        self.parts = split(total, self.connections if ranged else 1, asked_end)
+        self.on_start(await self.saved.plan(self.parts, total, self.validator))
+
+    async def _ticker(self) -> None:
+        """Progress for the API: the counters the transfer threads keep, read 4 times a second
+        (no hop to the event loop per chunk)."""
+        while True:
+            await asyncio.sleep(PROGRESS_SECONDS)
+            self._report()
+
+    def _report(self) -> None:
+        self.on_progress(sum(p.written for p in self.parts), self.total)
+
+    async def _open(self, part: Part, fresh: bool = False) -> Connection:
+        """A response streaming `part` from its next byte; renews a refused link once."""
+        for attempt in range(2):
+            url, generation = await self.link.get()
+            headers = self.civitai.headers_for(url)
+            headers["Accept-Encoding"] = "identity"
+            end = "" if part.end is None else str(part.end)
+            if fresh:
+                headers["Range"] = f"bytes=0-{end}"
+            else:
+                headers["Range"] = f"bytes={part.next_offset}-{end}"
+                if self.validator:
+                    headers["If-Range"] = self.validator
+            conn = await self._get_following(url, headers)
+            status = conn.status
+            if status in (200, 206):
+                return check_content(conn, part, fresh, self.total, len(self.parts) > 1)
+            try:
+                response = await self.threads.run("answer", conn.read_error)
+            except (OSError, http.client.HTTPException):
+                response = conn.response
+            finally:
+                conn.close()
+            if status == 416:
+                return conn
+            if status in REFUSED and self.link.renewable and not self.link.at_origin(url):
+                if attempt == 0 and await self.link.refused(generation):
+                    log.info(
+                        "job %s: download link refused (%s); asking Civitai again",
+                        self.job_id,
+                        status,
+                    )
+                    continue
+                if status in (404, 410):  # a fresh link that is gone too: the file is gone
+                    raise errors.FileNotFound(f"the CDN answered {status} for a fresh link")
+                raise errors.LinkRefused(status)
+            if (source := self.link.source) is not None and source.at_hub(url):
+                error = source.error_for(response, source.file_of(url))
+                raise error or _direct_error(status, response, _host(url))
+            if not self.link.via_civitai:
+                raise _direct_error(status, response, _host(url))
+            error = error_for(response, self.civitai.token is not None)
+            assert error is not None
+            raise error
+        raise AssertionError("unreachable")
+
+    async def _get_following(self, url: str, headers: dict[str, str]) -> Connection:
+        """GET, following redirects; a direct link may not be redirected into a private
+        network (an allowed host must not become a way to reach this machine's neighbours)."""
+        for _ in range(10):
+            conn = await self._connect(url, headers)
+            if not conn.response.is_redirect:
+                return conn
+            conn.close()
+            url = str(conn.response.url.join(conn.response.headers["location"]))
+            require_http(url)
+            if self.link.source is not None:
+                await self.link.source.check_cdn(url)
+            elif not self.link.via_civitai:
+                await self.civitai.check_redirect(url)
+            headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            headers.update(self.civitai.headers_for(url))  # a token only to its own host
+        raise errors.NetworkError(f"too many redirects from {_host(url)}")
+
+    async def _connect(self, url: str, headers: dict[str, str]) -> Connection:
+        """Send the request and read the answer's head, on a transfer thread."""
+        try:
+            return await self.threads.run(
+                "open", Connection, url, headers, self.timeout, self.threads
+            )
+        except ssl.SSLCertVerificationError as exc:
+            raise errors.CertificateRefused(_host(url), exc.verify_message or str(exc)) from None
+        except TimeoutError:
+            raise errors.NetworkError(f"{_host(url)} did not answer in time") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise errors.NetworkError(
+                f"Cannot reach {_host(url)}: {exc or type(exc).__name__}"
+            ) from None
+
+    async def _fetch(self, writer: FileWriter, part: Part, conn: Connection | None) -> None:
+        while not part.complete:
+            if conn is None:
+                conn = await self._open(part)
+            if conn.status == 416:
+                if part.end is None:  # we already hold every byte of a stream of unknown size
+                    part.end = part.next_offset - 1
+                    return
+                raise errors.RangeIgnored()
+            try:
+                ended = await self.threads.run(f"part{part.idx}", self._pump, conn, part, writer)
+            finally:
+                conn.close()
+                conn = None
+            if ended and part.end is None:
+                return
+            if not part.complete:
+                raise errors.NetworkError(
+                    f"the connection closed after {part.written} of part {part.idx}'s bytes"
+                )
+
+    def _pump(self, conn: Connection, part: Part, writer: FileWriter) -> bool:
+        """On a transfer thread: copy the body into the file; True when the body ended."""
+        host = _host(conn.url)
+
+        def check_first(chunk: memoryview) -> None:
+            if looks_like_a_page("", bytes(chunk[:64])):
+                raise errors.UnexpectedContent("a web page", host)
+
+        try:
+            return pump(
+                conn,
+                part,
+                writer,
+                throttle=self.throttle,
+                stop=self.threads.stop,
+                timeout=self.timeout,
+                check_first=check_first,
+            )
+        except TimeoutError:
+            raise errors.NetworkError(
+                f"no data for {self.timeout:g} s; the connection is dead"
+            ) from None
+        except (OSError, http.client.HTTPException) as exc:
+            if exc is writer.error:
+                raise
+            if self.threads.stop.is_set():
+                raise Stopped() from None
+            raise errors.NetworkError(
+                f"the connection broke: {exc or type(exc).__name__}"
+            ) from None
+
+
+def _total_size(response: httpx.Response) -> int | None:
+    if m := re.search(r"/(\d+)\s*$", response.headers.get("content-range", "")):
+        return int(m[1])
+    length = response.headers.get("content-length")
+    if response.status_code == 200 and length and length.isdigit():
+        return int(length)
+    return None
+
+
+def _direct_error(status: int, response: httpx.Response, host: str) -> errors.DaemonError:
+    """An error answer of a direct (non-Civitai) download, named by host only: the URL itself
+    may carry a token and must not reach the database or the API."""
+    if status == 429:
+        return errors.RateLimited(retry_after_seconds(response))
+    if status >= 500:
+        return errors.ServerError(status, where=host)
+    return errors.DownloadError(f"{host} refused the download ({status} {response.reason_phrase})")
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).hostname or url
+
+
+def check_content(
+    conn: Connection, part: Part, fresh: bool, total: int | None, multipart: bool
+) -> Connection:
+    """The answer to a part's request carries that part: no web page, no whole body (200) where
+    a range was asked for (a resumed file of several parts takes none), the range asked for."""
+    response = conn.response
+    ct = response.headers.get("content-type", "")
+    if looks_like_a_page(ct, b""):
+        conn.close()
+        raise errors.UnexpectedContent(ct, _host(conn.url))
+    if response.status_code == 200 and not fresh and (part.next_offset > 0 or multipart):
+        conn.close()
+        raise errors.RangeIgnored()
+    if response.status_code == 206:
+        m = re.match(r"bytes (\d+)-", response.headers.get("content-range", ""))
+        expected = 0 if fresh else part.next_offset
+        size = _total_size(response)
+        if (
+            not m
+            or int(m[1]) != expected
+            or (total is not None and size is not None and size != total)
+        ):
+            conn.close()
+            raise errors.RangeIgnored()
+    return conn
+
+
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    """The error to report from a group of part failures: a fatal one before a retryable one."""
+    leaves: list[BaseException] = []
+
+    def walk(g: BaseExceptionGroup) -> None:
+        for e in g.exceptions:
+            walk(e) if isinstance(e, BaseExceptionGroup) else leaves.append(e)
+
+    walk(group)
+    for e in leaves:
+        if isinstance(e, errors.DaemonError) and not e.retryable:
+            return e
+    for e in leaves:
+        if not isinstance(e, asyncio.CancelledError | Stopped):
+            return e
+    return leaves[0]

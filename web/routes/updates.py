@@ -1,0 +1,89 @@
+"""Tracked models: the update checker and adopting existing files (SPEC §6, §10, §12)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel
+
+from web.auth import require_key
+
+router = APIRouter(prefix="/api", tags=["updates"], dependencies=[Depends(require_key)])
+
+
+class Update(BaseModel):
+    id: int
+    modelId: int | None = None  # noqa: N815  (None: a Hugging Face file, named by `url`)
+    url: str | None = None
+    model_name: str | None = None
+    old_version_id: int | str | None = None  # a Hugging Face file's: a commit
+    new_version_id: int | str
+    version_name: str | None = None
+    model_type: str | None = None
+    job_id: int | None = None  # None while early access keeps it from being downloaded
+    early_access_until: str | None = None  # when it can be downloaded; queued by the next check
+    found_at: str
+
+
+class CheckResult(BaseModel):
+    started_at: str
+    finished_at: str | None = None
+    checked: int
+    requests: int
+    updates: list[Update]
+    errors: list[dict[str, Any]]
+
+
+class Updates(BaseModel):
+    updates: list[Update]
+    last_check: CheckResult | None = None
+    next_check: str | None = None
+    scheduled_jobs: int
+
+
+class ScanReport(BaseModel):
+    running: bool
+    started_at: str | None = None
+    finished_at: str | None = None
+    files: int
+    hashed: int
+    cached: int
+    bytes_total: int
+    bytes_done: int
+    current: str | None = None
+    matched: list[dict[str, Any]]
+    unknown: list[str]
+    errors: list[dict[str, str]]
+
+
+@router.post("/updates/check", response_model=CheckResult)
+async def check_now(request: Request) -> dict[str, Any]:
+    """Run the update checker now and return what it found."""
+    result = await request.app.state.updater.run()
+    return result.summary()
+
+
+@router.get("/updates", response_model=Updates)
+async def updates(request: Request, limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
+    """Updates found so far (newest first), the last check and the next scheduled one."""
+    updater = request.app.state.updater
+    return {
+        "updates": await request.app.state.store.list_updates(limit),
+        "last_check": updater.last.summary() if updater.last else None,
+        "next_check": updater.next_run(),
+        "scheduled_jobs": updater.scheduled_jobs(),
+    }
+
+
+@router.post("/scan", status_code=202, response_model=ScanReport)
+async def scan(request: Request) -> dict[str, Any]:
+    """Hash the files under download_dir the daemon does not know, look them up on Civitai by
+    hash, and track the known ones. Runs in the background; `GET /api/scan` shows progress."""
+    return request.app.state.scanner.start()
+
+
+@router.get("/scan", response_model=ScanReport)
+async def scan_report(request: Request) -> dict[str, Any]:
+    """Progress and results of the current or last scan."""
+    return request.app.state.scanner.report()
