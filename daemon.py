@@ -63,7 +63,7 @@ class DownloadQueue:
         self.folder = self.job_rows.folder
         self.final_path = self.job_rows.final_path
         self._wake = asyncio.Event()
-        self._claim_lock = asyncio.Lock()
+        self.claim_lock = asyncio.Lock()
         self.resolver = Resolver(self)  # asks Civitai about batch jobs ahead of the workers
         self._cancelling: dict[int, asyncio.Task] = {}  # job id → the task cancelling it
         self.states = JobStates(store, bus, self.models_root)
@@ -80,13 +80,13 @@ class DownloadQueue:
             resolved_fields=self.job_rows.resolved_fields,
             models_root=self.models_root,
             cancelling=self._cancelling,
-            claim_lock=self._claim_lock,
+            claim_lock=self.claim_lock,
             tracker=self.tracker,
         )
         self.workers = Workers(
-            store, self.states, self.runner, self._claim_lock, self._wake, self._cancelling
+            store, self.states, self.runner, self.claim_lock, self._wake, self._cancelling
         )
-        self.controls = JobControls(store, self.states, self._claim_lock, self._wake)
+        self.controls = JobControls(store, self.states, self.claim_lock, self._wake)
 
     @property
     def paused(self) -> bool:
@@ -194,7 +194,7 @@ class DownloadQueue:
         done = await self.completed.same_files_in_place(rows)
         keys = [key for row in rows for key in (row["dedupe_key"], row["request_key"])]
         outcomes: list[Any] = [None] * len(rows)
-        async with self._claim_lock:
+        async with self.claim_lock:
             found = await job_query.active_by_key(self.store, keys)
             by_key = {key: jobs[0] for key, jobs in found.items()}
             by_path = await job_query.active_by_path(self.store, [row.get("path") for row in rows])
@@ -298,7 +298,7 @@ class DownloadQueue:
         """Queue a failed or cancelled job again; a failure no retry can fix (a 404, an archived
         model) only with `force`. Read and decided under the claim lock: of two retries at once,
         the second sees the job already queued (or running) and is refused."""
-        async with self._claim_lock:
+        async with self.claim_lock:
             row = await self.store.get_job(job_id)
             if row is None:
                 raise errors.JobNotFound(job_id)
@@ -325,7 +325,7 @@ class DownloadQueue:
         """Forget the finished jobs matching `where` (their rows and parts); never a file.
         Under the claim lock, so a job being retried at the same moment is either retried or
         cleared, never both."""
-        async with self._claim_lock:
+        async with self.claim_lock:
             ids = await job_query.delete(self.store, where, args)
         for job_id in ids:
             self.states.links.pop(job_id, None)

@@ -12,10 +12,10 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
 
+import json_body
 from database import utcnow
 from library.manifest import parse_entries
 from notify.webhooks import signature
-from web import json_body
 from web.auth import Role, role_of
 
 log = logging.getLogger("civitai.webhook")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import errors
 import job_secrets
@@ -20,17 +20,42 @@ from engine.jobs import RUNNING, JobRequest, JobStatus
 from events import JobEvent
 
 if TYPE_CHECKING:
-    from daemon import DownloadQueue
+    from database import Store
+    from engine.job_rows import JobRows
+    from engine.states import JobStates
+    from events import EventBus
+    from sources.civitai import CivitaiClient
 
 log = logging.getLogger("civitai.resolver")
 
 RESOLVE_AHEAD = 8  # Civitai questions at once
 
 
+class Spawner(Protocol):
+    def spawn(self, coro: Any) -> asyncio.Task: ...
+
+
+class ResolvingQueue(Protocol):
+    """What the resolver needs of the queue it serves (daemon.DownloadQueue is one): the engine
+    knows the queue only by this."""
+
+    store: Store
+    civitai: CivitaiClient
+    job_rows: JobRows
+    states: JobStates
+    bus: EventBus
+    workers: Spawner
+
+    @property
+    def claim_lock(self) -> asyncio.Lock: ...
+
+    def public(self, row: dict[str, Any]) -> dict[str, Any]: ...
+
+
 class Resolver:
     """The queue's background resolver: started on first wake, cancelled with the queue."""
 
-    def __init__(self, queue: DownloadQueue) -> None:
+    def __init__(self, queue: ResolvingQueue) -> None:
         self.queue = queue
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
@@ -90,7 +115,7 @@ class Resolver:
         job (asked for in other words: a model id and its newest version id)."""
         reachable = not any(isinstance(a, errors.DaemonError) and a.retryable for a in answers)
         fields_of = [a for a in answers if isinstance(a, dict)]
-        async with self.queue._claim_lock:
+        async with self.queue.claim_lock:
             ids = [row["id"] for row in rows]
             marks = ", ".join("?" for _ in ids)
             current = {

@@ -13,7 +13,7 @@ import asyncio
 import os
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import safefs
 from engine import job_query
@@ -23,9 +23,22 @@ from library.scanner import file_sha256
 from sources.workflow import Model
 
 if TYPE_CHECKING:
-    from daemon import DownloadQueue
+    from database import Store
+    from engine.job_rows import JobRows
 
 STATUSES = ("present", "queued", "to_queue", "no_source", "refused")
+
+
+class SubmittingQueue(Protocol):
+    """What a workflow needs of the queue (daemon.DownloadQueue is one): its store, how it
+    makes rows, and submit_many; the sources know the queue only by this."""
+
+    store: Store
+    job_rows: JobRows
+
+    async def submit_many(
+        self, entries: list[tuple[int, JobRequest]], source: str
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]: ...
 
 
 def _regular_stat(path: Path) -> os.stat_result | None:
@@ -39,7 +52,7 @@ def _regular_stat(path: Path) -> os.stat_result | None:
 class WorkflowJobs:
     """Answers a workflow's models for one queue (and queues the missing ones)."""
 
-    def __init__(self, queue: DownloadQueue) -> None:
+    def __init__(self, queue: SubmittingQueue) -> None:
         self.queue = queue
         self.layout = queue.job_rows.layout
         self.root = queue.job_rows.models_root

@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import json_body
 from errors import DaemonError, InvalidRequest, RequestError
 from sources.workflow import Model, NotAWorkflow, TooLarge, models_of
-from web import json_body
 
 log = logging.getLogger("civitai.workflow")
 

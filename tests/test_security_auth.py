@@ -486,7 +486,7 @@ def test_batch_takes_only_json_or_multipart(civitai, daemon):
 def guard_verdict(chunks: list[bytes]) -> str:
     """What the body guard says of a body arriving in these chunks: ok, deep or not UTF-8."""
     from errors import InvalidRequest, TooDeeplyNested
-    from web.json_body import BodyGuard
+    from json_body import BodyGuard
 
     guard = BodyGuard()
     try:

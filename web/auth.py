@@ -24,9 +24,9 @@ from fastapi import HTTPException, Request
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+import json_body
 from config.settings import Settings
 from errors import RequestError
-from web import json_body
 from web.auth_limits import FailedAuths, too_many
 from web.roles import Role, role_for_key
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+import json_body
 from daemon import DownloadQueue
 from engine import job_query
 from engine.jobs import MAX_ID, Job, JobRequest, JobStatus
@@ -17,7 +18,6 @@ from errors import InvalidRequest, UnsupportedMediaType
 from library import holdings
 from library.layout import model_type_of
 from library.manifest import parse_entries
-from web import json_body
 from web.auth import require_key
 
 router = APIRouter(prefix="/api", tags=["jobs"], dependencies=[Depends(require_key)])

@@ -10,10 +10,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel
 
+import json_body
 from config import url_secrets
 from config.live import Applied, LiveSettings, applies, is_secret, why_at_next_start
 from config.settings import CONFIG_KEYS, HF_TOKEN_ENV, ConfigError, Settings
-from web import json_body
 from web.auth import Role, require_key
 
 router = APIRouter(prefix="/api", tags=["settings"], dependencies=[Depends(require_key)])

@@ -6,10 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
+import json_body
 from errors import InvalidRequest, UnsupportedMediaType
 from sources.workflow_jobs import WorkflowJobs, summary
 from sources.workflow_parse import read_models
-from web import json_body
 from web.auth import require_key
 
 router = APIRouter(prefix="/api", tags=["workflow"], dependencies=[Depends(require_key)])
