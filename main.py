@@ -17,7 +17,7 @@ from config.live import LiveSettings
 from config.settings import Settings
 from daemon import DownloadQueue
 from database import Store
-from engine.downloader import ssl_context
+from engine.connection import ssl_context
 from events import EventBus
 from library import holdings
 from library.scanner import Scanner

@@ -15,7 +15,8 @@ from typing import Any
 
 import safefs
 from database import Store
-from engine.transfer import FileWriter, Part
+from engine.transfer import Part
+from engine.writer import FileWriter
 
 log = logging.getLogger("civitai.downloader")
 

@@ -29,7 +29,8 @@ from config.settings import Settings
 from database import Store, utcnow
 from engine import job_query
 from engine.completed import file_state
-from engine.downloader import Download, Link
+from engine.connection import Link
+from engine.downloader import Download
 from engine.jobs import JobRequest, JobStatus
 from engine.rates import RateMeter, SpeedMeter
 from engine.throttle import Throttle

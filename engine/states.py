@@ -14,7 +14,7 @@ from typing import Any
 import errors
 import safefs
 from database import Store
-from engine.downloader import Link
+from engine.connection import Link
 from engine.jobs import ACTIVE, RUNNING, JobStatus, check_transition, public_job
 from events import EventBus, JobEvent
 

@@ -13,9 +13,6 @@ Why http.client and a hasher thread (figures from bench/candidates.py): README, 
 from __future__ import annotations
 
 import asyncio
-import collections
-import errno
-import hashlib
 import logging
 import mmap
 import os
@@ -23,14 +20,14 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import errors
-import safefs
 from engine.throttle import LOW_SPEED_BYTES, Throttle
+
+if TYPE_CHECKING:
+    from engine.writer import FileWriter
 
 log = logging.getLogger("civitai.transfer")
 
@@ -38,21 +35,12 @@ MULTIPART_MIN = 64 * 1024 * 1024
 BUFFER_SIZE = 1024 * 1024  # one hand-over to the writer; a socket read fills at most this much
 BUFFERS = 4  # per connection: one being filled, the others being written or hashed (4 MiB)
 FLUSH_SECONDS = 0.1  # on a slow link a buffer is handed over at least this often
-READ_BACK = 4 * 1024 * 1024
 POLL_SECONDS = 0.25  # how often a thread waiting on another one looks at the stop flag
 # The byte path yields the CPU to the API (and to the apps beside the daemon): its threads run at
 # nice 10. bench/run.py scenario 4 (4 downloads x 4 connections on 2 cores, two runs each, other
 # work on the machine): GET /api/status p50 11-13 ms, p99 78-84 ms at nice 0; p50 4 ms, p99
 # 32-36 ms at nice 10. An idle machine gives the downloads all of its CPU either way.
 TRANSFER_NICE = 10
-# Writes go past the page cache (O_DIRECT, page-aligned buffers, aligned offsets): no cost of
-# taking fresh pages, and a 10 GB download does not evict the models ComfyUI keeps cached.
-# 1 GiB of 1 MiB pwrites + fsync on this VM, 3 rounds: buffered 0.43-2.75 s wall, 0.21-2.34 s
-# system CPU; O_DIRECT 0.44-0.51 s, 0.07 s. Unaligned writes (a tail, a slow link's partial
-# buffer, a resume mid-block) go through the cache; other parts' bytes are read back from disk.
-DIRECT_ALIGN = 4096
-O_DIRECT = getattr(os, "O_DIRECT", 0)
-
 T = TypeVar("T")
 
 
@@ -110,228 +98,18 @@ def split(size: int | None, connections: int, first_end: int | None = None) -> l
     ]
 
 
+DIRECT_ALIGN = 4096  # O_DIRECT's alignment (writer.py): each part starts on a block
+
+
 def _block_multiple(n: int) -> int:
     """`n` rounded up to whole blocks, so each part starts aligned and is written past the cache."""
     return -(-n // DIRECT_ALIGN) * DIRECT_ALIGN
-
-
-def _pwrite(fd: int, data: memoryview, offset: int) -> None:
-    while data:
-        if hasattr(os, "pwrite"):
-            n = os.pwrite(fd, data, offset)
-        else:  # Windows: safe, as one thread does all of a file's writes
-            os.lseek(fd, offset, os.SEEK_SET)
-            n = os.write(fd, data)
-        data = data[n:]
-        offset += n
-
-
-def _pread(fd: int, size: int, offset: int) -> bytes:
-    if hasattr(os, "pread"):
-        return os.pread(fd, size, offset)
-    os.lseek(fd, offset, os.SEEK_SET)
-    return os.read(fd, size)
 
 
 class Body(Protocol):
     """A response body being read on a transfer thread."""
 
     def readinto(self, view: memoryview) -> int: ...  # at most one socket read; 0 at the end
-
-
-_Item = tuple[Part, memoryview, int, int, "queue.SimpleQueue[memoryview]"]
-
-
-class FileWriter:
-    """All writes and hashing of one .part file, in hand-over order: a writer thread writes each
-    buffer, then hands it to a hasher thread, so writing one buffer and hashing the one before run
-    at the same time (both release the GIL)."""
-
-    def __init__(
-        self, path: Path, parts: list[Part], name: str, stop: threading.Event | None = None
-    ) -> None:
-        self.path = path
-        self.parts = parts
-        self.sha = hashlib.sha256()
-        self.hashed = 0
-        self._hp = 0  # index of the part holding the hash frontier
-        self.fd = -1
-        self.dfd = -1  # the same file opened with O_DIRECT, or -1
-        self.direct_bytes = 0  # written past the page cache
-        self.read_back = 0  # hashed from the file rather than from a buffer
-        self._rbuf: mmap.mmap | None = None  # page-aligned, for reading back past the cache
-        self.error: BaseException | None = None
-        self.sync_error: OSError | None = None
-        self.stop = stop  # a job being stopped: the hasher's catch-up ends early
-        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
-        self._hashes: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
-        # per part, the offsets of buffers handed over and not yet seen by the hasher, in order:
-        # the catch-up stops at the first of them, whose bytes come from memory, not from disk
-        self._pending: dict[int, collections.deque[int]] = {}
-        self._thread = threading.Thread(target=self._run, name=f"{name}-writer")
-        self._hasher = threading.Thread(target=self._hash_run, name=f"{name}-hasher")
-        # open, fsync, finish, close: one thread, so no fsync runs on a closed descriptor.
-        self._io = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"{name}-sync", initializer=lower_priority
-        )
-
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
-
-    def open(self, truncate_to: int | None, fresh: bool) -> None:
-        """Open the .part, never through a link; `fresh`: a new file (O_EXCL)."""
-        self.fd = safefs.open_rw(self.path, new=fresh)
-        if truncate_to is not None:
-            os.ftruncate(self.fd, truncate_to)
-        if O_DIRECT:
-            try:  # the very file of self.fd (no path look-up, so no link can come between)
-                self.dfd = os.open(f"/proc/self/fd/{self.fd}", os.O_RDWR | O_DIRECT)
-            except OSError:
-                self.dfd = -1  # no /proc, or a file system without O_DIRECT (tmpfs): the cache
-        self._thread.start()
-        self._hasher.start()
-
-    def put(
-        self, part: Part, buf: memoryview, size: int, offset: int, back: queue.SimpleQueue
-    ) -> None:
-        """Hand the first `size` bytes of `buf` over; `buf` comes back on `back` once written
-        (or dropped after a write error)."""
-        self._pending.setdefault(part.idx, collections.deque()).append(offset)
-        self._queue.put((part, buf, size, offset, back))
-
-    def _run(self) -> None:
-        """The writer thread: write each buffer at its offset, then pass it to the hasher."""
-        lower_priority()
-        while (item := self._queue.get()) is not None:
-            part, buf, size, offset, back = item
-            try:
-                if self.error is None:
-                    self._write(buf[:size], offset)
-                    part.written += size
-            except BaseException as exc:  # noqa: BLE001 - handed to the transfer threads
-                self.error = exc
-            self._hashes.put(item)
-        self._hashes.put(None)
-
-    def _write(self, data: memoryview, offset: int) -> None:
-        if self.dfd >= 0 and not (offset | len(data)) % DIRECT_ALIGN:
-            try:
-                _pwrite(self.dfd, data, offset)
-                self.direct_bytes += len(data)
-                return
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-                os.close(self.dfd)  # this device wants another alignment: use the cache
-                self.dfd = -1
-        _pwrite(self.fd, data, offset)
-
-    def _hash_run(self) -> None:
-        """The hasher thread: hash each written buffer that lies at the hash frontier, catch up
-        from the page cache past it, then give the buffer back to its transfer thread."""
-        lower_priority()
-        while (item := self._hashes.get()) is not None:
-            part, buf, size, offset, back = item
-            try:
-                if self.error is None and offset == self.hashed:
-                    self.sha.update(buf[:size])
-                    self.hashed += size
-            except BaseException as exc:  # noqa: BLE001 - handed to the transfer threads
-                self.error = exc
-            finally:
-                self._pending[part.idx].popleft()
-                back.put(buf)  # before any catch-up: reading goes on while a prefix is hashed
-            try:
-                if self.error is None:
-                    self._catch_up()
-            except BaseException as exc:  # noqa: BLE001 - handed to the transfer threads
-                self.error = exc
-
-    def _catch_up(self) -> None:
-        """Hash what is already on disk at the hash frontier (other parts' bytes, or a resumed
-        prefix), read back once, up to the first buffer still on its way here."""
-        while self._hp < len(self.parts):
-            part = self.parts[self._hp]
-            frontier = part.next_offset
-            pending = self._pending.get(part.idx)
-            if pending:  # its next bytes are on their way to the hasher in a buffer
-                try:
-                    frontier = min(frontier, pending[0])
-                except IndexError:  # seen just now: the frontier as written holds
-                    pass
-            while self.hashed < frontier:
-                if self.stop is not None and self.stop.is_set():
-                    return  # stopping: the rest is hashed by the next run, from disk
-                chunk = self._read_back(min(READ_BACK, frontier - self.hashed))
-                if not chunk:
-                    return
-                self.sha.update(chunk)
-                self.hashed += len(chunk)
-                self.read_back += len(chunk)
-            if not part.complete or self.hashed < part.next_offset:
-                return  # the rest of this part is still to come, or on its way in a buffer
-            self._hp += 1
-
-    def _read_back(self, size: int) -> bytes | memoryview:
-        """Bytes at the hash frontier from the file: past the page cache too where aligned."""
-        whole = size - size % DIRECT_ALIGN
-        if self.dfd >= 0 and whole and not self.hashed % DIRECT_ALIGN:
-            if self._rbuf is None:
-                self._rbuf = mmap.mmap(-1, READ_BACK)
-            try:
-                n = os.preadv(self.dfd, [memoryview(self._rbuf)[:whole]], self.hashed)
-                return memoryview(self._rbuf)[:n]
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-        return _pread(self.fd, size, self.hashed)
-
-    def sync(self) -> list[dict[str, Any]]:
-        """Note each part's written offset, then fsync: those offsets are now safe to commit.
-        (Writes that land during the fsync are counted at the next checkpoint.)"""
-        offsets = [{"idx": p.idx, "done": p.written} for p in self.parts]
-        self._fsync()
-        return offsets
-
-    def _fsync(self) -> None:
-        """fsync, and once it has failed, fail for good: Linux may drop the pages a failed fsync
-        could not write and let the next one succeed, so no later offset may be committed."""
-        if self.sync_error is not None:
-            raise self.sync_error
-        try:
-            os.fsync(self.fd)
-        except OSError as exc:
-            self.sync_error = exc
-            raise
-
-    def finish(self) -> str:
-        """After every transfer thread has ended: hash the rest, fsync; the SHA256."""
-        self._stop_thread()
-        if self.error is not None:
-            raise self.error
-        self._catch_up()
-        self._fsync()
-        return self.sha.hexdigest()
-
-    def _stop_thread(self) -> None:
-        """End the writer and then the hasher, once each has done what was handed over."""
-        if self._thread.is_alive():
-            self._queue.put(None)  # the writer passes the end on to the hasher
-            self._thread.join()
-        if self._hasher.is_alive():
-            self._hasher.join()
-
-    def close(self) -> None:
-        self._stop_thread()
-        if self.dfd >= 0:
-            os.close(self.dfd)
-            self.dfd = -1
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def shutdown(self) -> None:
-        self._io.shutdown(wait=True)
 
 
 class Threads:

@@ -286,7 +286,8 @@ def test_a_part_error_is_raised_once_the_other_parts_have_stopped():
 
 def test_a_stop_ends_the_hashers_catch_up_of_a_resumed_prefix_at_once(tmp_path):
     """A resume hashes what is already on disk; a cancel or stop must not wait for that."""
-    from engine.transfer import FileWriter, Part
+    from engine.transfer import Part
+    from engine.writer import FileWriter
 
     path = tmp_path / "m.part"
     path.write_bytes(b"x" * (32 * MB))
@@ -340,7 +341,8 @@ def _pump_file(path: Path, data: bytes, start: int, parts: int = 1) -> tuple[str
     """Write data[start:] into `path` through the byte path: the SHA256, the bytes written past
     the page cache, and the bytes the hasher read back from the file."""
     from engine.throttle import Throttle
-    from engine.transfer import FileWriter, Part, pump
+    from engine.transfer import Part, pump
+    from engine.writer import FileWriter
 
     part = Part(0, 0, len(data) - 1, done=start, written=start)
     others = [Part(i, len(data) + i, len(data) + i) for i in range(1, parts)]
@@ -371,12 +373,12 @@ def test_one_stream_is_written_past_the_page_cache_and_hashed_from_memory(tmp_pa
     A resume from an unaligned offset goes through the cache."""
     import hashlib
 
-    from engine import transfer
+    from engine import transfer, writer
 
     probe = tmp_path / "probe"
     probe.write_bytes(b"")
     try:
-        os.close(os.open(probe, os.O_WRONLY | transfer.O_DIRECT))
+        os.close(os.open(probe, os.O_WRONLY | writer.O_DIRECT))
     except (OSError, AttributeError):
         pytest.fail(f"{tmp_path} must support O_DIRECT for this test (ext4, xfs, btrfs do)")
     data = os.urandom(3 * MB + 1000)
@@ -423,7 +425,8 @@ def test_a_file_of_two_parts_is_hashed_right_reading_the_second_back_past_the_ca
     import hashlib
 
     from engine.throttle import Throttle
-    from engine.transfer import FileWriter, Part, pump
+    from engine.transfer import Part, pump
+    from engine.writer import FileWriter
 
     data = os.urandom(6 * MB + 777)
     mid = 3 * MB
