@@ -22,10 +22,22 @@ CHROMIUM_FIX = (
     "root), or point CHROMIUM=/path/to/chromium at another Chromium-based browser"
 )
 NGINX = "/usr/sbin/nginx"
-NGINX_FIX = "install it with `sudo apt-get install nginx` (python3 run_tests.py does it as root)"
-STRACE_FIX = "install it with `sudo apt-get install strace` (python3 run_tests.py does it as root)"
-SYSTEMD_ANALYZE_FIX = (
-    "install it with `sudo apt-get install systemd` (python3 run_tests.py does it as root)"
+
+
+def apt_fix(package: str) -> str:
+    return (
+        f"install it with `sudo apt-get install {package}` (python3 run_tests.py does it as root)"
+    )
+
+
+NGINX_FIX, STRACE_FIX, SYSTEMD_ANALYZE_FIX = apt_fix("nginx"), apt_fix("strace"), apt_fix("systemd")
+# Debian's packages some tests drive, besides Chromium: (installed?, package, the tests needing it).
+SYSTEM_TOOLS = (
+    (lambda: os.path.exists(NGINX), "nginx", "tests/test_proxy.py"),
+    (lambda: shutil.which("strace"), "strace", "tests/test_fsync.py"),
+    (lambda: shutil.which("systemd-analyze"), "systemd", "tests/test_install.py (the unit)"),
+    (lambda: shutil.which("curl"), "curl", "tests/test_bench.py (the yardsticks)"),
+    (lambda: shutil.which("aria2c"), "aria2", "tests/test_bench.py (the yardsticks)"),
 )
 
 
@@ -75,26 +87,15 @@ def has_passwordless_sudo() -> bool:
 
 
 def ensure_system_tools() -> None:
-    """Install Chromium (the GUI tests), nginx (tests/test_proxy.py), strace
-    (tests/test_fsync.py) and systemd-analyze (the unit's check in tests/test_install.py) where
-    they are missing and we may; never stop the run over it: the tests that need them fail,
-    naming the fix."""
+    """Install Chromium (the GUI tests) and SYSTEM_TOOLS where they are missing and we may;
+    never stop the run over it: the tests that need them fail, naming the fix."""
     is_root = hasattr(os, "geteuid") and os.geteuid() == 0
     apt = bool(shutil.which("apt-get"))
-    plans = []
-    if not chromium_path():
-        sudo = not is_root and has_passwordless_sudo()
-        plans.append(chromium_plan(False, is_root, sudo, apt))
-    if not os.path.exists(NGINX):
-        sudo = not is_root and has_passwordless_sudo()
-        plans.append(apt_plan("nginx", "tests/test_proxy.py", NGINX_FIX, is_root, sudo, apt))
-    if not shutil.which("strace"):
-        sudo = not is_root and has_passwordless_sudo()
-        plans.append(apt_plan("strace", "tests/test_fsync.py", STRACE_FIX, is_root, sudo, apt))
-    if not shutil.which("systemd-analyze"):
-        sudo = not is_root and has_passwordless_sudo()
-        why = "tests/test_install.py (systemd-analyze verify)"
-        plans.append(apt_plan("systemd", why, SYSTEMD_ANALYZE_FIX, is_root, sudo, apt))
+    sudo = not is_root and has_passwordless_sudo()
+    plans = [] if chromium_path() else [chromium_plan(False, is_root, sudo, apt)]
+    for installed, package, needed_by in SYSTEM_TOOLS:
+        if not installed():
+            plans.append(apt_plan(package, needed_by, apt_fix(package), is_root, sudo, apt))
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for plan in plans:
         say(plan.message)

@@ -78,10 +78,11 @@ def scenario_batch(count: int, clients: int, report: Report) -> list[responsiven
 def scenario_updates(count: int, report: Report) -> int:
     from config.settings import Settings
     from daemon import DownloadQueue
-    from database import Store
+    from database import Store, utcnow
     from events import EventBus
     from sources.civitai import CivitaiClient
     from updater.checker import check_updates
+    from updater.context import CheckContext, CheckResult
 
     with FakeCivitai() as fake:
         entries = []
@@ -103,9 +104,11 @@ def scenario_updates(count: int, report: Report) -> int:
                 civitai = CivitaiClient(settings, http)
                 queue = DownloadQueue(settings, store, EventBus(), civitai, http)
                 started = time.perf_counter()
-                result = await check_updates(
-                    settings, store, civitai, queue, EventBus(), asyncio.Lock()
+                result = CheckResult(started_at=utcnow())
+                ctx = CheckContext(
+                    settings, store, civitai, queue, EventBus(), asyncio.Lock(), result
                 )
+                await check_updates(ctx)
                 wall = time.perf_counter() - started
             await store.close()
             return wall, result

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -11,8 +13,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -22,6 +26,7 @@ from tests.fake_civitai import FakeCivitai
 from tests.fake_hf import FakeHub
 
 REPO = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -56,6 +61,24 @@ def page(browser):
     pg.set_default_timeout(15_000)
     yield pg
     context.close()
+
+
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run on a thread of its own: a GUI test earlier in this worker leaves the Playwright
+    sync API's loop running on the main thread, where asyncio.run refuses to start."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, main).result()
+
+
+@contextlib.contextmanager
+def loop_thread() -> Iterator[Callable[[Coroutine[Any, Any, T]], T]]:
+    """One event loop for a whole test, on a thread of its own (see run_async): `run(coro)`."""
+    with ThreadPoolExecutor(1) as pool:
+        runner = asyncio.Runner()
+        try:
+            yield lambda coro: pool.submit(runner.run, coro).result()
+        finally:
+            pool.submit(runner.close).result()
 
 
 def write_config(home: Path, **values: object) -> None:

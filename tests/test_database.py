@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import sqlite3
 import subprocess
@@ -13,7 +12,7 @@ import time
 from sqlite_utils import Database
 
 from database import Store, migrations, open_database, utcnow
-from tests.conftest import REPO
+from tests.conftest import REPO, run_async
 
 LONG_AGO = "2000-01-01T00:00:00Z"
 
@@ -40,7 +39,7 @@ def test_store_runs_off_the_event_loop_and_persists(tmp_path):
         await store.close()
         return job["id"]
 
-    job_id = asyncio.run(scenario())
+    job_id = run_async(scenario())
     db = Database(tmp_path / "completed.db")
     assert db["jobs"].get(job_id)["bytes_done"] == 10
 
@@ -88,7 +87,7 @@ def test_webhook_deliveries_are_forgotten_after_the_window_and_not_before(tmp_pa
         await store.close()
         return [first, again, later, fresh]
 
-    first, again, later, fresh = asyncio.run(scenario())
+    first, again, later, fresh = run_async(scenario())
     assert first == (True, None)
     assert again == (False, {"jobs": [], "errors": []})
     assert later == (True, None)
@@ -128,7 +127,7 @@ def test_a_webhook_claim_whose_handler_died_is_free_again_after_a_minute_and_aft
         await store.close()
         return seen
 
-    seen = asyncio.run(scenario())
+    seen = run_async(scenario())
     assert seen == {
         "first": (True, None),
         "while handled": (False, None),  # the webhook answers 409: still being handled

@@ -20,7 +20,7 @@ from sqlite_utils import Database
 from config.settings import load_settings
 from engine.jobs import JobRequest
 from main import create_app
-from tests.conftest import assert_file_is, run_job, wait_for, wait_job, write_config
+from tests.conftest import assert_file_is, run_async, run_job, wait_for, wait_job, write_config
 from tests.fake_civitai import TOKEN
 
 MB = 1024 * 1024
@@ -988,7 +988,7 @@ def test_a_cancel_in_progress_when_the_daemon_stops_still_ends_cancelled(civitai
             await cancel
         return job["id"]
 
-    job_id = asyncio.run(cancel_then_stop())
+    job_id = run_async(cancel_then_stop())
     db = Database(settings.data_dir / "completed.db")
     try:
         assert db["jobs"].get(job_id)["status"] == "cancelled"

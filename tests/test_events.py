@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from events import EventBus, JobEvent, Overflowed
+from tests.conftest import loop_thread
 
 
 def status(n: int) -> JobEvent:
@@ -20,8 +21,8 @@ def progress(n: int) -> JobEvent:
 @pytest.fixture
 def drain():
     """Everything a subscription hands out now: events, and `Overflowed` where it says so."""
-    with asyncio.Runner() as runner:  # one loop per test, as in the daemon
-        yield lambda sub: runner.run(_read(sub))
+    with loop_thread() as run:  # one loop per test, as in the daemon
+        yield lambda sub: run(_read(sub))
 
 
 async def _read(sub) -> list:

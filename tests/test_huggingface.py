@@ -3,7 +3,6 @@ to the Hub only, gated repos named with what to do (issue 17). Against tests/fak
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -16,7 +15,7 @@ import errors
 from config.settings import Settings
 from sources.civitai import CivitaiClient
 from sources.huggingface import HubClient, HubError, HubFile, parse_hub_path
-from tests.conftest import assert_file_is, run_job, wait_for, wait_job, write_config
+from tests.conftest import assert_file_is, run_async, run_job, wait_for, wait_job, write_config
 from tests.fake_civitai import TOKEN as CIVITAI_TOKEN
 from tests.fake_civitai import FakeCivitai
 from tests.fake_hf import NO_ACCESS_TOKEN, TOKEN, FakeHub, hub_url
@@ -61,14 +60,14 @@ def test_the_cdn_must_be_https_and_public_unless_hf_base_url_is_local(tmp_path: 
             hub = HubClient(settings, http, CivitaiClient(settings, http))
             await hub.check_cdn(cdn)
 
-    asyncio.run(check(HF, "https://cas-bridge.xethub.hf.co/x?sig=1"))  # allowed_hosts: hf.co
-    asyncio.run(check("http://127.0.0.1:9", "http://127.0.0.3:7/blobs/x"))  # a local fake Hub
+    run_async(check(HF, "https://cas-bridge.xethub.hf.co/x?sig=1"))  # allowed_hosts: hf.co
+    run_async(check("http://127.0.0.1:9", "http://127.0.0.3:7/blobs/x"))  # a local fake Hub
     with pytest.raises(HubError, match="over plain http"):
-        asyncio.run(check(HF, "http://cdn-lfs.huggingface.co/x"))
+        run_async(check(HF, "http://cdn-lfs.huggingface.co/x"))
     with pytest.raises(errors.RedirectRefused):
-        asyncio.run(check(HF, "https://10.0.0.8/x"))
+        run_async(check(HF, "https://10.0.0.8/x"))
     with pytest.raises(errors.SchemeRefused):
-        asyncio.run(check(HF, "file:///etc/passwd"))
+        run_async(check(HF, "file:///etc/passwd"))
 
 
 def test_an_lfs_file_comes_from_the_cdn_verified_by_the_hub_sha256_and_pinned_to_the_commit(

@@ -4,7 +4,6 @@ that describes the file downloaded (LoRA Manager reads the primary file's size a
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
 import json
@@ -21,7 +20,7 @@ from PIL import Image
 from config.settings import load_settings
 from library.sidecars import write_sidecars
 from sources.civitai import CivitaiClient
-from tests.conftest import run_job, wait_job, write_config
+from tests.conftest import run_async, run_job, wait_job, write_config
 from tests.fake_civitai import GREEN, IMAGE_KEY, RED, FakeCivitai
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -349,7 +348,7 @@ def test_every_recorded_civitai_answer_gets_an_info_describing_its_file_and_a_pn
         else:
             assert written == [info_file] and not preview.exists(), source
 
-    asyncio.run(write_all())
+    run_async(write_all())
     assert checked["non-primary"] >= 3 and checked["previews"] >= 30, checked
 
 

@@ -17,7 +17,7 @@ from websockets.sync.client import connect
 
 import errors
 from engine.transfer import run_together
-from tests.conftest import assert_file_is, wait_for, wait_job
+from tests.conftest import assert_file_is, run_async, wait_for, wait_job
 from tests.fake_civitai import FakeCivitai
 from tests.test_downloads import MB, blob, sha
 
@@ -266,7 +266,7 @@ def test_a_cancel_while_the_parts_stop_after_an_error_still_cancels():
             return f"raised {type(exc).__name__}"
         return "returned"
 
-    assert asyncio.run(scenario()) == "cancelled"
+    assert run_async(scenario()) == "cancelled"
     assert stopped == ["slow"]
 
 
@@ -280,7 +280,7 @@ def test_a_part_error_is_raised_once_the_other_parts_have_stopped():
             return group.exceptions[0]
         return None
 
-    assert isinstance(asyncio.run(scenario()), errors.NetworkError)
+    assert isinstance(run_async(scenario()), errors.NetworkError)
     assert stopped == ["slow"]
 
 
