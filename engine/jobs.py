@@ -134,17 +134,17 @@ MAX_NAME_BYTES = 200
 # Names the daemon gives files beside a model `<stem>.<ext>` (metadata.py: its sidecars, and the
 # previews older versions wrote; runner.py: `<name>.part`). A model so named would be replaced by
 # another model's preview, or removed when that model's download starts.
-SIDECAR_SUFFIXES = (
-    ".civitai.info",
-    ".preview.png",
+PREVIEW_SUFFIX = ".preview.png"
+# Names older versions of the daemon wrote (the image as served): still shown, still deleted.
+OLD_PREVIEW_SUFFIXES = (
     ".preview.jpeg",
     ".preview.jpg",
     ".preview.webp",
     ".preview.gif",
     ".preview.mp4",
     ".preview.webm",
-    ".part",
 )
+SIDECAR_SUFFIXES = (".civitai.info", PREVIEW_SUFFIX, *OLD_PREVIEW_SUFFIXES, ".part")
 
 
 def _sidecar_suffix(name: str) -> str | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import errors
 import safefs
-from library.sidecars import OLD_PREVIEW_SUFFIXES, PREVIEW_SUFFIX
+from engine.jobs import OLD_PREVIEW_SUFFIXES, PREVIEW_SUFFIX
 
 log = logging.getLogger("civitai.library")
 

@@ -17,7 +17,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from database import Store
-from library.sidecars import OLD_PREVIEW_SUFFIXES, PREVIEW_SUFFIX
+from engine.jobs import OLD_PREVIEW_SUFFIXES, PREVIEW_SUFFIX
 
 NEWEST_PER_PATH = "id in (select max(id) from completed group by path)"
 

@@ -18,27 +18,22 @@ from typing import Any
 import yaml
 
 import safefs
-from library.layout import Layout
+from library.layout import COMFYUI, Layout
 
 KEY = "civitai_daemon"
 
-# ComfyUI's folder name → the daemon's model types it loads from there. Poses, wildcards,
-# workflows, aesthetic gradients and "other" have no ComfyUI folder.
-COMFYUI_FOLDERS: dict[str, tuple[str, ...]] = {
-    "checkpoints": ("checkpoint",),
-    "loras": ("lora", "locon", "dora"),
-    "vae": ("vae",),
-    "embeddings": ("embedding",),
-    "hypernetworks": ("hypernetwork",),
-    "controlnet": ("controlnet",),
-    "upscale_models": ("upscaler",),
-    "text_encoders": ("text_encoders",),
-    "diffusion_models": ("diffusion_models",),
-    "clip_vision": ("clip_vision",),
-    "style_models": ("style_models",),
-    "animatediff_models": ("motionmodule",),
-    "ultralytics_bbox": ("detection",),
-}
+
+def _by_comfyui_name() -> dict[str, tuple[str, ...]]:
+    """ComfyUI's folder name (its key in extra_model_paths.yaml: the folder with `/` as `_`) →
+    the daemon's model types it loads from there, read off the one table, layout.COMFYUI.
+    Poses, wildcards, workflows, aesthetic gradients and "other" have no ComfyUI folder."""
+    names: dict[str, list[str]] = {}
+    for kind, folder in COMFYUI.items():
+        names.setdefault(folder.replace("/", "_"), []).append(kind)
+    return {name: tuple(kinds) for name, kinds in names.items()}
+
+
+COMFYUI_FOLDERS = _by_comfyui_name()
 
 
 def comfyui_folders(layout: Layout) -> dict[str, list[str]]:

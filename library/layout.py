@@ -70,22 +70,22 @@ CIVITAI_TYPES = {
     "llm": "other",
 }
 
-COMFYUI = {
+COMFYUI = {  # in the order of the extra_model_paths.yaml block (library/integrations.py)
     "checkpoint": "checkpoints",
     "lora": "loras",
     "locon": "loras",
     "dora": "loras",
+    "vae": "vae",
     "embedding": "embeddings",
     "hypernetwork": "hypernetworks",
-    "vae": "vae",
     "controlnet": "controlnet",
     "upscaler": "upscale_models",
-    "motionmodule": "animatediff_models",
-    "detection": "ultralytics/bbox",
     "text_encoders": "text_encoders",
     "diffusion_models": "diffusion_models",
     "clip_vision": "clip_vision",
     "style_models": "style_models",
+    "motionmodule": "animatediff_models",
+    "detection": "ultralytics/bbox",
 }
 
 A1111 = {

@@ -35,6 +35,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 import errors
 import safefs
+from engine.jobs import PREVIEW_SUFFIX
 from sources.civitai import USER_AGENT, CivitaiClient
 
 log = logging.getLogger("civitai.metadata")
@@ -48,16 +49,6 @@ class ImageNotFound(errors.PreviewUnavailable):
     status_code = 404
 
 
-PREVIEW_SUFFIX = ".preview.png"
-# Names older versions of the daemon wrote (the image as served): still shown, still deleted.
-OLD_PREVIEW_SUFFIXES = (
-    ".preview.jpeg",
-    ".preview.jpg",
-    ".preview.webp",
-    ".preview.gif",
-    ".preview.mp4",
-    ".preview.webm",
-)
 MAX_PREVIEW = 50 * 1024 * 1024  # bytes of one image fetched
 MAX_PREVIEW_PIXELS = 40_000_000  # a larger image is refused before it is decoded
 # The preview's longest side: Civitai's largest listed width (an `original=true` photo would be

@@ -361,8 +361,7 @@ def test_a_file_name_that_is_a_sidecar_or_part_name_is_refused_so_no_model_is_ov
     """`m.preview.png` as a model's name would be replaced by the preview of `m.safetensors`,
     and `m.safetensors.part` removed when `m.safetensors` starts: refused with 422. A name
     Civitai gives so is changed, and both models stay whole."""
-    from engine.jobs import SIDECAR_SUFFIXES
-    from library.sidecars import OLD_PREVIEW_SUFFIXES, PREVIEW_SUFFIX
+    from engine.jobs import OLD_PREVIEW_SUFFIXES, PREVIEW_SUFFIX, SIDECAR_SUFFIXES
 
     assert {PREVIEW_SUFFIX, *OLD_PREVIEW_SUFFIXES, ".civitai.info", ".part"} <= set(
         SIDECAR_SUFFIXES

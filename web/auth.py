@@ -113,6 +113,20 @@ async def require_key(request: Request) -> Role:
     return role
 
 
+def require_admin(what: str, them: str = "it") -> Callable[[Request], None]:
+    """A route dependency: the API key only; the viewer key gets 403 saying `what` it asked
+    for is not for it."""
+
+    def check(request: Request) -> None:
+        if request.state.role is not Role.ADMIN:
+            raise HTTPException(
+                status_code=403,
+                detail=f"{what} for the API key only; the viewer key cannot see {them}.",
+            )
+
+    return check
+
+
 def trusted_hosts(settings: Settings) -> set[str]:
     names = {*LOOPBACK_NAMES, *(h.lower() for h in settings.trusted_hosts)}
     if settings.host not in ("0.0.0.0", "::", ""):

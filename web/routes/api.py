@@ -14,11 +14,12 @@ import json_body
 from daemon import DownloadQueue
 from engine import job_query
 from engine.jobs import MAX_ID, Job, JobRequest, JobStatus
-from errors import InvalidRequest, UnsupportedMediaType
+from errors import InvalidRequest
 from library import holdings
 from library.layout import model_type_of
 from library.manifest import parse_entries
 from web.auth import require_key
+from web.uploads import file_or_json
 
 router = APIRouter(prefix="/api", tags=["jobs"], dependencies=[Depends(require_key)])
 
@@ -158,22 +159,13 @@ async def batch(request: Request) -> Any:
 
 
 async def _read_batch(request: Request) -> list[Any]:
-    content_type = json_body.media_type(request.headers.get("content-type"))
-    if content_type == "multipart/form-data":
-        form = await request.form()
-        upload = form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise InvalidRequest("Upload the manifest file in a form field named 'file'")
-        source = f"The uploaded file {upload.filename!r}"
-        data = json_body.loads(await upload.read(), source)
-    elif content_type == "application/json":
-        source = "The request body"
-        data = json_body.loads(await request.body(), source)
-    else:
-        raise UnsupportedMediaType(
-            "Send the batch as a JSON array (Content-Type: application/json) or upload a manifest "
-            f"file as multipart/form-data, not {content_type or 'a body without Content-Type'}"
-        )
+    raw, source = await file_or_json(
+        request,
+        "manifest file",
+        "Send the batch as a JSON array (Content-Type: application/json) or upload a manifest "
+        "file as multipart/form-data",
+    )
+    data = json_body.loads(raw, source)
     if not isinstance(data, list):
         raise InvalidRequest(f"{source} must be a JSON array of job requests")
     return data

@@ -9,24 +9,19 @@ import asyncio
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from library import integrations
-from web.auth import Role, require_key
+from web import auth
+from web.auth import require_key
 
 router = APIRouter(prefix="/api", tags=["integrations"], dependencies=[Depends(require_key)])
 
 YAML_TYPE = "text/yaml; charset=utf-8"
 
 
-def require_admin(request: Request) -> None:
-    if request.state.role is not Role.ADMIN:
-        raise HTTPException(
-            status_code=403,
-            detail="The ComfyUI block shows this machine's folders: it is for the API key only; "
-            "the viewer key cannot see it.",
-        )
+require_admin = auth.require_admin("The ComfyUI block shows this machine's folders: it is")
 
 
 @router.get(

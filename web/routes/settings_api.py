@@ -7,14 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
 import json_body
 from config import url_secrets
 from config.live import Applied, LiveSettings, applies, is_secret, why_at_next_start
 from config.settings import CONFIG_KEYS, HF_TOKEN_ENV, ConfigError, Settings
-from web.auth import Role, require_key
+from web import auth
+from web.auth import require_key
 
 router = APIRouter(prefix="/api", tags=["settings"], dependencies=[Depends(require_key)])
 
@@ -37,12 +38,7 @@ class SettingsView(BaseModel):
     changed: list[str] | None = None  # PATCH: the keys applied now
 
 
-def require_admin(request: Request) -> None:
-    if request.state.role is not Role.ADMIN:
-        raise HTTPException(
-            status_code=403,
-            detail="The settings are for the API key only; the viewer key cannot see them.",
-        )
+require_admin = auth.require_admin("The settings are", "them")
 
 
 def live_of(request: Request) -> LiveSettings:
