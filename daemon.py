@@ -292,10 +292,14 @@ class DownloadQueue:
         return await self.controls.resume(job_id)
 
     async def reorder(
-        self, job_id: int, priority: int | None = None, top: bool = False
+        self,
+        job_id: int,
+        priority: int | None = None,
+        position: str | None = None,
+        before: int | None = None,
     ) -> dict[str, Any]:
-        """A new priority for a queued, paused or waiting job, or the top of the queue."""
-        return await self.controls.reorder(job_id, priority, top)
+        """A new priority for a queued, paused or waiting job, or a new place in the queue."""
+        return await self.controls.reorder(job_id, priority, position, before)
 
     async def retry(self, job_id: int, force: bool = False) -> dict[str, Any]:
         """Queue a failed or cancelled job again; a failure no retry can fix (a 404, an archived

@@ -114,7 +114,7 @@ function jobRow(job) {
   const bar = el("div", { class: "progress", role: "progressbar", "aria-valuenow": pct, "aria-valuemin": 0, "aria-valuemax": 100 },
     el("div", { class: `progress-bar${job.status === "downloading" ? " progress-bar-striped progress-bar-animated" : ""} bg-${STATUS_STYLE[job.status] || "secondary"}`, style: `width: ${pct}%` }, `${pct}%`));
   const actions = el("td", { class: "text-end text-nowrap" }, ...jobControls(job)); // controls.js
-  const name = el("td", {}, el("div", { class: "fw-semibold" }, jobName(job)), el("div", { class: "small text-body-secondary text-truncate text-truncate-path" }, job.filename || ""));
+  const name = el("td", {}, el("div", { class: "fw-semibold" }, jobSelect(job), jobName(job)), el("div", { class: "small text-body-secondary text-truncate text-truncate-path" }, job.filename || ""));
   if (job.status === "waiting" && job.next_attempt_at) name.append(el("div", { class: "small job-wait" }, waitText(job)));
   if (job.verified_by === "size") name.append(el("div", { class: "small text-body-secondary job-verified-by", title: "The Hugging Face Hub publishes a SHA256 only for files kept in LFS/Xet" }, "checked by size only: its source publishes no SHA256"));
   if (job.error) name.append(el("div", { class: `small job-error ${job.status === "failed" ? "text-danger" : "text-warning-emphasis"}` }, job.error));
@@ -128,7 +128,9 @@ function jobRow(job) {
     el("td", {}, el("span", { class: `badge text-bg-${STATUS_STYLE[job.status] || "secondary"} job-status` }, job.status)),
     actions,
   ];
-  return el("tr", { id: `job-${job.id}`, "data-status": job.status }, ...cells);
+  const row = el("tr", { id: `job-${job.id}`, "data-status": job.status }, ...cells);
+  jobDraggable(row, job); // controls.js
+  return row;
 }
 
 function renderJob(job) { queueShow(job, jobRow(job)); }
@@ -137,6 +139,8 @@ function upsertJob(job) {
   const before = jobs.get(job.id);
   jobs.set(job.id, job);
   renderJob(job);
+  // A new place in the queue (here or in another browser): the group is drawn again in order.
+  if (before && before.priority !== job.priority) queueSoon(100);
   document.dispatchEvent(new CustomEvent("job", { detail: job })); // browse.js marks its cards
   if (before && before.status !== job.status) {
     // One toast each for downloads done and failed, counting (×N) and showing the latest.
