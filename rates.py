@@ -12,6 +12,7 @@ from collections import deque
 
 PROGRESS_INTERVAL = 0.25  # at most 4 progress events a second per job
 WINDOW = 3.0  # seconds the current rate looks back
+SMOOTH_SECONDS = 8.0  # seconds a job's speed looks back: lumps of a slow link even out
 
 
 class RateMeter:
@@ -32,10 +33,14 @@ class RateMeter:
 
 
 class SpeedMeter:
-    """Bytes/s over the last second or so; a value at most every PROGRESS_INTERVAL."""
+    """A job's bytes/s, smoothed: the bytes of the last SMOOTH_SECONDS over that time (or over
+    the time since the first look, when that is shorter), a value at most every
+    PROGRESS_INTERVAL. A link that sends in lumps reads as its steady rate, not as a value
+    between silences of 0 (which the GUI shows as "–"); only a link silent for the whole window
+    reads 0."""
 
     def __init__(self, total: RateMeter) -> None:
-        self.samples: list[tuple[float, int]] = []
+        self.samples: deque[tuple[float, int]] = deque()
         self.last_emit = 0.0
         self.total = total  # the daemon's: every byte this job receives counts there too
 
@@ -43,11 +48,11 @@ class SpeedMeter:
         now = time.monotonic()
         if self.samples and done > self.samples[-1][1]:
             self.total.add(done - self.samples[-1][1])
-        self.samples.append((now, done))
-        while len(self.samples) > 2 and now - self.samples[0][0] > 2.0:
-            self.samples.pop(0)
+        self.samples.append((now, done))  # the first: the baseline (a resume's bytes are old)
+        while len(self.samples) > 2 and now - self.samples[1][0] >= SMOOTH_SECONDS:
+            self.samples.popleft()
         if now - self.last_emit < PROGRESS_INTERVAL:
             return None
         self.last_emit = now
         t0, d0 = self.samples[0]
-        return (done - d0) / (now - t0) if now > t0 else 0.0
+        return (done - d0) / max(now - t0, PROGRESS_INTERVAL)

@@ -4,6 +4,7 @@ violations and any request that would leave the machine (tests/gui_watch.py)."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 from playwright.sync_api import expect
@@ -98,5 +99,184 @@ def test_queue_moves_show_at_once_top_is_first_rows_drag_and_several_are_selecte
             wait_job(c, j[name])
     fetched = [r.path.split("/")[2] for r in civitai.requests_to("cdn", "/file/")]
     assert list(dict.fromkeys(fetched))[1:] == [str(files["b"]), str(files["d"])], fetched
+    assert g.problems == [], g.problems
+    d.stop()
+
+
+SAMPLE = """id => { const r = document.getElementById(`job-${id}`);
+  if (!r) return null;
+  return {status: r.dataset.status, bytes: r.cells[3].textContent, speed: r.cells[4].textContent,
+          eta: r.cells[5].textContent,
+          pct: Number(r.querySelector('.progress').getAttribute('aria-valuenow')),
+          done: (jobs.get(id) || {}).bytes_done || 0}; }"""
+
+
+def progress_samples(page, job_id: int, until: float = 60) -> list[tuple[float, dict]]:
+    """The row as a person sees it, four times a second, until the job is no longer running."""
+    seen: list[tuple[float, dict]] = []
+    started = time.monotonic()
+    while time.monotonic() - started < until:
+        s = page.evaluate(SAMPLE, job_id)
+        if s and s["status"] not in ("queued", "downloading"):
+            break
+        if s and s["status"] == "downloading":
+            seen.append((time.monotonic() - started, s))
+        page.wait_for_timeout(250)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("cap", "size", "rate"),
+    [("link", 300_000, 15_000), ("throttle", 15_000, 1_500)],
+    ids=["slow-link", "low-throttle"],
+)
+def test_progress_moves_on_a_slow_link_and_speed_and_eta_hold_their_last_value(
+    civitai, daemon, guarded, cap, size, rate
+):
+    civitai.add_simple(1, 10, os.urandom(size), filename="slow_link.safetensors")
+    # 20 s at 15 KB/s from Civitai's side, or 10 s under the daemon's own cap of 1.5 KB/s.
+    if cap == "link":
+        civitai.default_rate = rate
+        d = daemon(workers=1)
+    else:
+        d = daemon(workers=1, throttle=rate)
+    g = guarded()
+    page = g.page
+    log_in(page, d)
+    with d.client() as c:
+        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
+    expect(page.locator(f"#job-{job['id']} .job-status")).to_have_text("downloading")
+    seen = progress_samples(page, job["id"])
+    assert len(seen) > 20, seen
+    screens(page, f"progress-{cap}-1280-light")
+    # Bytes and bar rise at least every 2 s (the bar by whole percents: 1 % is 3 KB here).
+    rises = [t for (t, s), (_, p) in zip(seen[1:], seen, strict=False) if s["done"] > p["done"]]
+    gaps = [b - a for a, b in zip([seen[0][0], *rises], rises, strict=False)]
+    assert rises and max(gaps) <= 2.0, (gaps, seen)
+    bars = [t for (t, s), (_, p) in zip(seen[1:], seen, strict=False) if s["pct"] > p["pct"]]
+    bar_gaps = [b - a for a, b in zip([seen[0][0], *bars], bars, strict=False)]
+    assert max(bar_gaps) <= 2.0, (bar_gaps, seen)
+    # Once known, the speed and the ETA stay on screen (no flicker back to "–").
+    known = [i for i, (_, s) in enumerate(seen) if s["speed"] != "–"]
+    assert known, seen
+    after = [s for _, s in seen[known[0] :]]
+    assert all(s["speed"] != "–" for s in after), [s["speed"] for s in after]
+    assert all(s["eta"] != "–" for s in after), [s["eta"] for s in after]
+    # Past the first seconds (a throttle lets its first second's worth through at once): about
+    # the rate, within half of it either way.
+    speeds = [float(s["speed"].split()[0]) for t, s in seen if t >= 5 and s["speed"] != "–"]
+    assert speeds and all(rate / 2000 <= v <= rate * 1.5 / 1000 for v in speeds), speeds
+    with d.client() as c:
+        wait_job(c, job["id"])
+    assert g.problems == [], g.problems
+    d.stop()
+
+
+def test_on_a_bursty_slow_link_speed_and_eta_hold_a_smoothed_value(civitai, daemon, guarded):
+    civitai.add_simple(1, 10, os.urandom(300_000), filename="bursty_link.safetensors")
+    # 15 KB/s as a lump of 45 KB every 3 s, as a congested link or a rate-limiting proxy sends it.
+    civitai.fault("cdn", rate=15_000, burst=3.0)
+    d = daemon(workers=1)
+    g = guarded()
+    page = g.page
+    log_in(page, d)
+    with d.client() as c:
+        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
+    expect(page.locator(f"#job-{job['id']} .job-status")).to_have_text("downloading")
+    seen = progress_samples(page, job["id"])
+    known = [i for i, (_, s) in enumerate(seen) if s["speed"] != "–"]
+    assert known, seen
+    after = [s for _, s in seen[known[0] :]]
+    assert all(s["speed"] != "–" for s in after), [(s["speed"], s["eta"]) for s in after]
+    assert all(s["eta"] != "–" for s in after), [(s["speed"], s["eta"]) for s in after]
+    late = [(t, s) for t, s in seen if t >= 6.0]  # past the first lumps: a steady rate
+    speeds = [float(s["speed"].split()[0]) for _, s in late]
+    assert late and all(7.5 <= v <= 30 for v in speeds), speeds
+    screens(page, "progress-bursty-link-1280-light")
+    with d.client() as c:
+        wait_job(c, job["id"])
+    assert g.problems == [], g.problems
+    d.stop()
+
+
+def test_a_file_deleted_and_downloaded_again_is_one_row_and_a_clear_reaches_every_browser(
+    civitai, daemon, guarded
+):
+    civitai.add_simple(1, 10, os.urandom(50_000), filename="again.safetensors")
+    civitai.add_simple(2, 20, b"x" * 100, filename="locked.safetensors", login_required=True)
+    d = daemon(workers=1)
+    one, two = guarded(), guarded()
+    log_in(one.page, d)
+    log_in(two.page, d)
+    with d.client() as c:
+        first = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
+        wait_job(c, first["id"])
+        row = c.get("/api/completed").json()["completed"][0]
+        assert c.delete(f"/api/library/{row['id']}").status_code == 200
+        again = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
+        assert again["id"] != first["id"]
+        wait_job(c, again["id"])
+        failed = c.post("/api/download", json={"modelVersionId": 20, "model_type": "lora"}).json()
+        wait_job(c, failed["id"], ("failed",))
+        finished = c.get("/api/jobs?status=completed,cancelled").json()["jobs"]
+        assert [j["id"] for j in finished] == [again["id"]], finished
+    for g in (one, two):
+        rows = g.page.locator("#group-finished .job-row")
+        expect(rows).to_have_count(1)
+        expect(rows).to_contain_text("again.safetensors")
+        expect(g.page.locator("#group-finished .group-count")).to_have_text("1")
+        expect(g.page.locator("#group-failed .job-row")).to_have_count(1)
+    screens(one.page, "queue-one-row-per-file-1280-light")
+    one.page.click("#clear-failed")
+    expect(one.page.locator("#group-failed .job-row")).to_have_count(0)
+    expect(two.page.locator("#group-failed .job-row")).to_have_count(0)  # the other browser too
+    expect(two.page.locator("#group-failed")).to_be_hidden()
+    one.page.click("#clear-finished")
+    expect(two.page.locator("#group-finished .job-row")).to_have_count(0)
+    expect(two.page.locator("#queue-empty")).to_be_visible()
+    assert one.problems == [] and two.problems == [], (one.problems, two.problems)
+    d.stop()
+
+
+def test_look_up_takes_hugging_face_urls_and_airs_and_add_stays_on_its_tab(
+    civitai, hf, daemon, guarded, home
+):
+    civitai.add_simple(328553, 368189, os.urandom(40_000), filename="air_lora.safetensors")
+    vae = os.urandom(60_000)
+    hf.add_repo("acme/vae", {"sdxl_vae.safetensors": vae})
+    d = daemon(hf_base_url=hf.base_url)
+    g = guarded()
+    page = g.page
+    log_in(page, d)
+    page.click("#nav-add")
+    # A Hugging Face file URL: its repository, file, size and a folder guessed from its name.
+    page.fill("#lookup-input", "https://huggingface.co/acme/vae/blob/main/sdxl_vae.safetensors")
+    page.click("#lookup-button")
+    expect(page.locator("#lookup-error")).to_be_hidden()
+    expect(page.locator("#lookup-name")).to_have_text("acme/vae")
+    expect(page.locator("#lookup-type")).to_contain_text("Hugging Face")
+    expect(page.locator("#add-file")).to_contain_text("sdxl_vae.safetensors (60.0 KB")
+    expect(page.locator("#add-type")).to_have_value("vae")
+    screens(page, "add-hugging-face-1280-light")
+    page.click("#add-button")
+    # Queued: a toast with a link to the Queue, and the Add tab stays for the next one.
+    toast = page.locator(".toast", has_text="Queued sdxl_vae.safetensors")
+    expect(toast).to_be_visible()
+    expect(page.locator("#tab-add")).to_be_visible()
+    screens(page, "add-queued-toast-1280-light")
+    with d.client() as c:
+        job = c.get("/api/jobs").json()["jobs"][0]
+        wait_job(c, job["id"])
+    assert (home / "data/models/vae/sdxl_vae.safetensors").read_bytes() == vae
+    # An AIR, as Civitai writes it.
+    page.fill("#lookup-input", "urn:air:sdxl:lora:civitai:328553@368189")
+    page.click("#lookup-button")
+    expect(page.locator("#lookup-name")).to_have_text("Model 328553")
+    expect(page.locator("#add-file")).to_contain_text("air_lora.safetensors")
+    page.click("#add-button")
+    toast = page.locator(".toast", has_text="Queued air_lora.safetensors")
+    toast.locator(".toast-link").click()
+    expect(page.locator("#tab-queue")).to_be_visible()
+    expect(page.locator(".job-row", has_text="air_lora.safetensors")).to_have_count(1)
     assert g.problems == [], g.problems
     d.stop()
