@@ -27,7 +27,7 @@ from completed import CompletedFiles
 from completed import file_state as _file_state
 from controls import JobControls
 from database import Store
-from events import EventBus, JobEvent
+from events import ClearedEvent, EventBus, JobEvent
 from job_rows import JobRows
 from jobs import ACTIVE_SQL, RUNNING_SQL, JobRequest, JobStatus
 from logger import safe_url
@@ -338,6 +338,7 @@ class DownloadQueue:
             self.states.links.pop(job_id, None)
         if ids:
             log.info("cleared %d finished job(s) from the history", len(ids))
+            self.bus.publish(ClearedEvent(tuple(ids)))  # every open browser drops the rows
         return ids
 
     def public(self, row: dict[str, Any]) -> dict[str, Any]:

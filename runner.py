@@ -30,7 +30,7 @@ from civitai import CivitaiClient, Resolved, backoff
 from completed import file_state
 from database import Store, utcnow
 from downloader import Download, Link
-from events import JobEvent
+from events import ClearedEvent, Event, JobEvent
 from jobs import JobRequest, JobStatus
 from logger import safe_url
 from metadata import write_sidecars
@@ -69,7 +69,7 @@ class JobRunner:
         store: Store,
         civitai: CivitaiClient,
         http: httpx.AsyncClient,
-        publish: Callable[[JobEvent], None],
+        publish: Callable[[Event], None],
         states: JobBook,
         resolved_fields: Callable[[Resolved, str, str | None], dict[str, Any]],
         models_root: Path,
@@ -341,6 +341,13 @@ class JobRunner:
             }
         )
         log.info("job %s completed: %s (%d bytes, sha256 %s)", row["id"], path, size, sha256)
+        # The file's earlier rows (deleted and downloaded again, failed, cancelled) leave the
+        # history: one row per file.
+        older = await job_query.delete(
+            self.store, f"path = ? and id != ? and {FINISHED_SQL}", [str(path), row["id"]]
+        )
+        if older:
+            self.publish(ClearedEvent(tuple(older)))
         return await self.transition(
             row,
             JobStatus.COMPLETED,
@@ -354,6 +361,9 @@ class JobRunner:
             completed_at=now,
             mtime_ns=mtime_ns,
         )
+
+
+FINISHED_SQL = "status in ('completed', 'cancelled', 'failed')"
 
 
 def size_mismatch(row: dict[str, Any], size: int) -> bool:

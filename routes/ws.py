@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from auth import COOKIE
-from events import JobEvent, Overflowed, UpdateEvent
+from events import ClearedEvent, JobEvent, Overflowed, UpdateEvent
 from jobs import ACTIVE_SQL
 from roles import role_for_key
 
@@ -29,13 +29,15 @@ RECHECK_SECONDS = 2  # how often an open feed checks that its session or key is 
 SEND_BURST = 64  # messages sent to one client before the others (and HTTP answers) get a turn
 
 
-def message(event: JobEvent | UpdateEvent) -> dict[str, Any]:
+def message(event: JobEvent | UpdateEvent | ClearedEvent) -> dict[str, Any]:
+    if isinstance(event, ClearedEvent):
+        return {"type": "cleared", "ids": list(event.ids)}
     if isinstance(event, UpdateEvent):
         return {"type": "update", "update": event.update}
     return {"type": "job", "job": event.job}
 
 
-def text(event: JobEvent | UpdateEvent) -> str:
+def text(event: JobEvent | UpdateEvent | ClearedEvent) -> str:
     """The message as sent: serialised once per event, however many clients are connected
     (the same JSON as starlette's `send_json`)."""
     return event.once(

@@ -156,6 +156,19 @@ function queueRender(group, total, list) {
   }
 }
 
+// Jobs that left the history: their rows go at once, and a refresh recounts the groups.
+function queueForget(ids) {
+  for (const id of ids) {
+    const row = document.getElementById(`job-${id}`);
+    if (row) row.remove();
+    jobs.delete(id);
+    queueView.groupOf.delete(id);
+    selectedJobs.delete(id); // controls.js
+  }
+  selectionBar();
+  queueSoon(50);
+}
+
 function queueCollapse(group) {
   const c = queueView.collapsed;
   if (c.has(group.key)) c.delete(group.key); else c.add(group.key);
