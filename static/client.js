@@ -165,6 +165,9 @@ function connect() {
       for (const job of msg.jobs) upsertJob(job);
     } else if (msg.type === "job") {
       upsertJob(msg.job);
+    } else if (msg.type === "cleared") {
+      queueForget(msg.ids); // queue.js: a clear here or in another browser
+
     } else if (msg.type === "update") {
       toast(`New version of ${msg.update.model_name || msg.update.modelId}: ${msg.update.version_name || msg.update.new_version_id}`, "info");
       loadUpdates();
@@ -189,11 +192,13 @@ function lookupQuery(text) {
 }
 
 function fillFiles() {
-  const version = looked.versions.find((v) => String(v.id) === document.getElementById("add-version").value);
+  const chosen = document.getElementById("add-version").value;
+  const version = looked.versions.find((v, i) => String(v.id) === chosen || `v${i}` === chosen);
   const select = document.getElementById("add-file");
   select.replaceChildren(...version.files.map((f) => el("option", { value: f.id, selected: f.primary ? "selected" : null },
     `${f.name} (${bytes(f.size)}${f.type && f.type !== "Model" ? ", " + f.type : ""}${f.primary ? ", primary" : ""})`)));
   document.getElementById("lookup-image").src = version.image || "data:,";
+  document.getElementById("lookup-image").classList.toggle("d-none", !version.image); // no empty frame
   document.getElementById("add-details").textContent = `${version.baseModel || ""}${version.publishedAt ? " · published " + when(version.publishedAt) : ""}`;
 }
 
@@ -228,10 +233,13 @@ document.getElementById("lookup-form").addEventListener("submit", async (event) 
   document.getElementById("add-button").disabled = false;
   document.getElementById("lookup-result").classList.remove("d-none");
   document.getElementById("lookup-name").textContent = result.name;
-  document.getElementById("lookup-type").textContent = `${result.type} · ${result.versions.length} version(s)`;
+  const hub = result.source === "huggingface";
+  document.getElementById("lookup-type").textContent = hub ? `${result.type} · ${result.versions[0].name}` : `${result.type} · ${result.versions.length} version${result.versions.length === 1 ? "" : "s"}`;
+  document.getElementById("add-track").disabled = hub; // updates are checked on Civitai only
+  if (hub) document.getElementById("add-track").checked = false;
   document.getElementById("add-type").value = result.model_type;
   const select = document.getElementById("add-version");
-  select.replaceChildren(...result.versions.map((v) => el("option", { value: v.id, selected: v.id === result.selectedVersionId ? "selected" : null }, `${v.name} (${v.baseModel || "?"})`)));
+  select.replaceChildren(...result.versions.map((v, i) => el("option", { value: v.id === null || v.id === undefined ? `v${i}` : v.id, selected: v.id === result.selectedVersionId || hub ? "selected" : null }, v.baseModel ? `${v.name} (${v.baseModel})` : v.name)));
   fillFiles();
 });
 
@@ -240,23 +248,33 @@ document.getElementById("add-version").addEventListener("change", fillFiles);
 document.getElementById("add-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   if (!looked) return;
-  const job = await act(api("POST", "/api/download", {
-    track: document.getElementById("add-track").checked,
-    modelVersionId: Number(document.getElementById("add-version").value),
-    fileId: Number(document.getElementById("add-file").value),
-    model_type: document.getElementById("add-type").value.trim(),
-    priority: Number(document.getElementById("add-priority").value || 5),
-  }), (j) => `Queued ${j.filename}.`);
-  if (job) { upsertJob(job); bootstrap.Tab.getOrCreateInstance(document.getElementById("nav-queue")).show(); }
+  const common = { model_type: document.getElementById("add-type").value.trim(), priority: Number(document.getElementById("add-priority").value || 5) };
+  // A Hugging Face file is queued by its URL; a Civitai file by its version and file ids.
+  const body = looked.source === "huggingface" ? { url: looked.url, ...common }
+    : { track: document.getElementById("add-track").checked, modelVersionId: Number(document.getElementById("add-version").value), fileId: Number(document.getElementById("add-file").value), ...common };
+  // Add stays on its tab for the next model; the toast links to the Queue.
+  const job = await act(api("POST", "/api/download", body));
+  if (job) {
+    upsertJob(job);
+    toast(job.duplicate ? `${job.filename} is already downloaded.` : `Queued ${job.filename}.`, "success", undefined, { label: "Show in Queue", run: () => bootstrap.Tab.getOrCreateInstance(document.getElementById("nav-queue")).show() });
+  }
 });
+
+// A refusal for want of a folder: how to write the line so it is taken.
+const NEEDS_TYPE = /model_type is required|give model_type/i;
 
 function showBatch(result, lines) {
   const list = document.getElementById("batch-errors");
   const errors = (result && result.errors) || [];
-  list.replaceChildren(...errors.map((e) => el("li", { class: "list-group-item list-group-item-danger small batch-error" },
-    `${lines ? "Line" : "Entry"} ${e.index + 1}${lines && lines[e.index] ? " (" + lines[e.index] + ")" : ""}: ${e.detail}`)));
+  list.replaceChildren(...errors.map((e) => {
+    const line = lines && lines[e.index];
+    const detail = line && NEEDS_TYPE.test(e.detail) ? `no folder for it: write its type first, e.g. “lora ${line}” (or choose a folder for every line).` : e.detail;
+    return el("li", { class: "list-group-item list-group-item-danger small batch-error" }, line ? `${line}: ${detail}` : `Entry ${e.index + 1}: ${detail}`);
+  }));
   for (const job of (result && result.jobs) || []) upsertJob(job);
-  if (result && result.jobs) toast(`Queued ${result.jobs.length}${errors.length ? `; ${errors.length} rejected` : ""}.`, errors.length ? "warning" : "success");
+  if (result && result.jobs) toast(`Queued ${result.jobs.length}${errors.length ? `; ${errors.length} refused` : ""}.`, errors.length ? "warning" : "success", undefined, result.jobs.length ? { label: "Show in Queue", run: () => bootstrap.Tab.getOrCreateInstance(document.getElementById("nav-queue")).show() } : null);
+  // The accepted lines leave the box; the refused ones stay, to be fixed and sent again.
+  if (lines && result && (result.jobs || result.errors)) document.getElementById("batch-urls").value = errors.map((e) => lines[e.index]).join("\n");
 }
 
 async function batch(body, isForm, lines) {
@@ -266,6 +284,15 @@ async function batch(body, isForm, lines) {
     if (err.data && err.data.errors) showBatch(err.data, lines);
     toast(err.message, "danger");
   }
+}
+
+// One line: `<type> <url, AIR or id>` or just the URL, AIR or id (its folder from Civitai, or
+// the one chosen for every line).
+function batchEntry(line, type, track) {
+  const typed = line.match(/^([A-Za-z0-9][A-Za-z0-9_-]{0,31})\s+(\S+)$/);
+  const value = typed ? typed[2] : line;
+  const folder = typed ? typed[1] : type;
+  return { ...(/^\d+$/.test(value) ? { modelId: Number(value) } : { url: value }), ...(folder ? { model_type: folder } : {}), track };
 }
 
 document.getElementById("batch-file-form").addEventListener("submit", (event) => {
@@ -281,7 +308,7 @@ document.getElementById("batch-urls-form").addEventListener("submit", (event) =>
   // No folder chosen: each line's folder is its model's type on Civitai.
   const type = document.getElementById("batch-type").value;
   const track = document.getElementById("batch-track").checked;
-  batch(lines.map((url) => ({ ...(/^\d+$/.test(url) ? { modelId: Number(url) } : { url }), ...(type ? { model_type: type } : {}), track })), false, lines);
+  batch(lines.map((line) => batchEntry(line, type, track)), false, lines);
 });
 
 // Library -----------------------------------------------------------------------------------

@@ -280,3 +280,42 @@ def test_look_up_takes_hugging_face_urls_and_airs_and_add_stays_on_its_tab(
     expect(page.locator(".job-row", has_text="air_lora.safetensors")).to_have_count(1)
     assert g.problems == [], g.problems
     d.stop()
+
+
+def test_a_batch_line_carries_its_type_and_only_refused_lines_stay_with_their_reasons(
+    civitai, hf, daemon, guarded, home
+):
+    civitai.add_simple(5, 50, os.urandom(30_000), filename="air_vae.safetensors", type="VAE")
+    civitai.add_simple(6, 60, os.urandom(30_000), filename="by_id.safetensors", type="LORA")
+    hf.add_repo("acme/loras", {"style.safetensors": os.urandom(30_000)})
+    hf.add_repo("acme/untyped", {"thing.safetensors": os.urandom(30_000)})
+    d = daemon(hf_base_url=hf.base_url)
+    g = guarded()
+    page = g.page
+    log_in(page, d)
+    page.click("#nav-add")
+    untyped = "https://huggingface.co/acme/untyped/resolve/main/thing.safetensors"
+    lines = [
+        "lora https://huggingface.co/acme/loras/resolve/main/style.safetensors",
+        untyped,
+        "checkpoint urn:air:sdxl:vae:civitai:5@50",
+        "6",
+        "999999",
+    ]
+    page.fill("#batch-urls", "\n".join(lines))
+    page.click("#batch-urls-button")
+    errors = page.locator("#batch-errors .batch-error")
+    expect(errors).to_have_count(2)
+    # The accepted lines leave the box; the refused ones stay, each with its reason.
+    expect(page.locator("#batch-urls")).to_have_value(f"{untyped}\n999999")
+    expect(errors.nth(0)).to_contain_text(f"write its type first, e.g. “lora {untyped}”")
+    expect(errors.nth(1)).to_have_text("999999: No model 999999 on Civitai")
+    screens(page, "add-batch-typed-lines-1280-light")
+    with d.client() as c:
+        for job in c.get("/api/jobs").json()["jobs"]:
+            wait_job(c, job["id"])
+    assert (home / "data/models/lora/style.safetensors").is_file()
+    assert (home / "data/models/checkpoint/air_vae.safetensors").is_file()  # the line's type wins
+    assert (home / "data/models/lora/by_id.safetensors").is_file()  # Civitai's type
+    assert g.problems == [], g.problems
+    d.stop()
