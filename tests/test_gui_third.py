@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -317,5 +318,62 @@ def test_a_batch_line_carries_its_type_and_only_refused_lines_stay_with_their_re
     assert (home / "data/models/lora/style.safetensors").is_file()
     assert (home / "data/models/checkpoint/air_vae.safetensors").is_file()  # the line's type wins
     assert (home / "data/models/lora/by_id.safetensors").is_file()  # Civitai's type
+    assert g.problems == [], g.problems
+    d.stop()
+
+
+WORKFLOW = Path(__file__).parent / "fixtures" / "workflows" / "01_get_started_text_to_image.json"
+DROP = """([name, text]) => {
+  const data = new DataTransfer();
+  data.items.add(new File([text], name, { type: "application/json" }));
+  const zone = document.getElementById("workflow-drop");
+  const init = { dataTransfer: data, bubbles: true, cancelable: true };
+  zone.dispatchEvent(new DragEvent("dragover", init));
+  zone.dispatchEvent(new DragEvent("drop", init));
+}"""
+
+
+def test_a_workflow_is_previewed_first_and_only_the_ticked_models_are_downloaded(
+    civitai, hf, daemon, guarded, home
+):
+    files = {
+        "split_files/text_encoders/qwen_3_4b.safetensors": os.urandom(1_200_000),
+        "split_files/vae/ae.safetensors": os.urandom(300_000),
+        "split_files/diffusion_models/z_image_turbo_bf16.safetensors": os.urandom(2_500_000),
+    }
+    hf.add_repo("Comfy-Org/z_image_turbo", files)
+    d = daemon(layout="comfyui", hf_base_url=hf.base_url)
+    vae = home / "data/models/vae/ae.safetensors"  # already here: not ticked, not fetched
+    vae.parent.mkdir(parents=True, exist_ok=True)
+    vae.write_bytes(files["split_files/vae/ae.safetensors"])
+    g = guarded()
+    page = g.page
+    log_in(page, d)
+    page.click("#nav-workflow")
+    page.evaluate(DROP, ["z_image.json", WORKFLOW.read_text()])
+    rows = page.locator("#workflow-table tbody tr")
+    expect(rows).to_have_count(3)
+    # A preview: nothing queued on drop.
+    expect(page.locator("#workflow-download")).to_have_text("Download 2 models (3.7 MB)")
+    with d.client() as c:
+        assert c.get("/api/jobs").json()["total"] == 0
+    ticks = rows.locator(".workflow-pick")
+    expect(ticks).to_have_count(2)  # the missing ones, ticked; the present one has none
+    for i in range(2):
+        expect(ticks.nth(i)).to_be_checked()
+    expect(rows.locator("td.workflow-size")).to_have_text(["1.2 MB", "300.0 KB", "2.5 MB"])
+    expect(rows.nth(1).locator(".badge")).to_have_text("present")
+    screens(page, "workflow-preview-1280-light")
+    # Untick the big one: the button counts what is left.
+    ticks.nth(1).uncheck()
+    expect(page.locator("#workflow-download")).to_have_text("Download 1 model (1.2 MB)")
+    page.click("#workflow-download")
+    expect(rows.nth(0).locator(".badge")).to_have_text("queued")
+    with d.client() as c:
+        jobs = c.get("/api/jobs").json()["jobs"]
+        assert [j["filename"] for j in jobs] == ["qwen_3_4b.safetensors"], jobs
+        wait_job(c, jobs[0]["id"])
+    assert (home / "data/models/text_encoders/qwen_3_4b.safetensors").is_file()
+    assert not (home / "data/models/diffusion_models/z_image_turbo_bf16.safetensors").exists()
     assert g.problems == [], g.problems
     d.stop()
