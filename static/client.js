@@ -408,27 +408,59 @@ setInterval(() => {
 
 // [key, label, kind]: kind is "secret", "int", "number", "text", "url", "time", "bool", "lines",
 // or a list of choices.
+// [key, label, kind], in the order people change them first (issue 27): where files go, the
+// accounts, speed, notifications, then the rest. SETTING_GROUPS puts them under headings.
 const SETTING_FIELDS = [
+  ["download_dir", "Download folder", "text"],
+  ["layout", "Folder layout (the app that reads the download folder)", [["default", "default"], ["comfyui", "ComfyUI"], ["a1111", "A1111"], ["forge", "Forge"]]],
   ["civitai_token", "Civitai API token", "secret"],
-  ["throttle", "Throttle, bytes/s in total (0 = none)", "int"],
-  ["workers", "Concurrent downloads", "int"],
+  ["hf_token", "Hugging Face token (for gated and private repositories)", "secret"],
+  ["throttle", "Speed limit, MB/s in total (0 = none)", "mbps"],
+  ["workers", "Workers (downloads at once)", "int"],
   ["connections", "Connections for one large file", "int"],
-  ["retries", "Attempts per job", "int"],
-  ["timeout", "Seconds without a byte before a connection is dead", "number"],
   ["webhook_url", "Webhook URL", "url"],
   ["webhook_secret", "Webhook secret", "secret"],
   ["update_check", "Daily update check (local time)", "time"],
   ["old_versions", "Old file after an update", ["keep", "delete", "archive"]],
   ["manifest_mode", "manifest.json on an update", ["replace", "append"]],
-  ["log_level", "Log level", ["DEBUG", "INFO", "WARNING", "ERROR"]],
   ["save_metadata", "Save .civitai.info and a preview beside each model", "bool"],
   ["show_nsfw", "Browse: show NSFW models", "bool"],
+  ["retries", "Attempts per download", "int"],
+  ["timeout", "Seconds without a byte before a connection is dead", "number"],
   ["allowed_hosts", "Hosts a direct URL may come from, one a line", "lines"],
+  ["log_level", "Log level", ["DEBUG", "INFO", "WARNING", "ERROR"]],
   ["host", "Listen address", "text"],
   ["active_port", "Port (empty: a free one in 8100–8200)", "int"],
-  ["download_dir", "Download folder", "text"],
-  ["layout", "Folder layout (the app that reads the download folder)", [["default", "default"], ["comfyui", "ComfyUI"], ["a1111", "A1111"], ["forge", "Forge"]]],
 ];
+const SETTING_GROUPS = [
+  { title: "Download folder", box: "settings-fields", keys: ["download_dir", "layout"] },
+  { title: "Accounts", box: "settings-fields", keys: ["civitai_token", "hf_token"] },
+  { title: "Speed", box: "settings-fields", keys: ["throttle", "workers", "connections"] },
+  { title: null, box: "settings-notify-fields", keys: ["webhook_url", "webhook_secret"] }, // under Notifications
+  { title: "Updates and the rest", box: "settings-rest", keys: null }, // every key not above
+];
+// The words a sentence about a field starts with ("Workers must be at least 1.").
+const SETTING_NAMES = { workers: "Workers", connections: "Connections", throttle: "The speed limit", retries: "Attempts", timeout: "The timeout", active_port: "The port", webhook_url: "The webhook URL", download_dir: "The download folder", update_check: "The update check", allowed_hosts: "Allowed hosts", host: "The listen address" };
+const SECRET_ENV = { civitai_token: "CIVITAI_TOKEN", hf_token: "HF_TOKEN" };
+// config.json's bounds (settings.py), checked before sending so the sentence comes at once.
+const SETTING_BOUNDS = { workers: [1, 32], connections: [1, 16], retries: [1, 100], timeout: [0, 3600, true], throttle: [0, 1e6] };
+
+// The sentences for the values out of bounds, by key; none when every value is fine.
+function settingBoundsErrors(changes) {
+  const found = {};
+  for (const [key, [low, high, above]] of Object.entries(SETTING_BOUNDS)) {
+    if (!(key in changes)) continue;
+    const name = SETTING_NAMES[key] || key;
+    const value = key === "throttle" && typeof changes[key] === "number" ? changes[key] / 1e6 : changes[key];
+    const whole = ["workers", "connections", "retries"].includes(key);
+    if (typeof value !== "number" || !Number.isFinite(value)) found[key] = `${name} must be a number.`;
+    else if (whole && !Number.isInteger(value)) found[key] = `${name} must be a whole number.`;
+    else if (above ? value <= low : value < low) found[key] = above ? `${name} must be more than ${low}.` : `${name} must be at least ${low}.`;
+    else if (value > high) found[key] = `${name} must be at most ${high}${key === "throttle" ? " MB/s" : ""}.`;
+  }
+  return found;
+}
+
 let settingsView = null;
 let notifyRows = []; // {type, url, chat_id, api_base, token: "" (keep) or a new one, hasToken}
 let notifyDirty = false;
@@ -438,7 +470,7 @@ function pad2(n) { return String(n).padStart(2, "0"); }
 function settingInput(key, kind, value, info) {
   const id = `set-${key}`;
   if (kind === "secret") {
-    const state = info.source === "environment" ? "set by the CIVITAI_TOKEN environment variable" : (value.set ? "set" : "not set");
+    const state = info.source === "environment" ? `set by the ${SECRET_ENV[key] || key.toUpperCase()} environment variable` : (value.set ? "set" : "not set");
     return el("div", {},
       el("div", { class: "small mb-1" }, "Now: ", el("span", { class: `badge text-bg-${value.set ? "success" : "secondary"}`, id: `${id}-state` }, state)),
       el("div", { class: "input-group" },
@@ -460,6 +492,11 @@ function settingInput(key, kind, value, info) {
       el("input", { class: "form-control", type: "time", id, value: `${pad2(value.hour)}:${pad2(value.minute)}` }));
   }
   if (kind === "lines") return el("textarea", { class: "form-control", id, rows: 3 }, (value || []).join("\n"));
+  if (kind === "mbps") { // bytes/s in config.json, MB/s on screen
+    const input = el("input", { class: "form-control", type: "number", id, step: "any", min: "0" });
+    input.value = value ? String(Math.round(value / 1e5) / 10) : "0";
+    return input;
+  }
   const type = kind === "int" || kind === "number" ? "number" : "text";
   const input = el("input", { class: "form-control", type, id, step: kind === "number" ? "any" : null });
   input.value = value === null || value === undefined ? "" : String(value);
@@ -468,8 +505,7 @@ function settingInput(key, kind, value, info) {
 
 function renderSettings(view) {
   settingsView = view;
-  const box = document.getElementById("settings-fields");
-  box.replaceChildren(...SETTING_FIELDS.map(([key, label, kind]) => {
+  const row = ([key, label, kind]) => {
     const info = view.keys[key];
     const note = [];
     if (info.applies !== "live") note.push(el("span", { class: "badge text-bg-warning ms-2 applies-later", title: info.why || "" }, "applies at next start"));
@@ -478,7 +514,15 @@ function renderSettings(view) {
       el("label", { class: "form-label small fw-semibold", for: `set-${key}` }, label, ...note),
       settingInput(key, kind, view.settings[key], info),
       el("div", { class: "invalid-feedback d-block", id: `set-${key}-error` }));
-  }));
+  };
+  const placed = new Set(SETTING_GROUPS.flatMap((g) => g.keys || []));
+  for (const id of ["settings-fields", "settings-notify-fields", "settings-rest"]) document.getElementById(id).replaceChildren();
+  for (const group of SETTING_GROUPS) {
+    const fields = SETTING_FIELDS.filter(([key]) => (group.keys ? group.keys.includes(key) : !placed.has(key)) && view.keys[key]);
+    const target = document.getElementById(group.box);
+    if (group.title) target.append(el("h3", { class: "h6 mt-3" }, group.title));
+    target.append(...fields.map(row));
+  }
   notifyRows = view.settings.notify.map((t) => ({ type: t.type, url: t.url || "", chat_id: t.chat_id === null || t.chat_id === undefined ? "" : String(t.chat_id), api_base: t.api_base, token: "", hasToken: Boolean(t.bot_token && t.bot_token.set) }));
   notifyDirty = false;
   renderNotify();
@@ -518,6 +562,14 @@ function settingValue(key, kind) {
     return Number(text);
   }
   if (kind === "url") return input.value.trim() || null;
+  if (kind === "mbps") {
+    const text = input.value.trim();
+    const mb = Number(text === "" ? "0" : text);
+    if (!Number.isFinite(mb)) return text; // the daemon names what is wrong
+    const bps = Math.round(mb * 1e6);
+    // Unchanged when it shows the saved value rounded (1.23456 MB/s is shown as 1.2).
+    return settingsView.settings[key] && Math.round(settingsView.settings[key] / 1e5) / 10 === mb ? settingsView.settings[key] : bps;
+  }
   return input.value;
 }
 
@@ -547,6 +599,30 @@ function clearSettingErrors() {
   document.getElementById("settings-error").classList.add("d-none");
 }
 
+// The daemon's line ("key 'workers' has value 0: Input should be greater than or equal to 1
+// (…)") as a sentence about the field: "Workers must be at least 1."
+function settingSentence(key, line) {
+  const field = SETTING_FIELDS.find(([k]) => k === key);
+  const name = SETTING_NAMES[key] || (field ? field[1].split(/[,(]/)[0].trim() : key);
+  const why = line.replace(/^.*?key '[^']*' has value .*?: /, "").replace(/ \([^()]*\)$/, "");
+  const rules = [
+    [/greater than or equal to (\S+)/i, (n) => `must be at least ${n}`],
+    [/less than or equal to (\S+)/i, (n) => `must be at most ${n}`],
+    [/greater than (\S+)/i, (n) => `must be more than ${n}`],
+    [/less than (\S+)/i, (n) => `must be less than ${n}`],
+    [/valid integer/i, () => "must be a whole number"],
+    [/valid number/i, () => "must be a number"],
+    [/valid boolean/i, () => "must be on or off"],
+    [/^one of (.*)$/i, (list) => `must be one of ${list.replace(/'/g, "")}`],
+  ];
+  for (const [pattern, say] of rules) {
+    const m = why.match(pattern);
+    if (m) return `${name} ${say(m[1])}.`;
+  }
+  const rest = why.replace(/^Input should be/i, "must be").replace(/^Value error, /i, "");
+  return `${name}: ${rest.replace(/\.$/, "")}.`;
+}
+
 // Each line of the daemon's answer goes next to the field it names ("key 'workers' has value …").
 function showSettingErrors(detail) {
   const keys = SETTING_FIELDS.map(([key]) => key).concat(["notify"]);
@@ -556,7 +632,8 @@ function showSettingErrors(detail) {
     const key = named ? named[1] : keys.find((k) => line.includes(k));
     const box = key && document.getElementById(`set-${key}-error`);
     if (!box) { general.push(line); continue; }
-    box.textContent = box.textContent ? `${box.textContent} ${line}` : line;
+    const sentence = settingSentence(key, line);
+    box.textContent = box.textContent ? `${box.textContent} ${sentence}` : sentence;
     const input = document.getElementById(`set-${key}`);
     if (input) input.classList.add("is-invalid");
   }
@@ -576,6 +653,15 @@ if (isAdmin) {
     clearSettingErrors();
     const changes = settingsChanges();
     if (!Object.keys(changes).length) { toast("Nothing changed."); return; }
+    const wrong = settingBoundsErrors(changes);
+    if (Object.keys(wrong).length) {
+      for (const [key, sentence] of Object.entries(wrong)) {
+        document.getElementById(`set-${key}-error`).textContent = sentence;
+        document.getElementById(`set-${key}`).classList.add("is-invalid");
+      }
+      toast("Not saved: see the fields marked in red.", "danger");
+      return;
+    }
     const button = document.getElementById("settings-save");
     button.disabled = true;
     try {

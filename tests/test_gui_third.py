@@ -3,6 +3,7 @@ violations and any request that would leave the machine (tests/gui_watch.py)."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -375,5 +376,54 @@ def test_a_workflow_is_previewed_first_and_only_the_ticked_models_are_downloaded
         wait_job(c, jobs[0]["id"])
     assert (home / "data/models/text_encoders/qwen_3_4b.safetensors").is_file()
     assert not (home / "data/models/diffusion_models/z_image_turbo_bf16.safetensors").exists()
+    assert g.problems == [], g.problems
+    d.stop()
+
+
+def test_settings_people_change_first_come_first_and_errors_are_sentences(
+    civitai, daemon, guarded, home
+):
+    d = daemon()
+    g = guarded(width=390, height=844)
+    page = g.page
+    log_in(page, d)
+    page.click("#nav-settings")
+    expect(page.locator("#set-throttle")).to_be_visible()
+    order = page.locator("#settings-form [id$='-row']").evaluate_all(
+        "rows => rows.map(r => r.id.replace(/^set-/, '').replace(/-row$/, ''))"
+    )
+    assert order[:8] == [
+        "download_dir",
+        "layout",
+        "civitai_token",
+        "hf_token",
+        "throttle",
+        "workers",
+        "connections",
+        "webhook_url",
+    ], order
+    headings = page.locator("#settings-form h3").all_text_contents()
+    assert headings[:4] == ["Download folder", "Accounts", "Speed", "Notifications"], headings
+    # Save stays in view, at the top of the page as at its bottom.
+    for end in (0, 100_000):
+        page.evaluate("y => document.getElementById('app').scrollTo(0, y)", end)
+        b = page.locator("#settings-save").bounding_box()
+        assert b and 0 <= b["y"] and b["y"] + b["height"] <= 844, (end, b)
+    screens(page, "settings-390-light")
+    # The speed limit in MB/s; a Hugging Face token; a bad value answered in a sentence.
+    page.fill("#set-throttle", "1.5")
+    page.fill("#set-hf_token", "hf_abcdefghijklmnop")
+    page.fill("#set-workers", "0")
+    page.click("#settings-save")
+    expect(page.locator("#set-workers-error")).to_have_text("Workers must be at least 1.")
+    screens(page, "settings-error-390-light")
+    page.fill("#set-workers", "3")
+    page.click("#settings-save")
+    expect(page.locator("#toasts")).to_contain_text("Saved. Applied now")
+    config = json.loads((home / "config.json").read_text())
+    assert config["throttle"] == 1_500_000 and config["workers"] == 3
+    assert config["hf_token"] == "hf_abcdefghijklmnop"
+    expect(page.locator("#set-throttle")).to_have_value("1.5")
+    expect(page.locator("#set-hf_token-state")).to_have_text("set")
     assert g.problems == [], g.problems
     d.stop()
