@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from playwright.sync_api import expect
 from tests.conftest import wait_for, wait_job
 from tests.gui_watch import Guarded, order, screens
 from tests.test_gui import browser, log_in  # noqa: F401 (browser: a fixture)
+from tests.test_gui_queue import overlaps
 
 
 @pytest.fixture
@@ -427,3 +430,135 @@ def test_settings_people_change_first_come_first_and_errors_are_sentences(
     expect(page.locator("#set-hf_token-state")).to_have_text("set")
     assert g.problems == [], g.problems
     d.stop()
+
+
+def next_line(d, timeout: float = 10) -> str:
+    """The daemon's next line on stdout (read in a thread: readline has no timeout)."""
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(d.proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    assert got, f"no second line within {timeout} s"
+    return got[0].strip()
+
+
+def test_the_first_start_prints_a_one_time_login_link_and_the_login_page_says_where_the_key_is(
+    civitai, daemon, guarded
+):
+    d = daemon()
+    line = next_line(d)
+    link = re.search(r"(http://\S+/gui/link/\S+)", line)
+    assert link and "10 minutes" in line and "./civitai key" in line, line
+    assert d.token not in line  # the link is not the key
+    g = guarded()
+    page = g.page
+    page.goto(link[1])
+    expect(page.locator("#live")).to_be_visible()
+    expect(page.locator("#role")).to_have_text("admin")
+    screens(page, "login-link-used-1280-light")
+    # One use: the same link again (another browser) is the login page, saying why.
+    other = guarded()
+    other.page.goto(link[1])
+    expect(other.page.locator("#login-error")).to_contain_text("used already or has expired")
+    expect(other.page.locator("main")).to_contain_text("./civitai key")
+    screens(other.page, "login-page-1280-light")
+    # Not a session cookie either.
+    other.context.add_cookies(
+        [{"name": "civitai_session", "value": link[1].rsplit("/", 1)[1], "url": d.url("/")}]
+    )
+    other.page.goto(d.url("/gui"))
+    expect(other.page.locator("#key")).to_be_visible()
+    assert g.problems == [] and other.problems == [], (g.problems, other.problems)
+    d.stop()
+
+
+WIDE = """() => {
+  const width = window.innerWidth;
+  const scroller = (p) => ["auto", "scroll", "hidden"].includes(getComputedStyle(p).overflowX)
+    && p.getBoundingClientRect().width <= width + 1;
+  const clipped = (n) => {
+    for (let p = n.parentElement; p; p = p.parentElement) if (scroller(p)) return true;
+    return false;
+  };
+  const name = (n) => `${n.tagName.toLowerCase()}#${n.id}.${[...n.classList].join(".")}`;
+  return [...document.querySelectorAll("body *")].filter((n) => {
+    const r = n.getBoundingClientRect();
+    if (!r.width || !r.height || getComputedStyle(n).visibility === "hidden") return false;
+    return r.width > width + 1 || ((r.right > width + 1 || r.left < -1) && !clipped(n));
+  }).map((n) => {
+    const r = n.getBoundingClientRect();
+    return `${name(n)} ${Math.round(r.left)}..${Math.round(r.right)}`;
+  }).slice(0, 12);
+}"""
+
+
+SAME_SIZE = """() => { const c = document.getElementById("speed-chart");
+  return Math.abs(c.width - c.getBoundingClientRect().width * devicePixelRatio) <= 1; }"""
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_at_390_px_nothing_is_wider_than_the_screen_on_any_page(
+    civitai, hf, daemon, guarded, home, scheme
+):
+    long_name = "a_really_long_model_file_name_that_goes_on_and_on_v2_fp16_pruned.safetensors"
+    civitai.add_simple(1, 10, os.urandom(8_000_000), filename=long_name)
+    civitai.add_simple(2, 20, os.urandom(40_000), filename="finished.safetensors")
+    files = {"split_files/vae/ae.safetensors": os.urandom(30_000)}
+    hf.add_repo("Comfy-Org/z_image_turbo", files)
+    d = daemon(hf_base_url=hf.base_url, layout="comfyui", workers=2)
+    with d.client() as c:
+        done = c.post("/api/download", json={"modelVersionId": 20, "model_type": "lora"}).json()
+        wait_job(c, done["id"])
+        bad = (
+            "https://huggingface.co/Comfy-Org/no_such_repository_at_all/resolve/main/a/very/"
+            "long/path/to/a/file/that/does/not/exist.safetensors"
+        )
+        c.post("/api/batch", json=[{"url": bad, "model_type": "vae"}])
+        civitai.default_rate = 300_000
+        c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"})
+        wait_for(lambda: c.get("/api/jobs?status=failed").json()["total"] == 1, 20, what="failed")
+    g = guarded(width=390, height=844, scheme=scheme)
+    page = g.page
+    log_in(page, d)
+    expect(page.locator("#group-running .job-status")).to_have_text("downloading")
+    nav = box_of(page, "nav.navbar")
+    assert nav["height"] <= 110, nav  # one line, then the tabs
+    pages = {
+        "queue": "#group-failed .job-error",
+        "browse": "#browse-form",
+        "add": "#lookup-input",
+        "workflow": "#workflow-drop",
+        "library": ".library-row",
+        "status": "#m-failures",
+        "settings": "#set-throttle",
+    }
+    for tab, ready in pages.items():
+        page.click(f"#nav-{tab}")
+        expect(page.locator(f"#tab-{tab}")).to_have_css("opacity", "1")
+        expect(page.locator(ready).first).to_be_visible()
+        if tab == "workflow":
+            page.evaluate(DROP, ["z.json", WORKFLOW.read_text()])
+            expect(page.locator("#workflow-table tbody tr")).to_have_count(3)
+        assert page.evaluate(WIDE) == [], (tab, page.evaluate(WIDE))
+        if tab == "status":  # the chart is drawn at its shown size: its label is not squeezed
+            wait_for(lambda: page.evaluate(SAME_SIZE), 5, what="the chart drawn at its own width")
+        screens(page, f"page-{tab}-390-{scheme}")
+    # The bytes and the speed of the running job do not overlap.
+    page.click("#nav-queue")
+    expect(page.locator("#tab-queue")).to_have_css("opacity", "1")
+    row = page.locator("#group-running .job-row")
+    expect(row.locator(".job-status")).to_have_text("downloading")
+    cells = row.evaluate(
+        """r => [r.cells[3], r.cells[4]].map((c) => { const b = c.getBoundingClientRect();
+          return {x: b.x, y: b.y, width: b.width, height: b.height}; })"""
+    )  # in one go: the row is drawn again at each progress event
+    assert not overlaps(cells[0], cells[1]), cells
+    civitai.default_rate = None
+    assert g.problems == [], g.problems
+    d.stop()
+
+
+def box_of(where, selector: str) -> dict:
+    b = where.locator(selector).first.bounding_box()
+    assert b is not None, selector
+    return b
