@@ -367,10 +367,21 @@ async function loadMetrics() {
 
 function drawChart() {
   const canvas = document.getElementById("speed-chart");
+  // Drawn at the size it is shown (CSS pixels × the screen's density): a phone's narrow chart
+  // is not a squeezed copy of a 900-pixel one, and its label stays readable.
+  const shown = canvas.getBoundingClientRect();
+  if (!shown.width) return; // its tab is hidden: drawn when shown
+  const ratio = window.devicePixelRatio || 1;
+  if (canvas.width !== Math.round(shown.width * ratio) || canvas.height !== Math.round(shown.height * ratio)) {
+    canvas.width = Math.round(shown.width * ratio);
+    canvas.height = Math.round(shown.height * ratio);
+  }
   const ctx = canvas.getContext("2d");
-  const w = canvas.width;
-  const h = canvas.height;
+  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  const w = shown.width;
+  const h = shown.height;
   ctx.clearRect(0, 0, w, h);
+  ctx.font = `12px ${getComputedStyle(document.body).fontFamily}`;
   const max = Math.max(1, ...speedSamples);
   ctx.strokeStyle = getComputedStyle(document.body).getPropertyValue("--bs-primary") || "#0d6efd";
   ctx.lineWidth = 2;
@@ -382,7 +393,7 @@ function drawChart() {
   });
   ctx.stroke();
   ctx.fillStyle = getComputedStyle(document.body).getPropertyValue("--bs-body-color") || "#000";
-  ctx.fillText(`peak ${speed(max)}`, 6, 12);
+  ctx.fillText(`peak ${speed(max)}`, 6, 14);
 }
 
 // The chart plots the daemon's current rate (the "Speed now" of the status page), once a second.
