@@ -144,7 +144,9 @@ function upsertJob(job) {
   document.dispatchEvent(new CustomEvent("job", { detail: job })); // browse.js marks its cards
   if (before && before.status !== job.status) {
     // One toast each for downloads done and failed, counting (×N) and showing the latest.
-    if (job.status === "completed") { toast(`Downloaded ${job.filename || jobName(job)}.`, "success", "job-completed"); loadLibrary(); }
+    // Each file its own toast, named by its model and version as well: two files of one name
+    // are two toasts a person can tell apart.
+    if (job.status === "completed") { toast(job.model_name ? `Downloaded ${jobName(job)} (${job.filename}).` : `Downloaded ${job.filename || jobName(job)}.`); loadLibrary(); }
     if (job.status === "failed") toast(`${job.filename || jobName(job)} failed: ${job.error || "unknown error"}`, "danger", "job-failed");
   }
 }
@@ -319,7 +321,7 @@ async function loadUpdates() {
   const [updates, tracked] = await Promise.all([api("GET", "/api/updates"), api("GET", "/api/manifest")]);
   document.getElementById("updates-info").textContent = `${updates.last_check ? "Last check " + when(updates.last_check.finished_at) + ". " : ""}${updates.next_check ? "Next " + when(updates.next_check) + "." : "Daily checks are off."}`;
   document.getElementById("updates-list").replaceChildren(...(updates.updates.length ? updates.updates.map((u) =>
-    el("li", { class: "list-group-item small update-row" }, el("b", {}, u.model_name || `model ${u.modelId}`), `: ${u.version_name || u.new_version_id} (was ${u.old_version_id}) · ${when(u.found_at)}`))
+    el("li", { class: "list-group-item small update-row" }, el("b", {}, u.model_name || `model ${u.modelId}`), `: ${u.version_name || "a new version"} (was ${u.old_version_name || "an older version"}) · ${when(u.found_at)}`))
     : [el("li", { class: "list-group-item small text-body-secondary" }, "No updates found yet.")]));
   renderTracked(tracked); // static/tracked.js
 }

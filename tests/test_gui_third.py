@@ -562,3 +562,73 @@ def box_of(where, selector: str) -> dict:
     b = where.locator(selector).first.bounding_box()
     assert b is not None, selector
     return b
+
+
+def test_no_jargon_distinct_toasts_above_dialogs_and_a_relayout_leaves_no_empty_folders(
+    civitai, daemon, guarded, home
+):
+    civitai.add_simple(1, 10, os.urandom(30_000), filename="same.safetensors", type="LORA")
+    civitai.add_simple(2, 20, os.urandom(30_000), filename="same.safetensors", type="VAE")
+    civitai.add_simple(3, 30, os.urandom(30_000), filename="tracked.safetensors")
+    civitai.models[3].versions[0].name = "Spring"
+    d = daemon(workers=1)
+    g = guarded()
+    page = g.page
+    log_in(page, d)
+    # Words a user knows: no model_type, no manifest.json.
+    page.click("#nav-add")
+    add_tab = page.locator("#tab-add")
+    for jargon in ("model_type", "manifest.json"):
+        expect(add_tab).not_to_contain_text(jargon)
+    expect(page.locator("label[for=add-type]")).to_have_text("Folder")
+    # Two models whose files share a name: two toasts, each naming its model.
+    with d.client() as c:
+        for v, kind in ((10, "lora"), (20, "vae")):
+            job = c.post("/api/download", json={"modelVersionId": v, "model_type": kind}).json()
+            wait_job(c, job["id"])
+        tracked = c.post(
+            "/api/download", json={"modelVersionId": 30, "model_type": "lora", "track": True}
+        ).json()
+        wait_job(c, tracked["id"])
+    for model in ("Model 1", "Model 2"):
+        expect(page.locator(".toast", has_text=f"Downloaded {model}")).to_have_count(1)
+    # An update says what it replaces by the version's name, not its id.
+    civitai.publish_version(
+        3, civitai.version(31, [civitai.file(b"n" * 300, name="t2.bin")], name="Summer")
+    )
+    page.click("#nav-library")
+    page.click("#check-updates")
+    update = page.locator(".update-row").first
+    expect(update).to_contain_text("Summer (was Spring)")
+    expect(update).not_to_contain_text("30")
+    # A toast shows above a dialog's backdrop.
+    page.click("#nav-queue")
+    page.evaluate("confirmCancel({id: 1, model_name: 'x', status: 'queued', bytes_done: 0})")
+    expect(page.locator("#cancel-modal")).to_be_visible()
+    page.evaluate("toast('A note over the dialog', 'info')")
+    note = page.locator(".toast", has_text="A note over the dialog")
+    expect(note).to_be_visible()
+    on_top = note.evaluate(
+        """t => { const r = t.getBoundingClientRect();
+          const hit = document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2);
+          return t.contains(hit); }"""
+    )
+    assert on_top, "the toast is under the dialog's backdrop"
+    screens(page, "toast-over-dialog-1280-light")
+    page.click("#cancel-keep")
+    # A relayout leaves no empty old folder, and Move files goes once nothing is left to move.
+    page.click("#nav-settings")
+    page.locator("#set-layout").select_option("a1111")
+    page.click("#settings-save")
+    page.locator("#relayout-settings-notice .relayout-review").click()
+    page.click("#relayout-confirm")
+    expect(page.locator("#relayout-summary")).to_contain_text("Moved 4 files")  # with the update
+    page.click("#relayout-cancel")
+    models = home / "data" / "models"
+    for old in ("lora", "vae"):
+        assert not (models / old).exists(), sorted(p.name for p in models.iterdir())
+    page.click("#nav-library")
+    expect(page.locator("#relayout-button")).to_be_hidden()
+    screens(page, "library-after-relayout-1280-light")
+    assert g.problems == [], g.problems
+    d.stop()
