@@ -632,3 +632,65 @@ def test_no_jargon_distinct_toasts_above_dialogs_and_a_relayout_leaves_no_empty_
     screens(page, "library-after-relayout-1280-light")
     assert g.problems == [], g.problems
     d.stop()
+
+
+def test_the_browse_dialog_shows_what_people_choose_by_and_8_cards_fit_a_1280_screen(
+    civitai, daemon, guarded
+):
+    for i in range(12):
+        civitai.add_simple(100 + i, 1000 + i, bytes([i]) * 500, filename=f"filler{i}.safetensors")
+    f = civitai.file(b"m" * 40_000, name="style_fp16.safetensors")
+    f.format, f.fp, f.size = "SafeTensor", "fp16", "pruned"
+    version = civitai.version(7001, [f], name="v2.0", images=4)
+    civitai.add_model(
+        7000,
+        "Painterly Style",
+        "TextualInversion",
+        [version],
+        creator="someone",
+        extra={
+            "description": "<p>Soft <b>brush</b> strokes.</p><script>x=1</script><p>Use at 0.8.</p>"
+        },
+    )
+    d = daemon()
+    g = guarded()
+    page = g.page
+    log_in(page, d)
+    page.click("#nav-browse")
+    cards = page.locator(".browse-card")
+    expect(cards).to_have_count(13)
+    # 8 or more cards whole on a 1280×800 screen.
+    page.set_viewport_size({"width": 1280, "height": 800})
+    whole = cards.evaluate_all(
+        """cs => cs.filter((c) => { const r = c.getBoundingClientRect();
+          return r.top >= 0 && r.bottom <= innerHeight && r.right <= innerWidth; }).length"""
+    )
+    assert whole >= 8, whole
+    # The type as the filter names it.
+    card = page.locator('.browse-card[data-model-id="7000"]')
+    expect(card.locator(".browse-type")).to_have_text("Embedding")
+    screens(page, "browse-cards-1280-light")
+    card.locator(".browse-name").click()
+    dialog = page.locator("#browse-modal")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator(".browse-description")).to_have_text("Soft brush strokes.\nUse at 0.8.")
+    expect(dialog.locator(".browse-trigger")).to_have_text(["fake"])
+    expect(dialog.locator(".browse-copy-words")).to_be_visible()
+    expect(dialog.locator(".browse-strip img")).to_have_count(4)
+    expect(dialog.locator(".browse-file-details")).to_have_text("SafeTensor · fp16 · pruned")
+    expect(dialog.locator(".browse-page-link")).to_have_attribute(
+        "href", "https://civitai.com/models/7000"
+    )
+    expect(dialog).to_contain_text("SDXL 1.0")
+    expect(dialog).not_to_contain_text("null")
+    assert page.evaluate("typeof window.x") == "undefined"  # nothing of the description ran
+    wait_for(
+        lambda: dialog.locator(".browse-strip img").first.evaluate(
+            "i => i.complete && i.naturalWidth > 0"
+        ),
+        10,
+        what="an example image, through the daemon",
+    )
+    screens(page, "browse-dialog-1280-light")
+    assert g.problems == [], g.problems
+    d.stop()
