@@ -21,6 +21,7 @@ from database import Store
 from downloader import ssl_context
 from events import EventBus
 from live import LiveSettings
+from rates import SpeedHistory
 from routes import api, gui, integrations, library, relayout, settings_api, system, updates, ws
 from routes import errors as error_handlers
 from routes import images as image_routes
@@ -100,6 +101,9 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.relayout_lock = asyncio.Lock()  # one move of the library at a time
             app.state.library_totals = holdings.Totals(store)
             app.state.started = time.monotonic()
+            app.state.speed_history = history = SpeedHistory(queue.current_speed)
+            sampler = asyncio.create_task(history.run())
+            stack.callback(sampler.cancel)
             for component in (civitai, hub, webhooks, queue, updater, scanner):
                 stack.callback(live.subscribe(component.apply))
             stack.callback(live.listen_for_sighup())

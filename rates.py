@@ -7,11 +7,14 @@ bytes of completed jobs over the seconds they spent transferring (Store.complete
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 
 PROGRESS_INTERVAL = 0.25  # at most 4 progress events a second per job
 WINDOW = 3.0  # seconds the current rate looks back
+HISTORY_SECONDS = 3600  # the Status chart's history: one sample a second, the last hour
 SMOOTH_SECONDS = 8.0  # seconds a job's speed looks back: lumps of a slow link even out
 
 
@@ -56,3 +59,22 @@ class SpeedMeter:
         self.last_emit = now
         t0, d0 = self.samples[0]
         return (done - d0) / max(now - t0, PROGRESS_INTERVAL)
+
+
+class SpeedHistory:
+    """The daemon's current rate once a second over the last hour, for the Status chart: kept
+    here, so a page opened (or reloaded) later shows what happened before it."""
+
+    def __init__(self, rate: Callable[[], float]) -> None:
+        self.rate = rate
+        self.samples: deque[tuple[float, float]] = deque(maxlen=HISTORY_SECONDS)
+
+    async def run(self) -> None:
+        """Sample until cancelled (the daemon's lifespan owns the task)."""
+        while True:
+            self.samples.append((round(time.time(), 1), round(self.rate(), 1)))
+            await asyncio.sleep(1)
+
+    def recent(self) -> list[list[float]]:
+        """[unix time, bytes/s] pairs, oldest first."""
+        return [[t, bps] for t, bps in self.samples]

@@ -179,6 +179,17 @@ async def _read_batch(request: Request) -> list[Any]:
     return data
 
 
+class SpeedHistoryView(BaseModel):
+    interval_s: int
+    samples: list[list[float]]  # [unix time, bytes/s], oldest first
+
+
+@router.get("/status/history", response_model=SpeedHistoryView)
+async def speed_history(request: Request) -> dict[str, Any]:
+    """The daemon's current rate once a second over the last hour (the Status chart)."""
+    return {"interval_s": 1, "samples": request.app.state.speed_history.recent()}
+
+
 @router.get("/status", response_model=Status)
 async def status(request: Request) -> dict[str, Any]:
     """What is running now, how much is waiting, and the daemon's state."""

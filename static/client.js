@@ -5,7 +5,8 @@ const app = document.getElementById("app");
 const isAdmin = app.dataset.role === "admin";
 const ROOT = app.dataset.root || ""; // the sub-path behind a reverse proxy, if any
 const jobs = new Map(); // id -> job
-const speedSamples = []; // total bytes/s, one a second, last 5 minutes
+const SPEED_HISTORY = 3600; // the chart's samples: one a second, the last hour
+const speedSamples = []; // total bytes/s, one a second, the last hour (the daemon's history first)
 const FINAL = new Set(["completed", "failed", "cancelled"]);
 
 // Helpers -------------------------------------------------------------------------------
@@ -388,8 +389,9 @@ function drawChart() {
   ctx.strokeStyle = getComputedStyle(document.body).getPropertyValue("--bs-primary") || "#0d6efd";
   ctx.lineWidth = 2;
   ctx.beginPath();
+  // The last hour, right-aligned: the newest sample at the right edge.
   speedSamples.forEach((v, i) => {
-    const x = (i / 299) * w;
+    const x = w - ((speedSamples.length - 1 - i) / (SPEED_HISTORY - 1)) * w;
     const y = h - 4 - (v / max) * (h - 20);
     if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
   });
@@ -402,7 +404,14 @@ function drawChart() {
 async function sampleSpeed() {
   const s = await api("GET", "/api/status");
   speedSamples.push(s.current_speed_bps);
-  if (speedSamples.length > 300) speedSamples.shift();
+  if (speedSamples.length > SPEED_HISTORY) speedSamples.shift();
+  drawChart();
+}
+
+// The daemon keeps the last hour; a page opened (or reloaded) starts from it.
+async function loadSpeedHistory() {
+  const history = await api("GET", "/api/status/history");
+  speedSamples.splice(0, speedSamples.length, ...history.samples.map(([, bps]) => bps).slice(-SPEED_HISTORY));
   drawChart();
 }
 
@@ -419,10 +428,9 @@ setInterval(() => {
 
 // Settings ----------------------------------------------------------------------------------
 
-// [key, label, kind]: kind is "secret", "int", "number", "text", "url", "time", "bool", "lines",
-// or a list of choices.
 // [key, label, kind], in the order people change them first (issue 27): where files go, the
-// accounts, speed, notifications, then the rest. SETTING_GROUPS puts them under headings.
+// accounts, speed, notifications, then the rest; SETTING_GROUPS puts them under headings. kind
+// is "secret", "int", "number", "mbps", "text", "url", "time", "bool", "lines", or choices.
 const SETTING_FIELDS = [
   ["download_dir", "Download folder", "text"],
   ["layout", "Folder layout (the app that reads the download folder)", [["default", "default"], ["comfyui", "ComfyUI"], ["a1111", "A1111"], ["forge", "Forge"]]],
@@ -697,6 +705,6 @@ if (isAdmin) {
 
 if (!isAdmin) for (const node of document.querySelectorAll(".admin-only")) node.classList.add("d-none");
 document.getElementById("nav-library").addEventListener("shown.bs.tab", () => { loadLibrary().catch((e) => toast(e.message, "danger")); loadUpdates().catch((e) => toast(e.message, "danger")); });
-document.getElementById("nav-status").addEventListener("shown.bs.tab", () => loadMetrics().catch((e) => toast(e.message, "danger")));
+document.getElementById("nav-status").addEventListener("shown.bs.tab", () => { loadMetrics().catch((e) => toast(e.message, "danger")); loadSpeedHistory().catch((e) => toast(e.message, "danger")); });
 setInterval(() => { if (document.getElementById("tab-status").classList.contains("active")) loadMetrics().catch(() => {}); }, 3000);
 document.addEventListener("DOMContentLoaded", connect); // once queue.js and the others have run

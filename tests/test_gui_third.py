@@ -694,3 +694,26 @@ def test_the_browse_dialog_shows_what_people_choose_by_and_8_cards_fit_a_1280_sc
     screens(page, "browse-dialog-1280-light")
     assert g.problems == [], g.problems
     d.stop()
+
+
+def test_the_speed_chart_keeps_its_history_across_page_loads(civitai, daemon, guarded):
+    civitai.add_simple(1, 10, os.urandom(1_500_000), filename="earlier.safetensors")
+    civitai.default_rate = 500_000  # 3 s of transfer, before any page is open
+    d = daemon()
+    with d.client() as c:
+        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
+        wait_job(c, job["id"])
+        wait_for(lambda: c.get("/api/status").json()["current_speed_bps"] == 0, 10, what="idle")
+        history = c.get("/api/status/history").json()
+    assert history["interval_s"] == 1 and max(s[1] for s in history["samples"]) > 100_000
+    g = guarded()
+    page = g.page
+    for load in range(2):  # the first page load, then a reload: the same history
+        log_in(page, d) if load == 0 else page.reload()
+        page.click("#nav-status")
+        wait_for(lambda: page.evaluate("Math.max(0, ...speedSamples)") > 100_000, 5, what="history")
+        expect(page.locator("#speed-chart-title")).to_contain_text("last hour")
+    screens(page, "status-history-1280-light")
+    civitai.default_rate = None
+    assert g.problems == [], g.problems
+    d.stop()
