@@ -291,15 +291,10 @@ class DownloadQueue:
         """Queue a paused job again; it goes on from the saved bytes."""
         return await self.controls.resume(job_id)
 
-    async def reorder(
-        self,
-        job_id: int,
-        priority: int | None = None,
-        position: str | None = None,
-        before: int | None = None,
-    ) -> dict[str, Any]:
-        """A new priority for a queued, paused or waiting job, or a new place in the queue."""
-        return await self.controls.reorder(job_id, priority, position, before)
+    async def reorder(self, job_id: int, **change: Any) -> dict[str, Any]:
+        """A new priority (`priority`) for a queued, paused or waiting job, or a new place in the
+        queue (`position`, `before`)."""
+        return await self.controls.reorder(job_id, **change)
 
     async def retry(self, job_id: int, force: bool = False) -> dict[str, Any]:
         """Queue a failed or cancelled job again; a failure no retry can fix (a 404, an archived

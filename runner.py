@@ -341,13 +341,7 @@ class JobRunner:
             }
         )
         log.info("job %s completed: %s (%d bytes, sha256 %s)", row["id"], path, size, sha256)
-        # The file's earlier rows (deleted and downloaded again, failed, cancelled) leave the
-        # history: one row per file.
-        older = await job_query.delete(
-            self.store, f"path = ? and id != ? and {FINISHED_SQL}", [str(path), row["id"]]
-        )
-        if older:
-            self.publish(ClearedEvent(tuple(older)))
+        await forget_older(self.store, self.publish, path, row["id"])
         return await self.transition(
             row,
             JobStatus.COMPLETED,
@@ -364,6 +358,18 @@ class JobRunner:
 
 
 FINISHED_SQL = "status in ('completed', 'cancelled', 'failed')"
+
+
+async def forget_older(
+    store: Store, publish: Callable[[Event], None], path: Path, job_id: int
+) -> None:
+    """A file's earlier rows (deleted and downloaded again, failed, cancelled) leave the history
+    once it completes: one row per file, in every open browser too."""
+    older = await job_query.delete(
+        store, f"path = ? and id != ? and {FINISHED_SQL}", [str(path), job_id]
+    )
+    if older:
+        publish(ClearedEvent(tuple(older)))
 
 
 def size_mismatch(row: dict[str, Any], size: int) -> bool:

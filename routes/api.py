@@ -350,7 +350,8 @@ async def resume(job_id: JobId, request: Request) -> dict[str, Any]:
 @router.patch("/jobs/{job_id}", response_model=Job, responses=StateConflict)
 async def change(job_id: JobId, body: JobChange, request: Request) -> dict[str, Any]:
     """Change a queued, paused or waiting job's priority, or move it in the queue."""
-    return await queue_of(request).reorder(job_id, body.priority, body.position, body.before)
+    change = body.model_dump(include={"priority", "position", "before"})
+    return await queue_of(request).reorder(job_id, **change)
 
 
 @router.post("/jobs/{job_id}/retry", response_model=Job, responses=StateConflict)

@@ -497,9 +497,12 @@ SAME_SIZE = """() => { const c = document.getElementById("speed-chart");
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize("width", [390, 1280])
 def test_at_390_px_nothing_is_wider_than_the_screen_on_any_page(
-    civitai, hf, daemon, guarded, home, scheme
+    civitai, hf, daemon, guarded, home, scheme, width
 ):
+    """At a phone's width (and a desktop's, for the screenshots): no page is wider than the
+    screen, the bar is one line and the tabs, and a running job's bytes and speed stay apart."""
     long_name = "a_really_long_model_file_name_that_goes_on_and_on_v2_fp16_pruned.safetensors"
     civitai.add_simple(1, 10, os.urandom(8_000_000), filename=long_name)
     civitai.add_simple(2, 20, os.urandom(40_000), filename="finished.safetensors")
@@ -517,7 +520,7 @@ def test_at_390_px_nothing_is_wider_than_the_screen_on_any_page(
         civitai.default_rate = 300_000
         c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"})
         wait_for(lambda: c.get("/api/jobs?status=failed").json()["total"] == 1, 20, what="failed")
-    g = guarded(width=390, height=844, scheme=scheme)
+    g = guarded(width=width, height=844 if width == 390 else 800, scheme=scheme)
     page = g.page
     log_in(page, d)
     expect(page.locator("#group-running .job-status")).to_have_text("downloading")
@@ -542,7 +545,7 @@ def test_at_390_px_nothing_is_wider_than_the_screen_on_any_page(
         assert page.evaluate(WIDE) == [], (tab, page.evaluate(WIDE))
         if tab == "status":  # the chart is drawn at its shown size: its label is not squeezed
             wait_for(lambda: page.evaluate(SAME_SIZE), 5, what="the chart drawn at its own width")
-        screens(page, f"page-{tab}-390-{scheme}")
+        screens(page, f"page-{tab}-{width}-{scheme}")
     # The bytes and the speed of the running job do not overlap.
     page.click("#nav-queue")
     expect(page.locator("#tab-queue")).to_have_css("opacity", "1")
