@@ -454,7 +454,7 @@ const SETTING_FIELDS = [
   ["active_port", "Port (empty: a free one in 8100–8200)", "int"],
 ];
 const SETTING_GROUPS = [
-  { title: "Download folder", box: "settings-fields", keys: ["download_dir", "layout"] },
+  { title: "Where files go", box: "settings-fields", keys: ["download_dir", "layout"] },
   { title: "Accounts", box: "settings-fields", keys: ["civitai_token", "hf_token"] },
   { title: "Speed", box: "settings-fields", keys: ["throttle", "workers", "connections"] },
   { title: null, box: "settings-notify-fields", keys: ["webhook_url", "webhook_secret"] }, // under Notifications

@@ -406,7 +406,7 @@ def test_settings_people_change_first_come_first_and_errors_are_sentences(
         "webhook_url",
     ], order
     headings = page.locator("#settings-form h3").all_text_contents()
-    assert headings[:4] == ["Download folder", "Accounts", "Speed", "Notifications"], headings
+    assert headings[:4] == ["Where files go", "Accounts", "Speed", "Notifications"], headings
     # Save stays in view, at the top of the page as at its bottom.
     for end in (0, 100_000):
         page.evaluate("y => document.getElementById('app').scrollTo(0, y)", end)
