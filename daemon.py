@@ -32,7 +32,7 @@ from engine.resolver import Resolver
 from engine.runner import JobRunner
 from engine.states import JobStates
 from engine.workers import Workers
-from events import EventBus, JobEvent
+from events import ClearedEvent, EventBus, JobEvent
 from library import manifest
 from library.tracking import Tracker
 from logger import safe_url
@@ -288,11 +288,10 @@ class DownloadQueue:
         """Queue a paused job again; it goes on from the saved bytes."""
         return await self.controls.resume(job_id)
 
-    async def reorder(
-        self, job_id: int, priority: int | None = None, top: bool = False
-    ) -> dict[str, Any]:
-        """A new priority for a queued, paused or waiting job, or the top of the queue."""
-        return await self.controls.reorder(job_id, priority, top)
+    async def reorder(self, job_id: int, **change: Any) -> dict[str, Any]:
+        """A new priority (`priority`) for a queued, paused or waiting job, or a new place in the
+        queue (`position`, `before`)."""
+        return await self.controls.reorder(job_id, **change)
 
     async def retry(self, job_id: int, force: bool = False) -> dict[str, Any]:
         """Queue a failed or cancelled job again; a failure no retry can fix (a 404, an archived
@@ -331,6 +330,7 @@ class DownloadQueue:
             self.states.links.pop(job_id, None)
         if ids:
             log.info("cleared %d finished job(s) from the history", len(ids))
+            self.bus.publish(ClearedEvent(tuple(ids)))  # every open browser drops the rows
         return ids
 
     def public(self, row: dict[str, Any]) -> dict[str, Any]:

@@ -59,7 +59,14 @@ class UpdateEvent(_Memo):
     update: dict[str, Any]
 
 
-Event = JobEvent | UpdateEvent
+@dataclass(frozen=True)
+class ClearedEvent(_Memo):
+    """Jobs left the history (a clear, or a file's older rows once it is downloaded again)."""
+
+    ids: tuple[int, ...]
+
+
+Event = JobEvent | UpdateEvent | ClearedEvent
 
 
 class Overflowed(Exception):

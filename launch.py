@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     if port is None:
         update_config(home, active_port=bound)
         remember_picked_port(settings.data_dir, bound)
+    first = settings.api_token is None  # the key is made now: say how to log in without it
     settings = ensure_api_token(settings.model_copy(update={"active_port": bound}))
 
     from logger import setup_logging
@@ -213,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     daemon_record.write(home, settings.host, bound)
     try:
         print(f"GUI: {gui_url(settings.host, bound)}", flush=True)
+        if first and settings.api_token:
+            from web.sessions import first_start_link
+
+            key = settings.api_token.get_secret_value()
+            print(first_start_link(home, key, gui_url(settings.host, bound)), flush=True)
         log.info("listening on %s:%s, home %s", settings.host, bound, home)
         server.run(sockets=[sock])
     finally:

@@ -18,6 +18,7 @@ from config.settings import Settings
 from daemon import DownloadQueue
 from database import Store
 from engine.connection import ssl_context
+from engine.rates import SpeedHistory
 from events import EventBus
 from library import holdings
 from library.scanner import Scanner
@@ -101,6 +102,9 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.relayout_lock = asyncio.Lock()  # one move of the library at a time
             app.state.library_totals = holdings.Totals(store)
             app.state.started = time.monotonic()
+            app.state.speed_history = history = SpeedHistory(queue.current_speed)
+            sampler = asyncio.create_task(history.run())
+            stack.callback(sampler.cancel)
             for component in (civitai, hub, webhooks, queue, updater, scanner):
                 stack.callback(live.subscribe(component.apply))
             stack.callback(live.listen_for_sighup())

@@ -34,7 +34,7 @@ from engine.downloader import Download
 from engine.jobs import JobRequest, JobStatus
 from engine.rates import RateMeter, SpeedMeter
 from engine.throttle import Throttle
-from events import JobEvent
+from events import ClearedEvent, Event, JobEvent
 from library import files
 from library.sidecars import write_sidecars
 from library.tracking import Tracker
@@ -72,7 +72,7 @@ class JobRunner:
         store: Store,
         civitai: CivitaiClient,
         http: httpx.AsyncClient,
-        publish: Callable[[JobEvent], None],
+        publish: Callable[[Event], None],
         states: JobBook,
         resolved_fields: Callable[[Resolved, str, str | None], dict[str, Any]],
         models_root: Path,
@@ -348,6 +348,7 @@ class JobRunner:
             }
         )
         log.info("job %s completed: %s (%d bytes, sha256 %s)", row["id"], path, size, sha256)
+        await forget_older(self.store, self.publish, path, row["id"])
         return await self.transition(
             row,
             JobStatus.COMPLETED,
@@ -361,6 +362,21 @@ class JobRunner:
             completed_at=now,
             mtime_ns=mtime_ns,
         )
+
+
+FINISHED_SQL = "status in ('completed', 'cancelled', 'failed')"
+
+
+async def forget_older(
+    store: Store, publish: Callable[[Event], None], path: Path, job_id: int
+) -> None:
+    """A file's earlier rows (deleted and downloaded again, failed, cancelled) leave the history
+    once it completes: one row per file, in every open browser too."""
+    older = await job_query.delete(
+        store, f"path = ? and id != ? and {FINISHED_SQL}", [str(path), job_id]
+    )
+    if older:
+        publish(ClearedEvent(tuple(older)))
 
 
 def size_mismatch(row: dict[str, Any], size: int) -> bool:

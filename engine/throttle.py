@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+READ_FLOOR = 1024  # bytes: the smallest read under a throttle
 LOW_SPEED_BYTES = 1024  # bytes/s: below this for `timeout` seconds a connection counts as stalled
 
 
@@ -53,5 +54,8 @@ class Throttle:
             stop.wait(wait)
 
     def read_size(self, most: int) -> int:
-        """Under a throttle, smaller reads keep the flow (and the progress) smooth."""
-        return most if self.rate <= 0 else max(4096, min(most, self.rate // 8))
+        """Under a throttle, smaller reads keep the flow (and the progress) smooth: an eighth of
+        a second's worth, and never more than READ_FLOOR bytes below that, so even a cap of
+        1 KB/s shows new bytes every second (the bytes of a read wait out its share of the cap
+        before they are handed over). Unthrottled, the reads stay whole."""
+        return most if self.rate <= 0 else max(READ_FLOOR, min(most, self.rate // 8))

@@ -321,4 +321,22 @@ async def apply(store: Store, layout: Layout, models_dir: Path, root: Path) -> O
             len(move.sidecars),
         )
         outcome.moved.append(move)
+    folders = {Path(m.source).parent for m in outcome.moved}
+    await asyncio.to_thread(remove_empty, folders, models_dir)
     return outcome
+
+
+def remove_empty(folders: set[Path], models_dir: Path) -> None:
+    """The old layout's folders the moves emptied go, and their parents up to (not including)
+    the models folder (both as resolved: nothing outside it): rmdir only removes an empty one."""
+    models = Path(os.path.realpath(models_dir))
+    real = {Path(os.path.realpath(f)) for f in folders}
+    for folder in sorted(real, key=lambda p: len(p.parts), reverse=True):
+        current = folder
+        while current != models and models in current.parents:
+            try:
+                os.rmdir(current)
+            except OSError:  # not empty (a person's file, another model), or gone already
+                break
+            log.info("relayout: removed the empty folder %s", current)
+            current = current.parent

@@ -11,6 +11,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from html import unescape
+from html.parser import HTMLParser
 from typing import Any
 
 import errors
@@ -147,10 +149,76 @@ def cover(model: dict[str, Any], nsfw: bool) -> dict[str, Any] | None:
     return None
 
 
+DESCRIPTION_MAX = 4000  # characters of a model's description kept for the dialog
+STRIP_IMAGES = 8  # example images of a version in the dialog
+PAGE = "https://civitai.com/models/{}"  # a model's page on Civitai
+
+
+class _Text(HTMLParser):
+    """Civitai's description HTML as plain text: its words only (a script's or a style's are
+    dropped), a new line for each paragraph, line break or list item. Nothing of it is markup
+    when shown: the GUI sets it as text."""
+
+    BREAKS = {"p", "br", "div", "li", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "blockquote"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.skip = 0
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        if tag in ("script", "style"):
+            self.skip += 1
+        elif tag in self.BREAKS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style"):
+            self.skip = max(0, self.skip - 1)
+        elif tag in self.BREAKS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self.skip:
+            self.parts.append(data)
+
+
+def plain_text(value: Any) -> str:
+    """A description as text a person reads (see _Text); "" for none."""
+    if not isinstance(value, str) or not value.strip():
+        return ""
+    parser = _Text()
+    try:
+        parser.feed(value)
+        parser.close()
+    except Exception:  # noqa: BLE001 - broken HTML: its text without the tags, as a last resort
+        return unescape(value)[:DESCRIPTION_MAX]
+    lines = [" ".join(line.split()) for line in "".join(parser.parts).split("\n")]
+    return "\n".join(line for line in lines if line)[:DESCRIPTION_MAX]
+
+
+def strip(version: dict[str, Any], nsfw: bool) -> list[dict[str, Any]]:
+    """A version's example images for the dialog: an NSFW one is blurred unless `nsfw`."""
+    out = []
+    for image in version.get("images") or []:
+        if isinstance(image, dict) and isinstance(image.get("url"), str) and image["url"]:
+            kind = "video" if image.get("type") == "video" else "image"
+            out.append(
+                {"url": image["url"], "type": kind, "blur": is_nsfw_image(image) and not nsfw}
+            )
+        if len(out) == STRIP_IMAGES:
+            break
+    return out
+
+
 def shape_file(f: dict[str, Any]) -> dict[str, Any]:
     size_kb = f.get("sizeKB")
     sha = (f.get("hashes") or {}).get("SHA256")
+    meta = f.get("metadata") if isinstance(f.get("metadata"), dict) else {}
     return {
+        "format": meta.get("format") if isinstance(meta.get("format"), str) else None,
+        "fp": meta.get("fp") if isinstance(meta.get("fp"), str) else None,
+        "pruned": meta.get("size") if isinstance(meta.get("size"), str) else None,
         "id": f.get("id"),
         "name": f.get("name"),
         "type": f.get("type"),
@@ -160,9 +228,12 @@ def shape_file(f: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def shape_version(version: dict[str, Any], now: datetime) -> dict[str, Any]:
+def shape_version(version: dict[str, Any], now: datetime, nsfw: bool = False) -> dict[str, Any]:
     in_early_access, until = early_access(version, now)
+    words = version.get("trainedWords") or []
     return {
+        "trainedWords": [w.strip() for w in words if isinstance(w, str) and w.strip()],
+        "images": strip(version, nsfw),
         "id": version.get("id"),
         "name": version.get("name"),
         "baseModel": version.get("baseModel"),
@@ -182,6 +253,8 @@ def shape_model(model: dict[str, Any], nsfw: bool, now: datetime) -> dict[str, A
         "id": model.get("id"),
         "name": model.get("name"),
         "type": model.get("type"),
+        "description": plain_text(model.get("description")),
+        "page": PAGE.format(model["id"]) if isinstance(model.get("id"), int) else None,
         "model_type": model_type,
         "folder": None,
         "creator": (model.get("creator") or {}).get("username"),
@@ -190,7 +263,9 @@ def shape_model(model: dict[str, Any], nsfw: bool, now: datetime) -> dict[str, A
         "image": cover(model, nsfw),
         "state": None,
         "versions": [
-            shape_version(v, now) for v in model.get("modelVersions") or [] if isinstance(v, dict)
+            shape_version(v, now, nsfw)
+            for v in model.get("modelVersions") or []
+            if isinstance(v, dict)
         ],
     }
 

@@ -10,11 +10,13 @@ is answered as present.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import errors
 import safefs
 from engine import job_query
 from engine.jobs import JobRequest, describe_errors
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
     from engine.job_rows import JobRows
 
 STATUSES = ("present", "queued", "to_queue", "no_source", "refused")
+SIZE_LOOKUPS = 4  # a preview asks the sources for this many sizes at once
+log = logging.getLogger("civitai.workflow")
 
 
 class SubmittingQueue(Protocol):
@@ -68,6 +72,7 @@ class WorkflowJobs:
             "detail": model.problem,
             "path": None,
             "job": None,
+            "size": None,  # bytes, where its source says (a preview asks it)
         }
 
     def where(self, row: dict[str, Any]) -> Path:
@@ -82,7 +87,7 @@ class WorkflowJobs:
                 continue
             path = self.where(row)
             if st := await asyncio.to_thread(_regular_stat, path):
-                row["path"] = str(path)
+                row["path"], row["size"] = str(path), st.st_size
                 digest = row["sha256"] and (await file_sha256(self.queue.store, path, st))[0]
                 if digest and digest != row["sha256"]:
                     row["status"], row["detail"] = (
@@ -105,6 +110,7 @@ class WorkflowJobs:
             for job in jobs:
                 if job.get("path") and await asyncio.to_thread(safefs.is_file, Path(job["path"])):
                     row["status"], row["path"], row["job"] = "present", job["path"], job["id"]
+                    row["size"] = job.get("bytes_total")
                     break
 
     def request_of(self, row: dict[str, Any]) -> JobRequest:
@@ -152,6 +158,7 @@ class WorkflowJobs:
                     row["path"] = outcome.get("path") or str(self.where(row))
                     if row["detail"]:
                         row["detail"] += "; it would be queued again"
+            await self.sizes(rows, entries)
             return rows
         jobs, failed = await self.queue.submit_many(entries, source="workflow")
         refused = {f["index"]: f["detail"] for f in failed}
@@ -170,6 +177,24 @@ class WorkflowJobs:
                 row["detail"] += f"; queued again as job {job['id']}"
             row["new"] = not job.get("duplicate") and f"url:{req.url}" not in active
         return rows
+
+    async def sizes(
+        self, rows: list[dict[str, Any]], entries: list[tuple[int, JobRequest]]
+    ) -> None:
+        """The size of each model a preview would queue, as its source says (Civitai's file
+        list, the Hub's HEAD), a few at a time; a source that cannot say leaves it unknown."""
+        gate = asyncio.Semaphore(SIZE_LOOKUPS)
+
+        async def one(index: int, req: JobRequest) -> None:
+            async with gate:
+                try:
+                    rows[index]["size"] = (await self.queue.civitai.resolve(req)).size
+                except errors.DaemonError as exc:
+                    log.info("workflow preview: no size for %s: %s", rows[index]["name"], exc)
+
+        await asyncio.gather(
+            *(one(i, req) for i, req in entries if rows[i]["status"] == "to_queue")
+        )
 
     async def after_failures(
         self,

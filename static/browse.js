@@ -7,6 +7,10 @@
 (() => {
   const $ = (id) => document.getElementById(id);
   const STATE_STYLE = { downloaded: "success", queued: "secondary" };
+  // Civitai's type names as the Type filter shows them (LORA → LoRA, TextualInversion →
+  // Embedding): one map, read from the filter, for the cards and the dialog alike.
+  const TYPE_NAMES = new Map([...document.querySelectorAll("#browse-type option")].filter((o) => o.value).map((o) => [o.value.toLowerCase(), o.textContent]));
+  const typeName = (type) => (type ? TYPE_NAMES.get(String(type).toLowerCase()) || type : "");
   const LIMIT = 20;
   const shown = new Map(); // model id -> item, in the order shown
   let cursor = null; // the next page's cursor; null: no more
@@ -73,13 +77,13 @@
     const file = primaryFile(newest);
     const stats = item.stats || {};
     const rating = score(stats);
-    const open = el("button", { type: "button", class: "btn btn-link stretched-link p-0 text-start text-body fw-semibold text-decoration-none browse-name", onclick: () => openModel(item.id) }, item.name);
+    const open = el("button", { type: "button", class: "btn btn-link stretched-link p-0 text-start text-body fw-semibold text-decoration-none browse-name", onclick: () => openModel(item.id) }, item.name || "Unnamed model");
     return el("div", { class: "col" },
       el("div", { class: "card h-100 browse-card", "data-model-id": item.id },
         el("div", { class: "position-relative" },
           preview(item.image, 320, "card-img-top"),
           el("div", { class: "position-absolute top-0 start-0 m-2 d-flex gap-1 flex-wrap" },
-            el("span", { class: "badge text-bg-dark browse-type" }, item.type),
+            el("span", { class: "badge text-bg-dark browse-type" }, typeName(item.type)),
             item.nsfw ? el("span", { class: "badge text-bg-danger" }, "NSFW") : null),
           el("div", { class: "position-absolute top-0 end-0 m-2" }, stateBadge(item.state))),
         el("div", { class: "card-body p-2 d-flex flex-column gap-1" },
@@ -184,6 +188,7 @@
     return el("div", { class: "d-flex flex-wrap align-items-center gap-2 py-1 border-top small browse-file", "data-file-id": f.id },
       el("div", { class: "browse-file-name" }, f.name, f.primary ? el("span", { class: "badge text-bg-primary ms-1 browse-primary" }, "primary") : null,
         f.type && f.type !== "Model" ? el("span", { class: "text-body-secondary" }, ` · ${f.type}`) : null),
+      el("span", { class: "text-body-secondary text-nowrap browse-file-details" }, [f.format, f.fp, f.pruned].filter(Boolean).join(" · ")),
       el("span", { class: "text-nowrap browse-file-size" }, bytes(f.size)),
       buttons);
   }
@@ -194,23 +199,57 @@
       : null;
     return el("div", { class: "list-group-item browse-version", "data-version-id": version.id },
       el("div", { class: "d-flex flex-wrap align-items-center gap-2 mb-1" },
-        el("span", { class: "fw-semibold" }, version.name),
+        el("span", { class: "fw-semibold" }, version.name || "Unnamed version"),
         version.baseModel ? el("span", { class: "badge text-bg-info" }, version.baseModel) : null,
         el("span", { class: "browse-version-state" }, stateBadge(version.state)),
         version.publishedAt ? el("span", { class: "small text-body-secondary ms-auto" }, `published ${when(version.publishedAt)}`) : null),
       early,
+      triggerWords(version),
+      imageStrip(version),
       ...(version.files || []).map((f) => fileRow(version, f)));
+  }
+
+  // The words that call the model up in a prompt, with a button that copies them all.
+  function triggerWords(version) {
+    const words = version.trainedWords || [];
+    if (!words.length) return null;
+    const copy = el("button", { type: "button", class: "btn btn-outline-secondary btn-sm py-0 browse-copy-words" }, "Copy");
+    copy.addEventListener("click", async () => {
+      try {
+        await navigator.clipboard.writeText(words.join(", "));
+        toast(`Copied the trigger words of ${version.name || "this version"}.`);
+      } catch (err) {
+        toast("The browser did not let the page copy: select the words and press Ctrl+C.", "warning");
+      }
+    });
+    return el("div", { class: "d-flex flex-wrap align-items-center gap-1 small my-1" },
+      el("span", { class: "text-body-secondary" }, "Trigger words:"),
+      ...words.map((w) => el("code", { class: "browse-trigger user-select-all" }, w)), copy);
+  }
+
+  // Example images through the daemon; an NSFW one blurred unless show_nsfw allows it.
+  function imageStrip(version) {
+    const images = (version.images || []).filter((i) => i.type !== "video");
+    if (!images.length) return null;
+    return el("div", { class: "d-flex gap-1 overflow-auto py-1 browse-strip" },
+      ...images.map((image) => {
+        const img = el("img", { class: `browse-strip-img${image.blur ? " browse-blur" : ""}`, alt: "", loading: "lazy", decoding: "async", src: thumbUrl(image, 200) });
+        img.addEventListener("error", () => img.remove(), { once: true });
+        return img;
+      }));
   }
 
   function openModel(id) {
     opened = shown.get(id);
     if (!opened) return;
     const item = opened;
-    $("browse-modal-title").textContent = item.name;
+    $("browse-modal-title").textContent = item.name || "Unnamed model";
     const stats = item.stats || {};
-    $("browse-modal-meta").textContent = [item.type, item.creator ? `by ${item.creator}` : "", `${count(stats.downloadCount)} downloads`,
-      score(stats)].filter(Boolean).join(" · ");
-    $("browse-modal-image").replaceChildren(preview(item.image, 640));
+    $("browse-modal-meta").replaceChildren([typeName(item.type), item.creator ? `by ${item.creator}` : "", `${count(stats.downloadCount)} downloads`,
+      score(stats)].filter(Boolean).join(" · "),
+      item.page ? el("a", { class: "ms-2 browse-page-link", href: item.page, target: "_blank", rel: "noopener noreferrer" }, "Open on Civitai ↗") : "");
+    $("browse-modal-image").replaceChildren(preview(item.image, 640),
+      item.description ? el("p", { class: "small mt-2 mb-0 browse-description" }, item.description) : "");
     if (isAdmin) {
       $("browse-model-type").value = item.model_type || "";
       folderHint();

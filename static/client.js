@@ -5,7 +5,8 @@ const app = document.getElementById("app");
 const isAdmin = app.dataset.role === "admin";
 const ROOT = app.dataset.root || ""; // the sub-path behind a reverse proxy, if any
 const jobs = new Map(); // id -> job
-const speedSamples = []; // total bytes/s, one a second, last 5 minutes
+const SPEED_HISTORY = 3600; // the chart's samples: one a second, the last hour
+const speedSamples = []; // total bytes/s, one a second, the last hour (the daemon's history first)
 const FINAL = new Set(["completed", "failed", "cancelled"]);
 
 // Helpers -------------------------------------------------------------------------------
@@ -114,7 +115,7 @@ function jobRow(job) {
   const bar = el("div", { class: "progress", role: "progressbar", "aria-valuenow": pct, "aria-valuemin": 0, "aria-valuemax": 100 },
     el("div", { class: `progress-bar${job.status === "downloading" ? " progress-bar-striped progress-bar-animated" : ""} bg-${STATUS_STYLE[job.status] || "secondary"}`, style: `width: ${pct}%` }, `${pct}%`));
   const actions = el("td", { class: "text-end text-nowrap" }, ...jobControls(job)); // controls.js
-  const name = el("td", {}, el("div", { class: "fw-semibold" }, jobName(job)), el("div", { class: "small text-body-secondary text-truncate text-truncate-path" }, job.filename || ""));
+  const name = el("td", {}, el("div", { class: "fw-semibold" }, jobSelect(job), jobName(job)), el("div", { class: "small text-body-secondary text-truncate text-truncate-path" }, job.filename || ""));
   if (job.status === "waiting" && job.next_attempt_at) name.append(el("div", { class: "small job-wait" }, waitText(job)));
   if (job.verified_by === "size") name.append(el("div", { class: "small text-body-secondary job-verified-by", title: "The Hugging Face Hub publishes a SHA256 only for files kept in LFS/Xet" }, "checked by size only: its source publishes no SHA256"));
   if (job.verified_by === "git-sha1") name.append(el("div", { class: "small text-body-secondary job-verified-by", title: "A file kept in git: the Hub's ETag is its git blob SHA-1, sha1(\"blob <size>\\0\" + bytes)" }, "checked by its git blob SHA-1: its source publishes no SHA256"));
@@ -129,7 +130,9 @@ function jobRow(job) {
     el("td", {}, el("span", { class: `badge text-bg-${STATUS_STYLE[job.status] || "secondary"} job-status` }, job.status)),
     actions,
   ];
-  return el("tr", { id: `job-${job.id}`, "data-status": job.status }, ...cells);
+  const row = el("tr", { id: `job-${job.id}`, "data-status": job.status }, ...cells);
+  jobDraggable(row, job); // controls.js
+  return row;
 }
 
 function renderJob(job) { queueShow(job, jobRow(job)); }
@@ -138,10 +141,14 @@ function upsertJob(job) {
   const before = jobs.get(job.id);
   jobs.set(job.id, job);
   renderJob(job);
+  // A new place in the queue (here or in another browser): the group is drawn again in order.
+  if (before && before.priority !== job.priority) queueSoon(100);
   document.dispatchEvent(new CustomEvent("job", { detail: job })); // browse.js marks its cards
   if (before && before.status !== job.status) {
     // One toast each for downloads done and failed, counting (×N) and showing the latest.
-    if (job.status === "completed") { toast(`Downloaded ${job.filename || jobName(job)}.`, "success", "job-completed"); loadLibrary(); }
+    // Each file its own toast, named by its model and version as well: two files of one name
+    // are two toasts a person can tell apart.
+    if (job.status === "completed") { toast(job.model_name ? `Downloaded ${jobName(job)} (${job.filename}).` : `Downloaded ${job.filename || jobName(job)}.`); loadLibrary(); }
     if (job.status === "failed") toast(`${job.filename || jobName(job)} failed: ${job.error || "unknown error"}`, "danger", "job-failed");
   }
 }
@@ -162,6 +169,9 @@ function connect() {
       for (const job of msg.jobs) upsertJob(job);
     } else if (msg.type === "job") {
       upsertJob(msg.job);
+    } else if (msg.type === "cleared") {
+      queueForget(msg.ids); // queue.js: a clear here or in another browser
+
     } else if (msg.type === "update") {
       toast(`New version of ${msg.update.model_name || msg.update.modelId}: ${msg.update.version_name || msg.update.new_version_id}`, "info");
       loadUpdates();
@@ -189,11 +199,13 @@ function lookupQuery(text) {
 }
 
 function fillFiles() {
-  const version = looked.versions.find((v) => String(v.id) === document.getElementById("add-version").value);
+  const chosen = document.getElementById("add-version").value;
+  const version = looked.versions.find((v, i) => String(v.id) === chosen || `v${i}` === chosen);
   const select = document.getElementById("add-file");
   select.replaceChildren(...version.files.map((f) => el("option", { value: f.id, selected: f.primary ? "selected" : null },
     `${f.name} (${bytes(f.size)}${f.type && f.type !== "Model" ? ", " + f.type : ""}${f.primary ? ", primary" : ""})`)));
   document.getElementById("lookup-image").src = version.image || "data:,";
+  document.getElementById("lookup-image").classList.toggle("d-none", !version.image); // no empty frame
   document.getElementById("add-details").textContent = `${version.baseModel || ""}${version.publishedAt ? " · published " + when(version.publishedAt) : ""}`;
 }
 
@@ -228,10 +240,13 @@ document.getElementById("lookup-form").addEventListener("submit", async (event) 
   document.getElementById("add-button").disabled = false;
   document.getElementById("lookup-result").classList.remove("d-none");
   document.getElementById("lookup-name").textContent = result.name;
-  document.getElementById("lookup-type").textContent = `${result.type} · ${result.versions.length} version(s)`;
+  const hub = result.source === "huggingface";
+  document.getElementById("lookup-type").textContent = hub ? `${result.type} · ${result.versions[0].name}` : `${result.type} · ${result.versions.length} version${result.versions.length === 1 ? "" : "s"}`;
+  document.getElementById("add-track").disabled = hub; // updates are checked on Civitai only
+  if (hub) document.getElementById("add-track").checked = false;
   document.getElementById("add-type").value = result.model_type;
   const select = document.getElementById("add-version");
-  select.replaceChildren(...result.versions.map((v) => el("option", { value: v.id, selected: v.id === result.selectedVersionId ? "selected" : null }, `${v.name} (${v.baseModel || "?"})`)));
+  select.replaceChildren(...result.versions.map((v, i) => el("option", { value: v.id === null || v.id === undefined ? `v${i}` : v.id, selected: v.id === result.selectedVersionId || hub ? "selected" : null }, v.baseModel ? `${v.name} (${v.baseModel})` : v.name)));
   fillFiles();
 });
 
@@ -240,23 +255,33 @@ document.getElementById("add-version").addEventListener("change", fillFiles);
 document.getElementById("add-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   if (!looked) return;
-  const job = await act(api("POST", "/api/download", {
-    track: document.getElementById("add-track").checked,
-    modelVersionId: Number(document.getElementById("add-version").value),
-    fileId: Number(document.getElementById("add-file").value),
-    model_type: document.getElementById("add-type").value.trim(),
-    priority: Number(document.getElementById("add-priority").value || 5),
-  }), (j) => `Queued ${j.filename}.`);
-  if (job) { upsertJob(job); bootstrap.Tab.getOrCreateInstance(document.getElementById("nav-queue")).show(); }
+  const common = { model_type: document.getElementById("add-type").value.trim(), priority: Number(document.getElementById("add-priority").value || 5) };
+  // A Hugging Face file is queued by its URL; a Civitai file by its version and file ids.
+  const body = looked.source === "huggingface" ? { url: looked.url, ...common }
+    : { track: document.getElementById("add-track").checked, modelVersionId: Number(document.getElementById("add-version").value), fileId: Number(document.getElementById("add-file").value), ...common };
+  // Add stays on its tab for the next model; the toast links to the Queue.
+  const job = await act(api("POST", "/api/download", body));
+  if (job) {
+    upsertJob(job);
+    toast(job.duplicate ? `${job.filename} is already downloaded.` : `Queued ${job.filename}.`, "success", undefined, { label: "Show in Queue", run: () => bootstrap.Tab.getOrCreateInstance(document.getElementById("nav-queue")).show() });
+  }
 });
+
+// A refusal for want of a folder: how to write the line so it is taken.
+const NEEDS_TYPE = /model_type is required|give model_type/i;
 
 function showBatch(result, lines) {
   const list = document.getElementById("batch-errors");
   const errors = (result && result.errors) || [];
-  list.replaceChildren(...errors.map((e) => el("li", { class: "list-group-item list-group-item-danger small batch-error" },
-    `${lines ? "Line" : "Entry"} ${e.index + 1}${lines && lines[e.index] ? " (" + lines[e.index] + ")" : ""}: ${e.detail}`)));
+  list.replaceChildren(...errors.map((e) => {
+    const line = lines && lines[e.index];
+    const detail = line && NEEDS_TYPE.test(e.detail) ? `no folder for it: write its type first, e.g. “lora ${line}” (or choose a folder for every line).` : e.detail;
+    return el("li", { class: "list-group-item list-group-item-danger small batch-error" }, line ? `${line}: ${detail}` : `Entry ${e.index + 1}: ${detail}`);
+  }));
   for (const job of (result && result.jobs) || []) upsertJob(job);
-  if (result && result.jobs) toast(`Queued ${result.jobs.length}${errors.length ? `; ${errors.length} rejected` : ""}.`, errors.length ? "warning" : "success");
+  if (result && result.jobs) toast(`Queued ${result.jobs.length}${errors.length ? `; ${errors.length} refused` : ""}.`, errors.length ? "warning" : "success", undefined, result.jobs.length ? { label: "Show in Queue", run: () => bootstrap.Tab.getOrCreateInstance(document.getElementById("nav-queue")).show() } : null);
+  // The accepted lines leave the box; the refused ones stay, to be fixed and sent again.
+  if (lines && result && (result.jobs || result.errors)) document.getElementById("batch-urls").value = errors.map((e) => lines[e.index]).join("\n");
 }
 
 async function batch(body, isForm, lines) {
@@ -266,6 +291,15 @@ async function batch(body, isForm, lines) {
     if (err.data && err.data.errors) showBatch(err.data, lines);
     toast(err.message, "danger");
   }
+}
+
+// One line: `<type> <url, AIR or id>` or just the URL, AIR or id (its folder from Civitai, or
+// the one chosen for every line).
+function batchEntry(line, type, track) {
+  const typed = line.match(/^([A-Za-z0-9][A-Za-z0-9_-]{0,31})\s+(\S+)$/);
+  const value = typed ? typed[2] : line;
+  const folder = typed ? typed[1] : type;
+  return { ...(/^\d+$/.test(value) ? { modelId: Number(value) } : { url: value }), ...(folder ? { model_type: folder } : {}), track };
 }
 
 document.getElementById("batch-file-form").addEventListener("submit", (event) => {
@@ -281,7 +315,7 @@ document.getElementById("batch-urls-form").addEventListener("submit", (event) =>
   // No folder chosen: each line's folder is its model's type on Civitai.
   const type = document.getElementById("batch-type").value;
   const track = document.getElementById("batch-track").checked;
-  batch(lines.map((url) => ({ ...(/^\d+$/.test(url) ? { modelId: Number(url) } : { url }), ...(type ? { model_type: type } : {}), track })), false, lines);
+  batch(lines.map((line) => batchEntry(line, type, track)), false, lines);
 });
 
 // Library -----------------------------------------------------------------------------------
@@ -292,7 +326,7 @@ async function loadUpdates() {
   const [updates, tracked] = await Promise.all([api("GET", "/api/updates"), api("GET", "/api/manifest")]);
   document.getElementById("updates-info").textContent = `${updates.last_check ? "Last check " + when(updates.last_check.finished_at) + ". " : ""}${updates.next_check ? "Next " + when(updates.next_check) + "." : "Daily checks are off."}`;
   document.getElementById("updates-list").replaceChildren(...(updates.updates.length ? updates.updates.map((u) =>
-    el("li", { class: "list-group-item small update-row" }, el("b", {}, u.model_name || `model ${u.modelId}`), `: ${u.version_name || u.new_version_id} (was ${u.old_version_id}) · ${when(u.found_at)}`))
+    el("li", { class: "list-group-item small update-row" }, el("b", {}, u.model_name || `model ${u.modelId}`), `: ${u.version_name || "a new version"} (was ${u.old_version_name || "an older version"}) · ${when(u.found_at)}`))
     : [el("li", { class: "list-group-item small text-body-secondary" }, "No updates found yet.")]));
   renderTracked(tracked); // static/tracked.js
 }
@@ -340,29 +374,48 @@ async function loadMetrics() {
 
 function drawChart() {
   const canvas = document.getElementById("speed-chart");
+  // Drawn at the size it is shown (CSS pixels × the screen's density): a phone's narrow chart
+  // is not a squeezed copy of a 900-pixel one, and its label stays readable.
+  const shown = canvas.getBoundingClientRect();
+  if (!shown.width) return; // its tab is hidden: drawn when shown
+  const ratio = window.devicePixelRatio || 1;
+  if (canvas.width !== Math.round(shown.width * ratio) || canvas.height !== Math.round(shown.height * ratio)) {
+    canvas.width = Math.round(shown.width * ratio);
+    canvas.height = Math.round(shown.height * ratio);
+  }
   const ctx = canvas.getContext("2d");
-  const w = canvas.width;
-  const h = canvas.height;
+  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  const w = shown.width;
+  const h = shown.height;
   ctx.clearRect(0, 0, w, h);
+  ctx.font = `12px ${getComputedStyle(document.body).fontFamily}`;
   const max = Math.max(1, ...speedSamples);
   ctx.strokeStyle = getComputedStyle(document.body).getPropertyValue("--bs-primary") || "#0d6efd";
   ctx.lineWidth = 2;
   ctx.beginPath();
+  // The last hour, right-aligned: the newest sample at the right edge.
   speedSamples.forEach((v, i) => {
-    const x = (i / 299) * w;
+    const x = w - ((speedSamples.length - 1 - i) / (SPEED_HISTORY - 1)) * w;
     const y = h - 4 - (v / max) * (h - 20);
     if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
   });
   ctx.stroke();
   ctx.fillStyle = getComputedStyle(document.body).getPropertyValue("--bs-body-color") || "#000";
-  ctx.fillText(`peak ${speed(max)}`, 6, 12);
+  ctx.fillText(`peak ${speed(max)}`, 6, 14);
 }
 
 // The chart plots the daemon's current rate (the "Speed now" of the status page), once a second.
 async function sampleSpeed() {
   const s = await api("GET", "/api/status");
   speedSamples.push(s.current_speed_bps);
-  if (speedSamples.length > 300) speedSamples.shift();
+  if (speedSamples.length > SPEED_HISTORY) speedSamples.shift();
+  drawChart();
+}
+
+// The daemon keeps the last hour; a page opened (or reloaded) starts from it.
+async function loadSpeedHistory() {
+  const history = await api("GET", "/api/status/history");
+  speedSamples.splice(0, speedSamples.length, ...history.samples.map(([, bps]) => bps).slice(-SPEED_HISTORY));
   drawChart();
 }
 
@@ -379,29 +432,60 @@ setInterval(() => {
 
 // Settings ----------------------------------------------------------------------------------
 
-// [key, label, kind]: kind is "secret", "int", "number", "text", "url", "time", "bool", "lines",
-// or a list of choices.
+// [key, label, kind], in the order people change them first (issue 27): where files go, the
+// accounts, speed, notifications, then the rest; SETTING_GROUPS puts them under headings. kind
+// is "secret", "int", "number", "mbps", "text", "url", "time", "bool", "lines", or choices.
 const SETTING_FIELDS = [
+  ["download_dir", "Download folder (set in config.json on the machine)", "machine"],
+  ["layout", "Folder layout (the app that reads the download folder)", [["default", "default"], ["comfyui", "ComfyUI"], ["a1111", "A1111"], ["forge", "Forge"]]],
   ["civitai_token", "Civitai API token", "secret"],
-  ["throttle", "Throttle, bytes/s in total (0 = none)", "int"],
-  ["workers", "Concurrent downloads", "int"],
+  ["hf_token", "Hugging Face token (for gated and private repositories)", "secret"],
+  ["throttle", "Speed limit, MB/s in total (0 = none)", "mbps"],
+  ["workers", "Workers (downloads at once)", "int"],
   ["connections", "Connections for one large file", "int"],
-  ["retries", "Attempts per job", "int"],
-  ["timeout", "Seconds without a byte before a connection is dead", "number"],
   ["webhook_url", "Webhook URL", "secreturl"],
   ["webhook_secret", "Webhook secret", "secret"],
   ["update_check", "Daily update check (local time)", "time"],
   ["old_versions", "Old file after an update", ["keep", "delete", "archive"]],
   ["manifest_mode", "manifest.json on an update", ["replace", "append"]],
-  ["log_level", "Log level", ["DEBUG", "INFO", "WARNING", "ERROR"]],
   ["save_metadata", "Save .civitai.info and a preview beside each model", "bool"],
   ["show_nsfw", "Browse: show NSFW models", "bool"],
+  ["retries", "Attempts per download", "int"],
+  ["timeout", "Seconds without a byte before a connection is dead", "number"],
   ["allowed_hosts", "Hosts a direct URL may come from, one a line", "lines"],
+  ["log_level", "Log level", ["DEBUG", "INFO", "WARNING", "ERROR"]],
   ["host", "Listen address", "text"],
   ["active_port", "Port (empty: a free one in 8100–8200)", "int"],
-  ["download_dir", "Download folder (set in config.json on the machine)", "machine"],
-  ["layout", "Folder layout (the app that reads the download folder)", [["default", "default"], ["comfyui", "ComfyUI"], ["a1111", "A1111"], ["forge", "Forge"]]],
 ];
+const SETTING_GROUPS = [
+  { title: "Where files go", box: "settings-fields", keys: ["download_dir", "layout"] },
+  { title: "Accounts", box: "settings-fields", keys: ["civitai_token", "hf_token"] },
+  { title: "Speed", box: "settings-fields", keys: ["throttle", "workers", "connections"] },
+  { title: null, box: "settings-notify-fields", keys: ["webhook_url", "webhook_secret"] }, // under Notifications
+  { title: "Updates and the rest", box: "settings-rest", keys: null }, // every key not above
+];
+// The words a sentence about a field starts with ("Workers must be at least 1.").
+const SETTING_NAMES = { workers: "Workers", connections: "Connections", throttle: "The speed limit", retries: "Attempts", timeout: "The timeout", active_port: "The port", webhook_url: "The webhook URL", download_dir: "The download folder", update_check: "The update check", allowed_hosts: "Allowed hosts", host: "The listen address" };
+const SECRET_ENV = { civitai_token: "CIVITAI_TOKEN", hf_token: "HF_TOKEN" };
+// config.json's bounds (settings.py), checked before sending so the sentence comes at once.
+const SETTING_BOUNDS = { workers: [1, 32], connections: [1, 16], retries: [1, 100], timeout: [0, 3600, true], throttle: [0, 1e6] };
+
+// The sentences for the values out of bounds, by key; none when every value is fine.
+function settingBoundsErrors(changes) {
+  const found = {};
+  for (const [key, [low, high, above]] of Object.entries(SETTING_BOUNDS)) {
+    if (!(key in changes)) continue;
+    const name = SETTING_NAMES[key] || key;
+    const value = key === "throttle" && typeof changes[key] === "number" ? changes[key] / 1e6 : changes[key];
+    const whole = ["workers", "connections", "retries"].includes(key);
+    if (typeof value !== "number" || !Number.isFinite(value)) found[key] = `${name} must be a number.`;
+    else if (whole && !Number.isInteger(value)) found[key] = `${name} must be a whole number.`;
+    else if (above ? value <= low : value < low) found[key] = above ? `${name} must be more than ${low}.` : `${name} must be at least ${low}.`;
+    else if (value > high) found[key] = `${name} must be at most ${high}${key === "throttle" ? " MB/s" : ""}.`;
+  }
+  return found;
+}
+
 let settingsView = null;
 let notifyRows = []; // {type, url, masked, chat_id, api_base, token: "" (keep) or a new one, hasToken}
 let notifyDirty = false;
@@ -411,7 +495,7 @@ function pad2(n) { return String(n).padStart(2, "0"); }
 function settingInput(key, kind, value, info) {
   const id = `set-${key}`;
   if (kind === "secret") {
-    const state = info.source === "environment" ? "set by the CIVITAI_TOKEN environment variable" : (value.set ? "set" : "not set");
+    const state = info.source === "environment" ? `set by the ${SECRET_ENV[key] || key.toUpperCase()} environment variable` : (value.set ? "set" : "not set");
     return el("div", {},
       el("div", { class: "small mb-1" }, "Now: ", el("span", { class: `badge text-bg-${value.set ? "success" : "secondary"}`, id: `${id}-state` }, state)),
       el("div", { class: "input-group" },
@@ -449,6 +533,11 @@ function settingInput(key, kind, value, info) {
       el("input", { class: "form-control", type: "time", id, value: `${pad2(value.hour)}:${pad2(value.minute)}` }));
   }
   if (kind === "lines") return el("textarea", { class: "form-control", id, rows: 3 }, (value || []).join("\n"));
+  if (kind === "mbps") { // bytes/s in config.json, MB/s on screen
+    const input = el("input", { class: "form-control", type: "number", id, step: "any", min: "0" });
+    input.value = value ? String(Math.round(value / 1e5) / 10) : "0";
+    return input;
+  }
   const type = kind === "int" || kind === "number" ? "number" : "text";
   const input = el("input", { class: "form-control", type, id, step: kind === "number" ? "any" : null });
   input.value = value === null || value === undefined ? "" : String(value);
@@ -457,8 +546,7 @@ function settingInput(key, kind, value, info) {
 
 function renderSettings(view) {
   settingsView = view;
-  const box = document.getElementById("settings-fields");
-  box.replaceChildren(...SETTING_FIELDS.map(([key, label, kind]) => {
+  const row = ([key, label, kind]) => {
     const info = view.keys[key];
     const note = [];
     if (info.applies !== "live") note.push(el("span", { class: "badge text-bg-warning ms-2 applies-later", title: info.why || "" }, "applies at next start"));
@@ -467,7 +555,15 @@ function renderSettings(view) {
       el("label", { class: "form-label small fw-semibold", for: `set-${key}` }, label, ...note),
       settingInput(key, kind, view.settings[key], info),
       el("div", { class: "invalid-feedback d-block", id: `set-${key}-error` }));
-  }));
+  };
+  const placed = new Set(SETTING_GROUPS.flatMap((g) => g.keys || []));
+  for (const id of ["settings-fields", "settings-notify-fields", "settings-rest"]) document.getElementById(id).replaceChildren();
+  for (const group of SETTING_GROUPS) {
+    const fields = SETTING_FIELDS.filter(([key]) => (group.keys ? group.keys.includes(key) : !placed.has(key)) && view.keys[key]);
+    const target = document.getElementById(group.box);
+    if (group.title) target.append(el("h3", { class: "h6 mt-3" }, group.title));
+    target.append(...fields.map(row));
+  }
   notifyRows = view.settings.notify.map((t) => ({ type: t.type, url: t.url && typeof t.url === "object" ? "" : t.url || "", masked: t.url && typeof t.url === "object" && t.url.set ? t.url : null, chat_id: t.chat_id === null || t.chat_id === undefined ? "" : String(t.chat_id), api_base: t.api_base, token: "", hasToken: Boolean(t.bot_token && t.bot_token.set) }));
   notifyDirty = false;
   renderNotify();
@@ -512,6 +608,14 @@ function settingValue(key, kind) {
     return Number(text);
   }
   if (kind === "url") return input.value.trim() || null;
+  if (kind === "mbps") {
+    const text = input.value.trim();
+    const mb = Number(text === "" ? "0" : text);
+    if (!Number.isFinite(mb)) return text; // the daemon names what is wrong
+    const bps = Math.round(mb * 1e6);
+    // Unchanged when it shows the saved value rounded (1.23456 MB/s is shown as 1.2).
+    return settingsView.settings[key] && Math.round(settingsView.settings[key] / 1e5) / 10 === mb ? settingsView.settings[key] : bps;
+  }
   return input.value;
 }
 
@@ -542,6 +646,30 @@ function clearSettingErrors() {
   document.getElementById("settings-error").classList.add("d-none");
 }
 
+// The daemon's line ("key 'workers' has value 0: Input should be greater than or equal to 1
+// (…)") as a sentence about the field: "Workers must be at least 1."
+function settingSentence(key, line) {
+  const field = SETTING_FIELDS.find(([k]) => k === key);
+  const name = SETTING_NAMES[key] || (field ? field[1].split(/[,(]/)[0].trim() : key);
+  const why = line.replace(/^.*?key '[^']*' has value .*?: /, "").replace(/ \([^()]*\)$/, "");
+  const rules = [
+    [/greater than or equal to (\S+)/i, (n) => `must be at least ${n}`],
+    [/less than or equal to (\S+)/i, (n) => `must be at most ${n}`],
+    [/greater than (\S+)/i, (n) => `must be more than ${n}`],
+    [/less than (\S+)/i, (n) => `must be less than ${n}`],
+    [/valid integer/i, () => "must be a whole number"],
+    [/valid number/i, () => "must be a number"],
+    [/valid boolean/i, () => "must be on or off"],
+    [/^one of (.*)$/i, (list) => `must be one of ${list.replace(/'/g, "")}`],
+  ];
+  for (const [pattern, say] of rules) {
+    const m = why.match(pattern);
+    if (m) return `${name} ${say(m[1])}.`;
+  }
+  const rest = why.replace(/^Input should be/i, "must be").replace(/^Value error, /i, "");
+  return `${name}: ${rest.replace(/\.$/, "")}.`;
+}
+
 // Each line of the daemon's answer goes next to the field it names ("key 'workers' has value …").
 function showSettingErrors(detail) {
   const keys = SETTING_FIELDS.map(([key]) => key).concat(["notify"]);
@@ -551,7 +679,8 @@ function showSettingErrors(detail) {
     const key = named ? named[1] : keys.find((k) => line.includes(k));
     const box = key && document.getElementById(`set-${key}-error`);
     if (!box) { general.push(line); continue; }
-    box.textContent = box.textContent ? `${box.textContent} ${line}` : line;
+    const sentence = settingSentence(key, line);
+    box.textContent = box.textContent ? `${box.textContent} ${sentence}` : sentence;
     const input = document.getElementById(`set-${key}`);
     if (input) input.classList.add("is-invalid");
   }
@@ -571,6 +700,15 @@ if (isAdmin) {
     clearSettingErrors();
     const changes = settingsChanges();
     if (!Object.keys(changes).length) { toast("Nothing changed."); return; }
+    const wrong = settingBoundsErrors(changes);
+    if (Object.keys(wrong).length) {
+      for (const [key, sentence] of Object.entries(wrong)) {
+        document.getElementById(`set-${key}-error`).textContent = sentence;
+        document.getElementById(`set-${key}`).classList.add("is-invalid");
+      }
+      toast("Not saved: see the fields marked in red.", "danger");
+      return;
+    }
     const button = document.getElementById("settings-save");
     button.disabled = true;
     try {
@@ -593,6 +731,6 @@ if (isAdmin) {
 
 if (!isAdmin) for (const node of document.querySelectorAll(".admin-only")) node.classList.add("d-none");
 document.getElementById("nav-library").addEventListener("shown.bs.tab", () => { loadLibrary().catch((e) => toast(e.message, "danger")); loadUpdates().catch((e) => toast(e.message, "danger")); });
-document.getElementById("nav-status").addEventListener("shown.bs.tab", () => loadMetrics().catch((e) => toast(e.message, "danger")));
+document.getElementById("nav-status").addEventListener("shown.bs.tab", () => { loadMetrics().catch((e) => toast(e.message, "danger")); loadSpeedHistory().catch((e) => toast(e.message, "danger")); });
 setInterval(() => { if (document.getElementById("tab-status").classList.contains("active")) loadMetrics().catch(() => {}); }, 3000);
 document.addEventListener("DOMContentLoaded", connect); // once queue.js and the others have run

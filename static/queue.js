@@ -68,17 +68,32 @@ function queueShow(job, fresh) {
   const before = queueView.groupOf.get(job.id);
   queueView.groupOf.set(job.id, group.key);
   queueLabel(fresh);
-  if (old && old.parentElement === body) { old.replaceWith(fresh); return; }
+  if (old && old.parentElement === body) {
+    old.replaceWith(fresh);
+    if (group.order === "queue") queuePlace(body, fresh, job); // a new priority: a new place
+    return;
+  }
   if (old) old.remove();
   if (before === group.key) return; // a row beyond the page shown: nothing to redraw
   if (before) queueCount(before, -1);
   if (queueMatches(job)) queueCount(group.key, 1);
   if (!queueView.collapsed.has(group.key) && queueMatches(job) && body.querySelectorAll(".job-row").length < queueLimit(group)) {
-    body.querySelector(".group-head").after(fresh);
+    if (group.order === "queue") queuePlace(body, fresh, job);
+    else body.querySelector(".group-head").after(fresh);
     body.classList.remove("d-none");
     document.getElementById("queue-empty").classList.add("d-none");
   }
   queueSoon();
+}
+
+// The queued group is in the order the workers claim jobs (priority, then id): a row goes
+// before the first row that runs after it.
+function queuePlace(body, row, job) {
+  const after = (other) => other.priority > job.priority || (other.priority === job.priority && other.id > job.id);
+  const next = [...body.querySelectorAll(".job-row")].find((r) => r !== row && jobs.has(Number(r.id.slice(4))) && after(jobs.get(Number(r.id.slice(4)))));
+  if (next) next.before(row);
+  else if (body.querySelector(".group-more")) body.querySelector(".group-more").before(row);
+  else body.append(row);
 }
 
 // Counted at once, so a group never shows a count behind its rows; the refresh confirms it.
@@ -139,6 +154,19 @@ function queueRender(group, total, list) {
       el("button", { type: "button", class: "btn btn-link btn-sm p-0 show-more", onclick: () => { queueView.shown[group.key] = list.length + QUEUE_PAGE; queueLoad(); } },
         `Show ${more} more (${(total - list.length).toLocaleString()} not shown)`))));
   }
+}
+
+// Jobs that left the history: their rows go at once, and a refresh recounts the groups.
+function queueForget(ids) {
+  for (const id of ids) {
+    const row = document.getElementById(`job-${id}`);
+    if (row) row.remove();
+    jobs.delete(id);
+    queueView.groupOf.delete(id);
+    selectedJobs.delete(id); // controls.js
+  }
+  selectionBar();
+  queueSoon(50);
 }
 
 function queueCollapse(group) {

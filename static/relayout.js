@@ -12,6 +12,9 @@ function relayoutPlural(n, word) { return `${n} ${word}${n === 1 ? "" : "s"}`; }
 // The notice in the Library and in Settings: "N files are in the old layout's folders — Review move".
 function relayoutShowNotice(plan) {
   const n = plan.moves.length;
+  // Nothing left to move: no button offering to move it.
+  const button = document.getElementById("relayout-button");
+  if (button) button.classList.toggle("d-none", n === 0);
   for (const id of RELAYOUT_NOTICES) {
     const box = document.getElementById(id);
     if (!box) continue;

@@ -14,8 +14,9 @@ function toastNode(tag, className, text) {
 }
 
 // `key`: toasts with the same key are one toast (its text becomes the latest message, its
-// count grows); by default the same words of the same kind.
-function toast(message, kind = "success", key = `${kind}:${message}`) {
+// count grows); by default the same words of the same kind. `action` ({label, run}): a link in
+// the toast (Show in Queue) that runs it and closes the toast.
+function toast(message, kind = "success", key = `${kind}:${message}`, action = null) {
   const dock = document.getElementById("toasts");
   let entry = toastsByKey.get(key);
   if (!entry) {
@@ -36,6 +37,12 @@ function toast(message, kind = "success", key = `${kind}:${message}`) {
   }
   entry.n += 1;
   entry.body.textContent = message;
+  if (action) {
+    const link = toastNode("button", "btn btn-link btn-sm p-0 ms-2 align-baseline toast-link text-reset", action.label);
+    link.type = "button";
+    link.addEventListener("click", () => { action.run(); dropToast(key); });
+    entry.body.append(link);
+  }
   entry.count.textContent = `×${entry.n}`;
   entry.count.classList.toggle("d-none", entry.n < 2);
   dock.append(entry.node); // the newest last, at the bottom; "N more" stays on top

@@ -94,6 +94,7 @@ class Fault:
     ignore_range: bool = False  # answer 200 with the whole file to a Range request
     stall_after: int | None = None  # stop sending (but keep the socket open) after N bytes
     rate: int | None = None  # bytes/s for this response
+    burst: float | None = None  # with rate: sent as rate × burst bytes at once, then silence
     location: str | None = None  # with a 3xx status: where the answer redirects
     times: int = 1
 
@@ -934,6 +935,8 @@ class _Handler(BaseHTTPRequestHandler):
         stall = fault.stall_after if fault and fault.stall_after is not None else None
         rate = (fault.rate if fault and fault.rate else None) or self.fake.default_rate
         chunk = 64 * 1024 if rate is None else max(1024, rate // 20)
+        if rate and fault and fault.burst:  # a bursty slow link: a lump, then nothing for a while
+            chunk = int(rate * fault.burst)
         sent, started = 0, time.monotonic()
         view = memoryview(body)
         while sent < len(body):

@@ -70,7 +70,18 @@ def test_a_search_answers_civitais_recorded_list_in_the_daemons_shape(civitai, d
         "height": 1648,
     }
     assert len(item["versions"]) == 31
-    assert item["versions"][0] == {
+    # What the dialog shows people (issue 27): the description as text, the model's page, each
+    # version's trigger words and example images, each file's format, precision and pruning.
+    assert item["description"] and "<" not in item["description"], item["description"]
+    assert item["page"] == "https://civitai.com/models/4384"
+    newest = dict(item["versions"][0])
+    assert isinstance(newest.pop("trainedWords"), list)
+    images = newest.pop("images")
+    assert 1 <= len(images) <= 8 and all(i["url"].startswith("https://") for i in images)
+    assert all(i["blur"] is False for i in images)  # PG images: nothing to blur
+    details = [{k: f.pop(k) for k in ("format", "fp", "pruned")} for f in newest["files"]]
+    assert details == [{"format": "SafeTensor", "fp": "fp16", "pruned": "pruned"}], details
+    assert newest == {
         "id": 128713,
         "name": "8",
         "baseModel": "SD 1.5",

@@ -91,10 +91,13 @@ def test_pause_then_resume_from_the_row_keeps_and_finishes_the_file(civitai, dae
     expect(row.locator(".progress-bar")).not_to_have_text("0%")
     shot(page, "controls-paused")
 
-    row.locator(".job-up").click()  # priority 5 → 4
-    expect(row.locator(".job-up")).to_be_enabled()
+    # Alone in the queue, it is first already: Top, Up, Down and Bottom leave it where it is.
+    for step in ("top", "up", "down", "bottom"):
+        expect(row.locator(f".job-{step}")).to_be_enabled()
+    row.locator(".job-bottom").click()
+    expect(page.locator("#toasts")).to_contain_text("to the bottom")
     with d.client() as c:
-        wait_for(lambda: c.get(f"/api/jobs/{job['id']}").json()["priority"] == 4, 10)
+        assert c.get(f"/api/jobs/{job['id']}").json()["priority"] == 5
 
     civitai.default_rate = None
     row.locator(".job-resume").click()

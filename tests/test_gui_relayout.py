@@ -30,8 +30,8 @@ def test_a_layout_change_offers_the_move_shows_the_plan_and_moves_the_files_on_c
     page = w.page
     log_in(page, d)
 
-    open_tab(page, "library")  # in place: no notice
-    expect(page.locator("#relayout-button")).to_be_visible()
+    open_tab(page, "library")  # in place: no notice, and nothing to move
+    expect(page.locator("#relayout-button")).to_be_hidden()
     expect(page.locator("#relayout-notice")).to_be_hidden()
 
     open_tab(page, "settings")
@@ -99,6 +99,8 @@ def test_a_layout_change_offers_the_move_shows_the_plan_and_moves_the_files_on_c
     expect(modal).to_be_hidden()
     expect(library_notice).to_be_hidden()
     expect(page.locator(".library-row .library-path")).to_have_text([str(new_ckpt), str(new_lora)])
+    expect(page.locator("#relayout-button")).to_be_hidden()  # nothing left to move
+    assert not (root / "lora").exists() and not (root / "checkpoint").exists()  # emptied: gone
     w.assert_clean()
     w.page.context.close()
     d.stop()

@@ -29,36 +29,37 @@ DROP = """([name, text]) => {
 
 def test_a_picked_and_a_dropped_workflow_show_their_models_and_a_pasted_url_is_fetched(
     civitai,
+    hf,
     daemon,
     home,
     browser,
 ):
     data = os.urandom(40_000)
     f = civitai.add_simple(1, 10, data, filename="upstream.safetensors")
-    d = daemon(layout="comfyui", allowed_hosts=["huggingface.co", "127.0.0.2"])
+    # The Hub is the fake (without these files): a preview asks it for sizes, never the internet.
+    d = daemon(
+        layout="comfyui", allowed_hosts=["huggingface.co", "127.0.0.2"], hf_base_url=hf.base_url
+    )
     models = Path(os.path.realpath(home / "data" / "models"))
     w = _page(browser)
     page = w.page
     log_in(page, d)
     open_tab(page, "workflow")
 
-    page.check("#workflow-dry-run")
     page.set_input_files("#workflow-file", str(FIXTURES / "01_get_started_text_to_image.json"))
     rows = page.locator("#workflow-table tbody tr")
     expect(rows).to_have_count(3)
-    expect(rows.locator("td:nth-child(2)")).to_have_text(
+    expect(rows.locator("td:nth-child(3)")).to_have_text(
         ["text_encoders", "vae", "diffusion_models"]
     )
     expect(rows.locator(".badge")).to_have_text(["to queue"] * 3)
     expect(rows.first).to_contain_text("CLIPLoader #30 (in Z-Image-Turbo Text to Image)")
-    expect(page.locator("#workflow-summary")).to_have_text(
-        "3 model(s): 3 to queue; 0 new job(s) (preview: nothing queued)."
-    )
+    expect(page.locator("#workflow-summary")).to_have_text("3 models: 3 to queue.")
+    expect(page.locator("#workflow-download")).to_have_text("Download 3 models")  # sizes unknown
     box = page.locator("#workflow-table").bounding_box()
     assert box and box["width"] > 600 and box["height"] > 60, box
     shot(page, "workflow-preview")
 
-    page.uncheck("#workflow-dry-run")
     page.evaluate(DROP, ["api.json", (FIXTURES / "api_basic_example.json").read_text()])
     expect(rows).to_have_count(1)
     expect(rows.locator(".badge")).to_have_text(["no source"])
@@ -111,9 +112,7 @@ def test_a_url_pasted_for_a_subfolder_model_keeps_its_subfolder_and_hash_and_a_b
     page.evaluate(DROP, ["wf.json", json.dumps({"nodes": [node, *many]})])
     rows = page.locator("#workflow-table tbody tr")
     expect(rows).to_have_count(200)
-    expect(page.locator("#workflow-summary")).to_have_text(
-        "200 model(s): 200 no source; 0 new job(s)."
-    )
+    expect(page.locator("#workflow-summary")).to_have_text("200 models: 200 no source.")
     page.set_viewport_size({"width": 390, "height": 844})
     scroll = "n => [n.scrollWidth, n.clientWidth]"
     wide, shown = page.locator("html").evaluate(scroll)

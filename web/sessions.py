@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from database import Store
 
 SESSION_SECONDS = 7 * 24 * 3600
+LINK_SECONDS = 10 * 60  # a one-time login link (the first start prints one) is good this long
+LINK = "login-link"  # its `use` claim: a link is never a session, nor a session a link
 ALGORITHM = "HS256"
 REQUIRED = {"require_exp": True, "require_sub": True, "require_jti": True}
 
@@ -84,10 +86,14 @@ class Sessions:
             return None
         return claims
 
+    def _session(self, token: str | None) -> dict[str, Any] | None:
+        claims = self._claims(token)
+        return None if claims is None or "use" in claims else claims
+
     def role(self, settings: Settings, token: str | None) -> Role | None:
         """The role a session cookie grants now, or None: forged, expired, logged out, or issued
         for a key that has since changed or been removed."""
-        claims = self._claims(token)
+        claims = self._session(token)
         if claims is None or claims["jti"] in self._revoked:
             return None
         try:
@@ -101,7 +107,7 @@ class Sessions:
 
     async def revoke(self, token: str | None) -> None:
         """Log out: the session's id is refused from now until it would have expired anyway."""
-        claims = self._claims(token)
+        claims = self._session(token)
         if claims is None or self._store is None:
             return
         exp = int(claims["exp"])
@@ -109,3 +115,43 @@ class Sessions:
         await self._store.revoked_sessions.add(claims["jti"], exp, int(time.time()))
         now = time.time()
         self._revoked = {j: e for j, e in self._revoked.items() if e > now}
+
+    def issue_link(self, key: str, now: float | None = None) -> str:
+        """A one-time login link's token for the API key: LINK_SECONDS, one use."""
+        issued = int(now if now is not None else time.time())
+        claims = {
+            "sub": Role.ADMIN.value,
+            "use": LINK,
+            "iat": issued,
+            "exp": issued + LINK_SECONDS,
+            "jti": uuid.uuid4().hex,
+            "fp": fingerprint(self.secret, key),
+        }
+        return jwt.encode(claims, self.secret, algorithm=ALGORITHM)
+
+    async def redeem_link(self, settings: Settings, token: str) -> str | None:
+        """The API key a link's token stands for, once: the token is spent (kept refused until
+        it would expire, across restarts too); None for a spent, expired, forged one, or one
+        issued for a key since changed."""
+        claims = self._claims(token)
+        if claims is None or claims.get("use") != LINK or claims["jti"] in self._revoked:
+            return None
+        key = key_for_role(settings, Role.ADMIN)
+        if key is None or not hmac.compare_digest(claims["fp"], fingerprint(self.secret, key)):
+            return None
+        self._revoked[claims["jti"]] = int(claims["exp"])
+        if self._store is not None:
+            await self._store.revoked_sessions.add(
+                claims["jti"], int(claims["exp"]), int(time.time())
+            )
+        return key
+
+
+def first_start_link(home: Path, key: str, gui: str) -> str:
+    """The line the first start prints beside the GUI address: a login link for a person who
+    has no key yet, and how to get the key later."""
+    token = Sessions(load_session_secret(home)).issue_link(key)
+    return (
+        f"Log in once without the key (valid 10 minutes, one use): {gui}/link/{token} "
+        f"· the key later: ./civitai key (api_token in config.json)"
+    )

@@ -171,6 +171,17 @@ async def _read_batch(request: Request) -> list[Any]:
     return data
 
 
+class SpeedHistoryView(BaseModel):
+    interval_s: int
+    samples: list[list[float]]  # [unix time, bytes/s], oldest first
+
+
+@router.get("/status/history", response_model=SpeedHistoryView)
+async def speed_history(request: Request) -> dict[str, Any]:
+    """The daemon's current rate once a second over the last hour (the Status chart)."""
+    return {"interval_s": 1, "samples": request.app.state.speed_history.recent()}
+
+
 @router.get("/status", response_model=Status)
 async def status(request: Request) -> dict[str, Any]:
     """What is running now, how much is waiting, and the daemon's state."""
@@ -271,23 +282,28 @@ async def job(job_id: JobId, request: Request) -> dict[str, Any]:
 
 
 class JobChange(BaseModel):
-    """PATCH /api/jobs/{id}: a new priority, or the top of the queue."""
+    """PATCH /api/jobs/{id}: a new priority, or a new place in the queue."""
 
     model_config = ConfigDict(extra="forbid")
 
     priority: int | None = Field(
         None, ge=0, le=100, strict=True, description="Lower runs first (0–100)."
     )
-    position: Literal["top"] | None = Field(
+    position: Literal["top", "bottom", "up", "down"] | None = Field(
         None,
-        description='"top": a priority one below every other queued, paused or waiting job\'s, '
-        "so it is the next one claimed (it may go below 0).",
+        description='"top": first of the queued, paused and waiting jobs (its priority may go '
+        'below 0); "bottom": last; "up"/"down": one place. The jobs it passes keep their order '
+        "(some of their priorities go up by one).",
+    )
+    before: int | None = Field(
+        None, ge=1, strict=True, description="The id of a queued job to move just before."
     )
 
     @model_validator(mode="after")
     def _one(self) -> JobChange:
-        if (self.priority is None) == (self.position is None):
-            raise ValueError('give either "priority" (0–100) or "position": "top"')
+        given = [v for v in (self.priority, self.position, self.before) if v is not None]
+        if len(given) != 1:
+            raise ValueError('give either "priority" (0–100), "position" or "before"')
         return self
 
 
@@ -325,9 +341,9 @@ async def resume(job_id: JobId, request: Request) -> dict[str, Any]:
 
 @router.patch("/jobs/{job_id}", response_model=Job, responses=StateConflict)
 async def change(job_id: JobId, body: JobChange, request: Request) -> dict[str, Any]:
-    """Change a queued, paused or waiting job's priority, or move it to the top of the queue."""
-    top = body.position == "top"
-    return await queue_of(request).reorder(job_id, body.priority, top)
+    """Change a queued, paused or waiting job's priority, or move it in the queue."""
+    change = body.model_dump(include={"priority", "position", "before"})
+    return await queue_of(request).reorder(job_id, **change)
 
 
 @router.post("/jobs/{job_id}/retry", response_model=Job, responses=StateConflict)

@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from web.auth import COOKIE, TooManyFailures, key_role
+from web.roles import Role
 from web.sessions import SESSION_SECONDS
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -77,6 +78,11 @@ async def login(request: Request, key: str = Form("")) -> Response:
             "login.html",
             error="That key is not right. It is api_token in the daemon's config.json.",
         )
+    return _signed_in(request, role, key)
+
+
+def _signed_in(request: Request, role: Role, key: str) -> Response:
+    """To the GUI, with a session cookie for `role` (issued for `key`)."""
     response = RedirectResponse(f"{root_of(request)}/gui", status_code=303)
     response.set_cookie(
         COOKIE,
@@ -88,6 +94,19 @@ async def login(request: Request, key: str = Form("")) -> Response:
         path=root_of(request) or "/",
     )
     return response
+
+
+@router.get("/gui/link/{token}", response_class=HTMLResponse)
+async def link(request: Request, token: str) -> Response:
+    """A one-time login link (the first start prints one): a session, once, within 10 minutes."""
+    key = await request.app.state.sessions.redeem_link(request.app.state.settings, token)
+    if key is None:
+        return _page(
+            request,
+            "login.html",
+            error="That login link was used already or has expired: log in with the key.",
+        )
+    return _signed_in(request, Role.ADMIN, key)
 
 
 @router.post("/gui/logout")

@@ -11,7 +11,7 @@ from fastapi import Path as FastPath
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
-from engine.jobs import MAX_ID
+from engine.jobs import MAX_ID, JobRequest
 from errors import InvalidRequest
 from library import holdings, manifest, removal
 from library.layout import CIVITAI_TYPES
@@ -23,7 +23,7 @@ router = APIRouter(prefix="/api", tags=["library"], dependencies=[Depends(requir
 
 
 class LookupFile(BaseModel):
-    id: int
+    id: int | None = None  # None: a Hugging Face file (it is queued by its URL)
     name: str
     size: int | None = None
     type: str | None = None
@@ -33,7 +33,7 @@ class LookupFile(BaseModel):
 
 
 class LookupVersion(BaseModel):
-    id: int
+    id: int | None = None
     name: str | None = None
     baseModel: str | None = None  # noqa: N815
     publishedAt: str | None = None  # noqa: N815
@@ -42,7 +42,9 @@ class LookupVersion(BaseModel):
 
 
 class Lookup(BaseModel):
-    modelId: int  # noqa: N815
+    source: str = "civitai"  # or "huggingface": queued by `url`, not by ids
+    url: str | None = None  # a Hugging Face file's URL, as pasted
+    modelId: int | None = None  # noqa: N815
     name: str | None = None
     type: str | None = None
     model_type: str  # the folder suggested for it
@@ -87,7 +89,9 @@ def _versions(model: dict[str, Any]) -> list[dict[str, Any]]:
 async def lookup(
     request: Request,
     url: str | None = Query(
-        None, description="A civitai.com model page or download URL, or a Civitai AIR"
+        None,
+        description="A civitai.com model page or download URL, a Civitai AIR, or a Hugging "
+        "Face file URL (…/resolve/… or …/blob/…)",
     ),
     modelId: int | None = Query(None, gt=0, le=MAX_ID),  # noqa: N803
     modelVersionId: int | None = Query(None, gt=0, le=MAX_ID),  # noqa: N803
@@ -99,9 +103,14 @@ async def lookup(
     if url and is_air(url):  # a Civitai AIR: urn:air:<ecosystem>:<type>:civitai:<id>@<version>
         air = parse_air(url)
         model_id, version_id = air.model_id, air.version_id
+    elif url and (hub := civitai.source_for(url)) is not None:
+        return await _hub_lookup(hub, url)
     elif url:
         if not civitai.is_civitai_url(url):
-            raise InvalidRequest("Paste a civitai.com model page or download URL, or a model id")
+            raise InvalidRequest(
+                "Paste a civitai.com model page or download URL, a Hugging Face file URL, an "
+                "AIR (urn:air:…) or a model id"
+            )
         model_id, version_id, _, _ = civitai.parse_url(url)
     if version_id and not model_id:
         model_id = (await civitai.get_version(version_id)).get("modelId")
@@ -119,6 +128,51 @@ async def lookup(
         "model_type": CIVITAI_TYPES.get(kind.lower(), "other"),
         "selectedVersionId": version_id,
         "versions": _versions(model),
+    }
+
+
+# Words in a Hugging Face file's path that name its folder (its repository names no type).
+HUB_FOLDER_WORDS = (
+    ("vae", "vae"),
+    ("lora", "lora"),
+    ("controlnet", "controlnet"),
+    ("upscal", "upscaler"),
+    ("esrgan", "upscaler"),
+    ("text_encoder", "text_encoders"),
+    ("t5xxl", "text_encoders"),
+    ("clip_vision", "clip_vision"),
+    ("embedding", "embedding"),
+)
+
+
+async def _hub_lookup(hub: Any, url: str) -> dict[str, Any]:
+    """A Hugging Face file: its repository, its file (name, size, SHA256) at the commit its
+    revision names now, and a folder guessed from its path (a checkpoint unless a word says)."""
+    resolved = await hub.resolve(JobRequest(url=url, model_type="other"))
+    f = hub.file_of(url)
+    lowered = f.path.lower()
+    folder = next((kind for word, kind in HUB_FOLDER_WORDS if word in lowered), "checkpoint")
+    name = resolved.filename
+    return {
+        "source": "huggingface",
+        "url": url,
+        "name": resolved.model_name,
+        "type": "Hugging Face file",
+        "model_type": folder,
+        "versions": [
+            {
+                "name": resolved.version_name,
+                "files": [
+                    {
+                        "name": name,
+                        "size": resolved.size,
+                        "primary": True,
+                        "format": name.rsplit(".", 1)[-1] if "." in name else None,
+                        "sha256": resolved.sha256,
+                    }
+                ],
+            }
+        ],
     }
 
 

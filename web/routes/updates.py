@@ -18,6 +18,7 @@ class Update(BaseModel):
     url: str | None = None
     model_name: str | None = None
     old_version_id: int | str | None = None  # a Hugging Face file's: a commit
+    old_version_name: str | None = None  # the replaced version's name, as it was downloaded
     new_version_id: int | str
     version_name: str | None = None
     model_type: str | None = None
@@ -68,12 +69,30 @@ async def check_now(request: Request) -> dict[str, Any]:
 async def updates(request: Request, limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
     """Updates found so far (newest first), the last check and the next scheduled one."""
     updater = request.app.state.updater
+    store = request.app.state.store
+    found = await store.list_updates(limit)
+    olds = {u["old_version_id"] for u in found if isinstance(u.get("old_version_id"), int)}
+    names = await store.read(lambda db: _version_names(db, sorted(olds))) if olds else {}
     return {
-        "updates": await request.app.state.store.list_updates(limit),
+        "updates": [{**u, "old_version_name": names.get(u.get("old_version_id"))} for u in found],
         "last_check": updater.last.summary() if updater.last else None,
         "next_check": updater.next_run(),
         "scheduled_jobs": updater.scheduled_jobs(),
     }
+
+
+def _version_names(db: Any, ids: list[int]) -> dict[int, str]:
+    """The names the versions had when they were downloaded (their jobs' and files')."""
+    marks = ", ".join("?" for _ in ids)
+    names: dict[int, str] = {}
+    for table in ("jobs", "completed"):  # a file replaced by its update may be in jobs only
+        rows = db.execute(
+            f"select modelVersionId, version_name from {table} "
+            f"where modelVersionId in ({marks}) and version_name is not null",
+            ids,
+        ).fetchall()
+        names.update({int(v): str(name) for v, name in rows})
+    return names
 
 
 @router.post("/scan", status_code=202, response_model=ScanReport)
