@@ -343,7 +343,7 @@ def test_settings_page_keeps_urls_holding_credentials_it_never_sees_on_save(
     expect(page.locator("#set-download_dir")).to_have_value("data/models")
     for secret in ("hook-pass", "query-secret", "discord-token"):
         assert secret not in page.content()
-    page.fill("#set-throttle", "7000000")
+    page.fill("#set-throttle", "7")  # MB/s
     page.click("#notify-add-telegram")  # and removed again: the targets are sent back as shown
     page.locator(".notify-remove").last.click()
     page.click("#settings-save")

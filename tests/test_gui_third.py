@@ -15,7 +15,7 @@ from playwright.sync_api import expect
 
 from tests.conftest import wait_for, wait_job
 from tests.gui_watch import Guarded, order, screens
-from tests.test_gui import browser, log_in  # noqa: F401 (browser: a fixture)
+from tests.test_gui import log_in
 from tests.test_gui_queue import overlaps
 
 
