@@ -1,0 +1,195 @@
+"""The ComfyUI package (integrations/comfyui) in ComfyUI's real frontend from PyPI, the version
+ComfyUI's requirements.txt pinned (1.45.15) and the latest, against tests/comfyui_standin.py and
+the real daemon: a template's missing model goes from "missing" to listed in its loader."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.comfyui_standin import ComfyStandIn, template
+
+PINNED = "1.45.15"  # ComfyUI's requirements.txt: comfyui-frontend-package==1.45.15
+TAB_ID = "civitai-daemon-fetch"
+# The two 404s of a fresh ComfyUI user folder (tests in COMFYUI-FRONTEND.md), allowed by name.
+HARMLESS_404 = {"/user.css", "/api/userdata/user.css", "/api/userdata/comfy.templates.json"}
+SDXL = "sd_xl_base_1.0.safetensors"
+
+
+def _static(root: Path) -> Path:
+    return root / "comfyui_frontend_package" / "static"
+
+
+@pytest.fixture(scope="session")
+def frontends(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """version → the frontend's static folder: the dev dependency (the latest) and the pinned
+    one, installed from PyPI into a folder of this session (the wheel holds only static files)."""
+    from importlib.metadata import version
+
+    import comfyui_frontend_package
+
+    from install import find_uv
+
+    found = {version("comfyui-frontend-package"): Path(comfyui_frontend_package.__file__).parent}
+    found = {v: p / "static" for v, p in found.items()}
+    target = tmp_path_factory.mktemp("frontend-pinned")
+    uv = shutil.which("uv") or find_uv()
+    spec = f"comfyui-frontend-package=={PINNED}"
+    subprocess.run(
+        [uv, "pip", "install", "--no-deps", "--target", str(target), spec],
+        check=True,
+        capture_output=True,
+    )
+    found[PINNED] = _static(target)
+    assert len(found) == 2, f"the latest frontend is the pinned one: {found}"
+    return found
+
+
+class Watch:
+    """Every request of the page: off loopback → aborted and recorded; an error answer not
+    allowlisted by name → recorded. The test fails on either."""
+
+    def __init__(self, page) -> None:
+        self.outside: list[str] = []
+        self.errors: list[str] = []
+        page.context.route("**/*", self._route)
+        page.on("response", self._response)
+        page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
+
+    def _route(self, route) -> None:
+        host = urlsplit(route.request.url).hostname
+        if host in ("127.0.0.1", "localhost"):
+            route.continue_()
+        else:
+            self.outside.append(route.request.url)
+            route.abort()
+
+    def _response(self, response) -> None:
+        path = urlsplit(response.url).path
+        if response.status >= 400 and path not in HARMLESS_404:
+            self.errors.append(f"{response.status} {response.request.method} {path}")
+
+    def unexpected(self) -> list[str]:
+        # The frontend asks huggingface.co for a missing model's size and api.comfy.org for
+        # node metadata: blocked, and allowed by name; anything else outside fails.
+        known = ("https://huggingface.co/", "https://api.comfy.org/")
+        return [u for u in self.outside if not u.startswith(known)] + self.errors
+
+
+def boot(page, standin: ComfyStandIn) -> Watch:
+    watch = Watch(page)
+    page.goto(standin.url + "/")
+    page.wait_for_function("() => window.app && window.app.graph && window.app.extensionManager")
+    page.wait_for_function(
+        "() => app.extensions.some((e) => e.name === 'CivitaiDaemon.FetchMissingModels')"
+    )
+    return watch
+
+
+def open_tab(page):
+    # The frontend gives every registered sidebar tab a command Workspace.ToggleSidebarTab.<id>
+    # (ComfyUI_frontend, src/stores/workspace/sidebarTabStore.ts `registerSidebarTab`).
+    page.evaluate(
+        f"() => app.extensionManager.command.execute('Workspace.ToggleSidebarTab.{TAB_ID}')"
+    )
+    return page.locator("table.civitai-daemon-models")
+
+
+@pytest.mark.parametrize("which", ["latest", PINNED])
+def test_a_templates_missing_checkpoint_is_fetched_verified_and_listed_in_its_loader(
+    which, frontends, browser, hf, daemon, home, tmp_path, monkeypatch
+):
+    """image_sdxl_simple names sd_xl_base_1.0.safetensors with its Hub URL; ComfyUI lacks it.
+    The sidebar says "missing"; one click fetches it through the package's route; the daemon
+    verifies it into the stand-in's checkpoints folder; after Comfy.RefreshNodeDefinitions the
+    loader lists it and the sidebar says so."""
+    version = PINNED if which == PINNED else next(v for v in frontends if v != PINNED)
+    blob = os.urandom(400_000)
+    hf.add_repo("stabilityai/stable-diffusion-xl-base-1.0", {SDXL: blob})
+    models = tmp_path / "comfy" / "models"
+    (models / "checkpoints").mkdir(parents=True)
+    d = daemon(layout="comfyui", download_dir=str(models), hf_base_url=hf.base_url)
+    monkeypatch.setenv("CIVITAI_DAEMON_URL", d.base_url)
+    monkeypatch.setenv("CIVITAI_DAEMON_KEY", d.token)
+    standin = ComfyStandIn(frontends[version], models, version).start()
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    try:
+        watch = boot(page, standin)
+        page.evaluate("(wf) => app.loadGraphData(wf)", template("image_sdxl_simple"))
+        table = open_tab(page)
+        row = table.locator(f'tr[data-model="{SDXL}"]')
+        row.get_by_text("missing").wait_for()
+        assert "checkpoints" in row.inner_text()
+        calls_before = standin.object_info_calls
+        panel = page.locator(".civitai-daemon-panel")
+        panel.get_by_role("button", name="Fetch missing models").click()
+        row.get_by_text("listed in ComfyUI").wait_for(timeout=40_000)
+        on_disk = models / "checkpoints" / SDXL
+        assert hashlib.sha256(on_disk.read_bytes()).digest() == hashlib.sha256(blob).digest()
+        assert standin.object_info_calls > calls_before  # the refresh asked ComfyUI again
+        offered = page.evaluate(
+            "() => app.graph.nodes.find((n) => n.type === 'CheckpointLoaderSimple')"
+            ".widgets[0].options.values"
+        )
+        assert SDXL in offered
+        assert (
+            "Every model is listed in ComfyUI."
+            in page.locator(".civitai-daemon-message").inner_text()
+        )
+        html = page.content()
+        assert d.token not in html  # the key stays in ComfyUI's server
+        assert watch.unexpected() == []
+    finally:
+        context.close()
+        standin.stop()
+        d.stop()
+
+
+def test_the_packages_routes_keep_the_key_refuse_cross_origin_posts_and_say_what_is_missing(
+    civitai, daemon, tmp_path, monkeypatch
+):
+    """Through the stand-in's ported origin check a cross-origin POST is refused; a non-JSON
+    POST is refused with why; with no key set the route says where to put it; the daemon's
+    answers pass through without the key."""
+    frontend = tmp_path / "static"
+    frontend.mkdir()
+    (frontend / "index.html").write_text("<html></html>")
+    (frontend / "extensions").mkdir()
+    d = daemon(layout="comfyui", download_dir=str(tmp_path / "models"))
+    monkeypatch.delenv("CIVITAI_DAEMON_KEY", raising=False)
+    standin = ComfyStandIn(frontend, tmp_path / "models", "none").start()
+    try:
+        with httpx.Client(base_url=standin.url, timeout=10) as c:
+            r = c.post("/civitai_daemon/workflow", json={"nodes": []})
+            assert r.status_code == 503 and "CIVITAI_DAEMON_KEY" in r.json()["detail"]
+            monkeypatch.setenv("CIVITAI_DAEMON_URL", d.base_url)
+            monkeypatch.setenv("CIVITAI_DAEMON_KEY", d.token)
+            evil = {"Origin": "http://evil.example:8188"}
+            r = c.post("/api/civitai_daemon/workflow", json={"nodes": []}, headers=evil)
+            assert r.status_code == 403
+            r = c.post(
+                "/civitai_daemon/workflow", content=b"{}", headers={"Content-Type": "text/plain"}
+            )
+            assert r.status_code == 415 and "application/json" in r.json()["detail"]
+            r = c.post("/api/civitai_daemon/workflow?dry_run=true", json={"nodes": []})
+            assert r.status_code == 200 and r.json()["dry_run"] is True
+            assert d.token not in r.text
+            r = c.get("/civitai_daemon/jobs?ids=1,x")
+            assert r.status_code == 422
+            r = c.get("/civitai_daemon/status")
+            assert r.json() == {"configured": True, "reachable": True}
+            monkeypatch.setenv("CIVITAI_DAEMON_KEY", "wrong-" + d.token)
+            r = c.post("/civitai_daemon/workflow", json={"nodes": []})
+            assert r.status_code == 401 and d.token not in r.text
+    finally:
+        standin.stop()
+        d.stop()
