@@ -5,9 +5,12 @@ the real daemon: a template's missing model goes from "missing" to listed in its
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
+import sys
+import types
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -190,6 +193,90 @@ def test_the_packages_routes_keep_the_key_refuse_cross_origin_posts_and_say_what
             monkeypatch.setenv("CIVITAI_DAEMON_KEY", "wrong-" + d.token)
             r = c.post("/civitai_daemon/workflow", json={"nodes": []})
             assert r.status_code == 401 and d.token not in r.text
+    finally:
+        standin.stop()
+        d.stop()
+
+
+@pytest.mark.parametrize("which", ["latest", PINNED])
+def test_a_model_named_without_a_url_is_found_on_civitai_by_its_file_name_and_fetched_as_named(
+    which, frontends, browser, civitai, daemon, tmp_path, monkeypatch
+):
+    """The template's checkpoint with no `properties.models`: the sidebar offers "Download into
+    ComfyUI's folders", searches Civitai by the file name's words, shows the candidates; the one
+    the user confirms is queued as a checkpoint under the workflow's file name, verified against
+    Civitai's SHA256 and listed by the loader."""
+    version = PINNED if which == PINNED else next(v for v in frontends if v != PINNED)
+    blob = os.urandom(300_000)
+    right = civitai.file(blob, name="sdXL_v10VAEFix.safetensors")
+    civitai.add_model(101, "SD XL base 1.0", "Checkpoint", [civitai.version(1010, [right])])
+    civitai.add_simple(102, 1020, b"a lora", filename="detail.safetensors", type="LORA")
+    workflow = template("image_sdxl_simple")
+    loader = next(n for n in workflow["nodes"] if n["type"] == "CheckpointLoaderSimple")
+    del loader["properties"]["models"]  # the workflow names the file but gives no URL
+    models = tmp_path / "comfy" / "models"
+    (models / "checkpoints").mkdir(parents=True)
+    d = daemon(layout="comfyui", download_dir=str(models))
+    monkeypatch.setenv("CIVITAI_DAEMON_URL", d.base_url)
+    monkeypatch.setenv("CIVITAI_DAEMON_KEY", d.token)
+    standin = ComfyStandIn(frontends[version], models, version).start()
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    try:
+        watch = boot(page, standin)
+        page.evaluate("(wf) => app.loadGraphData(wf)", workflow)
+        table = open_tab(page)
+        table.locator(f'tr[data-model="{SDXL}"]').get_by_text("missing, no URL").wait_for()
+        table.get_by_role("button", name=f"search Civitai for {SDXL}").click()
+        candidate = table.locator('[data-candidate="sdXL_v10VAEFix.safetensors"]')
+        candidate.wait_for()
+        assert table.locator("[data-candidate]").count() == 1  # the LoRA's name does not match
+        assert "SD XL base 1.0" in candidate.inner_text()
+        candidate.get_by_role("button", name="Use this").click()
+        table.locator(f'tr[data-model="{SDXL}"]').get_by_text("listed in ComfyUI").wait_for(
+            timeout=40_000
+        )
+        on_disk = models / "checkpoints" / SDXL
+        assert hashlib.sha256(on_disk.read_bytes()).hexdigest().upper() == right.sha256
+        with d.client() as c:
+            (job,) = c.get("/api/jobs").json()["jobs"]
+        assert (job["model_type"], job["modelVersionId"]) == ("checkpoint", 1010)
+        offered = page.evaluate(
+            "() => app.graph.nodes.find((n) => n.type === 'CheckpointLoaderSimple')"
+            ".widgets[0].options.values"
+        )
+        assert SDXL in offered
+        assert watch.unexpected() == []
+    finally:
+        context.close()
+        standin.stop()
+        d.stop()
+
+
+def test_the_key_may_live_in_a_file_in_comfyuis_user_folder_instead_of_the_environment(
+    civitai, daemon, tmp_path, monkeypatch
+):
+    """With no CIVITAI_DAEMON_KEY, civitai_daemon.json in ComfyUI's user folder
+    (folder_paths.get_user_directory) gives the URL and key; a file without a key is no key."""
+    d = daemon()
+    user = tmp_path / "user"
+    user.mkdir()
+    monkeypatch.delenv("CIVITAI_DAEMON_KEY", raising=False)
+    stub = types.ModuleType("folder_paths")
+    stub.get_user_directory = lambda: str(user)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "folder_paths", stub)
+    frontend = tmp_path / "static"
+    (frontend / "extensions").mkdir(parents=True)
+    (frontend / "index.html").write_text("<html></html>")
+    standin = ComfyStandIn(frontend, tmp_path / "models", "none").start()
+    try:
+        with httpx.Client(base_url=standin.url, timeout=10) as c:
+            (user / "civitai_daemon.json").write_text(json.dumps({"url": d.base_url}))
+            assert c.get("/civitai_daemon/status").json()["configured"] is False
+            config = {"url": d.base_url, "key": d.token}
+            (user / "civitai_daemon.json").write_text(json.dumps(config))
+            assert c.get("/civitai_daemon/status").json() == {"configured": True, "reachable": True}
     finally:
         standin.stop()
         d.stop()
