@@ -24,6 +24,7 @@ TAB_ID = "civitai-daemon-fetch"
 # The two 404s of a fresh ComfyUI user folder (tests in COMFYUI-FRONTEND.md), allowed by name.
 HARMLESS_404 = {"/user.css", "/api/userdata/user.css", "/api/userdata/comfy.templates.json"}
 SDXL = "sd_xl_base_1.0.safetensors"
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 
 def _static(root: Path) -> Path:
@@ -136,6 +137,11 @@ def test_a_templates_missing_checkpoint_is_fetched_verified_and_listed_in_its_lo
         panel = page.locator(".civitai-daemon-panel")
         panel.get_by_role("button", name="Fetch missing models").click()
         row.get_by_text("listed in ComfyUI").wait_for(timeout=40_000)
+        ARTIFACTS.mkdir(exist_ok=True)  # the README's screenshot is taken from this one
+        page.screenshot(
+            path=str(ARTIFACTS / f"comfyui-fetch-missing-{which}.png"),
+            clip={"x": 0, "y": 0, "width": 1280, "height": 280},
+        )
         on_disk = models / "checkpoints" / SDXL
         assert hashlib.sha256(on_disk.read_bytes()).digest() == hashlib.sha256(blob).digest()
         assert standin.object_info_calls > calls_before  # the refresh asked ComfyUI again
@@ -169,6 +175,7 @@ def test_the_packages_routes_keep_the_key_refuse_cross_origin_posts_and_say_what
     (frontend / "extensions").mkdir()
     d = daemon(layout="comfyui", download_dir=str(tmp_path / "models"))
     monkeypatch.delenv("CIVITAI_DAEMON_KEY", raising=False)
+    monkeypatch.setenv("CIVITAI_DAEMON_URL", d.base_url)  # a URL alone is no link
     standin = ComfyStandIn(frontend, tmp_path / "models", "none").start()
     try:
         with httpx.Client(base_url=standin.url, timeout=10) as c:
@@ -263,6 +270,7 @@ def test_the_key_may_live_in_a_file_in_comfyuis_user_folder_instead_of_the_envir
     user = tmp_path / "user"
     user.mkdir()
     monkeypatch.delenv("CIVITAI_DAEMON_KEY", raising=False)
+    monkeypatch.delenv("CIVITAI_DAEMON_URL", raising=False)
     stub = types.ModuleType("folder_paths")
     stub.get_user_directory = lambda: str(user)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "folder_paths", stub)
@@ -272,7 +280,7 @@ def test_the_key_may_live_in_a_file_in_comfyuis_user_folder_instead_of_the_envir
     standin = ComfyStandIn(frontend, tmp_path / "models", "none").start()
     try:
         with httpx.Client(base_url=standin.url, timeout=10) as c:
-            (user / "civitai_daemon.json").write_text(json.dumps({"url": d.base_url}))
+            (user / "civitai_daemon.json").write_text(json.dumps({"url": d.base_url}))  # no key
             assert c.get("/civitai_daemon/status").json()["configured"] is False
             config = {"url": d.base_url, "key": d.token}
             (user / "civitai_daemon.json").write_text(json.dumps(config))

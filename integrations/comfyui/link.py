@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CONFIG_NAME = "civitai_daemon.json"
-DEFAULT_URL = "http://127.0.0.1:8765"
 
 
 @dataclass(frozen=True)
@@ -43,18 +42,20 @@ def candidates() -> list[Path]:
 
 def load_link() -> Link | None:
     """From CIVITAI_DAEMON_URL and CIVITAI_DAEMON_KEY, else the first config file found holding
-    {"url": …, "key": …}; None when no key is set anywhere. Read at each request, so a change
-    needs no restart of ComfyUI."""
+    {"url": …, "key": …}; None when neither gives both (the daemon's port is its own choice, so
+    there is no default URL). Read at each request, so a change needs no restart of ComfyUI."""
+    url = os.environ.get("CIVITAI_DAEMON_URL", "").strip()
     key = os.environ.get("CIVITAI_DAEMON_KEY", "").strip()
-    if key:
-        url = os.environ.get("CIVITAI_DAEMON_URL", "").strip() or DEFAULT_URL
+    if url and key:
         return Link(url.rstrip("/"), key, "the environment")
     for path in candidates():
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if isinstance(data, dict) and isinstance(data.get("key"), str) and data["key"].strip():
-            url = data.get("url") if isinstance(data.get("url"), str) else DEFAULT_URL
-            return Link(url.strip().rstrip("/") or DEFAULT_URL, data["key"].strip(), str(path))
+        if not isinstance(data, dict):
+            continue
+        url, key = data.get("url"), data.get("key")
+        if isinstance(url, str) and isinstance(key, str) and url.strip() and key.strip():
+            return Link(url.strip().rstrip("/"), key.strip(), str(path))
     return None

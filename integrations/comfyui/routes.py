@@ -30,7 +30,8 @@ def _error(status: int, detail: str) -> web.Response:
 def _no_link() -> web.Response:
     return _error(
         503,
-        "No daemon key is set for ComfyUI: set CIVITAI_DAEMON_URL and CIVITAI_DAEMON_KEY, or "
+        "No daemon URL and key are set for ComfyUI: set CIVITAI_DAEMON_URL and "
+        "CIVITAI_DAEMON_KEY, or "
         f'write {{"url": …, "key": …}} to {CONFIG_NAME} in ComfyUI\'s user folder.',
     )
 

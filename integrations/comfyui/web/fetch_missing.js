@@ -78,7 +78,7 @@ function render() {
     table.append(line);
     if (row.status === "no_source" && !state.listed.has(row.name)) {
       table.append(el("tr", {}, el("td", { colspan: "3" },
-        el("button", { class: "p-button p-button-sm p-button-text", onclick: () => searchFor(row) }, `Download into ComfyUI's folders: search Civitai for ${row.name}`),
+        el("button", { onclick: () => searchFor(row) }, `Download into ComfyUI's folders: search Civitai for ${row.name}`),
         el("div", { "data-candidates": row.name }))));
     }
   }
@@ -86,8 +86,8 @@ function render() {
   root.replaceChildren(
     el("div", { class: "civitai-daemon-panel", style: "padding:0.5em;display:flex;flex-direction:column;gap:0.5em" },
       el("div", { style: "display:flex;gap:0.5em" },
-        el("button", { class: "p-button p-button-sm", onclick: check }, "Check this workflow"),
-        el("button", { class: "p-button p-button-sm", onclick: fetchMissing, ...(fetchable && !state.busy ? {} : { disabled: "" }) }, "Fetch missing models")),
+        el("button", { onclick: check }, "Check this workflow"),
+        el("button", { onclick: fetchMissing, ...(fetchable && !state.busy ? {} : { disabled: "" }) }, "Fetch missing models")),
       el("div", { class: "civitai-daemon-message" }, state.message),
       table));
 }
@@ -161,7 +161,7 @@ async function searchFor(row) {
     }
     box.replaceChildren(...(choices.length ? choices.map((c) => el("div", { "data-candidate": c.file.name },
       `${c.model.name} · ${c.version.name} · ${c.file.name} `,
-      el("button", { class: "p-button p-button-sm p-button-text", onclick: () => choose(row, c) }, "Use this"))) : ["No model on Civitai has these words in its name."]));
+      el("button", { onclick: () => choose(row, c) }, "Use this"))) : ["No model on Civitai has these words in its name."]));
   } catch (err) {
     box.textContent = err.message;
   }
@@ -187,6 +187,14 @@ async function choose(row, choice) {
   render();
 }
 
+// Plain CSS with ComfyUI's palette variables (with fallbacks): no reliance on its components' markup.
+const STYLE = `
+.civitai-daemon-panel button { background: var(--comfy-input-bg, #222); color: var(--input-text, #ddd);
+  border: 1px solid var(--border-color, #444); border-radius: 4px; padding: 4px 8px; cursor: pointer; }
+.civitai-daemon-panel button:disabled { opacity: 0.5; cursor: default; }
+.civitai-daemon-models td { padding: 4px; border-bottom: 1px solid var(--border-color, #444);
+  word-break: break-word; vertical-align: top; }`;
+
 app.registerExtension({
   name: "CivitaiDaemon.FetchMissingModels",
   settings: [
@@ -206,6 +214,7 @@ app.registerExtension({
   ],
   menuCommands: [{ path: ["Extensions"], commands: [COMMAND] }],
   setup() {
+    document.head.append(el("style", {}, STYLE));
     app.extensionManager.registerSidebarTab({
       id: TAB_ID,
       icon: "pi pi-download",
