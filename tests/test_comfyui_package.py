@@ -61,7 +61,7 @@ class Watch:
     allowlisted by name → recorded. The test fails on either."""
 
     def __init__(self, page) -> None:
-        self.outside: list[str] = []
+        self.outside: list[tuple[str, str]] = []
         self.errors: list[str] = []
         page.context.route("**/*", self._route)
         page.on("response", self._response)
@@ -72,7 +72,7 @@ class Watch:
         if host in ("127.0.0.1", "localhost"):
             route.continue_()
         else:
-            self.outside.append(route.request.url)
+            self.outside.append((route.request.method, route.request.url))
             route.abort()
 
     def _response(self, response) -> None:
@@ -81,10 +81,14 @@ class Watch:
             self.errors.append(f"{response.status} {response.request.method} {path}")
 
     def unexpected(self) -> list[str]:
-        # The frontend asks huggingface.co for a missing model's size and api.comfy.org for
-        # node metadata: blocked, and allowed by name; anything else outside fails.
-        known = ("https://huggingface.co/", "https://api.comfy.org/")
-        return [u for u in self.outside if not u.startswith(known)] + self.errors
+        # The frontend's missing-model check asks huggingface.co for the size of each model the
+        # workflow names (a HEAD of its URL): blocked, and allowed by name; anything else fails.
+        outside = [
+            f"{method} {url}"
+            for method, url in self.outside
+            if not (method == "HEAD" and url.startswith("https://huggingface.co/"))
+        ]
+        return outside + self.errors
 
 
 def boot(page, standin: ComfyStandIn) -> Watch:
