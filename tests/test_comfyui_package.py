@@ -292,3 +292,41 @@ def test_the_key_may_live_in_a_file_in_comfyuis_user_folder_instead_of_the_envir
     finally:
         standin.stop()
         d.stop()
+
+
+def test_the_command_opens_the_tab_and_fetches_and_the_menu_lists_it(
+    frontends, browser, hf, daemon, tmp_path, monkeypatch
+):
+    """The command "Fetch missing models" (also under Extensions in the menu) opens the sidebar
+    tab and fetches what the open workflow lacks, without another click."""
+    version = next(v for v in frontends if v != PINNED)
+    blob = os.urandom(200_000)
+    hf.add_repo("stabilityai/stable-diffusion-xl-base-1.0", {SDXL: blob})
+    models = tmp_path / "comfy" / "models"
+    (models / "checkpoints").mkdir(parents=True)
+    d = daemon(layout="comfyui", download_dir=str(models), hf_base_url=hf.base_url)
+    monkeypatch.setenv("CIVITAI_DAEMON_URL", d.base_url)
+    monkeypatch.setenv("CIVITAI_DAEMON_KEY", d.token)
+    standin = ComfyStandIn(frontends[version], models, version).start()
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    try:
+        watch = boot(page, standin)
+        menu = page.evaluate(
+            "() => app.extensions.find((e) => e.name === 'CivitaiDaemon.FetchMissingModels')"
+            ".menuCommands"
+        )
+        assert menu == [{"path": ["Extensions"], "commands": ["CivitaiDaemon.FetchMissingModels"]}]
+        page.evaluate("(wf) => app.loadGraphData(wf)", template("image_sdxl_simple"))
+        page.evaluate(
+            "() => app.extensionManager.command.execute('CivitaiDaemon.FetchMissingModels')"
+        )
+        row = page.locator(f'table.civitai-daemon-models tr[data-model="{SDXL}"]')
+        row.get_by_text("listed in ComfyUI").wait_for(timeout=40_000)
+        assert (models / "checkpoints" / SDXL).read_bytes() == blob
+        assert watch.unexpected() == []
+    finally:
+        context.close()
+        standin.stop()
+        d.stop()

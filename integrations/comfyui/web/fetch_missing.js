@@ -206,9 +206,18 @@ app.registerExtension({
       label: "Fetch missing models",
       icon: "pi pi-download",
       function: async () => {
-        await check();
-        if (state.rows.some((r) => !state.listed.has(r.name) && r.status === "to_queue")) await fetchMissing();
-        else app.extensionManager.toast.add({ severity: "info", summary: "Fetch missing models", detail: state.message, life: 4000 });
+        state.busy = true; // the tab's own check on opening must not overwrite this run's rows
+        try {
+          // Every sidebar tab has this command (ComfyUI_frontend, src/stores/workspace/
+          // sidebarTabStore.ts `registerSidebarTab`, since 1.3.9); it toggles, so only when closed.
+          if (!state.root || !state.root.isConnected) await app.extensionManager.command.execute(`Workspace.ToggleSidebarTab.${TAB_ID}`);
+          await check();
+          if (state.rows.some((r) => !state.listed.has(r.name) && r.status === "to_queue")) await fetchMissing();
+          else app.extensionManager.toast.add({ severity: "info", summary: "Fetch missing models", detail: state.message, life: 4000 });
+        } finally {
+          state.busy = false;
+          render();
+        }
       },
     },
   ],
@@ -225,7 +234,7 @@ app.registerExtension({
       render: (root) => {
         state.root = root;
         render();
-        check();
+        if (!state.busy) check();
       },
     });
   },
