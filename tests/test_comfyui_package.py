@@ -330,3 +330,31 @@ def test_the_command_opens_the_tab_and_fetches_and_the_menu_lists_it(
         context.close()
         standin.stop()
         d.stop()
+
+
+def test_with_no_daemon_set_the_tab_says_where_to_put_its_url_and_key(
+    frontends, browser, tmp_path, monkeypatch
+):
+    """Before the URL and key are set, the tab says in one sentence where they go; nothing is
+    fetched and the page shows no error of its own."""
+    version = next(v for v in frontends if v != PINNED)
+    monkeypatch.delenv("CIVITAI_DAEMON_URL", raising=False)
+    monkeypatch.delenv("CIVITAI_DAEMON_KEY", raising=False)
+    models = tmp_path / "comfy" / "models"
+    (models / "checkpoints").mkdir(parents=True)
+    standin = ComfyStandIn(frontends[version], models, version).start()
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    try:
+        watch = boot(page, standin)
+        page.evaluate("(wf) => app.loadGraphData(wf)", template("image_sdxl_simple"))
+        open_tab(page)
+        message = page.locator(".civitai-daemon-message")
+        message.get_by_text("CIVITAI_DAEMON_KEY").wait_for()
+        assert "civitai_daemon.json" in message.inner_text()
+        # The one error answer is the route's 503 saying so; everything else answered.
+        assert watch.unexpected() == ["503 POST /api/civitai_daemon/workflow"]
+    finally:
+        context.close()
+        standin.stop()

@@ -9,7 +9,8 @@ and reads `NODE_CLASS_MAPPINGS` and `WEB_DIRECTORY` from it (ComfyUI's nodes.py,
 `PromptServer.add_routes`).
 
 Must not import: daemon, main, engine, sources, library, web, config, notify, updater, errors,
-database, events, job_secrets, json_body, safefs, logger, schema, fastapi
+database, events, job_secrets, json_body, safefs, logger, schema, cli, install, launch, run_tests,
+webhook_server, tests, bench, fastapi
 """
 
 from __future__ import annotations
