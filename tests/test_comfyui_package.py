@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import types
@@ -201,6 +202,20 @@ def test_the_packages_routes_keep_the_key_refuse_cross_origin_posts_and_say_what
             assert r.status_code == 422
             r = c.get("/civitai_daemon/status")
             assert r.json() == {"configured": True, "reachable": True}
+            closed = socket.socket()
+            closed.bind(("127.0.0.1", 0))
+            gone = f"http://127.0.0.1:{closed.getsockname()[1]}"
+            closed.close()  # nothing listens there now
+            monkeypatch.setenv("CIVITAI_DAEMON_URL", gone)
+            r = c.post("/civitai_daemon/workflow", json={"nodes": []})
+            assert r.status_code == 502, r.text
+            assert r.json()["detail"].startswith(f"The daemon at {gone} did not answer")
+            assert c.get("/civitai_daemon/status").json() == {
+                "configured": True,
+                "reachable": False,
+                "detail": r.json()["detail"],
+            }
+            monkeypatch.setenv("CIVITAI_DAEMON_URL", d.base_url)
             monkeypatch.setenv("CIVITAI_DAEMON_KEY", "wrong-" + d.token)
             r = c.post("/civitai_daemon/workflow", json={"nodes": []})
             assert r.status_code == 401 and d.token not in r.text

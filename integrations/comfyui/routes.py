@@ -92,9 +92,8 @@ async def status(request: web.Request) -> web.Response:
     try:
         code, _ = await _ask("GET", "/api/health")
     except DaemonError as exc:
-        return web.json_response(
-            {"configured": True, "reachable": False, "detail": json.loads(exc.response.text)}
-        )
+        detail = json.loads(exc.response.text)["detail"]
+        return web.json_response({"configured": True, "reachable": False, "detail": detail})
     return web.json_response({"configured": True, "reachable": code == 200})
 
 
