@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -122,6 +123,7 @@ def test_a_templates_missing_checkpoint_is_fetched_verified_and_listed_in_its_lo
     version = PINNED if which == PINNED else next(v for v in frontends if v != PINNED)
     blob = os.urandom(400_000)
     hf.add_repo("stabilityai/stable-diffusion-xl-base-1.0", {SDXL: blob})
+    hf.rate = 100_000  # bytes/s: four seconds of download, long enough to see its progress
     models = tmp_path / "comfy" / "models"
     (models / "checkpoints").mkdir(parents=True)
     d = daemon(layout="comfyui", download_dir=str(models), hf_base_url=hf.base_url)
@@ -141,6 +143,7 @@ def test_a_templates_missing_checkpoint_is_fetched_verified_and_listed_in_its_lo
         calls_before = standin.object_info_calls
         panel = page.locator(".civitai-daemon-panel")
         panel.get_by_role("button", name="Fetch missing models").click()
+        row.get_by_text(re.compile(r"^downloading \d+%$")).wait_for()  # the job's progress
         row.get_by_text("listed in ComfyUI").wait_for(timeout=40_000)
         ARTIFACTS.mkdir(exist_ok=True)  # the README's screenshot is taken from this one
         page.screenshot(
