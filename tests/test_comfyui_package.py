@@ -48,11 +48,12 @@ def frontends(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     target = tmp_path_factory.mktemp("frontend-pinned")
     uv = shutil.which("uv") or find_uv()
     spec = f"comfyui-frontend-package=={PINNED}"
-    subprocess.run(
+    done = subprocess.run(
         [uv, "pip", "install", "--no-deps", "--target", str(target), spec],
-        check=True,
         capture_output=True,
+        text=True,
     )
+    assert done.returncode == 0, f"{spec} could not be installed from PyPI: {done.stderr}"
     found[PINNED] = _static(target)
     assert len(found) == 2, f"the latest frontend is the pinned one: {found}"
     return found
@@ -114,7 +115,7 @@ def open_tab(page):
 
 @pytest.mark.parametrize("which", ["latest", PINNED])
 def test_a_templates_missing_checkpoint_is_fetched_verified_and_listed_in_its_loader(
-    which, frontends, browser, hf, daemon, home, tmp_path, monkeypatch
+    which, frontends, browser, hf, daemon, tmp_path, monkeypatch
 ):
     """image_sdxl_simple names sd_xl_base_1.0.safetensors with its Hub URL; ComfyUI lacks it.
     The sidebar says "missing"; one click fetches it through the package's route; the daemon
