@@ -397,6 +397,7 @@ const SETTING_FIELDS = [
   ["save_metadata", "Save .civitai.info and a preview beside each model", "bool"],
   ["show_nsfw", "Browse: show NSFW models", "bool"],
   ["allowed_hosts", "Hosts a direct URL may come from, one a line", "lines"],
+  ["allowed_origins", "Origins that may call the API with a key (the browser extension's), one a line", "lines"],
   ["host", "Listen address", "text"],
   ["active_port", "Port (empty: a free one in 8100–8200)", "int"],
   ["download_dir", "Download folder (set in config.json on the machine)", "machine"],
