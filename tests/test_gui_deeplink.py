@@ -20,13 +20,15 @@ SITE_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</
 
 
 def offline(context: BrowserContext) -> list[str]:
-    """Route civitai.com, civitai.red and huggingface.co to a stand-in page; let loopback through;
-    every other request is aborted and listed (the test asserts the list is empty)."""
+    """Route civitai.com, civitai.red and huggingface.co to a stand-in page; let loopback (and the
+    extension's own chrome-extension:// pages) through; every other request is aborted and listed
+    (the test asserts the list is empty)."""
     strays: list[str] = []
 
     def handle(route) -> None:
-        host = urlsplit(route.request.url).hostname or ""
-        if host in ("127.0.0.1", "localhost", "::1"):
+        parts = urlsplit(route.request.url)
+        host = parts.hostname or ""
+        if parts.scheme not in ("http", "https") or host in ("127.0.0.1", "localhost", "::1"):
             route.continue_()
         elif host in ("civitai.com", "civitai.red", "huggingface.co"):
             route.fulfill(
