@@ -16,7 +16,7 @@ from playwright.sync_api import BrowserContext, Page, Worker, expect
 
 from tests.browser import ARGS, CHROMIUM
 from tests.conftest import assert_file_is, wait_for, wait_job
-from tests.test_gui import shot
+from tests.test_gui import ARTIFACTS, shot
 from tests.test_gui_deeplink import offline
 from tests.test_live_settings import log_text
 
@@ -88,6 +88,12 @@ def extension(browser, tmp_path: Path) -> Iterator[Extension]:
     origin = f"chrome-extension://{urlsplit(worker.url).hostname}"
     yield Extension(context, worker, origin, strays)
     context.close()
+
+
+def shot_of(pg: Page, selector: str, name: str) -> None:
+    """A picture of one part of a page (the README's, from tests/artifacts/)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    pg.locator(selector).screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
 def configure(ext: Extension, d) -> Page:
@@ -177,7 +183,7 @@ def test_a_page_and_a_link_send_their_version_the_popup_shows_the_queue_and_the_
     expect(popup.locator("li.job", has_text="one.safetensors").locator(".status")).to_have_text(
         "completed · 100%"
     )
-    shot(popup, "extension-popup")
+    shot_of(popup, "body", "extension-popup")
     extension.wait_badge(tab_slow, "Q")  # queued (downloading)
 
     # A model page naming no version, of a model with an older version here: update available.
@@ -220,7 +226,7 @@ def test_a_page_naming_only_the_model_gets_the_chooser_of_its_versions(
         ["Choose a version…", "v22 (SDXL 1.0) · newest", "v21 (SDXL 1.0)"]
     )
     expect(chooser_page.locator("#send")).to_be_disabled()  # nothing is chosen for the person
-    shot(chooser_page, "extension-chooser")
+    shot_of(chooser_page, "body", "extension-chooser")
     chooser.select_option("21")
     chooser_page.click("#send")
     expect(chooser_page.locator("#message")).to_contain_text("Queued two-a.safetensors")

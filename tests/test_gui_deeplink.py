@@ -11,7 +11,7 @@ from urllib.parse import quote, unquote, urlsplit
 from playwright.sync_api import BrowserContext, Page, expect
 
 from tests.conftest import assert_file_is
-from tests.test_gui import log_in, shot
+from tests.test_gui import ARTIFACTS, log_in, shot
 from tests.test_gui_add import watch
 
 SITE_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
@@ -60,6 +60,8 @@ def queue_from_the_add_tab(page: Page, d, home, old) -> None:
     expect(page.locator("#lookup-name")).to_have_text("Model 1")
     expect(page.locator("#add-version")).to_have_value("11")
     expect(page).to_have_url(d.url("/gui"))  # a reload does not look it up again
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("#tab-add .col-lg-7").screenshot(path=str(ARTIFACTS / "deeplink-add.png"))
     page.click("#add-button")
     expect(page.locator("tr.job-row .job-status").first).to_have_text("completed", timeout=20_000)
     assert_file_is(home / "data/models/lora/older.safetensors", old.sha256)
