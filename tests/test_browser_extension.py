@@ -5,6 +5,7 @@ routed to local stand-ins; any other non-loopback request fails the test."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -236,5 +237,46 @@ def test_a_page_naming_only_the_model_gets_the_chooser_of_its_versions(
         wait_job(c, job["id"])
     assert_file_is(home / "data/models/lora/two-a.safetensors", a.sha256)
     assert not (home / "data/models/lora/two-b.safetensors").exists()
+    assert extension.strays == []
+    d.stop()
+
+
+def test_a_civitai_red_link_is_queued_and_a_hub_file_asks_its_folder_first(
+    civitai, hf, daemon, extension, home
+):
+    red = civitai.add_simple(6, 61, b"r" * 12_000, filename="red.safetensors")
+    vae = b"v" * 30_000
+    hf.add_repo("acme/vae", {"vae.safetensors": vae})
+    d = daemon(allowed_origins=[extension.origin], hf_base_url=hf.base_url)
+    configure(extension, d)
+    # A link to a civitai.red version, from the context menu of the page it is on.
+    _, tab = extension.tab("https://civitai.red/models")
+    link = "https://civitai.red/models/6/red?modelVersionId=61"
+    sent = extension.worker.evaluate("([url, tabId]) => sendFromUrl(url, tabId)", [link, tab])
+    assert "job" in sent, sent
+    with d.client() as c:
+        wait_job(c, sent["job"]["id"])
+    assert_file_is(home / "data/models/lora/red.safetensors", red.sha256)
+
+    # A Hub file: the chooser asks which folder (the daemon needs a model_type off Civitai).
+    hub_file = "https://huggingface.co/acme/vae/blob/main/vae.safetensors"
+    _, hub_tab = extension.tab(hub_file)
+    with extension.context.expect_page() as opened:
+        result = extension.worker.evaluate(
+            "([url, tabId]) => sendFromUrl(url, tabId)", [hub_file, hub_tab]
+        )
+    assert result == {"chooser": True}
+    chooser = opened.value
+    expect(chooser.locator("#model-name")).to_have_text("A file on the Hugging Face Hub")
+    expect(chooser.locator("#model-version")).to_have_text("/acme/vae/blob/main/vae.safetensors")
+    expect(chooser.locator("#send")).to_be_disabled()
+    chooser.locator("#folder").select_option("vae")
+    chooser.click("#send")
+    expect(chooser.locator("#message")).to_contain_text("Queued vae.safetensors")
+    with d.client() as c:
+        job = c.get("/api/jobs?q=vae.safetensors").json()["jobs"][0]
+        assert job["model_type"] == "vae" and job["filename"] == "vae.safetensors"
+        wait_job(c, job["id"])
+    assert_file_is(home / "data/models/vae/vae.safetensors", hashlib.sha256(vae).hexdigest())
     assert extension.strays == []
     d.stop()

@@ -17,11 +17,12 @@ ext.runtime.onInstalled.addListener(() => {
 });
 
 // A page or link naming a version is queued at once; one naming only the model opens the
-// chooser (the popup's page in a tab) with the versions the daemon looks up.
+// chooser (the popup's page in a tab) with the versions the daemon looks up, and a Hub file
+// opens it to choose its folder.
 async function sendFromUrl(url, tabId) {
   const model = modelOfUrl(url);
   if (!model) return { error: `${url} is not a Civitai model page or a Hugging Face file.` };
-  if (model.site === "civitai" && !model.versionId) {
+  if (model.site === "hf" || !model.versionId) { // a Hub file's folder, or a version: asked
     await ext.tabs.create({ url: ext.runtime.getURL(`popup.html?url=${encodeURIComponent(url)}`) });
     return { chooser: true };
   }
@@ -79,9 +80,10 @@ ext.tabs.onActivated.addListener(async ({ tabId }) => {
 // The popup asks here, so a send and the badge it changes are one step.
 ext.runtime.onMessage.addListener((message, sender, reply) => {
   if (message && message.type === "send") {
-    const send = message.versionId
-      ? sendModel(modelOfUrl(message.url), message.versionId).then((job) => ({ job }), (err) => ({ error: err.message }))
-      : sendFromUrl(message.url, message.tabId);
+    const model = modelOfUrl(message.url || "");
+    const send = model
+      ? sendModel(model, message.versionId, message.modelType).then((job) => ({ job }), (err) => ({ error: err.message }))
+      : Promise.resolve({ error: `${message.url} is not a Civitai model page or a Hugging Face file.` });
     send.then(async (result) => {
       if (message.tabId !== undefined && !result.error) await showState(message.tabId, message.url);
       reply(result);

@@ -54,9 +54,16 @@ function modelOfUrl(text) {
   return null;
 }
 
-// Queue what the page names: the page's version, or the one chosen; a Hub file by its URL.
-async function sendModel(model, chosenVersionId) {
-  if (model.site === "hf") return daemonCall("POST", "/api/download", { url: model.url });
+// The folders a Hub file may go to (the daemon's model_type): off Civitai, the person says which.
+const FOLDERS = ["checkpoint", "lora", "vae", "embedding", "controlnet", "upscaler", "text_encoders", "diffusion_models", "clip_vision", "other"];
+
+// Queue what the page names: the page's version, or the one chosen; a Hub file by its URL into
+// the folder chosen.
+async function sendModel(model, chosenVersionId, modelType) {
+  if (model.site === "hf") {
+    if (!modelType) throw new Error("Choose the folder for this file.");
+    return daemonCall("POST", "/api/download", { url: model.url, model_type: modelType });
+  }
   const versionId = chosenVersionId || model.versionId;
   if (!versionId) throw new Error("This page names only the model: choose a version.");
   return daemonCall("POST", "/api/download", { modelVersionId: versionId });

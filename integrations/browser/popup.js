@@ -28,8 +28,16 @@ async function showPage() {
   $("page-model").hidden = false;
   if (model.site === "hf") {
     $("model-name").textContent = "A file on the Hugging Face Hub";
-    $("model-version").textContent = new URL(model.url).pathname;
-    $("send").disabled = false;
+    $("model-version").textContent = decodeURIComponent(new URL(model.url).pathname);
+    // Off Civitai no type says where a file belongs: the person chooses the folder.
+    $("folder-label").hidden = false;
+    const folder = $("folder");
+    folder.hidden = false;
+    const prompt = new Option("Choose a folder…", "");
+    prompt.disabled = true;
+    folder.replaceChildren(prompt, ...FOLDERS.map((f) => new Option(f, f)));
+    folder.value = "";
+    folder.addEventListener("change", () => { $("send").disabled = !folder.value; });
     return;
   }
   const query = new URLSearchParams();
@@ -63,7 +71,8 @@ async function showPage() {
 $("send").addEventListener("click", async () => {
   $("send").disabled = true;
   const versionId = model.site === "civitai" ? Number($("chooser").value) || model.versionId : undefined;
-  const result = await ext.runtime.sendMessage({ type: "send", url: pageUrl, versionId, tabId });
+  const modelType = model.site === "hf" ? $("folder").value : undefined;
+  const result = await ext.runtime.sendMessage({ type: "send", url: pageUrl, versionId, modelType, tabId });
   if (result.error) { say(result.error, true); $("send").disabled = false; return; }
   say(`Queued ${result.job.filename || result.job.url || `job ${result.job.id}`} (job ${result.job.id}).`);
   refreshQueue();
