@@ -27,7 +27,7 @@
   window.history.replaceState(null, "", `${root}/gui`);
   bootstrap.Tab.getOrCreateInstance(document.getElementById("nav-add")).show();
   const civitai = /^\d+$/.test(wanted) || /^urn:air:/i.test(wanted) || (() => {
-    try { return /(^|\.)civitai\.(com|red)$/i.test(new URL(wanted).hostname); } catch { return false; }
+    try { return /(^|\.)civitai\.(com|red|green)$/i.test(new URL(wanted).hostname); } catch { return false; }
   })();
   if (civitai) {
     document.getElementById("lookup-input").value = wanted;

@@ -119,3 +119,26 @@ def test_the_deep_link_with_a_session_and_the_bookmarklet_from_a_civitai_page(
     queue_from_the_add_tab(page, d, home, old)
     assert problems == [] and strays == [], (problems, strays)
     d.stop()
+
+
+def test_the_bookmarklet_without_a_session_reloads_once_then_asks_for_the_key(
+    civitai, daemon, page, home
+):
+    old = two_versions(civitai)
+    strays = offline(page.context)
+    d = daemon()
+    site = "https://civitai.red/models/1?modelVersionId=11"
+    page.goto(site)
+    loads: list[str] = []
+    page.on("request", lambda r: loads.append(r.url) if r.is_navigation_request() else None)
+    code = f"location.href={d.base_url + '/gui/add?url='!r}+encodeURIComponent(location.href)"
+    page.evaluate(code)
+    expect(page.locator("#login-add")).to_contain_text(site)
+    # The one reload (for a SameSite cookie there is none of) came back to the form: no loop.
+    page.fill("#key", d.token)
+    page.click("button[type=submit]")
+    queue_from_the_add_tab(page, d, home, old)
+    link = d.url(f"/gui/add?url={quote(site, safe='')}")
+    assert loads.count(link) == 3, loads  # the visit, its reload, and the way back after login
+    assert strays == [], strays
+    d.stop()
