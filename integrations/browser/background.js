@@ -28,7 +28,7 @@ async function sendFromUrl(url, tabId) {
   }
   try {
     const job = await sendModel(model);
-    if (tabId !== undefined) await showState(tabId, url);
+    if (tabId !== undefined) await followTab(tabId); // the tab's own page: a link may name another
     return { job };
   } catch (err) {
     if (tabId !== undefined) {
@@ -69,13 +69,34 @@ async function showState(tabId, url) {
   return text;
 }
 
+// While the model is queued the badge is asked again every few seconds, so it turns ✓ when the
+// download is verified; it stops when the tab is closed or shows another page.
+const FOLLOW_MS = 2000;
+const following = new Map(); // tabId -> the URL followed
+
+async function follow(tabId, url) {
+  following.set(tabId, url);
+  const text = await showState(tabId, url);
+  if (text !== BADGES.queued[0] || following.get(tabId) !== url) return;
+  setTimeout(async () => {
+    const tab = await ext.tabs.get(tabId).catch(() => null);
+    if (tab && tab.url === url && following.get(tabId) === url) follow(tabId, url);
+  }, FOLLOW_MS);
+}
+
+async function followTab(tabId) {
+  const tab = await ext.tabs.get(tabId).catch(() => null);
+  if (tab) await follow(tabId, tab.url);
+}
+
 ext.tabs.onUpdated.addListener((tabId, change, tab) => {
-  if (change.url || change.status === "complete") showState(tabId, tab.url);
+  if (change.url || change.status === "complete") follow(tabId, tab.url);
 });
 ext.tabs.onActivated.addListener(async ({ tabId }) => {
   const tab = await ext.tabs.get(tabId);
-  showState(tabId, tab.url);
+  follow(tabId, tab.url);
 });
+ext.tabs.onRemoved.addListener((tabId) => following.delete(tabId));
 
 // The popup asks here, so a send and the badge it changes are one step.
 ext.runtime.onMessage.addListener((message, sender, reply) => {
@@ -85,7 +106,7 @@ ext.runtime.onMessage.addListener((message, sender, reply) => {
       ? sendModel(model, message.versionId, message.modelType).then((job) => ({ job }), (err) => ({ error: err.message }))
       : Promise.resolve({ error: `${message.url} is not a Civitai model page or a Hugging Face file.` });
     send.then(async (result) => {
-      if (message.tabId !== undefined && !result.error) await showState(message.tabId, message.url);
+      if (message.tabId !== undefined && !result.error) await followTab(message.tabId);
       reply(result);
     });
     return true; // the answer comes later
