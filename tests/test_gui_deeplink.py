@@ -6,6 +6,7 @@ internet: every request that is neither loopback nor a routed page fails the tes
 from __future__ import annotations
 
 import re
+import secrets
 from urllib.parse import quote, unquote, urlsplit
 
 from playwright.sync_api import BrowserContext, Page, expect
@@ -141,4 +142,20 @@ def test_the_bookmarklet_without_a_session_reloads_once_then_asks_for_the_key(
     link = d.url(f"/gui/add?url={quote(site, safe='')}")
     assert loads.count(link) == 3, loads  # the visit, its reload, and the way back after login
     assert strays == [], strays
+    d.stop()
+
+
+def test_the_deep_link_opened_with_the_viewer_key_says_it_needs_the_api_key(civitai, daemon, page):
+    two_versions(civitai)
+    strays = offline(page.context)
+    viewer = secrets.token_urlsafe(32)
+    d = daemon(viewer_token=viewer)
+    page.goto(d.url("/gui/add?url=1"))
+    page.fill("#key", viewer)
+    page.click("button[type=submit]")
+    expect(page.locator(".toast", has_text="needs the API key")).to_be_visible()
+    expect(page.locator("#nav-add")).to_be_hidden()
+    with d.client() as c:
+        assert c.get("/api/jobs").json()["total"] == 0
+    assert strays == []
     d.stop()
