@@ -193,7 +193,7 @@ def test_the_same_search_is_answered_from_the_cache_without_asking_civitai(civit
 
 
 EXPIRING = (
-    "import runpy, sys; sys.argv = sys.argv[2:]; import browse; browse.CACHE_TTL = 1.5; "
+    "import runpy, sys; sys.argv = sys.argv[2:]; from sources import browse; browse.CACHE_TTL = 1.5; "
     "runpy.run_path(sys.argv[0], run_name='__main__')"
 )
 
