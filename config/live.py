@@ -56,6 +56,7 @@ LIVE_KEYS = frozenset(
         "api_token",
         "viewer_token",
         "trusted_hosts",
+        "allowed_origins",  # read at each request (web/auth.py)
         "update_check",
         "old_versions",
         "connections",

@@ -118,6 +118,11 @@ class Settings(BaseModel):
         default_factory=list,
         description="Extra names the Host header may carry (loopback names always may).",
     )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins of other pages allowed to call the API with a key, e.g. the browser "
+        "extension's chrome-extension://<id> (CORS): http(s), chrome-extension or moz-extension.",
+    )
     update_check: UpdateCheck = Field(
         default_factory=UpdateCheck, description="Daily update check time (local)."
     )
@@ -161,6 +166,11 @@ class Settings(BaseModel):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/") if value else value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        return [origin_of(v) for v in value]
 
     @field_validator("root_path")
     @classmethod
@@ -233,6 +243,26 @@ class Settings(BaseModel):
                 target.api_base
             )
         return found
+
+
+ORIGIN = re.compile(
+    r"(?P<scheme>https?|chrome-extension|moz-extension)://(?P<host>[a-z0-9.-]+|\[[0-9a-f:.]+\])"
+    r"(?::(?P<port>[0-9]{1,5}))?/?",
+    re.I,
+)
+
+
+def origin_of(value: str) -> str:
+    """An origin as a browser sends it (`scheme://host[:port]`, lower case, no path), or
+    ValueError naming what is wrong: only web pages' and browser extensions' origins."""
+    m = ORIGIN.fullmatch(value.strip()) if isinstance(value, str) else None
+    if m is None:
+        raise ValueError(
+            f"{value!r} is not an origin: write scheme://host[:port] with no path, the scheme "
+            "http, https, chrome-extension or moz-extension"
+        )
+    port = f":{m['port']}" if m["port"] else ""
+    return f"{m['scheme'].lower()}://{m['host'].lower()}{port}"
 
 
 HIDDEN_CONFIG_KEYS = ("thumbnail_cache_bytes",)

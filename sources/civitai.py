@@ -51,7 +51,13 @@ LIST_TYPES = (
 )
 
 USER_AGENT = "civitai-daemon/0.1 (self-hosted model downloader; +https://github.com/)"
-CIVITAI_HOSTS = {"civitai.com", "www.civitai.com", "api.civitai.com", "civitai.green"}
+CIVITAI_HOSTS = {
+    "civitai.com",
+    "www.civitai.com",
+    "api.civitai.com",
+    "civitai.green",
+    "civitai.red",
+}
 T = TypeVar("T")
 MAX_PAGES = 20  # of one batch of ids: a cursor that never ends stops here
 

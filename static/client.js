@@ -453,6 +453,7 @@ const SETTING_FIELDS = [
   ["retries", "Attempts per download", "int"],
   ["timeout", "Seconds without a byte before a connection is dead", "number"],
   ["allowed_hosts", "Hosts a direct URL may come from, one a line", "lines"],
+  ["allowed_origins", "Origins that may call the API with a key (the browser extension's), one a line", "lines"],
   ["log_level", "Log level", ["DEBUG", "INFO", "WARNING", "ERROR"]],
   ["host", "Listen address", "text"],
   ["active_port", "Port (empty: a free one in 8100–8200)", "int"],

@@ -342,3 +342,37 @@ def test_a_search_naming_a_hundred_types_asks_civitai_each_type_once_and_is_cach
     assert sorted(asked["types"]) == sorted(TYPES) and asked["baseModels"] == ["SDXL 1.0"]
     assert bad.status_code == 422
     assert bad.json()["detail"].startswith("types: 'Nope' is not a Civitai model type")
+
+
+def test_the_state_of_a_page_s_model_is_told_from_its_ids(civitai, daemon):
+    """GET /api/civitai/state (the browser extension's badge, issue 25)."""
+    old = civitai.file(b"o" * 10_000, name="s-old.safetensors")
+    new = civitai.file(b"n" * 10_000, name="s-new.safetensors")
+    civitai.add_model(
+        3, "Model 3", "LORA", [civitai.version(32, [new]), civitai.version(31, [old])]
+    )
+    civitai.add_simple(5, 51, b"f" * 10_000, filename="five.safetensors")
+    d = daemon()
+    run_job(d, {"modelVersionId": 31})
+    with d.client() as c:
+        models_asked = len(civitai.requests_to("api", "/api/v1/models/"))
+        state = c.get("/api/civitai/state?modelId=3&modelVersionId=31").json()
+        assert state["state"] == "downloaded" and state["downloaded_versions"] == [31]
+        # Held and named: Civitai is not asked.
+        assert len(civitai.requests_to("api", "/api/v1/models/")) == models_asked
+        assert c.get("/api/civitai/state?modelId=3").json() | {"downloaded_versions": None} == {
+            "modelId": 3,
+            "modelVersionId": 32,
+            "state": "update available",
+            "downloaded_versions": None,
+            "newest_version_id": 32,
+        }
+        assert c.get("/api/civitai/state?modelVersionId=32").json()["state"] == "update available"
+        assert c.get("/api/civitai/state?modelId=5").json()["state"] is None
+        missing = c.get("/api/civitai/state")
+        assert missing.status_code == 422
+        assert missing.json() == {
+            "detail": "Give a modelId or a modelVersionId (from the page's URL)"
+        }
+        assert c.get("/api/civitai/state?modelId=-1").status_code == 422
+    d.stop()

@@ -8,6 +8,8 @@
 - Browser-borne attacks on a local daemon: the `Host` header must name this daemon (DNS
   rebinding), and state-changing requests from another origin or in form encodings are refused.
   A browser that opened the refused URL itself (a form post, a link) gets a page saying why.
+- Other origins the user listed in `allowed_origins` (the browser extension's) may call the API
+  with a key: their CORS preflights are answered and their answers carry CORS headers.
 """
 
 from __future__ import annotations
@@ -191,19 +193,42 @@ class GuardMiddleware:
         self.current = current  # the settings in force now: trusted_hosts may change live
         self._seen: Settings | None = None
         self._allowed: set[str] = set()
+        self._origins: frozenset[str] = frozenset()
 
-    @property
-    def allowed(self) -> set[str]:
+    def _refresh(self) -> None:
         settings = self.current()
         if settings is not self._seen:
             self._seen, self._allowed = settings, trusted_hosts(settings)
+            self._origins = frozenset(settings.allowed_origins)
+
+    @property
+    def allowed(self) -> set[str]:
+        self._refresh()
         return self._allowed
+
+    @property
+    def origins(self) -> frozenset[str]:
+        """The other origins the user listed (allowed_origins), as the browser writes them."""
+        self._refresh()
+        return self._origins
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        problem = self._host_problem(scope) or self._origin_problem(scope, headers)
+        origin = headers.get("origin")
+        listed = origin is not None and origin.lower() in self.origins
+        problem = self._host_problem(scope)
+        if problem is None and listed and scope["type"] == "http":
+            assert origin is not None
+            if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
+                return await _preflight(send, origin)
+            send = _with_cors(send, origin)
+            # Another origin is let in on its key alone: never on the GUI's session cookie.
+            scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k != b"cookie"]}
+        if problem is None:
+            check = self._form_problem if listed else self._origin_problem
+            problem = check(scope, headers)
         if problem is None and scope["type"] == "http":
             limit = MAX_UPLOAD if scope["path"].endswith(UPLOADS) else MAX_BODY
             length = headers.get("content-length", "")
@@ -248,6 +273,11 @@ class GuardMiddleware:
             return 403, origin_refusal(origin, headers["host"])
         if changing and headers.get("sec-fetch-site") == "cross-site":
             return 403, "Cross-site requests are not allowed"
+        return self._form_problem(scope, headers)
+
+    def _form_problem(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str] | None:
+        """A JSON route fed a form encoding: what a cross-site <form> would send."""
+        method = scope.get("method", "GET")
         if (
             scope["type"] == "http"
             and method not in SAFE_METHODS
@@ -255,6 +285,40 @@ class GuardMiddleware:
         ):
             return 415, "This route takes JSON (Content-Type: application/json)"
         return None
+
+
+CORS_HEADERS = "authorization, content-type, x-api-key"
+CORS_METHODS = "GET, POST, PUT, PATCH, DELETE"
+
+
+async def _preflight(send: Send, origin: str) -> None:
+    """The answer to a listed origin's CORS preflight: which methods and headers it may send."""
+    headers = [
+        (b"access-control-allow-origin", origin.encode("latin-1")),
+        (b"access-control-allow-methods", CORS_METHODS.encode()),
+        (b"access-control-allow-headers", CORS_HEADERS.encode()),
+        (b"access-control-max-age", b"600"),
+        (b"vary", b"Origin"),
+        (b"content-length", b"0"),
+    ]
+    await send({"type": "http.response.start", "status": 204, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def _with_cors(send: Send, origin: str) -> Send:
+    """`send` with the CORS headers that let a listed origin read the answer (never cookies:
+    the extension sends its key, Access-Control-Allow-Credentials is not given)."""
+
+    async def wrapped(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            extra = [
+                (b"access-control-allow-origin", origin.encode("latin-1")),
+                (b"vary", b"Origin"),
+            ]
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        await send(message)
+
+    return wrapped
 
 
 REFUSAL_PAGE = """<!doctype html>

@@ -1,5 +1,6 @@
-"""GET /api/civitai/models: search Civitai from the GUI's Browse tab (issue 18). Read-only: the
-viewer key may browse too; queueing a find is POST /api/download, for the API key."""
+"""GET /api/civitai/models: search Civitai from the GUI's Browse tab (issue 18); GET
+/api/civitai/state: what is here of one model (the browser extension's badge, issue 25).
+Read-only: the viewer key may ask too; queueing a find is POST /api/download, for the API key."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from engine.jobs import MAX_ID
+from errors import InvalidRequest
 from sources.browse import Browser, Search
+from sources.page_state import page_state
 from web.auth import require_key
 
 router = APIRouter(prefix="/api/civitai", tags=["browse"], dependencies=[Depends(require_key)])
@@ -40,3 +44,18 @@ async def search_models(
     search = Search.checked(query, types, base_models, sort, period, username, cursor, limit)
     settings = request.app.state.settings
     return await browser_of(request).search(search, settings.show_nsfw, settings.folder_layout)
+
+
+@router.get("/state")
+async def model_state(
+    request: Request,
+    model_id: Annotated[int | None, Query(alias="modelId", gt=0, le=MAX_ID)] = None,
+    version_id: Annotated[int | None, Query(alias="modelVersionId", gt=0, le=MAX_ID)] = None,
+) -> dict[str, Any]:
+    """What is here of the model a Civitai page names (the browser extension's badge): `state`
+    is "queued", "downloaded", "update available" (another version is here and the page's is
+    Civitai's newest) or null."""
+    if model_id is None and version_id is None:
+        raise InvalidRequest("Give a modelId or a modelVersionId (from the page's URL)")
+    state = request.app.state
+    return await page_state(state.store, state.civitai, model_id, version_id)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import bootstrap_wrapper
-from fastapi import APIRouter, FastAPI, Form, Request
+from fastapi import APIRouter, FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -60,14 +61,40 @@ async def gui(request: Request) -> Response:
     return _page(request, "gui.html", role=role.value)
 
 
+MAX_ADD = 4096  # a deep link's url: a page URL or an AIR, never a body
+
+
+@router.get("/gui/add", response_class=HTMLResponse)
+async def gui_add(request: Request, url: str = Query("", max_length=MAX_ADD)) -> Response:
+    """The deep link (issue 25): the Add tab with `url` looked up; without a session the login
+    form first, which carries the link through."""
+    role = request.app.state.sessions.role(request.app.state.settings, request.cookies.get(COOKIE))
+    if role is None:
+        # Arriving from another site (the bookmarklet, the extension), the browser withholds
+        # the SameSite=Strict cookie: the page reloads itself once, from here, to send it.
+        again = request.headers.get("sec-fetch-site") == "cross-site"
+        return _page(request, "login.html", add=url, again=again)
+    return _page(request, "gui.html", role=role.value, add_url=url)
+
+
+def _after_login(request: Request, add: str) -> str:
+    """Where a login goes: the GUI, or back to the deep link it came from (always our own
+    /gui/add: the link's url is a query value, never a place to go)."""
+    if add:
+        return f"{root_of(request)}/gui/add?url={quote(add, safe='')}"
+    return f"{root_of(request)}/gui"
+
+
 @router.post("/gui/login", response_class=HTMLResponse)
-async def login(request: Request, key: str = Form("")) -> Response:
+async def login(
+    request: Request, key: str = Form(""), add: str = Form("", max_length=MAX_ADD)
+) -> Response:
     """Takes the API key (or the viewer key) and sets the session cookie."""
     key = key.strip()
     try:
         role = key_role(request, key)
     except TooManyFailures as exc:
-        page = _page(request, "login.html", status=429, error=f"{exc.detail}.")
+        page = _page(request, "login.html", status=429, error=f"{exc.detail}.", add=add)
         page.headers["Retry-After"] = str(exc.seconds)
         return page
     if role is None:
@@ -77,13 +104,14 @@ async def login(request: Request, key: str = Form("")) -> Response:
             request,
             "login.html",
             error="That key is not right. It is api_token in the daemon's config.json.",
+            add=add,
         )
-    return _signed_in(request, role, key)
+    return _signed_in(request, role, key, _after_login(request, add))
 
 
-def _signed_in(request: Request, role: Role, key: str) -> Response:
-    """To the GUI, with a session cookie for `role` (issued for `key`)."""
-    response = RedirectResponse(f"{root_of(request)}/gui", status_code=303)
+def _signed_in(request: Request, role: Role, key: str, to: str | None = None) -> Response:
+    """To `to` (the GUI by default), with a session cookie for `role` (issued for `key`)."""
+    response = RedirectResponse(to or f"{root_of(request)}/gui", status_code=303)
     response.set_cookie(
         COOKIE,
         request.app.state.sessions.issue(role, key),
