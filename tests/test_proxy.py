@@ -122,6 +122,7 @@ def test_gui_through_nginx_logs_in_loads_bootstrap_and_shows_live_progress(
     page.click("#lookup-button")
     expect(page.locator("#lookup-name")).to_have_text("Model 4384")
     page.click("#add-button")
+    page.click("#nav-queue")  # Add stays on its tab after queueing
     row = page.locator("tr.job-row").first
     bar = row.locator(".progress")
 
