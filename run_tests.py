@@ -139,3 +139,7 @@ def workers() -> int:
     server or a browser (one worker per core kept the 2-core machine about half busy: 18 CPU-
     minutes in a 17-minute run)."""
     return 2 * max(1, os.cpu_count() or 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
