@@ -133,7 +133,9 @@ class Settings(BaseModel):
         4, ge=1, le=16, description="Parallel Range connections for one file of 64 MiB or more."
     )
     save_metadata: bool = Field(
-        True, description="Write <stem>.civitai.info and <stem>.preview.png beside each model."
+        True,
+        description="Write <stem>.civitai.info, A1111's <stem>.json and <stem>.preview.png "
+        "beside each model.",
     )
     show_nsfw: bool = Field(
         False,

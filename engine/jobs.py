@@ -144,6 +144,10 @@ OLD_PREVIEW_SUFFIXES = (
     ".preview.mp4",
     ".preview.webm",
 )
+# A1111's `<stem>.json` (library/a1111.py) is not refused here: Hugging Face files such as
+# `config.json` are downloaded under their names. It cannot take a model's place all the same: it
+# is written only over nothing or over A1111 metadata (a config there is left alone), never over
+# the model itself, and a download never lands over an existing file (runner.py `place`).
 SIDECAR_SUFFIXES = (".civitai.info", PREVIEW_SUFFIX, *OLD_PREVIEW_SUFFIXES, ".part")
 
 

@@ -12,11 +12,13 @@ from pathlib import Path
 import errors
 import safefs
 from engine.jobs import OLD_PREVIEW_SUFFIXES, PREVIEW_SUFFIX
+from library import a1111
 
 log = logging.getLogger("civitai.library")
 
 # The daemon's sidecars, and the preview names older versions wrote: they move and go with it.
-SIDECAR_SUFFIXES = (".civitai.info", PREVIEW_SUFFIX, *OLD_PREVIEW_SUFFIXES)
+# `<stem>.json` only when it holds A1111 metadata (see `sidecar_names`).
+SIDECAR_SUFFIXES = (".civitai.info", PREVIEW_SUFFIX, *OLD_PREVIEW_SUFFIXES, a1111.SUFFIX)
 
 
 HASH_CHUNK = 8 * 1024 * 1024
@@ -41,9 +43,21 @@ def versioned_name(filename: str, version_id: int) -> str:
     return f"{stem}_v{version_id}.{ext}"
 
 
+def sidecar_names(filename: str, folder: Path) -> list[str]:
+    """The names of `filename`'s sidecars in `folder`, there or not. `<stem>.json` counts only
+    when it is A1111 metadata: a `.json` file of another kind (a downloaded config that shares
+    the stem) is no sidecar, never moved or deleted with the model."""
+    stem = Path(filename).stem
+    names = [stem + suffix for suffix in SIDECAR_SUFFIXES]
+    json_name = stem + a1111.SUFFIX
+    if json_name != filename and a1111.is_a1111_file(folder / json_name):
+        return names
+    return [n for n in names if n != json_name]
+
+
 def sidecars(model_path: Path) -> list[Path]:
-    stem = model_path.stem
-    return [p for suffix in SIDECAR_SUFFIXES if (p := model_path.with_name(stem + suffix)).exists()]
+    folder = model_path.parent
+    return [p for n in sidecar_names(model_path.name, folder) if (p := folder / n).exists()]
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -2,10 +2,10 @@
 
 A change of `layout` or `folders` places new jobs only; the files already completed move when a
 person asks, after seeing the plan. Each completed file not in its type's folder moves there
-with its sidecars (`<stem>.civitai.info`, `<stem>.preview.<ext>`), and every record of its path
-follows it: its completed rows, the completed jobs' paths (what a repeated request is matched
-against), the scanner's hash cache. manifest.json names a file by its filename, which does not
-change, so it needs nothing.
+with its sidecars (`<stem>.civitai.info`, `<stem>.preview.<ext>`, A1111's `<stem>.json`), and
+every record of its path follows it: its completed rows, the completed jobs' paths (what a
+repeated request is matched against), the scanner's hash cache. manifest.json names a file by
+its filename, which does not change, so it needs nothing.
 
 The rules of removal.py hold: nothing is reached through a link (each folder is opened once
 through safefs.open_folder_in and every name is handled through that descriptor), nothing
@@ -42,8 +42,9 @@ import errors
 import safefs
 from database import Store
 from engine.jobs import ACTIVE_SQL
+from library.files import sidecar_names
 from library.layout import LAYOUTS, Layout
-from library.removal import library_path, sidecar_names
+from library.removal import library_path
 
 log = logging.getLogger("civitai.library")
 
@@ -122,7 +123,7 @@ def _why_not(
         return f"{src} is not a regular file"
     if there is not None and not _same_file(here, there):
         return f"{dst} already exists (a different file): nothing is overwritten"
-    for name in sidecar_names(src.name):
+    for name in sidecar_names(src.name, src.parent):
         side = _lstat(src.parent / name)
         if side is None:
             continue

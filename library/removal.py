@@ -6,7 +6,8 @@ download it again.
   once (no link below download_dir, checked again after opening) and every name is removed
   through that descriptor; a model file or sidecar that is itself a link is left alone.
 - Sidecars are the exact names the daemon writes (`<stem>.civitai.info`, `<stem>.preview.png`,
-  and the `<stem>.preview.<ext>` older versions wrote):
+  A1111's `<stem>.json` when it holds A1111 metadata, and the `<stem>.preview.<ext>` older
+  versions wrote):
   a person's `<stem>.txt` or `<stem>_v2.safetensors` stays. Sidecars another completed model
   in the folder shares (same stem) stay too.
 - A manifest.json entry for this file (its version, its SHA256, or its model without a version)
@@ -31,7 +32,7 @@ import errors
 import safefs
 from database import Store
 from library import manifest
-from library.files import SIDECAR_SUFFIXES
+from library.files import sidecar_names
 
 log = logging.getLogger("civitai.library")
 
@@ -45,11 +46,6 @@ class Removal:
     rows_removed: int = 0  # completed rows of this path
     untracked: list[dict[str, Any]] = field(default_factory=list)  # manifest entries removed
     still_tracked: list[dict[str, Any]] = field(default_factory=list)  # with the reason
-
-
-def sidecar_names(filename: str) -> list[str]:
-    stem = Path(filename).stem
-    return [stem + suffix for suffix in SIDECAR_SUFFIXES]
 
 
 def library_path(path: Path, models_dir: Path, root: Path) -> Path:
@@ -100,7 +96,7 @@ def remove_files(path: Path, root: Path, share_stem: bool, removal: Removal) -> 
         raise
     try:
         _unlink(path.name, dfd, folder, removal, model=True)
-        for name in sidecar_names(path.name):
+        for name in sidecar_names(path.name, folder):
             if share_stem:
                 if os.path.lexists(folder / name):
                     reason = "shared with another model of the same name in this folder"

@@ -16,6 +16,7 @@ Checked against those tools' code:
   ComfyUI-Lora-Manager (py/services/model_scanner.py `_process_model_file`, then
   py/utils/models.py `from_civitai_info`) takes the first entry of `files` with `primary` for
   the file's size (`sizeKB`) and SHA256. See `describe_download`.
+- `<stem>.json`, A1111's own metadata file, completed and never overwritten: see library/a1111.py.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 import errors
 import safefs
 from engine.jobs import PREVIEW_SUFFIX
+from library.a1111 import write_a1111_json
 from sources.civitai import USER_AGENT, CivitaiClient
 
 log = logging.getLogger("civitai.metadata")
@@ -190,8 +192,9 @@ async def write_sidecars(
     file_id: int | None = None,
     sha256: str | None = None,
 ) -> list[Path]:
-    """Write `<stem>.civitai.info` (describing the file downloaded) and `<stem>.preview.png`;
-    a failure is logged, never raised: the model is in place either way."""
+    """Write `<stem>.civitai.info` (describing the file downloaded), A1111's `<stem>.json`
+    (a person's values in it kept) and `<stem>.preview.png`; a failure is logged, never raised:
+    the model is in place either way."""
     written: list[Path] = []
     target = info_path(model_path)
     try:
@@ -200,6 +203,11 @@ async def write_sidecars(
         written.append(target)
     except OSError as exc:
         log.warning("cannot write %s: %s", target, exc)
+    try:
+        if a1111 := await asyncio.to_thread(write_a1111_json, model_path, info, sha256):
+            written.append(a1111)
+    except OSError as exc:
+        log.warning("cannot write the A1111 metadata of %s: %s", model_path.name, exc)
     url = preview_source(info.get("images") or [])
     if url is None:
         return written

@@ -448,7 +448,7 @@ const SETTING_FIELDS = [
   ["update_check", "Daily update check (local time)", "time"],
   ["old_versions", "Old file after an update", ["keep", "delete", "archive"]],
   ["manifest_mode", "manifest.json on an update", ["replace", "append"]],
-  ["save_metadata", "Save .civitai.info and a preview beside each model", "bool"],
+  ["save_metadata", "Save .civitai.info, A1111's .json and a preview beside each model", "bool"],
   ["show_nsfw", "Browse: show NSFW models", "bool"],
   ["retries", "Attempts per download", "int"],
   ["timeout", "Seconds without a byte before a connection is dead", "number"],

@@ -136,6 +136,8 @@ class VersionSpec:
     name: str
     files: list[FileSpec]
     base_model: str = "SDXL 1.0"
+    trained_words: list[str] = field(default_factory=lambda: ["fake"])
+    description: str = "<p>made by the fake</p>"
     created_at: str = "2025-05-19T02:43:46.31"  # no Z, two fractional digits, as Civitai does
     images: int = 1
     # Instead of `images` PNGs: one entry per format, "png", "jpeg", "webp", "gif" or "mp4" (a
@@ -400,8 +402,8 @@ class FakeCivitai:
             "publishedAt": version.published_at,
             "status": "Published" if version.published_at else "Draft",
             "baseModel": version.base_model,
-            "trainedWords": ["fake"],
-            "description": "<p>made by the fake</p>",
+            "trainedWords": list(version.trained_words),
+            "description": version.description,
             "files": [self.file_json(model, version, f) for f in version.files],
             "images": self.images_json(version),
             "downloadUrl": f"{self.base_url}/api/download/models/{version.id}",

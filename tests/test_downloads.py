@@ -70,6 +70,7 @@ def test_version_id_download_lands_verified_with_sidecars(civitai, daemon, home)
     assert done["path"] == str(target) and done["bytes_done"] == len(data)
     assert files_in(folder) == [
         "tiny lora [v1].civitai.info",
+        "tiny lora [v1].json",
         "tiny lora [v1].preview.png",
         "tiny lora [v1].safetensors",
     ]

@@ -264,9 +264,10 @@ def test_the_civitai_token_is_in_no_log_row_response_webhook_or_process_argument
         d.stop()
         hook.stop()
     texts += [p.read_text(errors="replace") for p in (home / "logs").iterdir()]
-    texts += [
-        p.read_text(errors="replace") for p in (home / "data/models/lora").glob("*.civitai.info")
-    ]
+    sidecars = [*(home / "data/models/lora").glob("*.civitai.info")]
+    sidecars += [*(home / "data/models/lora").glob("*.json")]  # A1111's <stem>.json
+    assert sidecars, "no sidecar was written"
+    texts += [p.read_text(errors="replace") for p in sidecars]
     assert not any(TOKEN in t for t in texts)
     assert TOKEN.encode() not in (home / "data/completed.db").read_bytes()
     wal = home / "data/completed.db-wal"

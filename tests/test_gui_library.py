@@ -153,7 +153,11 @@ def test_delete_asks_first_then_removes_the_file_and_its_sidecars_viewers_see_no
     d = daemon(viewer_token="wall-screen-key")
     job = _fetch(d, 10, "lora")
     model = Path(job["path"])
-    sidecars = [model.with_name("gone.civitai.info"), model.with_name("gone.preview.png")]
+    sidecars = [
+        model.with_name("gone.civitai.info"),
+        model.with_name("gone.preview.png"),
+        model.with_name("gone.json"),
+    ]
     neighbour = model.with_name("gone.txt")
     neighbour.write_text("my notes")
     assert all(p.is_file() for p in sidecars)
@@ -186,7 +190,7 @@ def test_delete_asks_first_then_removes_the_file_and_its_sidecars_viewers_see_no
     page.click("#delete-confirm")
     expect(modal).to_be_hidden()
     expect(page.locator(".toast").last).to_contain_text(
-        "Deleted gone.safetensors and 2 sidecar files."
+        "Deleted gone.safetensors and 3 sidecar files."
     )
     expect(page.locator(".library-row")).to_have_count(0)
     expect(page.locator("#library-empty")).to_have_text("No completed downloads yet.")

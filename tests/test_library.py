@@ -48,7 +48,7 @@ def test_deleting_a_model_removes_its_file_and_sidecars_and_leaves_similar_names
     job = _download(civitai, d, 1, 10, os.urandom(300_000), "style.safetensors")
     folder = Path(job["path"]).parent
     model = folder / "style.safetensors"
-    sidecars = [folder / "style.civitai.info", folder / "style.preview.png"]
+    sidecars = [folder / "style.civitai.info", folder / "style.preview.png", folder / "style.json"]
     wait_for(lambda: all(p.is_file() for p in sidecars), 10, what="the sidecars")
     # The preview an older daemon wrote, the image as Civitai served it: it goes too.
     sidecars.append(folder / "style.preview.jpeg")
@@ -60,6 +60,8 @@ def test_deleting_a_model_removes_its_file_and_sidecars_and_leaves_similar_names
         folder / "style.preview.png.bak": b"a backup",
         folder / "style2.civitai.info": b"{}",
         folder / "my style.civitai.info": b"{}",
+        folder / "style2.json": b'{"activation text": "another model\'s"}',
+        folder / "style.json.bak": b"{}",
     }
     for path, data in bystanders.items():
         path.write_bytes(data)

@@ -69,7 +69,12 @@ def test_relayout_shows_the_plan_touching_nothing_then_moves_each_file_with_its_
                 "model_type": "lora",
                 "from": str(root / "lora" / "detail.safetensors"),
                 "to": str(root / "loras" / "detail.safetensors"),
-                "sidecars": ["detail.civitai.info", "detail.preview.png", "detail.preview.jpeg"],
+                "sidecars": [
+                    "detail.civitai.info",
+                    "detail.preview.png",
+                    "detail.preview.jpeg",
+                    "detail.json",
+                ],
                 "reason": None,
             },
             {
@@ -77,7 +82,7 @@ def test_relayout_shows_the_plan_touching_nothing_then_moves_each_file_with_its_
                 "model_type": "checkpoint",
                 "from": str(root / "checkpoint" / "dream.safetensors"),
                 "to": str(root / "checkpoints" / "dream.safetensors"),
-                "sidecars": ["dream.civitai.info", "dream.preview.png"],
+                "sidecars": ["dream.civitai.info", "dream.preview.png", "dream.json"],
                 "reason": None,
             },
         ]
@@ -95,9 +100,11 @@ def test_relayout_shows_the_plan_touching_nothing_then_moves_each_file_with_its_
             "lora/detail.civitai.info": "loras/detail.civitai.info",
             "lora/detail.preview.png": "loras/detail.preview.png",
             "lora/detail.preview.jpeg": "loras/detail.preview.jpeg",
+            "lora/detail.json": "loras/detail.json",
             "checkpoint/dream.safetensors": "checkpoints/dream.safetensors",
             "checkpoint/dream.civitai.info": "checkpoints/dream.civitai.info",
             "checkpoint/dream.preview.png": "checkpoints/dream.preview.png",
+            "checkpoint/dream.json": "checkpoints/dream.json",
         }
         assert sorted(after) == sorted(moved.values())  # nothing left behind, nothing extra
         for old, new in moved.items():
@@ -209,12 +216,12 @@ def test_a_move_interrupted_between_its_steps_is_finished_on_the_next_try(civita
     gone = _download(civitai, d, 2, "LORA", "lora", "gone.safetensors")
     (root / "loras").mkdir()
     os.link(root / "lora" / "half.safetensors", root / "loras" / "half.safetensors")
-    for name in ("gone.safetensors", "gone.civitai.info", "gone.preview.png"):
+    for name in ("gone.safetensors", "gone.civitai.info", "gone.preview.png", "gone.json"):
         os.rename(root / "lora" / name, root / "loras" / name)
     with d.client() as c:
         plan = _relayout(c, layout="comfyui")
         assert [(Path(m["from"]).name, m["sidecars"]) for m in plan["moves"]] == [
-            ("half.safetensors", ["half.civitai.info", "half.preview.png"]),
+            ("half.safetensors", ["half.civitai.info", "half.preview.png", "half.json"]),
             ("gone.safetensors", []),
         ]
         done = _relayout(c, layout="comfyui", confirm=True)

@@ -101,6 +101,7 @@ def test_every_image_format_civitai_serves_becomes_a_png_preview_and_a_video_its
     for kind in kinds:
         assert sorted(p.name for p in folder.glob(f"{kind}.*")) == [
             f"{kind}.civitai.info",
+            f"{kind}.json",
             f"{kind}.preview.png",
             f"{kind}.safetensors",
         ]
@@ -130,6 +131,7 @@ def test_every_image_format_civitai_serves_becomes_a_png_preview_and_a_video_its
         assert job["status"] == "completed"
         assert sorted(p.name for p in folder.glob(f"{name}.*")) == [
             f"{name}.civitai.info",
+            f"{name}.json",
             f"{name}.safetensors",
         ]
     [line] = previews_logged(home, "page.safetensors")
@@ -160,6 +162,7 @@ def test_a_preview_is_fetched_only_from_civitais_image_hosts_never_elsewhere_nor
     for name in hostile:
         assert sorted(p.name for p in folder.glob(f"{name}.*")) == [
             f"{name}.civitai.info",
+            f"{name}.json",
             f"{name}.safetensors",
         ]
         [line] = previews_logged(home, f"{name}.safetensors")
@@ -308,7 +311,7 @@ def test_every_recorded_civitai_answer_gets_an_info_describing_its_file_and_a_pn
     settings = load_settings(home)
     folder = tmp_path / "models"
     folder.mkdir()
-    checked = {"non-primary": 0, "previews": 0}
+    checked: dict[str, Any] = {"non-primary": 0, "previews": 0, "sd versions": set()}
 
     async def write_all() -> None:
         async with httpx.AsyncClient(timeout=10) as http:
@@ -339,17 +342,31 @@ def test_every_recorded_civitai_answer_gets_an_info_describing_its_file_and_a_pn
         if not chosen.get("primary"):
             checked["non-primary"] += 1
             assert info["civitai_daemon"]["downloaded_file_id"] == chosen["id"], source
+        # A1111's `<stem>.json` from each real answer (tests/test_a1111_json.py reads it as
+        # A1111 does): its trigger words, its base model as A1111 names it.
+        a1111 = model.with_name(model.stem + ".json")
+        meta = json.loads(a1111.read_text(encoding="utf8"))
+        words = [w.strip() for w in version.get("trainedWords") or [] if w.strip()]
+        assert meta["activation text"] == ", ".join(words), source
+        assert meta["sd version"] in ("SD1", "SD2", "SDXL", "Unknown"), source
+        assert meta["modelVersionId"] == version["id"], source
+        checked["sd versions"].add((version.get("baseModel"), meta["sd version"]))
         preview = model.with_name(model.stem + ".preview.png")
         if version.get("images"):
-            assert written == [info_file, preview], source
+            assert written == [info_file, a1111, preview], source
             with Image.open(preview) as im:
                 assert im.format == "PNG" and im.size == (8, 6), source
             checked["previews"] += 1
         else:
-            assert written == [info_file] and not preview.exists(), source
+            assert written == [info_file, a1111] and not preview.exists(), source
 
     run_async(write_all())
     assert checked["non-primary"] >= 3 and checked["previews"] >= 30, checked
+    assert checked["sd versions"] == {
+        ("Illustrious", "SDXL"),  # an SDXL descendant: an SDXL network to A1111
+        ("SD 1.5", "SD1"),
+        ("SD 1.5 LCM", "SD1"),
+    }
 
 
 # A model named like another model's sidecar --------------------------------------------------
