@@ -66,7 +66,7 @@ def test_a_layout_change_offers_the_move_shows_the_plan_and_moves_the_files_on_c
     )
     expect(moves.locator(".relayout-to").first).to_have_attribute("title", str(new_lora))
     expect(moves.locator(".relayout-from").first).to_have_attribute("title", lora["path"])
-    expect(moves.first).to_contain_text("lora · with 2 sidecars")
+    expect(moves.first).to_contain_text("lora · with 3 sidecars")  # info, preview, A1111 .json
     confirm = page.locator("#relayout-confirm")
     expect(confirm).to_be_enabled()
     box = confirm.bounding_box()
