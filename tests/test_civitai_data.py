@@ -240,6 +240,7 @@ def test_every_recorded_response_resolves_to_the_right_file(civitai, daemon):
                 20,
                 what=f"the download of {pinned}",  # the very file, pinned by its id
             )
+            c.post(f"/api/jobs/{job['id']}/cancel")  # resolved: the next one may share its name
         # The GUI's look-up preselects the version a download by model id fetches.
         looked = c.get("/api/lookup", params={"url": "https://civitai.com/models/4384/dreamshaper"})
         assert looked.json()["selectedVersionId"] == 252914
