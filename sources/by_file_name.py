@@ -25,8 +25,6 @@ from collections import OrderedDict
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 import errors
 from library.layout import Layout
 from sources.browse import Browser, Search
@@ -135,19 +133,8 @@ class HubSearch:
         url = self.hub.base_url + path
         if limit is not None:
             params = {**params, "limit": str(limit)}
-        headers = {"User-Agent": USER_AGENT, **self.hub.headers_for(url)}
-        try:
-            response = await self.hub.http.get(
-                url, params=params, headers=headers, follow_redirects=False
-            )
-        except httpx.TimeoutException as exc:
-            raise errors.NetworkError(
-                f"The Hugging Face Hub did not answer in time ({type(exc).__name__})"
-            ) from None
-        except httpx.TransportError as exc:
-            raise errors.NetworkError(
-                f"Cannot reach the Hugging Face Hub at {self.hub.host}: {exc}"
-            ) from None
+        headers = {"User-Agent": USER_AGENT}
+        response = await self.hub.ask("GET", url, params=params, headers=headers)
         status = response.status_code
         if status == 429:
             raise errors.RateLimited(retry_after_seconds(response), "The Hugging Face Hub")

@@ -89,6 +89,25 @@ def test_a_file_name_gives_civitais_models_by_its_words_and_the_hubs_exact_file_
     assert_file_is(done["path"], sha)  # the commit listed, not main's new bytes
 
 
+def test_a_name_the_hub_lacks_costs_at_most_a_few_searches_and_a_few_repos_listed(
+    civitai, hf, daemon
+):
+    """Eight repos match the shortest search and none holds the file: the Hub is searched
+    MAX_QUERIES times and the files of MAX_REPOS repos are listed, no more; nothing offered."""
+    for i in range(8):
+        hf.add_repo(f"noise/sd-xl-base-{i}", {"other.safetensors": b"%d" % i})
+    d = daemon(hf_base_url=hf.base_url)
+    with d.client() as c:
+        r = c.get("/api/search/file", params={"name": "sd_xl_base_2.0.safetensors"})
+    assert r.status_code == 200, r.text
+    assert r.json()["items"] == [] and r.json()["unavailable"] == []
+    asked = [urlsplit(q.path) for q in hub_api(hf)]
+    searches = [parse_qs(q.query)["search"][0] for q in asked if q.path == "/api/models"]
+    assert searches == ["sd_xl_base_2.0", "sd-xl-base-2.0", "sd-xl-base"]
+    listed = [q.path for q in asked if q.path != "/api/models"]
+    assert len(listed) == MAX_REPOS == len(set(listed))
+
+
 def test_when_the_hub_cannot_be_asked_civitai_still_answers_and_the_hub_says_why(
     civitai, hf, daemon
 ):
