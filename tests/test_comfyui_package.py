@@ -204,6 +204,8 @@ def test_the_packages_routes_keep_the_key_refuse_cross_origin_posts_and_say_what
             assert d.token not in r.text
             r = c.get("/civitai_daemon/jobs?ids=1,x")
             assert r.status_code == 422
+            r = c.get("/civitai_daemon/search", params={"name": " "})
+            assert r.status_code == 422 and "name=" in r.json()["detail"]
             r = c.get("/civitai_daemon/status")
             assert r.json() == {"configured": True, "reachable": True}
             closed = socket.socket()
