@@ -35,6 +35,7 @@ from web.routes import images as image_routes
 from web.routes import workflow as workflow_routes
 from web.routes.browse import router as browse_router
 from web.routes.bulk import router as bulk_router
+from web.routes.find_file import router as find_file_router
 from web.sessions import Sessions, load_session_secret
 
 log = logging.getLogger("civitai.main")
@@ -96,6 +97,7 @@ def create_app(settings: Settings) -> FastAPI:
             )
             stack.push_async_callback(thumbs.close)
             app.state.store, app.state.bus, app.state.civitai = store, bus, civitai
+            app.state.hub = hub
             app.state.queue, app.state.webhooks = queue, webhooks
             app.state.updater, app.state.scanner = updater, scanner
             app.state.manifest_lock = manifest_lock
@@ -134,6 +136,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(api.router)
     app.include_router(bulk_router)
     app.include_router(browse_router)
+    app.include_router(find_file_router)
     app.include_router(updates.router)
     app.include_router(library.router)
     app.include_router(relayout.router)
