@@ -11,7 +11,9 @@ from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from sqlite_utils import Database
 
+from database import migrations, open_database
 from tests.conftest import assert_file_is, run_job, wait_for
 from tests.fake_civitai import FakeCivitai
 from tests.fake_hf import FakeHub
@@ -149,6 +151,48 @@ def test_the_metrics_token_opens_metrics_and_nothing_else(civitai: FakeCivitai, 
     d.stop()
     logs = "".join(p.read_text(errors="replace") for p in (home / "logs").glob("*") if p.is_file())
     assert METRICS_TOKEN not in logs and new not in logs
+
+
+def test_a_job_that_gave_up_after_its_retries_counts_under_its_last_errors_class(
+    civitai: FakeCivitai, daemon
+):
+    civitai.add_simple(1, 10, b"x" * 1000)
+    civitai.fault("cdn", status=503, times=10)
+    d = daemon(retries=2)
+    failed = run_job(d, {"modelVersionId": 10, "model_type": "lora"}, ("failed",))
+    assert "Gave up after 2 attempts" in failed["error"]
+    with d.client() as c:
+        m = wait_for(
+            lambda: (
+                (s := scrape(c))
+                and value(s, "civitai_daemon_failures_total", error_class="ServerError")
+                and s
+            ),
+            what="the failure in a scrape",
+        )
+    assert value(m, "civitai_daemon_failed_jobs", error_class="ServerError") == 1
+    d.stop()
+
+
+def test_completed_rows_of_an_older_database_are_given_their_source(tmp_path: Path):
+    path = tmp_path / "completed.db"
+    db = Database(path)
+    migrations.apply(db, stop_before="017_fleet-metrics_origin_and_error_class")
+    jobs = [
+        (1, "https://civitai.com/models/1?modelVersionId=10", 10),
+        (2, "https://huggingface.co/acme/vae/resolve/main/vae.safetensors", None),
+        (3, "https://files.example.org/x.safetensors", None),
+    ]
+    for job_id, url, version in jobs:
+        row = {"id": job_id, "status": "completed", "model_type": "lora", "url": url}
+        db["jobs"].insert({**row, "priority": 5, "created_at": "2026-01-01T00:00:00Z"})
+        db["completed"].insert({"job_id": job_id, "modelVersionId": version, "size": 7})
+    db["completed"].insert({"job_id": 99, "size": 7})  # its job cleared from the history
+    db.close()
+    db = open_database(path)
+    origins = [r["origin"] for r in db.query("select origin from completed order by id")]
+    assert origins == ["civitai", "huggingface", "direct", "direct"]
+    db.close()
 
 
 PROMQL_WORDS = re.compile(r"\bcivitai_daemon_[a-z0-9_]+")
