@@ -110,7 +110,9 @@ class DaemonCollector(Collector):
             by_origin,
         )
         yield _counter(
-            "received_bytes", "Bytes received from the network since start", s.received_bytes
+            "received_bytes",
+            "Bytes received from the network since start, counted as each attempt ends",
+            s.received_bytes,
         )
         yield _labelled(GaugeMetricFamily, "jobs", "Jobs by status", "status", statuses)
         yield _labelled(

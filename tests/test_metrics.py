@@ -8,13 +8,16 @@ import hashlib
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from sqlite_utils import Database
 
-from database import migrations, open_database
-from tests.conftest import assert_file_is, run_job, wait_for
+from database import Store, migrations, open_database
+from events import EventBus
+from metrics.exposition import DaemonMetrics
+from tests.conftest import assert_file_is, run_async, run_job, wait_for
 from tests.fake_civitai import FakeCivitai
 from tests.fake_hf import FakeHub
 
@@ -119,8 +122,67 @@ def test_a_scrape_shows_bytes_by_source_jobs_by_status_and_the_failure_by_class(
     d.stop()
 
 
+def test_a_scrape_during_a_transfer_shows_it_active_with_its_speed(civitai: FakeCivitai, daemon):
+    civitai.add_simple(1, 10, content(3_000_000, b"slow"), filename="slow.safetensors")
+    civitai.default_rate = 200_000  # 15 s: the scrapes below see it running
+    d = daemon(workers=1)
+    with d.client() as c:
+        job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "lora"}).json()
+
+        def running() -> Samples | None:
+            s = scrape(c)
+            busy = value(s, "civitai_daemon_active_transfers") == 1
+            return s if busy and value(s, "civitai_daemon_speed_bytes_per_second") else None
+
+        m = wait_for(running, what="the transfer and its speed in a scrape")
+        assert value(m, "civitai_daemon_jobs", status="downloading") == 1
+        assert c.post(f"/api/jobs/{job['id']}/cancel").status_code == 200
+        after = wait_for(
+            lambda: (s := scrape(c)) and value(s, "civitai_daemon_active_transfers") == 0 and s,
+            what="no transfer once cancelled",
+        )
+    assert value(after, "civitai_daemon_jobs", status="cancelled") == 1
+    assert value(after, "civitai_daemon_downloaded_bytes_total", source="civitai") == 0
+    d.stop()
+
+
+def test_the_shared_stores_counters_reach_a_scrape_once_it_is_watched(tmp_path: Path):
+    store = Store(tmp_path / "completed.db")
+
+    class Idle:
+        """A queue with nothing running (daemon.DownloadQueue's side the metrics read)."""
+
+        network_bytes = 0
+
+        def __init__(self) -> None:
+            self.store = store
+
+        def current_speed(self) -> float:
+            return 0.0
+
+        def active_jobs(self) -> list[dict]:
+            return []
+
+    async def scrapes() -> tuple[Samples, Samples]:
+        await store.open()
+        exporter = DaemonMetrics(Idle(), EventBus(), tmp_path / "models")
+        before = parse((await exporter.exposition()).decode())
+        exporter.watch_store(SimpleNamespace(hits=3, uploads=2, upload_failures=1))
+        after = parse((await exporter.exposition()).decode())
+        await store.close()
+        return before, after
+
+    before, after = run_async(scrapes())
+    for name in ("store_hits", "store_uploads", "store_upload_failures"):
+        assert value(before, f"civitai_daemon_{name}_total") == 0
+    assert value(after, "civitai_daemon_store_hits_total") == 3
+    assert value(after, "civitai_daemon_store_uploads_total") == 2
+    assert value(after, "civitai_daemon_store_upload_failures_total") == 1
+
+
 def test_the_metrics_token_opens_metrics_and_nothing_else(civitai: FakeCivitai, daemon, home):
-    d = daemon(metrics_token=METRICS_TOKEN)
+    viewer = "viewer-" + "Hj3Kp9Lm2Nq8Rs4Tv7Wx1Yz6"
+    d = daemon(metrics_token=METRICS_TOKEN, viewer_token=viewer)
     bearer = {"Authorization": f"Bearer {METRICS_TOKEN}"}
     with httpx.Client(base_url=d.base_url, timeout=10) as anyone:
         assert anyone.get("/metrics", headers=bearer).status_code == 200
@@ -135,6 +197,7 @@ def test_the_metrics_token_opens_metrics_and_nothing_else(civitai: FakeCivitai, 
         assert wrong.status_code == 401 and wrong.json()["detail"].startswith("A valid API key")
     with d.client() as c:
         assert c.get("/metrics").status_code == 200  # the API key opens it too
+        assert c.get("/metrics", headers={"Authorization": f"Bearer {viewer}"}).status_code == 200
         settings = c.get("/api/settings").json()
         assert settings["settings"]["metrics_token"] == {"set": True}
         assert settings["keys"]["metrics_token"]["secret"] is True
