@@ -22,6 +22,7 @@ from engine.rates import SpeedHistory
 from events import EventBus
 from library import holdings
 from library.scanner import Scanner
+from metrics.exposition import DaemonMetrics
 from notify.webhooks import WebhookSender
 from sources.civitai import USER_AGENT, CivitaiClient
 from sources.huggingface import HubClient
@@ -32,6 +33,7 @@ from web.auth_limits import FailedAuths
 from web.routes import api, gui, integrations, library, relayout, settings_api, system, updates, ws
 from web.routes import errors as error_handlers
 from web.routes import images as image_routes
+from web.routes import metrics as metrics_routes
 from web.routes import workflow as workflow_routes
 from web.routes.browse import router as browse_router
 from web.routes.bulk import router as bulk_router
@@ -81,6 +83,9 @@ def create_app(settings: Settings) -> FastAPI:
             stack.push_async_callback(webhooks.stop)
             manifest_lock = asyncio.Lock()  # every write of manifest.json holds it
             queue = DownloadQueue(settings, store, bus, civitai, http, manifest_lock)
+            app.state.metrics = metrics = DaemonMetrics(queue, bus, settings.models_dir)
+            metrics.start()  # before the queue starts: each failure is counted
+            stack.push_async_callback(metrics.stop)
             await queue.start()
             stack.push_async_callback(queue.stop)
             updater = Updater(settings, store, civitai, queue, bus, manifest_lock)
@@ -146,6 +151,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(image_routes.router)
     app.include_router(ws.router)
     app.include_router(webhook_server.router)
+    app.include_router(metrics_routes.router)
     app.include_router(gui.router)
     gui.mount_static(app)
     return app

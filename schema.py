@@ -220,3 +220,21 @@ def _git_sha1(db: Database) -> None:
     # A Hugging Face file kept in git is verified by its git blob SHA-1 (the Hub's ETag), kept
     # here; its verified_by is "git-sha1".
     db["jobs"].add_column("git_sha1", str)
+
+
+@migrations(name="017_fleet-metrics_origin_and_error_class")
+def _fleet_metrics(db: Database) -> None:
+    # GET /metrics counts bytes by where they came from (engine/origins.py: civitai, huggingface,
+    # direct), kept on the completed row as its job may leave the history; and failures by the
+    # errors/ class that failed the job.
+    db["completed"].add_column("origin", str)
+    db["jobs"].add_column("error_class", str)
+    hosts = ("huggingface.co", "www.huggingface.co", "hf.co")  # sources/huggingface.HUB_HOSTS
+    hub = " or ".join(f"jobs.url like 'https://{host}/%'" for host in hosts)
+    db.execute(
+        f"""update completed set origin = case
+            when modelVersionId is not null then 'civitai'
+            when exists (select 1 from jobs where jobs.id = completed.job_id and ({hub}))
+                then 'huggingface'
+            else 'direct' end"""
+    )
