@@ -28,6 +28,7 @@ class CheckResult:
     requests: int = 0  # requests made to Civitai
     updates: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    follows: list[dict[str, Any]] = field(default_factory=list)  # each follow's check
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -37,6 +38,7 @@ class CheckResult:
             "requests": self.requests,
             "updates": self.updates,
             "errors": self.errors,
+            "follows": self.follows,
         }
 
 

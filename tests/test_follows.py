@@ -1,0 +1,267 @@
+"""Follows (issue 28): a creator, a search or a tag followed against the fake Civitai, checked
+with the daily update check; new models queued once or notified once; early access held."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from tests.conftest import assert_file_is, wait_for, wait_job
+from tests.receiver import Receiver
+
+LATER = "2026-06-01T10:00:00.000Z"  # a model published after the ones a follow saw first
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def creator_model(civitai, model_id, creator, data, published=LATER, **kw):
+    """A model of `creator` with one version (model_id * 10) holding one file `data`."""
+    f = civitai.file(data, name=f"m{model_id}.safetensors")
+    version = civitai.version(model_id * 10, [f], published_at=published, **kw)
+    civitai.add_model(model_id, f"Model {model_id}", "LORA", [version], creator=creator)
+    return f
+
+
+def listing_requests(civitai) -> int:
+    return len(civitai.requests_to("api", "/api/v1/models?"))
+
+
+def summaries(hook) -> list[dict]:
+    return [r.json["summary"] for r in hook.received if r.json["event"] == "check.summary"]
+
+
+def test_creator_follow_downloads_a_new_model_once_across_checks_and_restarts(
+    civitai, daemon, home
+):
+    hook = Receiver().start()
+    try:
+        creator_model(civitai, 1, "alice", b"old" * 500, published="2025-05-19T02:43:46.31")
+        d = daemon(webhook_url=hook.url)
+        c = d.client()
+        made = c.post("/api/follows", json={"username": "alice", "mode": "download"})
+        assert made.status_code == 201, made.text
+        follow = made.json()
+        assert follow["kind"] == "username" and follow["title"] == "creator alice"
+        first = c.post(f"/api/follows/{follow['id']}/check").json()
+        assert [i["state"] for i in first["items"]] == ["existing"]  # the back catalogue: seen
+        assert c.get("/api/jobs").json()["total"] == 0
+
+        new = b"new model" * 1000
+        creator_model(civitai, 2, "alice", new)
+        result = c.post("/api/updates/check").json()
+        [checked] = result["follows"]
+        [item] = checked["new"]
+        assert (item["modelId"], item["modelVersionId"], item["state"]) == (2, 20, "queued")
+        job = wait_job(c, item["job_id"])
+        assert_file_is(job["path"], sha(new))
+        assert job["path"] == str(home / "data/models/lora/m2.safetensors")
+        wait_for(lambda: summaries(hook), 10, what="the check's summary webhook")
+        assert summaries(hook)[0]["text"] == "1 new model from creator alice (queued)"
+
+        before = listing_requests(civitai)
+        again = c.post("/api/updates/check").json()["follows"][0]
+        assert again["new"] == [] and again["requests"] == 1  # nothing new: one page
+        assert listing_requests(civitai) - before == 1
+        d.stop()
+        d = daemon(webhook_url=hook.url)
+        c = d.client()
+        after = c.post("/api/updates/check").json()["follows"][0]
+        assert after["new"] == [] and c.get("/api/jobs").json()["total"] == 1
+        [kept] = c.get("/api/follows").json()["follows"]
+        assert kept["last_result"]["new"] == [] and kept["last_check"]
+    finally:
+        hook.stop()
+
+
+def test_notify_mode_queues_nothing_and_notifies_each_model_once(civitai, daemon):
+    hook = Receiver().start()
+    try:
+        creator_model(civitai, 1, "bob", b"a" * 100, published="2025-05-19T02:43:46.31")
+        creator_model(civitai, 5, "eve", b"e" * 100, published="2025-05-19T02:43:46.31")
+        d = daemon(
+            notify=[
+                {"type": "discord", "url": hook.url + "/discord"},
+                {
+                    "type": "telegram",
+                    "bot_token": "9:tg-secret",
+                    "chat_id": 7,
+                    "api_base": hook.url,
+                },
+            ]
+        )
+        c = d.client()
+        for name in ("bob", "eve"):
+            assert c.post("/api/follows", json={"username": name}).status_code == 201
+        c.post("/api/updates/check")  # the first check: what exists is seen
+        creator_model(civitai, 2, "bob", b"b" * 100)
+        result = c.post("/api/updates/check").json()
+        assert [i["state"] for f in result["follows"] for i in f["new"]] == ["notified"]
+        assert c.get("/api/jobs").json()["total"] == 0
+
+        def discord() -> list[dict]:
+            return [r.json for r in hook.received if r.path == "/discord"]
+
+        wait_for(lambda: len(discord()) == 1, 10, what="the Discord message")
+        embed = discord()[0]["embeds"][0]
+        assert embed["title"] == "Update check"
+        assert embed["description"] == (
+            "1 new model from creator bob (to notify)\ncreator bob: Model 2"
+        )
+        telegram = wait_for(
+            lambda: [r.json for r in hook.received if r.path == "/bot9:tg-secret/sendMessage"],
+            10,
+            what="the Telegram message",
+        )
+        assert telegram[0]["text"].startswith("Update check\n1 new model from creator bob")
+
+        creator_model(civitai, 6, "eve", b"f" * 100)  # the next check finds eve's only
+        c.post("/api/updates/check")
+        wait_for(lambda: len(discord()) == 2, 10, what="the second check's message")
+        assert discord()[1]["embeds"][0]["description"].startswith(
+            "1 new model from creator eve (to notify)"
+        )
+        assert "bob" not in discord()[1]["embeds"][0]["description"]
+    finally:
+        hook.stop()
+
+
+def test_early_access_version_is_held_then_queued_by_the_first_check_after_its_end(civitai, daemon):
+    hook = Receiver().start()
+    try:
+        creator_model(civitai, 1, "carol", b"x" * 100, published="2025-05-19T02:43:46.31")
+        d = daemon(webhook_url=hook.url)
+        c = d.client()
+        follow = c.post("/api/follows", json={"username": "carol", "mode": "download"}).json()
+        c.post("/api/updates/check")
+        data = b"early" * 300
+        creator_model(civitai, 3, "carol", data, early_access_until=time.time() + 3 * 86400)
+        held = c.post("/api/updates/check").json()["follows"][0]
+        [item] = held["held"]
+        assert item["modelVersionId"] == 30 and item["until"] and held["new"] == []
+        assert c.get("/api/jobs").json()["total"] == 0
+        wait_for(lambda: len(summaries(hook)) == 2, 10, what="two summaries")
+        day = item["until"][:10]
+        assert summaries(hook)[1]["text"] == f"1 held in early access until {day}"
+
+        civitai.move_early_access(30, time.time() + 5 * 86400)  # the creator moves it later
+        still = c.post(f"/api/follows/{follow['id']}/check").json()
+        assert still["held"][0]["until"][:10] != day and still["newly_held"] == []
+        assert c.get("/api/jobs").json()["total"] == 0
+
+        civitai.end_early_access(30)
+        result = c.post("/api/updates/check").json()["follows"][0]
+        [taken] = result["new"]
+        assert (taken["modelVersionId"], taken["state"]) == (30, "queued")
+        assert_file_is(wait_job(c, taken["job_id"])["path"], sha(data))
+        after = c.post("/api/updates/check").json()["follows"][0]
+        assert after["new"] == [] and after["held"] == []
+        assert c.get("/api/jobs").json()["total"] == 1
+    finally:
+        hook.stop()
+
+
+def test_dry_run_answers_what_a_rule_would_take_and_saves_nothing(civitai, daemon):
+    creator_model(civitai, 1, "dora", b"s" * 2048)
+    creator_model(civitai, 2, "dora", b"big" * 4000)
+    d = daemon()
+    c = d.client()
+    rule = {"username": "dora", "mode": "download", "backlog": "take", "max_size": 5000}
+    r = c.post("/api/follows?dry_run=true", json=rule)
+    assert r.status_code == 200, r.text
+    items = {i["modelId"]: i for i in r.json()["items"]}
+    assert {k: items[1][k] for k in ("modelVersionId", "filename", "size", "folder", "state")} == {
+        "modelVersionId": 10,
+        "filename": "m1.safetensors",
+        "size": 2048,
+        "folder": "lora",
+        "state": "new",
+    }
+    assert items[2]["state"] == "filtered" and "max_size" in items[2]["problem"]
+    assert c.get("/api/follows").json()["follows"] == []
+    follow = c.post("/api/follows", json=rule).json()
+    again = c.post(f"/api/follows/{follow['id']}/check?dry_run=true").json()
+    assert {i["modelId"]: i["state"] for i in again["items"]} == {1: "new", 2: "filtered"}
+    assert c.get("/api/jobs").json()["total"] == 0
+    assert c.get(f"/api/follows/{follow['id']}").json()["last_check"] is None
+
+
+def test_tag_and_search_follows_find_their_new_models(civitai, daemon):
+    f = civitai.file(b"t" * 100, name="old.safetensors")
+    civitai.add_model(1, "Old Anime", "LORA", [civitai.version(10, [f])], extra={"tags": ["anime"]})
+    d = daemon()
+    c = d.client()
+    tag = c.post("/api/follows", json={"tag": "anime"}).json()
+    search = c.post(
+        "/api/follows", json={"query": "castle", "types": ["Checkpoint"], "sort": "Most Downloaded"}
+    ).json()
+    assert search["title"] == 'search "castle"' and search["sort"] == "Most Downloaded"
+    c.post("/api/updates/check")
+    g = civitai.file(b"u" * 100, name="new.safetensors")
+    v = civitai.version(20, [g], published_at=LATER)
+    civitai.add_model(2, "New Anime", "LORA", [v], extra={"tags": ["Anime"]})
+    h = civitai.file(b"c" * 100, name="castle.safetensors")
+    civitai.add_model(3, "Castle XL", "Checkpoint", [civitai.version(30, [h], published_at=LATER)])
+    civitai.add_model(4, "Castle lora", "LORA", [civitai.version(40, [h], published_at=LATER)])
+    result = c.post("/api/updates/check").json()
+    found = {f["title"]: [i["modelId"] for i in f["new"]] for f in result["follows"]}
+    assert found == {"tag anime": [2], 'search "castle"': [3]}
+    sent = [r.path for r in civitai.requests_to("api", "/api/v1/models?")]
+    assert any("tag=anime" in p and "sort=Newest" in p for p in sent)
+
+
+def test_full_pass_finds_a_model_published_below_those_seen_and_reports_the_listing_gap(
+    civitai, daemon
+):
+    creator_model(civitai, 1, "fred", b"1" * 100)
+    d = daemon()
+    c = d.client()
+    follow = c.post("/api/follows", json={"username": "fred", "mode": "download"}).json()
+    c.post(f"/api/follows/{follow['id']}/check")
+    # A draft of last year published now sorts below the model seen; one Civitai lists not.
+    creator_model(civitai, 2, "fred", b"2" * 100, published="2025-01-01T00:00:00.000Z")
+    hidden = civitai.file(b"3" * 100, name="m3.safetensors")
+    civitai.add_model(
+        3, "Hidden", "LORA", [civitai.version(30, [hidden])], creator="fred", listed=False
+    )
+    quick = c.post(f"/api/follows/{follow['id']}/check").json()
+    assert quick["new"] == [] and not quick["full_pass"]
+    full = c.post(f"/api/follows/{follow['id']}/check?full=true").json()
+    assert full["full_pass"] and [i["modelId"] for i in full["new"]] == [2]
+    assert full["gap"] == (
+        "Civitai counts 3 models by fred, its listing showed 2: 1 hidden from lists "
+        "(NSFW without show_nsfw, or missed by Civitai)"
+    )
+
+
+def test_bad_follows_are_refused_with_one_sentence_and_changes_persist(civitai, daemon):
+    d = daemon()
+    c = d.client()
+    for body, words in [
+        ({"mode": "notify"}, "one of username, query or tag"),
+        ({"username": "a", "tag": "b"}, "one of username, query or tag"),
+        ({"username": "a", "mode": "grab"}, "mode"),
+        ({"query": "x", "sort": "Best"}, "Highest Rated"),
+        ({"username": "a/b"}, "Civitai username"),
+        ({"tag": "t", "types": ["Nope"]}, "not a Civitai type"),
+        ({"username": "a", "max_size": -1}, "max_size"),
+        ({"username": "a", "sort": "Newest"}, "belong to a followed search"),
+    ]:
+        r = c.post("/api/follows", json=body)
+        assert r.status_code == 422, (body, r.text)
+        assert words in r.json()["detail"] and "\n" not in r.json()["detail"], r.json()
+    assert c.get("/api/follows").json()["follows"] == []
+    made = c.post("/api/follows", json={"username": "gina"}).json()
+    changed = c.patch(f"/api/follows/{made['id']}", json={"mode": "download", "track": True})
+    assert changed.status_code == 200 and changed.json()["mode"] == "download"
+    assert c.patch(f"/api/follows/{made['id']}", json={"mode": "x"}).status_code == 422
+    assert c.patch("/api/follows/99", json={"mode": "notify"}).json() == {"detail": "No follow 99"}
+    d.stop()
+    d = daemon()
+    c = d.client()
+    [kept] = c.get("/api/follows").json()["follows"]
+    assert (kept["username"], kept["mode"], kept["track"]) == ("gina", "download", True)
+    assert c.delete(f"/api/follows/{kept['id']}").json() == {"deleted": kept["id"]}
+    assert c.get("/api/follows").json()["follows"] == []
+    assert c.delete(f"/api/follows/{kept['id']}").status_code == 404
