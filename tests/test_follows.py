@@ -193,6 +193,7 @@ def test_tag_and_search_follows_find_their_new_models(civitai, daemon):
     d = daemon()
     c = d.client()
     tag = c.post("/api/follows", json={"tag": "anime"}).json()
+    assert (tag["kind"], tag["tag"]) == ("tag", "anime")
     search = c.post(
         "/api/follows", json={"query": "castle", "types": ["Checkpoint"], "sort": "Most Downloaded"}
     ).json()
