@@ -60,6 +60,7 @@ def test_creator_follow_downloads_a_new_model_once_across_checks_and_restarts(
         wait_for(lambda: summaries(hook), 10, what="the check's summary webhook")
         assert summaries(hook)[0]["text"] == "1 new model from creator alice (queued)"
 
+        civitai.page_limit = 1  # a page a model: a walk past the models seen would cost more
         before = listing_requests(civitai)
         again = c.post("/api/updates/check").json()["follows"][0]
         assert again["new"] == [] and again["requests"] == 1  # nothing new: one page
