@@ -8,6 +8,7 @@ import time
 
 from tests.conftest import assert_file_is, wait_for, wait_job
 from tests.receiver import Receiver
+from tests.test_cli import cli
 
 LATER = "2026-06-01T10:00:00.000Z"  # a model published after the ones a follow saw first
 
@@ -267,3 +268,34 @@ def test_bad_follows_are_refused_with_one_sentence_and_changes_persist(civitai, 
     assert c.delete(f"/api/follows/{kept['id']}").json() == {"deleted": kept["id"]}
     assert c.get("/api/follows").json()["follows"] == []
     assert c.delete(f"/api/follows/{kept['id']}").status_code == 404
+
+
+def test_cli_follow_shows_the_dry_run_then_saves_and_follows_unfollow_work(civitai, daemon, home):
+    creator_model(civitai, 1, "hana", b"h" * 3000, published="2025-05-19T02:43:46.31")
+    d = daemon()
+    dry = cli(home, "follow", "--user", "hana", "--take-existing", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "m1.safetensors" in dry.stdout and "would be taken" in dry.stdout
+    assert "creator hana: 1 listed, 1 would be taken now." in dry.stdout
+    unasked = cli(home, "follow", "--user", "hana")  # no answer on stdin: not saved
+    assert unasked.returncode == 0 and "Not followed" in unasked.stdout
+    saved = cli(home, "follow", "--user", "hana", "--mode", "download", "--yes")
+    assert saved.returncode == 0, saved.stderr
+    assert "Following creator hana as follow 1 (download)." in saved.stdout
+    listed = cli(home, "follows")
+    assert "creator hana" in listed.stdout and "never" in listed.stdout
+    assert cli(home, "follows", "--check").stdout.startswith("creator hana: 0 new, 0 held")
+    creator_model(civitai, 2, "hana", b"n" * 3000)
+    checked = cli(home, "follows", "--check")
+    assert "creator hana: 1 new, 0 held" in checked.stdout
+    assert "queued: Model 2 (job 1)" in checked.stdout
+    assert wait_job(d.client(), 1)["status"] == "completed"
+    bad = cli(home, "follow", "--user", "hana", "--tag", "x")
+    assert bad.returncode == 1
+    assert bad.stderr == "error: Follow one of --user NAME, --query WORDS or --tag TAG\n"
+    refused = cli(home, "follow", "--user", "a/b", "--yes")
+    assert refused.returncode == 1 and "Civitai username" in refused.stderr
+    assert cli(home, "unfollow", "1").stdout.startswith("Follow 1 removed")
+    gone = cli(home, "unfollow", "1")
+    assert (gone.returncode, gone.stderr) == (1, "error: No follow 1 (404)\n")
+    assert "No follows." in cli(home, "follows").stdout
