@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import time
+from datetime import UTC, datetime, timedelta
 
+from notify.webhooks import discord_message, telegram_message
+from sources.versions import downloadable, early_access_until
 from tests.conftest import assert_file_is, wait_for, wait_job
 from tests.receiver import Receiver
 from tests.test_cli import cli
+from updater.follows import summary_text
 
 LATER = "2026-06-01T10:00:00.000Z"  # a model published after the ones a follow saw first
 
@@ -30,7 +34,7 @@ def listing_requests(civitai) -> int:
 
 
 def summaries(hook) -> list[dict]:
-    return [r.json["summary"] for r in hook.received if r.json["event"] == "check.summary"]
+    return [r.json["summary"] for r in hook.received if r.json.get("event") == "check.summary"]
 
 
 def test_creator_follow_downloads_a_new_model_once_across_checks_and_restarts(
@@ -299,3 +303,77 @@ def test_cli_follow_shows_the_dry_run_then_saves_and_follows_unfollow_work(civit
     gone = cli(home, "unfollow", "1")
     assert (gone.returncode, gone.stderr) == (1, "error: No follow 1 (404)\n")
     assert "No follows." in cli(home, "follows").stdout
+
+
+def test_one_summary_covers_the_follows_and_the_tracked_updates_of_a_check(civitai, daemon, home):
+    hook = Receiver().start()
+    try:
+        civitai.add_simple(7, 70, b"tracked" * 100, filename="t.safetensors")
+        creator_model(civitai, 1, "ivy", b"i" * 100, published="2025-05-19T02:43:46.31")
+        (home / "manifest.json").write_text('[{"modelId": 7, "model_type": "lora"}]')
+        d = daemon(
+            webhook_url=hook.url + "/hook", notify=[{"type": "discord", "url": hook.url + "/d"}]
+        )
+        c = d.client()
+        wait_for(lambda: c.get("/api/jobs").json()["total"] == 1, 20, what="the manifest's job")
+        wait_job(c, 1)
+        c.post("/api/follows", json={"username": "ivy", "mode": "download"})
+        c.post("/api/updates/check")
+        creator_model(civitai, 2, "ivy", b"j" * 100)
+        creator_model(civitai, 3, "ivy", b"k" * 100)
+        v2 = civitai.version(71, [civitai.file(b"t2" * 100, name="t2.safetensors")])
+        civitai.publish_version(7, v2)
+        c.post("/api/updates/check")
+        text = "2 new models from creator ivy (queued), 1 update"
+
+        def told(path: str) -> list[dict]:
+            return [r.json for r in hook.received if r.path == path]
+
+        def checks() -> list[dict]:
+            return [m for m in told("/d") if m["embeds"][0]["title"] == "Update check"]
+
+        wait_for(lambda: len(summaries(hook)) == 2 and checks(), 10, what="the messages")
+        [message] = checks()  # one for the check that found something, none for the other
+        assert message["embeds"][0]["description"] == f"{text}\ncreator ivy: Model 3, Model 2"
+        first, second = summaries(hook)
+        titles = [m["embeds"][0]["title"] for m in told("/d")]
+        assert not [t for t in titles if t.startswith("New version")]  # in the summary instead
+        assert first["text"] is None  # the first check: nothing new, no message
+        assert second["text"] == text and (second["new_models"], second["updates"]) == (2, 1)
+        found = [r.json for r in hook.received if r.json.get("event") == "model.update_found"]
+        assert [u["update"]["new_version_id"] for u in found] == [71]  # webhooks keep it
+    finally:
+        hook.stop()
+
+
+def test_early_access_and_generation_only_versions_as_both_checks_read_them():
+    now = datetime(2026, 12, 7, tzinfo=UTC)
+    later = {"id": 1, "earlyAccessEndsAt": "2026-12-10T00:00:00.000Z", "files": [{"id": 2}]}
+    assert early_access_until(later, now) == "2026-12-10T00:00:00.000Z"
+    assert early_access_until(later, now + timedelta(days=4)) is None
+    assert early_access_until({"id": 1, "availability": "EarlyAccess"}, now) == ""
+    assert early_access_until({"id": 1, "availability": "Public"}, now) is None
+    model_file = {"id": 2, "name": "a.safetensors", "type": "Model"}
+    assert downloadable({"files": [model_file]})
+    assert not downloadable({"files": [model_file], "usageControl": "Generation"})
+    assert not downloadable({"files": [{"id": 3, "type": "Training Data"}]})
+
+
+def test_the_summary_sentence_counts_models_updates_and_the_earliest_hold():
+    follows = [
+        {"title": "creator x", "mode": "download", "new": [{}, {}, {}], "newly_held": []},
+        {"title": "tag y", "mode": "notify", "new": [{}], "newly_held": [{"until": "2026-12-20"}]},
+    ]
+    updates = [{"job_id": 4}, {"job_id": 5}, {"job_id": None, "early_access_until": "2026-12-09Z"}]
+    assert summary_text(follows, updates) == (
+        "3 new models from creator x (queued), 1 new model from tag y (to notify), 2 updates, "
+        "2 held in early access until 2026-12-09"
+    )
+    assert summary_text([{"title": "t", "new": [], "newly_held": []}], []) is None
+    payload = {"event": "check.summary", "summary": {"text": "1 update", "follows": []}}
+    assert discord_message(payload)["embeds"][0]["description"] == "1 update"
+    assert telegram_message(payload, 5) == {
+        "chat_id": 5,
+        "text": "Update check\n1 update",
+        "disable_web_page_preview": True,
+    }
