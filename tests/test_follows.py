@@ -377,3 +377,20 @@ def test_the_summary_sentence_counts_models_updates_and_the_earliest_hold():
         "text": "Update check\n1 update",
         "disable_web_page_preview": True,
     }
+
+
+def test_one_follow_that_fails_is_reported_and_the_others_are_still_checked(civitai, daemon):
+    creator_model(civitai, 1, "jay", b"j" * 100, published="2025-05-19T02:43:46.31")
+    creator_model(civitai, 2, "kim", b"k" * 100, published="2025-05-19T02:43:46.31")
+    d = daemon()
+    c = d.client()
+    for name in ("jay", "kim"):
+        c.post("/api/follows", json={"username": name, "mode": "download"})
+    c.post("/api/updates/check")
+    creator_model(civitai, 3, "kim", b"n" * 100)
+    civitai.fault("api", status=400, body=b'{"error": "Bad username"}')  # jay's listing only
+    result = c.post("/api/updates/check").json()
+    jay, kim = result["follows"]
+    assert jay["error"] == "Civitai answered 400: Bad username" and "new" not in jay
+    assert [i["modelId"] for i in kim["new"]] == [3]
+    assert {"follow": 1, "detail": "Civitai answered 400: Bad username"} in result["errors"]

@@ -25,7 +25,7 @@ from sources import bulk
 from sources.civitai import list_page, pick_file
 from sources.versions import downloadable, early_access_until, newest_version, parse_time
 from updater.context import CheckContext
-from updater.follow_rules import FollowRule, FollowStore, public, rule_of
+from updater.follow_rules import FollowRule, FollowStore, rule_of
 
 log = logging.getLogger("civitai.follows")
 
@@ -305,13 +305,22 @@ async def check_follows(ctx: CheckContext) -> list[dict[str, Any]]:
     for row in await follows.all():
         try:
             results.append(await check_follow(ctx, follows, row, dry_run=False))
-        except errors.DaemonError as exc:
-            log.warning("follow %s not checked: %s", row["id"], exc)
-            results.append(
-                {"follow_id": row["id"], "title": public(row)["title"], "error": str(exc)}
-            )
-            ctx.result.errors.append({"follow": row["id"], "detail": str(exc)})
+        except Exception as exc:  # one follow's failure (or surprise) never stops the rest
+            if isinstance(exc, errors.DaemonError):
+                log.warning("follow %s not checked: %s", row["id"], exc)
+            else:
+                log.exception("follow %s: its check failed", row["id"])
+            detail = str(exc) if isinstance(exc, errors.DaemonError) else repr(exc)
+            results.append({"follow_id": row["id"], "title": title_of(row), "error": detail})
+            ctx.result.errors.append({"follow": row["id"], "detail": detail})
     return results
+
+
+def title_of(row: dict[str, Any]) -> str:
+    try:
+        return rule_of(row).title()
+    except ValueError:  # a rule this version cannot read
+        return f"follow {row['id']}"
 
 
 def summary_text(follows: list[dict[str, Any]], updates: list[dict[str, Any]]) -> str | None:
