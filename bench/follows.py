@@ -157,12 +157,12 @@ def main() -> None:
     parser.add_argument("--follows", type=int, default=200)
     parser.add_argument("--tracked", type=int, default=5000)
     parser.add_argument("--per-creator", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "follows.md")
     args = parser.parse_args()
     text = report(args, asyncio.run(run(args)))
     print(text)  # noqa: T201
-    out = REPO / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "follows.md").write_text(text + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -4,12 +4,14 @@ with the daily update check; new models queued once or notified once; early acce
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 
 from notify.webhooks import discord_message, telegram_message
 from sources.versions import downloadable, early_access_until
-from tests.conftest import assert_file_is, wait_for, wait_job
+from tests.conftest import REPO, assert_file_is, wait_for, wait_job
 from tests.receiver import Receiver
 from tests.test_cli import cli
 from updater.follows import summary_text
@@ -394,3 +396,19 @@ def test_one_follow_that_fails_is_reported_and_the_others_are_still_checked(civi
     assert jay["error"] == "Civitai answered 400: Bad username" and "new" not in jay
     assert [i["modelId"] for i in kim["new"]] == [3]
     assert {"follow": 1, "detail": "Civitai answered 400: Bad username"} in result["errors"]
+
+
+def test_the_follows_benchmark_runs_and_a_quiet_check_costs_one_request_a_follow(tmp_path):
+    out = tmp_path / "follows.md"
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench/follows.py"), "--follows", "6", "--tracked", "120",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "- target ≤ 2 requests a follow with nothing new: met (1)" in run.stdout
+    rows = [line.split(" | ") for line in out.read_text().splitlines() if line.startswith("| ")]
+    quiet = next(r for r in rows if r[0] == "| nothing new")
+    assert quiet[2:7] == ["8 (8)", "2", "6", "1", "0"]  # 2 batches of ids, 1 a follow, no update
+    new = next(r for r in rows if r[0] == "| new models")
+    assert new[7] == "1"  # one creator in 10 published a model: creator 0
