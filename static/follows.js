@@ -125,6 +125,7 @@ function followFrom(rule) {
 }
 
 followEl("nav-follows").addEventListener("shown.bs.tab", loadFollows);
+document.addEventListener("check-summary", () => { if (followEl("tab-follows").classList.contains("active")) loadFollows(); });
 if (isAdmin) {
   followEl("follow-form").addEventListener("submit", (event) => { event.preventDefault(); previewFollow(); });
   // A rule changed after its preview is previewed again before it can be saved.

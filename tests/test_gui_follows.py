@@ -70,6 +70,15 @@ def test_follow_a_creator_from_a_browse_card_preview_save_and_check_it(
     with d.client() as c:
         [job] = c.get("/api/jobs").json()["jobs"]
         assert_file_is(wait_job(c, job["id"])["path"], hashlib.sha256(data).hexdigest())
+
+    creator_model(civitai, 3, "Lykon", b"third" * 1_000)  # found by the whole update check
+    open_tab(page, "library")
+    page.click("#check-updates")
+    said = "Update check: 1 new model from creator Lykon (queued)."
+    toast = page.locator(".toast", has_text=said)
+    expect(toast).to_be_visible()
+    open_tab(page, "follows")
+    expect(row.locator(".follow-found")).to_have_text("1 new: Model 3")
     assert w.problems == [], w.problems
 
 

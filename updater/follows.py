@@ -56,12 +56,9 @@ def listing_params(rule: FollowRule, show_nsfw: bool, full: bool) -> dict[str, A
         "limit": FULL_PAGE_SIZE if full else PAGE_SIZE,
         "nsfw": "true" if rule.nsfw and show_nsfw else "false",
     }
-    if rule.period:
-        params["period"] = rule.period
-    if rule.types:
-        params["types"] = rule.types
-    if rule.baseModels:
-        params["baseModels"] = rule.baseModels
+    for key in ("period", "types", "baseModels"):  # lists as repeated keys, as Civitai takes them
+        if value := getattr(rule, key):
+            params[key] = value
     return params
 
 
