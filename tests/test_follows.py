@@ -4,6 +4,7 @@ with the daily update check; new models queued once or notified once; early acce
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 import time
@@ -14,7 +15,8 @@ from sources.versions import downloadable, early_access_until
 from tests.conftest import REPO, assert_file_is, wait_for, wait_job
 from tests.receiver import Receiver
 from tests.test_cli import cli
-from updater.follows import summary_text
+from updater.follow_rules import FollowRule
+from updater.follows import listing_params, summary_text
 
 LATER = "2026-06-01T10:00:00.000Z"  # a model published after the ones a follow saw first
 
@@ -221,12 +223,13 @@ def test_tag_and_search_follows_find_their_new_models(civitai, daemon):
 
 
 def test_full_pass_finds_a_model_published_below_those_seen_and_reports_the_listing_gap(
-    civitai, daemon
+    civitai, daemon, home
 ):
     creator_model(civitai, 1, "fred", b"1" * 100)
     d = daemon()
     c = d.client()
-    follow = c.post("/api/follows", json={"username": "fred", "mode": "download"}).json()
+    rule = {"username": "fred", "mode": "download", "track": True}
+    follow = c.post("/api/follows", json=rule).json()
     c.post(f"/api/follows/{follow['id']}/check")
     # A draft of last year published now sorts below the model seen; one Civitai lists not.
     creator_model(civitai, 2, "fred", b"2" * 100, published="2025-01-01T00:00:00.000Z")
@@ -238,6 +241,9 @@ def test_full_pass_finds_a_model_published_below_those_seen_and_reports_the_list
     assert quick["new"] == [] and not quick["full_pass"]
     full = c.post(f"/api/follows/{follow['id']}/check?full=true").json()
     assert full["full_pass"] and [i["modelId"] for i in full["new"]] == [2]
+    wait_job(c, full["new"][0]["job_id"])  # tracked, as the follow asks, once verified
+    entries = json.loads((home / "manifest.json").read_text())
+    assert [(e["modelId"], e["modelVersionId"]) for e in entries] == [(2, 20)]
     assert full["gap"] == (
         "Civitai counts 3 models by fred, its listing showed 2: 1 hidden from lists "
         "(NSFW without show_nsfw, or missed by Civitai)"
@@ -412,3 +418,25 @@ def test_the_follows_benchmark_runs_and_a_quiet_check_costs_one_request_a_follow
     assert quiet[2:7] == ["8 (8)", "2", "6", "1", "0"]  # 2 batches of ids, 1 a follow, no update
     new = next(r for r in rows if r[0] == "| new models")
     assert new[7] == "1"  # one creator in 10 published a model: creator 0
+
+
+def test_nsfw_is_asked_only_when_both_the_rule_and_show_nsfw_say_so():
+    rule = FollowRule(tag="x", nsfw=True, types=["LORA"], baseModels=["SDXL 1.0"])
+    assert listing_params(rule, show_nsfw=False, full=False) == {
+        "tag": "x",
+        "sort": "Newest",
+        "limit": 50,
+        "nsfw": "false",
+        "types": ["LORA"],
+        "baseModels": ["SDXL 1.0"],
+    }
+    assert listing_params(rule, show_nsfw=True, full=True)["nsfw"] == "true"
+    assert listing_params(rule, show_nsfw=True, full=True)["limit"] == 100
+    plain = FollowRule(query="castle", period="Week")
+    assert listing_params(plain, show_nsfw=True, full=False) == {
+        "query": "castle",
+        "sort": "Newest",
+        "limit": 50,
+        "nsfw": "false",
+        "period": "Week",
+    }
