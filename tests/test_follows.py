@@ -440,3 +440,24 @@ def test_nsfw_is_asked_only_when_both_the_rule_and_show_nsfw_say_so():
         "nsfw": "false",
         "period": "Week",
     }
+
+
+def test_a_newer_public_version_of_a_held_model_is_taken_and_the_hold_ends(civitai, daemon):
+    creator_model(civitai, 1, "lou", b"l" * 100, published="2025-05-19T02:43:46.31")
+    d = daemon()
+    c = d.client()
+    follow = c.post("/api/follows", json={"username": "lou", "mode": "download"}).json()
+    check = f"/api/follows/{follow['id']}/check"
+    c.post(check)
+    creator_model(civitai, 3, "lou", b"e" * 100, early_access_until=time.time() + 86400)
+    assert [i["modelVersionId"] for i in c.post(check).json()["held"]] == [30]
+    data = b"public" * 100
+    v31 = civitai.version(31, [civitai.file(data, name="v31.safetensors")], published_at=LATER)
+    v31.published_at = "2026-06-02T10:00:00.000Z"
+    civitai.publish_version(3, v31)
+    result = c.post(check).json()
+    assert [(i["modelVersionId"], i["state"]) for i in result["new"]] == [(31, "queued")]
+    assert result["held"] == []
+    assert_file_is(wait_job(c, result["new"][0]["job_id"])["path"], sha(data))
+    after = c.post(check).json()
+    assert (after["new"], after["held"], after["requests"]) == ([], [], 1)  # no longer asked

@@ -197,8 +197,10 @@ async def recheck_held(
         if model is None:
             continue  # hidden or gone: asked again next check
         item = choose(model, rule, ctx)
-        if item.get("modelVersionId") != row["modelVersionId"] and item["state"] == "held":
-            continue  # a newer version in early access: held as its own, below
+        if item.get("modelVersionId") != row["modelVersionId"]:
+            # A newer version came meanwhile: it is what the follow takes (or holds) now, and
+            # the one held before is no longer asked about.
+            item["supersedes"] = row["modelVersionId"]
         items.append(item)
     return items
 
@@ -291,6 +293,11 @@ async def check_follow(
                 i["state"] == "held"
                 or taken.get(i["modelVersionId"], {}).get("state") != i["state"]
             )
+        ]
+        rows += [
+            {"modelVersionId": i["supersedes"], "modelId": i["modelId"], "state": "superseded"}
+            for i in items
+            if i.get("supersedes")
         ]
         stored = {k: v for k, v in result.items() if k != "newly_held"}
         await follows.record(row["id"], found.seen, rows, stored, full)
