@@ -262,11 +262,20 @@ def test_bad_follows_are_refused_with_one_sentence_and_changes_persist(civitai, 
         ({"tag": "t", "types": ["Nope"]}, "not a Civitai type"),
         ({"username": "a", "max_size": -1}, "max_size"),
         ({"username": "a", "sort": "Newest"}, "belong to a followed search"),
+        ({"tag": "t", "baseModels": ["SDXL\x00"]}, "base model name"),
+        ({"query": "castle\x1b[2J"}, "words to search for"),
     ]:
         r = c.post("/api/follows", json=body)
         assert r.status_code == 422, (body, r.text)
         assert words in r.json()["detail"] and "\n" not in r.json()["detail"], r.json()
     assert c.get("/api/follows").json()["follows"] == []
+    assert c.get(f"/api/follows/{10**30}").status_code == 422  # not a follow id: no SQLite error
+    lone = c.post(  # a lone surrogate, valid JSON, cannot be sent on to Civitai
+        "/api/follows?dry_run=true",
+        content=b'{"query": "\\ud800"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert lone.status_code == 422 and "unicode string" in lone.json()["detail"]
     made = c.post("/api/follows", json={"username": "gina"}).json()
     changed = c.patch(f"/api/follows/{made['id']}", json={"mode": "download", "track": True})
     assert changed.status_code == 200 and changed.json()["mode"] == "download"

@@ -62,6 +62,13 @@ class FollowRule(BaseModel):
             raise ValueError("must be a tag as Civitai shows it, e.g. anime")
         return None if value is None else value.strip()
 
+    @field_validator("query")
+    @classmethod
+    def _query(cls, value: str | None) -> str | None:
+        if value is not None and not value.isprintable():
+            raise ValueError("must be words to search for, as typed in Browse")
+        return value
+
     @field_validator("types")
     @classmethod
     def _types(cls, values: list[str]) -> list[str]:
@@ -70,6 +77,8 @@ class FollowRule(BaseModel):
     @field_validator("baseModels")
     @classmethod
     def _base_models(cls, values: list[str]) -> list[str]:
+        if not all(v.isprintable() for v in values):
+            raise ValueError('each is a base model name as Civitai writes it, e.g. "SDXL 1.0"')
         return BulkFilter._base_models(values)
 
     @field_validator("sort")

@@ -4,16 +4,18 @@ key; a change or a check, for the API key (auth.require_key)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 
+from engine.jobs import MAX_ID
 from errors import DaemonError
 from updater.follow_rules import FollowChange, FollowRule, FollowStore, public, rule_of
 from updater.follows import check_follow
 from web.auth import require_key
 
+FollowId = Annotated[int, Path(ge=1, le=MAX_ID, description="The id POST /api/follows gave.")]
 router = APIRouter(prefix="/api/follows", tags=["follows"], dependencies=[Depends(require_key)])
 
 
@@ -65,12 +67,12 @@ async def follows(request: Request) -> dict[str, Any]:
 
 
 @router.get("/{follow_id}")
-async def one(follow_id: int, request: Request) -> dict[str, Any]:
+async def one(follow_id: FollowId, request: Request) -> dict[str, Any]:
     return public(await existing(request, follow_id))
 
 
 @router.patch("/{follow_id}")
-async def change(follow_id: int, body: FollowChange, request: Request) -> dict[str, Any]:
+async def change(follow_id: FollowId, body: FollowChange, request: Request) -> dict[str, Any]:
     """Change a follow's filters or mode; what it follows stays (delete and follow anew)."""
     row = await existing(request, follow_id)
     rule = FollowRule.model_validate(
@@ -80,7 +82,7 @@ async def change(follow_id: int, body: FollowChange, request: Request) -> dict[s
 
 
 @router.delete("/{follow_id}")
-async def delete(follow_id: int, request: Request) -> dict[str, Any]:
+async def delete(follow_id: FollowId, request: Request) -> dict[str, Any]:
     """Stop following; what it queued stays queued, what it downloaded stays."""
     await existing(request, follow_id)
     await store_of(request).delete(follow_id)
@@ -89,7 +91,7 @@ async def delete(follow_id: int, request: Request) -> dict[str, Any]:
 
 @router.post("/{follow_id}/check")
 async def check(
-    follow_id: int,
+    follow_id: FollowId,
     request: Request,
     dry_run: bool = Query(False, description="What it would take now; nothing queued."),
     full: bool = Query(False, description="Walk the whole listing, as the weekly full pass."),
