@@ -61,6 +61,7 @@ def test_creator_follow_downloads_a_new_model_once_across_checks_and_restarts(
         creator_model(civitai, 2, "alice", new)
         result = c.post("/api/updates/check").json()
         [checked] = result["follows"]
+        assert "items" not in checked  # every model listed stays in the follow's own result
         [item] = checked["new"]
         assert (item["modelId"], item["modelVersionId"], item["state"]) == (2, 20, "queued")
         job = wait_job(c, item["job_id"])

@@ -314,7 +314,10 @@ async def check_follows(ctx: CheckContext) -> list[dict[str, Any]]:
         own = replace(ctx, result=CheckResult(started_at=ctx.result.started_at))
         async with semaphore:
             try:
-                return await check_follow(own, follows, row, dry_run=False)
+                result = await check_follow(own, follows, row, dry_run=False)
+                # The check's record keeps what each follow found; every model it listed stays
+                # in the follow's own last result (a first check can list hundreds).
+                return {k: v for k, v in result.items() if k != "items"}
             except Exception as exc:  # one follow's failure (or surprise) never stops the rest
                 if isinstance(exc, errors.DaemonError):
                     log.warning("follow %s not checked: %s", row["id"], exc)
