@@ -174,6 +174,9 @@ def run(args: argparse.Namespace) -> tuple[Any, str]:
                     f"  model {u['modelId']} ({u.get('model_name')}): {change}, {fetched(u)}"
                 )
             lines += [f"  problem: {e['detail']}" for e in r["errors"]]
+            lines += [
+                f"  {f['title']}: {cli_follows.found_line(f)}" for f in r.get("follows") or []
+            ]
             return r, "\n".join(lines)
         data = call(c, "GET", "/api/updates")
         rows = [

@@ -312,6 +312,8 @@ def test_cli_follow_shows_the_dry_run_then_saves_and_follows_unfollow_work(civit
     assert "creator hana: 1 new, 0 held" in checked.stdout
     assert "queued: Model 2 (job 1)" in checked.stdout
     assert wait_job(d.client(), 1)["status"] == "completed"
+    checked_all = cli(home, "updates", "--check")  # the whole check names each follow's finds
+    assert "  creator hana: 0 new, 0 held" in checked_all.stdout.splitlines()
     bad = cli(home, "follow", "--user", "hana", "--tag", "x")
     assert bad.returncode == 1
     assert bad.stderr == "error: Follow one of --user NAME, --query WORDS or --tag TAG\n"
