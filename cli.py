@@ -9,6 +9,8 @@ active_port in config.json) and takes the key from config.json.
     ./civitai cancel 12 · retry 12 [--force] · pause 12 · resume 12 · priority 12 1|top
     ./civitai add urn:air:sdxl:lora:civitai:328553@368189     (a Civitai AIR)
     ./civitai bulk USERNAME [--type LORA] [--yes] [--track]   (a creator's models: preview, ask)
+    ./civitai follow --user NAME [--mode download] [--yes]   (follow a creator: dry run, save)
+    ./civitai follows [--check] · unfollow 3                  (the follows; check them now)
     ./civitai completed · updates [--check] · scan · url · key
 Every command takes --json (for scripts), --home DIR and --url URL (or $CIVITAI_DAEMON_URL;
 $CIVITAI_DAEMON_TOKEN overrides the key). The key goes only to a daemon that first proves it
@@ -25,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cli_follows
 from config.daemon_record import is_loopback as is_loopback  # tests and scripts import it from here
 from config.sizes import human_bytes
 from web.client import CliError, Daemon, NoDaemon, call, connect, one_line
@@ -171,6 +174,9 @@ def run(args: argparse.Namespace) -> tuple[Any, str]:
                     f"  model {u['modelId']} ({u.get('model_name')}): {change}, {fetched(u)}"
                 )
             lines += [f"  problem: {e['detail']}" for e in r["errors"]]
+            lines += [
+                f"  {f['title']}: {cli_follows.found_line(f)}" for f in r.get("follows") or []
+            ]
             return r, "\n".join(lines)
         data = call(c, "GET", "/api/updates")
         rows = [
@@ -207,6 +213,12 @@ def run(args: argparse.Namespace) -> tuple[Any, str]:
         return report, "\n".join(lines)
     if cmd == "workflow":
         return workflow(c, args.file, args.dry_run)
+    if cmd == "follow":
+        return cli_follows.follow(c, args, table, ask)
+    if cmd == "follows":
+        return cli_follows.follows(c, args, table)
+    if cmd == "unfollow":
+        return cli_follows.unfollow(c, args.id)
     raise CliError(f"unknown command {cmd}")
 
 
@@ -257,12 +269,7 @@ def bulk(c: Daemon, args: argparse.Namespace) -> tuple[Any, str]:
     if not args.yes:
         if args.json:
             return preview, ""  # scripts read the preview, then queue with --yes
-        print(printable(text, lines=True))  # noqa: T201
-        try:
-            answer = input(f"Queue {len(new)} model(s), {human_bytes(t['new_bytes'])}? [y/N] ")
-        except EOFError:
-            answer = ""
-        if answer.strip().lower() not in ("y", "yes"):
+        if not ask(text, f"Queue {len(new)} model(s), {human_bytes(t['new_bytes'])}? [y/N] "):
             return preview, "Nothing queued (--yes queues without asking)."
         text = ""
     items = [{"modelVersionId": i["modelVersionId"], "fileId": i["fileId"]} for i in new]
@@ -272,6 +279,16 @@ def bulk(c: Daemon, args: argparse.Namespace) -> tuple[Any, str]:
         f"  refused {items[e['index']]['modelVersionId']}: {e['detail']}" for e in result["errors"]
     ]
     return result, (text + "\n" if text else "") + "\n".join(lines)
+
+
+def ask(text: str, question: str) -> bool:
+    """Show `text`, ask `question`; True for a "y" (no answer, as from a pipe: False)."""
+    print(printable(text, lines=True))  # noqa: T201
+    try:
+        answer = input(question)
+    except EOFError:
+        answer = ""
+    return answer.strip().lower() in ("y", "yes")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -366,6 +383,7 @@ def parser() -> argparse.ArgumentParser:
     )
     flow.add_argument("file", help="the workflow's .json (as ComfyUI saves it, or the API format)")
     flow.add_argument("--dry-run", action="store_true", help="show the table, queue nothing")
+    cli_follows.add_parsers(sub, common)
     return p
 
 

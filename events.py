@@ -66,7 +66,14 @@ class ClearedEvent(_Memo):
     ids: tuple[int, ...]
 
 
-Event = JobEvent | UpdateEvent | ClearedEvent
+@dataclass(frozen=True)
+class SummaryEvent(_Memo):
+    """An update check ended: what it found, told once (`check.summary`)."""
+
+    summary: dict[str, Any]
+
+
+Event = JobEvent | UpdateEvent | ClearedEvent | SummaryEvent
 
 
 class Overflowed(Exception):

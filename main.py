@@ -38,6 +38,7 @@ from web.routes import workflow as workflow_routes
 from web.routes.browse import router as browse_router
 from web.routes.bulk import router as bulk_router
 from web.routes.find_file import router as find_file_router
+from web.routes.follows import router as follows_router
 from web.sessions import Sessions, load_session_secret
 
 log = logging.getLogger("civitai.main")
@@ -140,6 +141,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(system.router)
     app.include_router(api.router)
     app.include_router(bulk_router)
+    app.include_router(follows_router)
     app.include_router(browse_router)
     app.include_router(find_file_router)
     app.include_router(updates.router)

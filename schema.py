@@ -238,3 +238,39 @@ def _fleet_metrics(db: Database) -> None:
                 then 'huggingface'
             else 'direct' end"""
     )
+
+
+@migrations(name="018_follows_tables")
+def _follows_tables(db: Database) -> None:
+    # Follows (issue 28): a rule (its JSON as the API took it) and what its checks found; the
+    # models each has seen (its newest version then), and each version it took or holds, so
+    # nothing is queued twice across checks or restarts.
+    db["follows"].create(
+        {
+            "id": int,
+            "rule": str,
+            "created_at": str,
+            "updated_at": str,
+            "checked_at": str,
+            "full_pass_at": str,
+            "last_result": str,
+        },
+        pk="id",
+    )
+    db["follow_seen"].create(
+        {"follow_id": int, "modelId": int, "versionId": int}, pk=("follow_id", "modelId")
+    )
+    db["follow_taken"].create(
+        {
+            "follow_id": int,
+            "modelVersionId": int,
+            "modelId": int,
+            "state": str,  # "queued", "notified" or "held" (early access, until `until`)
+            "until": str,
+            "job_id": int,
+            "item": str,  # what was found (model, version, file, size, folder) as JSON
+            "found_at": str,
+            "taken_at": str,
+        },
+        pk=("follow_id", "modelVersionId"),
+    )

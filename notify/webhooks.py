@@ -15,7 +15,7 @@ import httpx
 
 from config.settings import NotifyTarget, Settings
 from database import utcnow
-from events import EventBus, JobEvent, Overflowed, UpdateEvent
+from events import EventBus, JobEvent, Overflowed, SummaryEvent, UpdateEvent
 from sources.civitai import backoff
 
 log = logging.getLogger("civitai.webhooks")
@@ -26,7 +26,8 @@ JOB_EVENTS = {
     "failed": "download.failed",
     "paused": "download.paused",
 }
-NOTIFY_EVENTS = {"download.completed", "download.failed", "model.update_found"}  # for people
+# For people: one message per check (check.summary) rather than one per update it found.
+NOTIFY_EVENTS = {"download.completed", "download.failed", "check.summary"}
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -45,6 +46,14 @@ def telegram_message(payload: dict[str, Any], chat_id: str | int) -> dict[str, A
 
 def _summary(payload: dict[str, Any]) -> tuple[str, str, int]:
     event = payload["event"]
+    if event == "check.summary":
+        s = payload["summary"]
+        lines = [s.get("text") or "Nothing new."]
+        for f in s.get("follows") or []:
+            names = [str(i.get("name")) for i in (f.get("new") or [])[:10]]
+            if names:
+                lines.append(f"{f.get('title')}: {', '.join(names)}")
+        return "Update check", "\n".join(lines), 0x9B59B6
     if event == "model.update_found":
         u = payload["update"]
         return (
@@ -113,13 +122,18 @@ class WebhookSender:
                 return {"event": name, "timestamp": utcnow(), "job": event.job}
         if isinstance(event, UpdateEvent):
             return {"event": "model.update_found", "timestamp": utcnow(), "update": event.update}
+        if isinstance(event, SummaryEvent):
+            return {"event": "check.summary", "timestamp": utcnow(), "summary": event.summary}
         return None
 
     def send(self, payload: dict[str, Any]) -> None:
         """Deliver in the background, each target on its own."""
         if self.settings.webhook_url:
             self._spawn(self._deliver_webhook(payload))
-        for target in self.settings.notify if payload["event"] in NOTIFY_EVENTS else []:
+        quiet = payload["event"] == "check.summary" and not payload["summary"].get("text")
+        for target in (
+            self.settings.notify if payload["event"] in NOTIFY_EVENTS and not quiet else []
+        ):
             self._spawn(self._deliver_notify(target, payload))
 
     def _spawn(self, coro: Any) -> None:

@@ -115,3 +115,18 @@ def newest_version(
     if archives is None and not direct:
         direct = candidates
     return max(direct, key=published_key, default=None)
+
+
+def early_access_until(version: dict[str, Any], now: datetime | None = None) -> str | None:
+    """When a version in early access can be downloaded (Civitai's ISO date; "" when it gives
+    none), or None when it can be downloaded now. Shared by the update check and follows."""
+    waiting, until = early_access(version, now or datetime.now(UTC))
+    if not waiting:
+        return None
+    return until or ""
+
+
+def downloadable(version: dict[str, Any]) -> bool:
+    """A version with a file to download: never one that only generates on Civitai
+    (`usageControl` other than "Download") or that holds only training data."""
+    return is_downloadable(version)

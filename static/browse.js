@@ -88,7 +88,9 @@
           el("div", { class: "position-absolute top-0 end-0 m-2" }, stateBadge(item.state))),
         el("div", { class: "card-body p-2 d-flex flex-column gap-1" },
           open,
-          el("div", { class: "small text-body-secondary text-truncate" }, item.creator ? `by ${item.creator}` : ""),
+          el("div", { class: "small text-body-secondary d-flex align-items-center gap-1" },
+            el("span", { class: "text-truncate" }, item.creator ? `by ${item.creator}` : ""),
+            isAdmin && item.creator ? el("button", { type: "button", class: "btn btn-outline-primary btn-sm py-0 px-1 ms-auto browse-follow-creator", title: `Follow ${item.creator}: their new models, checked daily`, onclick: () => followFrom({ username: item.creator }) }, "Follow") : null),
           el("div", { class: "small d-flex flex-wrap gap-1 align-items-center mt-auto" },
             newest && newest.baseModel ? el("span", { class: "badge text-bg-info browse-base" }, newest.baseModel) : null,
             el("span", { class: "browse-size text-nowrap" }, file ? bytes(file.size) : "–")),
@@ -264,6 +266,13 @@
   for (const id of ["browse-type", "browse-base", "browse-sort", "browse-period"]) $(id).addEventListener("change", () => search());
   $("browse-query").addEventListener("search", () => { if (!$("browse-query").value) search(); }); // the ✕ of the box
   $("browse-more").addEventListener("click", () => search(true));
+  // Follow search: the search as it is on screen, its new models checked daily (follows.js).
+  $("browse-follow").addEventListener("click", () => {
+    const q = query({});
+    const rule = { query: q.get("query") || "", types: q.getAll("types"), baseModels: q.getAll("baseModels"), sort: q.get("sort"), period: q.get("period") };
+    if (!rule.query && !rule.types.length && !rule.baseModels.length) toast("Type words, or pick a type or a base model, to follow a search.", "warning");
+    else followFrom(rule);
+  });
   if (isAdmin) $("browse-model-type").addEventListener("input", folderHint);
   $("nav-browse").addEventListener("shown.bs.tab", () => { if (!started) { started = true; search(); } });
   // Infinite scroll: "Load more" loads by itself once it scrolls into view.

@@ -175,6 +175,9 @@ function connect() {
     } else if (msg.type === "update") {
       toast(`New version of ${msg.update.model_name || msg.update.modelId}: ${msg.update.version_name || msg.update.new_version_id}`, "info");
       loadUpdates();
+    } else if (msg.type === "summary") { // an update check ended: its one sentence (follows.js listens)
+      if (msg.summary.text) toast(`Update check: ${msg.summary.text}.`, "info");
+      document.dispatchEvent(new CustomEvent("check-summary", { detail: msg.summary }));
     }
   };
   ws.onclose = (event) => {

@@ -298,6 +298,13 @@ class FakeCivitai:
         assert found is not None and found[1].early_access_until is not None
         found[1].early_access_until = time.time() - 1
 
+    def move_early_access(self, version_id: int, until: float) -> None:
+        """A version's early access now ends at `until` (Unix time): later, or already past."""
+        found = self.find_version(version_id)
+        assert found is not None
+        with self.lock:
+            found[1].early_access_until = until
+
     def add_recorded(self, data: dict[str, Any]) -> list[int]:
         """Serve a recorded Civitai answer as it is: a models list (each item), one model, or one
         model version (and a model holding just it). Returns the model ids it holds."""
@@ -734,6 +741,8 @@ class _Handler(BaseHTTPRequestHandler):
             what = f"type {bad[0]}" if bad else f"sort {sort}" if sort not in SORTS else period
             return self._json(400, {"error": {"issues": [{"message": f"Invalid {what}"}]}})
         items = filtered(items, query.get("types", []), query.get("baseModels", []))
+        if tag := query.get("tag", [""])[0].lower():  # `tag=`: the models carrying that tag
+            items = [m for m in items if tag in [str(t).lower() for t in m.get("tags") or []]]
         items = searched(items, query.get("query", [""])[0], period)
         if "sort" in query:  # else in the order the catalogue holds them, as before
             items = sorted(items, key=SORTS[sort], reverse=True)

@@ -532,6 +532,7 @@ def test_at_390_px_nothing_is_wider_than_the_screen_on_any_page(
         "add": "#lookup-input",
         "workflow": "#workflow-drop",
         "library": ".library-row",
+        "follows": "#follow-value",
         "status": "#m-failures",
         "settings": "#set-throttle",
     }

@@ -166,6 +166,16 @@ NOT_RUN: dict[str, str] = {
     '-d \'{"username": "SomeCreator", "types": ["LORA"]}\'': "a creator's name stands for "
     "yours: test_bulk_air.py::test_a_creators_models_are_previewed_over_civitais_pages_with_their"
     "_newest_files posts such bodies (types, base models, NSFW) against the fake's creator",
+    "./civitai follow --user SomeCreator --mode download --track": "a creator's name stands for "
+    "yours: test_follows.py::test_cli_follow_shows_the_dry_run_then_saves_and_follows_unfollow_"
+    "work runs follow (dry run, unanswered, --yes) against the fake's creator",
+    "./civitai follows --check": "checks against Civitai's creators: test_follows.py::"
+    "test_cli_follow_shows_the_dry_run_then_saves_and_follows_unfollow_work runs it twice",
+    'curl -X POST "$URL/api/follows?dry_run=true" -H "Authorization: Bearer $KEY" '
+    "-H 'Content-Type: application/json' "
+    '-d \'{"username": "SomeCreator", "mode": "download"}\'': "a creator's name stands for "
+    "yours: test_follows.py::test_dry_run_answers_what_a_rule_would_take_and_saves_nothing posts "
+    "such a body against the fake's creator",
 }
 
 

@@ -26,6 +26,7 @@ from library.files import versioned_name
 from sources.civitai import CivitaiClient, pick_file
 from sources.versions import early_access, newest_version, published_key
 from updater.context import CheckContext, CheckResult
+from updater.follows import check_follows, publish_summary
 from updater.history import CheckHistory
 from updater.hub import check_hub_entries
 
@@ -343,6 +344,8 @@ class Updater:
             started = time.monotonic()
             ctx = CheckContext(self.settings, *self.parts, CheckResult(started_at=utcnow()))
             self.last = await check_updates(ctx)
+            self.last.follows = await check_follows(ctx)  # then one notification for it all
+            publish_summary(ctx, self.last.follows)
             self.last.duration_s = round(time.monotonic() - started, 3)
             log.info("update check took %.1f s", self.last.duration_s)
             try:
@@ -350,6 +353,10 @@ class Updater:
             except Exception:  # the check itself is done: a full disk only forgets its record
                 log.exception("update check: cannot record it")
             return self.last
+
+    def context(self) -> CheckContext:
+        """A context for a check of its own (one follow's, from the API)."""
+        return CheckContext(self.settings, *self.parts, CheckResult(started_at=utcnow()))
 
     def next_run(self) -> str | None:
         job = self.scheduler.get_job(JOB_ID)

@@ -29,6 +29,7 @@ class CheckResult:
     updates: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
     duration_s: float | None = None  # wall-clock seconds the check took (GET /metrics)
+    follows: list[dict[str, Any]] = field(default_factory=list)  # each follow's check
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -39,6 +40,7 @@ class CheckResult:
             "updates": self.updates,
             "errors": self.errors,
             "duration_s": self.duration_s,
+            "follows": self.follows,
         }
 
 

@@ -34,6 +34,7 @@ class CheckResult(BaseModel):
     requests: int
     updates: list[Update]
     errors: list[dict[str, Any]]
+    follows: list[dict[str, Any]] = []  # each follow's check (web/routes/follows.py)
 
 
 class Updates(BaseModel):

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from engine.jobs import ACTIVE_SQL
-from events import ClearedEvent, JobEvent, Overflowed, UpdateEvent
+from events import ClearedEvent, Event, Overflowed, SummaryEvent, UpdateEvent
 from web.auth import COOKIE, TooManyFailures, key_role
 from web.roles import role_for_key
 
@@ -30,7 +30,9 @@ RECHECK_SECONDS = 2  # how often an open feed checks that its session or key is 
 SEND_BURST = 64  # messages sent to one client before the others (and HTTP answers) get a turn
 
 
-def message(event: JobEvent | UpdateEvent | ClearedEvent) -> dict[str, Any]:
+def message(event: Event) -> dict[str, Any]:
+    if isinstance(event, SummaryEvent):
+        return {"type": "summary", "summary": event.summary}
     if isinstance(event, ClearedEvent):
         return {"type": "cleared", "ids": list(event.ids)}
     if isinstance(event, UpdateEvent):
@@ -38,7 +40,7 @@ def message(event: JobEvent | UpdateEvent | ClearedEvent) -> dict[str, Any]:
     return {"type": "job", "job": event.job}
 
 
-def text(event: JobEvent | UpdateEvent | ClearedEvent) -> str:
+def text(event: Event) -> str:
     """The message as sent: serialised once per event, however many clients are connected
     (the same JSON as starlette's `send_json`)."""
     return event.once(
