@@ -17,6 +17,7 @@ from playwright.sync_api import BrowserContext, Page, Worker, expect
 
 from tests.browser import ARGS, CHROMIUM
 from tests.conftest import assert_file_is, wait_for, wait_job
+from tests.fake_civitai import FakeCivitai, FileSpec
 from tests.test_gui import ARTIFACTS, shot
 from tests.test_gui_deeplink import offline
 from tests.test_live_settings import log_text
@@ -106,6 +107,24 @@ def configure(ext: Extension, d) -> Page:
     return options
 
 
+def models_to_send(civitai: FakeCivitai) -> tuple[FileSpec, FileSpec]:
+    """Model 1 (version 11), a slow model 4 (version 41), and model 3 (versions 31 and 32)."""
+    one = civitai.add_simple(1, 11, b"a" * 20_000, filename="one.safetensors")
+    slow = civitai.add_simple(4, 41, b"s" * 400_000, filename="slow.safetensors")
+    old = civitai.file(b"o" * 10_000, name="three-old.safetensors")
+    new = civitai.file(b"n" * 10_000, name="three-new.safetensors")
+    civitai.add_model(
+        3, "Model 3", "LORA", [civitai.version(32, [new]), civitai.version(31, [old])]
+    )
+    return one, slow
+
+
+def three_has_an_update(d) -> None:
+    """Model 3's older version downloaded: its page's badge says an update is available."""
+    with d.client() as c:
+        wait_job(c, c.post("/api/download", json={"modelVersionId": 31}).json()["id"])
+
+
 def test_options_are_kept_and_the_daemon_takes_the_extension_only_once_its_origin_is_listed(
     civitai, daemon, extension, home
 ):
@@ -140,17 +159,10 @@ def test_options_are_kept_and_the_daemon_takes_the_extension_only_once_its_origi
 def test_a_page_and_a_link_send_their_version_the_popup_shows_the_queue_and_the_badge_follows(
     civitai, daemon, extension, home
 ):
-    one = civitai.add_simple(1, 11, b"a" * 20_000, filename="one.safetensors")
-    slow = civitai.add_simple(4, 41, b"s" * 400_000, filename="slow.safetensors")
-    old = civitai.file(b"o" * 10_000, name="three-old.safetensors")
-    new = civitai.file(b"n" * 10_000, name="three-new.safetensors")
-    civitai.add_model(
-        3, "Model 3", "LORA", [civitai.version(32, [new]), civitai.version(31, [old])]
-    )
+    one, slow = models_to_send(civitai)
     d = daemon(allowed_origins=[extension.origin])
     configure(extension, d)
-    with d.client() as c:
-        wait_job(c, c.post("/api/download", json={"modelVersionId": 31}).json()["id"])
+    three_has_an_update(d)
 
     # The context menu on a model page naming its version queues that version.
     page_one = "https://civitai.com/models/1/one?modelVersionId=11"
