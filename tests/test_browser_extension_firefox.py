@@ -164,5 +164,7 @@ def test_in_firefox_a_page_is_sent_the_popup_shows_the_queue_and_the_badge_follo
         wait_job(c, job["id"], timeout=60)
     assert_file_is(home / "data/models/lora/slow.safetensors", slow.sha256)
     popup.wait_text(f"{row} .status", "completed · 100%")
+    # Firefox's event page asked again while it was queued, by itself: the tab was not touched.
+    extension.wait_badge(tab_slow, "✓")
     assert extension.left_the_machine() == []
     d.stop()
