@@ -23,7 +23,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from run_tests import FIREFOX_FIX
 
-FIREFOX = shutil.which("firefox-esr") or "firefox-esr"
+FIREFOX = os.environ.get("FIREFOX") or shutil.which("firefox-esr") or "firefox-esr"
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 # Firefox's own background traffic, off: every request that still tries to leave goes to the
@@ -107,10 +107,12 @@ class DeadEnd:
         self.sock.close()
 
 
-def write_prefs(profile: Path, proxy_port: int, uuids: dict[str, str]) -> None:
-    """user.js: PREFS, the dead-end proxy for all but loopback, and each add-on's fixed UUID."""
+def write_prefs(profile: Path, proxy_port: int, uuids: dict[str, str], more: dict) -> None:
+    """user.js: PREFS and `more`, the dead-end proxy for all but loopback, and each add-on's
+    fixed UUID."""
     prefs = {
         **PREFS,
+        **more,
         "network.proxy.http": "127.0.0.1",
         "network.proxy.http_port": proxy_port,
         "network.proxy.ssl": "127.0.0.1",
@@ -129,13 +131,14 @@ class BiDiError(AssertionError):
 class Firefox:
     """One Firefox process and its BiDi session; events are handled on a thread of their own."""
 
-    def __init__(self, profile: Path, uuids: dict[str, str]) -> None:
-        assert Path(FIREFOX).exists() or shutil.which(FIREFOX), (
-            f"The Firefox tests need Firefox ESR; {FIREFOX} is missing: {FIREFOX_FIX}."
+    def __init__(self, profile: Path, uuids: dict[str, str], **prefs: object) -> None:
+        assert Path(FIREFOX).is_file(), (
+            f"The Firefox tests need Firefox ESR; {FIREFOX} is missing: {FIREFOX_FIX}, or point "
+            "FIREFOX=/path/to/firefox at another Firefox."
         )
         profile.mkdir(parents=True, exist_ok=True)
         self.dead_end = DeadEnd()
-        write_prefs(profile, self.dead_end.port, uuids)
+        write_prefs(profile, self.dead_end.port, uuids, prefs)
         port = free_port()
         self.log = (profile.parent / "firefox.log").open("wb")
         self.proc = subprocess.Popen(
@@ -199,12 +202,14 @@ class Firefox:
         self.handlers[event] = handler
         self.send("session.subscribe", {"events": [event]})
 
-    def install(self, path: Path) -> str:
-        """A temporary add-on from an unpacked folder (webExtension.install); its id."""
-        answer = self.send(
-            "webExtension.install", {"extensionData": {"type": "path", "path": str(path)}}
-        )
-        return answer["extension"]
+    def install(self, path: Path, permanent: bool = False) -> str:
+        """An add-on from an unpacked folder, as a temporary add-on, or from an .xpi, kept as
+        Firefox keeps one a person installs from a file (webExtension.install); its id."""
+        kind = "archivePath" if path.is_file() else "path"
+        params: dict = {"extensionData": {"type": kind, "path": str(path)}}
+        if permanent:
+            params["moz:permanent"] = True
+        return self.send("webExtension.install", params)["extension"]
 
     def route_sites(self, sites: tuple[str, ...], page: Callable[[str], str]) -> list[str]:
         """Requests to `sites` answered by `page(host)` before they leave; loopback and the

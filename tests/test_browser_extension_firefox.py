@@ -85,6 +85,12 @@ def extension(tmp_path_factory) -> Iterator[FirefoxExtension]:
         firefox.close()
 
 
+def has_its_sites(page: Tab) -> bool:
+    """The extension may see these sites' tabs (their address: the badge needs it)."""
+    origins = [f"https://{site}/*" for site in SITES]
+    return page.call("(origins) => browser.permissions.contains({origins})", origins)
+
+
 def configure(ext: FirefoxExtension, d) -> Tab:
     """The options page, filled in and saved as a person would."""
     options = ext.open("options.html")
@@ -112,6 +118,8 @@ def test_in_firefox_the_options_are_kept_and_the_daemon_takes_the_extension_once
     options.reload()  # kept in storage.local
     assert options.call("() => document.querySelector('#daemon-url').value") == d.base_url
     assert options.call("() => document.querySelector('#api-key').value") == d.token
+    # The temporary add-on got its sites at install: the badge needs a tab's address.
+    assert has_its_sites(options)
     options.close()
     assert extension.left_the_machine() == []
     d.stop()
