@@ -9,13 +9,22 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 
-from tests.conftest import assert_file_is, wait_for, wait_job
 from tests.firefox import Firefox, Tab
-from tests.test_browser_extension import EXTENSION, models_to_send, three_has_an_update
+from tests.test_browser_extension import (
+    EXTENSION,
+    SLOW_PAGE,
+    ExtensionDriver,
+    models_to_send,
+    open_the_slow_page,
+    send_one_from_the_context_menu,
+    the_badges_while_it_downloads,
+    three_has_an_update,
+)
 from tests.test_gui_deeplink import SITE_PAGE
 
 GECKO_ID = "civitai-daemon@civitai-daemon.local"  # manifest.json's browser_specific_settings
@@ -25,7 +34,7 @@ SITES = ("civitai.com", "civitai.red", "huggingface.co")
 
 
 @dataclass
-class FirefoxExtension:
+class FirefoxExtension(ExtensionDriver):
     firefox: Firefox
     strays: list[str]  # requests the routing failed; the dead end's come from firefox.strays()
     helper: Tab  # an extension page (options.html), where the extension's APIs are called
@@ -34,38 +43,20 @@ class FirefoxExtension:
         """One of the extension's own pages in a tab of its own."""
         return self.firefox.tab(f"{ORIGIN}/{page}")
 
-    def tab(self, url: str) -> tuple[Tab, int]:
-        """A tab showing `url` (a stand-in) and its id as the extension knows it."""
-        shown = self.firefox.tab(url)
-        tab_id = self.helper.call(
-            "async (url) => (await browser.tabs.query({})).find((t) => t.url === url)?.id", url
-        )
-        assert isinstance(tab_id, int), f"the extension sees no tab at {url}"
-        return shown, tab_id
+    def run(self, function: str, arg: object) -> Any:
+        return self.helper.call(function, arg)
 
-    def background(self, function: str, *args: object) -> object:
-        """`function(bg, ...args)` with bg the extension's background page (Firefox's event page),
-        as the toolbar and the context menu call into it."""
+    def show(self, url: str) -> Tab:
+        return self.firefox.tab(url)
+
+    def send_from_url(self, url: str, tab_id: int) -> Any:
+        """Called in the background page (Firefox's event page), as the context menu calls it."""
         return self.helper.call(
-            f"async (...args) => ({function})(await browser.runtime.getBackgroundPage(), ...args)",
-            *args,
+            "async (url, tabId) => (await browser.runtime.getBackgroundPage())"
+            ".sendFromUrl(url, tabId)",
+            url,
+            tab_id,
         )
-
-    def badge(self, tab_id: int) -> str:
-        return self.helper.call("(tabId) => browser.action.getBadgeText({tabId})", tab_id)
-
-    def wait_badge(self, tab_id: int, text: str) -> None:
-        """The badge the background set by itself becomes `text`."""
-        seen: list[str] = []
-
-        def check() -> bool:
-            seen.append(self.badge(tab_id))
-            return seen[-1] == text
-
-        try:
-            wait_for(check, 20, 0.2, f"badge {text!r}")
-        except AssertionError:
-            raise AssertionError(f"badge never {text!r}; seen {sorted(set(seen))}") from None
 
     def left_the_machine(self) -> list[str]:
         return [*self.strays, *self.firefox.strays()]
@@ -133,22 +124,11 @@ def test_in_firefox_a_page_is_sent_the_popup_shows_the_queue_and_the_badge_follo
     configure(extension, d).wait_text("#result", lambda t: t.startswith("Saved. The daemon"))
     three_has_an_update(d)
 
-    # What the context menu calls, on a model page naming its version: that version is queued.
-    page_one = "https://civitai.com/models/1/one?modelVersionId=11"
-    _, tab_one = extension.tab(page_one)
-    sent = extension.background("(bg, url, tabId) => bg.sendFromUrl(url, tabId)", page_one, tab_one)
-    assert isinstance(sent, dict) and "job" in sent, sent
-    with d.client() as c:
-        wait_job(c, sent["job"]["id"])
-    assert_file_is(home / "data/models/lora/one.safetensors", one.sha256)
-    extension.wait_badge(tab_one, "✓")  # downloaded
+    send_one_from_the_context_menu(extension, d, home, one)
 
     # The popup on a model page: one click sends it; the queue shows its progress.
-    civitai.fault("cdn", rate=20_000)  # ~20 s: long enough to be seen downloading
-    page_slow = "https://civitai.com/models/4?modelVersionId=41"
-    slow_tab, tab_slow = extension.tab(page_slow)
-    extension.wait_badge(tab_slow, "")  # nothing of it here yet
-    popup = extension.open(f"popup.html?url={quote(page_slow, safe='')}")
+    slow_tab, tab_slow = open_the_slow_page(extension, civitai)
+    popup = extension.open(f"popup.html?url={quote(SLOW_PAGE, safe='')}")
     popup.wait_text("#model-name", "Model 4 · LORA")
     assert "Version: v41" in (popup.text("#model-version") or "")
     assert popup.text("#chooser") is None  # hidden: the page names its version
@@ -161,16 +141,7 @@ def test_in_firefox_a_page_is_sent_the_popup_shows_the_queue_and_the_badge_follo
     popup.wait_text(f"{row} .status", re.compile(r"^downloading · ([1-9]|[1-9][0-9])%$").match)
     value = popup.call(f'() => document.querySelector("{row} progress").value')
     assert 0 < value < 100
-    slow_tab.reload()  # the popup was opened on its URL, not from the tab: the tab asks again
-    extension.wait_badge(tab_slow, "Q")  # queued (downloading)
-
-    # A model page naming no version, of a model with an older version here: update available.
-    _, tab_three = extension.tab("https://civitai.com/models/3/three")
-    extension.wait_badge(tab_three, "new")
-    with d.client() as c:
-        job = c.get("/api/jobs?status=downloading").json()["jobs"][0]
-        wait_job(c, job["id"], timeout=60)
-    assert_file_is(home / "data/models/lora/slow.safetensors", slow.sha256)
+    the_badges_while_it_downloads(extension, d, home, slow, slow_tab, tab_slow)
     popup.wait_text(f"{row} .status", "completed · 100%")
     # Firefox's event page asked again while it was queued, by itself: the tab was not touched.
     extension.wait_badge(tab_slow, "✓")
