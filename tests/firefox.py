@@ -243,6 +243,17 @@ class Firefox:
             tab.goto(url)
         return tab
 
+    def opened(self, url: str, timeout: float = 20) -> Tab:
+        """The tab something else opened (the add-on's tabs.create), once it shows `url`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            tree = self.send("browsingContext.getTree", {"maxDepth": 0})["contexts"]
+            for context in tree:
+                if context["url"] == url:
+                    return Tab(self, context["context"])
+            time.sleep(0.1)
+        raise AssertionError(f"no tab showed {url}; tabs: {[c['url'] for c in tree]}")
+
     def close(self) -> None:
         try:
             self.send("browser.close", {}, timeout=10)
@@ -330,6 +341,16 @@ class Tab:
                 return seen[-1]
             time.sleep(0.1)
         raise AssertionError(f"{selector} never showed what was wanted; last {seen[-3:]}")
+
+    def choose(self, selector: str, value: str) -> None:
+        """Pick `value` in a <select>, and tell the page (as a choice from its list does)."""
+        self.call(
+            "(s, v) => { const e = document.querySelector(s); e.focus(); e.value = v;"
+            " e.dispatchEvent(new Event('input', {bubbles: true}));"
+            " e.dispatchEvent(new Event('change', {bubbles: true})); }",
+            selector,
+            value,
+        )
 
     def element(self, selector: str) -> dict:
         answer = self.firefox.send(

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.conftest import assert_file_is, wait_job
 from tests.firefox import Firefox, Tab
 from tests.test_browser_extension import (
     EXTENSION,
@@ -145,5 +146,37 @@ def test_in_firefox_a_page_is_sent_the_popup_shows_the_queue_and_the_badge_follo
     popup.wait_text(f"{row} .status", "completed · 100%")
     # Firefox's event page asked again while it was queued, by itself: the tab was not touched.
     extension.wait_badge(tab_slow, "✓")
+    assert extension.left_the_machine() == []
+    d.stop()
+
+
+def test_in_firefox_a_page_naming_only_the_model_opens_the_chooser_of_its_versions(
+    civitai, daemon, extension, home
+):
+    a = civitai.file(b"x" * 15_000, name="two-a.safetensors")
+    b = civitai.file(b"y" * 15_000, name="two-b.safetensors")
+    civitai.add_model(2, "Model 2", "LORA", [civitai.version(22, [b]), civitai.version(21, [a])])
+    d = daemon(allowed_origins=[ORIGIN])
+    configure(extension, d).wait_text("#result", lambda t: t.startswith("Saved. The daemon"))
+    page_two = "https://civitai.com/models/2/two"
+    _, tab_two = extension.tab(page_two)
+    # The context menu on it opens the chooser in a tab (the event page's tabs.create).
+    assert extension.send_from_url(page_two, tab_two) == {"chooser": True}
+    chooser = extension.firefox.opened(f"{ORIGIN}/popup.html?url={quote(page_two, safe='')}")
+    chooser.wait_text("#chooser-label", "This page names only the model: choose a version")
+    options = chooser.call(
+        "() => [...document.querySelectorAll('#chooser option')].map((o) => o.textContent)"
+    )
+    assert options == ["Choose a version…", "v22 (SDXL 1.0) · newest", "v21 (SDXL 1.0)"]
+    assert chooser.call("() => document.querySelector('#send').disabled")  # nothing chosen for you
+    chooser.choose("#chooser", "21")
+    chooser.click("#send")
+    chooser.wait_text("#message", lambda t: "Queued two-a.safetensors" in t)
+    with d.client() as c:
+        [job] = c.get("/api/jobs").json()["jobs"]
+        assert job["modelVersionId"] == 21
+        wait_job(c, job["id"])
+    assert_file_is(home / "data/models/lora/two-a.safetensors", a.sha256)
+    assert not (home / "data/models/lora/two-b.safetensors").exists()
     assert extension.left_the_machine() == []
     d.stop()
