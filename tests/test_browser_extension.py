@@ -191,6 +191,24 @@ def the_badges_while_it_downloads(
     assert_file_is(home / "data/models/lora/slow.safetensors", slow.sha256)
 
 
+def model_two(civitai: FakeCivitai) -> FileSpec:
+    """Model 2, versions 22 (newest) and 21; its page names no version. 21's file."""
+    a = civitai.file(b"x" * 15_000, name="two-a.safetensors")
+    b = civitai.file(b"y" * 15_000, name="two-b.safetensors")
+    civitai.add_model(2, "Model 2", "LORA", [civitai.version(22, [b]), civitai.version(21, [a])])
+    return a
+
+
+def only_the_older_two_lands(d, home: Path, a: FileSpec) -> None:
+    """The one job queued is version 21, chosen; its file lands, 22's does not."""
+    with d.client() as c:
+        [job] = c.get("/api/jobs").json()["jobs"]
+        assert job["modelVersionId"] == 21
+        wait_job(c, job["id"])
+    assert_file_is(home / "data/models/lora/two-a.safetensors", a.sha256)
+    assert not (home / "data/models/lora/two-b.safetensors").exists()
+
+
 def test_options_are_kept_and_the_daemon_takes_the_extension_only_once_its_origin_is_listed(
     civitai, daemon, extension, home
 ):
@@ -260,9 +278,7 @@ def test_a_page_and_a_link_send_their_version_the_popup_shows_the_queue_and_the_
 def test_a_page_naming_only_the_model_gets_the_chooser_of_its_versions(
     civitai, daemon, extension, home
 ):
-    a = civitai.file(b"x" * 15_000, name="two-a.safetensors")
-    b = civitai.file(b"y" * 15_000, name="two-b.safetensors")
-    civitai.add_model(2, "Model 2", "LORA", [civitai.version(22, [b]), civitai.version(21, [a])])
+    a = model_two(civitai)
     d = daemon(allowed_origins=[extension.origin])
     configure(extension, d)
     page_two = "https://civitai.com/models/2/two"
@@ -289,12 +305,7 @@ def test_a_page_naming_only_the_model_gets_the_chooser_of_its_versions(
     chooser.select_option("21")
     chooser_page.click("#send")
     expect(chooser_page.locator("#message")).to_contain_text("Queued two-a.safetensors")
-    with d.client() as c:
-        [job] = c.get("/api/jobs").json()["jobs"]
-        assert job["modelVersionId"] == 21
-        wait_job(c, job["id"])
-    assert_file_is(home / "data/models/lora/two-a.safetensors", a.sha256)
-    assert not (home / "data/models/lora/two-b.safetensors").exists()
+    only_the_older_two_lands(d, home, a)
     assert extension.strays == []
     d.stop()
 

@@ -14,13 +14,14 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.conftest import assert_file_is, wait_job
 from tests.firefox import Firefox, Tab
 from tests.test_browser_extension import (
     EXTENSION,
     SLOW_PAGE,
     ExtensionDriver,
+    model_two,
     models_to_send,
+    only_the_older_two_lands,
     open_the_slow_page,
     send_one_from_the_context_menu,
     the_badges_while_it_downloads,
@@ -153,9 +154,7 @@ def test_in_firefox_a_page_is_sent_the_popup_shows_the_queue_and_the_badge_follo
 def test_in_firefox_a_page_naming_only_the_model_opens_the_chooser_of_its_versions(
     civitai, daemon, extension, home
 ):
-    a = civitai.file(b"x" * 15_000, name="two-a.safetensors")
-    b = civitai.file(b"y" * 15_000, name="two-b.safetensors")
-    civitai.add_model(2, "Model 2", "LORA", [civitai.version(22, [b]), civitai.version(21, [a])])
+    a = model_two(civitai)
     d = daemon(allowed_origins=[ORIGIN])
     configure(extension, d).wait_text("#result", lambda t: t.startswith("Saved. The daemon"))
     page_two = "https://civitai.com/models/2/two"
@@ -172,11 +171,6 @@ def test_in_firefox_a_page_naming_only_the_model_opens_the_chooser_of_its_versio
     chooser.choose("#chooser", "21")
     chooser.click("#send")
     chooser.wait_text("#message", lambda t: "Queued two-a.safetensors" in t)
-    with d.client() as c:
-        [job] = c.get("/api/jobs").json()["jobs"]
-        assert job["modelVersionId"] == 21
-        wait_job(c, job["id"])
-    assert_file_is(home / "data/models/lora/two-a.safetensors", a.sha256)
-    assert not (home / "data/models/lora/two-b.safetensors").exists()
+    only_the_older_two_lands(d, home, a)
     assert extension.left_the_machine() == []
     d.stop()
