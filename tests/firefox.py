@@ -141,6 +141,8 @@ class Firefox:
         write_prefs(profile, self.dead_end.port, uuids, prefs)
         port = free_port()
         self.log = (profile.parent / "firefox.log").open("wb")
+        # Firefox 153 navigates WebDriver only to http(s), file and blob URLs unless system access
+        # is allowed: the add-on's own moz-extension:// pages need it.
         self.proc = subprocess.Popen(
             [FIREFOX, "--headless", "--no-remote", "--profile", str(profile)]
             + ["--remote-debugging-port", str(port), "--remote-allow-system-access"],
@@ -149,7 +151,14 @@ class Firefox:
             stderr=subprocess.STDOUT,
         )
         self.closing = contextlib.ExitStack()
-        self.ws = self._connect(port)
+        try:
+            self.ws = self._connect(port)
+        except BaseException:
+            self.proc.kill()  # no session: nothing else would end it
+            self.proc.wait()
+            self.dead_end.close()
+            self.log.close()
+            raise
         self.next_id = 0
         self.pending: dict[int, Future] = {}
         self.lock = threading.Lock()

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.conftest import wait_for
 from tests.firefox import Firefox, Tab
 from tests.test_browser_extension import (
     EXTENSION,
@@ -136,10 +137,12 @@ def test_in_firefox_a_page_is_sent_the_popup_shows_the_queue_and_the_badge_follo
     assert popup.text("#chooser") is None  # hidden: the page names its version
     popup.click("#send")
     popup.wait_text("#message", lambda t: "Queued slow.safetensors" in t)
-    row = "li.job[data-id='{}']".format(
-        popup.call("() => document.querySelector('li.job')?.dataset.id")
+    # The queue is drawn again every second: the new job's row may come after the message.
+    row_of_slow = (
+        "() => [...document.querySelectorAll('li.job')]"
+        ".find((li) => li.querySelector('.file').textContent === 'slow.safetensors')?.dataset.id"
     )
-    assert popup.text(f"{row} .file") == "slow.safetensors"
+    row = f"li.job[data-id='{wait_for(lambda: popup.call(row_of_slow), 20, 0.1, 'its row')}']"
     popup.wait_text(f"{row} .status", re.compile(r"^downloading · ([1-9]|[1-9][0-9])%$").match)
     value = popup.call(f'() => document.querySelector("{row} progress").value')
     assert 0 < value < 100
