@@ -32,6 +32,7 @@ def apt_fix(package: str) -> str:
 
 
 NGINX_FIX, STRACE_FIX, SYSTEMD_ANALYZE_FIX = apt_fix("nginx"), apt_fix("strace"), apt_fix("systemd")
+FIREFOX_FIX = apt_fix("firefox-esr")
 # Debian's packages some tests drive, besides Chromium: (installed?, package, the tests needing it).
 SYSTEM_TOOLS = (
     (lambda: os.path.exists(NGINX), "nginx", "tests/test_proxy.py"),
@@ -39,6 +40,7 @@ SYSTEM_TOOLS = (
     (lambda: shutil.which("systemd-analyze"), "systemd", "tests/test_install.py (the unit)"),
     (lambda: shutil.which("curl"), "curl", "tests/test_bench.py (the yardsticks)"),
     (lambda: shutil.which("aria2c"), "aria2", "tests/test_bench.py (the yardsticks)"),
+    (lambda: shutil.which("firefox-esr"), "firefox-esr", "tests/test_browser_extension_firefox.py"),
 )
 
 

@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import pytest
@@ -17,6 +18,7 @@ from playwright.sync_api import BrowserContext, Page, Worker, expect
 
 from tests.browser import ARGS, CHROMIUM
 from tests.conftest import assert_file_is, wait_for, wait_job
+from tests.fake_civitai import FakeCivitai, FileSpec
 from tests.test_gui import ARTIFACTS, shot
 from tests.test_gui_deeplink import offline
 from tests.test_live_settings import log_text
@@ -24,31 +26,32 @@ from tests.test_live_settings import log_text
 EXTENSION = Path(__file__).resolve().parent.parent / "integrations" / "browser"
 
 
-@dataclass
-class Extension:
-    context: BrowserContext
-    worker: Worker  # the background service worker
-    origin: str  # chrome-extension://<id>
-    strays: list[str]  # requests that tried to leave the machine
+class ExtensionDriver:
+    """What the tests ask of the extension in either browser (Chromium here, Firefox in
+    test_browser_extension_firefox.py): `run` calls JS with the extension's APIs."""
 
-    def open(self, page: str) -> Page:
-        pg = self.context.new_page()
-        pg.set_default_timeout(15_000)
-        pg.goto(f"{self.origin}/{page}")
-        return pg
+    def run(self, function: str, arg: object) -> Any:
+        raise NotImplementedError
 
-    def tab(self, url: str) -> tuple[Page, int]:
+    def show(self, url: str) -> Any:
+        """A new tab showing `url`."""
+        raise NotImplementedError
+
+    def tab(self, url: str) -> tuple[Any, int]:
         """A tab showing `url` (a routed stand-in) and its id as the extension knows it."""
-        pg = self.context.new_page()
-        pg.goto(url)
-        tab_id = self.worker.evaluate(
+        shown = self.show(url)
+        tab_id = self.run(
             "async (url) => (await chrome.tabs.query({})).find((t) => t.url === url)?.id", url
         )
         assert isinstance(tab_id, int), f"the extension sees no tab at {url}"
-        return pg, tab_id
+        return shown, tab_id
 
     def badge(self, tab_id: int) -> str:
-        return self.worker.evaluate("(tabId) => chrome.action.getBadgeText({tabId})", tab_id)
+        return self.run("(tabId) => chrome.action.getBadgeText({tabId})", tab_id)
+
+    def send_from_url(self, url: str, tab_id: int) -> Any:
+        """What the context menu calls in the background, on `url` in that tab."""
+        raise NotImplementedError
 
     def wait_badge(self, tab_id: int, text: str) -> None:
         """The badge the background set by itself (on the tab's load or a send) becomes `text`."""
@@ -62,6 +65,31 @@ class Extension:
             wait_for(check, 20, 0.2, f"badge {text!r}")
         except AssertionError:
             raise AssertionError(f"badge never {text!r}; seen {sorted(set(seen))}") from None
+
+
+@dataclass
+class Extension(ExtensionDriver):
+    context: BrowserContext
+    worker: Worker  # the background service worker
+    origin: str  # chrome-extension://<id>
+    strays: list[str]  # requests that tried to leave the machine
+
+    def open(self, page: str) -> Page:
+        pg = self.context.new_page()
+        pg.set_default_timeout(15_000)
+        pg.goto(f"{self.origin}/{page}")
+        return pg
+
+    def run(self, function: str, arg: object) -> Any:
+        return self.worker.evaluate(function, arg)
+
+    def show(self, url: str) -> Page:
+        pg = self.context.new_page()
+        pg.goto(url)
+        return pg
+
+    def send_from_url(self, url: str, tab_id: int) -> Any:
+        return self.worker.evaluate("([url, tabId]) => sendFromUrl(url, tabId)", [url, tab_id])
 
 
 @pytest.fixture
@@ -106,6 +134,81 @@ def configure(ext: Extension, d) -> Page:
     return options
 
 
+def models_to_send(civitai: FakeCivitai) -> tuple[FileSpec, FileSpec]:
+    """Model 1 (version 11), a slow model 4 (version 41), and model 3 (versions 31 and 32)."""
+    one = civitai.add_simple(1, 11, b"a" * 20_000, filename="one.safetensors")
+    slow = civitai.add_simple(4, 41, b"s" * 400_000, filename="slow.safetensors")
+    old = civitai.file(b"o" * 10_000, name="three-old.safetensors")
+    new = civitai.file(b"n" * 10_000, name="three-new.safetensors")
+    civitai.add_model(
+        3, "Model 3", "LORA", [civitai.version(32, [new]), civitai.version(31, [old])]
+    )
+    return one, slow
+
+
+def three_has_an_update(d) -> None:
+    """Model 3's older version downloaded: its page's badge says an update is available."""
+    with d.client() as c:
+        wait_job(c, c.post("/api/download", json={"modelVersionId": 31}).json()["id"])
+
+
+def send_one_from_the_context_menu(ext: ExtensionDriver, d, home: Path, one: FileSpec) -> None:
+    """What the context menu calls, on a model page naming its version: that version is queued
+    and lands; the tab's badge says downloaded."""
+    page_one = "https://civitai.com/models/1/one?modelVersionId=11"
+    _, tab_one = ext.tab(page_one)
+    sent = ext.send_from_url(page_one, tab_one)
+    assert isinstance(sent, dict) and "job" in sent, sent
+    with d.client() as c:
+        wait_job(c, sent["job"]["id"])
+    assert_file_is(home / "data/models/lora/one.safetensors", one.sha256)
+    ext.wait_badge(tab_one, "✓")  # downloaded
+
+
+SLOW_PAGE = "https://civitai.com/models/4?modelVersionId=41"
+
+
+def open_the_slow_page(ext: ExtensionDriver, civitai: FakeCivitai) -> tuple[Any, int]:
+    """Model 4's page in a tab, its file slowed to ~20 s: long enough to be seen downloading."""
+    civitai.fault("cdn", rate=20_000)
+    shown, tab_id = ext.tab(SLOW_PAGE)
+    ext.wait_badge(tab_id, "")  # nothing of it here yet
+    return shown, tab_id
+
+
+def the_badges_while_it_downloads(
+    ext: ExtensionDriver, d, home: Path, slow: FileSpec, slow_tab: Any, tab_slow: int
+) -> None:
+    """Model 4, sent from the popup, is queued; model 3 has an update; then model 4 lands."""
+    slow_tab.reload()  # the popup was opened on its URL, not from the tab: the tab asks again
+    ext.wait_badge(tab_slow, "Q")  # queued (downloading)
+    # A model page naming no version, of a model with an older version here: update available.
+    _, tab_three = ext.tab("https://civitai.com/models/3/three")
+    ext.wait_badge(tab_three, "new")
+    with d.client() as c:
+        job = c.get("/api/jobs?status=downloading").json()["jobs"][0]
+        wait_job(c, job["id"], timeout=60)
+    assert_file_is(home / "data/models/lora/slow.safetensors", slow.sha256)
+
+
+def model_two(civitai: FakeCivitai) -> FileSpec:
+    """Model 2, versions 22 (newest) and 21; its page names no version. 21's file."""
+    a = civitai.file(b"x" * 15_000, name="two-a.safetensors")
+    b = civitai.file(b"y" * 15_000, name="two-b.safetensors")
+    civitai.add_model(2, "Model 2", "LORA", [civitai.version(22, [b]), civitai.version(21, [a])])
+    return a
+
+
+def only_the_older_two_lands(d, home: Path, a: FileSpec) -> None:
+    """The one job queued is version 21, chosen; its file lands, 22's does not."""
+    with d.client() as c:
+        [job] = c.get("/api/jobs").json()["jobs"]
+        assert job["modelVersionId"] == 21
+        wait_job(c, job["id"])
+    assert_file_is(home / "data/models/lora/two-a.safetensors", a.sha256)
+    assert not (home / "data/models/lora/two-b.safetensors").exists()
+
+
 def test_options_are_kept_and_the_daemon_takes_the_extension_only_once_its_origin_is_listed(
     civitai, daemon, extension, home
 ):
@@ -140,36 +243,17 @@ def test_options_are_kept_and_the_daemon_takes_the_extension_only_once_its_origi
 def test_a_page_and_a_link_send_their_version_the_popup_shows_the_queue_and_the_badge_follows(
     civitai, daemon, extension, home
 ):
-    one = civitai.add_simple(1, 11, b"a" * 20_000, filename="one.safetensors")
-    slow = civitai.add_simple(4, 41, b"s" * 400_000, filename="slow.safetensors")
-    old = civitai.file(b"o" * 10_000, name="three-old.safetensors")
-    new = civitai.file(b"n" * 10_000, name="three-new.safetensors")
-    civitai.add_model(
-        3, "Model 3", "LORA", [civitai.version(32, [new]), civitai.version(31, [old])]
-    )
+    one, slow = models_to_send(civitai)
     d = daemon(allowed_origins=[extension.origin])
     configure(extension, d)
-    with d.client() as c:
-        wait_job(c, c.post("/api/download", json={"modelVersionId": 31}).json()["id"])
+    three_has_an_update(d)
 
     # The context menu on a model page naming its version queues that version.
-    page_one = "https://civitai.com/models/1/one?modelVersionId=11"
-    _, tab_one = extension.tab(page_one)
-    sent = extension.worker.evaluate(
-        "([url, tabId]) => sendFromUrl(url, tabId)", [page_one, tab_one]
-    )
-    assert "job" in sent, sent
-    with d.client() as c:
-        wait_job(c, sent["job"]["id"])
-    assert_file_is(home / "data/models/lora/one.safetensors", one.sha256)
-    extension.wait_badge(tab_one, "✓")  # downloaded
+    send_one_from_the_context_menu(extension, d, home, one)
 
     # The toolbar popup on a model page: one click sends it; the queue shows its progress.
-    civitai.fault("cdn", rate=20_000)  # ~20 s: long enough to be seen downloading
-    page_slow = "https://civitai.com/models/4?modelVersionId=41"
-    slow_tab, tab_slow = extension.tab(page_slow)
-    extension.wait_badge(tab_slow, "")  # nothing of it here yet
-    popup = extension.open(f"popup.html?url={quote(page_slow, safe='')}")
+    slow_tab, tab_slow = open_the_slow_page(extension, civitai)
+    popup = extension.open(f"popup.html?url={quote(SLOW_PAGE, safe='')}")
     expect(popup.locator("#model-name")).to_have_text("Model 4 · LORA")
     expect(popup.locator("#model-version")).to_contain_text("Version: v41")
     expect(popup.locator("#chooser")).to_be_hidden()
@@ -185,16 +269,7 @@ def test_a_page_and_a_link_send_their_version_the_popup_shows_the_queue_and_the_
         "completed · 100%"
     )
     shot_of(popup, "body", "extension-popup")
-    slow_tab.reload()  # the popup was opened on its URL, not from the tab: the tab asks again
-    extension.wait_badge(tab_slow, "Q")  # queued (downloading)
-
-    # A model page naming no version, of a model with an older version here: update available.
-    _, tab_three = extension.tab("https://civitai.com/models/3/three")
-    extension.wait_badge(tab_three, "new")
-    with d.client() as c:
-        job = c.get("/api/jobs?status=downloading").json()["jobs"][0]
-        wait_job(c, job["id"], timeout=60)
-    assert_file_is(home / "data/models/lora/slow.safetensors", slow.sha256)
+    the_badges_while_it_downloads(extension, d, home, slow, slow_tab, tab_slow)
     expect(row.locator(".status")).to_have_text("completed · 100%")
     assert extension.strays == []
     d.stop()
@@ -203,9 +278,7 @@ def test_a_page_and_a_link_send_their_version_the_popup_shows_the_queue_and_the_
 def test_a_page_naming_only_the_model_gets_the_chooser_of_its_versions(
     civitai, daemon, extension, home
 ):
-    a = civitai.file(b"x" * 15_000, name="two-a.safetensors")
-    b = civitai.file(b"y" * 15_000, name="two-b.safetensors")
-    civitai.add_model(2, "Model 2", "LORA", [civitai.version(22, [b]), civitai.version(21, [a])])
+    a = model_two(civitai)
     d = daemon(allowed_origins=[extension.origin])
     configure(extension, d)
     page_two = "https://civitai.com/models/2/two"
@@ -232,12 +305,7 @@ def test_a_page_naming_only_the_model_gets_the_chooser_of_its_versions(
     chooser.select_option("21")
     chooser_page.click("#send")
     expect(chooser_page.locator("#message")).to_contain_text("Queued two-a.safetensors")
-    with d.client() as c:
-        [job] = c.get("/api/jobs").json()["jobs"]
-        assert job["modelVersionId"] == 21
-        wait_job(c, job["id"])
-    assert_file_is(home / "data/models/lora/two-a.safetensors", a.sha256)
-    assert not (home / "data/models/lora/two-b.safetensors").exists()
+    only_the_older_two_lands(d, home, a)
     assert extension.strays == []
     d.stop()
 
