@@ -4,10 +4,14 @@ the end; never edit one that has shipped."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 import job_secrets
+from library import catalog
 
 migrations = Migrations("civitai-daemon")
 
@@ -220,3 +224,35 @@ def _git_sha1(db: Database) -> None:
     # A Hugging Face file kept in git is verified by its git blob SHA-1 (the Hub's ETag), kept
     # here; its verified_by is "git-sha1".
     db["jobs"].add_column("git_sha1", str)
+
+
+@migrations(name="017_lib-page_catalog")
+def _lib_page_catalog(db: Database) -> None:
+    # The Library page searches trigger words and blurs NSFW previews (library/catalog.py); it
+    # finds a file by hash and an update by the version on disk, so those are indexed. An update
+    # names the new file (id, name, size): "Download all updates" shows its plan without asking
+    # Civitai again.
+    db["completed"].add_column("trained_words", str)
+    db["completed"].add_column("preview_nsfw", int)
+    db["completed"].create_index(["sha256"], if_not_exists=True)
+    db["completed"].create_index(["modelVersionId"], if_not_exists=True)
+    db["completed"].create_index(["modelId"], if_not_exists=True)
+    db["updates"].add_column("file_id", int)
+    db["updates"].add_column("filename", str)
+    db["updates"].add_column("size", int)
+    db["updates"].create_index(["modelId", "old_version_id"], if_not_exists=True)
+    # Rows recorded before: from their job's version JSON, else their .civitai.info sidecar.
+    rows = db.execute(
+        "select completed.id, completed.path, jobs.info from completed "
+        "left join jobs on jobs.id = completed.job_id"
+    ).fetchall()
+    for row_id, path, info in rows:
+        try:
+            version = json.loads(info) if info else None
+        except ValueError:
+            version = None
+        if not isinstance(version, dict) and path:
+            version = catalog.sidecar_info(Path(path))
+        values = {k: v for k, v in catalog.fields(version).items() if v is not None}
+        if values:
+            db["completed"].update(row_id, values)
