@@ -4,6 +4,7 @@ searched and paged; the updates found for them, planned and queued."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -12,7 +13,7 @@ from pydantic import BaseModel, Field
 
 import errors
 from engine.jobs import MAX_ID
-from library import holdings, listing, manifest, update_plan
+from library import holdings, listing, update_plan
 from library.layout import model_type_of
 from web.auth import require_key
 
@@ -67,25 +68,32 @@ class LibraryPage(BaseModel):
 
 
 def _tracked(path: Path) -> list[int]:
-    raw, _, _ = manifest.load(path)
+    """The modelIds manifest.json tracks, as written (the list needs no more of it)."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    entries = raw if isinstance(raw, list) else []
     return sorted(
-        {e["modelId"] for e in raw if isinstance(e, dict) and type(e.get("modelId")) is int}
+        {e["modelId"] for e in entries if isinstance(e, dict) and type(e.get("modelId")) is int}
     )
 
 
-def _roots(request: Request) -> tuple[str, ...]:
-    queue = request.app.state.queue
-    return str(queue.models_root), str(queue.settings.models_dir)
+def shelf_of(request: Request) -> listing.Shelf:
+    """The app's one Shelf (and what it keeps between requests), made at the first listing."""
+    state = request.app.state
+    if getattr(state, "library_shelf", None) is None:
+        state.library_shelf = listing.Shelf(state.store)
+    return state.library_shelf
 
 
 async def _search(
     request: Request, query: listing.Query
-) -> tuple[list[dict[str, Any]], int, list[str], str]:
+) -> tuple[list[dict[str, Any]], int, list[str], str, list[int]]:
     tracked = await asyncio.to_thread(_tracked, request.app.state.settings.manifest_path)
-    rows, total, folders, root = await listing.listing(
-        request.app.state.store, query, _roots(request), tracked
-    )
-    return rows, total, folders, root
+    queue = request.app.state.queue
+    roots = (str(queue.models_root), str(queue.settings.models_dir))
+    return (*await shelf_of(request).listing(query, roots, tracked), tracked)
 
 
 def _has_preview(rows: list[dict[str, Any]]) -> list[bool]:
@@ -131,9 +139,8 @@ async def library_models(
     query = listing.Query(
         q, kind, base_model, folder, tracked, update, unknown, sort, page, per_page
     )
-    rows, total, folders, root = await _search(request, query)
-    settings = request.app.state.settings
-    tracked_ids = set(await asyncio.to_thread(_tracked, settings.manifest_path))
+    rows, total, folders, root, tracked = await _search(request, query)
+    settings, tracked_ids = request.app.state.settings, set(tracked)
     previews = await asyncio.to_thread(_has_preview, rows)
     files = [
         listing.shaped(r, root, tracked_ids, settings.show_nsfw, settings.civitai_base_url)
@@ -182,7 +189,7 @@ async def download_updates(
     """The files with an update available (all, or those `ids` names): what each update would
     download, how big, where. Without `dry_run` the ready ones are queued, as the update check
     queues a tracked model's update (the new file replaces the old as `manifest_mode` says)."""
-    rows, _, _, _ = await _search(request, listing.Query(update=True, per_page=10_000))
+    rows, *_ = await _search(request, listing.Query(update=True, per_page=10_000))
     if choice is not None and choice.ids is not None:
         wanted = set(choice.ids)
         rows = [r for r in rows if r["id"] in wanted]
