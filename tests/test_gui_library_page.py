@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 
 from playwright.sync_api import expect
+from sqlite_utils import Database
 
+from schema import migrations
 from tests.conftest import wait_for, wait_job
 from tests.test_gui import log_in, open_tab, shot
 from tests.test_gui_library import _fetch, _page
@@ -153,6 +155,7 @@ def test_browse_blurs_an_nsfw_example_image_until_it_is_clicked(civitai, daemon,
     log_in(page, d)
     open_tab(page, "browse")
     page.locator(".browse-card .browse-name").first.click()
+    expect(page.locator("#browse-modal")).to_have_css("opacity", "1")
     strip = page.locator("#browse-modal .browse-strip-img")
     expect(strip).to_have_count(1)
     expect(strip).to_have_class("browse-strip-img browse-blur")
@@ -160,6 +163,51 @@ def test_browse_blurs_an_nsfw_example_image_until_it_is_clicked(civitai, daemon,
     strip.click()
     expect(strip).to_have_class("browse-strip-img")
     assert strip.evaluate("i => getComputedStyle(i).filter") == "none"
+    w.assert_clean()
+    page.context.close()
+    d.stop()
+
+
+def test_a_library_of_130_files_pages_by_60_and_a_search_starts_at_page_one(
+    civitai, daemon, browser, home
+):
+    folder = (home / "data/models/lora").resolve()
+    folder.mkdir(parents=True)
+    db = Database(home / "data/completed.db")
+    migrations.apply(db)
+    db["completed"].insert_all(
+        {
+            "model_type": "lora",
+            "filename": f"file_{i:03}.safetensors",
+            "path": str(folder / f"file_{i:03}.safetensors"),
+            "sha256": sha(f"file {i}".encode()),
+            "size": 1000 + i,
+            "model_name": f"Model {i:03}",
+            "completed_at": f"2026-01-01T00:{i // 60:02}:{i % 60:02}Z",
+        }
+        for i in range(130)
+    )
+    db.close()
+    d = daemon()
+    w = _page(browser)
+    page = w.page
+    log_in(page, d)
+    open_tab(page, "library")
+    rows = page.locator(".library-row")
+    expect(rows).to_have_count(60)
+    expect(page.locator("#library-count")).to_have_text("1–60 of 130")
+    expect(rows.first.locator(".fw-semibold")).to_have_text("Model 129")  # newest first
+    page.click("#library-next")
+    expect(page.locator("#library-count")).to_have_text("61–120 of 130")
+    expect(page.locator("#library-page-info")).to_have_text("Page 2 of 3")
+    page.click("#library-next")
+    expect(rows).to_have_count(10)
+    expect(rows.last.locator(".fw-semibold")).to_have_text("Model 000")
+    expect(page.locator("#library-next")).to_be_disabled()
+    page.fill("#library-search", sha(b"file 7")[:10].upper())
+    expect(rows).to_have_count(1)
+    expect(rows.first.locator(".fw-semibold")).to_have_text("Model 007")
+    expect(page.locator("#library-pager")).to_be_hidden()
     w.assert_clean()
     page.context.close()
     d.stop()
