@@ -226,6 +226,12 @@ def _git_sha1(db: Database) -> None:
     db["jobs"].add_column("git_sha1", str)
 
 
+SEARCH_TEXT = (
+    "coalesce(new.model_name, '') || ' ' || coalesce(new.version_name, '') || ' ' || "
+    "coalesce(new.filename, '') || ' ' || coalesce(new.trained_words, '')"
+)
+
+
 @migrations(name="017_lib-page_catalog")
 def _lib_page_catalog(db: Database) -> None:
     # The Library page searches trigger words and blurs NSFW previews (library/catalog.py); it
@@ -234,6 +240,15 @@ def _lib_page_catalog(db: Database) -> None:
     # Civitai again.
     db["completed"].add_column("trained_words", str)
     db["completed"].add_column("preview_nsfw", int)
+    # What a search reads, in one column (a LIKE over it is several times faster than over
+    # the columns joined), kept by triggers whoever adds or renames a row.
+    db["completed"].add_column("search_text", str)
+    for event in ("insert", "update of model_name, version_name, filename, trained_words"):
+        db.execute(
+            f"create trigger if not exists completed_search_{event.split()[0]} after {event} "
+            f"on completed begin update completed set search_text = {SEARCH_TEXT} "
+            "where id = new.id; end"
+        )
     db["completed"].create_index(["sha256"], if_not_exists=True)
     db["completed"].create_index(["modelVersionId"], if_not_exists=True)
     db["completed"].create_index(["modelId"], if_not_exists=True)
@@ -256,3 +271,4 @@ def _lib_page_catalog(db: Database) -> None:
         values = {k: v for k, v in catalog.fields(version).items() if v is not None}
         if values:
             db["completed"].update(row_id, values)
+    db.execute(f"update completed set search_text = {SEARCH_TEXT.replace('new.', '')}")

@@ -35,13 +35,13 @@ HASH_WORD = re.compile(r"[0-9a-f]{10}|[0-9a-f]{64}")  # an AutoV2, or a whole SH
 FILES_SQL = """
 select id, 'model' as kind, path, filename, substr(path, 1, length(path) - length(filename))
   as folder, model_type, modelId, modelVersionId, model_name, version_name, base_model, size,
-  sha256, trained_words, preview_nsfw, completed_at, job_id
+  sha256, trained_words, preview_nsfw, completed_at, job_id, search_text
 from completed where id not in (select value from json_each(?))
 """
 UNKNOWN_SQL = """
 select null, 'unknown', path, replace(path, rtrim(path, replace(path, '/', '')), ''),
   rtrim(path, replace(path, '/', '')), model_type, null, null, null, null, null, size, sha256,
-  null, 0, checked_at, null
+  null, 0, checked_at, null, replace(path, rtrim(path, replace(path, '/', '')), '')
 from file_hashes where status = 'unknown' and path not in (select path from completed)
 """
 # The newest update found for the version on disk whose new version is not on disk yet.
@@ -110,15 +110,14 @@ def _where(query: Query, root: str, tracked: list[int]) -> tuple[str, list[Any]]
         where.append(f"{UPDATE_OF.format(t='f')} is {'not ' if query.update else ''}null")
     if query.unknown is not None:
         where.append("kind = 'unknown'" if query.unknown else "kind = 'model'")
-    for word in query.q.lower().split():  # every word in a name, a file, a trigger word or a hash
-        text = (
-            "instr(lower(coalesce(model_name, '') || ' ' || coalesce(version_name, '') || ' ' || "
-            "filename || ' ' || coalesce(trained_words, '')), ?)"
-        )
-        args.append(word)
+    for word in query.q.split():  # every word in a name, a file, a trigger word or a hash
+        # LIKE ignores the case of ASCII letters; the word's own % and _ are taken literally.
+        text = "search_text like ? escape '\\'"
+        args.append("%" + re.sub(r"([\\%_])", r"\\\1", word) + "%")
+        word = word.lower()
         if HASH_WORD.fullmatch(word):
-            text += " or substr(lower(sha256), 1, ?) = ?"
-            args += [len(word), word]
+            text += " or sha256 like ?"  # its first hex digits: LIKE ignores their case
+            args.append(f"{word}%")
         where.append(f"({text})")
     return " and ".join(where) or "1", args
 

@@ -13,6 +13,7 @@ let librarySearchTimer = null;
 let libraryDeleting = null; // the completed row the delete dialog asks about
 let libraryAsked = 0; // the newest request: an older answer arriving late is dropped
 let libraryFiles = []; // the page shown, drawn again when the view changes
+let librarySummary = null; // GET /api/library's last answer: the totals and the filters' options
 
 function libraryOptions(select, values, allLabel, label = (v) => v) {
   const keep = select.value;
@@ -27,7 +28,7 @@ function libraryTotals(summary) {
     type: "button",
     class: `btn btn-sm ${libraryFilter.type === type ? "btn-primary" : "btn-outline-secondary"} library-total`,
     "data-type": type,
-    onclick: () => { libraryFilter.type = type; libraryFilter.page = 1; document.getElementById("library-type").value = type; libraryReload(); },
+    onclick: () => { libraryFilter.type = type; libraryFilter.page = 1; document.getElementById("library-type").value = type; libraryRefresh(); },
   }, `${label} · ${t.files} file${t.files === 1 ? "" : "s"} · ${bytes(t.bytes)}`);
   box.replaceChildren(badge("All", summary, ""), ...summary.types.map((t) => badge(t.model_type, t, t.model_type)));
 }
@@ -171,10 +172,14 @@ function libraryParams() {
   return params;
 }
 
-async function loadLibrary() {
+// `full`: the totals and the updates' count too (the tab shown, a file added or removed); a
+// search, a filter or another page asks for its files only.
+async function loadLibrary(full = true) {
   const asked = ++libraryAsked;
-  const [data, summary] = await Promise.all([api("GET", `/api/library/models?${libraryParams()}`), api("GET", "/api/library")]);
+  const [data, summary] = await Promise.all([api("GET", `/api/library/models?${libraryParams()}`),
+    full || !librarySummary ? api("GET", "/api/library") : librarySummary]);
   if (asked !== libraryAsked) return; // a newer search is on its way
+  librarySummary = summary;
   libraryOptions(document.getElementById("library-type"), summary.types.map((t) => t.model_type), "All types");
   libraryOptions(document.getElementById("library-base"), summary.base_models, "All base models");
   libraryOptions(document.getElementById("library-folder"), data.folders.map((f) => f || "."), "All folders", (f) => (f === "." ? "(download_dir)" : f));
@@ -195,13 +200,14 @@ async function loadLibrary() {
   const empty = document.getElementById("library-empty");
   empty.textContent = filtered ? "No completed file matches these filters." : "No completed downloads yet.";
   empty.classList.toggle("d-none", data.files.length > 0);
-  if (typeof libraryUpdatesCount === "function") libraryUpdatesCount().catch(() => {});
+  if (full && typeof libraryUpdatesCount === "function") libraryUpdatesCount().catch(() => {});
 }
 
 function libraryReload() { loadLibrary().catch((e) => toast(e.message, "danger")); }
+function libraryRefresh() { loadLibrary(false).catch((e) => toast(e.message, "danger")); }
 
 function libraryOn(id, key) {
-  document.getElementById(id).addEventListener("change", (event) => { libraryFilter[key] = event.target.value; libraryFilter.page = 1; libraryReload(); });
+  document.getElementById(id).addEventListener("change", (event) => { libraryFilter[key] = event.target.value; libraryFilter.page = 1; libraryRefresh(); });
 }
 
 document.getElementById("library-filters").addEventListener("submit", (event) => event.preventDefault());
@@ -212,10 +218,10 @@ libraryOn("library-show", "show");
 libraryOn("library-sort", "sort");
 document.getElementById("library-search").addEventListener("input", (event) => {
   clearTimeout(librarySearchTimer);
-  librarySearchTimer = setTimeout(() => { libraryFilter.q = event.target.value.trim(); libraryFilter.page = 1; libraryReload(); }, 250);
+  librarySearchTimer = setTimeout(() => { libraryFilter.q = event.target.value.trim(); libraryFilter.page = 1; libraryRefresh(); }, 250);
 });
-document.getElementById("library-prev").addEventListener("click", () => { libraryFilter.page -= 1; libraryReload(); });
-document.getElementById("library-next").addEventListener("click", () => { libraryFilter.page += 1; libraryReload(); });
+document.getElementById("library-prev").addEventListener("click", () => { libraryFilter.page -= 1; libraryRefresh(); });
+document.getElementById("library-next").addEventListener("click", () => { libraryFilter.page += 1; libraryRefresh(); });
 for (const view of ["cards", "table"]) {
   document.getElementById(`library-view-${view}`).addEventListener("click", () => {
     libraryView = view;
