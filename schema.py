@@ -255,6 +255,9 @@ def _lib_page_catalog(db: Database) -> None:
     db["updates"].add_column("file_id", int)
     db["updates"].add_column("filename", str)
     db["updates"].add_column("size", int)
+    db["updates"].add_column(
+        "untracked", int
+    )  # 1: found for a file not tracked, never queued by the check
     db["updates"].create_index(["modelId", "old_version_id"], if_not_exists=True)
     # Rows recorded before: from their job's version JSON, else their .civitai.info sidecar.
     rows = db.execute(

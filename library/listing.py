@@ -50,7 +50,7 @@ UPDATE_OF = """(select max(u.id) from updates u where u.modelId = {t}.modelId
   and not exists (select 1 from completed n where n.modelVersionId = u.new_version_id))"""
 PAGE_UPDATES = f"""
 select c.id, u.id, u.new_version_id, u.version_name, u.size, u.job_id, u.early_access_until,
-  u.file_id, u.filename, (select status from jobs where jobs.id = u.job_id),
+  u.file_id, u.filename, u.untracked, (select status from jobs where jobs.id = u.job_id),
   (select url from jobs where jobs.id = c.job_id)
 from completed c left join updates u on u.id = {UPDATE_OF.format(t="c")}
 where c.id in (select value from json_each(?))
@@ -64,6 +64,7 @@ UPDATE_FIELDS = (
     "update_early_access",
     "update_file_id",
     "update_filename",
+    "update_untracked",
     "update_job_status",
     "job_url",
 )
@@ -223,6 +224,7 @@ def shaped(
             "job_id": row["update_job_id"],
             "job_status": row["update_job_status"],
             "early_access_until": row["update_early_access"],
+            "untracked": bool(row["update_untracked"]),
         }
     nsfw = bool(row.get("preview_nsfw"))
     return {

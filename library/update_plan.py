@@ -20,8 +20,8 @@ def state_of(row: dict[str, Any]) -> str:
     """ "ready" to queue, "queued" (its download is under way) or "early access" (not yet)."""
     if row.get("update_job_status") in ACTIVE:
         return "queued"
-    if row.get("update_early_access") and row.get("update_job_id") is None:
-        return "early access"
+    if row.get("update_job_id") is None and not row.get("update_untracked"):
+        return "early access"  # a tracked model's: the check queues it once it can be fetched
     return "ready"
 
 

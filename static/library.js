@@ -88,7 +88,7 @@ function libraryActions(c) {
   const box = el("div", { class: "d-flex flex-wrap gap-1 justify-content-end" });
   if (c.page_url) box.append(el("a", { class: "btn btn-outline-secondary btn-sm library-page-link", href: c.page_url, target: "_blank", rel: "noopener noreferrer" }, c.modelId ? "Civitai ↗" : "Page ↗"));
   const u = c.update;
-  const ready = u && !["queued", "downloading", "waiting", "verifying", "paused"].includes(u.job_status) && !(u.early_access_until && !u.job_id);
+  const ready = u && !["queued", "downloading", "waiting", "verifying", "paused"].includes(u.job_status) && !(!u.job_id && !u.untracked); // a tracked model's, without a job: early access
   if (isAdmin && ready) box.append(el("button", { type: "button", class: "btn btn-outline-success btn-sm library-update", onclick: () => libraryPlanUpdates([c.id]) }, "Update"));
   if (isAdmin && c.id) box.append(el("button", { type: "button", class: "btn btn-outline-danger btn-sm library-delete", onclick: () => libraryAskDelete(c) }, "Delete"));
   return box;

@@ -13,6 +13,7 @@ from sqlite_utils import Database
 
 from schema import migrations
 from tests.conftest import run_job, wait_for, wait_job
+from tests.test_cli import cli
 
 
 def sha(data: bytes) -> str:
@@ -170,6 +171,12 @@ def test_updates_of_untracked_files_are_marked_planned_then_queued(civitai, daem
     [found] = result["updates"]
     assert found["new_version_id"] == 51 and found["job_id"] is None  # noted, not queued
     assert c.get("/api/jobs").json()["total"] == 1
+    [listed] = c.get("/api/updates").json()["updates"]
+    assert listed["untracked"] is True and listed["job_id"] is None
+    shown = cli(home, "updates")
+    assert (
+        shown.returncode == 0 and "not tracked: download it from the GUI's Library" in shown.stdout
+    )
 
     [row] = _files(c, update="true")["files"]
     assert row["update"]["version_name"] == "v2" and row["update"]["size"] == len(new)

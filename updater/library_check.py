@@ -87,6 +87,7 @@ async def record_available(
                 "new_version_id": newest["id"],
                 "version_name": newest.get("name"),
                 "model_type": row["model_type"],
+                "untracked": 1,
                 **file_fields(newest),
             }
         )

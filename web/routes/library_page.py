@@ -30,6 +30,7 @@ class Update(BaseModel):
     job_id: int | None = None
     job_status: str | None = None
     early_access_until: str | None = None
+    untracked: bool = False  # found for a file not tracked: only queued from here
 
 
 class LibraryFile(BaseModel):
