@@ -33,14 +33,14 @@ SORTS = {
 }
 HASH_WORD = re.compile(r"[0-9a-f]{10}|[0-9a-f]{64}")  # an AutoV2, or a whole SHA256
 FILES_SQL = """
-select id, 'model' as kind, path, filename, substr(path, 1, length(path) - length(filename))
-  as folder, model_type, modelId, modelVersionId, model_name, version_name, base_model, size,
-  sha256, trained_words, preview_nsfw, completed_at, job_id, search_text
+select id, 'model' as kind, path, filename, model_type, modelId, modelVersionId, model_name,
+  version_name, base_model, size, sha256, trained_words, preview_nsfw, completed_at, job_id,
+  search_text
 from completed where id not in (select value from json_each(?))
 """
 UNKNOWN_SQL = """
 select null, 'unknown', path, replace(path, rtrim(path, replace(path, '/', '')), ''),
-  rtrim(path, replace(path, '/', '')), model_type, null, null, null, null, null, size, sha256,
+  model_type, null, null, null, null, null, size, sha256,
   null, 0, checked_at, null, replace(path, rtrim(path, replace(path, '/', '')), '')
 from file_hashes where status = 'unknown' and path not in (select path from completed)
 """
@@ -100,7 +100,7 @@ def _where(query: Query, root: str, tracked: list[int]) -> tuple[str, list[Any]]
         where.append("base_model = ?")
         args.append(query.base_model)
     if query.folder is not None:
-        where.append("folder = ?")
+        where.append("substr(path, 1, length(path) - length(filename)) = ?")  # its folder
         args.append(f"{root}/{query.folder.strip('/')}/" if query.folder.strip("/") else f"{root}/")
     if query.tracked is not None:
         where.append(
