@@ -151,6 +151,45 @@ def test_the_update_the_check_found_is_badged_planned_then_queued_on_confirm(
     d.stop()
 
 
+def test_one_files_update_button_plans_and_queues_that_file_only(civitai, daemon, browser, home):
+    for model_id in (5, 6):
+        _model(
+            civitai, model_id, model_id * 10, bytes([model_id]) * 9_000, f"m{model_id}.safetensors"
+        )
+    d = daemon()
+    c = d.client()
+    for model_id in (5, 6):
+        _fetch(d, model_id * 10, "lora")
+        newer = civitai.file(bytes([model_id]) * 30_000, name=f"m{model_id}_v2.safetensors")
+        civitai.publish_version(model_id, civitai.version(model_id * 10 + 1, [newer], name="v2"))
+    assert len(c.post("/api/updates/check").json()["updates"]) == 2
+    w = _page(browser)
+    page = w.page
+    log_in(page, d)
+    open_tab(page, "library")
+    expect(page.locator("#library-update-all")).to_have_text("Download all updates (2)")
+    six = page.locator(".library-row", has_text="m6.safetensors")
+    six.locator(".library-update").click()
+    modal = page.locator("#updates-modal")
+    expect(modal).to_have_css("opacity", "1")
+    expect(modal.locator(".updates-plan-row")).to_have_count(1)
+    expect(modal.locator(".updates-plan-row")).to_contain_text("Model 6")
+    expect(modal.locator(".updates-plan-path")).to_have_text(
+        [str((home / "data/models/lora/m6_v2.safetensors").resolve())]
+    )
+    page.click("#updates-confirm")
+    expect(modal).to_be_hidden()
+    wait_for(lambda: c.get("/api/jobs").json()["total"] == 3, what="one update queued")
+    queued = [j["modelVersionId"] for j in c.get("/api/jobs").json()["jobs"]]
+    assert 61 in queued and 51 not in queued
+    expect(page.locator("#library-update-all")).to_have_text("Download all updates (1)")
+    five = page.locator(".library-row", has_text="m5.safetensors")
+    expect(five.locator(".library-update-badge")).to_have_text("update available: v2")
+    w.assert_clean()
+    page.context.close()
+    d.stop()
+
+
 def test_browse_blurs_an_nsfw_example_image_until_it_is_clicked(civitai, daemon, browser):
     _model(civitai, 7, 70, b"x" * 5_000, "night.safetensors", nsfw_level=8)
     d = daemon()
