@@ -76,6 +76,9 @@ def job_rows(jobs: list[dict[str, Any]]) -> str:
     )
 
 
+UNTRACKED = "not tracked: download it from the GUI's Library (Update)"
+
+
 def early_access_note(update: dict[str, Any]) -> str:
     """An update not queued because its version is in early access, and until when."""
     until = update.get("early_access_until")
@@ -85,6 +88,8 @@ def early_access_note(update: dict[str, Any]) -> str:
 def fetched(update: dict[str, Any]) -> str:
     if update.get("job_id") is not None:
         return f"job {update['job_id']}"
+    if update.get("untracked"):
+        return UNTRACKED
     return f"{early_access_note(update)}: queued by the first check after that"
 
 
@@ -186,7 +191,7 @@ def run(args: argparse.Namespace) -> tuple[Any, str]:
                 u["old_version_id"],
                 u["new_version_id"],
                 u["found_at"],
-                u.get("job_id") or early_access_note(u),
+                u.get("job_id") or (UNTRACKED if u.get("untracked") else early_access_note(u)),
             ]
             for u in data["updates"]
         ]

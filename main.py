@@ -39,6 +39,7 @@ from web.routes.browse import router as browse_router
 from web.routes.bulk import router as bulk_router
 from web.routes.find_file import router as find_file_router
 from web.routes.follows import router as follows_router
+from web.routes.library_page import router as library_page_router
 from web.sessions import Sessions, load_session_secret
 
 log = logging.getLogger("civitai.main")
@@ -146,6 +147,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(find_file_router)
     app.include_router(updates.router)
     app.include_router(library.router)
+    app.include_router(library_page_router)
     app.include_router(relayout.router)
     app.include_router(settings_api.router)
     app.include_router(integrations.router)

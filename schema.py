@@ -4,10 +4,14 @@ the end; never edit one that has shipped."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 import job_secrets
+from library import catalog
 
 migrations = Migrations("civitai-daemon")
 
@@ -274,3 +278,54 @@ def _follows_tables(db: Database) -> None:
         },
         pk=("follow_id", "modelVersionId"),
     )
+
+
+SEARCH_TEXT = (
+    "coalesce(new.model_name, '') || ' ' || coalesce(new.version_name, '') || ' ' || "
+    "coalesce(new.filename, '') || ' ' || coalesce(new.trained_words, '')"
+)
+
+
+@migrations(name="019_lib-page_catalog")
+def _lib_page_catalog(db: Database) -> None:
+    # The Library page searches trigger words and blurs NSFW previews (library/catalog.py); it
+    # finds a file by hash and an update by the version on disk, so those are indexed. An update
+    # names the new file (id, name, size): "Download all updates" shows its plan without asking
+    # Civitai again.
+    db["completed"].add_column("trained_words", str)
+    db["completed"].add_column("preview_nsfw", int)
+    # What a search reads, in one column (a LIKE over it is several times faster than over
+    # the columns joined), kept by triggers whoever adds or renames a row.
+    db["completed"].add_column("search_text", str)
+    for event in ("insert", "update of model_name, version_name, filename, trained_words"):
+        db.execute(
+            f"create trigger if not exists completed_search_{event.split()[0]} after {event} "
+            f"on completed begin update completed set search_text = {SEARCH_TEXT} "
+            "where id = new.id; end"
+        )
+    db["completed"].create_index(["sha256"], if_not_exists=True)
+    db["completed"].create_index(["modelVersionId"], if_not_exists=True)
+    db["completed"].create_index(["modelId"], if_not_exists=True)
+    db["updates"].add_column("file_id", int)
+    db["updates"].add_column("filename", str)
+    db["updates"].add_column("size", int)
+    db["updates"].add_column(
+        "untracked", int
+    )  # 1: found for a file not tracked, never queued by the check
+    db["updates"].create_index(["modelId", "old_version_id"], if_not_exists=True)
+    # Rows recorded before: from their job's version JSON, else their .civitai.info sidecar.
+    rows = db.execute(
+        "select completed.id, completed.path, jobs.info from completed "
+        "left join jobs on jobs.id = completed.job_id"
+    ).fetchall()
+    for row_id, path, info in rows:
+        try:
+            version = json.loads(info) if info else None
+        except ValueError:
+            version = None
+        if not isinstance(version, dict) and path:
+            version = catalog.sidecar_info(Path(path))
+        values = {k: v for k, v in catalog.fields(version).items() if v is not None}
+        if values:
+            db["completed"].update(row_id, values)
+    db.execute(f"update completed set search_text = {SEARCH_TEXT.replace('new.', '')}")

@@ -36,7 +36,7 @@ from engine.origins import origin_of
 from engine.rates import RateMeter, SpeedMeter
 from engine.throttle import Throttle
 from events import ClearedEvent, Event, JobEvent
-from library import files
+from library import catalog, files
 from library.sidecars import write_sidecars
 from library.tracking import Tracker
 from logger import safe_url
@@ -341,7 +341,7 @@ class JobRunner:
                 "size": size,
                 "model_name": row.get("model_name"),
                 "version_name": row.get("version_name"),
-                "base_model": info.get("baseModel") if isinstance(info, dict) else None,
+                **catalog.fields(info),  # base model, trigger words, the preview's NSFW mark
                 "completed_at": now,
                 "elapsed_s": elapsed,
                 "mtime_ns": mtime_ns,

@@ -18,7 +18,7 @@ import errors
 from config.settings import Settings
 from database import Store, utcnow
 from engine.jobs import MODEL_TYPE_RE
-from library import manifest
+from library import catalog, manifest
 from library.files import sha256_file
 from library.layout import ALIASES, Layout, every_folder, known_types, model_type_of
 from library.sidecars import write_sidecars
@@ -254,7 +254,7 @@ class Scanner:
                 "size": (await asyncio.to_thread(path.stat)).st_size,
                 "model_name": model.get("name"),
                 "version_name": version.get("name"),
-                "base_model": version.get("baseModel"),
+                **catalog.fields(version),  # base model, trigger words, the preview's NSFW mark
                 "completed_at": utcnow(),
                 "elapsed_s": 0.0,
             }

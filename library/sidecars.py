@@ -38,6 +38,7 @@ import errors
 import safefs
 from engine.jobs import PREVIEW_SUFFIX
 from library.a1111 import write_a1111_json
+from library.catalog import is_video
 from sources.civitai import USER_AGENT, CivitaiClient
 
 log = logging.getLogger("civitai.metadata")
@@ -56,7 +57,6 @@ MAX_PREVIEW_PIXELS = 40_000_000  # a larger image is refused before it is decode
 # The preview's longest side: Civitai's largest listed width (an `original=true` photo would be
 # a PNG of tens of MiB beside every model; the tools show it as a card).
 MAX_PREVIEW_SIDE = 1280
-VIDEO_SUFFIXES = (".mp4", ".webm", ".mov")
 # Where Civitai's answers put their images (imagecache: older answers); besides these, only the
 # configured civitai_base_url's own origin. Any other host, asked directly or by a redirect, is
 # never fetched: a version answer must not make the daemon read a page inside the network.
@@ -108,11 +108,6 @@ def describe_download(
 def info_bytes(info: dict[str, Any]) -> bytes:
     """The sidecar's bytes: plain ASCII, every other character as a `\\uXXXX` escape."""
     return (json.dumps(info, indent=2, ensure_ascii=True) + "\n").encode("ascii")
-
-
-def is_video(image: dict[str, Any]) -> bool:
-    suffix = PurePosixPath(urlsplit(str(image.get("url") or "")).path).suffix.lower()
-    return image.get("type") == "video" or suffix in VIDEO_SUFFIXES
 
 
 def still_url(url: str) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 import errors
 from database import Store
 from engine.jobs import ACTIVE_SQL, model_type_from_civitai
+from library.catalog import is_nsfw_image
 from library.layout import Layout
 from sources.civitai import LIST_TYPES, CivitaiClient, list_page, with_retries
 from sources.versions import early_access
@@ -28,7 +29,6 @@ SORTS = ("Highest Rated", "Most Downloaded", "Newest")
 PERIODS = ("AllTime", "Year", "Month", "Week", "Day")
 TYPES = LIST_TYPES  # Civitai's model types, as its list takes them
 STATS = ("downloadCount", "rating", "ratingCount", "thumbsUpCount", "favoriteCount")
-SAFE_IMAGE_LEVEL = 2  # Civitai's nsfwLevel: 1 PG, 2 PG-13, 4 R, 8 X, 16 XXX
 
 
 class SearchRefused(errors.CivitaiError):
@@ -122,15 +122,6 @@ class Search:
             if value:
                 params[key] = value
         return params
-
-
-def is_nsfw_image(image: dict[str, Any]) -> bool:
-    """An image above PG-13 (`nsfwLevel`), or marked NSFW the 2022 way (`nsfw`: true, "Soft"…)."""
-    level = image.get("nsfwLevel")
-    if isinstance(level, int) and level > SAFE_IMAGE_LEVEL:
-        return True
-    legacy = image.get("nsfw")
-    return legacy not in (None, False, "None")
 
 
 def cover(model: dict[str, Any], nsfw: bool) -> dict[str, Any] | None:

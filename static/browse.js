@@ -229,7 +229,8 @@
       ...words.map((w) => el("code", { class: "browse-trigger user-select-all" }, w)), copy);
   }
 
-  // Example images through the daemon; an NSFW one blurred unless show_nsfw allows it.
+  // Example images through the daemon; an NSFW one blurred unless show_nsfw allows it, until a
+  // click shows that one.
   function imageStrip(version) {
     const images = (version.images || []).filter((i) => i.type !== "video");
     if (!images.length) return null;
@@ -237,6 +238,10 @@
       ...images.map((image) => {
         const img = el("img", { class: `browse-strip-img${image.blur ? " browse-blur" : ""}`, alt: "", loading: "lazy", decoding: "async", src: thumbUrl(image, 200) });
         img.addEventListener("error", () => img.remove(), { once: true });
+        if (image.blur) {
+          img.title = "NSFW: click to show it";
+          img.addEventListener("click", () => { img.classList.remove("browse-blur"); img.removeAttribute("title"); }, { once: true });
+        }
         return img;
       }));
   }

@@ -146,6 +146,7 @@ class VersionSpec:
     published_at: str | None = "2025-05-19T02:43:46.31"  # None: a draft
     early_access_until: float | None = None  # Unix time: until then the download answers 403
     image_urls: list[str] | None = None  # instead of both: these URLs as the images (hostile)
+    nsfw_level: int = 1  # its images' nsfwLevel: 1 PG, 2 PG-13, 4 R, 8 X, 16 XXX
 
 
 @dataclass
@@ -440,7 +441,7 @@ class FakeCivitai:
             return [
                 {
                     "url": f"{self.base_url}/img/{version.id}/{i}.png",
-                    "nsfwLevel": 1,
+                    "nsfwLevel": version.nsfw_level,
                     "width": 1,
                     "height": 1,
                     "type": "image",
@@ -450,7 +451,7 @@ class FakeCivitai:
         return [
             {
                 "url": self.image_url(f"{version.id:08x}-0000-4000-8000-{i:012x}", f"{i}.{fmt}"),
-                "nsfwLevel": 1,
+                "nsfwLevel": version.nsfw_level,
                 "width": 8,
                 "height": 6,
                 "type": "video" if fmt == "mp4" else "image",

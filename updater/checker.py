@@ -24,7 +24,8 @@ from events import EventBus, UpdateEvent
 from library import manifest
 from library.files import versioned_name
 from sources.civitai import CivitaiClient, pick_file
-from sources.versions import early_access, newest_version, published_key
+from sources.versions import early_access, newest_version
+from updater import library_check
 from updater.context import CheckContext, CheckResult
 from updater.follows import check_follows, publish_summary
 from updater.history import CheckHistory
@@ -55,7 +56,10 @@ async def check_updates(ctx: CheckContext) -> CheckResult:
     _, entries, problems = manifest.load(ctx.settings.manifest_path)
     result.errors += [p.public() for p in problems]  # numbered as everywhere: entry 1 first
     tracked = [(i, e) for i, e in entries if e.modelId]
-    ids = sorted({e.modelId for _, e in tracked if e.modelId})
+    tracked_ids = {e.modelId for _, e in tracked if e.modelId}
+    # Files on disk of models not tracked: asked in the same batches, their updates only noted.
+    on_disk = await library_check.untracked_on_disk(ctx.store, tracked_ids)
+    ids = sorted(tracked_ids | set(on_disk))
     models: dict[int, dict[str, Any]] = {}
     semaphore = asyncio.Semaphore(CONCURRENCY)
 
@@ -92,7 +96,8 @@ async def check_updates(ctx: CheckContext) -> CheckResult:
 
     await asyncio.gather(*(fetch(ids[i : i + BATCH]) for i in range(0, len(ids), BATCH)))
     listed_failed = {e["modelId"] for e in result.errors if "modelId" in e}
-    missing = [i for i in ids if i not in models and i not in listed_failed]
+    # Only a tracked model left out is asked for alone: an untracked one is just not marked.
+    missing = [i for i in sorted(tracked_ids) if i not in models and i not in listed_failed]
     await asyncio.gather(*(fetch_one(i) for i in missing))
 
     failed = {e["modelId"] for e in result.errors if "modelId" in e and "entry" not in e}
@@ -123,6 +128,7 @@ async def check_updates(ctx: CheckContext) -> CheckResult:
             )
             continue
         result.updates += found
+    result.updates += await library_check.record_available(ctx, on_disk, models)
     await check_hub_entries(ctx)
     result.finished_at = utcnow()
     log.info(
@@ -148,11 +154,7 @@ async def _compare(
     current = listed.get(current_id)
 
     def newer(version: dict[str, Any]) -> bool:
-        if version["id"] == current_id:
-            return False
-        if current is not None:  # by publication, as Civitai's order is the creator's
-            return published_key(version) > published_key(current)
-        return version["id"] > current_id  # our version is gone from Civitai's list
+        return library_check.is_newer(version, current_id, current)
 
     # A tracked .safetensors is never "updated" to a Diffusers zip (and a tracked zip only by one).
     archives = str((current_row or {}).get("path") or "").lower().endswith(".zip")
@@ -194,6 +196,7 @@ def _update_row(
         "new_version_id": version["id"],
         "version_name": version.get("name"),
         "model_type": entry.model_type,
+        **library_check.file_fields(version),
     }
 
 

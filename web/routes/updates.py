@@ -24,6 +24,7 @@ class Update(BaseModel):
     model_type: str | None = None
     job_id: int | None = None  # None while early access keeps it from being downloaded
     early_access_until: str | None = None  # when it can be downloaded; queued by the next check
+    untracked: bool | None = None  # found for a file not tracked: queued from the Library only
     found_at: str
 
 
