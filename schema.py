@@ -220,3 +220,10 @@ def _git_sha1(db: Database) -> None:
     # A Hugging Face file kept in git is verified by its git blob SHA-1 (the Hub's ETag), kept
     # here; its verified_by is "git-sha1".
     db["jobs"].add_column("git_sha1", str)
+
+
+@migrations(name="017_policies_update_policy")
+def _update_policy(db: Database) -> None:
+    # The tracked model's update policy when the update was found or queued ("notify" lists it
+    # only: no job), as a person reads it: notify, download, replace, keep 3.
+    db["updates"].add_column("policy", str)

@@ -36,6 +36,7 @@ from engine.rates import RateMeter, SpeedMeter
 from engine.throttle import Throttle
 from events import ClearedEvent, Event, JobEvent
 from library import files
+from library.policy import retires_old
 from library.sidecars import write_sidecars
 from library.tracking import Tracker
 from logger import safe_url
@@ -200,7 +201,8 @@ class JobRunner:
             await asyncio.to_thread(self._swap, part_path, path, replaces, row["model_type"])
         else:
             await asyncio.to_thread(place, part_path, path)
-            if replaces and self.settings.manifest_mode == "replace":
+            mode = self.settings.manifest_mode
+            if replaces and replaces.get("path") and retires_old(replaces.get("policy"), mode):
                 old, kind = Path(replaces["path"]), row["model_type"]
                 await asyncio.to_thread(retire_old, self.settings, self.models_root, old, kind)
         await self.store.set_parts(job_id, [])
@@ -349,6 +351,7 @@ class JobRunner:
         )
         log.info("job %s completed: %s (%d bytes, sha256 %s)", row["id"], path, size, sha256)
         await forget_older(self.store, self.publish, path, row["id"])
+        await self.tracker.keep_newest(row)  # a `keep: N` policy's update: the older ones go
         return await self.transition(
             row,
             JobStatus.COMPLETED,

@@ -24,6 +24,7 @@ class Update(BaseModel):
     model_type: str | None = None
     job_id: int | None = None  # None while early access keeps it from being downloaded
     early_access_until: str | None = None  # when it can be downloaded; queued by the next check
+    policy: str | None = None  # the model's update policy: "notify" lists it, never queued
     found_at: str
 
 
