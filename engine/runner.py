@@ -201,8 +201,7 @@ class JobRunner:
             await asyncio.to_thread(self._swap, part_path, path, replaces, row["model_type"])
         else:
             await asyncio.to_thread(place, part_path, path)
-            mode = self.settings.manifest_mode
-            if replaces and replaces.get("path") and retires_old(replaces.get("policy"), mode):
+            if retires_old(replaces, self.settings.manifest_mode):
                 old, kind = Path(replaces["path"]), row["model_type"]
                 await asyncio.to_thread(retire_old, self.settings, self.models_root, old, kind)
         await self.store.set_parts(job_id, [])
@@ -351,7 +350,6 @@ class JobRunner:
         )
         log.info("job %s completed: %s (%d bytes, sha256 %s)", row["id"], path, size, sha256)
         await forget_older(self.store, self.publish, path, row["id"])
-        await self.tracker.keep_newest(row)  # a `keep: N` policy's update: the older ones go
         return await self.transition(
             row,
             JobStatus.COMPLETED,

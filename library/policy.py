@@ -53,9 +53,13 @@ def label(policy: Any) -> str:
     return f"keep {n}" if n is not None else str(policy)
 
 
-def retires_old(policy: Any, manifest_mode: str) -> bool:
-    """Whether an update's old file, at another path than the new one, is retired as
-    `old_versions` says once the new one is in place (`keep` prunes instead)."""
+def retires_old(replaces: dict[str, Any] | None, manifest_mode: str) -> bool:
+    """Whether an update job's old file (`replaces`: its path, and the model's policy when not
+    the default), at another path than the new one, is retired as `old_versions` says once the
+    new one is in place (`keep` deletes the versions past the N newest instead)."""
+    if not replaces or not replaces.get("path"):
+        return False
+    policy = replaces.get("policy")
     if policy in (None, DEFAULT):
         return manifest_mode == "replace"
     return policy == "replace"

@@ -56,7 +56,9 @@ class Tracker:
     async def record(self, row: dict[str, Any], path: Path, sha256: str) -> str | None:
         """A job whose file is verified at `path`: if it asked to track, add or update its
         model's entry. None when tracked (or not asked); else a sentence saying why it is not,
-        kept on the job as its note (the file itself is fine)."""
+        kept on the job as its note (the file itself is fine). An update of a model whose
+        policy keeps N versions first deletes those past the N newest."""
+        await self.keep_newest(row)
         if not row.get("track"):
             return None
         return await self.add({**row, "path": str(path), "sha256": sha256})
