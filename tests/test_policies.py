@@ -25,6 +25,15 @@ def set_policy(c: httpx.Client, model_id: int, policy: object) -> httpx.Response
     return c.patch(f"/api/manifest/{model_id}", json={"policy": policy})
 
 
+def update_messages(hook: Receiver) -> list[dict]:
+    """The Discord messages of updates the receiver got (downloads send theirs too)."""
+    return [
+        r.json
+        for r in hook.received
+        if r.path == "/discord" and r.json["embeds"][0]["title"].startswith("New version")
+    ]
+
+
 def completed_versions(home, model_id: int) -> list[int]:
     with sqlite3.connect(home / "data/completed.db") as db:
         rows = db.execute(
@@ -91,7 +100,12 @@ def test_notify_lists_an_update_once_and_queues_nothing_until_the_policy_downloa
     hook = Receiver().start()
     try:
         d, c = tracked(
-            civitai, daemon, home, [("a.safetensors", b"old" * 1000)], webhook_url=hook.url
+            civitai,
+            daemon,
+            home,
+            [("a.safetensors", b"old" * 1000)],
+            webhook_url=hook.url,
+            notify=[{"type": "discord", "url": hook.url + "/discord"}],
         )
         assert set_policy(c, 1, "notify").status_code == 200
         jobs_before = c.get("/api/jobs").json()["total"]
@@ -107,9 +121,13 @@ def test_notify_lists_an_update_once_and_queues_nothing_until_the_policy_downloa
             None,
             "notify",
         )
-        wait_for(lambda: [r for r in hook.received if r.json["event"] == "model.update_found"])
-        [found] = [r.json for r in hook.received if r.json["event"] == "model.update_found"]
+        wait_for(lambda: [r for r in hook.received if r.json.get("event") == "model.update_found"])
+        [found] = [r.json for r in hook.received if r.json.get("event") == "model.update_found"]
         assert found["update"]["policy"] == "notify" and found["update"]["job_id"] is None
+        [discord] = wait_for(lambda: update_messages(hook))
+        assert discord["embeds"][0]["description"] == (
+            "v2 is listed only: this model's update policy is notify."
+        )
         assert c.get("/api/updates").json()["updates"][0]["policy"] == "notify"
         # Nothing queued, nothing asked of the download endpoint, the manifest as it was.
         assert c.get("/api/jobs").json()["total"] == jobs_before
@@ -209,7 +227,12 @@ def test_early_access_is_held_with_its_date_moved_by_the_creator_then_queued_onc
     hook = Receiver().start()
     try:
         d, c = tracked(
-            civitai, daemon, home, [("a.safetensors", b"old" * 1000)], webhook_url=hook.url
+            civitai,
+            daemon,
+            home,
+            [("a.safetensors", b"old" * 1000)],
+            webhook_url=hook.url,
+            notify=[{"type": "discord", "url": hook.url + "/discord"}],
         )
         jobs_before = c.get("/api/jobs").json()["total"]
         new = b"early" * 2000
@@ -225,9 +248,13 @@ def test_early_access_is_held_with_its_date_moved_by_the_creator_then_queued_onc
         first = deadline()
         [held] = c.post("/api/updates/check").json()["updates"]
         assert (held["early_access_until"], held["job_id"]) == (first, None)
-        wait_for(lambda: [r for r in hook.received if r.json["event"] == "model.update_found"])
-        [event] = [r.json for r in hook.received if r.json["event"] == "model.update_found"]
+        wait_for(lambda: [r for r in hook.received if r.json.get("event") == "model.update_found"])
+        [event] = [r.json for r in hook.received if r.json.get("event") == "model.update_found"]
         assert event["update"]["early_access_until"] == first
+        [discord] = wait_for(lambda: update_messages(hook))
+        assert discord["embeds"][0]["description"] == (
+            f"v2 is in early access until {first}; it is queued once that ends."
+        )
 
         # The creator moves the end a day later: the check reports the new date, queues nothing.
         civitai.move_early_access(201, time.time() + 86400)
