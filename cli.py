@@ -74,7 +74,10 @@ def job_rows(jobs: list[dict[str, Any]]) -> str:
 
 
 def early_access_note(update: dict[str, Any]) -> str:
-    """An update not queued because its version is in early access, and until when."""
+    """Why an update is not queued: its model's policy only lists updates, or its version is in
+    early access (and until when)."""
+    if update.get("policy") == "notify":
+        return "listed only (policy notify)"
     until = update.get("early_access_until")
     return f"early access until {until}" if until else "early access"
 
@@ -82,6 +85,8 @@ def early_access_note(update: dict[str, Any]) -> str:
 def fetched(update: dict[str, Any]) -> str:
     if update.get("job_id") is not None:
         return f"job {update['job_id']}"
+    if update.get("policy") == "notify":
+        return early_access_note(update)
     return f"{early_access_note(update)}: queued by the first check after that"
 
 

@@ -4,6 +4,14 @@
 // Uses el(), api(), act(), toast() and isAdmin from client.js (loaded first).
 "use strict";
 
+// An update not queued says why: listed only (policy notify), or early access until its end.
+function updateNote(u) {
+  if (u.job_id !== null && u.job_id !== undefined) return null;
+  const text = u.policy === "notify" ? "listed only (update policy: notify)"
+    : `early access${u.early_access_until ? ` until ${when(u.early_access_until)}` : ""}; queued once it ends`;
+  return el("span", { class: "badge text-bg-warning ms-2 update-note" }, text);
+}
+
 const POLICIES = [
   ["download", "Download updates"],
   ["notify", "Only list updates"],

@@ -4,6 +4,8 @@ daemon's sentence and loses nothing; the viewer key reads the policy."""
 
 from __future__ import annotations
 
+import time
+
 from playwright.sync_api import expect
 
 from tests.conftest import wait_for
@@ -54,6 +56,22 @@ def test_the_tracked_list_sets_each_models_update_policy(civitai, daemon, page, 
     expect(rows.nth(0).locator(".tracked-policy-select")).to_have_value("notify")
     expect(rows.nth(1).locator(".tracked-policy-select")).to_have_value("keep")
     expect(rows.nth(1).locator(".tracked-keep")).to_have_value("3")
+
+    # Updates not queued say why: listed only (notify), early access until its end.
+    civitai.publish_version(1, civitai.version(201, [b"new" * 50], name="v2"))
+    early = civitai.version(202, [b"early" * 50], name="v2-early")
+    early.early_access_until = time.time() + 3600
+    civitai.publish_version(2, early)
+    assert len(c.post("/api/updates/check").json()["updates"]) == 2
+    page.reload()
+    open_tab(page, "library")
+    notes = page.locator(".update-row .update-note")
+    expect(notes).to_have_count(2)
+    expect(page.locator(".update-row", has_text="v2-early")).to_contain_text("early access until")
+    expect(page.locator(".update-row", has_text="Model 1")).to_contain_text(
+        "listed only (update policy: notify)"
+    )
+    shot(page, "tracked-policies-updates")
 
     # The viewer key reads the policy and has no select.
     page.context.clear_cookies()

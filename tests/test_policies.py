@@ -14,6 +14,7 @@ import httpx
 
 from tests.conftest import assert_file_is, wait_for, wait_job
 from tests.receiver import Receiver
+from tests.test_cli import cli
 from tests.test_updates import read_manifest, tracked, write_manifest
 
 
@@ -129,6 +130,8 @@ def test_notify_lists_an_update_once_and_queues_nothing_until_the_policy_downloa
             "v2 is listed only: this model's update policy is notify."
         )
         assert c.get("/api/updates").json()["updates"][0]["policy"] == "notify"
+        shown = cli(home, "updates")
+        assert "listed only (policy notify)" in shown.stdout, shown
         # Nothing queued, nothing asked of the download endpoint, the manifest as it was.
         assert c.get("/api/jobs").json()["total"] == jobs_before
         assert civitai.requests_to("api", "/api/download/models/201") == []
