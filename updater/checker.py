@@ -194,13 +194,21 @@ async def _held(
             lambda db: db["updates"].update(update["id"], {"early_access_until": until})
         )
         update["early_access_until"] = until
+    how = f"in early access until {until or 'a date Civitai did not give'}, not queued"
+    return _announce(ctx, update, model, current_id, how)
+
+
+def _announce(
+    ctx: CheckContext, update: dict[str, Any], model: dict[str, Any], current_id: int, how: str
+) -> dict[str, Any]:
+    """Log an update not queued (and how it waits) and send its event."""
     log.info(
-        "update found in early access until %s: %s (model %s) %s → %s, not queued",
-        until or "a date Civitai did not give",
+        "update found: %s (model %s) %s → %s, %s",
         model.get("name"),
-        entry.modelId,
+        update["modelId"],
         current_id,
-        latest["id"],
+        update["new_version_id"],
+        how,
     )
     ctx.bus.publish(UpdateEvent(update))
     return update
@@ -242,8 +250,9 @@ async def _fetch(
     )
     if not (newer or republished):
         return None
-    if pol == "notify":
-        return await _listed(ctx, entry, model, current_id, newest)
+    if pol == "notify":  # listed and announced once, never queued
+        update = await store.add_update(_update_row(entry, model, current_id, newest, pol))
+        return update and _announce(ctx, update, model, current_id, "listed only (policy notify)")
 
     model_type = entry.model_type
     name = safe_filename(new_file.get("name") or "", f"{newest['id']}.bin")
@@ -302,28 +311,6 @@ async def _fetch(
         current_id,
         newest["id"],
         job["id"],
-    )
-    ctx.bus.publish(UpdateEvent(update))
-    return update
-
-
-async def _listed(
-    ctx: CheckContext,
-    entry: JobRequest,
-    model: dict[str, Any],
-    current_id: int,
-    newest: dict[str, Any],
-) -> dict[str, Any] | None:
-    """Policy `notify`: the update is recorded and announced once, never queued."""
-    update = await ctx.store.add_update(_update_row(entry, model, current_id, newest, "notify"))
-    if update is None:
-        return None  # listed before
-    log.info(
-        "update found: %s (model %s) %s → %s, listed only (policy notify)",
-        model.get("name"),
-        entry.modelId,
-        current_id,
-        newest["id"],
     )
     ctx.bus.publish(UpdateEvent(update))
     return update

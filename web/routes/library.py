@@ -248,23 +248,28 @@ async def tracked(request: Request) -> dict[str, Any]:
     return await _manifest_view(request)
 
 
-@router.delete(
-    "/manifest/{model_id}",
-    response_model=Manifest,
-    responses={404: {"description": "manifest.json does not track this model"}},
-)
-async def untrack(
-    model_id: Annotated[int, FastPath(ge=1, le=MAX_ID, description="A Civitai model id")],
-    request: Request,
-) -> dict[str, Any]:
+TrackedModelId = Annotated[int, FastPath(ge=1, le=MAX_ID, description="A Civitai model id")]
+NOT_TRACKED: dict[int | str, dict[str, Any]] = {
+    404: {"description": "manifest.json does not track this model"}
+}
+
+
+@router.delete("/manifest/{model_id}", response_model=Manifest, responses=NOT_TRACKED)
+async def untrack(model_id: TrackedModelId, request: Request) -> dict[str, Any]:
     """Stop tracking a model: its manifest.json entries are removed; its files stay on disk."""
+    return await _edit_manifest(request, model_id, manifest.untrack)
+
+
+async def _edit_manifest(request: Request, model_id: int, edit: Any, *args: Any) -> dict[str, Any]:
+    """`edit(path, model_id, *args)` under the manifest lock; the tracked list after it, or 404
+    when it found no entry of the model (a file that is no JSON array: 422, left as it is)."""
     path = request.app.state.settings.manifest_path
     try:
         async with request.app.state.manifest_lock:
-            removed = await asyncio.to_thread(manifest.untrack, path, model_id)
+            changed = await asyncio.to_thread(edit, path, model_id, *args)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
-    if not removed:
+    if not changed:
         raise HTTPException(404, f"manifest.json does not track model {model_id}")
     return await _manifest_view(request)
 
@@ -279,30 +284,16 @@ class PolicyChange(BaseModel):
     )
 
 
-@router.patch(
-    "/manifest/{model_id}",
-    response_model=Manifest,
-    responses={404: {"description": "manifest.json does not track this model"}},
-)
+@router.patch("/manifest/{model_id}", response_model=Manifest, responses=NOT_TRACKED)
 async def set_policy(
-    model_id: Annotated[int, FastPath(ge=1, le=MAX_ID, description="A Civitai model id")],
-    body: PolicyChange,
-    request: Request,
+    model_id: TrackedModelId, body: PolicyChange, request: Request
 ) -> dict[str, Any]:
     """Set a tracked model's update policy (every manifest.json entry of the model)."""
     try:
         value = policy.check(body.policy)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
-    path = request.app.state.settings.manifest_path
-    try:
-        async with request.app.state.manifest_lock:
-            changed = await asyncio.to_thread(manifest.set_policy, path, model_id, value)
-    except ValueError as exc:
-        raise InvalidRequest(str(exc)) from None
-    if not changed:
-        raise HTTPException(404, f"manifest.json does not track model {model_id}")
-    return await _manifest_view(request)
+    return await _edit_manifest(request, model_id, manifest.set_policy, value)
 
 
 @router.get("/completed/{completed_id}/preview", response_class=FileResponse)
