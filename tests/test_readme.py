@@ -76,6 +76,10 @@ RUN: dict[str, Run] = {
     'curl -X POST "$URL/api/library/relayout" -H "Authorization: Bearer $KEY" '
     "-H 'Content-Type: application/json' "
     '-d \'{"layout": "comfyui", "confirm": true}\'': Run('"layout_saved":true'),
+    # Update policies: this checkout tracks no model 4384 (test_policies.py sets real ones).
+    'curl -X PATCH "$URL/api/manifest/4384" -H "Authorization: Bearer $KEY" '
+    "-H 'Content-Type: application/json' "
+    '-d \'{"policy": {"keep": 2}}\'': Run("manifest.json does not track model 4384"),
     # Running it for real
     '.venv/bin/sqlite-utils data/completed.db "select filename, size, path from completed"': Run(
         "[]"
