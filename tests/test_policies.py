@@ -7,6 +7,7 @@ the first check after it ends; a version that only generates never counts."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 import sqlite3
 import time
 
@@ -309,3 +310,30 @@ def test_a_version_that_only_generates_never_counts_as_an_update(civitai, daemon
     assert civitai.requests_to("api", "/api/download/models/301") == []
     assert (home / "manifest.json").read_text() == manifest_before
     d.stop()
+
+
+def test_keep_never_deletes_through_a_folder_that_became_a_link_out_of_download_dir(
+    civitai, daemon, home, tmp_path
+):
+    v1, v2 = b"first" * 400, b"second" * 400
+    d, c = tracked(civitai, daemon, home, [("a.safetensors", v1)])
+    assert set_policy(c, 1, {"keep": 1}).status_code == 200
+    # The person moved lora/ to another disk and linked it back; the model now goes to locon/.
+    models = home / "data/models"
+    outside = tmp_path / "other-disk" / "lora"
+    outside.parent.mkdir()
+    shutil.move(models / "lora", outside)
+    (models / "lora").symlink_to(outside, target_is_directory=True)
+    entries = read_manifest(home)
+    entries[0]["model_type"] = "locon"
+    write_manifest(home, entries)
+    civitai.publish_version(1, civitai.version(201, [civitai.file(v2, name="b.safetensors")]))
+    [update] = c.post("/api/updates/check").json()["updates"]
+    job = wait_job(c, update["job_id"])
+    assert job["path"] == str(models / "locon/b.safetensors")
+    assert_file_is(models / "locon/b.safetensors", sha(v2))
+    # Version 101 is past the one kept, but reached only through the link: left where it is.
+    assert_file_is(outside / "a.safetensors", sha(v1))
+    assert (outside / "a.civitai.info").exists()
+    d.stop()
+    assert f"model 1: old version {models / 'lora/a.safetensors'} kept:" in d.stderr_text()
