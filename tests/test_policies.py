@@ -10,9 +10,11 @@ import hashlib
 import shutil
 import sqlite3
 import time
+from datetime import UTC, datetime, timedelta
 
 import httpx
 
+from sources.versions import FAR_FUTURE, downloadable, early_access_until
 from tests.conftest import assert_file_is, wait_for, wait_job
 from tests.receiver import Receiver
 from tests.test_cli import cli
@@ -337,3 +339,39 @@ def test_keep_never_deletes_through_a_folder_that_became_a_link_out_of_download_
     assert (outside / "a.civitai.info").exists()
     d.stop()
     assert f"model 1: old version {models / 'lora/a.safetensors'} kept:" in d.stderr_text()
+
+
+def test_early_access_until_and_downloadable_read_civitais_fields():
+    """The two tests of a version every check shares (the follows' check too): the fields of
+    Civitai's model-version answer (developer.civitai.com/site/reference/model-versions)."""
+    model_file = {"id": 1, "name": "a.safetensors", "type": "Model"}
+    public = {
+        "id": 1,
+        "publishedAt": "2026-01-01T00:00:00.000Z",
+        "availability": "Public",
+        "usageControl": "Download",
+        "earlyAccessEndsAt": None,
+        "earlyAccessConfig": None,
+        "files": [model_file],
+    }
+    assert early_access_until(public) is None and downloadable(public)
+    soon = datetime.now(UTC) + timedelta(days=2)
+    ends = soon.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    held = public | {"availability": "EarlyAccess", "earlyAccessEndsAt": ends}
+    assert early_access_until(held) == ends and downloadable(held)
+    assert early_access_until(held | {"earlyAccessEndsAt": "2026-01-02T00:00:00Z"}) is None
+    # Today's earlyAccessConfig: `timeframe` days after publication.
+    started = datetime.now(UTC) - timedelta(days=1)
+    configured = public | {
+        "publishedAt": started.isoformat(),
+        "earlyAccessConfig": {"timeframe": 3, "chargeForDownload": True},
+    }
+    assert early_access_until(configured) == (started + timedelta(days=3)).isoformat()
+    ended = configured | {"earlyAccessConfig": {"timeframe": 0}}  # Civitai's job ends it so
+    assert early_access_until(ended) is None
+    # In early access without a date Civitai gives: never taken for downloadable now.
+    assert early_access_until(public | {"availability": "EarlyAccess"}) == FAR_FUTURE
+    # A version that only generates, or holds only training data, is never downloadable.
+    assert not downloadable(public | {"usageControl": "Generation"})
+    assert not downloadable(public | {"files": [{"id": 2, "type": "Training Data"}]})
+    assert downloadable({k: v for k, v in public.items() if k != "usageControl"})  # 2022's API
