@@ -76,9 +76,9 @@ def job_rows(jobs: list[dict[str, Any]]) -> str:
 def early_access_note(update: dict[str, Any]) -> str:
     """Why an update is not queued: its model's policy only lists updates, or its version is in
     early access (and until when)."""
-    if update.get("policy") == "notify":
-        return "listed only (policy notify)"
     until = update.get("early_access_until")
+    if update.get("policy") == "notify":
+        return "listed only (policy notify)" + (f", early access until {until}" if until else "")
     return f"early access until {until}" if until else "early access"
 
 

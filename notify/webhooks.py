@@ -51,7 +51,9 @@ def _summary(payload: dict[str, Any]) -> tuple[str, str, int]:
         if u.get("job_id") is not None:
             what = f"{version} is queued for download."
         elif u.get("policy") == "notify":
-            what = f"{version} is listed only: this model's update policy is notify."
+            held = f" (in early access until {u['early_access_until']})"
+            held = held if u.get("early_access_until") else ""
+            what = f"{version} is listed only: this model's update policy is notify{held}."
         else:  # held: early access; queued by the first check after it ends
             until = f" until {u['early_access_until']}" if u.get("early_access_until") else ""
             what = f"{version} is in early access{until}; it is queued once that ends."

@@ -7,8 +7,9 @@
 // An update not queued says why: listed only (policy notify), or early access until its end.
 function updateNote(u) {
   if (u.job_id !== null && u.job_id !== undefined) return null;
-  const text = u.policy === "notify" ? "listed only (update policy: notify)"
-    : `early access${u.early_access_until ? ` until ${when(u.early_access_until)}` : ""}; queued once it ends`;
+  const until = u.early_access_until ? ` until ${when(u.early_access_until)}` : "";
+  const text = u.policy === "notify" ? `listed only (update policy: notify)${until ? `, early access${until}` : ""}`
+    : `early access${until}; queued once it ends`;
   return el("span", { class: "badge text-bg-warning ms-2 update-note" }, text);
 }
 

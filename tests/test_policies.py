@@ -143,6 +143,21 @@ def test_notify_lists_an_update_once_and_queues_nothing_until_the_policy_downloa
         assert c.post("/api/updates/check").json()["updates"] == []
         assert c.get("/api/jobs").json()["total"] == jobs_before
 
+        # Under notify a version in early access is listed with its date, never queued either.
+        early = civitai.version(301, [b"v3" * 500], name="v3")
+        early.early_access_until = time.time() + 3600
+        civitai.publish_version(1, early)
+        [held] = c.post("/api/updates/check").json()["updates"]
+        assert (held["new_version_id"], held["job_id"], held["policy"]) == (301, None, "notify")
+        until = held["early_access_until"]
+        [message] = wait_for(lambda: [m for m in update_messages(hook) if "v3" in str(m)])
+        assert message["embeds"][0]["description"] == (
+            f"v3 is listed only: this model's update policy is notify (in early access until "
+            f"{until})."
+        )
+        shown = cli(home, "updates")
+        assert f"listed only (policy notify), early access until {until}" in shown.stdout
+
         # The person now wants it: the next check queues the update it listed.
         assert set_policy(c, 1, "download").status_code == 200
         [queued] = c.post("/api/updates/check").json()["updates"]
