@@ -80,8 +80,11 @@ UNTRACKED = "not tracked: download it from the GUI's Library (Update)"
 
 
 def early_access_note(update: dict[str, Any]) -> str:
-    """An update not queued because its version is in early access, and until when."""
+    """Why an update is not queued: its model's policy only lists updates, or its version is in
+    early access (and until when)."""
     until = update.get("early_access_until")
+    if update.get("policy") == "notify":
+        return "listed only (policy notify)" + (f", early access until {until}" if until else "")
     return f"early access until {until}" if until else "early access"
 
 
@@ -90,6 +93,8 @@ def fetched(update: dict[str, Any]) -> str:
         return f"job {update['job_id']}"
     if update.get("untracked"):
         return UNTRACKED
+    if update.get("policy") == "notify":
+        return early_access_note(update)
     return f"{early_access_note(update)}: queued by the first check after that"
 
 

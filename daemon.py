@@ -69,7 +69,9 @@ class DownloadQueue:
         self.states = JobStates(store, bus, self.models_root)
         self.completed = CompletedFiles(store)
         # The manifest lock is the daemon's one (shared with the updater and the scanner).
-        self.tracker = Tracker(lambda: self.settings, manifest_lock or asyncio.Lock())
+        self.tracker = Tracker(
+            lambda: self.settings, manifest_lock or asyncio.Lock(), store, self.models_root
+        )
         self.runner = JobRunner(
             settings=settings,
             store=store,

@@ -329,3 +329,10 @@ def _lib_page_catalog(db: Database) -> None:
         if values:
             db["completed"].update(row_id, values)
     db.execute(f"update completed set search_text = {SEARCH_TEXT.replace('new.', '')}")
+
+
+@migrations(name="020_policies_update_policy")
+def _update_policy(db: Database) -> None:
+    # The tracked model's update policy when the update was found or queued ("notify" lists it
+    # only: no job), as a person reads it: notify, download, replace, keep 3.
+    db["updates"].add_column("policy", str)

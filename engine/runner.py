@@ -37,6 +37,7 @@ from engine.rates import RateMeter, SpeedMeter
 from engine.throttle import Throttle
 from events import ClearedEvent, Event, JobEvent
 from library import catalog, files
+from library.policy import retires_old
 from library.sidecars import write_sidecars
 from library.tracking import Tracker
 from logger import safe_url
@@ -200,7 +201,7 @@ class JobRunner:
             await asyncio.to_thread(self._swap, part_path, path, replaces, row["model_type"])
         else:
             await asyncio.to_thread(place, part_path, path)
-            if replaces and self.settings.manifest_mode == "replace":
+            if retires_old(replaces, self.settings.manifest_mode):
                 old, kind = Path(replaces["path"]), row["model_type"]
                 await asyncio.to_thread(retire_old, self.settings, self.models_root, old, kind)
         await self.store.set_parts(job_id, [])

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from config.settings import write_json_atomic
 from engine.jobs import JobRequest, describe_errors
+from library import policy
 
 log = logging.getLogger("civitai.manifest")
 
@@ -84,6 +85,12 @@ def load(path: Path) -> tuple[list[Any], list[tuple[int, JobRequest]], list[Prob
         detail = "model_type: is required (the folder, e.g. 'lora')"
         bad.append(Problem(i, detail, _model_id(raw[i])))
     good = [(i, req) for i, req in good if req.model_type is not None]
+    for i, _ in good:
+        try:
+            policy.of_entry(raw[i])
+        except ValueError as exc:  # an entry without `policy` is fine: it downloads updates
+            bad.append(Problem(i, str(exc), _model_id(raw[i])))
+    good = [(i, req) for i, req in good if not any(p.index == i for p in bad)]
     bad.sort(key=lambda p: p.index)
     for p in bad:
         log.warning("manifest.json %s skipped: %s", p.where(), p.detail)
@@ -188,3 +195,14 @@ def untrack(path: Path, model_id: int) -> list[Any]:
     if removed:
         save(path, [e for e in raw if not (isinstance(e, dict) and e.get("modelId") == model_id)])
     return removed
+
+
+def set_policy(path: Path, model_id: int, value: Any) -> int:
+    """Set the update policy of every entry of a model (checked by policy.check); how many."""
+    raw = _readable_or_refuse(path)
+    mine = [e for e in raw if isinstance(e, dict) and e.get("modelId") == model_id]
+    for entry in mine:
+        entry["policy"] = value
+    if mine:
+        save(path, raw)
+    return len(mine)

@@ -6,27 +6,59 @@ scanner, and atomically (manifest.save)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from config.settings import Settings
-from library import manifest
+from database import Store
+from library import keeping, manifest, policy
 from sources.huggingface import is_hub_file
 
 log = logging.getLogger("civitai.manifest")
 
 
 class Tracker:
-    def __init__(self, settings: Callable[[], Settings], lock: asyncio.Lock) -> None:
+    def __init__(
+        self, settings: Callable[[], Settings], lock: asyncio.Lock, store: Store, root: Path
+    ) -> None:
         self.settings = settings  # read at each use: manifest_mode may change while running
         self.lock = lock
+        self.store = store
+        self.root = root  # download_dir, resolved
+
+    async def keep_newest(self, row: dict[str, Any]) -> None:
+        """An update job of a model whose policy is `{"keep": N}`, its file verified and in
+        place: the model's versions on disk past the N newest are deleted (library/keeping.py).
+        Any other job: nothing."""
+        replaces = json.loads(row["replaces"]) if row.get("replaces") else {}
+        keep = policy.keep_count(replaces.get("policy"))
+        if keep is None or not row.get("modelId"):
+            return
+        settings = self.settings()
+        roots = (settings.models_dir, self.root)
+        try:
+            await keeping.keep_newest(
+                self.store,
+                row["modelId"],
+                keep,
+                replaces.get("order") or [],
+                roots,
+                (settings.manifest_path, self.lock),
+            )
+        except Exception:  # the new file is fine: a failed clean-up only leaves the old ones
+            log.exception(
+                "job %s: older versions of model %s not removed", row["id"], row["modelId"]
+            )
 
     async def record(self, row: dict[str, Any], path: Path, sha256: str) -> str | None:
         """A job whose file is verified at `path`: if it asked to track, add or update its
         model's entry. None when tracked (or not asked); else a sentence saying why it is not,
-        kept on the job as its note (the file itself is fine)."""
+        kept on the job as its note (the file itself is fine). An update of a model whose
+        policy keeps N versions first deletes those past the N newest."""
+        await self.keep_newest(row)
         if not row.get("track"):
             return None
         return await self.add({**row, "path": str(path), "sha256": sha256})

@@ -56,11 +56,17 @@ def _summary(payload: dict[str, Any]) -> tuple[str, str, int]:
         return "Update check", "\n".join(lines), 0x9B59B6
     if event == "model.update_found":
         u = payload["update"]
-        return (
-            f"New version of {u.get('model_name') or u.get('modelId')}",
-            f"{u.get('version_name') or u.get('new_version_id')} is queued for download.",
-            0x3498DB,
-        )
+        version = u.get("version_name") or u.get("new_version_id")
+        if u.get("job_id") is not None:
+            what = f"{version} is queued for download."
+        elif u.get("policy") == "notify":
+            held = f" (in early access until {u['early_access_until']})"
+            held = held if u.get("early_access_until") else ""
+            what = f"{version} is listed only: this model's update policy is notify{held}."
+        else:  # held: early access; queued by the first check after it ends
+            until = f" until {u['early_access_until']}" if u.get("early_access_until") else ""
+            what = f"{version} is in early access{until}; it is queued once that ends."
+        return f"New version of {u.get('model_name') or u.get('modelId')}", what, 0x3498DB
     job = payload["job"]
     name = job.get("filename") or f"job {job['id']}"
     if event == "download.completed":

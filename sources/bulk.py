@@ -4,8 +4,10 @@ Civitai lists a creator's models at `/api/v1/models?username=<name>` (SPEC §13)
 most, the rest behind `metadata.nextCursor` (an opaque cursor such as "22138|364671|25494";
 `nextPage` is the same query with `cursor=` added). `types=` (Civitai's names: LORA, Checkpoint,
 TextualInversion, …) and `baseModels=` (e.g. "SDXL 1.0") are passed on, once per value, as
-Civitai takes them; NSFW models are left out unless `nsfw=true`. The listing is bounded:
-MAX_PAGES requests and MAX_MODELS models, and the preview says which bound it reached.
+Civitai takes them; NSFW models are left out unless `nsfw=true`, sent only while the daemon's
+`show_nsfw` is on (an API base at civitai.green answers safe models only, whatever it is sent).
+The listing is bounded: MAX_PAGES requests and MAX_MODELS models, and the preview says which
+bound it reached.
 
 An unknown username lists nothing, as a creator whose models are all filtered out does: Civitai's
 creators search (`/api/v1/creators?query=`) tells the two apart, so the first is a 404.
@@ -60,7 +62,21 @@ class BulkFilter(BaseModel):
     baseModels: list[str] = Field(  # noqa: N815
         [], max_length=16, description='Base models, as Civitai names them: "SDXL 1.0", …'
     )
-    nsfw: bool = Field(False, strict=True, description="List NSFW models too.")
+    nsfw: bool | None = Field(
+        None,
+        strict=True,
+        description="List NSFW models too; left out: as show_nsfw says. Only while show_nsfw is "
+        "on does Civitai get nsfw=true.",
+    )
+
+    def within(self, show_nsfw: bool) -> BulkFilter:
+        """This filter as the settings allow it: NSFW models only while `show_nsfw` is on."""
+        if self.nsfw and not show_nsfw:
+            raise errors.InvalidRequest(
+                "NSFW models are listed only while show_nsfw is on (Settings, "
+                '"Browse: show NSFW models")'
+            )
+        return self.model_copy(update={"nsfw": show_nsfw if self.nsfw is None else self.nsfw})
 
     @field_validator("username")
     @classmethod

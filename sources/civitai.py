@@ -55,8 +55,10 @@ CIVITAI_HOSTS = {
     "civitai.com",
     "www.civitai.com",
     "api.civitai.com",
-    "civitai.green",
-    "civitai.red",
+    "civitai.green",  # Civitai's safe-for-work site
+    "www.civitai.green",
+    "civitai.red",  # Civitai's NSFW site since 2026
+    "www.civitai.red",
 }
 T = TypeVar("T")
 MAX_PAGES = 20  # of one batch of ids: a cursor that never ends stops here

@@ -19,6 +19,7 @@ TRAINING_DATA = "Training Data"
 MODEL_TYPES = ("Model", "Pruned Model")
 MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".sft", ".onnx")
 NEVER = datetime.min.replace(tzinfo=UTC)
+FAR_FUTURE = "9999-12-31T23:59:59Z"  # an early access whose end Civitai does not say
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -56,19 +57,43 @@ def loads_directly(version: dict[str, Any]) -> bool:
 
 def early_access(version: dict[str, Any], now: datetime) -> tuple[bool, str | None]:
     """(in early access now, until when). The deadline is `earlyAccessEndsAt` (today's API),
-    `earlyAccessDeadline` (the model's), or `earlyAccessTimeFrame` days after publication (the
-    2022 API); `availability: "EarlyAccess"` without a deadline counts too. A deadline that has
-    passed wins over a stale `availability`."""
+    `earlyAccessDeadline` (the model's), or a number of days after publication: today's
+    `earlyAccessConfig.timeframe` or the 2022 API's `earlyAccessTimeFrame`;
+    `availability: "EarlyAccess"` without a deadline counts too. A deadline that has passed wins
+    over a stale `availability`. (Civitai's API reference, developer.civitai.com/site/reference/
+    model-versions, lists `availability`, `earlyAccessConfig` and `earlyAccessEndsAt`; its job
+    `process-ending-early-access` sets the timeframe to 0 and the version Public when it ends.)"""
     for key in ("earlyAccessEndsAt", "earlyAccessDeadline"):
         deadline = parse_time(version.get(key))
         if deadline is not None:
             return deadline > now, version[key] if deadline > now else None
-    days = version.get("earlyAccessTimeFrame")
+    config = version.get("earlyAccessConfig")
+    days = (config if isinstance(config, dict) else {}).get("timeframe")
+    if not days:
+        days = version.get("earlyAccessTimeFrame")
     start = parse_time(version.get("publishedAt")) or parse_time(version.get("createdAt"))
     if isinstance(days, int | float) and days > 0 and start is not None:
         deadline = start + timedelta(days=days)
         return (True, deadline.isoformat()) if deadline > now else (False, None)
     return version.get("availability") == "EarlyAccess", None
+
+
+def early_access_until(version: dict[str, Any], now: datetime | None = None) -> str | None:
+    """When a version in early access can be downloaded (its ISO end date, as Civitai wrote it),
+    or None when it can be downloaded now. In early access without a date Civitai gives: the
+    far future (FAR_FUTURE), so it is never taken for downloadable. Shared by the update check
+    and follows."""
+    waiting, until = early_access(version, now or datetime.now(UTC))
+    if not waiting:
+        return None
+    return until or FAR_FUTURE
+
+
+def downloadable(version: dict[str, Any]) -> bool:
+    """Its files can be downloaded at all: false for a version that only generates on Civitai
+    (`usageControl` other than "Download") or holds no file but training data. Early access is
+    a matter of time, not of this (see early_access_until)."""
+    return is_downloadable(version)
 
 
 def is_published(version: dict[str, Any], now: datetime) -> bool:
@@ -80,7 +105,9 @@ def is_published(version: dict[str, Any], now: datetime) -> bool:
 
 
 def is_downloadable(version: dict[str, Any]) -> bool:
-    """It has a file other than training data, and its creator allows downloads."""
+    """It has a file other than training data, and its creator allows downloads: Civitai's
+    `usageControl` is "Download" (a version that only generates says "Generation"; the 2022 API
+    had no such key)."""
     control = version.get("usageControl")
     return bool(usable_files(version)) and control in (None, "Download")
 
@@ -115,18 +142,3 @@ def newest_version(
     if archives is None and not direct:
         direct = candidates
     return max(direct, key=published_key, default=None)
-
-
-def early_access_until(version: dict[str, Any], now: datetime | None = None) -> str | None:
-    """When a version in early access can be downloaded (Civitai's ISO date; "" when it gives
-    none), or None when it can be downloaded now. Shared by the update check and follows."""
-    waiting, until = early_access(version, now or datetime.now(UTC))
-    if not waiting:
-        return None
-    return until or ""
-
-
-def downloadable(version: dict[str, Any]) -> bool:
-    """A version with a file to download: never one that only generates on Civitai
-    (`usageControl` other than "Download") or that holds only training data."""
-    return is_downloadable(version)

@@ -329,7 +329,7 @@ async function loadUpdates() {
   const [updates, tracked] = await Promise.all([api("GET", "/api/updates"), api("GET", "/api/manifest")]);
   document.getElementById("updates-info").textContent = `${updates.last_check ? "Last check " + when(updates.last_check.finished_at) + ". " : ""}${updates.next_check ? "Next " + when(updates.next_check) + "." : "Daily checks are off."}`;
   document.getElementById("updates-list").replaceChildren(...(updates.updates.length ? updates.updates.map((u) =>
-    el("li", { class: "list-group-item small update-row" }, el("b", {}, u.model_name || `model ${u.modelId}`), `: ${u.version_name || "a new version"} (was ${u.old_version_name || "an older version"}) · ${when(u.found_at)}`))
+    el("li", { class: "list-group-item small update-row" }, el("b", {}, u.model_name || `model ${u.modelId}`), `: ${u.version_name || "a new version"} (was ${u.old_version_name || "an older version"}) · ${when(u.found_at)}`, updateNote(u)))
     : [el("li", { class: "list-group-item small text-body-secondary" }, "No updates found yet.")]));
   renderTracked(tracked); // static/tracked.js
 }

@@ -145,6 +145,7 @@ class VersionSpec:
     media: list[str] | None = None
     published_at: str | None = "2025-05-19T02:43:46.31"  # None: a draft
     early_access_until: float | None = None  # Unix time: until then the download answers 403
+    usage_control: str | None = None  # "Generation": only generates on Civitai, no download
     image_urls: list[str] | None = None  # instead of both: these URLs as the images (hostile)
     nsfw_level: int = 1  # its images' nsfwLevel: 1 PG, 2 PG-13, 4 R, 8 X, 16 XXX
 
@@ -299,8 +300,8 @@ class FakeCivitai:
         assert found is not None and found[1].early_access_until is not None
         found[1].early_access_until = time.time() - 1
 
-    def move_early_access(self, version_id: int, until: float) -> None:
-        """A version's early access now ends at `until` (Unix time): later, or already past."""
+    def move_early_access(self, version_id: int, until: float | None) -> None:
+        """The creator moves a version's early-access end (Unix time; None: no early access)."""
         found = self.find_version(version_id)
         assert found is not None
         with self.lock:
@@ -418,6 +419,8 @@ class FakeCivitai:
         }
         if model.early_access:
             data["availability"] = "EarlyAccess"
+        if version.usage_control is not None:
+            data["usageControl"] = version.usage_control
         if version.early_access_until is not None:  # today's API: a deadline, kept once passed
             ends = datetime.fromtimestamp(version.early_access_until, UTC)
             data["earlyAccessEndsAt"] = ends.isoformat(timespec="milliseconds").replace(
@@ -825,7 +828,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(401, {"error": "Unauthorized", "message": LOGIN_REQUIRED})
         if model.login_required and not token_ok:
             return self._json(401, {"error": "Unauthorized", "message": LOGIN_REQUIRED})
-        if model.disabled:
+        if model.disabled or version.usage_control not in (None, "Download"):
             return self._json(401, {"error": "Unauthorized", "message": DISABLED})
         if model.early_access:
             return self._json(

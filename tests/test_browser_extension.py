@@ -6,6 +6,7 @@ routed to local stand-ins; any other non-loopback request fails the test."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -310,7 +311,7 @@ def test_a_page_naming_only_the_model_gets_the_chooser_of_its_versions(
     d.stop()
 
 
-def test_a_civitai_red_link_is_queued_and_a_hub_file_asks_its_folder_first(
+def test_a_civitai_red_or_green_link_is_queued_and_a_hub_file_asks_its_folder_first(
     civitai, hf, daemon, extension, home
 ):
     red = civitai.add_simple(6, 61, b"r" * 12_000, filename="red.safetensors")
@@ -326,6 +327,17 @@ def test_a_civitai_red_link_is_queued_and_a_hub_file_asks_its_folder_first(
     with d.client() as c:
         wait_job(c, sent["job"]["id"])
     assert_file_is(home / "data/models/lora/red.safetensors", red.sha256)
+    # civitai.green (Civitai's safe site) the same way.
+    green = civitai.add_simple(16, 161, b"g" * 12_000, filename="green.safetensors")
+    _, green_tab = extension.tab("https://civitai.green/models")
+    link = "https://civitai.green/models/16/green?modelVersionId=161"
+    sent = extension.worker.evaluate("([url, tabId]) => sendFromUrl(url, tabId)", [link, green_tab])
+    assert "job" in sent, sent
+    with d.client() as c:
+        wait_job(c, sent["job"]["id"])
+    assert_file_is(home / "data/models/lora/green.safetensors", green.sha256)
+    manifest = json.loads((EXTENSION / "manifest.json").read_text())
+    assert "https://civitai.green/*" in manifest["host_permissions"]
 
     # A Hub file: the chooser asks which folder (the daemon needs a model_type off Civitai).
     hub_file = "https://huggingface.co/acme/vae/blob/main/vae.safetensors"

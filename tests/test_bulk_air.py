@@ -200,7 +200,9 @@ def test_a_creators_models_are_previewed_over_civitais_pages_with_their_newest_f
         }  # fmt: skip
         assert preview["limit"]["hit"] is None
 
-        # NSFW only when asked; types and base models passed on to Civitai as it takes them.
+        # NSFW only when asked, and show_nsfw on; types and base models passed on to Civitai
+        # as it takes them.
+        assert c.patch("/api/settings", json={"show_nsfw": True}).status_code == 200
         civitai.requests.clear()
         body = {"username": "alice", "types": ["lora"], "baseModels": ["SDXL 1.0"], "nsfw": True}
         preview = c.post("/api/bulk/preview", json=body).json()

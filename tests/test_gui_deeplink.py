@@ -20,8 +20,11 @@ SITE_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</
 </head><body><h1>{title}</h1></body></html>"""
 
 
+SITES = ("civitai.com", "civitai.red", "civitai.green", "huggingface.co")
+
+
 def offline(context: BrowserContext) -> list[str]:
-    """Route civitai.com, civitai.red and huggingface.co to a stand-in page; let loopback (and the
+    """Route civitai.com, .red, .green and huggingface.co to a stand-in page; let loopback (and the
     extension's own chrome-extension:// pages) through; every other request is aborted and listed
     (the test asserts the list is empty)."""
     strays: list[str] = []
@@ -31,7 +34,12 @@ def offline(context: BrowserContext) -> list[str]:
         host = parts.hostname or ""
         if parts.scheme not in ("http", "https") or host in ("127.0.0.1", "localhost", "::1"):
             route.continue_()
-        elif host in ("civitai.com", "civitai.red", "huggingface.co"):
+        elif host.removeprefix("www.") in (
+            "civitai.com",
+            "civitai.red",
+            "civitai.green",
+            "huggingface.co",
+        ):
             route.fulfill(
                 status=200,
                 content_type="text/html",

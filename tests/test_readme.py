@@ -80,6 +80,10 @@ RUN: dict[str, Run] = {
     'curl -sS "$URL/metrics" -H "Authorization: Bearer $KEY" | grep civitai_daemon_jobs': Run(
         'civitai_daemon_jobs{status="completed"}'
     ),
+    # Update policies: this checkout tracks no model 4384 (test_policies.py sets real ones).
+    'curl -X PATCH "$URL/api/manifest/4384" -H "Authorization: Bearer $KEY" '
+    "-H 'Content-Type: application/json' "
+    '-d \'{"policy": {"keep": 2}}\'': Run("manifest.json does not track model 4384"),
     # Running it for real
     '.venv/bin/sqlite-utils data/completed.db "select filename, size, path from completed"': Run(
         "[]"

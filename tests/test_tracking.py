@@ -91,6 +91,7 @@ def test_tracked_models_are_listed_by_name_and_untracking_keeps_the_file(civitai
                 "modelVersionId": 10,
                 "model_type": "vae",
                 "filename": "t.safetensors",
+                "policy": "download",  # an entry without the key downloads updates
                 "name": "Model 1",
                 "version_name": "v10",
                 "problem": None,

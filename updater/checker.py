@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -21,10 +22,10 @@ from daemon import DownloadQueue
 from database import Store, utcnow
 from engine.jobs import JobRequest, safe_filename
 from events import EventBus, UpdateEvent
-from library import manifest
+from library import manifest, policy
 from library.files import versioned_name
 from sources.civitai import CivitaiClient, pick_file
-from sources.versions import early_access, newest_version
+from sources.versions import NEVER, early_access, newest_version, published_key
 from updater import library_check
 from updater.context import CheckContext, CheckResult
 from updater.follows import check_follows, publish_summary
@@ -53,7 +54,7 @@ async def current_version(store: Store, entry: JobRequest) -> tuple[int | None, 
 async def check_updates(ctx: CheckContext) -> CheckResult:
     """Check every manifest entry with a modelId; fetch and record each newer version."""
     result, civitai = ctx.result, ctx.civitai
-    _, entries, problems = manifest.load(ctx.settings.manifest_path)
+    raw, entries, problems = manifest.load(ctx.settings.manifest_path)
     result.errors += [p.public() for p in problems]  # numbered as everywhere: entry 1 first
     tracked = [(i, e) for i, e in entries if e.modelId]
     tracked_ids = {e.modelId for _, e in tracked if e.modelId}
@@ -117,7 +118,7 @@ async def check_updates(ctx: CheckContext) -> CheckResult:
             continue
         result.checked += 1
         try:
-            found = await _compare(ctx, index, entry, model)
+            found = await _compare(ctx, index, entry, model, policy.of_entry(raw[index]))
         except errors.DaemonError as exc:
             result.errors.append({"entry": index + 1, "modelId": entry.modelId, "detail": str(exc)})
             continue
@@ -142,10 +143,11 @@ async def check_updates(ctx: CheckContext) -> CheckResult:
 
 
 async def _compare(
-    ctx: CheckContext, index: int, entry: JobRequest, model: dict[str, Any]
+    ctx: CheckContext, index: int, entry: JobRequest, model: dict[str, Any], pol: Any
 ) -> list[dict[str, Any]]:
     """The updates of one tracked model: its newest version if that is in early access (reported
-    with its date, not queued), and its newest downloadable version (queued)."""
+    with its date, not queued), and its newest downloadable version (queued, or only listed
+    when the model's policy is `notify`)."""
     current_id, current_row = await current_version(ctx.store, entry)
     if current_id is None:
         return []  # never downloaded yet: the start-up queue takes care of it
@@ -162,34 +164,64 @@ async def _compare(
     latest = newest_version(model, now, early=True, archives=archives)
     if latest is not None and newer(latest):
         waiting, until = early_access(latest, now)
-        if waiting:
-            update = await ctx.store.add_update(
-                _update_row(entry, model, current_id, latest) | {"early_access_until": until}
-            )
-            if update is not None:
-                log.info(
-                    "update found in early access until %s: %s (model %s) %s → %s, not queued",
-                    until or "a date Civitai did not give",
-                    model.get("name"),
-                    entry.modelId,
-                    current_id,
-                    latest["id"],
-                )
-                ctx.bus.publish(UpdateEvent(update))
-                found.append(update)
+        if waiting and (update := await _held(ctx, entry, model, current_id, latest, until, pol)):
+            found.append(update)
     ready = newest_version(model, now, archives=archives)
     if ready is not None:
         known = (current_id, current_row)
-        update = await _fetch(ctx, index, entry, model, known, ready, newer(ready))
+        update = await _fetch(ctx, index, entry, model, known, ready, newer(ready), pol)
         if update is not None:
             found.append(update)
     return found
 
 
+async def _held(
+    ctx: CheckContext,
+    entry: JobRequest,
+    model: dict[str, Any],
+    current_id: int,
+    latest: dict[str, Any],
+    until: str | None,
+    pol: Any,
+) -> dict[str, Any] | None:
+    """A newer version in early access: recorded with its end date and announced, not queued;
+    announced again only when the creator moves that date (the list then shows the new one)."""
+    row = _update_row(entry, model, current_id, latest, pol) | {"early_access_until": until}
+    update = await ctx.store.add_update(row)
+    if update is None:
+        assert entry.modelId is not None
+        update = await ctx.store.waiting_update(entry.modelId, latest["id"])
+        if update is None or update.get("early_access_until") == until:
+            return None  # reported before, with this date (or already queued)
+        await ctx.store.run(
+            lambda db: db["updates"].update(update["id"], {"early_access_until": until})
+        )
+        update["early_access_until"] = until
+    how = f"in early access until {until or 'a date Civitai did not give'}, not queued"
+    return _announce(ctx, update, model, current_id, how)
+
+
+def _announce(
+    ctx: CheckContext, update: dict[str, Any], model: dict[str, Any], current_id: int, how: str
+) -> dict[str, Any]:
+    """Log an update not queued (and how it waits) and send its event."""
+    log.info(
+        "update found: %s (model %s) %s → %s, %s",
+        model.get("name"),
+        update["modelId"],
+        current_id,
+        update["new_version_id"],
+        how,
+    )
+    ctx.bus.publish(UpdateEvent(update))
+    return update
+
+
 def _update_row(
-    entry: JobRequest, model: dict[str, Any], current_id: int, version: dict[str, Any]
+    entry: JobRequest, model: dict[str, Any], current_id: int, version: dict[str, Any], pol: Any
 ) -> dict[str, Any]:
     return {
+        "policy": policy.label(pol),
         "modelId": entry.modelId,
         "model_name": model.get("name"),
         "old_version_id": current_id,
@@ -208,9 +240,11 @@ async def _fetch(
     known: tuple[int, dict[str, Any] | None],
     newest: dict[str, Any],
     newer: bool,
+    pol: Any,
 ) -> dict[str, Any] | None:
-    """Record a newer (or republished) downloadable version and queue its download; an update
-    found while in early access is queued now. `known`: the version on disk and its record."""
+    """Record a newer (or republished) downloadable version and queue its download (as the
+    model's policy says); an update found while in early access is queued now. `known`: the
+    version on disk and its record."""
     current_id, current_row = known
     settings, store = ctx.settings, ctx.store
     new_file = pick_file(newest, None)
@@ -220,19 +254,28 @@ async def _fetch(
     )
     if not (newer or republished):
         return None
+    if pol == "notify":  # listed and announced once, never queued
+        update = await store.add_update(_update_row(entry, model, current_id, newest, pol))
+        return update and _announce(ctx, update, model, current_id, "listed only (policy notify)")
 
     model_type = entry.model_type
     name = safe_filename(new_file.get("name") or "", f"{newest['id']}.bin")
-    replaces = None
+    replaces: dict[str, Any] | None = None
+    versioned = settings.manifest_mode == "append" and pol != "replace"
     if current_row is not None:
         old_path = current_row["path"]
-        if settings.manifest_mode == "append" and name == current_row["filename"]:
+        if versioned and name == current_row["filename"]:
             name = versioned_name(name, newest["id"])
         replaces = {
             "path": old_path,
             "sha256": current_row["sha256"],
             "version_id": current_row["modelVersionId"],
         }
+    if pol != policy.DEFAULT:
+        replaces = {**(replaces or {}), "policy": pol}
+    if policy.keep_count(pol):
+        assert replaces is not None and entry.modelId is not None
+        name, replaces["order"] = await _kept_beside(ctx, entry.modelId, model, newest, name)
     request = JobRequest(
         model_type=model_type,
         modelId=entry.modelId,
@@ -244,11 +287,11 @@ async def _fetch(
     assert entry.modelId is not None
     update = await store.waiting_update(entry.modelId, newest["id"])
     if update is None:
-        update = await store.add_update(_update_row(entry, model, current_id, newest))
+        update = await store.add_update(_update_row(entry, model, current_id, newest, pol))
     if update is None:
         return None  # found before; its download was queued then
     job, _ = await ctx.queue.submit(request, source="update", replaces=replaces)
-    fields = {"job_id": job["id"], "early_access_until": None}
+    fields = {"job_id": job["id"], "early_access_until": None, "policy": policy.label(pol)}
     await store.run(lambda db: db["updates"].update(update["id"], fields))
     update.update(fields)
 
@@ -262,7 +305,9 @@ async def _fetch(
             new["filename"] = name
         return new
 
-    await ctx.record(index, lambda e: e.get("modelId") == entry.modelId, change)
+    # `replace` retires the old file: its entry goes too, else a start would fetch it again.
+    mode = "replace" if pol == "replace" else None
+    await ctx.record(index, lambda e: e.get("modelId") == entry.modelId, change, mode)
     log.info(
         "update found: %s (model %s) %s → %s, job %s",
         model.get("name"),
@@ -273,6 +318,24 @@ async def _fetch(
     )
     ctx.bus.publish(UpdateEvent(update))
     return update
+
+
+async def _kept_beside(
+    ctx: CheckContext, model_id: int, model: dict[str, Any], newest: dict[str, Any], name: str
+) -> tuple[str, list[int]]:
+    """Policy `keep`: a name no file of the model on disk has (the new version goes beside
+    them), and the versions on disk and the new one, newest first by publication (a version
+    Civitai no longer lists counts as the oldest)."""
+    rows = await ctx.store.find_completed(None, model_id, None)
+    if name in {Path(r["path"]).name for r in rows}:
+        name = versioned_name(name, newest["id"])
+    listed = {v.get("id"): v for v in model.get("modelVersions") or [] if isinstance(v, dict)}
+    ids = {r["modelVersionId"] for r in rows if r["modelVersionId"]} | {newest["id"]}
+
+    def key(version_id: int) -> tuple[datetime, int]:
+        return published_key(listed[version_id]) if version_id in listed else (NEVER, version_id)
+
+    return name, sorted(ids, key=key, reverse=True)
 
 
 class Updater:

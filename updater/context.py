@@ -70,8 +70,10 @@ class CheckContext:
         index: int,
         same: Callable[[dict[str, Any]], bool],
         change: Callable[[dict[str, Any]], dict[str, Any]],
+        mode: str | None = None,
     ) -> None:
-        """Write an update into the manifest entry at `index` (manifest.record_update)."""
-        path, mode = self.settings.manifest_path, self.settings.manifest_mode
+        """Write an update into the manifest entry at `index` (manifest.record_update), as
+        `mode` says (the policy's), else as manifest_mode does."""
+        path, mode = self.settings.manifest_path, mode or self.settings.manifest_mode
         async with self.manifest_lock:
             await asyncio.to_thread(manifest.record_update, path, index, same, change, mode)

@@ -24,7 +24,13 @@ from engine.jobs import JobRequest, model_type_from_civitai
 from events import SummaryEvent
 from sources import bulk
 from sources.civitai import list_page, pick_file
-from sources.versions import downloadable, early_access_until, newest_version, parse_time
+from sources.versions import (
+    FAR_FUTURE,
+    downloadable,
+    early_access_until,
+    newest_version,
+    parse_time,
+)
 from updater.context import CheckContext, CheckResult
 from updater.follow_rules import FollowRule, FollowStore, rule_of
 
@@ -143,7 +149,7 @@ def choose(model: dict[str, Any], rule: FollowRule, ctx: CheckContext) -> dict[s
     if rule.max_size and (item["size"] or 0) > rule.max_size:
         return item | {"state": "filtered", "problem": f"larger than max_size {rule.max_size}"}
     if (until := early_access_until(version, now)) is not None:
-        return item | {"state": "held", "until": until or None}
+        return item | {"state": "held", "until": None if until == FAR_FUTURE else until}
     return item
 
 

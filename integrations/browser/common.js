@@ -3,7 +3,7 @@
 "use strict";
 
 const ext = globalThis.browser ?? globalThis.chrome; // Firefox's promise API, else Chromium's
-const SITES = ["civitai.com", "civitai.red", "huggingface.co"];
+const SITES = ["civitai.com", "civitai.red", "civitai.green", "huggingface.co"];
 const PAGE_PATTERNS = SITES.flatMap((s) => [`https://${s}/*`, `https://www.${s}/*`]);
 
 async function loadSettings() {

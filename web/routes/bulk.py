@@ -60,9 +60,9 @@ class BulkRequest(BaseModel):
 async def preview(body: bulk.BulkFilter, request: Request) -> dict[str, Any]:
     """A creator's models on Civitai (following its cursor, within bounds): each one's newest
     version and primary model file, its size, whether it is already downloaded or queued; and
-    the totals. Nothing is queued."""
+    the totals. Nothing is queued. NSFW models only while show_nsfw is on."""
     state = request.app.state
-    return await bulk.preview(state.civitai, state.store, body)
+    return await bulk.preview(state.civitai, state.store, body.within(state.settings.show_nsfw))
 
 
 @router.post("", status_code=202, response_model=BatchResult)

@@ -9,11 +9,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi import Path as FastPath
 from fastapi.responses import FileResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from engine.jobs import MAX_ID, JobRequest
 from errors import InvalidRequest
-from library import holdings, manifest, removal
+from library import holdings, manifest, policy, removal
 from library.layout import CIVITAI_TYPES
 from sources.air import is_air, parse_air
 from sources.versions import newest_version
@@ -182,6 +182,7 @@ class TrackedModel(BaseModel):
     modelVersionId: Any = None  # noqa: N815
     model_type: Any = None
     filename: Any = None
+    policy: Any = None  # its update policy: "notify", "download", "replace" or {"keep": N}
     name: str | None = None  # the model's name on Civitai, from its downloads
     version_name: str | None = None
     problem: str | None = None  # why the entry cannot be used; None when it is fine
@@ -215,6 +216,7 @@ async def _manifest_view(request: Request) -> dict[str, Any]:
             {
                 "entry": i + 1,
                 **{k: e.get(k) for k in ("modelId", "modelVersionId", "model_type", "filename")},
+                "policy": e.get("policy") or policy.DEFAULT,
                 "name": mine[0] if mine else None,
                 "version_name": mine[1] if mine and e.get("modelVersionId") else None,
                 "problem": by_entry.get(i + 1),
@@ -246,25 +248,52 @@ async def tracked(request: Request) -> dict[str, Any]:
     return await _manifest_view(request)
 
 
-@router.delete(
-    "/manifest/{model_id}",
-    response_model=Manifest,
-    responses={404: {"description": "manifest.json does not track this model"}},
-)
-async def untrack(
-    model_id: Annotated[int, FastPath(ge=1, le=MAX_ID, description="A Civitai model id")],
-    request: Request,
-) -> dict[str, Any]:
+TrackedModelId = Annotated[int, FastPath(ge=1, le=MAX_ID, description="A Civitai model id")]
+NOT_TRACKED: dict[int | str, dict[str, Any]] = {
+    404: {"description": "manifest.json does not track this model"}
+}
+
+
+@router.delete("/manifest/{model_id}", response_model=Manifest, responses=NOT_TRACKED)
+async def untrack(model_id: TrackedModelId, request: Request) -> dict[str, Any]:
     """Stop tracking a model: its manifest.json entries are removed; its files stay on disk."""
+    return await _edit_manifest(request, model_id, manifest.untrack)
+
+
+async def _edit_manifest(request: Request, model_id: int, edit: Any, *args: Any) -> dict[str, Any]:
+    """`edit(path, model_id, *args)` under the manifest lock; the tracked list after it, or 404
+    when it found no entry of the model (a file that is no JSON array: 422, left as it is)."""
     path = request.app.state.settings.manifest_path
     try:
         async with request.app.state.manifest_lock:
-            removed = await asyncio.to_thread(manifest.untrack, path, model_id)
+            changed = await asyncio.to_thread(edit, path, model_id, *args)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
-    if not removed:
+    if not changed:
         raise HTTPException(404, f"manifest.json does not track model {model_id}")
     return await _manifest_view(request)
+
+
+class PolicyChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    policy: Any = Field(
+        description='"notify" (list updates only), "download" (the default), "replace" '
+        '(download, then retire the old file per old_versions) or {"keep": N} (keep the N '
+        "newest versions on disk)."
+    )
+
+
+@router.patch("/manifest/{model_id}", response_model=Manifest, responses=NOT_TRACKED)
+async def set_policy(
+    model_id: TrackedModelId, body: PolicyChange, request: Request
+) -> dict[str, Any]:
+    """Set a tracked model's update policy (every manifest.json entry of the model)."""
+    try:
+        value = policy.check(body.policy)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    return await _edit_manifest(request, model_id, manifest.set_policy, value)
 
 
 @router.get("/completed/{completed_id}/preview", response_class=FileResponse)

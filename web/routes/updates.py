@@ -25,6 +25,7 @@ class Update(BaseModel):
     job_id: int | None = None  # None while early access keeps it from being downloaded
     early_access_until: str | None = None  # when it can be downloaded; queued by the next check
     untracked: bool | None = None  # found for a file not tracked: queued from the Library only
+    policy: str | None = None  # the model's update policy: "notify" lists it, never queued
     found_at: str
 
 
