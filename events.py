@@ -66,7 +66,15 @@ class ClearedEvent(_Memo):
     ids: tuple[int, ...]
 
 
-Event = JobEvent | UpdateEvent | ClearedEvent
+@dataclass(frozen=True)
+class ScanEvent(_Memo):
+    """The library scan's progress (`progress=True`: may be dropped) or its start and end."""
+
+    scan: dict[str, Any]
+    progress: bool = False
+
+
+Event = JobEvent | UpdateEvent | ClearedEvent | ScanEvent
 
 
 class Overflowed(Exception):
@@ -80,7 +88,7 @@ class Overflowed(Exception):
 
 
 def _is_progress(event: Event) -> bool:
-    return isinstance(event, JobEvent) and event.progress
+    return isinstance(event, JobEvent | ScanEvent) and event.progress
 
 
 class Subscription:

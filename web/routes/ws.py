@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from engine.jobs import ACTIVE_SQL
-from events import ClearedEvent, JobEvent, Overflowed, UpdateEvent
+from events import Event, JobEvent, Overflowed, ScanEvent, UpdateEvent
 from web.auth import COOKIE, TooManyFailures, key_role
 from web.roles import role_for_key
 
@@ -30,15 +30,17 @@ RECHECK_SECONDS = 2  # how often an open feed checks that its session or key is 
 SEND_BURST = 64  # messages sent to one client before the others (and HTTP answers) get a turn
 
 
-def message(event: JobEvent | UpdateEvent | ClearedEvent) -> dict[str, Any]:
-    if isinstance(event, ClearedEvent):
-        return {"type": "cleared", "ids": list(event.ids)}
+def message(event: Event) -> dict[str, Any]:
+    if isinstance(event, ScanEvent):
+        return {"type": "scan", "scan": event.scan}
     if isinstance(event, UpdateEvent):
         return {"type": "update", "update": event.update}
-    return {"type": "job", "job": event.job}
+    if isinstance(event, JobEvent):
+        return {"type": "job", "job": event.job}
+    return {"type": "cleared", "ids": list(event.ids)}
 
 
-def text(event: JobEvent | UpdateEvent | ClearedEvent) -> str:
+def text(event: Event) -> str:
     """The message as sent: serialised once per event, however many clients are connected
     (the same JSON as starlette's `send_json`)."""
     return event.once(

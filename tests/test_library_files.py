@@ -1,0 +1,260 @@
+"""Issue 26 items 1, 5, 6: every file known (the scan, by-hash batches, unknown files searchable
+by SHA256 or AutoV2), twins merged, and a library moved to a second daemon."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from websockets.sync.client import connect
+
+from tests.conftest import REPO, assert_file_is, run_job, wait_for, wait_job, write_config
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def scanned(c, timeout: float = 30) -> dict:
+    return wait_for(
+        lambda: (r := c.get("/api/scan").json())["finished_at"] and not r["running"] and r,
+        timeout,
+        what="the scan to finish",
+    )
+
+
+def posts(civitai) -> list:
+    return [
+        r
+        for r in civitai.requests_to("api", "/api/v1/model-versions/by-hash")
+        if r.method == "POST"
+    ]
+
+
+def test_the_start_scan_asks_civitai_in_batches_and_keeps_unknown_files_findable_by_hash(
+    civitai, daemon, home
+):
+    """120 files by hand, one of them Civitai's: the scan at start asks in two POSTs of at most
+    100 hashes (a 429 answered once is retried), adopts the known one and lists the others as
+    unknown, found by SHA256 or AutoV2 in any case; a file Civitai learns later moves to known at
+    the next scan, and a file deleted from disk leaves the list. Progress is on the feed."""
+    root = home / "data/models"
+    (root / "lora").mkdir(parents=True)
+    known = b"a lora civitai knows" * 100
+    civitai.add_simple(5, 500, known, filename="theirs.safetensors")
+    (root / "lora/mine.safetensors").write_bytes(known)
+    blobs = {f"lora/u{n:03}.safetensors": f"homemade {n}".encode() * 20 for n in range(119)}
+    for rel, data in blobs.items():
+        (root / rel).write_bytes(data)
+    civitai.fault("api", status=429, retry_after=0)
+    d = daemon(auto_scan=True)
+    with d.client() as c:
+        report = scanned(c)
+        assert report["files"] == 120 and report["hashed"] == 120, report
+        assert [m["path"] for m in report["matched"]] == [str(root / "lora/mine.safetensors")]
+        assert len(report["unknown"]) == 119 and report["errors"] == []
+        sent = [json.loads(r.body) for r in posts(civitai)]
+        assert [len(s) for s in sent] == [100, 100, 20], "a batch retried after its 429"
+        assert not [r for r in civitai.requests if "/by-hash/" in r.path], "no lookups one by one"
+        assert (root / "lora/mine.civitai.info").exists()
+
+        rel, data = "lora/u007.safetensors", blobs["lora/u007.safetensors"]
+        for q in (sha(data).upper(), sha(data)[:10].lower(), sha(data)[:10].upper()):
+            [f] = c.get("/api/library/files", params={"q": q}).json()["files"]
+            assert f["path"] == str(root / rel) and f["status"] == "unknown"
+            assert f["sha256"] == sha(data) and f["autov2"] == sha(data)[:10].upper()
+        [f] = c.get("/api/library/files", params={"q": sha(known)[:10]}).json()["files"]
+        assert f["status"] == "known" and f["modelVersionId"] == 500
+        bad = c.get("/api/library/files", params={"q": "not-a-hash"})
+        assert bad.status_code == 422 and "AutoV2" in bad.json()["detail"]
+
+        civitai.add_simple(6, 600, data, filename="learned.safetensors")
+        (root / "lora/u008.safetensors").unlink()
+        with connect(d.base_url.replace("http", "ws") + f"/ws/downloads?token={d.token}") as ws:
+            assert json.loads(ws.recv(timeout=10))["type"] == "snapshot"
+            assert c.post("/api/scan").status_code == 202
+            seen = []
+            while not (seen and seen[-1]["phase"] == "done"):
+                msg = json.loads(ws.recv(timeout=20))
+                if msg["type"] == "scan":
+                    seen.append(msg["scan"])
+        assert seen[0]["running"] and not seen[-1]["running"]
+        assert seen[-1]["files"] == 118 and seen[-1]["matched"] == 1 and seen[-1]["unknown"] == 117
+        second = scanned(c)
+        assert second["hashed"] == 0 and second["cached"] == 118
+        [f] = c.get("/api/library/files", params={"q": sha(data)}).json()["files"]
+        assert f["status"] == "known" and f["modelVersionId"] == 600
+        gone = sha(blobs["lora/u008.safetensors"])
+        assert c.get("/api/library/files", params={"q": gone}).json()["files"] == []
+    d.stop()
+
+
+def test_a_scan_killed_while_asking_civitai_resumes_at_the_next_start_without_hashing_again(
+    civitai, daemon, home
+):
+    root = home / "data/models/checkpoint"
+    root.mkdir(parents=True)
+    known = b"a checkpoint" * 500
+    civitai.add_simple(7, 700, known, filename="c.safetensors", type="Checkpoint")
+    (root / "c.safetensors").write_bytes(known)
+    (root / "other.safetensors").write_bytes(b"nobody's" * 300)
+    civitai.by_hash_open.clear()  # the scan hashes both files, then waits on Civitai
+    d = daemon(auto_scan=True)
+    wait_for(lambda: posts(civitai), what="the scan's by-hash request")
+    d.kill()
+    civitai.by_hash_open.set()
+    d = daemon(auto_scan=False)  # resumed anyway: files wait to be asked about
+    with d.client() as c:
+        report = scanned(c)
+        assert report["hashed"] == 0 and report["cached"] == 2, report
+        assert [m["modelVersionId"] for m in report["matched"]] == [700]
+        assert report["unknown"] == [str(root / "other.safetensors")]
+    d.stop()
+
+
+def test_twins_are_listed_then_hard_linked_or_deleted_keeping_one_copy(civitai, daemon, home):
+    data = b"the same lora twice" * 400
+    civitai.add_simple(1, 101, data, filename="orig.safetensors")
+    d = daemon()
+    job = run_job(d, {"modelVersionId": 101, "model_type": "lora"})
+    keep = Path(job["path"])
+    twins = [keep.parent / "copy.safetensors", keep.parent / "sub/copy2.safetensors"]
+    for t in twins:
+        t.parent.mkdir(parents=True, exist_ok=True)
+        t.write_bytes(data)
+    (keep.parent / "lonely.safetensors").write_bytes(b"no twin")
+    with d.client() as c:
+        c.post("/api/scan")
+        scanned(c)
+        [group] = c.get("/api/library/duplicates").json()["groups"]
+        assert group["sha256"] == sha(data) and group["size"] == len(data)
+        assert group["paths"] == sorted(map(str, [keep, *twins]))
+        assert group["copies"] == 3 and group["freeable"] == 2 * len(data)
+        url = f"/api/library/duplicates/{sha(data).upper()}"
+        r = c.post(url, json={"action": "hardlink", "keep": "/etc/passwd"})
+        assert r.status_code == 422 and "keep must be one of" in r.json()["detail"]
+        assert (
+            c.post(
+                f"/api/library/duplicates/{'0' * 64}", json={"action": "delete", "keep": str(keep)}
+            ).status_code
+            == 404
+        )
+        r = c.post(url, json={"action": "hardlink", "keep": str(keep)})
+        assert r.status_code == 200, r.text
+        assert sorted(r.json()["linked"]) == sorted(map(str, twins)) and r.json()[
+            "freed"
+        ] == 2 * len(data)
+        for t in twins:
+            assert os.stat(t).st_ino == os.stat(keep).st_ino
+            assert_file_is(t, sha(data))
+        [group] = c.get("/api/library/duplicates").json()["groups"]
+        assert group["copies"] == 1 and group["freeable"] == 0
+        r = c.post(url, json={"action": "delete", "keep": str(twins[0])})
+        assert r.status_code == 200, r.text
+        assert not keep.exists() and not twins[1].exists()
+        assert not (keep.parent / (keep.stem + ".civitai.info")).exists()
+        assert_file_is(twins[0], sha(data))
+        assert c.get("/api/library/duplicates").json()["groups"] == []
+    d.stop()
+
+
+def test_a_download_already_on_disk_elsewhere_becomes_a_hard_link(civitai, daemon, home):
+    data = b"bytes already here" * 500
+    f = civitai.add_simple(2, 201, data, filename="wanted.safetensors")
+    mine = home / "data/models/lora/by_hand.safetensors"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(data)
+    d = daemon()
+    with d.client() as c:
+        c.post("/api/scan")
+        scanned(c)
+    job = run_job(d, {"modelVersionId": 201, "model_type": "checkpoint", "sha256": f.sha256})
+    assert job["linked_from"] == str(mine), job
+    assert os.stat(job["path"]).st_ino == os.stat(mine).st_ino
+    assert_file_is(job["path"], sha(data))
+    assert not [r for r in civitai.requests if r.server == "cdn"], "nothing downloaded"
+    d.stop()
+
+
+def test_a_library_exported_from_one_daemon_is_imported_into_another_on_an_empty_home(
+    civitai, daemon, home, tmp_path, daemon_factory
+):
+    a, b = b"first lora" * 700, b"second checkpoint" * 900
+    civitai.add_simple(1, 101, a, filename="a.safetensors")
+    civitai.add_simple(2, 201, b, filename="b.safetensors", type="Checkpoint")
+    d = daemon()
+    run_job(d, {"modelVersionId": 101, "model_type": "lora", "track": True})
+    run_job(
+        d, {"modelVersionId": 201, "model_type": "checkpoint", "filename": "renamed.safetensors"}
+    )
+    stray = home / "data/models/lora/deep/mine.safetensors"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"only mine")
+    with d.client() as c:
+        c.post("/api/scan")
+        scanned(c)
+    exported = tmp_path / "library.json"
+    out = subprocess.run(
+        [sys.executable, str(REPO / "cli.py"), "--home", str(home), "export", str(exported)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    body = json.loads(exported.read_text())
+    assert body["format"] == "civitai-daemon-library" and body["version"] == 1
+    by_path = {f["path"]: f for f in body["files"]}
+    assert set(by_path) == {
+        "lora/a.safetensors",
+        "checkpoint/renamed.safetensors",
+        "lora/deep/mine.safetensors",
+    }
+    assert (
+        by_path["lora/a.safetensors"]["tracked"]
+        and not by_path["checkpoint/renamed.safetensors"]["tracked"]
+    )
+    assert by_path["lora/a.safetensors"]["air"].endswith(":civitai:1@101")
+    assert by_path["lora/deep/mine.safetensors"]["air"] is None
+    d.stop()
+
+    body["files"].append(
+        {
+            "path": "../outside.safetensors",
+            "sha256": sha(a),
+            "air": "urn:air:sd1:lora:civitai:1@101",
+        }
+    )
+    other = tmp_path / "home2"
+    write_config(other, civitai_base_url=civitai.base_url, retries=5, timeout=10, auto_scan=False)
+    e = daemon_factory(other).start()
+    with e.client() as c:
+        plan = c.post("/api/library/import", params={"dry_run": "true"}, json=body)
+        assert plan.status_code == 200, plan.text
+        plan = plan.json()
+        status = {f["path"]: f["status"] for f in plan["files"]}
+        assert status == {
+            "lora/a.safetensors": "to_download",
+            "checkpoint/renamed.safetensors": "to_download",
+            "lora/deep/mine.safetensors": "unavailable",
+            "../outside.safetensors": "unavailable",
+        }
+        assert plan["bytes_to_download"] == len(a) + len(b) and plan["present"] == 0
+        assert not (other / "data/models/lora").exists(), "a dry run queues nothing"
+        done = c.post("/api/library/import", json=body).json()
+        jobs = [f["job"] for f in done["files"] if f["status"] == "queued"]
+        assert len(jobs) == 2
+        for job_id in jobs:
+            job = wait_job(c, job_id)
+            assert job["sha256"] in (sha(a), sha(b))
+        assert_file_is(other / "data/models/lora/a.safetensors", sha(a))
+        assert_file_is(other / "data/models/checkpoint/renamed.safetensors", sha(b))
+        assert not (tmp_path / "outside.safetensors").exists()
+        again = c.post("/api/library/import", params={"dry_run": "true"}, json=body).json()
+        assert again["present"] == 2 and again["to_download"] == 0
+    manifest = json.loads((other / "manifest.json").read_text())
+    assert [m["modelVersionId"] for m in manifest] == [101]
+    e.stop()
