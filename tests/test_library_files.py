@@ -8,11 +8,13 @@ import json
 import os
 import subprocess
 import sys
+import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from websockets.sync.client import connect
 
-from tests.conftest import REPO, assert_file_is, run_job, wait_for, wait_job, write_config
+from tests.conftest import REPO, Tmpfs, assert_file_is, run_job, wait_for, wait_job, write_config
 
 
 def sha(data: bytes) -> str:
@@ -177,6 +179,62 @@ def test_a_download_already_on_disk_elsewhere_becomes_a_hard_link(civitai, daemo
     assert os.stat(job["path"]).st_ino == os.stat(mine).st_ino
     assert_file_is(job["path"], sha(data))
     assert not [r for r in civitai.requests if r.server == "cdn"], "nothing downloaded"
+    civitai.add_simple(3, 301, data, filename="again.safetensors")
+    with d.client() as c:
+        r = c.patch("/api/settings", json={"link_duplicates": False})
+        assert r.status_code == 200 and r.json()["restart_needed"] == [], r.text
+    job = run_job(d, {"modelVersionId": 301, "model_type": "lora"})
+    assert job["linked_from"] is None and civitai.requests_to("cdn")
+    assert os.stat(job["path"]).st_ino != os.stat(mine).st_ino
+    assert_file_is(job["path"], sha(data))
+    d.stop()
+
+
+def test_twins_on_two_file_systems_are_not_hard_linked_and_nothing_changes(civitai, daemon, home):
+    models = home / "data/models"
+    (models / "lora/disk2").mkdir(parents=True)
+    disk = Tmpfs(models / "lora/disk2", "size=8m").mount()
+    try:
+        d = daemon(wrap=disk.wrap)
+        data = b"a twin on another disk" * 300
+        (models / "lora/a.safetensors").write_bytes(data)
+        (disk.seen_from_here(d) / "b.safetensors").write_bytes(data)
+        with d.client() as c:
+            c.post("/api/scan")
+            scanned(c)
+            [group] = c.get("/api/library/duplicates").json()["groups"]
+            assert group["paths"] == [
+                str(models / "lora/a.safetensors"),
+                str(models / "lora/disk2/b.safetensors"),
+            ]
+            keep = str(models / "lora/a.safetensors")
+            r = c.post(
+                f"/api/library/duplicates/{sha(data)}", json={"action": "hardlink", "keep": keep}
+            )
+            assert r.status_code == 409 and "another file system" in r.json()["detail"], r.text
+            assert c.get("/api/library/duplicates").json()["groups"] == [group]
+        assert_file_is(disk.seen_from_here(d) / "b.safetensors", sha(data))
+        assert_file_is(models / "lora/a.safetensors", sha(data))
+        d.stop()
+    finally:
+        disk.unmount()
+
+
+def test_the_daily_check_is_followed_by_a_scan(civitai, daemon, home):
+    started = time.monotonic()
+    daemon(update_check={"enabled": False}).stop()
+    lead = 2 * (time.monotonic() - started) + 8
+    at = (datetime.now().astimezone() + timedelta(seconds=lead)).replace(microsecond=0)
+    when = {"hour": at.hour, "minute": at.minute, "second": at.second}
+    d = daemon(auto_scan=True, update_check={"enabled": True, **when})
+    with d.client() as c:
+        assert scanned(c)["files"] == 0  # the scan at start: nothing yet
+        dropped = home / "data/models/lora/later.safetensors"
+        dropped.parent.mkdir(parents=True)
+        dropped.write_bytes(b"put there after the start")
+        wait_for(lambda: posts(civitai), 60, what="the scan after the daily check")
+        report = scanned(c)
+        assert report["files"] == 1 and report["unknown"] == [str(dropped)]
     d.stop()
 
 
@@ -258,3 +316,41 @@ def test_a_library_exported_from_one_daemon_is_imported_into_another_on_an_empty
     manifest = json.loads((other / "manifest.json").read_text())
     assert [m["modelVersionId"] for m in manifest] == [101]
     e.stop()
+
+
+def test_the_library_tab_shows_a_scan_started_elsewhere_as_it_goes(civitai, daemon, home, browser):
+    """A scan started by the API (or at start, or daily) shows in an open Library tab through
+    the feed: asking Civitai while it waits on its answer, then the result."""
+    from playwright.sync_api import expect
+
+    from tests.test_gui import log_in, open_tab
+
+    folder = home / "data/models/lora"
+    folder.mkdir(parents=True)
+    known = b"known to civitai" * 200
+    civitai.add_simple(4, 400, known, filename="k.safetensors")
+    (folder / "k.safetensors").write_bytes(known)
+    (folder / "mine.safetensors").write_bytes(b"mine alone" * 100)
+    d = daemon()
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = ctx.new_page()
+    page.set_default_timeout(20_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    log_in(page, d)
+    open_tab(page, "library")
+    civitai.by_hash_open.clear()
+    try:
+        with d.client() as c:
+            assert c.post("/api/scan").status_code == 202
+        wait_for(lambda: posts(civitai), what="the scan's by-hash request")
+        expect(page.locator("#scan-info")).to_have_text(
+            "Asking Civitai about 2 file(s): 0 answered"
+        )
+        expect(page.locator("#scan-progress")).to_be_visible()
+    finally:
+        civitai.by_hash_open.set()
+    expect(page.locator("#scan-info")).to_have_text("2 file(s): 1 adopted, 1 not on Civitai.")
+    assert errors == []
+    ctx.close()
+    d.stop()
