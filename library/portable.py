@@ -92,6 +92,8 @@ def _tracked(entries: list[Any], row: dict[str, Any]) -> bool:
 async def export(store: Store, models_root: Path, manifest_path: Path) -> dict[str, Any]:
     """The library as portable JSON (PortableLibrary)."""
     rows = await store.read(_rows)
+    here = await asyncio.to_thread(lambda: [safefs.is_file(Path(r["path"])) for r in rows])
+    rows = [row for row, there in zip(rows, here, strict=True) if there]  # gone: not exported
     entries, _, _ = await asyncio.to_thread(manifest.load, manifest_path)
     files = []
     for row in rows:

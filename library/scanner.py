@@ -8,7 +8,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -54,8 +54,8 @@ class ScanState:
 
     def brief(self) -> dict[str, Any]:
         """What the feed says of it: the counters, the lists only counted."""
-        out = {k: v for k, v in asdict(self).items() if not isinstance(v, list)}
-        return out | {k: len(getattr(self, k)) for k in ("matched", "unknown", "errors")}
+        out = {f.name: getattr(self, f.name) for f in fields(self)}  # no copy of the lists
+        return out | {k: len(out[k]) for k in ("matched", "unknown", "errors")}
 
 
 class FolderTypes:

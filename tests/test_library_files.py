@@ -289,6 +289,11 @@ def test_a_library_exported_from_one_daemon_is_imported_into_another_on_an_empty
     other = tmp_path / "home2"
     write_config(other, civitai_base_url=civitai.base_url, retries=5, timeout=10, auto_scan=False)
     e = daemon_factory(other).start()
+    cli = [sys.executable, str(REPO / "cli.py"), "--home", str(other), "import", str(exported)]
+    out = subprocess.run([*cli, "--dry-run"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "0 present, 2 to download" in out.stdout and "1 unavailable" in out.stdout, out.stdout
+    assert "lora/deep/mine.safetensors" in out.stdout
     with e.client() as c:
         plan = c.post("/api/library/import", params={"dry_run": "true"}, json=body)
         assert plan.status_code == 200, plan.text
