@@ -170,7 +170,7 @@ def test_a_download_already_on_disk_elsewhere_becomes_a_hard_link(civitai, daemo
     mine = home / "data/models/lora/by_hand.safetensors"
     mine.parent.mkdir(parents=True)
     mine.write_bytes(data)
-    d = daemon()
+    d = daemon(link_duplicates=True)
     with d.client() as c:
         c.post("/api/scan")
         scanned(c)
@@ -279,14 +279,13 @@ def test_a_library_exported_from_one_daemon_is_imported_into_another_on_an_empty
     assert by_path["lora/deep/mine.safetensors"]["air"] is None
     d.stop()
 
-    body["files"].append(
-        {
-            "path": "../outside.safetensors",
-            "sha256": sha(a),
-            "air": "urn:air:sd1:lora:civitai:1@101",
-        }
-    )
+    air = "urn:air:sd1:lora:civitai:1@101"
+    for bad in ("../outside.safetensors", str(tmp_path / "abs/x.safetensors"), "vae/x.safetensors"):
+        body["files"].append({"path": bad, "sha256": sha(a), "air": air})
     other = tmp_path / "home2"
+    (tmp_path / "elsewhere").mkdir()
+    (other / "data/models").mkdir(parents=True)
+    (other / "data/models/vae").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     write_config(other, civitai_base_url=civitai.base_url, retries=5, timeout=10, auto_scan=False)
     e = daemon_factory(other).start()
     cli = [sys.executable, str(REPO / "cli.py"), "--home", str(other), "import", str(exported)]
@@ -304,7 +303,14 @@ def test_a_library_exported_from_one_daemon_is_imported_into_another_on_an_empty
             "checkpoint/renamed.safetensors": "to_download",
             "lora/deep/mine.safetensors": "unavailable",
             "../outside.safetensors": "unavailable",
+            str(tmp_path / "abs/x.safetensors"): "unavailable",
+            "vae/x.safetensors": "unavailable",
         }
+        why = {f["path"]: f.get("detail") or "" for f in plan["files"]}
+        assert (
+            "symbolic link" in why["vae/x.safetensors"]
+            and "relative" in why[str(tmp_path / "abs/x.safetensors")]
+        )
         assert plan["bytes_to_download"] == len(a) + len(b) and plan["present"] == 0
         assert not (other / "data/models/lora").exists(), "a dry run queues nothing"
         done = c.post("/api/library/import", json=body).json()
@@ -316,6 +322,7 @@ def test_a_library_exported_from_one_daemon_is_imported_into_another_on_an_empty
         assert_file_is(other / "data/models/lora/a.safetensors", sha(a))
         assert_file_is(other / "data/models/checkpoint/renamed.safetensors", sha(b))
         assert not (tmp_path / "outside.safetensors").exists()
+        assert not (tmp_path / "abs").exists() and list((tmp_path / "elsewhere").iterdir()) == []
         again = c.post("/api/library/import", params={"dry_run": "true"}, json=body).json()
         assert again["present"] == 2 and again["to_download"] == 0
     manifest = json.loads((other / "manifest.json").read_text())
