@@ -339,6 +339,14 @@ class Scanner:
                 "model_type": model_type,
                 "modelId": entry["modelId"],
                 "modelVersionId": entry["modelVersionId"],
+                "fileId": next(  # which of the version's files: an export names it
+                    (
+                        f.get("id")
+                        for f in version.get("files") or []
+                        if str((f.get("hashes") or {}).get("SHA256") or "").lower() == sha
+                    ),
+                    None,
+                ),
                 "filename": path.name,
                 "path": str(path),
                 "sha256": sha,

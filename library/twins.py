@@ -199,11 +199,10 @@ async def merge(
             found[keep].st_ino,
             found[keep].st_dev,
         )
-        if same_inode:
+        if same_inode and action == "hardlink":
             result.kept.append({"path": path, "reason": "already a hard link of the copy kept"})
-            if action == "hardlink":
-                continue
-        elif not await _holds(store, target, sha256):
+            continue
+        if not same_inode and not await _holds(store, target, sha256):
             result.kept.append({"path": path, "reason": "its content changed: left alone"})
             continue
         if action == "hardlink":

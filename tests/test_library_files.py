@@ -244,6 +244,8 @@ def test_a_library_exported_from_one_daemon_is_imported_into_another_on_an_empty
     a, b = b"first lora" * 700, b"second checkpoint" * 900
     civitai.add_simple(1, 101, a, filename="a.safetensors")
     civitai.add_simple(2, 201, b, filename="b.safetensors", type="Checkpoint")
+    v = b"a vae put there by hand" * 300
+    vae_file = civitai.add_simple(3, 301, v, filename="v.safetensors", type="VAE")
     d = daemon()
     run_job(d, {"modelVersionId": 101, "model_type": "lora", "track": True})
     run_job(
@@ -252,6 +254,8 @@ def test_a_library_exported_from_one_daemon_is_imported_into_another_on_an_empty
     stray = home / "data/models/lora/deep/mine.safetensors"
     stray.parent.mkdir(parents=True)
     stray.write_bytes(b"only mine")
+    (home / "data/models/vae").mkdir()
+    (home / "data/models/vae/by_hand.safetensors").write_bytes(v)  # adopted by the scan
     with d.client() as c:
         c.post("/api/scan")
         scanned(c)
@@ -270,6 +274,7 @@ def test_a_library_exported_from_one_daemon_is_imported_into_another_on_an_empty
         "lora/a.safetensors",
         "checkpoint/renamed.safetensors",
         "lora/deep/mine.safetensors",
+        "vae/by_hand.safetensors",
     }
     assert (
         by_path["lora/a.safetensors"]["tracked"]
@@ -277,21 +282,27 @@ def test_a_library_exported_from_one_daemon_is_imported_into_another_on_an_empty
     )
     assert by_path["lora/a.safetensors"]["air"].endswith(":civitai:1@101")
     assert by_path["lora/deep/mine.safetensors"]["air"] is None
+    assert by_path["vae/by_hand.safetensors"]["fileId"] == vae_file.id
+    assert by_path["vae/by_hand.safetensors"]["tracked"]
     d.stop()
 
     air = "urn:air:sd1:lora:civitai:1@101"
-    for bad in ("../outside.safetensors", str(tmp_path / "abs/x.safetensors"), "vae/x.safetensors"):
+    for bad in (
+        "../outside.safetensors",
+        str(tmp_path / "abs/x.safetensors"),
+        "embedding/x.safetensors",
+    ):
         body["files"].append({"path": bad, "sha256": sha(a), "air": air})
     other = tmp_path / "home2"
     (tmp_path / "elsewhere").mkdir()
     (other / "data/models").mkdir(parents=True)
-    (other / "data/models/vae").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (other / "data/models/embedding").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     write_config(other, civitai_base_url=civitai.base_url, retries=5, timeout=10, auto_scan=False)
     e = daemon_factory(other).start()
     cli = [sys.executable, str(REPO / "cli.py"), "--home", str(other), "import", str(exported)]
     out = subprocess.run([*cli, "--dry-run"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert "0 present, 2 to download" in out.stdout and "1 unavailable" in out.stdout, out.stdout
+    assert "0 present, 3 to download" in out.stdout and "1 unavailable" in out.stdout, out.stdout
     assert "lora/deep/mine.safetensors" in out.stdout
     with e.client() as c:
         plan = c.post("/api/library/import", params={"dry_run": "true"}, json=body)
@@ -301,32 +312,34 @@ def test_a_library_exported_from_one_daemon_is_imported_into_another_on_an_empty
         assert status == {
             "lora/a.safetensors": "to_download",
             "checkpoint/renamed.safetensors": "to_download",
+            "vae/by_hand.safetensors": "to_download",
             "lora/deep/mine.safetensors": "unavailable",
             "../outside.safetensors": "unavailable",
             str(tmp_path / "abs/x.safetensors"): "unavailable",
-            "vae/x.safetensors": "unavailable",
+            "embedding/x.safetensors": "unavailable",
         }
         why = {f["path"]: f.get("detail") or "" for f in plan["files"]}
         assert (
-            "symbolic link" in why["vae/x.safetensors"]
+            "symbolic link" in why["embedding/x.safetensors"]
             and "relative" in why[str(tmp_path / "abs/x.safetensors")]
         )
-        assert plan["bytes_to_download"] == len(a) + len(b) and plan["present"] == 0
+        assert plan["bytes_to_download"] == len(a) + len(b) + len(v) and plan["present"] == 0
         assert not (other / "data/models/lora").exists(), "a dry run queues nothing"
         done = c.post("/api/library/import", json=body).json()
         jobs = [f["job"] for f in done["files"] if f["status"] == "queued"]
-        assert len(jobs) == 2
+        assert len(jobs) == 3
         for job_id in jobs:
             job = wait_job(c, job_id)
-            assert job["sha256"] in (sha(a), sha(b))
+            assert job["sha256"] in (sha(a), sha(b), sha(v))
         assert_file_is(other / "data/models/lora/a.safetensors", sha(a))
         assert_file_is(other / "data/models/checkpoint/renamed.safetensors", sha(b))
+        assert_file_is(other / "data/models/vae/by_hand.safetensors", sha(v))
         assert not (tmp_path / "outside.safetensors").exists()
         assert not (tmp_path / "abs").exists() and list((tmp_path / "elsewhere").iterdir()) == []
         again = c.post("/api/library/import", params={"dry_run": "true"}, json=body).json()
-        assert again["present"] == 2 and again["to_download"] == 0
+        assert again["present"] == 3 and again["to_download"] == 0
     manifest = json.loads((other / "manifest.json").read_text())
-    assert [m["modelVersionId"] for m in manifest] == [101]
+    assert sorted(m["modelVersionId"] for m in manifest) == [101, 301]  # the scan tracks 301
     e.stop()
 
 
