@@ -12,6 +12,7 @@ active_port in config.json) and takes the key from config.json.
     ./civitai follow --user NAME [--mode download] [--yes]   (follow a creator: dry run, save)
     ./civitai follows [--check] · unfollow 3                  (the follows; check them now)
     ./civitai completed · updates [--check] · scan · url · key
+    ./civitai export [FILE] · import FILE [--dry-run]   (the library, to another machine)
 Every command takes --json (for scripts), --home DIR and --url URL (or $CIVITAI_DAEMON_URL;
 $CIVITAI_DAEMON_TOKEN overrides the key). The key goes only to a daemon that first proves it
 holds it (daemon_client.py). No daemon found, or none that proves it: exit code 3.
@@ -229,6 +230,18 @@ def run(args: argparse.Namespace) -> tuple[Any, str]:
         return cli_follows.follows(c, args, table)
     if cmd == "unfollow":
         return cli_follows.unfollow(c, args.id)
+    if cmd == "export":
+        data = call(c, "GET", "/api/library/export")
+        text = json.dumps(data, indent=2)
+        if args.file is None:
+            return data, text
+        try:
+            Path(args.file).write_text(text + "\n")
+        except OSError as exc:
+            raise CliError(f"cannot write {args.file}: {exc.strerror or exc}") from None
+        return data, f"{len(data['files'])} file(s) written to {args.file}."
+    if cmd == "import":
+        return import_library(c, args.file, args.dry_run)
     raise CliError(f"unknown command {cmd}")
 
 
@@ -255,6 +268,26 @@ def workflow(c: Daemon, file: str, dry_run: bool) -> tuple[Any, str]:
         f"{n[k]} {k}" for k in ("present", "queued", "to_queue", "no_source", "refused") if n[k]
     )
     return data, f"{text}\n{n['models']} model(s): {counts or 'none'}; {n['new_jobs']} new job(s)."
+
+
+def import_library(c: Daemon, file: str, dry_run: bool) -> tuple[Any, str]:
+    """An exported library: what is here, what is (or would be) downloaded, what cannot be."""
+    try:
+        body = json.loads(Path(file).read_text())
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot read {file} as JSON: {exc}") from None
+    params = {"dry_run": "true"} if dry_run else None
+    data = call(c, "POST", "/api/library/import", params=params, json=body)
+    rows = [
+        [f["status"], human_bytes(f["size"] or 0), f["path"], f.get("job") or f.get("detail") or ""]
+        for f in data["files"]
+    ]
+    text = table(rows, ["STATUS", "SIZE", "PATH", "JOB / WHY"]) if rows else "No files."
+    verb = "to download" if dry_run else "queued"
+    return data, (
+        f"{text}\n{data['present']} present, {data['to_download']} {verb} "
+        f"({human_bytes(data['bytes_to_download'])}), {data['unavailable']} unavailable."
+    )
 
 
 def bulk(c: Daemon, args: argparse.Namespace) -> tuple[Any, str]:
@@ -394,6 +427,13 @@ def parser() -> argparse.ArgumentParser:
     flow.add_argument("file", help="the workflow's .json (as ComfyUI saves it, or the API format)")
     flow.add_argument("--dry-run", action="store_true", help="show the table, queue nothing")
     cli_follows.add_parsers(sub, common)
+    out = sub.add_parser("export", parents=[common], help="the library as portable JSON")
+    out.add_argument("file", nargs="?", help="where to write it (else printed)")
+    imp = sub.add_parser(
+        "import", parents=[common], help="an exported library: download what is missing"
+    )
+    imp.add_argument("file", help="a file `./civitai export` wrote")
+    imp.add_argument("--dry-run", action="store_true", help="show the plan, queue nothing")
     return p
 
 

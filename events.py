@@ -73,7 +73,15 @@ class SummaryEvent(_Memo):
     summary: dict[str, Any]
 
 
-Event = JobEvent | UpdateEvent | ClearedEvent | SummaryEvent
+@dataclass(frozen=True)
+class ScanEvent(_Memo):
+    """The library scan's progress (`progress=True`: may be dropped) or its start and end."""
+
+    scan: dict[str, Any]
+    progress: bool = False
+
+
+Event = JobEvent | UpdateEvent | ClearedEvent | SummaryEvent | ScanEvent
 
 
 class Overflowed(Exception):
@@ -87,7 +95,7 @@ class Overflowed(Exception):
 
 
 def _is_progress(event: Event) -> bool:
-    return isinstance(event, JobEvent) and event.progress
+    return isinstance(event, JobEvent | ScanEvent) and event.progress
 
 
 class Subscription:

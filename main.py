@@ -33,6 +33,7 @@ from web.auth_limits import FailedAuths
 from web.routes import api, gui, integrations, library, relayout, settings_api, system, updates, ws
 from web.routes import errors as error_handlers
 from web.routes import images as image_routes
+from web.routes import library_files as library_files_routes
 from web.routes import metrics as metrics_routes
 from web.routes import workflow as workflow_routes
 from web.routes.browse import router as browse_router
@@ -94,8 +95,10 @@ def create_app(settings: Settings) -> FastAPI:
             await updater.restore()
             updater.start()
             stack.push_async_callback(updater.stop)
-            scanner = Scanner(settings, store, civitai, http, manifest_lock)
+            scanner = Scanner(settings, store, civitai, http, manifest_lock, bus)
             stack.push_async_callback(scanner.stop)
+            updater.after_daily.append(scanner.daily)
+            await scanner.begin()
             app.state.thumbnails = thumbs = Thumbnails(
                 settings.data_dir / "thumbnails",
                 http,
@@ -146,6 +149,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(browse_router)
     app.include_router(find_file_router)
     app.include_router(updates.router)
+    app.include_router(library_files_routes.router)
     app.include_router(library.router)
     app.include_router(library_page_router)
     app.include_router(relayout.router)

@@ -336,3 +336,25 @@ def _update_policy(db: Database) -> None:
     # The tracked model's update policy when the update was found or queued ("notify" lists it
     # only: no job), as a person reads it: notify, download, replace, keep 3.
     db["updates"].add_column("policy", str)
+
+
+@migrations(name="021_lib-backend_file_status")
+def _file_status(db: Database) -> None:
+    # Every model file under download_dir the daemon did not download is a row here once a scan
+    # found it: its type (from its folder), whether Civitai knows it ('matched'), does not
+    # ('unknown') or was not asked yet ('pending'), and when it was last asked. Rows without a
+    # status are only the hash cache of a completed download.
+    db["file_hashes"].add_column("model_type", str)
+    db["file_hashes"].add_column("status", str)
+    db["file_hashes"].add_column("checked_at", str)
+    db["file_hashes"].create_index(["status"])
+    db["file_hashes"].create_index(["sha256"])
+    db["completed"].create_index(["sha256"], if_not_exists=True)  # 019 made it too
+    # A download that became a hard link to the same bytes elsewhere (link_duplicates) says where.
+    db["jobs"].add_column("linked_from", str)
+    # Which file of its version a completed download is (an export names it for the import).
+    db["completed"].add_column("fileId", int)
+    db.execute(
+        "update completed set fileId = (select jobs.fileId from jobs where jobs.id = "
+        "completed.job_id) where job_id is not null"
+    )

@@ -63,6 +63,8 @@ LIVE_KEYS = frozenset(
         "connections",
         "save_metadata",
         "show_nsfw",  # read at each search (browse.py)
+        "auto_scan",  # read at each daily check (main.py)
+        "link_duplicates",  # read at each download (engine/runner.py)
         "allowed_hosts",
         "notify",
         "layout",  # new jobs; files already placed move only by POST /api/library/relayout

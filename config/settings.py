@@ -149,6 +149,17 @@ class Settings(BaseModel):
         description="Write <stem>.civitai.info, A1111's <stem>.json and <stem>.preview.png "
         "beside each model.",
     )
+    auto_scan: bool = Field(
+        True,
+        description="Scan download_dir at start and after each daily update check: hash the "
+        "model files the daemon did not download and ask Civitai about them (POST /api/scan "
+        "scans on demand either way).",
+    )
+    link_duplicates: bool = Field(
+        True,
+        description="A download whose SHA256 is already on disk elsewhere under download_dir "
+        "becomes a hard link to that file instead of a second download.",
+    )
     show_nsfw: bool = Field(
         False,
         description="Browse tab: show models Civitai marks NSFW (off: Civitai is asked without "

@@ -153,6 +153,9 @@ class JobRows:
         }
         if req._subfolder:  # a workflow's `SD1.5/x.safetensors`: inside the type's folder
             row["folder"] = f"{row['folder']}/{req._subfolder}"
+        if req._folder:  # an imported library's own folder
+            row["folder"] = req._folder
+            self.folder(req.model_type, req._folder)  # a link out is refused
         if resolved:
             row.update(self.resolved_fields(resolved, req.model_type, row["folder"]))
         return row

@@ -242,6 +242,9 @@ class JobRequest(BaseModel):
     # A folder under the type's folder (a ComfyUI workflow's `SD1.5/x.safetensors`), set only by
     # the daemon itself (sources/workflow_jobs.py), checked there: not a field of the API.
     _subfolder: str | None = PrivateAttr(None)
+    # The exact folder (relative to download_dir) a library import puts the file in, whatever the
+    # layout says (library/portable.py checks it): not a field of the API either.
+    _folder: str | None = PrivateAttr(None)
 
     @field_validator("model_type", mode="before")
     @classmethod
@@ -366,6 +369,7 @@ class Job(BaseModel):
     updated_at: str | None = None
     completed_at: str | None = None
     duplicate: bool = False  # true: this file was already completed; no new job was made
+    linked_from: str | None = None  # a hard link to this file, the same bytes (link_duplicates)
     retryable: bool = False  # failed or cancelled, and a retry can help
     why_not_retryable: str | None = None  # a failed job that a retry cannot help: why
 

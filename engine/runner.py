@@ -36,7 +36,7 @@ from engine.origins import origin_of
 from engine.rates import RateMeter, SpeedMeter
 from engine.throttle import Throttle
 from events import ClearedEvent, Event, JobEvent
-from library import catalog, files
+from library import catalog, files, twins
 from library.policy import retires_old
 from library.sidecars import write_sidecars
 from library.tracking import Tracker
@@ -142,6 +142,9 @@ class JobRunner:
                 return await self._complete(row, path, actual, size, 0.0)
             if actual != (replaces.get("sha256") or "").lower():
                 raise errors.FileConflict(str(path))  # not the file the daemon put there
+        if expected and not swap and self.settings.link_duplicates:  # the folder: no link out
+            if twin := await link_twin(self.store, row["id"], path, expected, self.models_root):
+                return await self._complete(row, path, expected, twin[1], 0, linked_from=twin[0])
         await asyncio.to_thread(
             check_space, path, part_path, row.get("bytes_total") or row.get("size")
         )
@@ -198,7 +201,9 @@ class JobRunner:
         self.finishing.add(job_id)  # from here on a cancel waits and is told it completed
         await self._check_folder(path)  # the transfer may have taken minutes
         if swap and await asyncio.to_thread(path.exists):
-            await asyncio.to_thread(self._swap, part_path, path, replaces, row["model_type"])
+            await asyncio.to_thread(
+                swap_in, self.settings, part_path, path, replaces, row["model_type"]
+            )
         else:
             await asyncio.to_thread(place, part_path, path)
             if retires_old(replaces, self.settings.manifest_mode):
@@ -308,19 +313,8 @@ class JobRunner:
         it (a narrow window remains between the check and the step)."""
         await asyncio.to_thread(safefs.check_unmoved, path.parent, self.models_root)
 
-    def _swap(self, part_path: Path, path: Path, replaces: dict[str, Any], model_type: str) -> None:
-        """Put a new version over the old one at the same path, in one atomic rename, after
-        keeping or archiving the old bytes as `old_versions` says."""
-        archive = self.settings.data_dir / "old_versions" / model_type
-        files.preserve_before_swap(
-            path, self.settings.old_versions, replaces.get("version_id"), archive
-        )
-        safefs.refuse_link(part_path)
-        os.replace(part_path, path)
-        fsync_dir(path.parent)
-
     async def _complete(
-        self, row: dict[str, Any], path: Path, sha256: str, size: int, elapsed: float
+        self, row: dict[str, Any], path: Path, sha256: str, size: int, elapsed: float, **note: str
     ) -> dict[str, Any]:
         self.finishing.add(row["id"])
         info = json.loads(row["info"]) if row.get("info") else {}
@@ -336,6 +330,7 @@ class JobRunner:
                 "model_type": row["model_type"],
                 "modelId": row.get("modelId"),
                 "modelVersionId": row.get("modelVersionId"),
+                "fileId": row.get("fileId"),
                 "filename": path.name,
                 "path": str(path),
                 "sha256": sha256,
@@ -363,7 +358,26 @@ class JobRunner:
             error=await self.tracker.record(row, path, sha256),  # "track": only now, verified
             completed_at=now,
             mtime_ns=mtime_ns,
+            **note,  # linked_from: the file it is a hard link to
         )
+
+
+async def link_twin(
+    store: Store, job_id: int, path: Path, sha256: str, models_root: Path
+) -> tuple[str, int] | None:
+    """`link_duplicates`: the same bytes already elsewhere under download_dir (checked by their
+    hash) become a hard link at `path` instead of a second download (made through a descriptor
+    of its folder, no link followed); the file linked to and its size."""
+    found = await twins.find_copy(store, sha256, path.parent, models_root)
+    if found is None:
+        return None
+    try:
+        await asyncio.to_thread(twins.link_copy, found, path, models_root)
+    except OSError as exc:
+        log.warning("job %s: cannot link %s (%s); downloading it", job_id, found, exc)
+        return None
+    log.info("job %s: %s is a hard link to %s (same SHA256)", job_id, path, found)
+    return str(found), (await asyncio.to_thread(path.stat)).st_size
 
 
 FINISHED_SQL = "status in ('completed', 'cancelled', 'failed')"
@@ -394,6 +408,18 @@ async def blob_mismatch(row: dict[str, Any], part_path: Path) -> str | None:
         return None
     actual = await asyncio.to_thread(blob_sha1, part_path)
     return actual if actual != row["git_sha1"] else None
+
+
+def swap_in(
+    settings: Settings, part_path: Path, path: Path, replaces: dict[str, Any], model_type: str
+) -> None:
+    """Put a new version over the old one at the same path, in one atomic rename, after
+    keeping or archiving the old bytes as `old_versions` says."""
+    archive = settings.data_dir / "old_versions" / model_type
+    files.preserve_before_swap(path, settings.old_versions, replaces.get("version_id"), archive)
+    safefs.refuse_link(part_path)
+    os.replace(part_path, path)
+    fsync_dir(path.parent)
 
 
 def retire_old(settings: Settings, models_root: Path, old: Path, model_type: str) -> None:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -18,15 +19,19 @@ import errors
 from config.settings import Settings
 from database import Store, utcnow
 from engine.jobs import MODEL_TYPE_RE
-from library import catalog, manifest
+from events import EventBus, ScanEvent
+from library import catalog, manifest, scan_rows
 from library.files import sha256_file
 from library.layout import ALIASES, Layout, every_folder, known_types, model_type_of
 from library.sidecars import write_sidecars
-from sources.civitai import CivitaiClient, with_retries
+from sources.civitai import BY_HASH_BATCH, CivitaiClient, with_retries
 
 log = logging.getLogger("civitai.scanner")
 
 MODEL_SUFFIXES = {".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".sft", ".onnx"}
+
+
+PROGRESS_EVERY = 0.25  # seconds between progress events on the feed
 
 
 @dataclass
@@ -34,15 +39,23 @@ class ScanState:
     running: bool = False
     started_at: str | None = None
     finished_at: str | None = None
+    phase: str | None = None  # finding, hashing, asking (Civitai), done
     files: int = 0  # candidate files found
     hashed: int = 0  # files hashed in this scan (not from the cache)
     cached: int = 0  # hashes taken from the cache
     bytes_total: int = 0
     bytes_done: int = 0
+    asked: int = 0  # hashes looked up on Civitai
+    lookups: int = 0  # by-hash requests made (each up to BY_HASH_BATCH hashes)
     current: str | None = None
     matched: list[dict[str, Any]] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)
+
+    def brief(self) -> dict[str, Any]:
+        """What the feed says of it: the counters, the lists only counted."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}  # no copy of the lists
+        return out | {k: len(out[k]) for k in ("matched", "unknown", "errors")}
 
 
 class FolderTypes:
@@ -78,6 +91,18 @@ class FolderTypes:
         if kind is None or not MODEL_TYPE_RE.fullmatch(kind):
             return None
         return kind if not self.strict or kind in self.types else None
+
+
+def _stat_all(files: list[tuple[Path, str]]) -> list[scan_rows.Found]:
+    """(path, size, mtime_ns, model_type) of each file still there."""
+    out = []
+    for path, kind in files:
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        out.append((str(path), st.st_size, st.st_mtime_ns, kind))
+    return out
 
 
 def candidates(
@@ -129,6 +154,11 @@ async def file_sha256(
 
 
 class Scanner:
+    """The library scan (issue 26): finds the model files the daemon did not download, hashes
+    them (cached by size and mtime, so a scan cut short resumes without hashing again what it
+    finished), asks Civitai about them in batches, adopts the ones it knows and keeps the others
+    listed as unknown (scan_rows.py); its progress goes to the feed as `scan` events."""
+
     def __init__(
         self,
         settings: Settings,
@@ -136,14 +166,17 @@ class Scanner:
         civitai: CivitaiClient,
         http: httpx.AsyncClient,
         manifest_lock: asyncio.Lock,
+        bus: EventBus | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.civitai = civitai
         self.http = http
         self.manifest_lock = manifest_lock
+        self.bus = bus
         self.state = ScanState()
         self._task: asyncio.Task | None = None
+        self._told = 0.0  # when progress last went to the feed
 
     def apply(self, settings: Settings) -> None:
         """Settings changed while running: the next scan uses them (save_metadata)."""
@@ -159,6 +192,16 @@ class Scanner:
             self._task = asyncio.create_task(self._run(), name="scan")
         return self.report()
 
+    async def begin(self) -> None:
+        """At start: scan when `auto_scan` says so, or when the last scan was cut short."""
+        if self.settings.auto_scan or await self.store.read(scan_rows.has_pending):
+            self.start()
+
+    def daily(self) -> None:
+        """After the daily update check."""
+        if self.settings.auto_scan:
+            self.start()
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
@@ -169,54 +212,96 @@ class Scanner:
             await asyncio.gather(self._task, return_exceptions=True)
         return self.report()
 
+    def _tell(self, progress: bool = True) -> None:
+        if self.bus is None:
+            return
+        now = time.monotonic()
+        if progress and now - self._told < PROGRESS_EVERY:
+            return
+        self._told = now
+        self.bus.publish(ScanEvent(self.state.brief(), progress=progress))
+
     async def _run(self) -> None:
         state = self.state
+        self._tell(progress=False)
+        ticker = asyncio.create_task(self._tick())
         try:
+            state.phase = "finding"
             known = set(await self.store.read(lambda db: [r["path"] for r in db["completed"].rows]))
             files = await asyncio.to_thread(
                 candidates, self.settings.models_dir, known, self.settings.folder_layout
             )
-            state.files = len(files)
-            state.bytes_total = await asyncio.to_thread(
-                lambda: sum(p.stat().st_size for p, _ in files)
-            )
-            adopted: list[dict[str, Any]] = []
-            for path, model_type in files:
-                state.current = path.name
+            found = await asyncio.to_thread(_stat_all, files)
+            await self.store.run(scan_rows.record_found, found, known)
+            state.files = len(found)
+            state.bytes_total = sum(f[1] for f in found)
+            state.phase = "hashing"
+            for path, _, _, _ in found:
+                state.current = Path(path).name
                 try:
-                    sha = await self._hash(path)
+                    await self._hash(Path(path))
                 except OSError as exc:
-                    state.errors.append({"path": str(path), "detail": str(exc)})
-                    continue
-                try:
-                    version = await with_retries(lambda s=sha: self.civitai.by_hash(s), attempts=3)
-                except errors.DaemonError as exc:
-                    state.errors.append({"path": str(path), "detail": str(exc)})
-                    continue
-                if version is None:
-                    state.unknown.append(str(path))
-                    continue
-                entry = await self._adopt(path, model_type, sha, version)
-                adopted.append(entry)
-                state.matched.append({"path": str(path), **entry})
-            if adopted:
-                async with self.manifest_lock:
-                    await asyncio.to_thread(self._add_to_manifest, adopted)
+                    state.errors.append({"path": path, "detail": str(exc)})
+            state.phase, state.current = "asking", None
+            await self._ask()
         except Exception as exc:
             log.exception("scan failed")
             state.errors.append({"path": "", "detail": f"scan failed: {exc}"})
         finally:
+            ticker.cancel()
             state.current = None
             state.running = False
+            state.phase = "done"
             state.finished_at = utcnow()
+            self._tell(progress=False)
             log.info(
-                "scan: %d files, %d hashed, %d cached, %d matched, %d unknown",
+                "scan: %d files, %d hashed, %d cached, %d matched, %d unknown, %d lookups",
                 state.files,
                 state.hashed,
                 state.cached,
                 len(state.matched),
                 len(state.unknown),
+                state.lookups,
             )
+
+    async def _ask(self) -> None:
+        """Civitai is asked about every hashed file it has not matched yet, BY_HASH_BATCH
+        hashes a request, one request at a time (its 429s and Retry-After honoured by
+        with_retries); each batch's answers are recorded before the next is asked."""
+        state = self.state
+        rows = await self.store.read(scan_rows.to_ask)
+        adopted: list[dict[str, Any]] = []
+        try:
+            for i in range(0, len(rows), BY_HASH_BATCH):
+                batch = rows[i : i + BY_HASH_BATCH]
+                hashes = [r["sha256"].lower() for r in batch]
+                state.lookups += 1
+                try:
+                    found = await with_retries(
+                        lambda h=hashes: self.civitai.by_hashes(h), attempts=3
+                    )
+                except errors.DaemonError as exc:
+                    state.errors += [{"path": r["path"], "detail": str(exc)} for r in batch]
+                    continue
+                answers: dict[str, str] = {}
+                for row, sha in zip(batch, hashes, strict=True):
+                    version = found.get(sha)
+                    if version is None:
+                        state.unknown.append(row["path"])
+                        answers[row["path"]] = scan_rows.UNKNOWN
+                        continue
+                    path = Path(row["path"])
+                    entry = await self._adopt(path, row["model_type"], sha, version)
+                    adopted.append(entry)
+                    state.matched.append({"path": row["path"], **entry})
+                    answers[row["path"]] = scan_rows.MATCHED
+                state.asked += len(batch)
+                await self.store.run(scan_rows.record_answers, answers, utcnow())
+                self._tell()
+        finally:
+            if adopted:
+                async with self.manifest_lock:
+                    await asyncio.to_thread(self._add_to_manifest, adopted)
 
     async def _hash(self, path: Path) -> str:
         st = await asyncio.to_thread(path.stat)
@@ -229,7 +314,13 @@ class Scanner:
         return sha
 
     def _count(self, n: int) -> None:
-        self.state.bytes_done += n
+        self.state.bytes_done += n  # on the hashing thread: the ticker tells the feed
+
+    async def _tick(self) -> None:
+        """Progress to the feed while a scan runs, a big file's bytes too."""
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY)
+            self._tell()
 
     async def _adopt(
         self, path: Path, model_type: str, sha: str, version: dict[str, Any]
@@ -248,6 +339,14 @@ class Scanner:
                 "model_type": model_type,
                 "modelId": entry["modelId"],
                 "modelVersionId": entry["modelVersionId"],
+                "fileId": next(  # which of the version's files: an export names it
+                    (
+                        f.get("id")
+                        for f in version.get("files") or []
+                        if str((f.get("hashes") or {}).get("SHA256") or "").lower() == sha
+                    ),
+                    None,
+                ),
                 "filename": path.name,
                 "path": str(path),
                 "sha256": sha,

@@ -62,6 +62,8 @@ CIVITAI_HOSTS = {
 }
 T = TypeVar("T")
 MAX_PAGES = 20  # of one batch of ids: a cursor that never ends stops here
+BY_HASH_PATH = "/api/v1/model-versions/by-hash"
+BY_HASH_BATCH = 100  # the most SHA256s Civitai takes in one by-hash POST
 
 
 @dataclass
@@ -280,10 +282,17 @@ class CivitaiClient:
 
     # JSON API ---------------------------------------------------------------------------
 
-    async def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
+    async def get_json(
+        self, path: str, params: dict[str, Any] | None = None, body: Any = None
+    ) -> Any:
+        """Civitai's JSON answer to a GET of `path`, or to a POST of `body` when one is given."""
         url = f"{self.base_url}{path}"
+        headers = self.headers_for(url)
         try:
-            response = await self.http.get(url, params=params, headers=self.headers_for(url))
+            if body is None:
+                response = await self.http.get(url, params=params, headers=headers)
+            else:
+                response = await self.http.post(url, json=body, headers=headers)
         except httpx.TimeoutException as exc:
             raise errors.NetworkError(
                 f"Civitai did not answer in time ({type(exc).__name__})"
@@ -349,6 +358,20 @@ class CivitaiClient:
             return await self.get_json(f"/api/v1/model-versions/by-hash/{sha256}")
         except errors.NotFoundOnCivitai:
             return None
+
+    async def by_hashes(self, hashes: list[str]) -> dict[str, dict[str, Any]]:
+        """SHA256 (lower case) → the version holding a file of it, for up to BY_HASH_BATCH
+        hashes in one request: `POST /api/v1/model-versions/by-hash` takes a JSON list of at
+        most 100 SHA256s and answers the published versions found (civitai/civitai
+        src/pages/api/v1/model-versions/by-hash/index.ts); hashes it does not know are absent."""
+        found: dict[str, dict[str, Any]] = {}
+        answer = await self.get_json(BY_HASH_PATH, body=[h.upper() for h in hashes])
+        for version in answer if isinstance(answer, list) else []:
+            for f in (version.get("files") or []) if isinstance(version, dict) else []:
+                sha = str(((f.get("hashes") or {}).get("SHA256")) or "").lower()
+                if sha in hashes:
+                    found.setdefault(sha, version)
+        return found
 
     # Resolution -------------------------------------------------------------------------
 

@@ -166,12 +166,16 @@ function connect() {
     const msg = JSON.parse(event.data);
     if (msg.type === "snapshot") {
       loadJobs().catch(() => {});
+      api("GET", "/api/scan").then(showScan).catch(() => {}); // a scan running since the start
       for (const job of msg.jobs) upsertJob(job);
     } else if (msg.type === "job") {
       upsertJob(msg.job);
     } else if (msg.type === "cleared") {
       queueForget(msg.ids); // queue.js: a clear here or in another browser
 
+    } else if (msg.type === "scan") { // the library scan, however it was started
+      showScan(msg.scan);
+      if (!msg.scan.running) loadLibrary().catch(() => {});
     } else if (msg.type === "update") {
       toast(`New version of ${msg.update.model_name || msg.update.modelId}: ${msg.update.version_name || msg.update.new_version_id}`, "info");
       loadUpdates();
@@ -342,14 +346,17 @@ document.getElementById("check-updates").addEventListener("click", async () => {
   loadUpdates().catch(() => {});
 });
 
+// A scan's report (GET /api/scan: lists) or its feed message (counts).
 function showScan(report) {
+  const count = (v) => (Array.isArray(v) ? v.length : v || 0);
   const progress = document.getElementById("scan-progress");
   const pct = report.bytes_total ? Math.floor((100 * report.bytes_done) / report.bytes_total) : (report.running ? 0 : 100);
   progress.classList.toggle("d-none", !report.started_at);
   progress.firstElementChild.style.width = `${pct}%`;
+  const asking = `Asking Civitai about ${report.files} file(s): ${report.asked || 0} answered`;
   document.getElementById("scan-info").textContent = report.running
-    ? `Hashing ${report.current || "…"} (${bytes(report.bytes_done)} of ${bytes(report.bytes_total)})`
-    : (report.finished_at ? `${report.files} file(s): ${report.matched.length} adopted, ${report.unknown.length} not on Civitai${report.errors.length ? `, ${report.errors.length} error(s)` : ""}.` : "");
+    ? (report.phase === "asking" ? asking : `Hashing ${report.current || "…"} (${bytes(report.bytes_done)} of ${bytes(report.bytes_total)})`)
+    : (report.finished_at ? `${report.files} file(s): ${count(report.matched)} adopted, ${count(report.unknown)} not on Civitai${count(report.errors) ? `, ${count(report.errors)} error(s)` : ""}.` : "");
 }
 
 document.getElementById("scan-button").addEventListener("click", async () => {
@@ -453,6 +460,8 @@ const SETTING_FIELDS = [
   ["manifest_mode", "manifest.json on an update", ["replace", "append"]],
   ["save_metadata", "Save .civitai.info, A1111's .json and a preview beside each model", "bool"],
   ["show_nsfw", "Browse: show NSFW models", "bool"],
+  ["auto_scan", "Scan the download folder at start and daily", "bool"],
+  ["link_duplicates", "A download already on disk becomes a hard link", "bool"],
   ["retries", "Attempts per download", "int"],
   ["timeout", "Seconds without a byte before a connection is dead", "number"],
   ["allowed_hosts", "Hosts a direct URL may come from, one a line", "lines"],

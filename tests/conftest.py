@@ -305,7 +305,12 @@ def daemon(home: Path, civitai: FakeCivitai, daemon_factory):
     """Start the daemon against the fake Civitai: `d = daemon(workers=1, ...)`."""
 
     def start(wrap: list[str] | None = None, **config: object) -> DaemonProcess:
+        # No library scan at start unless a test asks (auto_scan=True): a test that puts files
+        # in place before starting scans them when it means to. No hard link for a download
+        # already on disk either (link_duplicates=True asks): a test downloading the same bytes
+        # twice means two downloads.
         values = {"civitai_base_url": civitai.base_url, "retries": 5, "timeout": 10}
+        values.update(auto_scan=False, link_duplicates=False)
         values.update(config)
         write_config(home, **values)
         return daemon_factory(home, wrap=wrap).start()

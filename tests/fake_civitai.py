@@ -106,6 +106,7 @@ class Request:
     path: str
     headers: dict[str, str]
     sent: int = 0  # body bytes of a file written for this request
+    body: bytes = b""  # what a POST sent
 
     @property
     def range(self) -> str | None:
@@ -206,6 +207,8 @@ class FakeCivitai:
         self.lock = threading.Lock()
         self.images_open = threading.Event()  # cleared: image answers wait until it is set
         self.images_open.set()
+        self.by_hash_open = threading.Event()  # cleared: by-hash POSTs wait until it is set
+        self.by_hash_open.set()
         self.image_size = (8, 6)  # of every image and still the image host serves
         self.stopping = threading.Event()
         self._servers: list[_Server] = []
@@ -620,6 +623,37 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     do_HEAD = do_GET  # noqa: N815
+
+    def do_POST(self) -> None:  # noqa: N802
+        """`POST /api/v1/model-versions/by-hash`: a JSON list of at most 100 SHA256 hashes; the
+        published versions holding a file of one of them (civitai/civitai
+        src/pages/api/v1/model-versions/by-hash/index.ts), in one answer; unknown ones are left
+        out. A 400 for anything else, as Civitai's zod check answers."""
+        self._record()
+        length = int(self.headers.get("Content-Length") or 0)
+        self.record.body = self.rfile.read(length) if length else b""
+        if urlsplit(self.path).path != "/api/v1/model-versions/by-hash" or self.role != "api":
+            return self._json(404, {"error": "Not found"})
+        self.fake.by_hash_open.wait(30)  # a test holds the answer to stop a scan midway
+        if self._apply_status_fault(self.fake.take_fault("api")):
+            return
+        try:
+            hashes = json.loads(self.record.body)
+            assert isinstance(hashes, list) and len(hashes) <= 100
+            assert all(isinstance(h, str) and len(h) == 64 for h in hashes)
+        except (ValueError, AssertionError):
+            error = "Request must include an array of SHA256 Hashes."
+            return self._json(400, {"error": error})
+        wanted = {h.upper() for h in hashes}
+        found = [
+            self.fake.version_json(model, v)
+            for model in list(self.fake.models.values())
+            if not model.deleted
+            for v in model.versions
+            for f in v.files
+            if f.sha256 in wanted
+        ]
+        self._json(200, found)
 
     def _record(self) -> None:
         headers = {k.lower(): v for k, v in self.headers.items()}

@@ -966,7 +966,8 @@ def test_a_cancel_in_progress_when_the_daemon_stops_still_ends_cancelled(civitai
     (a job left downloading or queued would resume at the next start)."""
     civitai.add_simple(1, 10, blob(4 * MB), filename="m.safetensors")
     civitai.default_rate = 512 * 1024
-    write_config(home, civitai_base_url=civitai.base_url, retries=5, timeout=10)
+    # No scan at start: its `scan` events would come between the job events read below.
+    write_config(home, civitai_base_url=civitai.base_url, retries=5, timeout=10, auto_scan=False)
     settings = load_settings(home)
     part = settings.models_dir / "lora" / "m.safetensors.part"
 

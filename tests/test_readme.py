@@ -59,6 +59,9 @@ RUN: dict[str, Run] = {
     "./civitai updates --check": Run("Checked 0 model(s) in 0 request(s): 0 update(s)."),
     "./civitai updates": Run("No updates found yet."),
     "./civitai scan": Run("file(s): 0 adopted"),
+    "./civitai export library.json": Run("0 file(s) written to library.json."),
+    "./civitai import library.json --dry-run": Run("0 present, 0 to download (0 B)"),
+    "./civitai import library.json": Run("0 present, 0 queued (0 B), 0 unavailable."),
     "./civitai url": Run("http://127.0.0.1:"),
     "./civitai key": Run(""),  # checked below: it is the generated api_token
     # Downloading

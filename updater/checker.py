@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -357,6 +358,7 @@ class Updater:
         self.last: CheckResult | None = None
         self.scheduler = AsyncIOScheduler()
         self._task: asyncio.Task | None = None
+        self.after_daily: list[Callable[[], None]] = []  # run after each scheduled check
 
     async def restore(self) -> None:
         """The last check of an earlier run, so a restart does not report "never"."""
@@ -403,6 +405,8 @@ class Updater:
             await self.run()
         except Exception:
             log.exception("scheduled update check failed")
+        for then in self.after_daily:  # the library scan
+            then()
 
     async def run(self) -> CheckResult:
         """Run a check now; a second caller waits for the first, then runs its own."""

@@ -50,11 +50,14 @@ class ScanReport(BaseModel):
     running: bool
     started_at: str | None = None
     finished_at: str | None = None
+    phase: str | None = None  # finding, hashing, asking, done
     files: int
     hashed: int
     cached: int
     bytes_total: int
     bytes_done: int
+    asked: int = 0  # hashes looked up on Civitai
+    lookups: int = 0  # by-hash requests (up to 100 hashes each)
     current: str | None = None
     matched: list[dict[str, Any]]
     unknown: list[str]

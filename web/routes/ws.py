@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from engine.jobs import ACTIVE_SQL
-from events import ClearedEvent, Event, Overflowed, SummaryEvent, UpdateEvent
+from events import Event, JobEvent, Overflowed, ScanEvent, SummaryEvent, UpdateEvent
 from web.auth import COOKIE, TooManyFailures, key_role
 from web.roles import role_for_key
 
@@ -33,11 +33,13 @@ SEND_BURST = 64  # messages sent to one client before the others (and HTTP answe
 def message(event: Event) -> dict[str, Any]:
     if isinstance(event, SummaryEvent):
         return {"type": "summary", "summary": event.summary}
-    if isinstance(event, ClearedEvent):
-        return {"type": "cleared", "ids": list(event.ids)}
+    if isinstance(event, ScanEvent):
+        return {"type": "scan", "scan": event.scan}
     if isinstance(event, UpdateEvent):
         return {"type": "update", "update": event.update}
-    return {"type": "job", "job": event.job}
+    if isinstance(event, JobEvent):
+        return {"type": "job", "job": event.job}
+    return {"type": "cleared", "ids": list(event.ids)}
 
 
 def text(event: Event) -> str:
