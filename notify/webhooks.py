@@ -17,6 +17,7 @@ from config.settings import NotifyTarget, Settings
 from database import utcnow
 from events import EventBus, JobEvent, Overflowed, SummaryEvent, UpdateEvent
 from sources.civitai import backoff
+from sources.versions import FAR_FUTURE
 
 log = logging.getLogger("civitai.webhooks")
 
@@ -53,25 +54,36 @@ def _summary(payload: dict[str, Any]) -> tuple[str, str, int]:
             names = [str(i.get("name")) for i in (f.get("new") or [])[:10]]
             if names:
                 lines.append(f"{f.get('title')}: {', '.join(names)}")
+        for u in (s.get("update_items") or [])[:10]:
+            lines.append(": ".join(_update_text(u)))
         return "Update check", "\n".join(lines), 0x9B59B6
     if event == "model.update_found":
-        u = payload["update"]
-        version = u.get("version_name") or u.get("new_version_id")
-        if u.get("job_id") is not None:
-            what = f"{version} is queued for download."
-        elif u.get("policy") == "notify":
-            held = f" (in early access until {u['early_access_until']})"
-            held = held if u.get("early_access_until") else ""
-            what = f"{version} is listed only: this model's update policy is notify{held}."
-        else:  # held: early access; queued by the first check after it ends
-            until = f" until {u['early_access_until']}" if u.get("early_access_until") else ""
-            what = f"{version} is in early access{until}; it is queued once that ends."
-        return f"New version of {u.get('model_name') or u.get('modelId')}", what, 0x3498DB
+        title, what = _update_text(payload["update"])
+        return title, what, 0x3498DB
     job = payload["job"]
     name = job.get("filename") or f"job {job['id']}"
     if event == "download.completed":
         return f"Downloaded {name}", f"{job.get('model_type')}: {job.get('path')}", 0x2ECC71
     return f"Download failed: {name}", str(job.get("error") or ""), 0xE74C3C
+
+
+def _update_text(u: dict[str, Any]) -> tuple[str, str]:
+    """(title, sentence) of an update: queued, listed only (policy notify, or a file not
+    tracked) or held in early access until its date."""
+    version = u.get("version_name") or u.get("new_version_id")
+    until = u.get("early_access_until")
+    until = until if until and until != FAR_FUTURE else None
+    if u.get("job_id") is not None:
+        what = f"{version} is queued for download."
+    elif u.get("policy") == "notify":
+        held = f" (in early access until {until})" if until else ""
+        what = f"{version} is listed only: this model's update policy is notify{held}."
+    elif u.get("early_access_until"):  # queued by the first check after it ends
+        when = f" until {until}" if until else ""
+        what = f"{version} is in early access{when}; it is queued once that ends."
+    else:
+        what = f"{version} is listed only: the file on disk is not tracked."
+    return f"New version of {u.get('model_name') or u.get('modelId')}", what
 
 
 class WebhookSender:

@@ -360,10 +360,9 @@ class CivitaiClient:
             return None
 
     async def by_hashes(self, hashes: list[str]) -> dict[str, dict[str, Any]]:
-        """SHA256 (lower case) → the version holding a file of it, for up to BY_HASH_BATCH
-        hashes in one request: `POST /api/v1/model-versions/by-hash` takes a JSON list of at
-        most 100 SHA256s and answers the published versions found (civitai/civitai
-        src/pages/api/v1/model-versions/by-hash/index.ts); hashes it does not know are absent."""
+        """SHA256 (lower case) → the version holding a file of it, for up to 100 hashes in one
+        `POST /api/v1/model-versions/by-hash` (civitai/civitai src/pages/api/v1/model-versions/
+        by-hash/index.ts: a JSON list in, the published versions found out)."""
         found: dict[str, dict[str, Any]] = {}
         answer = await self.get_json(BY_HASH_PATH, body=[h.upper() for h in hashes])
         for version in answer if isinstance(answer, list) else []:

@@ -29,12 +29,15 @@ def set_policy(c: httpx.Client, model_id: int, policy: object) -> httpx.Response
     return c.patch(f"/api/manifest/{model_id}", json={"policy": policy})
 
 
-def update_messages(hook: Receiver) -> list[dict]:
-    """The Discord messages of updates the receiver got (downloads send theirs too)."""
+def update_messages(hook: Receiver) -> list[str]:
+    """The updates' lines of the Discord messages the receiver got: one message per check, its
+    sentence, then a line per update ("New version of <model>: <what>")."""
     return [
-        r.json
+        line
         for r in hook.received
-        if r.path == "/discord" and r.json["embeds"][0]["title"].startswith("New version")
+        if r.path == "/discord" and r.json["embeds"][0]["title"] == "Update check"
+        for line in r.json["embeds"][0]["description"].splitlines()
+        if line.startswith("New version of ")
     ]
 
 
@@ -129,7 +132,7 @@ def test_notify_lists_an_update_once_and_queues_nothing_until_the_policy_downloa
         [found] = [r.json for r in hook.received if r.json.get("event") == "model.update_found"]
         assert found["update"]["policy"] == "notify" and found["update"]["job_id"] is None
         [discord] = wait_for(lambda: update_messages(hook))
-        assert discord["embeds"][0]["description"] == (
+        assert discord.split(": ", 1)[1] == (
             "v2 is listed only: this model's update policy is notify."
         )
         assert c.get("/api/updates").json()["updates"][0]["policy"] == "notify"
@@ -151,7 +154,7 @@ def test_notify_lists_an_update_once_and_queues_nothing_until_the_policy_downloa
         assert (held["new_version_id"], held["job_id"], held["policy"]) == (301, None, "notify")
         until = held["early_access_until"]
         [message] = wait_for(lambda: [m for m in update_messages(hook) if "v3" in str(m)])
-        assert message["embeds"][0]["description"] == (
+        assert message.split(": ", 1)[1] == (
             f"v3 is listed only: this model's update policy is notify (in early access until "
             f"{until})."
         )
@@ -273,7 +276,7 @@ def test_early_access_is_held_with_its_date_moved_by_the_creator_then_queued_onc
         [event] = [r.json for r in hook.received if r.json.get("event") == "model.update_found"]
         assert event["update"]["early_access_until"] == first
         [discord] = wait_for(lambda: update_messages(hook))
-        assert discord["embeds"][0]["description"] == (
+        assert discord.split(": ", 1)[1] == (
             f"v2 is in early access until {first}; it is queued once that ends."
         )
 

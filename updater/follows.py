@@ -346,6 +346,14 @@ def title_of(row: dict[str, Any]) -> str:
         return f"follow {row['id']}"
 
 
+def held_update(update: dict[str, Any]) -> bool:
+    """An update the check did not queue because its version is still in early access."""
+    return update.get("job_id") is None and bool(update.get("early_access_until"))
+
+
+UPDATE_FIELDS = ("model_name", "modelId", "version_name", "new_version_id", "job_id", "policy")
+
+
 def summary_text(follows: list[dict[str, Any]], updates: list[dict[str, Any]]) -> str | None:
     """One sentence for a check: "3 new models from creator X, 2 updates, 1 held in early access
     until …"; None when it found nothing."""
@@ -358,10 +366,14 @@ def summary_text(follows: list[dict[str, Any]], updates: list[dict[str, Any]]) -
     queued = [u for u in updates if u.get("job_id") is not None]
     if queued:
         parts.append(f"{len(queued)} update{'s' * (len(queued) != 1)}")
+    # Not queued: held in early access, or listed only (policy notify, a file not tracked).
+    listed = [u for u in updates if u.get("job_id") is None and not u.get("early_access_until")]
+    if listed:
+        parts.append(f"{len(listed)} update{'s' * (len(listed) != 1)} listed only")
     held = [i.get("until") for f in follows for i in f.get("newly_held") or []]
-    held += [u.get("early_access_until") for u in updates if u.get("job_id") is None]
+    held += [u["early_access_until"] for u in updates if held_update(u)]
     if held:
-        dates = sorted(d for d in held if d)
+        dates = sorted(d for d in held if d and d != FAR_FUTURE)
         until = f" until {dates[0][:10]}" if dates else ""
         parts.append(f"{len(held)} held in early access{until}")
     return ", ".join(parts) if parts else None
@@ -375,7 +387,12 @@ def publish_summary(ctx: CheckContext, follows: list[dict[str, Any]]) -> dict[st
         "updates": len(ctx.result.updates),
         "new_models": sum(len(f.get("new") or []) for f in follows),
         "held": sum(len(f.get("newly_held") or []) for f in follows)
-        + sum(u.get("job_id") is None for u in ctx.result.updates),
+        + sum(held_update(u) for u in ctx.result.updates),
+        # Each update as the notify targets tell it (queued, listed only, held until …).
+        "update_items": [
+            {k: u.get(k) for k in (*UPDATE_FIELDS, "early_access_until")}
+            for u in ctx.result.updates[:20]
+        ],
         "follows": [
             {k: f.get(k) for k in ("follow_id", "title", "mode", "new", "newly_held", "error")}
             for f in follows
