@@ -20,6 +20,7 @@ from database import Store
 from engine.connection import ssl_context
 from engine.rates import SpeedHistory
 from events import EventBus
+from fleet.shared import SharedStore
 from library import holdings
 from library.scanner import Scanner
 from notify.webhooks import WebhookSender
@@ -79,7 +80,10 @@ def create_app(settings: Settings) -> FastAPI:
             webhooks.start()
             stack.push_async_callback(webhooks.stop)
             manifest_lock = asyncio.Lock()  # every write of manifest.json holds it
-            queue = DownloadQueue(settings, store, bus, civitai, http, manifest_lock)
+            app.state.shared_store = shared = SharedStore(settings, store)  # `store`: fleet/
+            shared.start()
+            stack.push_async_callback(shared.stop)
+            queue = DownloadQueue(settings, store, bus, civitai, http, manifest_lock, shared)
             await queue.start()
             stack.push_async_callback(queue.stop)
             updater = Updater(settings, store, civitai, queue, bus, manifest_lock)
@@ -105,7 +109,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.speed_history = history = SpeedHistory(queue.current_speed)
             sampler = asyncio.create_task(history.run())
             stack.callback(sampler.cancel)
-            for component in (civitai, hub, webhooks, queue, updater, scanner):
+            for component in (civitai, hub, webhooks, queue, updater, scanner, shared):
                 stack.callback(live.subscribe(component.apply))
             stack.callback(live.listen_for_sighup())
             if warning := exposure_warning(settings):

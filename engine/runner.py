@@ -33,6 +33,7 @@ from engine.connection import Link
 from engine.downloader import Download
 from engine.jobs import JobRequest, JobStatus
 from engine.rates import RateMeter, SpeedMeter
+from engine.shared_copy import Shared, leave_store, offer_upload
 from engine.throttle import Throttle
 from events import ClearedEvent, Event, JobEvent
 from library import files
@@ -59,6 +60,8 @@ class JobBook(Protocol):
 
     async def fail(self, job_id: int, message: str, retry_blocked: str | None = None) -> None: ...
 
+    async def changed(self, row: dict[str, Any], **fields: Any) -> dict[str, Any]: ...
+
     def public(self, row: dict[str, Any]) -> dict[str, Any]: ...
 
 
@@ -79,12 +82,14 @@ class JobRunner:
         cancelling: Container[int],
         claim_lock: asyncio.Lock,
         tracker: Tracker,
+        shared: Shared | None = None,
     ) -> None:
         self.settings, self.store = settings, store
         self.civitai, self.http = civitai, http
         self.publish = publish
         self.transition = states.transition  # the queue's one transition function
         self.fail = states.fail
+        self.changed = states.changed
         self.public = states.public
         self.live = states.live
         self.links = states.links
@@ -94,6 +99,7 @@ class JobRunner:
         self.claim_lock = claim_lock  # the queue's: who holds which file is decided under it
         self.cancelling = cancelling  # jobs whose cancel cleans up after their task (the queue's)
         self.tracker = tracker
+        self.shared = shared  # the fleet's store (fleet/): asked first, given verified files
         self.throttle = Throttle(settings.throttle)
         self.network_bytes = 0  # bytes received since start (resumes make it less than sizes)
         self.rate = RateMeter()  # the daemon's current rate, over every job
@@ -144,7 +150,7 @@ class JobRunner:
         )
 
         url = job_secrets.revealed(row, "download_url")  # with its credentials, if it has any
-        link = self.links.setdefault(job_id, Link(self.civitai, url))
+        link = self.links.setdefault(job_id, Link(self.civitai, url, self.shared, expected))
         refetched = False
         while True:
             # The .part is opened (and discarded) by name: its folder is checked each time.
@@ -154,6 +160,11 @@ class JobRunner:
                 result = await download.run()
             except errors.DaemonError as exc:
                 self.network_bytes += download.fetched
+                if link.from_store and self.shared is not None:
+                    await self._check_folder(path)
+                    note = await leave_store(self.shared, link, download, job_id, str(exc))
+                    row = await self.changed(row, error=note)
+                    continue
                 if isinstance(exc, errors.RangeIgnored):
                     await self._check_folder(path)
                     await download.discard()
@@ -175,6 +186,13 @@ class JobRunner:
             wrong_size = size_mismatch(row, result.size)
             wrong_blob = not wrong_size and await blob_mismatch(row, part_path)
             if (expected and result.sha256 != expected) or wrong_size or wrong_blob:
+                if link.from_store and self.shared is not None:
+                    why = f"it came as SHA256 {result.sha256}"
+                    note = await leave_store(self.shared, link, download, job_id, why, True)
+                    row = await self.transition(
+                        row, JobStatus.DOWNLOADING, bytes_done=0, error=note
+                    )
+                    continue
                 if not refetched:
                     got = result.size if wrong_size else (wrong_blob or result.sha256)
                     log.warning("job %s: mismatch (%s); fetching once more", job_id, got)
@@ -204,6 +222,7 @@ class JobRunner:
                 old, kind = Path(replaces["path"]), row["model_type"]
                 await asyncio.to_thread(retire_old, self.settings, self.models_root, old, kind)
         await self.store.set_parts(job_id, [])
+        await offer_upload(self.shared, link, row, path, result.sha256)
         self.links.pop(job_id, None)
         # Seconds spent transferring, over every attempt and run (saved with the progress).
         elapsed = row.get("elapsed_s") or 0.0

@@ -1,0 +1,61 @@
+"""The fleet's shared store (fleet/) as one job uses it: a store copy that failed gives way to
+the source, and a verified download from a source is offered for upload."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Protocol
+
+from engine.connection import Link, SharedCopies
+from engine.downloader import Download
+
+log = logging.getLogger("civitai.daemon")
+
+
+class Shared(SharedCopies, Protocol):
+    """What the runner needs of fleet.shared.SharedStore."""
+
+    @property
+    def enabled(self) -> bool: ...
+
+    def fell_back(self) -> None: ...
+
+    async def offer(
+        self, path: Path, sha256: str, fields: dict[str, Any], replace: bool = False
+    ) -> None: ...
+
+
+async def leave_store(
+    shared: Shared, link: Link, download: Download, job_id: int, why: str, wrong: bool = False
+) -> str:
+    """Forget the store's copy (and the bytes it gave; `wrong`: they failed the check): the
+    source from now on. Returns the note the job shows meanwhile."""
+    note = f"The shared store's copy failed ({why}); downloading from the source instead."
+    log.warning("job %s: %s", job_id, note)
+    link.leave_store(wrong)
+    shared.fell_back()
+    await download.discard()
+    return note
+
+
+async def offer_upload(
+    shared: Shared | None, link: Link, row: dict[str, Any], path: Path, sha256: str
+) -> None:
+    """A file verified after coming from Civitai or a source (the Hub) goes to the store, in the
+    background; one that came from the store is there already."""
+    if shared is None or not shared.enabled or link.from_store:
+        return
+    if not (link.via_civitai or link.source is not None):
+        return  # a direct URL's file: not the fleet's to share
+    fields = {
+        "modelId": row.get("modelId"),
+        "versionId": row.get("modelVersionId"),
+        "filename": path.name,
+        # As stored: any credential in it already replaced by *** (job_secrets.py).
+        "source": row.get("url") or row.get("download_url"),
+    }
+    try:
+        await shared.offer(path, sha256, fields, replace=link.store_copy_wrong)
+    except Exception:  # the job has its file: a store's trouble is only logged
+        log.exception("job %s: could not queue the upload to the shared store", row["id"])

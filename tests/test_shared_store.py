@@ -1,0 +1,210 @@
+"""Issue 29 item 1: a fleet of daemons shares one S3 store (SPEC §15, `store`).
+
+A real S3 server (SeaweedFS, tests/s3_server.py), the fake Civitai over real HTTP, daemons as
+real processes; files read back from disk and hashed. Each test keeps to a prefix of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO, assert_file_is, read_config, run_job, wait_for, write_config
+from tests.fake_civitai import TOKEN
+from tests.s3_server import RecordingProxy, free_ports
+
+HF_TOKEN = "hf_" + "x" * 34
+
+
+def log_text(home: Path) -> str:
+    path = home / "logs" / "download.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def start(daemon_factory, home: Path, civitai, store: dict | None, **config: object):
+    """A daemon of the fleet: its own home, the shared fake Civitai, the given store."""
+    values = {"civitai_base_url": civitai.base_url, "retries": 3, "timeout": 10, "store": store}
+    values.update(config)
+    write_config(home, **values)
+    return daemon_factory(home).start()
+
+
+def prefix() -> str:
+    return f"t{secrets.token_hex(4)}/"
+
+
+def downloads(civitai) -> int:
+    """Requests for a file's bytes: Civitai's download endpoint and its CDN."""
+    return len(civitai.requests_to("api", "/api/download")) + len(civitai.requests_to("cdn"))
+
+
+def test_the_second_daemon_of_a_fleet_downloads_from_the_store_and_never_from_civitai(
+    civitai, s3, daemon_factory, tmp_path
+):
+    # Over 64 MiB: the first daemon's upload is multipart, the second's download ranged over
+    # several connections.
+    content = os.urandom(65 * 1024 * 1024 + 12345)
+    sha = hashlib.sha256(content).hexdigest()
+    civitai.add_simple(71, 710, content, filename="fleet.safetensors")
+    where = prefix()
+    key = f"{where}sha256/{sha}"
+
+    first = start(daemon_factory, tmp_path / "a", civitai, s3.store_config(where))
+    job = run_job(first, {"modelVersionId": 710, "model_type": "lora"}, timeout=120)
+    assert_file_is(job["path"], sha)
+    assert downloads(civitai) >= 2  # the download endpoint, then the CDN
+    head = wait_for(lambda: s3.head(key), timeout=60, what="the upload to the store")
+    assert head["ContentLength"] == len(content)
+    assert head["ETag"].strip('"').endswith("-2")  # two parts of 64 MiB at most: multipart
+    meta = head["Metadata"]
+    assert (meta["modelid"], meta["versionid"], meta["filename"]) == ("71", "710", job["filename"])
+    assert meta["source"].startswith("http") and TOKEN not in meta["source"]
+    assert hashlib.sha256(s3.get(key)).hexdigest() == sha
+
+    before = downloads(civitai)
+    with RecordingProxy(s3.ports["s3.port"]) as proxy:
+        second = start(
+            daemon_factory,
+            tmp_path / "b",
+            civitai,
+            s3.store_config(where, endpoint=proxy.endpoint),
+            civitai_token=TOKEN,
+            hf_token=HF_TOKEN,
+            connections=4,
+        )
+        job = run_job(second, {"modelVersionId": 710, "model_type": "lora"}, timeout=120)
+        assert_file_is(job["path"], sha)
+        assert downloads(civitai) == before  # not one request for the bytes to Civitai
+        gets = [r for r in proxy.seen if r.method == "GET" and r.path.startswith(f"/models/{key}")]
+        assert len({r.headers.get("Range") for r in gets}) >= 2, gets  # ranged, in parts
+        assert all(r.headers.get("Range", "").startswith("bytes=") for r in gets)
+        assert not [r for r in gets if "Authorization" in r.headers]  # presigned: no header
+        for r in proxy.seen:  # no Civitai or Hub token reaches the store, in any header
+            if "Authorization" in r.headers:  # boto3's own HEAD, signed with the store's key
+                signed = f"AWS4-HMAC-SHA256 Credential={s3.access_key}/"
+                assert r.headers["Authorization"].startswith(signed), r
+            assert not any(TOKEN in v or HF_TOKEN in v for v in r.headers.values()), r
+            assert TOKEN not in r.path and HF_TOKEN not in r.path
+        assert not [r for r in proxy.seen if r.method in ("PUT", "POST")]  # nothing to upload
+        second.stop()
+    assert "downloaded from the shared store" in log_text(tmp_path / "b")
+    first.stop()
+
+
+def test_a_corrupted_store_copy_falls_back_to_civitai_and_is_replaced(
+    civitai, s3, daemon_factory, tmp_path
+):
+    content = os.urandom(300_000)
+    sha = hashlib.sha256(content).hexdigest()
+    civitai.add_simple(72, 720, content)
+    where = prefix()
+    key = f"{where}sha256/{sha}"
+    bad = bytearray(content)
+    bad[1000] ^= 0xFF
+    s3.put(key, bytes(bad))
+
+    d = start(daemon_factory, tmp_path / "a", civitai, s3.store_config(where))
+    job = run_job(d, {"modelVersionId": 720, "model_type": "lora"})
+    assert_file_is(job["path"], sha)
+    assert len(civitai.requests_to("cdn")) == 1  # once, after the store's copy failed
+    assert "shared store's copy failed" in log_text(tmp_path / "a")
+    # The bad copy is replaced by the verified file.
+    wait_for(lambda: s3.get(key) == content, timeout=30, what="the store's copy replaced")
+    d.stop()
+
+
+def test_a_store_that_errors_on_the_transfer_falls_back_to_civitai(
+    civitai, s3, daemon_factory, tmp_path
+):
+    content = os.urandom(200_000)
+    sha = hashlib.sha256(content).hexdigest()
+    civitai.add_simple(73, 730, content)
+    where = prefix()
+    s3.put(f"{where}sha256/{sha}", content)
+    with RecordingProxy(s3.ports["s3.port"]) as proxy:
+        proxy.fail_gets = 503  # HEAD says it is there; its bytes never come
+        d = start(daemon_factory, tmp_path / "a", civitai, s3.store_config(where, proxy.endpoint))
+        job = run_job(d, {"modelVersionId": 730, "model_type": "lora"})
+        assert_file_is(job["path"], sha)
+        assert [r for r in proxy.seen if r.method == "GET"]  # the store was tried first
+        assert len(civitai.requests_to("cdn")) == 1
+        d.stop()
+    assert "the store answered 503" in log_text(tmp_path / "a")
+
+
+def test_a_store_that_is_down_fails_no_job_and_the_upload_is_made_after_a_restart(
+    civitai, s3, daemon_factory, tmp_path
+):
+    content = os.urandom(150_000)
+    sha = hashlib.sha256(content).hexdigest()
+    civitai.add_simple(74, 740, content)
+    where = prefix()
+    home = tmp_path / "a"
+    down = f"http://127.0.0.1:{free_ports(1)[0]}"  # nothing listens there
+    d = start(daemon_factory, home, civitai, s3.store_config(where, endpoint=down))
+    job = run_job(d, {"modelVersionId": 740, "model_type": "lora"})
+    assert_file_is(job["path"], sha)
+    wait_for(lambda: "upload of" in log_text(home) and "failed (attempt 1" in log_text(home))
+    assert d.stop() == 0
+
+    # The store is back (here: its real address); the upload waiting in the database is made.
+    config = read_config(home)
+    config["store"]["endpoint"] = s3.endpoint
+    write_config(home, **config)
+    d = daemon_factory(home).start()
+    head = wait_for(lambda: s3.head(f"{where}sha256/{sha}"), timeout=30, what="the upload")
+    assert head["ContentLength"] == len(content)
+    assert hashlib.sha256(s3.get(f"{where}sha256/{sha}")).hexdigest() == sha
+    d.stop()
+
+
+def test_store_credentials_are_write_only_and_store_is_set_on_the_machine_only(
+    civitai, s3, daemon_factory, tmp_path
+):
+    home = tmp_path / "a"
+    d = start(daemon_factory, home, civitai, s3.store_config(prefix()))
+    with d.client() as c:
+        shown = c.get("/api/settings").json()["settings"]["store"]
+        assert shown["access_key_id"] == {"set": True}
+        assert shown["secret_access_key"] == {"set": True}
+        assert shown["endpoint"] == s3.endpoint and shown["bucket"] == "models"
+        assert s3.secret_key not in c.get("/api/settings").text
+        before = (home / "config.json").read_text()
+        attacker = {"endpoint": "http://127.0.0.1:9", "bucket": "mine"}
+        r = c.patch("/api/settings", json={"store": attacker})
+        assert r.status_code == 422
+        assert "key 'store'" in r.json()["detail"] and "config.json" in r.json()["detail"]
+        assert (home / "config.json").read_text() == before
+
+    # config.json and SIGHUP change it: the daemon looks up there from the next job on.
+    write_config(home, store=None)
+    os.kill(d.proc.pid, signal.SIGHUP)
+    wait_for(lambda: "applied: store" in log_text(home), what="the reload")
+    with d.client() as c:
+        assert c.get("/api/settings").json()["settings"]["store"] is None
+    assert s3.secret_key not in log_text(home)
+    d.stop()
+
+
+def test_the_environment_gives_the_store_its_credentials(tmp_path):
+    from config.settings import validate_config
+
+    store = {"endpoint": "http://127.0.0.1:9000", "bucket": "models", "access_key_id": "cfg"}
+    env = {"AWS_ACCESS_KEY_ID": "from-env", "AWS_SECRET_ACCESS_KEY": "secret-from-env"}
+    settings = validate_config(tmp_path, {"store": store}, env)
+    assert settings.store.access_key_id.get_secret_value() == "from-env"
+    assert settings.store.secret_access_key.get_secret_value() == "secret-from-env"
+    assert "secret-from-env" in settings.secret_values()  # the log redactor hides it
+
+
+def test_a_daemon_without_a_store_never_imports_the_s3_client():
+    code = "import sys, main; print('boto3' in sys.modules, 'botocore' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["False", "False"], out.stdout
