@@ -33,7 +33,7 @@ from engine.connection import Link
 from engine.downloader import Download
 from engine.jobs import JobRequest, JobStatus
 from engine.rates import RateMeter, SpeedMeter
-from engine.shared_copy import Shared, leave_store, offer_upload
+from engine.shared_copy import Shared, fetch, offer_upload
 from engine.throttle import Throttle
 from events import ClearedEvent, Event, JobEvent
 from library import files
@@ -60,8 +60,6 @@ class JobBook(Protocol):
 
     async def fail(self, job_id: int, message: str, retry_blocked: str | None = None) -> None: ...
 
-    async def changed(self, row: dict[str, Any], **fields: Any) -> dict[str, Any]: ...
-
     def public(self, row: dict[str, Any]) -> dict[str, Any]: ...
 
 
@@ -82,14 +80,13 @@ class JobRunner:
         cancelling: Container[int],
         claim_lock: asyncio.Lock,
         tracker: Tracker,
-        shared: Shared | None = None,
+        shared: Shared | None = None,  # the fleet's store (fleet/): asked first, given files
     ) -> None:
         self.settings, self.store = settings, store
         self.civitai, self.http = civitai, http
         self.publish = publish
         self.transition = states.transition  # the queue's one transition function
         self.fail = states.fail
-        self.changed = states.changed
         self.public = states.public
         self.live = states.live
         self.links = states.links
@@ -98,8 +95,7 @@ class JobRunner:
         self.finishing: set[int] = set()  # the file is being placed: too late to cancel
         self.claim_lock = claim_lock  # the queue's: who holds which file is decided under it
         self.cancelling = cancelling  # jobs whose cancel cleans up after their task (the queue's)
-        self.tracker = tracker
-        self.shared = shared  # the fleet's store (fleet/): asked first, given verified files
+        self.tracker, self.shared = tracker, shared
         self.throttle = Throttle(settings.throttle)
         self.network_bytes = 0  # bytes received since start (resumes make it less than sizes)
         self.rate = RateMeter()  # the daemon's current rate, over every job
@@ -157,14 +153,9 @@ class JobRunner:
             await self._check_folder(path)
             download = self._make_download(row, link, part_path)
             try:
-                result = await download.run()
+                result = await fetch(self.shared, link, download, lambda: self._check_folder(path))
             except errors.DaemonError as exc:
                 self.network_bytes += download.fetched
-                if link.from_store and self.shared is not None:
-                    await self._check_folder(path)
-                    note = await leave_store(self.shared, link, download, job_id, str(exc))
-                    row = await self.changed(row, error=note)
-                    continue
                 if isinstance(exc, errors.RangeIgnored):
                     await self._check_folder(path)
                     await download.discard()
@@ -186,13 +177,6 @@ class JobRunner:
             wrong_size = size_mismatch(row, result.size)
             wrong_blob = not wrong_size and await blob_mismatch(row, part_path)
             if (expected and result.sha256 != expected) or wrong_size or wrong_blob:
-                if link.from_store and self.shared is not None:
-                    why = f"it came as SHA256 {result.sha256}"
-                    note = await leave_store(self.shared, link, download, job_id, why, True)
-                    row = await self.transition(
-                        row, JobStatus.DOWNLOADING, bytes_done=0, error=note
-                    )
-                    continue
                 if not refetched:
                     got = result.size if wrong_size else (wrong_blob or result.sha256)
                     log.warning("job %s: mismatch (%s); fetching once more", job_id, got)
@@ -215,7 +199,8 @@ class JobRunner:
         self.finishing.add(job_id)  # from here on a cancel waits and is told it completed
         await self._check_folder(path)  # the transfer may have taken minutes
         if swap and await asyncio.to_thread(path.exists):
-            await asyncio.to_thread(self._swap, part_path, path, replaces, row["model_type"])
+            kind = row["model_type"]
+            await asyncio.to_thread(swap_in, self.settings, part_path, path, replaces, kind)
         else:
             await asyncio.to_thread(place, part_path, path)
             if replaces and self.settings.manifest_mode == "replace":
@@ -326,17 +311,6 @@ class JobRunner:
         it (a narrow window remains between the check and the step)."""
         await asyncio.to_thread(safefs.check_unmoved, path.parent, self.models_root)
 
-    def _swap(self, part_path: Path, path: Path, replaces: dict[str, Any], model_type: str) -> None:
-        """Put a new version over the old one at the same path, in one atomic rename, after
-        keeping or archiving the old bytes as `old_versions` says."""
-        archive = self.settings.data_dir / "old_versions" / model_type
-        files.preserve_before_swap(
-            path, self.settings.old_versions, replaces.get("version_id"), archive
-        )
-        safefs.refuse_link(part_path)
-        os.replace(part_path, path)
-        fsync_dir(path.parent)
-
     async def _complete(
         self, row: dict[str, Any], path: Path, sha256: str, size: int, elapsed: float
     ) -> dict[str, Any]:
@@ -411,6 +385,18 @@ async def blob_mismatch(row: dict[str, Any], part_path: Path) -> str | None:
         return None
     actual = await asyncio.to_thread(blob_sha1, part_path)
     return actual if actual != row["git_sha1"] else None
+
+
+def swap_in(
+    settings: Settings, part_path: Path, path: Path, replaces: dict[str, Any], model_type: str
+) -> None:
+    """Put a new version over the old one at the same path, in one atomic rename, after
+    keeping or archiving the old bytes as `old_versions` says."""
+    archive = settings.data_dir / "old_versions" / model_type
+    files.preserve_before_swap(path, settings.old_versions, replaces.get("version_id"), archive)
+    safefs.refuse_link(part_path)
+    os.replace(part_path, path)
+    fsync_dir(path.parent)
 
 
 def retire_old(settings: Settings, models_root: Path, old: Path, model_type: str) -> None:

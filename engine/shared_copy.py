@@ -4,11 +4,13 @@ the source, and a verified download from a source is offered for upload."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+import errors
 from engine.connection import Link, SharedCopies
-from engine.downloader import Download
+from engine.downloader import Download, Result
 
 log = logging.getLogger("civitai.daemon")
 
@@ -26,17 +28,49 @@ class Shared(SharedCopies, Protocol):
     ) -> None: ...
 
 
+async def fetch(
+    shared: Shared | None,
+    link: Link,
+    download: Download,
+    before_discard: Callable[[], Awaitable[None]],
+) -> Result:
+    """Run `download`; when its bytes come from the store and the store errs, or they are not
+    the SHA256 the link asked for, forget them and run it again from the source. Errors from
+    the source are the caller's, as without a store."""
+    while True:
+        try:
+            result = await download.run()
+        except errors.DaemonError as exc:
+            if not link.from_store or shared is None:
+                raise
+            await leave_store(shared, link, download, str(exc), False, before_discard)
+            continue
+        if link.from_store and shared is not None and result.sha256 != link.sha256:
+            why = f"it came as SHA256 {result.sha256}"
+            await leave_store(shared, link, download, why, True, before_discard)
+            continue
+        return result
+
+
 async def leave_store(
-    shared: Shared, link: Link, download: Download, job_id: int, why: str, wrong: bool = False
-) -> str:
+    shared: Shared,
+    link: Link,
+    download: Download,
+    why: str,
+    wrong: bool,
+    before_discard: Callable[[], Awaitable[None]],
+) -> None:
     """Forget the store's copy (and the bytes it gave; `wrong`: they failed the check): the
-    source from now on. Returns the note the job shows meanwhile."""
-    note = f"The shared store's copy failed ({why}); downloading from the source instead."
-    log.warning("job %s: %s", job_id, note)
+    source from now on, and the job's log says so."""
+    log.warning(
+        "job %s: the shared store's copy failed (%s); downloading from the source instead",
+        download.job_id,
+        why,
+    )
     link.leave_store(wrong)
     shared.fell_back()
+    await before_discard()
     await download.discard()
-    return note
 
 
 async def offer_upload(

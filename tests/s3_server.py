@@ -64,6 +64,7 @@ class SeaweedS3:
         self.secret_key = secrets.token_urlsafe(24)
         self.proc: subprocess.Popen | None = None
         self.ports: dict[str, int] = {}
+        self._clients: dict[str, Any] = {}
 
     @property
     def endpoint(self) -> str:
@@ -131,12 +132,19 @@ class SeaweedS3:
         return self.log.read_text(errors="replace")[-4000:]
 
     def client(self, endpoint: str | None = None) -> Any:
+        """boto3 on the bucket, as a person would check it (made once per endpoint)."""
+        endpoint = endpoint or self.endpoint
+        if endpoint not in self._clients:
+            self._clients[endpoint] = self._make_client(endpoint)
+        return self._clients[endpoint]
+
+    def _make_client(self, endpoint: str) -> Any:
         import boto3
         from botocore.config import Config
 
         return boto3.session.Session().client(
             "s3",
-            endpoint_url=endpoint or self.endpoint,
+            endpoint_url=endpoint,
             region_name="us-east-1",
             aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key,

@@ -96,6 +96,34 @@ def test_the_second_daemon_of_a_fleet_downloads_from_the_store_and_never_from_ci
     first.stop()
 
 
+def test_a_hub_lfs_file_is_shared_too_and_the_hub_token_never_reaches_the_store(
+    civitai, hf, s3, daemon_factory, tmp_path
+):
+    data = os.urandom(400_000)
+    sha = hashlib.sha256(data).hexdigest()
+    hf.add_repo("acme/vae", {"vae.safetensors": data})
+    url = "https://huggingface.co/acme/vae/resolve/main/vae.safetensors"
+    where = prefix()
+    key = f"{where}sha256/{sha}"
+    config = {"hf_base_url": hf.base_url, "hf_token": HF_TOKEN}
+    first = start(daemon_factory, tmp_path / "a", civitai, s3.store_config(where), **config)
+    assert_file_is(run_job(first, {"url": url, "model_type": "vae"})["path"], sha)
+    head = wait_for(lambda: s3.head(key), timeout=30, what="the upload to the store")
+    assert head["Metadata"]["filename"] == "vae.safetensors"
+    assert head["Metadata"]["source"].startswith("https://huggingface.co/acme/vae/")
+    fetched = len(hf.requests_to("cdn"))
+
+    with RecordingProxy(s3.ports["s3.port"]) as proxy:
+        store = s3.store_config(where, endpoint=proxy.endpoint)
+        second = start(daemon_factory, tmp_path / "b", civitai, store, **config)
+        assert_file_is(run_job(second, {"url": url, "model_type": "vae"})["path"], sha)
+        assert len(hf.requests_to("cdn")) == fetched  # the bytes came from the store
+        assert [r for r in proxy.seen if r.method == "GET"]
+        assert not any(HF_TOKEN in v for r in proxy.seen for v in r.headers.values())
+        second.stop()
+    first.stop()
+
+
 def test_a_corrupted_store_copy_falls_back_to_civitai_and_is_replaced(
     civitai, s3, daemon_factory, tmp_path
 ):
