@@ -10,6 +10,7 @@ touches its job. The counters (`hits`, `misses`, `fallbacks`, `uploads`, `upload
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -231,24 +232,13 @@ def _stat(path: Path) -> os.stat_result | None:
 async def in_own_thread(fn: Callable[..., T], *args: Any) -> T:
     """Run `fn` on a daemon thread of its own: an upload of many GB must not hold the
     interpreter's exit (the default executor's threads are joined at shutdown)."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: Any, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
+    future: concurrent.futures.Future[T] = concurrent.futures.Future()
 
     def body() -> None:
         try:
-            result, error = fn(*args), None
+            future.set_result(fn(*args))
         except BaseException as exc:  # handed to the awaiting task
-            result, error = None, exc
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-            loop.call_soon_threadsafe(settle, result, error)
+            future.set_exception(exc)
 
     threading.Thread(target=body, name="store-upload", daemon=True).start()
-    return await future
+    return await asyncio.wrap_future(future)

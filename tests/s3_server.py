@@ -214,6 +214,7 @@ class RecordingProxy:
         self.target_port = target_port
         self.seen: list[Seen] = []
         self.fail_gets: int | None = None  # answer every GET with this status (a broken store)
+        self.rate: int | None = None  # bytes/s of each GET's body (a slow store), None: at once
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -254,6 +255,8 @@ class RecordingProxy:
                     if self.command != "HEAD":
                         while chunk := answer.read(1 << 16):
                             self.wfile.write(chunk)
+                            if proxy.rate:  # a slow store: the test can stop a transfer midway
+                                time.sleep(len(chunk) / proxy.rate)
                 finally:
                     upstream.close()
 

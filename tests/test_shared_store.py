@@ -10,11 +10,20 @@ import hashlib
 import os
 import secrets
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO, assert_file_is, read_config, run_job, wait_for, write_config
+from tests.conftest import (
+    REPO,
+    assert_file_is,
+    read_config,
+    run_job,
+    wait_for,
+    wait_job,
+    write_config,
+)
 from tests.fake_civitai import TOKEN
 from tests.s3_server import RecordingProxy, free_ports
 
@@ -32,6 +41,16 @@ def start(daemon_factory, home: Path, civitai, store: dict | None, **config: obj
     values.update(config)
     write_config(home, **values)
     return daemon_factory(home).start()
+
+
+def committed(home: Path, job_id: int) -> int:
+    """Bytes of the job's parts saved in the database (what a resume starts from)."""
+    db = sqlite3.connect(home / "data" / "completed.db")
+    try:
+        rows = db.execute("select done from parts where job_id = ?", [job_id]).fetchall()
+    finally:
+        db.close()
+    return sum(r[0] for r in rows)
 
 
 def prefix() -> str:
@@ -122,6 +141,39 @@ def test_a_hub_lfs_file_is_shared_too_and_the_hub_token_never_reaches_the_store(
         assert not any(HF_TOKEN in v for r in proxy.seen for v in r.headers.values())
         second.stop()
     first.stop()
+
+
+def test_a_download_from_the_store_resumes_after_a_kill_from_where_it_stopped(
+    civitai, s3, daemon_factory, tmp_path
+):
+    content = os.urandom(6 * 1024 * 1024)
+    sha = hashlib.sha256(content).hexdigest()
+    civitai.add_simple(75, 750, content, filename="big.safetensors")
+    where = prefix()
+    s3.put(f"{where}sha256/{sha}", content)
+    home = tmp_path / "a"
+    with RecordingProxy(s3.ports["s3.port"]) as proxy:
+        proxy.rate = 1024 * 1024  # 6 s for the whole file
+        store = s3.store_config(where, endpoint=proxy.endpoint)
+        d = start(daemon_factory, home, civitai, store, workers=1)
+        with d.client() as c:
+            job = c.post("/api/download", json={"modelVersionId": 750, "model_type": "lora"})
+        job_id = job.json()["id"]
+        wait_for(lambda: committed(home, job_id) > 2 * 1024 * 1024, what="2 MiB committed")
+        d.kill()
+        kept = committed(home, job_id)
+        assert kept < len(content)
+        proxy.rate = None
+        seen = len(proxy.seen)
+        d = daemon_factory(home).start()
+        with d.client() as c:
+            done = wait_job(c, job_id, timeout=60)
+        assert_file_is(done["path"], sha)
+        resumed = [r for r in proxy.seen[seen:] if r.method == "GET"]
+        assert resumed[0].headers["Range"] == f"bytes={kept}-{len(content) - 1}"
+        assert resumed[0].headers.get("If-Range")  # the store's ETag: the same object
+        d.stop()
+    assert downloads(civitai) == 0  # every byte from the store, before the kill and after
 
 
 def test_a_corrupted_store_copy_falls_back_to_civitai_and_is_replaced(
