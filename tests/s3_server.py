@@ -215,6 +215,8 @@ class RecordingProxy:
         self.seen: list[Seen] = []
         self.fail_gets: int | None = None  # answer every GET with this status (a broken store)
         self.rate: int | None = None  # bytes/s of each GET's body (a slow store), None: at once
+        self.uploads_open = threading.Event()  # cleared: each PUT waits until it is set again
+        self.uploads_open.set()
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -226,6 +228,8 @@ class RecordingProxy:
             def _relay(self) -> None:
                 headers = {k: v for k, v in self.headers.items()}
                 proxy.seen.append(Seen(self.command, self.path, headers))
+                if self.command == "PUT":
+                    proxy.uploads_open.wait(60)
                 if self.command == "GET" and proxy.fail_gets is not None:
                     self.send_response(proxy.fail_gets)
                     self.send_header("Content-Length", "0")

@@ -176,6 +176,27 @@ def test_a_download_from_the_store_resumes_after_a_kill_from_where_it_stopped(
     assert downloads(civitai) == 0  # every byte from the store, before the kill and after
 
 
+def test_an_upload_under_way_never_holds_the_next_job(civitai, s3, daemon_factory, tmp_path):
+    first, second = os.urandom(500_000), os.urandom(300_000)
+    civitai.add_simple(76, 760, first, filename="first.safetensors")
+    civitai.add_simple(77, 770, second, filename="second.safetensors")
+    where = prefix()
+    with RecordingProxy(s3.ports["s3.port"]) as proxy:
+        proxy.uploads_open.clear()  # the store takes no upload until the test says so
+        store = s3.store_config(where, endpoint=proxy.endpoint)
+        d = start(daemon_factory, tmp_path / "a", civitai, store, workers=1)
+        run_job(d, {"modelVersionId": 760, "model_type": "lora"})
+        wait_for(lambda: [r for r in proxy.seen if r.method == "PUT"], what="the first upload")
+        job = run_job(d, {"modelVersionId": 770, "model_type": "lora"})  # while it is held
+        assert_file_is(job["path"], hashlib.sha256(second).hexdigest())
+        assert not s3.head(f"{where}sha256/{hashlib.sha256(first).hexdigest()}")
+        proxy.uploads_open.set()
+        for data in (first, second):
+            key = f"{where}sha256/{hashlib.sha256(data).hexdigest()}"
+            wait_for(lambda key=key: s3.head(key), timeout=60, what=f"the upload of {key}")
+        d.stop()
+
+
 def test_a_corrupted_store_copy_falls_back_to_civitai_and_is_replaced(
     civitai, s3, daemon_factory, tmp_path
 ):
