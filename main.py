@@ -23,6 +23,7 @@ from events import EventBus
 from fleet.shared import SharedStore
 from library import holdings
 from library.scanner import Scanner
+from metrics.exposition import DaemonMetrics
 from notify.webhooks import WebhookSender
 from sources.civitai import USER_AGENT, CivitaiClient
 from sources.huggingface import HubClient
@@ -33,9 +34,11 @@ from web.auth_limits import FailedAuths
 from web.routes import api, gui, integrations, library, relayout, settings_api, system, updates, ws
 from web.routes import errors as error_handlers
 from web.routes import images as image_routes
+from web.routes import metrics as metrics_routes
 from web.routes import workflow as workflow_routes
 from web.routes.browse import router as browse_router
 from web.routes.bulk import router as bulk_router
+from web.routes.find_file import router as find_file_router
 from web.sessions import Sessions, load_session_secret
 
 log = logging.getLogger("civitai.main")
@@ -84,6 +87,10 @@ def create_app(settings: Settings) -> FastAPI:
             shared.start()
             stack.push_async_callback(shared.stop)
             queue = DownloadQueue(settings, store, bus, civitai, http, manifest_lock, shared)
+            app.state.metrics = metrics = DaemonMetrics(queue, bus, settings.models_dir)
+            metrics.watch_store(shared)  # its hits, uploads and upload failures
+            metrics.start()  # before the queue starts: each failure is counted
+            stack.push_async_callback(metrics.stop)
             await queue.start()
             stack.push_async_callback(queue.stop)
             updater = Updater(settings, store, civitai, queue, bus, manifest_lock)
@@ -100,6 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
             )
             stack.push_async_callback(thumbs.close)
             app.state.store, app.state.bus, app.state.civitai = store, bus, civitai
+            app.state.hub = hub
             app.state.queue, app.state.webhooks = queue, webhooks
             app.state.updater, app.state.scanner = updater, scanner
             app.state.manifest_lock = manifest_lock
@@ -138,6 +146,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(api.router)
     app.include_router(bulk_router)
     app.include_router(browse_router)
+    app.include_router(find_file_router)
     app.include_router(updates.router)
     app.include_router(library.router)
     app.include_router(relayout.router)
@@ -147,6 +156,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(image_routes.router)
     app.include_router(ws.router)
     app.include_router(webhook_server.router)
+    app.include_router(metrics_routes.router)
     app.include_router(gui.router)
     gui.mount_static(app)
     return app

@@ -128,7 +128,9 @@ def main(argv: list[str]) -> int:
     # The timing tests (marked `alone`) run after the parallel part, with the machine to
     # themselves: a 100 ms bound means the daemon's answer, not four workers sharing two cores.
     say(f"pytest on {workers[1]} workers, then the tests marked alone one at a time")
-    shared = subprocess.call([*pytest, *workers, "-m", "not alone", *argv], cwd=REPO)
+    # The slowest tests are named at the end, so a run that grew slower says where.
+    slowest = ["--durations=30", "--durations-min=5"]
+    shared = subprocess.call([*pytest, *workers, *slowest, "-m", "not alone", *argv], cwd=REPO)
     alone = subprocess.call([*pytest, "-m", "alone", *argv], cwd=REPO)
     ran = [code for code in (shared, alone) if code != NO_TESTS]
     return next((code for code in ran if code), 0) if ran else NO_TESTS

@@ -222,7 +222,25 @@ def _git_sha1(db: Database) -> None:
     db["jobs"].add_column("git_sha1", str)
 
 
-@migrations(name="017_fleet-store_uploads")
+@migrations(name="017_fleet-metrics_origin_and_error_class")
+def _fleet_metrics(db: Database) -> None:
+    # GET /metrics counts bytes by where they came from (engine/origins.py: civitai, huggingface,
+    # direct), kept on the completed row as its job may leave the history; and failures by the
+    # errors/ class that failed the job.
+    db["completed"].add_column("origin", str)
+    db["jobs"].add_column("error_class", str)
+    hosts = ("huggingface.co", "www.huggingface.co", "hf.co")  # sources/huggingface.HUB_HOSTS
+    hub = " or ".join(f"jobs.url like 'https://{host}/%'" for host in hosts)
+    db.execute(
+        f"""update completed set origin = case
+            when modelVersionId is not null then 'civitai'
+            when exists (select 1 from jobs where jobs.id = completed.job_id and ({hub}))
+                then 'huggingface'
+            else 'direct' end"""
+    )
+
+
+@migrations(name="018_fleet-store_uploads")
 def _fleet_store_uploads(db: Database) -> None:
     # Verified files waiting to be uploaded to the shared store (`store`), one row per SHA256:
     # kept until uploaded (or found there), so an upload a stop interrupted is made after it.

@@ -55,6 +55,7 @@ LIVE_KEYS = frozenset(
         "hf_token",
         "api_token",
         "viewer_token",
+        "metrics_token",  # read at each scrape (web/routes/metrics.py)
         "trusted_hosts",
         "allowed_origins",  # read at each request (web/auth.py)
         "update_check",
@@ -90,6 +91,7 @@ MACHINE_ONLY_WHY = {
 
 Subscriber = Callable[[Settings], None]
 # What `Authorization: Bearer <key>` carries as is: printable ASCII, no space at either end.
+HEADER_KEYS = ("api_token", "viewer_token", "metrics_token")  # keys a client sends in a header
 HEADER_SAFE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 
 
@@ -273,7 +275,7 @@ def prepare_patch(body: Any, current: Settings, environ: Mapping[str, str]) -> d
                 "key 'api_token' cannot be cleared: the API would have no key. "
                 "Send a new key to replace it."
             )
-        if key in ("api_token", "viewer_token") and value and not HEADER_SAFE.fullmatch(value):
+        if key in HEADER_KEYS and value and not HEADER_SAFE.fullmatch(value):
             raise errors.InvalidSetting(
                 f"key '{key}' must be printable ASCII with no space or line break at either "
                 "end: a client sends it in an HTTP header, where other characters are changed "

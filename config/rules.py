@@ -18,7 +18,7 @@ from pathlib import Path
 REPO_DIR = Path(__file__).resolve().parent.parent
 
 # Keys this daemon itself checks when a client presents them: guessing one is getting in.
-CHECKED_KEYS = ("api_token", "viewer_token", "webhook_secret")
+CHECKED_KEYS = ("api_token", "viewer_token", "webhook_secret", "metrics_token")
 MIN_KEY_BITS = 128
 MAKE_KEY = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 _CLASSES = (

@@ -26,7 +26,14 @@ REPO_DIR = Path(__file__).resolve().parent.parent
 HOME_ENV = "CIVITAI_DAEMON_HOME"
 TOKEN_ENV = "CIVITAI_TOKEN"
 HF_TOKEN_ENV = "HF_TOKEN"  # as huggingface_hub reads it
-SECRET_KEYS = ("civitai_token", "api_token", "viewer_token", "webhook_secret", "hf_token")
+SECRET_KEYS = (
+    "civitai_token",
+    "api_token",
+    "viewer_token",
+    "webhook_secret",
+    "hf_token",
+    "metrics_token",
+)
 
 
 class ConfigError(Exception):
@@ -111,6 +118,11 @@ class Settings(BaseModel):
     )
     viewer_token: SecretStr | None = Field(
         None, description="Optional read-only key for dashboards: GETs, the feed and the GUI."
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="Optional bearer token of a Prometheus scraper: opens GET /metrics and "
+        "nothing else.",
     )
     root_path: str = Field(
         "",
@@ -243,7 +255,7 @@ class Settings(BaseModel):
     def secret_values(self) -> list[str]:
         """Every configured secret, for the log redactor."""
         values = [self.civitai_token, self.api_token, self.viewer_token, self.webhook_secret]
-        values += [self.hf_token]
+        values += [self.hf_token, self.metrics_token]
         values += [t.bot_token for t in self.notify]
         found = [v.get_secret_value() for v in values if v and v.get_secret_value()]
         found += url_secrets.secret_parts(self.webhook_url)

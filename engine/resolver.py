@@ -159,7 +159,11 @@ class Resolver:
             for job, error in failures:
                 log.warning("job %s failed: %s", job["id"], error)
                 await self.queue.states.transition(
-                    job, JobStatus.FAILED, error=str(error), retry_blocked=error.retry_blocked
+                    job,
+                    JobStatus.FAILED,
+                    error=str(error),
+                    retry_blocked=error.retry_blocked,
+                    error_class=error.error_class,
                 )
         self.queue.bus.publish_many([JobEvent(self.queue.public(job)) for job in updated])
         return reachable

@@ -32,6 +32,7 @@ from engine.completed import file_state
 from engine.connection import Link
 from engine.downloader import Download
 from engine.jobs import JobRequest, JobStatus
+from engine.origins import origin_of
 from engine.rates import RateMeter, SpeedMeter
 from engine.shared_copy import Shared, fetch, offer_upload
 from engine.throttle import Throttle
@@ -113,12 +114,13 @@ class JobRunner:
                 log.info("job %s: stopping; progress kept for the next start", job_id)
             raise
         except errors.DaemonError as exc:
-            await self.fail(job_id, str(exc), exc.retry_blocked)
+            await self.fail(job_id, str(exc), exc.retry_blocked, exc.error_class)
         except OSError as exc:
-            await self.fail(job_id, disk_error(exc, row))
+            await self.fail(job_id, disk_error(exc, row), error_class=type(exc).__name__)
         except Exception as exc:  # a bug must fail one job, not the worker
             log.exception("job %s: unexpected error", job_id)
-            await self.fail(job_id, safe_url(f"Internal error: {type(exc).__name__}: {exc}"))
+            message = safe_url(f"Internal error: {type(exc).__name__}: {exc}")
+            await self.fail(job_id, message, error_class="InternalError")
 
     async def _download(self, row: dict[str, Any]) -> dict[str, Any]:
         job_id = row["id"]
@@ -164,9 +166,7 @@ class JobRunner:
                 attempts += 1
                 if attempts >= self.settings.retries:
                     await self.store.update_job(job_id, attempts=attempts)
-                    raise errors.DaemonError(
-                        f"Gave up after {attempts} attempts; last error: {exc}"
-                    ) from None
+                    raise errors.GaveUp(attempts, exc) from None
                 row = await self._wait_to_retry(row, attempts, exc)
                 continue
             self.network_bytes += download.fetched
@@ -338,6 +338,7 @@ class JobRunner:
                 "completed_at": now,
                 "elapsed_s": elapsed,
                 "mtime_ns": mtime_ns,
+                "origin": origin_of(row, self.settings.hf_base_url),
             }
         )
         log.info("job %s completed: %s (%d bytes, sha256 %s)", row["id"], path, size, sha256)

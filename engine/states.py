@@ -63,14 +63,26 @@ class JobStates:
     def active_jobs(self) -> list[dict[str, Any]]:
         return [public_job(r) for r in self.live.values()]
 
-    async def fail(self, job_id: int, message: str, retry_blocked: str | None = None) -> None:
-        """Fail an active job with `message`; `retry_blocked` says why a retry cannot help."""
+    async def fail(
+        self,
+        job_id: int,
+        message: str,
+        retry_blocked: str | None = None,
+        error_class: str | None = None,
+    ) -> None:
+        """Fail an active job with `message`; `retry_blocked` says why a retry cannot help,
+        `error_class` names the errors/ class it is counted under (GET /metrics)."""
         current = await self.store.get_job(job_id)
         if current is None or current["status"] not in ACTIVE:
             return
         log.error("job %s failed: %s", job_id, message)
         await self.transition(
-            current, JobStatus.FAILED, error=message, speed_bps=0, retry_blocked=retry_blocked
+            current,
+            JobStatus.FAILED,
+            error=message,
+            speed_bps=0,
+            retry_blocked=retry_blocked,
+            error_class=error_class,
         )
         self.links.pop(job_id, None)
 
@@ -97,6 +109,7 @@ class JobStates:
                 job_id,
                 f"Stopped, but the partial file {row['path']}.part could not be removed ({why}); "
                 f"delete it, then retry or leave the job",
+                error_class=type(exc).__name__,
             )
             row = await self.store.get_job(job_id)
             assert row is not None

@@ -3,6 +3,7 @@ download), all reached as `errors.<Name>`. Each builds its message, one a person
 from its context.
 
 DaemonError
+├── GaveUp                        every attempt failed; counted under the last error's class
 ├── RequestError                  a job request that cannot be accepted (HTTP 4xx)
 │   ├── InvalidRequest            422: wrong fields, bad model_type, unsafe filename
 │   ├── TooDeeplyNested           422: a JSON body nested past the limit
@@ -72,6 +73,7 @@ from __future__ import annotations
 
 from errors.base import (  # noqa: F401 (the tree, as one namespace)
     DaemonError,
+    GaveUp,
 )
 from errors.civitai import (  # noqa: F401 (the tree, as one namespace)
     Archived,

@@ -21,6 +21,23 @@ class DaemonError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    @property
+    def error_class(self) -> str:
+        """The name a failure is counted under (GET /metrics): this class's."""
+        return type(self).__name__
+
+
+class GaveUp(DaemonError):
+    """Every attempt failed with a retryable error; counted under the last one's class."""
+
+    def __init__(self, attempts: int, last: DaemonError) -> None:
+        super().__init__(f"Gave up after {attempts} attempts; last error: {last}")
+        self.last_class = last.error_class
+
+    @property
+    def error_class(self) -> str:
+        return self.last_class
+
 
 def size_text(n: int) -> str:
     value = float(n)

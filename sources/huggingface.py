@@ -234,9 +234,16 @@ class HubClient:
 
     async def _head(self, url: str) -> httpx.Response:
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
-        headers.update(self.headers_for(url))
+        return await self.ask("HEAD", url, headers=headers)
+
+    async def ask(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        """One request to the Hub, its token added by `headers_for`, no redirect followed; a
+        timeout or a failed connection as NetworkError."""
+        headers = {**kw.pop("headers", {}), **self.headers_for(url)}
         try:
-            return await self.http.head(url, headers=headers, follow_redirects=False)
+            return await self.http.request(
+                method, url, headers=headers, follow_redirects=False, **kw
+            )
         except httpx.TimeoutException as exc:
             raise errors.NetworkError(
                 f"The Hugging Face Hub did not answer in time ({type(exc).__name__})"

@@ -11,6 +11,18 @@ another port), as huggingface.co and its LFS/Xet CDN are. HEAD or GET on
 - a gated repository: 401 `X-Error-Code: GatedRepo` without a token, 403 with a token that has
   no access; an unknown repo 401 `RepoNotFound`; 404 `RevisionNotFound` / `EntryNotFound`.
 
+The Hub's API as huggingface_hub reads it (src/huggingface_hub/hf_api.py; the shapes are the
+keys its `ModelInfo.__init__` and `RepoSibling` read, no recorded answer):
+
+- `GET /api/models?search=&sort=downloads&limit=` (`HfApi.list_models`): the model repos whose id
+  holds `search` (case-insensitive), most downloaded first, each `{_id, id, modelId, likes,
+  downloads, private, tags, library_name, createdAt}`; no `sha` and no `siblings`, as the Hub
+  lists them without `full`/`expand`;
+- `GET /api/models/<repo>[/revision/<rev>]?blobs=true` (`HfApi.model_info(files_metadata=True)`):
+  `{…, sha, gated, siblings: [{rfilename, size, blobId, lfs?: {sha256, size, pointerSize}}]}`
+  (without `blobs` only `rfilename`); 401 `RepoNotFound` for an unknown repo. A gated repo's
+  info is public, as on the Hub; only its files need the token.
+
 The CDN refuses any `Authorization` header (a signed URL must not carry a token), honours Range
 and If-Range, and answers 403 to an expired link. `upload` makes a new commit on `main`, so a
 test can move `main` while a download runs; old commits keep their files.
@@ -26,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import socket
 import threading
@@ -48,7 +61,7 @@ def git_blob_sha1(content: bytes) -> str:
 
 @dataclass
 class Fault:
-    target: str  # "hub" (resolve answers) or "cdn" (file bytes)
+    target: str  # "hub" (resolve answers), "cdn" (file bytes) or "api" (/api/models answers)
     status: int | None = None
     error_code: str | None = None
     drop_after: int | None = None  # close the connection after this many body bytes
@@ -74,6 +87,7 @@ class Repo:
     lfs: set[str] = field(default_factory=set)  # paths kept in LFS
     commits: dict[str, dict[str, bytes]] = field(default_factory=dict)  # commit → tree
     branches: dict[str, str] = field(default_factory=dict)  # main → commit
+    downloads: int = 0  # the Hub's 30-day count: list_models(sort="downloads") orders by it
 
 
 class _Server(ThreadingHTTPServer):
@@ -144,13 +158,16 @@ class FakeHub:
         gated: bool = False,
         lfs: set[str] | None = None,
         kind: str = "",
+        downloads: int = 0,
     ) -> str:
         """A repository with one commit on main; `kind` "datasets/" or "spaces/". Paths ending
         in a model suffix are in LFS unless `lfs` names them. Returns the commit."""
         lfs = {p for p in files if p.endswith(LFS_SUFFIXES)} if lfs is None else lfs
         with self.lock:
             commit = self._new_commit()
-            self.repos[kind + repo] = Repo(gated, lfs, {commit: dict(files)}, {"main": commit})
+            self.repos[kind + repo] = Repo(
+                gated, lfs, {commit: dict(files)}, {"main": commit}, downloads
+            )
             for path in lfs:
                 self.blobs[hashlib.sha256(files[path]).hexdigest()] = files[path]
         return commit
@@ -253,7 +270,45 @@ class _Handler(BaseHTTPRequestHandler):
             headers["X-Repo-Commit"] = commit
         self._send(status, message.encode(), headers)
 
+    def _json(self, status: int, data: Any) -> None:
+        self._send(status, json.dumps(data).encode(), {"Content-Type": "application/json"})
+
+    def _api(self) -> None:
+        """`/api/models` (list_models) and `/api/models/<repo>[/revision/<rev>]` (model_info)."""
+        fault = self.fake.take_fault("api", self.command)
+        if fault is not None and fault.status:
+            return self._error(fault.status, fault.error_code or "", "injected")
+        url = urlsplit(self.path)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        rest = [unquote(p) for p in url.path.removeprefix("/api/models").split("/") if p]
+        with self.fake.lock:
+            repos = {k: v for k, v in self.fake.repos.items() if not k.startswith(KIND_PREFIXES)}
+        if not rest:
+            search = query.get("search", "").lower()
+            found = [(i, r) for i, r in repos.items() if search in i.lower()]
+            if query.get("sort") == "downloads":
+                found.sort(key=lambda item: -item[1].downloads)
+            limit = int(query.get("limit", "1000"))
+            return self._json(200, [_listed(i, r) for i, r in found[:limit]])
+        rev = "main"
+        if len(rest) > 2 and rest[-2] == "revision":
+            rest, rev = rest[:-2], rest[-1]
+        repo_id = "/".join(rest)
+        repo = repos.get(repo_id)
+        if repo is None:
+            return self._error(401, "RepoNotFound", "Repository not found")
+        commit = repo.branches.get(rev) or (rev if rev in repo.commits else None)
+        if commit is None:
+            return self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+        blobs = query.get("blobs", "").lower() == "true"
+        tree = repo.commits[commit]
+        siblings = [_sibling(p, tree[p], p in repo.lfs, blobs) for p in sorted(tree)]
+        info = {**_listed(repo_id, repo), "sha": commit, "gated": "manual" if repo.gated else False}
+        self._json(200, {**info, "author": repo_id.split("/")[0], "siblings": siblings})
+
     def _hub(self) -> None:
+        if self.path.startswith("/api/models"):
+            return self._api()
         parts = urlsplit(self.path).path.split("/")[1:]
         kind = parts[0] + "/" if parts and parts[0] in ("datasets", "spaces") else ""
         parts = parts[1:] if kind else parts
@@ -353,6 +408,42 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+KIND_PREFIXES = ("datasets/", "spaces/")
+LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{}\nsize {}\n"
+
+
+def _listed(repo_id: str, repo: Repo) -> dict[str, Any]:
+    """A repo as list_models shows it (no files, no commit)."""
+    return {
+        "_id": hashlib.sha1(repo_id.encode()).hexdigest()[:24],
+        "id": repo_id,
+        "modelId": repo_id,
+        "likes": 0,
+        "downloads": repo.downloads,
+        "private": False,
+        "tags": ["safetensors"],
+        "library_name": "diffusers",
+        "createdAt": "2024-01-02T03:04:05.000Z",
+    }
+
+
+def _sibling(path: str, content: bytes, lfs: bool, blobs: bool) -> dict[str, Any]:
+    """A file of model_info's `siblings`: with `blobs`, its size and git blob id, and for an LFS
+    file its `lfs` (the blob id is then the pointer file's)."""
+    if not blobs:
+        return {"rfilename": path}
+    if not lfs:
+        return {"rfilename": path, "size": len(content), "blobId": git_blob_sha1(content)}
+    sha = hashlib.sha256(content).hexdigest()
+    pointer = LFS_POINTER.format(sha, len(content)).encode()
+    return {
+        "rfilename": path,
+        "size": len(content),
+        "blobId": git_blob_sha1(pointer),
+        "lfs": {"sha256": sha, "size": len(content), "pointerSize": len(pointer)},
+    }
 
 
 def hub_url(base: str, repo: str, path: str, rev: str = "main", form: str = "resolve") -> str:

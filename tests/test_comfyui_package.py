@@ -204,6 +204,8 @@ def test_the_packages_routes_keep_the_key_refuse_cross_origin_posts_and_say_what
             assert d.token not in r.text
             r = c.get("/civitai_daemon/jobs?ids=1,x")
             assert r.status_code == 422
+            r = c.get("/civitai_daemon/search", params={"name": " "})
+            assert r.status_code == 422 and "name=" in r.json()["detail"]
             r = c.get("/civitai_daemon/status")
             assert r.json() == {"configured": True, "reachable": True}
             closed = socket.socket()
@@ -230,7 +232,7 @@ def test_the_packages_routes_keep_the_key_refuse_cross_origin_posts_and_say_what
 
 @pytest.mark.parametrize("which", ["latest", PINNED])
 def test_a_model_named_without_a_url_is_found_on_civitai_by_its_file_name_and_fetched_as_named(
-    which, frontends, browser, civitai, daemon, tmp_path, monkeypatch
+    which, frontends, browser, civitai, hf, daemon, tmp_path, monkeypatch
 ):
     """The template's checkpoint with no `properties.models`: the sidebar offers "Download into
     ComfyUI's folders", searches Civitai by the file name's words, shows the candidates; the one
@@ -246,7 +248,7 @@ def test_a_model_named_without_a_url_is_found_on_civitai_by_its_file_name_and_fe
     del loader["properties"]["models"]  # the workflow names the file but gives no URL
     models = tmp_path / "comfy" / "models"
     (models / "checkpoints").mkdir(parents=True)
-    d = daemon(layout="comfyui", download_dir=str(models))
+    d = daemon(layout="comfyui", download_dir=str(models), hf_base_url=hf.base_url)
     monkeypatch.setenv("CIVITAI_DAEMON_URL", d.base_url)
     monkeypatch.setenv("CIVITAI_DAEMON_KEY", d.token)
     standin = ComfyStandIn(frontends[version], models, version).start()
@@ -258,7 +260,9 @@ def test_a_model_named_without_a_url_is_found_on_civitai_by_its_file_name_and_fe
         page.evaluate("(wf) => app.loadGraphData(wf)", workflow)
         table = open_tab(page)
         table.locator(f'tr[data-model="{SDXL}"]').get_by_text("missing, no URL").wait_for()
-        table.get_by_role("button", name=f"search Civitai for {SDXL}").click()
+        table.get_by_role(
+            "button", name=f"search Civitai and the Hugging Face Hub for {SDXL}"
+        ).click()
         candidate = table.locator('[data-candidate="sdXL_v10VAEFix.safetensors"]')
         candidate.wait_for()
         assert table.locator("[data-candidate]").count() == 1  # the LoRA's name does not match
@@ -277,6 +281,74 @@ def test_a_model_named_without_a_url_is_found_on_civitai_by_its_file_name_and_fe
             ".widgets[0].options.values"
         )
         assert SDXL in offered
+        assert watch.unexpected() == []
+    finally:
+        context.close()
+        standin.stop()
+        d.stop()
+
+
+@pytest.mark.parametrize("which", ["latest", PINNED])
+def test_a_model_named_without_a_url_that_only_the_hub_has_is_found_there_confirmed_and_listed(
+    which, frontends, browser, civitai, hf, daemon, tmp_path, monkeypatch
+):
+    """The template's checkpoint with no URL; Civitai has a model of those words (another file)
+    and the Hub the file itself. The sidebar lists both with their source; the user confirms
+    the Hub's; it is queued pinned to the commit listed, lands in ComfyUI's checkpoints folder
+    under the workflow's name, verified by the Hub's SHA256, and the loader lists it."""
+    version = PINNED if which == PINNED else next(v for v in frontends if v != PINNED)
+    blob = os.urandom(300_000)
+    other = civitai.file(b"another checkpoint", name="sdXL_v10VAEFix.safetensors")
+    civitai.add_model(101, "SD XL base 1.0", "Checkpoint", [civitai.version(1010, [other])])
+    hf.add_repo("decoys/sd-xl-base-1.0-lora", {"SD_XL_BASE_1.0.safetensors": b"other case"})
+    repo = "mirrors/sd-xl-base-1.0"
+    commit = hf.add_repo(repo, {"README.md": b"# mirror\n", f"weights/{SDXL}": blob})
+    workflow = template("image_sdxl_simple")
+    loader = next(n for n in workflow["nodes"] if n["type"] == "CheckpointLoaderSimple")
+    del loader["properties"]["models"]  # the workflow names the file but gives no URL
+    models = tmp_path / "comfy" / "models"
+    (models / "checkpoints").mkdir(parents=True)
+    d = daemon(layout="comfyui", download_dir=str(models), hf_base_url=hf.base_url)
+    monkeypatch.setenv("CIVITAI_DAEMON_URL", d.base_url)
+    monkeypatch.setenv("CIVITAI_DAEMON_KEY", d.token)
+    standin = ComfyStandIn(frontends[version], models, version).start()
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    try:
+        watch = boot(page, standin)
+        page.evaluate("(wf) => app.loadGraphData(wf)", workflow)
+        table = open_tab(page)
+        row = table.locator(f'tr[data-model="{SDXL}"]')
+        row.get_by_text("missing, no URL").wait_for()
+        table.get_by_role(
+            "button", name=f"search Civitai and the Hugging Face Hub for {SDXL}"
+        ).click()
+        from_hub = table.locator(f'[data-source="huggingface"][data-candidate="{SDXL}"]')
+        from_hub.wait_for()
+        shown = table.locator("[data-candidate]")
+        assert shown.evaluate_all("(els) => els.map((e) => e.dataset.source)") == [
+            "civitai",
+            "huggingface",
+        ]
+        assert shown.first.inner_text().startswith("Civitai: SD XL base 1.0")
+        assert from_hub.inner_text().startswith(f"Hugging Face: {repo} · weights/{SDXL}")
+        from_hub.get_by_role("button", name="Use this").click()
+        row.get_by_text("listed in ComfyUI").wait_for(timeout=40_000)
+        on_disk = models / "checkpoints" / SDXL
+        assert hashlib.sha256(on_disk.read_bytes()).digest() == hashlib.sha256(blob).digest()
+        with d.client() as c:
+            (job,) = c.get("/api/jobs").json()["jobs"]
+        assert job["model_type"] == "checkpoint"
+        assert job["sha256"] == hashlib.sha256(blob).hexdigest()
+        assert (job["model_name"], job["version_name"]) == (repo, f"{commit}@{commit[:12]}")
+        assert hf.requests_to("hub", f"/{repo}/resolve/{commit}/weights/{SDXL}")  # pinned
+        offered = page.evaluate(
+            "() => app.graph.nodes.find((n) => n.type === 'CheckpointLoaderSimple')"
+            ".widgets[0].options.values"
+        )
+        assert SDXL in offered
+        assert d.token not in page.content()
         assert watch.unexpected() == []
     finally:
         context.close()

@@ -253,6 +253,7 @@ def test_the_civitai_token_is_in_no_log_row_response_webhook_or_process_argument
                 "/api/completed",
                 "/api/status",
                 "/api/metrics",
+                "/metrics",
                 "/api/updates",
                 "/api/manifest",
                 "/openapi.json",
@@ -296,7 +297,8 @@ def test_credentials_in_a_direct_url_reach_no_log_response_or_webhook(civitai, d
                 texts.append(r.text)
             done = wait_job(c, 1)
             failed = wait_job(c, 2, ("failed",))
-            for path in ("/api/jobs", "/api/jobs/1", "/api/jobs/2", "/api/status", "/api/metrics"):
+            paths = ("/api/jobs", "/api/jobs/1", "/api/jobs/2", "/api/status", "/api/metrics")
+            for path in (*paths, "/metrics"):
                 texts.append(c.get(path).text)
             wait_for(lambda: len(hook.received) == 2, 15, what="two webhooks")
         texts += [r.body.decode() for r in hook.received]

@@ -76,6 +76,10 @@ RUN: dict[str, Run] = {
     'curl -X POST "$URL/api/library/relayout" -H "Authorization: Bearer $KEY" '
     "-H 'Content-Type: application/json' "
     '-d \'{"layout": "comfyui", "confirm": true}\'': Run('"layout_saved":true'),
+    # Metrics
+    'curl -sS "$URL/metrics" -H "Authorization: Bearer $KEY" | grep civitai_daemon_jobs': Run(
+        'civitai_daemon_jobs{status="completed"}'
+    ),
     # Running it for real
     '.venv/bin/sqlite-utils data/completed.db "select filename, size, path from completed"': Run(
         "[]"

@@ -106,9 +106,9 @@ def test_the_daemon_answers_health_in_100_ms_while_a_hostile_workflow_is_refused
         "has 20,000"
     }
     assert len(latencies) >= 5, latencies
-    # Issue 23 asks for 100 ms; alone on an idle 2-core machine the worst answer measured 90-160 ms
-    # (49 s before the parse left the event loop). 250 ms holds; the rest is still to be found.
-    assert max(latencies) < 0.25, (max(latencies), took)
+    # Issue 23's bound. The worst answer measured 12-65 ms over 10 runs (with other developers'
+    # work loading this 2-core machine); 49 s before the parse left the event loop.
+    assert max(latencies) < 0.1, (max(latencies), took)
     with d.client() as c:
         assert c.get("/api/jobs").json()["total"] == 0
     d.stop()

@@ -343,7 +343,8 @@ class Updater:
             started = time.monotonic()
             ctx = CheckContext(self.settings, *self.parts, CheckResult(started_at=utcnow()))
             self.last = await check_updates(ctx)
-            log.info("update check took %.1f s", time.monotonic() - started)
+            self.last.duration_s = round(time.monotonic() - started, 3)
+            log.info("update check took %.1f s", self.last.duration_s)
             try:
                 await self.history.add(self.last.summary())
             except Exception:  # the check itself is done: a full disk only forgets its record

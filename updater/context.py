@@ -28,6 +28,7 @@ class CheckResult:
     requests: int = 0  # requests made to Civitai
     updates: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    duration_s: float | None = None  # wall-clock seconds the check took (GET /metrics)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -37,6 +38,7 @@ class CheckResult:
             "requests": self.requests,
             "updates": self.updates,
             "errors": self.errors,
+            "duration_s": self.duration_s,
         }
 
 

@@ -39,3 +39,8 @@ def role_for_key(settings: Settings, key: str | None) -> Role | None:
     if _same(key, key_for_role(settings, Role.VIEWER)):
         return Role.VIEWER
     return None
+
+
+def is_metrics_token(settings: Settings, key: str) -> bool:
+    """`key` is the scraper's `metrics_token` (it opens GET /metrics only)."""
+    return _same(key, _secret(settings.metrics_token))

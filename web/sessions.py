@@ -17,8 +17,6 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jose import JWTError, jwt
-
 import safefs
 from web.roles import Role, key_for_role
 
@@ -31,6 +29,15 @@ LINK_SECONDS = 10 * 60  # a one-time login link (the first start prints one) is 
 LINK = "login-link"  # its `use` claim: a link is never a session, nor a session a link
 ALGORITHM = "HS256"
 REQUIRED = {"require_exp": True, "require_sub": True, "require_jti": True}
+
+
+def _jose() -> Any:
+    """python-jose, imported at the first session: a daemon driven by its API alone (and each
+    of the suite's daemon starts) does not pay its 0.1 s of imports."""
+    import jose
+    import jose.jwt
+
+    return jose
 
 
 def load_session_secret(home: Path) -> str:
@@ -72,15 +79,16 @@ class Sessions:
             "jti": uuid.uuid4().hex,
             "fp": fingerprint(self.secret, key),
         }
-        return jwt.encode(claims, self.secret, algorithm=ALGORITHM)
+        return _jose().jwt.encode(claims, self.secret, algorithm=ALGORITHM)
 
     def _claims(self, token: str | None) -> dict[str, Any] | None:
         """The claims of a well-signed, unexpired token with every required claim, or None."""
         if not token:
             return None
+        jose = _jose()
         try:
-            claims = jwt.decode(token, self.secret, algorithms=[ALGORITHM], options=REQUIRED)
-        except JWTError:
+            claims = jose.jwt.decode(token, self.secret, algorithms=[ALGORITHM], options=REQUIRED)
+        except jose.JWTError:
             return None
         if not isinstance(claims.get("jti"), str) or not isinstance(claims.get("fp"), str):
             return None
@@ -127,7 +135,7 @@ class Sessions:
             "jti": uuid.uuid4().hex,
             "fp": fingerprint(self.secret, key),
         }
-        return jwt.encode(claims, self.secret, algorithm=ALGORITHM)
+        return _jose().jwt.encode(claims, self.secret, algorithm=ALGORITHM)
 
     async def redeem_link(self, settings: Settings, token: str) -> str | None:
         """The API key a link's token stands for, once: the token is spent (kept refused until

@@ -134,7 +134,13 @@ async def jobs(request: web.Request) -> web.Response:
     return web.json_response({"jobs": out})
 
 
+HUB_FIELDS = ("source", "repo", "revision", "path", "size", "sha256", "gated", "url", "page")
+
+
 def _candidate(model: dict[str, Any]) -> dict[str, Any]:
+    """A Civitai model with what the sidebar shows and queues of it; a Hub file as it is."""
+    if model.get("source") == "huggingface":
+        return {k: model.get(k) for k in HUB_FIELDS}
     versions = [
         {
             "id": v.get("id"),
@@ -147,24 +153,28 @@ def _candidate(model: dict[str, Any]) -> dict[str, Any]:
         }
         for v in model.get("versions") or []
     ]
-    keep = ("id", "name", "type", "model_type", "folder", "creator", "state")
+    keep = ("source", "id", "name", "type", "model_type", "folder", "creator", "state")
     return {**{k: model.get(k) for k in keep}, "versions": versions}
 
 
 async def search(request: web.Request) -> web.Response:
-    """Civitai's models whose name holds the words (the daemon's GET /api/civitai/models)."""
-    query = request.query.get("query", "").strip()
-    if not query or len(query) > 200:
-        return _error(422, "Give query= with 1 to 200 characters.")
+    """A model's file name looked for on Civitai and the Hugging Face Hub (the daemon's
+    GET /api/search/file): Civitai's models matching its words, the Hub's files of that name."""
+    name = request.query.get("name", "").strip()
+    if not name or len(name) > 200:
+        return _error(422, "Give name= with a model's file name of 1 to 200 characters.")
     try:
-        code, data = await _ask(
-            "GET", "/api/civitai/models", params={"query": query, "limit": "10"}
-        )
+        code, data = await _ask("GET", "/api/search/file", params={"name": name})
     except DaemonError as exc:
         return exc.response
     if code != 200:
         return _passed_on(code, data)
-    return web.json_response({"items": [_candidate(m) for m in data.get("items") or []]})
+    return web.json_response(
+        {
+            "items": [_candidate(m) for m in data.get("items") or []],
+            "unavailable": data.get("unavailable") or [],
+        }
+    )
 
 
 def register(routes: web.RouteTableDef) -> None:

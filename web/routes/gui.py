@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -10,15 +11,22 @@ import bootstrap_wrapper
 from fastapi import APIRouter, FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 
 from web.auth import COOKIE, TooManyFailures, key_role
 from web.roles import Role
 from web.sessions import SESSION_SECONDS
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-templates = Jinja2Templates(directory=ROOT / "templates")
 router = APIRouter(tags=["gui"], include_in_schema=False)
+
+
+@functools.cache
+def templates() -> Any:
+    """The page templates, loaded at the first page: jinja2's imports (0.1 s) are not paid by a
+    daemon driven by its API alone."""
+    from fastapi.templating import Jinja2Templates
+
+    return Jinja2Templates(directory=ROOT / "templates")
 
 
 def mount_static(app: FastAPI) -> None:
@@ -38,7 +46,7 @@ def root_of(request: Request) -> str:
 
 def _page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
     context = {"version": request.app.version, "root": root_of(request), **context}
-    response = templates.TemplateResponse(request, name, context, status_code=status)
+    response = templates().TemplateResponse(request, name, context, status_code=status)
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Content-Security-Policy"] = (

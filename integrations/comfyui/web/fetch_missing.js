@@ -78,7 +78,7 @@ function render() {
     table.append(line);
     if (row.status === "no_source" && !state.listed.has(row.name)) {
       table.append(el("tr", {}, el("td", { colspan: "3" },
-        el("button", { onclick: () => searchFor(row) }, `Download into ComfyUI's folders: search Civitai for ${row.name}`),
+        el("button", { onclick: () => searchFor(row) }, `Download into ComfyUI's folders: search Civitai and the Hugging Face Hub for ${row.name}`),
         el("div", { "data-candidates": row.name }))));
     }
   }
@@ -105,12 +105,11 @@ async function check() {
   render();
 }
 
-async function fetchMissing() {
+// One queueing step, then its jobs followed until they end; an error of either is the message.
+async function queueAndFollow(queue) {
   state.busy = true;
   try {
-    const answer = await postWorkflow(app.graph.serialize(), false);
-    state.rows = answer.models;
-    state.message = `${answer.summary.new_jobs} new job(s) at the daemon.`;
+    await queue();
     render();
     await follow();
   } catch (err) {
@@ -118,6 +117,14 @@ async function fetchMissing() {
   }
   state.busy = false;
   render();
+}
+
+function fetchMissing() {
+  return queueAndFollow(async () => {
+    const answer = await postWorkflow(app.graph.serialize(), false);
+    state.rows = answer.models;
+    state.message = `${answer.summary.new_jobs} new job(s) at the daemon.`;
+  });
 }
 
 async function follow() {
@@ -142,49 +149,63 @@ async function follow() {
   app.extensionManager.toast.add({ severity: still ? "warn" : "success", summary: "Fetch missing models", detail: state.message, life: 4000 });
 }
 
-// Civitai's search matches words of a model's name: the file name's stem, split at _ - . and space.
-function wordsOf(name) {
-  const stem = name.split("/").pop().replace(/\.[^.]+$/, "");
-  return stem.split(/[_\-.\s]+/).filter(Boolean).join(" ");
+const SOURCES = { civitai: "Civitai", huggingface: "Hugging Face" };
+
+function sizeOf(bytes) {
+  return typeof bytes === "number" ? ` · ${(bytes / 1e6).toFixed(1)} MB` : "";
+}
+
+// Each answer as one file to pick: Civitai's models (every file of each version, as the daemon
+// found them by the words of the name) and the Hub's files of exactly that name.
+function choicesOf(answer) {
+  const choices = [];
+  for (const item of answer.items) {
+    if (item.source === "huggingface") {
+      const file = item.path.split("/").pop();
+      choices.push({ source: item.source, file, url: item.url, sha256: item.sha256,
+        label: `${item.repo} · ${item.path}${sizeOf(item.size)}${item.gated ? " · gated: needs hf_token" : ""}` });
+      continue;
+    }
+    for (const version of item.versions) {
+      for (const f of version.files) {
+        choices.push({ source: "civitai", file: f.name,
+          url: `https://civitai.com/api/download/models/${version.id}?fileId=${f.id}`,
+          label: `${item.name} · ${version.name} · ${f.name}${sizeOf(f.size)}` });
+      }
+    }
+  }
+  return choices;
 }
 
 async function searchFor(row) {
   const box = state.root.querySelector(`[data-candidates="${CSS.escape(row.name)}"]`);
-  box.textContent = "Searching Civitai…";
+  box.textContent = "Searching Civitai and the Hugging Face Hub…";
   try {
-    const answer = await call(`/search?query=${encodeURIComponent(wordsOf(row.name))}`);
-    const choices = [];
-    for (const model of answer.items) {
-      for (const version of model.versions) {
-        for (const file of version.files) choices.push({ model, version, file });
-      }
+    const answer = await call(`/search?name=${encodeURIComponent(row.name)}`);
+    const lines = choicesOf(answer).map((c) => el("div", { "data-candidate": c.file, "data-source": c.source },
+      `${SOURCES[c.source]}: ${c.label} `,
+      el("button", { onclick: () => choose(row, c) }, "Use this")));
+    for (const gap of answer.unavailable) {
+      lines.push(el("div", { "data-unavailable": gap.source }, `${SOURCES[gap.source] || gap.source} could not be searched: ${gap.detail}`));
     }
-    box.replaceChildren(...(choices.length ? choices.map((c) => el("div", { "data-candidate": c.file.name },
-      `${c.model.name} · ${c.version.name} · ${c.file.name} `,
-      el("button", { onclick: () => choose(row, c) }, "Use this"))) : ["No model on Civitai has these words in its name."]));
+    box.replaceChildren(...(lines.length ? lines : ["Neither Civitai nor the Hugging Face Hub has a match for this file name."]));
   } catch (err) {
     box.textContent = err.message;
   }
 }
 
 // The chosen file is queued as the workflow names it, in the workflow's folder (its `directory`
-// gives the model type), checked against the SHA256 Civitai publishes.
-async function choose(row, choice) {
-  const url = `https://civitai.com/api/download/models/${choice.version.id}?fileId=${choice.file.id}`;
-  const model = { name: row.name, directory: row.directory, url };
-  try {
+// gives the model type), checked against the SHA256 its source publishes (a Hub file: the one
+// the Hub listed, at the commit it was listed at).
+function choose(row, choice) {
+  const model = { name: row.name, directory: row.directory, url: choice.url };
+  if (choice.sha256) Object.assign(model, { hash: choice.sha256, hash_type: "sha256" });
+  return queueAndFollow(async () => {
     const answer = await postWorkflow({ nodes: [], models: [model] }, false);
     const queued = answer.models[0];
     if (!queued || (!queued.job && queued.status !== "present")) throw new Error((queued && queued.detail) || `${row.name} was not queued.`);
     Object.assign(row, { status: queued.status, job: queued.job, folder: queued.folder });
-    state.busy = true;
-    render();
-    await follow();
-  } catch (err) {
-    state.message = err.message;
-  }
-  state.busy = false;
-  render();
+  });
 }
 
 // Plain CSS with ComfyUI's palette variables (with fallbacks): no reliance on its components' markup.
