@@ -127,9 +127,6 @@ class SharedStore:
     async def _run(self) -> None:
         # Whatever waited at the last stop is due now: a restart is a reason to try again.
         await self.db.run(lambda db: db.execute("update store_uploads set next_at = 0"))
-        if self.bucket is not None:  # boto3 imported and its client made before the first job
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(self.bucket.client)
         while True:
             self._wake.clear()
             row = await self._next() if self.bucket is not None else None

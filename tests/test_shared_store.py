@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import signal
 import sqlite3
@@ -53,6 +54,15 @@ def committed(home: Path, job_id: int) -> int:
     return sum(r[0] for r in rows)
 
 
+def scraped(d, name: str) -> float:
+    """A counter of the daemon's GET /metrics, as Prometheus would read it."""
+    with d.client() as c:
+        text = c.get("/metrics").text
+    found = re.search(rf"^civitai_daemon_{name}_total (\S+)$", text, re.M)
+    assert found, f"{name} is not in GET /metrics"
+    return float(found[1])
+
+
 def prefix() -> str:
     return f"t{secrets.token_hex(4)}/"
 
@@ -84,6 +94,7 @@ def test_the_second_daemon_of_a_fleet_downloads_from_the_store_and_never_from_ci
     assert (meta["modelid"], meta["versionid"], meta["filename"]) == ("71", "710", job["filename"])
     assert meta["source"].startswith("http") and TOKEN not in meta["source"]
     assert hashlib.sha256(s3.get(key)).hexdigest() == sha
+    assert (scraped(first, "store_uploads"), scraped(first, "store_hits")) == (1, 0)
 
     before = downloads(civitai)
     with RecordingProxy(s3.ports["s3.port"]) as proxy:
@@ -110,6 +121,7 @@ def test_the_second_daemon_of_a_fleet_downloads_from_the_store_and_never_from_ci
             assert not any(TOKEN in v or HF_TOKEN in v for v in r.headers.values()), r
             assert TOKEN not in r.path and HF_TOKEN not in r.path
         assert not [r for r in proxy.seen if r.method in ("PUT", "POST")]  # nothing to upload
+        assert (scraped(second, "store_hits"), scraped(second, "store_uploads")) == (1, 0)
         second.stop()
     assert "downloaded from the shared store" in log_text(tmp_path / "b")
     first.stop()
