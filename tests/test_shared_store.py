@@ -321,3 +321,20 @@ def test_a_daemon_without_a_store_never_imports_the_s3_client():
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert out.stdout.split() == ["False", "False"], out.stdout
+
+
+def test_a_wrong_store_setting_is_named_without_its_secret(tmp_path):
+    from config.settings import ConfigError, validate_config
+
+    secret = "s3-secret-" + secrets.token_hex(8)
+    store = {"endpoint": "ftp://x", "secret_access_key": secret, "extra": 1}  # no bucket
+    try:
+        validate_config(tmp_path, {"store": store}, {})
+    except ConfigError as exc:
+        said = str(exc)
+    else:
+        raise AssertionError("a store with an ftp:// endpoint was taken")
+    assert "key 'store.endpoint'" in said and "http:// or https://" in said
+    assert "key 'store.extra'" in said
+    assert "key 'store.bucket'" in said  # shown with the whole object it is missing from
+    assert secret not in said
