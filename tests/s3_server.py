@@ -83,6 +83,15 @@ class SeaweedS3:
         }
         config = self.dir / "s3.json"
         config.write_text(json.dumps(identity))
+        # A port found free can be taken by another process before weed binds it: then weed
+        # exits at once, and it is started again on other ports.
+        for _ in range(3):
+            if self._launch(config, timeout):
+                return self
+        raise AssertionError(f"weed exited {self.proc.returncode}: {self.log_text()}")
+
+    def _launch(self, config: Path, timeout: float) -> bool:
+        """Start weed on free ports; False when it exited before its S3 gateway answered."""
         self.ports = dict(zip(PORTS, free_ports(len(PORTS)), strict=True))
         flags = [f"-{name}={port}" for name, port in self.ports.items()]
         self.log = self.dir / "weed.log"
@@ -107,10 +116,9 @@ class SeaweedS3:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self._wait_ready(timeout)
-        return self
+        return self._wait_ready(timeout)
 
-    def _wait_ready(self, timeout: float) -> None:
+    def _wait_ready(self, timeout: float) -> bool:
         """Until the bucket answers a signed request (the gateway is up and the bucket made)."""
         deadline = time.monotonic() + timeout
         last: Exception | None = None
@@ -118,10 +126,10 @@ class SeaweedS3:
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise AssertionError(f"weed exited {self.proc.returncode}: {self.log_text()}")
+                return False
             try:
                 client.head_bucket(Bucket=BUCKET)
-                return
+                return True
             except Exception as exc:  # not up yet
                 last = exc
                 time.sleep(0.1)
@@ -134,7 +142,7 @@ class SeaweedS3:
     def client(self, endpoint: str | None = None) -> Any:
         """boto3 on the bucket, as a person would check it (made once per endpoint)."""
         endpoint = endpoint or self.endpoint
-        if endpoint not in self._clients:
+        if endpoint not in self._clients:  # (a port of an earlier launch is another endpoint)
             self._clients[endpoint] = self._make_client(endpoint)
         return self._clients[endpoint]
 
