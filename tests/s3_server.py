@@ -85,22 +85,23 @@ class SeaweedS3:
         config.write_text(json.dumps(identity))
         # A port found free can be taken by another process before weed binds it: then weed
         # exits at once, and it is started again on other ports.
-        for _ in range(3):
-            if self._launch(config, timeout):
+        for attempt in range(3):
+            if self._launch(config, self.dir / f"data{attempt}", timeout):
                 return self
         raise AssertionError(f"weed exited {self.proc.returncode}: {self.log_text()}")
 
-    def _launch(self, config: Path, timeout: float) -> bool:
+    def _launch(self, config: Path, data: Path, timeout: float) -> bool:
         """Start weed on free ports; False when it exited before its S3 gateway answered."""
         self.ports = dict(zip(PORTS, free_ports(len(PORTS)), strict=True))
         flags = [f"-{name}={port}" for name, port in self.ports.items()]
+        data.mkdir()
         self.log = self.dir / "weed.log"
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(
                 [
                     str(WEED),
                     "mini",
-                    f"-dir={self.dir}",
+                    f"-dir={data}",
                     "-ip=127.0.0.1",
                     "-ip.bind=127.0.0.1",
                     *flags,
