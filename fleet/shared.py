@@ -121,9 +121,6 @@ class SharedStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def pending(self) -> list[dict[str, Any]]:
-        return await self.db.read(lambda db: list(db["store_uploads"].rows))
-
     async def _run(self) -> None:
         # Whatever waited at the last stop is due now: a restart is a reason to try again.
         await self.db.run(lambda db: db.execute("update store_uploads set next_at = 0"))
