@@ -1,5 +1,5 @@
 """The fleet's shared store (fleet/) as one job uses it: a store copy that failed gives way to
-the source, and a verified download from a source is offered for upload."""
+the source, and a verified download is offered for upload."""
 
 from __future__ import annotations
 
@@ -76,12 +76,11 @@ async def leave_store(
 async def offer_upload(
     shared: Shared | None, link: Link, row: dict[str, Any], path: Path, sha256: str
 ) -> None:
-    """A file verified after coming from Civitai or a source (the Hub) goes to the store, in the
-    background; one that came from the store is there already."""
+    """A verified download (from Civitai, the Hub or a direct URL) goes to the store, in the
+    background, keyed by the SHA256 it was verified by; one that came from the store is there
+    already."""
     if shared is None or not shared.enabled or link.from_store:
         return
-    if not (link.via_civitai or link.source is not None):
-        return  # a direct URL's file: not the fleet's to share
     fields = {
         "modelId": row.get("modelId"),
         "versionId": row.get("modelVersionId"),

@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from tests.conftest import (
     REPO,
@@ -207,6 +208,26 @@ def test_an_upload_under_way_never_holds_the_next_job(civitai, s3, daemon_factor
             key = f"{where}sha256/{hashlib.sha256(data).hexdigest()}"
             wait_for(lambda key=key: s3.head(key), timeout=60, what=f"the upload of {key}")
         d.stop()
+
+
+def test_a_direct_download_is_shared_too_with_its_url_signature_left_out(
+    civitai, s3, daemon_factory, tmp_path
+):
+    data = os.urandom(120_000)
+    sha = hashlib.sha256(data).hexdigest()
+    civitai.add_simple(78, 780, data)
+    direct = civitai.signed_url(civitai.models[78].versions[0].files[0])
+    signature = parse_qs(urlsplit(direct).query)["X-Signature"][0]
+    where = prefix()
+    store = s3.store_config(where)
+    d = start(daemon_factory, tmp_path / "a", civitai, store, allowed_hosts=["127.0.0.2"])
+    job = run_job(d, {"url": direct, "model_type": "other"})
+    assert_file_is(job["path"], sha)
+    head = wait_for(lambda: s3.head(f"{where}sha256/{sha}"), timeout=30, what="the upload")
+    source = unquote(head["Metadata"]["source"])
+    assert source.startswith(f"{civitai.cdn_url}/file/") and signature not in source
+    assert "X-Signature=***" in source
+    d.stop()
 
 
 def test_a_corrupted_store_copy_falls_back_to_civitai_and_is_replaced(
