@@ -30,6 +30,7 @@ from engine.job_rows import JobRows
 from engine.jobs import ACTIVE_SQL, RUNNING_SQL, JobRequest, JobStatus
 from engine.resolver import Resolver
 from engine.runner import JobRunner
+from engine.shared_copy import Shared
 from engine.states import JobStates
 from engine.workers import Workers
 from events import ClearedEvent, EventBus, JobEvent
@@ -50,6 +51,7 @@ class DownloadQueue:
         civitai: CivitaiClient,
         http: httpx.AsyncClient,
         manifest_lock: asyncio.Lock | None = None,
+        shared: Shared | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -84,6 +86,7 @@ class DownloadQueue:
             cancelling=self._cancelling,
             claim_lock=self.claim_lock,
             tracker=self.tracker,
+            shared=shared,
         )
         self.workers = Workers(
             store, self.states, self.runner, self.claim_lock, self._wake, self._cancelling

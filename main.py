@@ -20,6 +20,7 @@ from database import Store
 from engine.connection import ssl_context
 from engine.rates import SpeedHistory
 from events import EventBus
+from fleet.shared import SharedStore
 from library import holdings
 from library.scanner import Scanner
 from metrics.exposition import DaemonMetrics
@@ -85,8 +86,12 @@ def create_app(settings: Settings) -> FastAPI:
             webhooks.start()
             stack.push_async_callback(webhooks.stop)
             manifest_lock = asyncio.Lock()  # every write of manifest.json holds it
-            queue = DownloadQueue(settings, store, bus, civitai, http, manifest_lock)
+            app.state.shared_store = shared = SharedStore(settings, store)  # `store`: fleet/
+            shared.start()
+            stack.push_async_callback(shared.stop)
+            queue = DownloadQueue(settings, store, bus, civitai, http, manifest_lock, shared)
             app.state.metrics = metrics = DaemonMetrics(queue, bus, settings.models_dir)
+            metrics.watch_store(shared)  # its hits, uploads and upload failures
             metrics.start()  # before the queue starts: each failure is counted
             stack.push_async_callback(metrics.stop)
             await queue.start()
@@ -117,7 +122,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.speed_history = history = SpeedHistory(queue.current_speed)
             sampler = asyncio.create_task(history.run())
             stack.callback(sampler.cancel)
-            for component in (civitai, hub, webhooks, queue, updater, scanner):
+            for component in (civitai, hub, webhooks, queue, updater, scanner, shared):
                 stack.callback(live.subscribe(component.apply))
             stack.callback(live.listen_for_sighup())
             if warning := exposure_warning(settings):

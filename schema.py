@@ -358,3 +358,23 @@ def _file_status(db: Database) -> None:
         "update completed set fileId = (select jobs.fileId from jobs where jobs.id = "
         "completed.job_id) where job_id is not null"
     )
+
+
+@migrations(name="022_fleet-store_uploads")
+def _fleet_store_uploads(db: Database) -> None:
+    # Verified files waiting to be uploaded to the shared store (`store`), one row per SHA256:
+    # kept until uploaded (or found there), so an upload a stop interrupted is made after it.
+    db["store_uploads"].create(
+        {
+            "sha256": str,
+            "path": str,
+            "size": int,
+            "meta": str,  # JSON: modelId, versionId, filename, the source URL without secrets
+            "attempts": int,
+            "next_at": float,  # seconds since the epoch: when to try again
+            "error": str,
+            "replace": int,  # 1: the store's copy failed its check; overwrite it
+        },
+        pk="sha256",
+        if_not_exists=True,
+    )

@@ -69,6 +69,7 @@ LIVE_KEYS = frozenset(
         "notify",
         "layout",  # new jobs; files already placed move only by POST /api/library/relayout
         "folders",
+        "store",  # machine only (MACHINE_ONLY): from config.json on SIGHUP, never over HTTP
     }
 )
 # Why the others wait for the next start.
@@ -82,7 +83,13 @@ NOT_WIRED = "this key is not applied live"
 # Filesystem paths the daemon writes to: set on the machine only. With the API key alone,
 # download_dir could point downloads at the venv's site-packages (a .pth file runs at start).
 # `folders` stays: its values are relative folders under download_dir that cannot leave it.
-MACHINE_ONLY = ("download_dir",)
+# `store` too: with the API key alone, a store endpoint of one's own would receive every file
+# downloaded (and the store's credentials would sign for it).
+MACHINE_ONLY = ("download_dir", "store")
+MACHINE_ONLY_WHY = {
+    "download_dir": "is a filesystem path",
+    "store": "says where every downloaded file is copied to",
+}
 
 Subscriber = Callable[[Settings], None]
 # What `Authorization: Bearer <key>` carries as is: printable ASCII, no space at either end.
@@ -243,9 +250,14 @@ def prepare_patch(body: Any, current: Settings, environ: Mapping[str, str]) -> d
     machine_only = sorted(set(body) & set(MACHINE_ONLY))
     if machine_only:
         raise errors.InvalidSetting(
-            f"key '{machine_only[0]}' is a filesystem path, set on the machine only: edit it in "
-            f"{current.config_path}, then restart the daemon (systemctl restart civitai-daemon). "
-            "Nothing was changed."
+            f"key '{machine_only[0]}' {MACHINE_ONLY_WHY[machine_only[0]]}, set on the machine "
+            f"only: edit it in {current.config_path}, then "
+            + (
+                "reload the daemon (systemctl reload civitai-daemon, or SIGHUP). "
+                if machine_only[0] in LIVE_KEYS
+                else "restart the daemon (systemctl restart civitai-daemon). "
+            )
+            + "Nothing was changed."
         )
     changes = copy.deepcopy(body)
     _unmask_urls(changes, current)

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 import safefs
 from config import rules, url_secrets
+from config import store as store_config
+from config.store import StoreSettings
 from library.layout import Layout
 
 log = logging.getLogger("civitai.settings")
@@ -172,6 +174,11 @@ class Settings(BaseModel):
     notify: list[NotifyTarget] = Field(
         default_factory=list, description="Extra notification targets (Discord, Telegram)."
     )
+    store: StoreSettings | None = Field(
+        None,
+        description="A shared S3 bucket for a fleet of daemons (endpoint, bucket, prefix, region, "
+        "access_key_id, secret_access_key): set in config.json only, read again on SIGHUP.",
+    )
 
     # Not a config key: where this config came from.
     home: Path = Field(default=REPO_DIR, exclude=True)
@@ -263,6 +270,7 @@ class Settings(BaseModel):
         values += [t.bot_token for t in self.notify]
         found = [v.get_secret_value() for v in values if v and v.get_secret_value()]
         found += url_secrets.secret_parts(self.webhook_url)
+        found += self.store.secret_values() if self.store else []
         for target in self.notify:
             found += url_secrets.secret_parts(target.url) + url_secrets.secret_parts(
                 target.api_base
@@ -355,7 +363,7 @@ def update_config(home: Path, **changes: Any) -> None:
 _UNION_MEMBER = re.compile(r"^(int|float|str|bool|none|list\[.*\]|dict\[.*\]|.*\[.*\])$", re.I)
 
 
-HIDDEN_KEYS = {*SECRET_KEYS, "bot_token"}
+HIDDEN_KEYS = {*SECRET_KEYS, "bot_token", *store_config.CREDENTIALS}
 
 
 def _hide_secrets(value: Any) -> Any:
@@ -423,6 +431,8 @@ def validate_config(
         known["civitai_token"] = environ[TOKEN_ENV]
     if environ.get(HF_TOKEN_ENV):
         known["hf_token"] = environ[HF_TOKEN_ENV]
+    if known.get("store") is not None:
+        known["store"] = store_config.prepare(known["store"], environ)
     label = str(home / "config.json") if where is None else where
     try:
         settings = _validate(copy.deepcopy(known), home)

@@ -11,13 +11,14 @@ import http.client
 import re
 import socket
 import ssl
+from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 import httpx
 
 import errors
 from engine.transfer import Part, Stopped, Threads
-from sources.civitai import CivitaiClient, retry_after_seconds
+from sources.civitai import USER_AGENT, CivitaiClient, retry_after_seconds
 
 ERROR_BODY_MAX = 64 * 1024  # of an error answer, enough to read its message
 
@@ -115,14 +116,32 @@ class Connection:
         self.conn.close()
 
 
+class SharedCopies(Protocol):
+    """The fleet's shared store (fleet/shared.py), as a link asks it."""
+
+    async def find(self, sha256: str) -> str | None: ...
+
+
 class Link:
     """Where a job's bytes come from. For Civitai: the signed CDN URL, resolved once and shared
     by the parts and retries of one file, and resolved afresh only when the CDN refuses it. For
-    another source (sources/, e.g. the Hugging Face Hub): the same, asked of that source."""
+    another source (sources/, e.g. the Hugging Face Hub): the same, asked of that source. Before
+    either, a file whose SHA256 is known comes from the fleet's shared store when it holds it
+    (`from_store`), until `leave_store` sends the link back to the source."""
 
-    def __init__(self, civitai: CivitaiClient, download_url: str) -> None:
+    def __init__(
+        self,
+        civitai: CivitaiClient,
+        download_url: str,
+        shared: SharedCopies | None = None,
+        sha256: str | None = None,
+    ) -> None:
         self.civitai = civitai
         self.download_url = download_url
+        self.shared = shared if sha256 else None
+        self.sha256 = sha256
+        self.from_store = False
+        self.store_copy_wrong = False  # the store's copy failed its check: replace it
         self.source = civitai.source_for(download_url)
         self.via_civitai = self.source is None and (
             civitai.is_civitai_url(download_url) or download_url.startswith(civitai.base_url)
@@ -138,8 +157,26 @@ class Link:
             return self.source.at_hub(url)
         return host_of(url) == self.civitai.host
 
+    def headers_for(self, url: str) -> dict[str, str]:
+        """The store's presigned URL carries its own signature: no source's token goes there
+        (the store may share a host name with Civitai or the Hub)."""
+        if self.from_store:
+            return {"User-Agent": USER_AGENT}
+        return self.civitai.headers_for(url)
+
+    def leave_store(self, wrong: bool) -> None:
+        """The store's copy failed (`wrong`: its bytes did): from now on, the source."""
+        self.shared, self.from_store, self.url = None, False, None
+        self.store_copy_wrong = wrong
+        self.generation += 1
+
     async def get(self) -> tuple[str, int]:
         async with self.lock:
+            if self.url is None and self.shared is not None and self.sha256:
+                self.url = await self.shared.find(self.sha256)
+                self.from_store = self.url is not None
+                if self.url is None:
+                    self.shared = None  # asked once per link: not there, the source it is
             if self.url is None:
                 if self.via_civitai:
                     self.url = await self.civitai.signed_link(self.download_url)

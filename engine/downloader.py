@@ -208,7 +208,7 @@ class Download:
         """A response streaming `part` from its next byte; renews a refused link once."""
         for attempt in range(2):
             url, generation = await self.link.get()
-            headers = self.civitai.headers_for(url)
+            headers = self.link.headers_for(url)
             headers["Accept-Encoding"] = "identity"
             end = "" if part.end is None else str(part.end)
             if fresh:
@@ -229,6 +229,8 @@ class Download:
                 conn.close()
             if status == 416:
                 return conn
+            if self.link.from_store:
+                raise errors.StoreCopyFailed(f"the store answered {status}")
             if status in REFUSED and self.link.renewable and not self.link.at_origin(url):
                 if attempt == 0 and await self.link.refused(generation):
                     log.info(
@@ -265,7 +267,7 @@ class Download:
             elif not self.link.via_civitai:
                 await self.civitai.check_redirect(url)
             headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
-            headers.update(self.civitai.headers_for(url))  # a token only to its own host
+            headers.update(self.link.headers_for(url))  # a token only to its own host
         raise errors.NetworkError(f"too many redirects from {host_of(url)}")
 
     async def _connect(self, url: str, headers: dict[str, str]) -> Connection:

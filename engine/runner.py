@@ -34,6 +34,7 @@ from engine.downloader import Download
 from engine.jobs import JobRequest, JobStatus
 from engine.origins import origin_of
 from engine.rates import RateMeter, SpeedMeter
+from engine.shared_copy import Shared, fetch, offer_upload
 from engine.throttle import Throttle
 from events import ClearedEvent, Event, JobEvent
 from library import catalog, files, twins
@@ -81,6 +82,7 @@ class JobRunner:
         cancelling: Container[int],
         claim_lock: asyncio.Lock,
         tracker: Tracker,
+        shared: Shared | None = None,  # the fleet's store (fleet/): asked first, given files
     ) -> None:
         self.settings, self.store = settings, store
         self.civitai, self.http = civitai, http
@@ -95,7 +97,7 @@ class JobRunner:
         self.finishing: set[int] = set()  # the file is being placed: too late to cancel
         self.claim_lock = claim_lock  # the queue's: who holds which file is decided under it
         self.cancelling = cancelling  # jobs whose cancel cleans up after their task (the queue's)
-        self.tracker = tracker
+        self.tracker, self.shared = tracker, shared
         self.throttle = Throttle(settings.throttle)
         self.network_bytes = 0  # bytes received since start (resumes make it less than sizes)
         self.rate = RateMeter()  # the daemon's current rate, over every job
@@ -150,14 +152,14 @@ class JobRunner:
         )
 
         url = job_secrets.revealed(row, "download_url")  # with its credentials, if it has any
-        link = self.links.setdefault(job_id, Link(self.civitai, url))
+        link = self.links.setdefault(job_id, Link(self.civitai, url, self.shared, expected))
         refetched = False
         while True:
             # The .part is opened (and discarded) by name: its folder is checked each time.
             await self._check_folder(path)
             download = self._make_download(row, link, part_path)
             try:
-                result = await download.run()
+                result = await fetch(self.shared, link, download, lambda: self._check_folder(path))
             except errors.DaemonError as exc:
                 self.network_bytes += download.fetched
                 if isinstance(exc, errors.RangeIgnored):
@@ -201,15 +203,15 @@ class JobRunner:
         self.finishing.add(job_id)  # from here on a cancel waits and is told it completed
         await self._check_folder(path)  # the transfer may have taken minutes
         if swap and await asyncio.to_thread(path.exists):
-            await asyncio.to_thread(
-                swap_in, self.settings, part_path, path, replaces, row["model_type"]
-            )
+            kind = row["model_type"]
+            await asyncio.to_thread(swap_in, self.settings, part_path, path, replaces, kind)
         else:
             await asyncio.to_thread(place, part_path, path)
             if retires_old(replaces, self.settings.manifest_mode):
                 old, kind = Path(replaces["path"]), row["model_type"]
                 await asyncio.to_thread(retire_old, self.settings, self.models_root, old, kind)
         await self.store.set_parts(job_id, [])
+        await offer_upload(self.shared, link, row, path, result.sha256)
         self.links.pop(job_id, None)
         # Seconds spent transferring, over every attempt and run (saved with the progress).
         elapsed = row.get("elapsed_s") or 0.0

@@ -58,6 +58,7 @@ DaemonError
     ├── SymlinkRefused            a link where the daemon writes a file: never written through
     ├── RangeIgnored              the server answered 200 to a Range request
     ├── SizeMismatch              a file verified by size only came in another size
+    ├── StoreCopyFailed           the shared store answered an error (the source is used)
     └── PreviewUnavailable        no preview image to save (logged; the job still completes)
         ├── ImageHostRefused      422: an image URL off Civitai's image hosts (sidecars.py)
         └── ImageNotFound         404: Civitai's image host has no such image (sidecars.py)
@@ -107,6 +108,7 @@ from errors.download import (  # noqa: F401 (the tree, as one namespace)
     RedirectRefused,
     SchemeRefused,
     SizeMismatch,
+    StoreCopyFailed,
     SymlinkRefused,
     UnexpectedContent,
 )

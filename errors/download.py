@@ -120,6 +120,15 @@ class RangeIgnored(DownloadError):
         super().__init__("The server ignored a Range request and sent the whole file")
 
 
+class StoreCopyFailed(DownloadError):
+    """The shared store's copy could not be fetched: the job goes on from its source."""
+
+    retryable = True
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"The shared store's copy could not be fetched: {why}")
+
+
 class PreviewUnavailable(DownloadError):
     """Why a model has no `.preview.png`: only ever logged, the model is in place anyway."""
 

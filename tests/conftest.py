@@ -24,6 +24,7 @@ import pytest
 from tests.browser import launch
 from tests.fake_civitai import FakeCivitai
 from tests.fake_hf import FakeHub
+from tests.s3_server import SeaweedS3
 
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -40,6 +41,14 @@ def hf() -> Iterator[FakeHub]:
     """A fake Hugging Face Hub and its CDN (tests/fake_hf.py) over real HTTP."""
     with FakeHub() as fake:
         yield fake
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[SeaweedS3]:
+    """A real S3 server (SeaweedFS, tests/s3_server.py), one per test process: each test keeps
+    to a prefix of its own."""
+    with SeaweedS3() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

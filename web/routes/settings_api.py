@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
 import json_body
+from config import store as store_config
 from config import url_secrets
 from config.live import Applied, LiveSettings, applies, is_secret, why_at_next_start
 from config.settings import CONFIG_KEYS, HF_TOKEN_ENV, ConfigError, Settings
@@ -66,6 +67,7 @@ def public(settings: Settings) -> dict[str, Any]:
         }
         for t in settings.notify
     ]
+    out["store"] = store_config.shown(settings.store)
     return out
 
 
