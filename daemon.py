@@ -58,8 +58,7 @@ class DownloadQueue:
         self.bus = bus
         self.civitai = civitai
         self.http = http
-        # Resolved once: download_dir may itself be a link (to a big disk); what lies below it
-        # may not lead out of it.
+        # Resolved once: download_dir may be a link (to a big disk); nothing below may lead out.
         self.models_root = Path(os.path.realpath(settings.models_dir))
         self.job_rows = JobRows(civitai, self.models_root, settings.folder_layout)  # row, path
         self.folder = self.job_rows.folder
