@@ -129,7 +129,9 @@ class Download:
         try:
             if first is not None:
                 await self._plan(first)
-            writer = FileWriter(self.part_path, self.parts, self.threads.name, self.threads.stop)
+            writer = FileWriter(
+                self.part_path, self.parts, self.threads.name, self.threads.stop, self.connections
+            )
         except BaseException:
             if first is not None:
                 first.close()
@@ -147,10 +149,10 @@ class Download:
             self.saved.start_clock()
             checkpoint = asyncio.create_task(self.saved.checkpoints(writer, self.parts))
             ticker = asyncio.create_task(self._ticker())
+            left = sum(1 for p in self.parts if not p.complete)
+            lanes = max(1, min(self.connections, left))
             await run_together(
-                self._fetch(writer, part, first if (first is not None and part.idx == 0) else None)
-                for part in self.parts
-                if not part.complete
+                self._lane(writer, first if lane == 0 else None) for lane in range(lanes)
             )
             if self.total is None:  # a stream of unknown length ended: that was all of it
                 self.total = self.parts[-1].next_offset
@@ -283,26 +285,79 @@ class Download:
                 f"Cannot reach {host_of(url)}: {exc or type(exc).__name__}"
             ) from None
 
-    async def _fetch(self, writer: FileWriter, part: Part, conn: Connection | None) -> None:
+    async def _lane(self, writer: FileWriter, first: Connection | None) -> None:
+        """One connection's turn at the parts: the next one in file order (pieces.py), on the
+        same socket while the server keeps it open, until none is left."""
+        pieces = writer.pieces
+        part: Part | None = None
+        if first is not None:
+            part = self.parts[0]
+            pieces.take(part)
+        idle: Connection | None = None
+        try:
+            while True:
+                if part is None:
+                    part = await self.threads.run("next", pieces.next_part, self.threads.stop)
+                    if part is None:
+                        return
+                if first is None and idle is not None:
+                    first = await self._again(idle, part)
+                    idle = None
+                idle = await self._fetch(writer, part, first)
+                first, part = None, None
+        finally:
+            if idle is not None:
+                idle.close()
+
+    async def _again(self, idle: Connection, part: Part) -> Connection | None:
+        """`part` asked on a connection kept from the part before; None (and the connection
+        closed) when that does not work out: the caller opens a new one."""
+        headers = self.civitai.headers_for(idle.url)
+        headers["Accept-Encoding"] = "identity"
+        headers["Range"] = f"bytes={part.next_offset}-{'' if part.end is None else part.end}"
+        if self.validator:
+            headers["If-Range"] = self.validator
+        try:
+            conn = await self.threads.run("again", idle.again, headers)
+            if conn.status == 206:
+                return check_content(conn, part, False, self.total, True)
+        except (OSError, http.client.HTTPException, errors.RangeIgnored):
+            pass  # closed by the server meanwhile, or another answer: a new request tells
+        except BaseException:
+            idle.close()
+            raise
+        idle.close()
+        return None
+
+    async def _fetch(
+        self, writer: FileWriter, part: Part, conn: Connection | None
+    ) -> Connection | None:
+        """Fetch `part`; its connection if it can carry the next part."""
         while not part.complete:
             if conn is None:
                 conn = await self._open(part)
             if conn.status == 416:
                 if part.end is None:  # we already hold every byte of a stream of unknown size
                     part.end = part.next_offset - 1
-                    return
+                    return None
                 raise errors.RangeIgnored()
             try:
                 ended = await self.threads.run(f"part{part.idx}", self._pump, conn, part, writer)
-            finally:
+            except BaseException:
                 conn.close()
-                conn = None
+                raise
+            kept = conn if conn.reusable and part.complete else None
+            if kept is None:
+                conn.close()
+            conn = None
             if ended and part.end is None:
-                return
+                return kept
             if not part.complete:
                 raise errors.NetworkError(
                     f"the connection closed after {part.written} of part {part.idx}'s bytes"
                 )
+            return kept
+        return None
 
     def _pump(self, conn: Connection, part: Part, writer: FileWriter) -> bool:
         """On a transfer thread: copy the body into the file; True when the body ended."""
