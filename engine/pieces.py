@@ -20,6 +20,7 @@ from engine.transfer import BUFFER_SIZE, POLL_SECONDS, Part, Stopped, piece_size
 
 WINDOW = 64 * 1024 * 1024  # bytes ahead of the hash frontier a job may hold in memory
 RESERVE = 4  # buffers only the connection at the frontier may take: it can always go on
+ONE_STREAM = 8  # buffers of a file of one part, besides the reserve
 STEAL_MIN = 2 * BUFFER_SIZE  # a steal leaves at least this much to each side
 # A connection waits this long for the window to open before it steals: on a fast link the
 # frontier moves on in a moment, and a split would cost a request (and bytes sent for nothing).
@@ -43,7 +44,9 @@ class Pieces:
         self._low = 0  # index of the lowest part not yet wholly received
         self._free: list[memoryview] = []
         self._made = 0
-        self._cap = window // BUFFER_SIZE + RESERVE
+        # one part holds nothing back for the hasher: a few buffers keep reading, writing and
+        # hashing going at once (more only cost memory while the hasher is behind)
+        self._cap = (window // BUFFER_SIZE if len(parts) > 1 else ONE_STREAM) + RESERVE
         for p in parts:
             p.got = p.claim = p.next_offset
 

@@ -37,6 +37,7 @@ MIB = 1024 * 1024
 WINDOW = 64 * MIB  # bytes ahead of the hash frontier a job may hold in memory (pieces.py)
 PIECE_MAX = 16 * MIB  # a part of a file of several: one Range request each (keep-alive)
 PIECE_MIN = 4 * MIB
+PIECE_TAIL = 2 * MIB  # the smallest piece, at the end of a file
 FLUSH_SECONDS = 0.1  # on a slow link a buffer is handed over at least this often
 POLL_SECONDS = 0.25  # how often a thread waiting on another one looks at the stop flag
 # The byte path yields the CPU to the API (and to the apps beside the daemon): its threads run at
@@ -95,12 +96,24 @@ def split(size: int | None, connections: int, first_end: int | None = None) -> l
     if not size or size < MULTIPART_MIN or connections <= 1:
         return [Part(0, 0, size - 1 if size else None)]
     step = piece_size(connections)
-    first = first_end if first_end is not None and first_end + 1 < size else step - 1
-    starts = [0, first + 1, *range((first + 1) // step * step + step, size, step)]
+    starts = [0]
+    if first_end is not None and first_end + 1 < size:
+        at = first_end + 1
+    else:
+        at = _piece_at(size, step, connections)
+    while at < size:
+        starts.append(at)
+        at += _piece_at(size - at, step, connections)
     return [
         Part(i, start, (starts[i + 1] if i + 1 < len(starts) else size) - 1)
         for i, start in enumerate(starts)
     ]
+
+
+def _piece_at(left: int, step: int, connections: int) -> int:
+    """Whole pieces, then smaller ones toward the end (a share of what is left), so the
+    connections finish together rather than one fetching the last piece alone."""
+    return max(PIECE_TAIL, min(step, left // (2 * connections) // MIB * MIB))
 
 
 DIRECT_ALIGN = 4096  # O_DIRECT's alignment (writer.py): each part starts on a block

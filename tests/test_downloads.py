@@ -503,7 +503,7 @@ def test_large_file_uses_parallel_range_parts_and_resumes_each_after_kill(civita
     parts = committed_parts(home, job["id"])
     assert len(parts) > 4  # pieces in file order, more than one per connection
     first = civitai.requests_to("cdn", "/file")
-    assert len(first) == 4
+    assert len(first) >= 4  # four at once; a connection done with its piece asks for the next
     committed = sum(p["done"] for p in parts)
     civitai.default_rate = None
     n = len(first)

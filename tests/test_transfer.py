@@ -413,8 +413,11 @@ def test_the_parts_of_a_file_start_on_block_boundaries_and_cover_it_exactly():
             assert parts[0].start == 0 and parts[-1].end == size - 1
             assert all(a.end + 1 == b.start for a, b in zip(parts, parts[1:], strict=False))
             assert all(p.start % DIRECT_ALIGN == 0 for p in parts), (size, connections)
-            assert len(parts) == -(-size // piece_size(connections))
+            sizes = [p.end + 1 - p.start for p in parts]
+            assert max(sizes) <= piece_size(connections)
             assert piece_size(connections) * connections < WINDOW
+            assert min(sizes[:-1]) >= 2 * MB  # smaller toward the end, never tiny
+            assert sizes[:-1] == sorted(sizes[:-1], reverse=True)
     first = split(1_000_000_007, 4)[0]
     parts = split(1_000_000_007, 4, first_end=first.end)
     assert all(p.start % DIRECT_ALIGN == 0 for p in parts)
