@@ -13,6 +13,7 @@ import asyncio
 import http.client
 import logging
 import ssl
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,16 +211,7 @@ class Download:
         """A response streaming `part` from its next byte; renews a refused link once."""
         for attempt in range(2):
             url, generation = await self.link.get()
-            headers = self.civitai.headers_for(url)
-            headers["Accept-Encoding"] = "identity"
-            end = "" if part.end is None else str(part.end)
-            if fresh:
-                headers["Range"] = f"bytes=0-{end}"
-            else:
-                headers["Range"] = f"bytes={part.next_offset}-{end}"
-                if self.validator:
-                    headers["If-Range"] = self.validator
-            conn = await self._get_following(url, headers)
+            conn = await self._get_following(url, self._headers(url, part, fresh))
             status = conn.status
             if status in (200, 206):
                 return check_content(conn, part, fresh, self.total, len(self.parts) > 1)
@@ -251,6 +243,19 @@ class Download:
             assert error is not None
             raise error
         raise AssertionError("unreachable")
+
+    def _headers(self, url: str, part: Part, fresh: bool = False) -> dict[str, str]:
+        """The request's headers for `part` from its next byte (`fresh`: from byte 0)."""
+        headers = self.civitai.headers_for(url)
+        headers["Accept-Encoding"] = "identity"
+        end = "" if part.end is None else str(part.end)
+        if fresh:
+            headers["Range"] = f"bytes=0-{end}"
+        else:
+            headers["Range"] = f"bytes={part.next_offset}-{end}"
+            if self.validator:
+                headers["If-Range"] = self.validator
+        return headers
 
     async def _get_following(self, url: str, headers: dict[str, str]) -> Connection:
         """GET, following redirects; a direct link may not be redirected into a private
@@ -312,13 +317,8 @@ class Download:
     async def _again(self, idle: Connection, part: Part) -> Connection | None:
         """`part` asked on a connection kept from the part before; None (and the connection
         closed) when that does not work out: the caller opens a new one."""
-        headers = self.civitai.headers_for(idle.url)
-        headers["Accept-Encoding"] = "identity"
-        headers["Range"] = f"bytes={part.next_offset}-{'' if part.end is None else part.end}"
-        if self.validator:
-            headers["If-Range"] = self.validator
         try:
-            conn = await self.threads.run("again", idle.again, headers)
+            conn = await self.threads.run("again", idle.again, self._headers(idle.url, part))
             if conn.status == 206:
                 return check_content(conn, part, False, self.total, True)
         except (OSError, http.client.HTTPException, errors.RangeIgnored):
@@ -333,62 +333,56 @@ class Download:
         self, writer: FileWriter, part: Part, conn: Connection | None
     ) -> Connection | None:
         """Fetch `part`; its connection if it can carry the next part."""
-        while not part.complete:
-            if conn is None:
-                conn = await self._open(part)
-            if conn.status == 416:
-                if part.end is None:  # we already hold every byte of a stream of unknown size
-                    part.end = part.next_offset - 1
-                    return None
-                raise errors.RangeIgnored()
-            try:
-                ended = await self.threads.run(f"part{part.idx}", self._pump, conn, part, writer)
-            except BaseException:
-                conn.close()
-                raise
-            kept = conn if conn.reusable and part.complete else None
-            if kept is None:
-                conn.close()
-            conn = None
-            if ended and part.end is None:
-                return kept
-            if not part.complete:
-                raise errors.NetworkError(
-                    f"the connection closed after {part.written} of part {part.idx}'s bytes"
-                )
-            return kept
-        return None
-
-    def _pump(self, conn: Connection, part: Part, writer: FileWriter) -> bool:
-        """On a transfer thread: copy the body into the file; True when the body ended."""
-        host = host_of(conn.url)
-
-        def check_first(chunk: memoryview) -> None:
-            if looks_like_a_page("", bytes(chunk[:64])):
-                raise errors.UnexpectedContent("a web page", host)
-
+        conn = conn or await self._open(part)
+        if conn.status == 416:
+            if part.end is None:  # we already hold every byte of a stream of unknown size
+                part.end = part.next_offset - 1
+                return None
+            raise errors.RangeIgnored()
+        ended: bool | None = None
         try:
-            return pump(
-                conn,
-                part,
-                writer,
-                throttle=self.throttle,
-                stop=self.threads.stop,
-                timeout=self.timeout,
-                check_first=check_first,
+            stop, label = self.threads.stop, f"part{part.idx}"
+            ended = await self.threads.run(
+                label, _pump, conn, part, writer, self.throttle, stop, self.timeout
             )
-        except TimeoutError:
-            raise errors.NetworkError(
-                f"no data for {self.timeout:g} s; the connection is dead"
-            ) from None
-        except (OSError, http.client.HTTPException) as exc:
-            if exc is writer.error:
-                raise
-            if self.threads.stop.is_set():
-                raise Stopped() from None
-            raise errors.NetworkError(
-                f"the connection broke: {exc or type(exc).__name__}"
-            ) from None
+        finally:
+            if ended is None or not (conn.reusable and part.complete):
+                conn.close()
+        if part.complete:
+            return conn if conn.reusable else None
+        if ended and part.end is None:
+            return None
+        raise errors.NetworkError(
+            f"the connection closed after {part.written} of part {part.idx}'s bytes"
+        )
+
+
+def _pump(
+    conn: Connection,
+    part: Part,
+    writer: FileWriter,
+    throttle: Throttle,
+    stop: threading.Event,
+    timeout: float,
+) -> bool:
+    """On a transfer thread: copy the body into the file; True when the body ended."""
+    host = host_of(conn.url)
+
+    def check_first(chunk: memoryview) -> None:
+        if looks_like_a_page("", bytes(chunk[:64])):
+            raise errors.UnexpectedContent("a web page", host)
+
+    try:
+        kw = {"throttle": throttle, "stop": stop, "timeout": timeout}
+        return pump(conn, part, writer, **kw, check_first=check_first)
+    except TimeoutError:
+        raise errors.NetworkError(f"no data for {timeout:g} s; the connection is dead") from None
+    except (OSError, http.client.HTTPException) as exc:
+        if exc is writer.error:
+            raise
+        if stop.is_set():
+            raise Stopped() from None
+        raise errors.NetworkError(f"the connection broke: {exc or type(exc).__name__}") from None
 
 
 def _first_error(group: BaseExceptionGroup) -> BaseException:

@@ -95,6 +95,8 @@ class Pieces:
         victim = self._front()
         if victim is None or victim.end is None or victim.idx not in self._taken:
             return None
+        if self.hashed + 2 * BUFFER_SIZE < victim.got:
+            return None  # the hasher is behind, not that connection: a split would not help
         left = victim.end + 1 - victim.claim
         if left < 2 * STEAL_MIN:
             return None
