@@ -3,14 +3,15 @@
     .venv/bin/python bench/run.py [--rounds 5] [--big] [--only 1,2,3,4,5,6] [--quick] [--drop-caches]
 
 1. one large file: curl -o (no verification), aria2c -x1 / -x4 --checksum, daemon with
-   connections 1 and 4 (SHA256), interleaved round by round; ratios to curl per round
-2. a server capping each connection: daemon connections 4 vs 1 vs aria2c -x4 -s4
+   connections 1 and 4 (SHA256), and the machine's limits: curl -o /dev/null and openssl's SHA256
+   of the file; interleaved round by round; ratios to curl and to the limits per round
+2. a server capping each connection (fileserver.py --rate): daemon connections 4 vs 1 vs aria2c
 3. many small files through the fake Civitai: jobs per second, end to end
 4. responsiveness while 4 large downloads run: /api/status, WebSocket status-change delivery
 5. /api/batch of 2000 entries with 0 and 200 WebSocket clients reading
 6. update checks for 5000 tracked models: requests made, wall time
 Prints one Markdown table and a line per target; also writes bench/results/latest.md.
-Needs curl, aria2c and GNU time: apt-get install curl aria2 time.
+Needs curl, aria2c, openssl and GNU time: apt-get install curl aria2 openssl time.
 """
 
 from __future__ import annotations
@@ -89,11 +90,11 @@ def ratios(samples: dict[str, list[Sample]], a: str, b: str) -> list[float]:
     return [x.wall / y.wall for x, y in zip(samples[a], samples[b], strict=True)]
 
 
-def tool_runner(cache: PageCache, target: Path, sources: list[Path], cmd: list[str]) -> Tool:
+def tool_runner(cache: PageCache, target: Path | None, sources: list[Path], cmd: list[str]) -> Tool:
     def run() -> Sample:
         cache.before(target, sources)
         sample = run_timed(cmd)
-        sample.extra["fsync"] = cache.after(target)
+        sample.extra["fsync"] = cache.after(target) if target is not None else 0.0
         return sample
 
     return run
@@ -131,6 +132,8 @@ def aria2c(out: Path, name: str, url: str, sha: str, conns: int) -> list[str]:
 
 LARGE = {
     "curl": "curl -s -o (no verification)",
+    "null": "curl -s -o /dev/null (the network's limit)",
+    "sha": "openssl dgst -sha256 of the cached file (the hash's limit)",
     "aria1": "aria2c -x1 -s1 --checksum=sha-256",
     "aria4": "aria2c -x4 -s4 --checksum=sha-256",
     "d1": "daemon, connections 1 (SHA256)",
@@ -153,6 +156,8 @@ def scenario_large(
             "curl": tool_runner(
                 cache, out / name, [source], ["curl", "-s", "-o", str(out / name), url]
             ),
+            "null": tool_runner(cache, None, [source], ["curl", "-s", "-o", os.devnull, url]),
+            "sha": tool_runner(cache, None, [source], ["openssl", "dgst", "-sha256", str(source)]),
             "aria1": tool_runner(cache, out / name, [source], aria2c(out, name, url, sha, 1)),
             "aria4": tool_runner(cache, out / name, [source], aria2c(out, name, url, sha, 4)),
             "d1": daemon_runner(cache, [source], url, sha, 1),
@@ -164,8 +169,10 @@ def scenario_large(
     pairs = {"curl": None, "aria1": "d1", "aria4": "d4", "d1": "aria1", "d4": "aria4"}
     for key, label in LARGE.items():
         s = samples[key]
-        other = pairs[key]
-        if other is None:
+        other = pairs.get(key)
+        if key in ("null", "sha"):
+            vs = f"{spread(ratios(samples, key, 'curl'))}× curl; a limit for the daemon's time"
+        elif other is None:
             fsync = median([x.extra["fsync"] for x in s])
             vs = f"the reference; an fsync of its file afterwards took {fsync:.2f} s more"
         else:
@@ -257,6 +264,15 @@ def scenario_load(work: Path, size: int, calls: int, report: Report) -> responsi
     return result
 
 
+def to_limit(samples: dict[str, list[Sample]], key: str) -> list[float]:
+    """Per round: wall of `key` / max(curl to /dev/null, SHA256 of the file), the limit when
+    the download and the hash overlap perfectly."""
+    return [
+        x.wall / max(n.wall, h.wall)
+        for x, n, h in zip(samples[key], samples["null"], samples["sha"], strict=True)
+    ]
+
+
 def large_targets(report: Report, label: str, samples: dict[str, list[Sample]], size: int) -> None:
     gib = size / GIB
     d1 = ratios(samples, "d1", "curl")
@@ -264,6 +280,19 @@ def large_targets(report: Report, label: str, samples: dict[str, list[Sample]], 
         f"{label} verified, 1 connection ≤ 1.3× curl's unverified time",
         median(d1) <= 1.3,
         f"{spread(d1)}×; connections 4: {spread(ratios(samples, 'd4', 'curl'))}×",
+    )
+    for key in ("d1", "d4"):
+        limit = to_limit(samples, key)
+        report.target(
+            f"{label} verified ≤ 1.25× max(curl to /dev/null, SHA256 of the file) ({LARGE[key]})",
+            median(limit) <= 1.25,
+            f"{spread(limit)}×",
+        )
+    four = ratios(samples, "d4", "d1")
+    report.target(
+        f"{label} on loopback: connections 4 no slower than connections 1",
+        median(four) <= 1.0,
+        f"{spread(four)}× the time of connections 1",
     )
     for key in ("d1", "d4"):
         extra = [(d.cpu - c.cpu) / gib for d, c in zip(samples[key], samples["curl"], strict=True)]
@@ -275,8 +304,8 @@ def large_targets(report: Report, label: str, samples: dict[str, list[Sample]], 
         )
     rss = {k: max(x.rss_mb for x in samples[k]) for k in LARGE}
     report.target(
-        f"{label} peak RSS ≤ 150 MB (daemon, connections 1 and 4)",
-        max(rss["d1"], rss["d4"]) <= 150,
+        f"{label} peak RSS ≤ 200 MB (daemon, connections 1 and 4)",
+        max(rss["d1"], rss["d4"]) <= 200,
         ", ".join(f"{k} {v:.0f} MB" for k, v in rss.items()),
     )
 
@@ -316,9 +345,9 @@ def main() -> None:
             500,
         )
         args.big = False
-    for tool in ("curl", "aria2c"):
+    for tool in ("curl", "aria2c", "openssl"):
         if not shutil.which(tool):
-            sys.exit(f"{tool} is needed: apt-get install curl aria2")
+            sys.exit(f"{tool} is needed: apt-get install curl aria2 openssl")
     need_gnu_time()
     only = set(args.only.split(","))
     work = Path(os.environ.get("BENCH_TMP", tempfile.gettempdir())) / "civitai-bench"

@@ -47,26 +47,43 @@ class Connection:
         self.url = url
         self.threads = threads
         threads.watch(id(self), self.abort)
+        try:
+            self.conn.connect()
+            self._send(headers)
+        except BaseException:
+            threads.unwatch(id(self))
+            self.conn.close()
+            raise
+
+    def _send(self, headers: dict[str, str]) -> None:
+        """Send the GET and read the answer's head."""
+        if self.threads.stop.is_set():  # stopped while connecting: send nothing
+            raise Stopped()
+        parts = urlsplit(self.url)
         headers = dict(headers)
         if parts.username or parts.password:  # user:pass@host, for this host only (as httpx)
             pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
             headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        try:
-            self.conn.connect()
-            if threads.stop.is_set():  # stopped while connecting: send nothing
-                raise Stopped()
-            self.conn.putrequest("GET", target, skip_accept_encoding=True)
-            for k, v in headers.items():
-                self.conn.putheader(k, v)
-            self.conn.endheaders()
-            self.raw = self.conn.getresponse()
-        except BaseException:
-            threads.unwatch(id(self))
-            self.conn.close()
-            raise
+        self.conn.putrequest("GET", target, skip_accept_encoding=True)
+        for k, v in headers.items():
+            self.conn.putheader(k, v)
+        self.conn.endheaders()
+        self.raw = self.conn.getresponse()
         self.remaining = self.raw.length  # None: chunked, or until the server closes
         self.response = self._response(b"")
+
+    @property
+    def reusable(self) -> bool:
+        """The body was read to its end and the server keeps the connection open."""
+        return not self.raw.chunked and self.remaining == 0 and not self.raw.will_close
+
+    def again(self, headers: dict[str, str]) -> Connection:
+        """The next GET of the same URL on this connection (keep-alive: no new handshake);
+        on a transfer thread. The caller closes it if this fails."""
+        self.raw.close()  # the body was read to its end: the socket stays for the next answer
+        self._send(headers)
+        return self
 
     def _response(self, content: bytes) -> httpx.Response:
         raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.raw.getheaders()]

@@ -13,6 +13,7 @@ import asyncio
 import http.client
 import logging
 import ssl
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,7 +130,9 @@ class Download:
         try:
             if first is not None:
                 await self._plan(first)
-            writer = FileWriter(self.part_path, self.parts, self.threads.name, self.threads.stop)
+            writer = FileWriter(
+                self.part_path, self.parts, self.threads.name, self.threads.stop, self.connections
+            )
         except BaseException:
             if first is not None:
                 first.close()
@@ -147,10 +150,10 @@ class Download:
             self.saved.start_clock()
             checkpoint = asyncio.create_task(self.saved.checkpoints(writer, self.parts))
             ticker = asyncio.create_task(self._ticker())
+            left = sum(1 for p in self.parts if not p.complete)
+            lanes = max(1, min(self.connections, left))
             await run_together(
-                self._fetch(writer, part, first if (first is not None and part.idx == 0) else None)
-                for part in self.parts
-                if not part.complete
+                self._lane(writer, first if lane == 0 else None) for lane in range(lanes)
             )
             if self.total is None:  # a stream of unknown length ended: that was all of it
                 self.total = self.parts[-1].next_offset
@@ -208,16 +211,7 @@ class Download:
         """A response streaming `part` from its next byte; renews a refused link once."""
         for attempt in range(2):
             url, generation = await self.link.get()
-            headers = self.link.headers_for(url)
-            headers["Accept-Encoding"] = "identity"
-            end = "" if part.end is None else str(part.end)
-            if fresh:
-                headers["Range"] = f"bytes=0-{end}"
-            else:
-                headers["Range"] = f"bytes={part.next_offset}-{end}"
-                if self.validator:
-                    headers["If-Range"] = self.validator
-            conn = await self._get_following(url, headers)
+            conn = await self._get_following(url, self._headers(url, part, fresh))
             status = conn.status
             if status in (200, 206):
                 return check_content(conn, part, fresh, self.total, len(self.parts) > 1)
@@ -252,6 +246,19 @@ class Download:
             raise error
         raise AssertionError("unreachable")
 
+    def _headers(self, url: str, part: Part, fresh: bool = False) -> dict[str, str]:
+        """The request's headers for `part` from its next byte (`fresh`: from byte 0)."""
+        headers = self.link.headers_for(url)  # no Civitai or Hub token to the shared store
+        headers["Accept-Encoding"] = "identity"
+        end = "" if part.end is None else str(part.end)
+        if fresh:
+            headers["Range"] = f"bytes=0-{end}"
+        else:
+            headers["Range"] = f"bytes={part.next_offset}-{end}"
+            if self.validator:
+                headers["If-Range"] = self.validator
+        return headers
+
     async def _get_following(self, url: str, headers: dict[str, str]) -> Connection:
         """GET, following redirects; a direct link may not be redirected into a private
         network (an allowed host must not become a way to reach this machine's neighbours)."""
@@ -285,57 +292,99 @@ class Download:
                 f"Cannot reach {host_of(url)}: {exc or type(exc).__name__}"
             ) from None
 
-    async def _fetch(self, writer: FileWriter, part: Part, conn: Connection | None) -> None:
-        while not part.complete:
-            if conn is None:
-                conn = await self._open(part)
-            if conn.status == 416:
-                if part.end is None:  # we already hold every byte of a stream of unknown size
-                    part.end = part.next_offset - 1
-                    return
-                raise errors.RangeIgnored()
-            try:
-                ended = await self.threads.run(f"part{part.idx}", self._pump, conn, part, writer)
-            finally:
-                conn.close()
-                conn = None
-            if ended and part.end is None:
-                return
-            if not part.complete:
-                raise errors.NetworkError(
-                    f"the connection closed after {part.written} of part {part.idx}'s bytes"
-                )
-
-    def _pump(self, conn: Connection, part: Part, writer: FileWriter) -> bool:
-        """On a transfer thread: copy the body into the file; True when the body ended."""
-        host = host_of(conn.url)
-
-        def check_first(chunk: memoryview) -> None:
-            if looks_like_a_page("", bytes(chunk[:64])):
-                raise errors.UnexpectedContent("a web page", host)
-
+    async def _lane(self, writer: FileWriter, first: Connection | None) -> None:
+        """One connection's turn at the parts: the next one in file order (pieces.py), on the
+        same socket while the server keeps it open, until none is left."""
+        pieces = writer.pieces
+        part: Part | None = None
+        if first is not None:
+            part = self.parts[0]
+            pieces.take(part)
+        idle: Connection | None = None
         try:
-            return pump(
-                conn,
-                part,
-                writer,
-                throttle=self.throttle,
-                stop=self.threads.stop,
-                timeout=self.timeout,
-                check_first=check_first,
+            while True:
+                if part is None:
+                    part = await self.threads.run("next", pieces.next_part, self.threads.stop)
+                    if part is None:
+                        return
+                if first is None and idle is not None:
+                    first = await self._again(idle, part)
+                    idle = None
+                idle = await self._fetch(writer, part, first)
+                first, part = None, None
+        finally:
+            if idle is not None:
+                idle.close()
+
+    async def _again(self, idle: Connection, part: Part) -> Connection | None:
+        """`part` asked on a connection kept from the part before; None (and the connection
+        closed) when that does not work out: the caller opens a new one."""
+        try:
+            conn = await self.threads.run("again", idle.again, self._headers(idle.url, part))
+            if conn.status == 206:
+                return check_content(conn, part, False, self.total, True)
+        except (OSError, http.client.HTTPException, errors.RangeIgnored):
+            pass  # closed by the server meanwhile, or another answer: a new request tells
+        except BaseException:
+            idle.close()
+            raise
+        idle.close()
+        return None
+
+    async def _fetch(
+        self, writer: FileWriter, part: Part, conn: Connection | None
+    ) -> Connection | None:
+        """Fetch `part`; its connection if it can carry the next part."""
+        conn = conn or await self._open(part)
+        if conn.status == 416:
+            if part.end is None:  # we already hold every byte of a stream of unknown size
+                part.end = part.next_offset - 1
+                return None
+            raise errors.RangeIgnored()
+        ended: bool | None = None
+        try:
+            stop, label = self.threads.stop, f"part{part.idx}"
+            ended = await self.threads.run(
+                label, _pump, conn, part, writer, self.throttle, stop, self.timeout
             )
-        except TimeoutError:
-            raise errors.NetworkError(
-                f"no data for {self.timeout:g} s; the connection is dead"
-            ) from None
-        except (OSError, http.client.HTTPException) as exc:
-            if exc is writer.error:
-                raise
-            if self.threads.stop.is_set():
-                raise Stopped() from None
-            raise errors.NetworkError(
-                f"the connection broke: {exc or type(exc).__name__}"
-            ) from None
+        finally:
+            if ended is None or not (conn.reusable and part.complete):
+                conn.close()
+        if part.complete:
+            return conn if conn.reusable else None
+        if ended and part.end is None:
+            return None
+        raise errors.NetworkError(
+            f"the connection closed after {part.written} of part {part.idx}'s bytes"
+        )
+
+
+def _pump(
+    conn: Connection,
+    part: Part,
+    writer: FileWriter,
+    throttle: Throttle,
+    stop: threading.Event,
+    timeout: float,
+) -> bool:
+    """On a transfer thread: copy the body into the file; True when the body ended."""
+    host = host_of(conn.url)
+
+    def check_first(chunk: memoryview) -> None:
+        if looks_like_a_page("", bytes(chunk[:64])):
+            raise errors.UnexpectedContent("a web page", host)
+
+    try:
+        kw = {"throttle": throttle, "stop": stop, "timeout": timeout}
+        return pump(conn, part, writer, **kw, check_first=check_first)
+    except TimeoutError:
+        raise errors.NetworkError(f"no data for {timeout:g} s; the connection is dead") from None
+    except (OSError, http.client.HTTPException) as exc:
+        if exc is writer.error:
+            raise
+        if stop.is_set():
+            raise Stopped() from None
+        raise errors.NetworkError(f"the connection broke: {exc or type(exc).__name__}") from None
 
 
 def _first_error(group: BaseExceptionGroup) -> BaseException:

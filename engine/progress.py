@@ -33,6 +33,7 @@ class SavedProgress:
         self.store = store
         self.active_s = active_s  # seconds spent transferring in earlier attempts and runs
         self._since: float | None = None
+        self._layout = 0  # the parts' layout (pieces.py) the database holds
 
     def start_clock(self) -> None:
         """Bytes flow from now on: the job's active time (its `elapsed_s`) grows until the end."""
@@ -55,7 +56,7 @@ class SavedProgress:
                 # Never trust an offset past what the file holds (it was changed behind us).
                 done = max(0, min(r["done"], on_disk - r["start"]))
                 parts.append(Part(r["idx"], r["start"], r["end"], done, done))
-            return parts
+            return sorted(parts, key=lambda p: p.start)  # a steal appends a part out of order
         if rows:
             await self.store.set_parts(self.job_id, [])
         return None
@@ -69,16 +70,25 @@ class SavedProgress:
         )
 
     async def commit(self, writer: FileWriter, parts: list[Part]) -> None:
-        """fsync what was written, then record each part's offset."""
+        """fsync what was written, then record each part's offset; after a steal split a part
+        (pieces.py), all the rows anew."""
         if writer.fd < 0:
             return
-        synced = await writer.call(writer.sync)
-        for p, s in zip(parts, synced, strict=True):
-            p.done = s["done"]
+        layout = writer.pieces.layout
+        synced = {s["idx"]: s["done"] for s in await writer.call(writer.sync)}
+        changed = []
+        for p in list(parts):
+            if p.idx in synced and synced[p.idx] != p.done:
+                p.done = synced[p.idx]
+                changed.append({"idx": p.idx, "done": p.done})
         done = sum(p.done for p in parts)
-        await self.store.save_progress(
-            self.job_id, synced, bytes_done=done, elapsed_s=self.active()
-        )
+        fields = {"bytes_done": done, "elapsed_s": self.active()}
+        if layout != self._layout:
+            rows = [p.row() for p in list(parts)]  # each `done` fsynced before it is recorded
+            await self.store.set_parts(self.job_id, rows, **fields)
+            self._layout = layout
+        else:
+            await self.store.save_progress(self.job_id, changed, **fields)
 
     async def checkpoints(self, writer: FileWriter, parts: list[Part]) -> None:
         """Commit every CHECKPOINT_SECONDS until cancelled."""

@@ -1,11 +1,12 @@
 """The byte path of a download, on threads of its own, off the API's event loop.
 
-Each connection of a job has a transfer thread that reads the response body straight into a few
-preallocated buffers and hands each full buffer to the job's writer thread, which writes it at
-its offset (pwrite) and passes it to the job's hasher thread, which hashes it when it lies at the
-hash frontier; so reading, writing and hashing overlap. Other parts' bytes are read back from the
-file once the frontier reaches them. fsync runs on a fourth thread. The event loop only
-starts and awaits these threads and reads counters.
+Each connection of a job has a transfer thread that reads the response body straight into
+buffers of the job's pool (pieces.py) and hands each full buffer to the job's writer thread,
+which writes it at its offset (pwrite) and passes it to the job's hasher thread, which hashes it
+once it lies at the hash frontier (a buffer ahead of it waits in memory); so reading, writing and
+hashing overlap and nothing is read back but a resumed prefix. The connections take the parts in
+file order (pieces.py). fsync runs on a fourth thread. The event loop only starts and awaits
+these threads and reads counters.
 
 Why http.client and a hasher thread (figures from bench/candidates.py): README, Performance.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import mmap
 import os
 import queue
 import threading
@@ -33,7 +33,11 @@ log = logging.getLogger("civitai.transfer")
 
 MULTIPART_MIN = 64 * 1024 * 1024
 BUFFER_SIZE = 1024 * 1024  # one hand-over to the writer; a socket read fills at most this much
-BUFFERS = 4  # per connection: one being filled, the others being written or hashed (4 MiB)
+MIB = 1024 * 1024
+WINDOW = 64 * MIB  # bytes ahead of the hash frontier a job may hold in memory (pieces.py)
+PIECE_MAX = 16 * MIB  # a part of a file of several: one Range request each (keep-alive)
+PIECE_MIN = 4 * MIB
+PIECE_TAIL = 2 * MIB  # the smallest piece, at the end of a file
 FLUSH_SECONDS = 0.1  # on a slow link a buffer is handed over at least this often
 POLL_SECONDS = 0.25  # how often a thread waiting on another one looks at the stop flag
 # The byte path yields the CPU to the API (and to the apps beside the daemon): its threads run at
@@ -65,6 +69,8 @@ class Part:
     done: int = 0  # bytes committed to SQLite (and so on disk)
     written: int = 0  # bytes written to the file so far (only the writer thread changes it)
     received: int = 0  # bytes read from the network for this part (only its thread changes it)
+    got: int = 0  # the offset up to which bytes have arrived (pieces.py sets it at the start)
+    claim: int = 0  # the offset up to which a read under way may fill (pieces.py)
 
     @property
     def next_offset(self) -> int:
@@ -78,32 +84,39 @@ class Part:
         return {"idx": self.idx, "start": self.start, "end": self.end, "done": self.done}
 
 
+def piece_size(connections: int) -> int:
+    """The parts of a file fetched by several connections: each connection has one within the
+    window with one to spare; whole MiB, so each part starts on a block (O_DIRECT)."""
+    return max(PIECE_MIN, min(PIECE_MAX, WINDOW // (connections + 1)) // MIB * MIB)
+
+
 def split(size: int | None, connections: int, first_end: int | None = None) -> list[Part]:
-    """The parts of a file. `first_end`: the first part was already asked for up to there."""
+    """The parts of a file, in file order. `first_end`: the first part was already asked for
+    up to there."""
     if not size or size < MULTIPART_MIN or connections <= 1:
         return [Part(0, 0, size - 1 if size else None)]
+    step = piece_size(connections)
+    starts = [0]
     if first_end is not None and first_end + 1 < size:
-        rest = size - first_end - 1
-        step = _block_multiple(-(-rest // (connections - 1)))
-        return [Part(0, 0, first_end)] + [
-            Part(i + 1, first_end + 1 + i * step, min(size, first_end + 1 + (i + 1) * step) - 1)
-            for i in range(connections - 1)
-            if i * step < rest
-        ]
-    step = _block_multiple(-(-size // connections))
+        at = first_end + 1
+    else:
+        at = _piece_at(size, step, connections)
+    while at < size:
+        starts.append(at)
+        at += _piece_at(size - at, step, connections)
     return [
-        Part(i, i * step, min(size, (i + 1) * step) - 1)
-        for i in range(connections)
-        if i * step < size
+        Part(i, start, (starts[i + 1] if i + 1 < len(starts) else size) - 1)
+        for i, start in enumerate(starts)
     ]
 
 
+def _piece_at(left: int, step: int, connections: int) -> int:
+    """Whole pieces, then smaller ones toward the end (a share of what is left), so the
+    connections finish together rather than one fetching the last piece alone."""
+    return max(PIECE_TAIL, min(step, left // (2 * connections) // MIB * MIB))
+
+
 DIRECT_ALIGN = 4096  # O_DIRECT's alignment (writer.py): each part starts on a block
-
-
-def _block_multiple(n: int) -> int:
-    """`n` rounded up to whole blocks, so each part starts aligned and is written past the cache."""
-    return -(-n // DIRECT_ALIGN) * DIRECT_ALIGN
 
 
 class Body(Protocol):
@@ -203,24 +216,22 @@ def pump(
     did (or, for a part of unknown size, at all). Returns only once every buffer it handed over
     has been written, so `part.written` is final; raises the writer's error, Stopped on a stop,
     and errors.NetworkError for a stall."""
-    back: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
-    for _ in range(BUFFERS):
-        back.put(memoryview(mmap.mmap(-1, BUFFER_SIZE)))  # page-aligned, for O_DIRECT
-    held = 0  # 1 while this thread holds a buffer; the others are free or with the writer
+    pieces = writer.pieces
+    written: queue.SimpleQueue[None] = queue.SimpleQueue()  # one per buffer the writer wrote
+    handed = 0
+    buf: memoryview | None = None
     throttle.joined(+1)
     offset = part.next_offset
     window_start, window_bytes = time.monotonic(), 0
     first = offset == 0
     try:
         while True:
-            buf = _next_buffer(back, writer, stop)
-            held = 1
+            buf = pieces.buffer(part, stop, lambda: writer.error)
             fill, ended = 0, False
-            handed = time.monotonic()
+            handed_at = time.monotonic()
             while fill < BUFFER_SIZE:
                 want = min(BUFFER_SIZE - fill, throttle.read_size(BUFFER_SIZE))
-                if part.end is not None:
-                    want = min(want, part.end + 1 - offset - fill)
+                want = pieces.claim(part, offset + fill, want)  # a steal may end the part sooner
                 if want <= 0:
                     break
                 if stop.is_set():
@@ -235,6 +246,7 @@ def pump(
                     check_first(buf[:n])
                     first = False
                 fill += n
+                part.got = offset + fill
                 part.received += n
                 throttle.take(n, stop)
                 window_bytes += n
@@ -245,38 +257,27 @@ def pump(
                             f"the connection stalled: {window_bytes} bytes in {timeout:g} s"
                         )
                     window_start, window_bytes = now, 0
-                if now - handed >= FLUSH_SECONDS:
+                if now - handed_at >= FLUSH_SECONDS:
                     break
             if fill:
-                writer.put(part, buf, fill, offset, back)
+                writer.put(part, buf, fill, offset, written)
+                handed += 1
                 offset += fill
             else:
-                back.put(buf)
-            held = 0
+                pieces.give_back(buf)
+            buf = None
             if ended:
                 return True
             if part.end is not None and offset > part.end:
                 return False
     finally:
         throttle.joined(-1)
-        for _ in range(BUFFERS - held):  # every buffer back: all handed-over bytes written
-            back.get()
+        if buf is not None:
+            pieces.give_back(buf)
+        for _ in range(handed):  # every handed-over buffer written (the hasher may hold it)
+            written.get()
         if writer.error is not None and not stop.is_set():
             raise writer.error
-
-
-def _next_buffer(
-    back: queue.SimpleQueue[memoryview], writer: FileWriter, stop: threading.Event
-) -> memoryview:
-    while True:
-        if writer.error is not None:
-            raise writer.error
-        if stop.is_set():
-            raise Stopped()
-        try:
-            return back.get(timeout=POLL_SECONDS)
-        except queue.Empty:
-            continue
 
 
 async def run_together(coros: Iterable[Coroutine[Any, Any, None]]) -> None:

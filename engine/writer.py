@@ -1,5 +1,5 @@
 """The writes and hashing of one .part file, on a writer thread and a hasher thread of their own
-(transfer.py hands them the buffers its transfer threads fill)."""
+(transfer.py hands them the buffers its transfer threads fill; pieces.py lends the buffers)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import safefs
+from engine.pieces import Pieces
 from engine.transfer import Part, lower_priority
 
 READ_BACK = 4 * 1024 * 1024
@@ -25,7 +26,7 @@ T = TypeVar("T")
 # taking fresh pages, and a 10 GB download does not evict the models ComfyUI keeps cached.
 # 1 GiB of 1 MiB pwrites + fsync on this VM, 3 rounds: buffered 0.43-2.75 s wall, 0.21-2.34 s
 # system CPU; O_DIRECT 0.44-0.51 s, 0.07 s. Unaligned writes (a tail, a slow link's partial
-# buffer, a resume mid-block) go through the cache; other parts' bytes are read back from disk.
+# buffer, a resume mid-block) go through the cache; only a resumed prefix is read back.
 DIRECT_ALIGN = 4096
 O_DIRECT = getattr(os, "O_DIRECT", 0)
 
@@ -48,19 +49,25 @@ def _pread(fd: int, size: int, offset: int) -> bytes:
     return os.read(fd, size)
 
 
-_Item = tuple[Part, memoryview, int, int, "queue.SimpleQueue[memoryview]"]
+_Item = tuple[Part, memoryview, int, int, "queue.SimpleQueue[None]"]
 
 
 class FileWriter:
-    """All writes and hashing of one .part file, in hand-over order: a writer thread writes each
-    buffer, then hands it to a hasher thread, so writing one buffer and hashing the one before run
-    at the same time (both release the GIL)."""
+    """All writes and hashing of one .part file: a writer thread writes each buffer in hand-over
+    order, then hands it to a hasher thread, which hashes the buffers in file order (holding
+    those ahead of the frontier), so writing and hashing run at the same time (both release the
+    GIL) and no byte that came in a buffer is read back."""
 
     def __init__(
-        self, path: Path, parts: list[Part], name: str, stop: threading.Event | None = None
+        self,
+        path: Path,
+        parts: list[Part],
+        name: str,
+        stop: threading.Event | None = None,
+        connections: int = 1,
     ) -> None:
         self.path = path
-        self.parts = parts
+        self.pieces = Pieces(parts, connections=connections)
         self.sha = hashlib.sha256()
         self.hashed = 0
         self._hp = 0  # index of the part holding the hash frontier
@@ -68,14 +75,16 @@ class FileWriter:
         self.dfd = -1  # the same file opened with O_DIRECT, or -1
         self.direct_bytes = 0  # written past the page cache
         self.read_back = 0  # hashed from the file rather than from a buffer
+        self.held_most = 0  # the most buffers held ahead of the hash frontier at once
+        self._held: dict[int, _Item] = {}  # by offset: written, waiting for the frontier
         self._rbuf: mmap.mmap | None = None  # page-aligned, for reading back past the cache
         self.error: BaseException | None = None
         self.sync_error: OSError | None = None
         self.stop = stop  # a job being stopped: the hasher's catch-up ends early
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._hashes: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
-        # per part, the offsets of buffers handed over and not yet seen by the hasher, in order:
-        # the catch-up stops at the first of them, whose bytes come from memory, not from disk
+        # per part, the offsets of buffers handed over and not yet hashed, in order: the
+        # catch-up stops at the first of them, whose bytes come from memory, not from disk
         self._pending: dict[int, collections.deque[int]] = {}
         self._thread = threading.Thread(target=self._run, name=f"{name}-writer")
         self._hasher = threading.Thread(target=self._hash_run, name=f"{name}-hasher")
@@ -83,6 +92,14 @@ class FileWriter:
         self._io = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"{name}-sync", initializer=lower_priority
         )
+
+    @property
+    def parts(self) -> list[Part]:
+        return self.pieces.parts
+
+    @parts.setter
+    def parts(self, parts: list[Part]) -> None:
+        self.pieces.parts = parts
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
@@ -101,18 +118,18 @@ class FileWriter:
         self._hasher.start()
 
     def put(
-        self, part: Part, buf: memoryview, size: int, offset: int, back: queue.SimpleQueue
+        self, part: Part, buf: memoryview, size: int, offset: int, written: queue.SimpleQueue
     ) -> None:
-        """Hand the first `size` bytes of `buf` over; `buf` comes back on `back` once written
-        (or dropped after a write error)."""
+        """Hand the first `size` bytes of `buf` over; `written` hears once they are written (or
+        dropped after a write error); `buf` goes back to the pool once hashed."""
         self._pending.setdefault(part.idx, collections.deque()).append(offset)
-        self._queue.put((part, buf, size, offset, back))
+        self._queue.put((part, buf, size, offset, written))
 
     def _run(self) -> None:
         """The writer thread: write each buffer at its offset, then pass it to the hasher."""
         lower_priority()
         while (item := self._queue.get()) is not None:
-            part, buf, size, offset, back = item
+            part, buf, size, offset, written = item
             try:
                 if self.error is None:
                     self._write(buf[:size], offset)
@@ -120,6 +137,7 @@ class FileWriter:
             except BaseException as exc:  # noqa: BLE001 - handed to the transfer threads
                 self.error = exc
             self._hashes.put(item)
+            written.put(None)
         self._hashes.put(None)
 
     def _write(self, data: memoryview, offset: int) -> None:
@@ -136,50 +154,68 @@ class FileWriter:
         _pwrite(self.fd, data, offset)
 
     def _hash_run(self) -> None:
-        """The hasher thread: hash each written buffer that lies at the hash frontier, catch up
-        from the page cache past it, then give the buffer back to its transfer thread."""
+        """The hasher thread: hash each written buffer once the frontier reaches it (holding it
+        until then), catching up from the file over a resumed prefix; a hashed buffer goes back
+        to the pool."""
         lower_priority()
         while (item := self._hashes.get()) is not None:
-            part, buf, size, offset, back = item
+            if self.error is not None:
+                self.pieces.give_back(item[1])
+                continue
+            self._held[item[3]] = item
+            self.held_most = max(self.held_most, len(self._held))
             try:
-                if self.error is None and offset == self.hashed:
+                self._advance()
+            except BaseException as exc:  # noqa: BLE001 - handed to the transfer threads
+                self.error = exc
+        for item in self._held.values():  # stopped or failed: the rest is hashed next run
+            self.pieces.give_back(item[1])
+        self._held.clear()
+
+    def _advance(self) -> None:
+        """Hash all that lies at the frontier: held buffers, and resumed bytes on disk."""
+        before = self.hashed
+        while True:
+            item = self._held.pop(self.hashed, None)
+            if item is not None:
+                part, buf, size, _, _ = item
+                try:
                     self.sha.update(buf[:size])
                     self.hashed += size
-            except BaseException as exc:  # noqa: BLE001 - handed to the transfer threads
-                self.error = exc
-            finally:
-                self._pending[part.idx].popleft()
-                back.put(buf)  # before any catch-up: reading goes on while a prefix is hashed
-            try:
-                if self.error is None:
-                    self._catch_up()
-            except BaseException as exc:  # noqa: BLE001 - handed to the transfer threads
-                self.error = exc
+                finally:
+                    self._pending[part.idx].popleft()
+                    self.pieces.give_back(buf)
+                continue
+            if not self._catch_up():
+                break
+        if self.hashed != before:
+            self.pieces.advanced(self.hashed)
 
-    def _catch_up(self) -> None:
-        """Hash what is already on disk at the hash frontier (other parts' bytes, or a resumed
-        prefix), read back once, up to the first buffer still on its way here."""
+    def _catch_up(self) -> bool:
+        """Hash what is already on disk at the hash frontier (a resumed prefix), read back once,
+        up to the first buffer still on its way here; whether anything was hashed."""
+        progressed = False
         while self._hp < len(self.parts):
             part = self.parts[self._hp]
+            if part.end is not None and self.hashed > part.end:
+                self._hp += 1  # hashed; a steal only ever splits a part past the frontier
+                continue
             frontier = part.next_offset
             pending = self._pending.get(part.idx)
             if pending:  # its next bytes are on their way to the hasher in a buffer
-                try:
-                    frontier = min(frontier, pending[0])
-                except IndexError:  # seen just now: the frontier as written holds
-                    pass
+                frontier = min(frontier, pending[0])
             while self.hashed < frontier:
                 if self.stop is not None and self.stop.is_set():
-                    return  # stopping: the rest is hashed by the next run, from disk
+                    return progressed  # stopping: the rest is hashed by the next run, from disk
                 chunk = self._read_back(min(READ_BACK, frontier - self.hashed))
                 if not chunk:
-                    return
+                    return progressed
                 self.sha.update(chunk)
                 self.hashed += len(chunk)
                 self.read_back += len(chunk)
-            if not part.complete or self.hashed < part.next_offset:
-                return  # the rest of this part is still to come, or on its way in a buffer
-            self._hp += 1
+                progressed = True
+            return progressed
+        return progressed
 
     def _read_back(self, size: int) -> bytes | memoryview:
         """Bytes at the hash frontier from the file: past the page cache too where aligned."""
@@ -198,7 +234,7 @@ class FileWriter:
     def sync(self) -> list[dict[str, Any]]:
         """Note each part's written offset, then fsync: those offsets are now safe to commit.
         (Writes that land during the fsync are counted at the next checkpoint.)"""
-        offsets = [{"idx": p.idx, "done": p.written} for p in self.parts]
+        offsets = [{"idx": p.idx, "done": p.written} for p in list(self.parts)]
         self._fsync()
         return offsets
 
@@ -218,7 +254,7 @@ class FileWriter:
         self._stop_thread()
         if self.error is not None:
             raise self.error
-        self._catch_up()
+        self._advance()
         self._fsync()
         return self.sha.hexdigest()
 

@@ -495,18 +495,15 @@ def test_large_file_uses_parallel_range_parts_and_resumes_each_after_kill(civita
         job = c.post("/api/download", json={"modelVersionId": 10, "model_type": "checkpoint"})
         job = job.json()
     wait_for(
-        lambda: (
-            (p := committed_parts(home, job["id"]))
-            and len(p) == 4
-            and all(x["done"] > 2 * MB for x in p)
-        ),
+        lambda: sum(x["done"] > 2 * MB for x in committed_parts(home, job["id"])) == 4,
         30,
-        what="every part to commit progress",
+        what="every connection's part to commit progress",
     )
     d.kill()
     parts = committed_parts(home, job["id"])
+    assert len(parts) > 4  # pieces in file order, more than one per connection
     first = civitai.requests_to("cdn", "/file")
-    assert len(first) == 4
+    assert len(first) >= 4  # four at once; a connection done with its piece asks for the next
     committed = sum(p["done"] for p in parts)
     civitai.default_rate = None
     n = len(first)
@@ -515,7 +512,9 @@ def test_large_file_uses_parallel_range_parts_and_resumes_each_after_kill(civita
         done = wait_job(c, job["id"], timeout=60)
     resumed = civitai.requests_to("cdn", "/file")[n:]
     assert sorted(r.range for r in resumed) == sorted(
-        f"bytes={p['start'] + p['done']}-{p['end']}" for p in parts
+        f"bytes={p['start'] + p['done']}-{p['end']}"
+        for p in parts
+        if p["start"] + p["done"] <= p["end"]
     )
     assert sum(r.sent for r in resumed) == len(data) - committed
     assert_file_is(done["path"], sha(data))

@@ -373,7 +373,7 @@ def test_one_stream_is_written_past_the_page_cache_and_hashed_from_memory(tmp_pa
     A resume from an unaligned offset goes through the cache."""
     import hashlib
 
-    from engine import transfer, writer
+    from engine import writer
 
     probe = tmp_path / "probe"
     probe.write_bytes(b"")
@@ -392,8 +392,8 @@ def test_one_stream_is_written_past_the_page_cache_and_hashed_from_memory(tmp_pa
     path.write_bytes(data[:12345])  # a resume mid-block: every write is unaligned
     digest, direct, read_back = _pump_file(path, data, 12345)
     assert (digest, direct) == (hashlib.sha256(data).hexdigest(), 0)
-    # the prefix, and the first buffer, which came while the prefix was still unhashed
-    assert read_back == 12345 + transfer.BUFFER_SIZE
+    # only the prefix: the first buffer, which came while it was still unhashed, waited for it
+    assert read_back == 12345
     assert path.read_bytes() == data
 
     path.unlink()
@@ -403,8 +403,9 @@ def test_one_stream_is_written_past_the_page_cache_and_hashed_from_memory(tmp_pa
 
 
 def test_the_parts_of_a_file_start_on_block_boundaries_and_cover_it_exactly():
-    """Every part starts aligned, so each can be written past the page cache (O_DIRECT)."""
-    from engine.transfer import DIRECT_ALIGN, split
+    """Every part starts aligned, so each can be written past the page cache (O_DIRECT); the
+    parts are pieces small enough that every connection has one within the window."""
+    from engine.transfer import DIRECT_ALIGN, WINDOW, piece_size, split
 
     for size in (64 * MB, 64 * MB + 1, 1_000_000_007, 4 * 1024 * MB - 3):
         for connections in (2, 3, 4, 8):
@@ -412,16 +413,21 @@ def test_the_parts_of_a_file_start_on_block_boundaries_and_cover_it_exactly():
             assert parts[0].start == 0 and parts[-1].end == size - 1
             assert all(a.end + 1 == b.start for a, b in zip(parts, parts[1:], strict=False))
             assert all(p.start % DIRECT_ALIGN == 0 for p in parts), (size, connections)
-            assert len(parts) == connections
+            sizes = [p.end + 1 - p.start for p in parts]
+            assert max(sizes) <= piece_size(connections)
+            assert piece_size(connections) * connections < WINDOW
+            assert min(sizes[:-1]) >= 2 * MB  # smaller toward the end, never tiny
+            assert sizes[:-1] == sorted(sizes[:-1], reverse=True)
     first = split(1_000_000_007, 4)[0]
     parts = split(1_000_000_007, 4, first_end=first.end)
     assert all(p.start % DIRECT_ALIGN == 0 for p in parts)
     assert parts[-1].end == 1_000_000_006
 
 
-def test_a_file_of_two_parts_is_hashed_right_reading_the_second_back_past_the_cache(tmp_path):
-    """The second part arrives first (as when its connection is faster); the hasher takes the
-    first from memory and reads the second back from the file, then the SHA256 is the file's."""
+def test_a_file_of_two_parts_is_hashed_from_memory_when_the_second_arrives_first(tmp_path):
+    """The second part arrives first (as when its connection is faster); the hasher holds its
+    buffers until the first has come and hashes both from memory: nothing is read back (it once
+    read the second part back from the file)."""
     import hashlib
 
     from engine.throttle import Throttle
@@ -445,5 +451,6 @@ def test_a_file_of_two_parts_is_hashed_right_reading_the_second_back_past_the_ca
         writer.shutdown()
     assert digest == hashlib.sha256(data).hexdigest()
     assert path.read_bytes() == data
-    assert writer.read_back == len(data) - mid  # the first part came from memory
+    assert writer.read_back == 0
+    assert writer.held_most == 5  # the second part's 4 buffers, and the first one of the first
     assert writer.direct_bytes == 6 * MB  # all but the tail
