@@ -227,11 +227,7 @@ class Download:
                 raise errors.StoreCopyFailed(f"the store answered {status}")
             if status in REFUSED and self.link.renewable and not self.link.at_origin(url):
                 if attempt == 0 and await self.link.refused(generation):
-                    log.info(
-                        "job %s: download link refused (%s); asking Civitai again",
-                        self.job_id,
-                        status,
-                    )
+                    log.info("job %s: link refused (%s); asking Civitai again", self.job_id, status)
                     continue
                 if status in (404, 410):  # a fresh link that is gone too: the file is gone
                     raise errors.FileNotFound(f"the CDN answered {status} for a fresh link")
