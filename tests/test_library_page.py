@@ -195,3 +195,11 @@ def test_updates_of_untracked_files_are_marked_planned_then_queued(civitai, daem
     r = c.post("/api/library/updates", json={"ids": [row["id"]]})
     assert r.status_code == 422 and "update" in r.json()["detail"]
     d.stop()
+
+
+def test_a_page_past_any_library_is_refused_not_a_server_error(daemon):
+    # Found by the schemathesis fuzz: page × per_page overflowed SQLite's INTEGER (a 500).
+    c = daemon().client()
+    far = c.get("/api/library/models", params={"page": 10**15, "per_page": 500})
+    assert far.status_code == 422, far.text
+    assert c.get("/api/library/models", params={"page": 1_000_000}).json()["files"] == []

@@ -13,11 +13,11 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from tests.browser import launch
+from tests.browser import ARGS, CHROMIUM
 from tests.conftest import assert_file_is, wait_for, wait_job
 from tests.nginx import SERVER_NAME, Nginx, readme_block
 
@@ -27,12 +27,17 @@ BOOTSTRAP_PRIMARY = "rgb(13, 110, 253)"  # .btn-primary's background in Bootstra
 
 
 @pytest.fixture(scope="module")
-def proxy_browser():
-    """Chromium that resolves the TLS site's name to this machine (a launch flag: its own)."""
-    with sync_playwright() as p:
-        b = launch(p, f"--host-resolver-rules=MAP {SERVER_NAME} 127.0.0.1")
-        yield b
-        b.close()
+def proxy_browser(browser):
+    """Chromium that resolves the TLS site's name to this machine (a launch flag: its own),
+    started by the worker's one Playwright: a second sync_playwright() in a worker that has run
+    a GUI test fails ("Playwright Sync API inside the asyncio loop")."""
+    b = browser.browser_type.launch(
+        executable_path=CHROMIUM,
+        args=[*ARGS, f"--host-resolver-rules=MAP {SERVER_NAME} 127.0.0.1"],
+        headless=True,
+    )
+    yield b
+    b.close()
 
 
 @pytest.fixture

@@ -17,6 +17,9 @@ from library import holdings, listing, update_plan
 from library.layout import model_type_of
 from web.auth import require_key
 
+# A page past every file is empty; past this its offset (page × per_page) would overflow SQLite.
+MAX_PAGE = 1_000_000
+
 router = APIRouter(prefix="/api", tags=["library"], dependencies=[Depends(require_key)])
 
 Sort = Literal["newest", "oldest", "name", "size", "type"]
@@ -131,7 +134,7 @@ async def library_models(
         Query(description="Only files Civitai does not know (true), or only known ones"),
     ] = None,
     sort: Sort = "newest",
-    page: Annotated[int, Query(ge=1, le=MAX_ID)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     per_page: Annotated[int, Query(ge=1, le=500)] = 60,
 ) -> dict[str, Any]:
     """The library's files, one per path, with their trigger words, hashes, tracking and update
