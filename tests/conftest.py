@@ -90,6 +90,30 @@ def loop_thread() -> Iterator[Callable[[Coroutine[Any, Any, T]], T]]:
             pool.submit(runner.close).result()
 
 
+def idle_fraction(seconds: float = 1.0) -> float:
+    """The share of all cores' time that was idle over the next `seconds` (/proc/stat)."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        return fields[3] + fields[4], sum(fields)  # idle + iowait, all
+
+    idle0, all0 = sample()
+    time.sleep(seconds)
+    idle1, all1 = sample()
+    return (idle1 - idle0) / max(1, all1 - all0)
+
+
+@pytest.fixture
+def quiet_machine() -> float:
+    """For the tests marked `alone`: wait (up to a minute) until the machine is idle, as right
+    after the parallel part the processes it started may still be ending; the idle share seen."""
+    deadline = time.monotonic() + 60
+    idle = idle_fraction()
+    while idle < 0.9 and time.monotonic() < deadline:
+        idle = idle_fraction()
+    return idle
+
+
 def write_config(home: Path, **values: object) -> None:
     home.mkdir(parents=True, exist_ok=True)
     path = home / "config.json"

@@ -56,7 +56,7 @@ def test_one_model_named_by_every_node_is_read_in_linear_time():
 @pytest.mark.alone  # a bound on the daemon's own answer, not on a machine shared with other tests
 @pytest.mark.parametrize("how", ["json", "upload"])  # the API; the GUI's drop and the CLI's file
 def test_the_daemon_answers_health_in_100_ms_while_a_hostile_workflow_is_refused(
-    daemon, how, tmp_path
+    daemon, how, tmp_path, quiet_machine
 ):
     body = json.dumps(hostile(), separators=(",", ":")).encode()
     assert 9 * 1024 * 1024 < len(body) < 10 * 1024 * 1024, len(body)
@@ -106,9 +106,10 @@ def test_the_daemon_answers_health_in_100_ms_while_a_hostile_workflow_is_refused
         "has 20,000"
     }
     assert len(latencies) >= 5, latencies
-    # Issue 23's bound. The worst answer measured 12-65 ms over 10 runs (with other developers'
-    # work loading this 2-core machine); 49 s before the parse left the event loop.
-    assert max(latencies) < 0.1, (max(latencies), took)
+    # Issue 23's bound. The worst answer measured 13-22 ms on the idle machine, 12-65 ms with
+    # other work loading it; 49 s before the parse left the event loop. Right after the parallel
+    # part it once took 100.4 ms while that part's processes were still ending: quiet_machine.
+    assert max(latencies) < 0.1, (max(latencies), took, f"machine {quiet_machine:.0%} idle before")
     with d.client() as c:
         assert c.get("/api/jobs").json()["total"] == 0
     d.stop()
