@@ -7,7 +7,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from engine.jobs import MAX_ID
 from errors import DaemonError
@@ -75,9 +77,12 @@ async def one(follow_id: FollowId, request: Request) -> dict[str, Any]:
 async def change(follow_id: FollowId, body: FollowChange, request: Request) -> dict[str, Any]:
     """Change a follow's filters or mode; what it follows stays (delete and follow anew)."""
     row = await existing(request, follow_id)
-    rule = FollowRule.model_validate(
-        rule_of(row).model_dump() | body.model_dump(exclude_unset=True)
-    )
+    try:  # the change is checked with the rule it changes: a 422 like the POST's, never a 500
+        rule = FollowRule.model_validate(
+            rule_of(row).model_dump() | body.model_dump(exclude_unset=True)
+        )
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
     return public(await store_of(request).change(follow_id, rule))
 
 
