@@ -138,6 +138,8 @@ def test_gui_through_nginx_logs_in_loads_bootstrap_and_shows_live_progress(
     wait_for(lambda: first < now() < 100, 30, what=f"progress past {first}% before the end")
     expect(row.locator(".job-status")).to_have_text("completed", timeout=30_000)
     expect(row.locator(".progress-bar")).to_have_text("100%")
+    # Measured once the row is laid out (a row redrawn by the feed has no width for a frame).
+    wait_for(lambda: bar.evaluate("p => p.clientWidth") > 0, 10, what="the bar's track laid out")
     full = bar.evaluate("p => p.firstElementChild.offsetWidth / p.clientWidth")
     assert full > 0.95, f"the bar is drawn {full:.0%} wide at 100%"  # its width applied (CSP)
     assert_file_is(home / "data/models/lora/dreamshaper_8.safetensors", f.sha256)
