@@ -89,13 +89,6 @@ def early_access_until(version: dict[str, Any], now: datetime | None = None) -> 
     return until or FAR_FUTURE
 
 
-def downloadable(version: dict[str, Any]) -> bool:
-    """Its files can be downloaded at all: false for a version that only generates on Civitai
-    (`usageControl` other than "Download") or holds no file but training data. Early access is
-    a matter of time, not of this (see early_access_until)."""
-    return is_downloadable(version)
-
-
 def is_published(version: dict[str, Any], now: datetime) -> bool:
     """Published and visible now: not a draft (no `publishedAt`), not scheduled for later."""
     if version.get("status", "Published") != "Published":

@@ -11,7 +11,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from notify.webhooks import discord_message, telegram_message
-from sources.versions import FAR_FUTURE, downloadable, early_access_until
+from sources.versions import FAR_FUTURE, early_access_until, is_downloadable
 from tests.conftest import REPO, assert_file_is, wait_for, wait_job
 from tests.receiver import Receiver
 from tests.test_cli import cli
@@ -381,9 +381,9 @@ def test_early_access_and_generation_only_versions_as_both_checks_read_them():
     assert early_access_until({"id": 1, "availability": "EarlyAccess"}, now) == FAR_FUTURE
     assert early_access_until({"id": 1, "availability": "Public"}, now) is None
     model_file = {"id": 2, "name": "a.safetensors", "type": "Model"}
-    assert downloadable({"files": [model_file]})
-    assert not downloadable({"files": [model_file], "usageControl": "Generation"})
-    assert not downloadable({"files": [{"id": 3, "type": "Training Data"}]})
+    assert is_downloadable({"files": [model_file]})
+    assert not is_downloadable({"files": [model_file], "usageControl": "Generation"})
+    assert not is_downloadable({"files": [{"id": 3, "type": "Training Data"}]})
 
 
 def test_the_summary_sentence_counts_models_updates_and_the_earliest_hold():

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from sources.versions import FAR_FUTURE, downloadable, early_access_until
+from sources.versions import FAR_FUTURE, early_access_until, is_downloadable
 from tests.conftest import assert_file_is, wait_for, wait_job
 from tests.receiver import Receiver
 from tests.test_cli import cli
@@ -372,11 +372,11 @@ def test_early_access_until_and_downloadable_read_civitais_fields():
         "earlyAccessConfig": None,
         "files": [model_file],
     }
-    assert early_access_until(public) is None and downloadable(public)
+    assert early_access_until(public) is None and is_downloadable(public)
     soon = datetime.now(UTC) + timedelta(days=2)
     ends = soon.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     held = public | {"availability": "EarlyAccess", "earlyAccessEndsAt": ends}
-    assert early_access_until(held) == ends and downloadable(held)
+    assert early_access_until(held) == ends and is_downloadable(held)
     assert early_access_until(held | {"earlyAccessEndsAt": "2026-01-02T00:00:00Z"}) is None
     # Today's earlyAccessConfig: `timeframe` days after publication.
     started = datetime.now(UTC) - timedelta(days=1)
@@ -390,6 +390,6 @@ def test_early_access_until_and_downloadable_read_civitais_fields():
     # In early access without a date Civitai gives: never taken for downloadable now.
     assert early_access_until(public | {"availability": "EarlyAccess"}) == FAR_FUTURE
     # A version that only generates, or holds only training data, is never downloadable.
-    assert not downloadable(public | {"usageControl": "Generation"})
-    assert not downloadable(public | {"files": [{"id": 2, "type": "Training Data"}]})
-    assert downloadable({k: v for k, v in public.items() if k != "usageControl"})  # 2022's API
+    assert not is_downloadable(public | {"usageControl": "Generation"})
+    assert not is_downloadable(public | {"files": [{"id": 2, "type": "Training Data"}]})
+    assert is_downloadable({k: v for k, v in public.items() if k != "usageControl"})  # 2022's API

@@ -26,8 +26,8 @@ from sources import bulk
 from sources.civitai import list_page, pick_file
 from sources.versions import (
     FAR_FUTURE,
-    downloadable,
     early_access_until,
+    is_downloadable,
     newest_version,
     parse_time,
 )
@@ -128,7 +128,7 @@ def choose(model: dict[str, Any], rule: FollowRule, ctx: CheckContext) -> dict[s
         versions = [v for v in versions if v.get("baseModel") in rule.baseModels]
     now = datetime.now(UTC)
     version = newest_version({"modelVersions": versions}, now, early=True)
-    if version is None or not downloadable(version):
+    if version is None or not is_downloadable(version):
         problem = "no published version with a file to download (drafts, generation only)"
         return item | {"state": "unavailable", "problem": problem}
     item |= {
