@@ -351,7 +351,16 @@ def held_update(update: dict[str, Any]) -> bool:
     return update.get("job_id") is None and bool(update.get("early_access_until"))
 
 
-UPDATE_FIELDS = ("model_name", "modelId", "version_name", "new_version_id", "job_id", "policy")
+# What the notify targets need to tell an update (notify/webhooks.py `_update_text`).
+UPDATE_FIELDS = (
+    "model_name",
+    "modelId",
+    "version_name",
+    "new_version_id",
+    "job_id",
+    "policy",
+    "early_access_until",
+)
 
 
 def summary_text(follows: list[dict[str, Any]], updates: list[dict[str, Any]]) -> str | None:
@@ -389,10 +398,7 @@ def publish_summary(ctx: CheckContext, follows: list[dict[str, Any]]) -> dict[st
         "held": sum(len(f.get("newly_held") or []) for f in follows)
         + sum(held_update(u) for u in ctx.result.updates),
         # Each update as the notify targets tell it (queued, listed only, held until …).
-        "update_items": [
-            {k: u.get(k) for k in (*UPDATE_FIELDS, "early_access_until")}
-            for u in ctx.result.updates[:20]
-        ],
+        "update_items": [{k: u.get(k) for k in UPDATE_FIELDS} for u in ctx.result.updates[:20]],
         "follows": [
             {k: f.get(k) for k in ("follow_id", "title", "mode", "new", "newly_held", "error")}
             for f in follows
